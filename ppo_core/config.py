@@ -1,0 +1,252 @@
+"""Frozen configuration records: the network, the trading environment and PPO.
+
+Each validates itself in `__post_init__` and round-trips through JSON-safe dicts, so a
+checkpoint or a benchmark record can always say exactly what it was made from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ppo_core.errors import ConfigError
+
+__all__ = ["MAX_WIDTH", "EnvConfig", "NetworkConfig", "PPOConfig"]
+
+MAX_WIDTH = 65_536
+ACTIVATIONS = ("relu", "tanh", "gelu")
+TRUNKS = ("shared", "separate")
+
+
+def _positive_int(owner: str, name: str, value: Any, maximum: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{owner}.{name} must be an integer, got {value!r}")
+    if value <= 0:
+        raise ConfigError(f"{owner}.{name} must be positive, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{owner}.{name} must be at most {maximum:,}, got {value:,}")
+
+
+def _finite_number(owner: str, name: str, value: Any, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{owner}.{name} must be a finite number, got {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"{owner}.{name} must be in [{low}, {high}], got {value!r}")
+
+
+def _one_of(owner: str, name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{owner}.{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _to_dict(record: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        if dataclasses.is_dataclass(value):
+            value = _to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def _from_dict(cls: type, data: Any, nested: dict[str, type] | None = None) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__} must be a mapping, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"{cls.__name__} has no field {unknown[0]!r} (known: {', '.join(sorted(known))})"
+        )
+    kwargs = dict(data)
+    for name, sub_cls in (nested or {}).items():
+        if name in kwargs:
+            kwargs[name] = sub_cls.from_dict(kwargs[name])
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The actor-critic MLP: input window, trunk widths and heads."""
+
+    n_features: int = 53
+    """Market features per bar."""
+    lookback: int = 100
+    """Bars of history in one observation; obs_dim = n_features * lookback."""
+    hidden_dims: tuple[int, ...] = (1024, 512, 256)
+    """Widths of the trunk's Linear layers, input side first."""
+    n_actions: int = 3
+    """Discrete actions: short, flat, long."""
+    head_dim: int = 64
+    """Width of the hidden layer in each of the actor and critic heads."""
+    trunk: str = "shared"
+    """'shared': one trunk feeds both heads; 'separate': actor and critic trunks (SB3, CleanRL)."""
+    activation: str = "relu"
+    """Nonlinearity after every hidden Linear: relu, tanh or gelu."""
+    layer_norm: bool = False
+    """LayerNorm after each trunk Linear, before the activation."""
+
+    def __post_init__(self) -> None:
+        owner = "NetworkConfig"
+        _positive_int(owner, "n_features", self.n_features, MAX_WIDTH)
+        _positive_int(owner, "lookback", self.lookback, MAX_WIDTH)
+        _positive_int(owner, "n_actions", self.n_actions, MAX_WIDTH)
+        _positive_int(owner, "head_dim", self.head_dim, MAX_WIDTH)
+        dims = self.hidden_dims
+        if isinstance(dims, list):
+            dims = tuple(dims)
+            object.__setattr__(self, "hidden_dims", dims)
+        if not isinstance(dims, tuple) or not dims:
+            raise ConfigError(f"{owner}.hidden_dims must be a non-empty list of widths, got {dims!r}")
+        for i, width in enumerate(dims):
+            _positive_int(owner, f"hidden_dims[{i}]", width, MAX_WIDTH)
+        _one_of(owner, "trunk", self.trunk, TRUNKS)
+        _one_of(owner, "activation", self.activation, ACTIVATIONS)
+        if not isinstance(self.layer_norm, bool):
+            raise ConfigError(f"{owner}.layer_norm must be true or false, got {self.layer_norm!r}")
+
+    @property
+    def obs_dim(self) -> int:
+        """Flattened observation width: features x lookback bars."""
+        return self.n_features * self.lookback
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetworkConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """The vectorised trading task that every network size is trained and judged on."""
+
+    episode_bars: int = 256
+    """Bars per training episode before an automatic reset at a new random start."""
+    cost_bps: float = 1.0
+    """Trading cost in basis points per unit of position change."""
+
+    def __post_init__(self) -> None:
+        _positive_int("EnvConfig", "episode_bars", self.episode_bars)
+        _finite_number("EnvConfig", "cost_bps", self.cost_bps, 0.0, 10_000.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EnvConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Proximal Policy Optimisation (clipped objective, GAE) and the run around it."""
+
+    total_timesteps: int = 100_000
+    """Environment steps to collect over the whole run (summed over environments)."""
+    n_envs: int = 8
+    """Environments stepped together."""
+    n_steps: int = 256
+    """Steps per environment per rollout; a rollout holds n_envs * n_steps samples."""
+    n_epochs: int = 4
+    """Passes over each rollout in the update."""
+    minibatch_size: int = 256
+    """Samples per gradient step."""
+    learning_rate: float = 3e-4
+    """Adam step size at the start of the run."""
+    anneal_lr: bool = True
+    """Decay the learning rate linearly to zero over the run."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE's bias-variance trade-off."""
+    clip_coef: float = 0.2
+    """PPO's ratio clipping range."""
+    clip_vloss: bool = False
+    """Clip the value update around the old value prediction, as the PPO paper's code does."""
+    vf_coef: float = 0.5
+    """Weight of the value loss."""
+    ent_coef: float = 0.01
+    """Weight of the entropy bonus."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip."""
+    target_kl: float | None = None
+    """Stop the update's epochs early once approx_kl exceeds this; None never stops."""
+    norm_adv: bool = True
+    """Normalise advantages per minibatch."""
+    seed: int = 0
+    """Seeds torch, the environments and the data sampling."""
+    device: str = "auto"
+    """'auto', 'cpu', 'cuda' or 'cuda:N'."""
+    bf16: bool = False
+    """bf16 autocast for forward and backward passes (CUDA only)."""
+    compile: bool = False
+    """torch.compile the policy (opt-in: compilation costs seconds to minutes)."""
+    obs_buffer: str = "indices"
+    """'indices': the rollout stores bar indices and gathers windows on the fly (exact here,
+    since an observation is a window over the feature tensor); 'observations': full rows."""
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    """The actor-critic."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """The trading task."""
+
+    def __post_init__(self) -> None:
+        owner = "PPOConfig"
+        for name in ("total_timesteps", "n_envs", "n_steps", "n_epochs", "minibatch_size"):
+            _positive_int(owner, name, getattr(self, name))
+        if self.minibatch_size > self.batch_size:
+            raise ConfigError(
+                f"{owner}.minibatch_size ({self.minibatch_size}) exceeds the rollout size "
+                f"n_envs * n_steps = {self.batch_size}"
+            )
+        _finite_number(owner, "learning_rate", self.learning_rate, 0.0, 1.0)
+        _finite_number(owner, "gamma", self.gamma, 0.0, 1.0)
+        _finite_number(owner, "gae_lambda", self.gae_lambda, 0.0, 1.0)
+        _finite_number(owner, "clip_coef", self.clip_coef, 0.0, 10.0)
+        _finite_number(owner, "vf_coef", self.vf_coef, 0.0, 1e3)
+        _finite_number(owner, "ent_coef", self.ent_coef, 0.0, 1e3)
+        _finite_number(owner, "max_grad_norm", self.max_grad_norm, 0.0, 1e6)
+        if self.target_kl is not None:
+            _finite_number(owner, "target_kl", self.target_kl, 0.0, 1e3)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"{owner}.seed must be a non-negative integer, got {self.seed!r}")
+        device = self.device
+        if not isinstance(device, str) or not (
+            device in ("auto", "cpu", "cuda")
+            or (device.startswith("cuda:") and device[5:].isdigit())
+        ):
+            raise ConfigError(f"{owner}.device must be auto, cpu, cuda or cuda:N; got {device!r}")
+        _one_of(owner, "obs_buffer", self.obs_buffer, ("indices", "observations"))
+        for name in ("anneal_lr", "clip_vloss", "norm_adv", "bf16", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{owner}.{name} must be true or false")
+        if not isinstance(self.network, NetworkConfig):
+            raise ConfigError(f"{owner}.network must be a NetworkConfig")
+        if not isinstance(self.env, EnvConfig):
+            raise ConfigError(f"{owner}.env must be an EnvConfig")
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per rollout: n_envs * n_steps."""
+        return self.n_envs * self.n_steps
+
+    @property
+    def n_iterations(self) -> int:
+        """Rollout + update cycles needed to collect total_timesteps (at least one)."""
+        return max(1, self.total_timesteps // self.batch_size)
+
+    def replace(self, **changes: Any) -> PPOConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PPOConfig:
+        return _from_dict(cls, data, nested={"network": NetworkConfig, "env": EnvConfig})

@@ -1,0 +1,92 @@
+"""The actor-critic MLP every benchmark sizes: built from a NetworkConfig, nothing else.
+
+Shared trunk (one MLP feeds both heads) or separate trunks (as SB3 and CleanRL build them);
+64-wide actor and critic heads; orthogonal init as in the PPO implementation-details study.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ppo_core.config import NetworkConfig
+
+__all__ = ["ActorCritic"]
+
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+
+def _linear(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
+    layer = nn.Linear(in_dim, out_dim)
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def _trunk(config: NetworkConfig) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    widths = [config.obs_dim, *config.hidden_dims]
+    for in_dim, out_dim in zip(widths[:-1], widths[1:], strict=True):
+        layers.append(_linear(in_dim, out_dim, math.sqrt(2)))
+        if config.layer_norm:
+            layers.append(nn.LayerNorm(out_dim))
+        layers.append(_ACTIVATIONS[config.activation]())
+    return nn.Sequential(*layers)
+
+
+def _head(config: NetworkConfig, out_dim: int, out_gain: float) -> nn.Sequential:
+    return nn.Sequential(
+        _linear(config.hidden_dims[-1], config.head_dim, math.sqrt(2)),
+        _ACTIVATIONS[config.activation](),
+        _linear(config.head_dim, out_dim, out_gain),
+    )
+
+
+class ActorCritic(nn.Module):
+    """Policy logits and state value from a flattened window of market features."""
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.actor_trunk = _trunk(config)
+        # A shared trunk is the same module under both names, so parameters() counts it once.
+        self.critic_trunk = self.actor_trunk if config.trunk == "shared" else _trunk(config)
+        self.actor_head = _head(config, config.n_actions, out_gain=0.01)
+        self.critic_head = _head(config, 1, out_gain=1.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """obs (batch, obs_dim) -> logits (batch, n_actions), value (batch,)."""
+        actor_features = self.actor_trunk(obs)
+        if self.config.trunk == "shared":
+            critic_features = actor_features
+        else:
+            critic_features = self.critic_trunk(obs)
+        return self.actor_head(actor_features), self.critic_head(critic_features).squeeze(-1)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs (batch, obs_dim) -> value (batch,)."""
+        return self.critic_head(self.critic_trunk(obs)).squeeze(-1)
+
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample (or take the argmax) action -> action (batch,), log_prob (batch,), value."""
+        logits, value = self(obs)
+        log_probs = F.log_softmax(logits.float(), dim=-1)
+        if deterministic:
+            action = log_probs.argmax(dim=-1)
+        else:
+            action = torch.multinomial(log_probs.exp(), 1).squeeze(-1)
+        return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1), value.float()
+
+    def evaluate(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-prob and entropy of given actions, and the value: each (batch,)."""
+        logits, value = self(obs)
+        log_probs = F.log_softmax(logits.float(), dim=-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        return log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1), entropy, value.float()
