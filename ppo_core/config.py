@@ -101,7 +101,7 @@ class NetworkConfig:
             dims = tuple(dims)
             object.__setattr__(self, "hidden_dims", dims)
         if not isinstance(dims, tuple) or not dims:
-            raise ConfigError(f"{owner}.hidden_dims must be a non-empty list of widths, got {dims!r}")
+            raise ConfigError(f"{owner}.hidden_dims must be a non-empty list, got {dims!r}")
         for i, width in enumerate(dims):
             _positive_int(owner, f"hidden_dims[{i}]", width, MAX_WIDTH)
         _one_of(owner, "trunk", self.trunk, TRUNKS)
@@ -130,10 +130,14 @@ class EnvConfig:
     """Bars per training episode before an automatic reset at a new random start."""
     cost_bps: float = 1.0
     """Trading cost in basis points per unit of position change."""
+    reward_scale: float = 100.0
+    """Training rewards are log returns times this (100: percent), so values are O(1);
+    evaluation metrics always use unscaled returns."""
 
     def __post_init__(self) -> None:
         _positive_int("EnvConfig", "episode_bars", self.episode_bars)
         _finite_number("EnvConfig", "cost_bps", self.cost_bps, 0.0, 10_000.0)
+        _finite_number("EnvConfig", "reward_scale", self.reward_scale, 1e-6, 1e6)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)

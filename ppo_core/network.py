@@ -6,6 +6,7 @@ Shared trunk (one MLP feeds both heads) or separate trunks (as SB3 and CleanRL b
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -29,7 +30,7 @@ def _linear(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
 def _trunk(config: NetworkConfig) -> nn.Sequential:
     layers: list[nn.Module] = []
     widths = [config.obs_dim, *config.hidden_dims]
-    for in_dim, out_dim in zip(widths[:-1], widths[1:], strict=True):
+    for in_dim, out_dim in itertools.pairwise(widths):
         layers.append(_linear(in_dim, out_dim, math.sqrt(2)))
         if config.layer_norm:
             layers.append(nn.LayerNorm(out_dim))
@@ -89,4 +90,5 @@ class ActorCritic(nn.Module):
         logits, value = self(obs)
         log_probs = F.log_softmax(logits.float(), dim=-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
-        return log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1), entropy, value.float()
+        log_prob = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        return log_prob, entropy, value.float()
