@@ -1,0 +1,474 @@
+"""Checkpoints as plain containers: save atomically, load safely, inspect and diff them.
+
+A file holds only tensors, dicts, lists and scalars, so `torch.load(weights_only=True)` reads it
+and a crafted pickle is refused without running it. Layout (format "ppo-archbench/1")::
+
+    {"format": "ppo-archbench/1",
+     "config": {"network": NetworkConfig.to_dict(),
+                "ppo": PPOConfig.to_dict() without its "network" key, or None},
+     "policy_state_dict": {name: tensor},
+     "optimizer_state_dict": torch.optim state_dict | None,
+     "obs_norm": {name: tensor | list | float} | None,
+     "meta": {"archbench_version", "torch_version", "created" (UTC ISO 8601),
+              "git_commit" (None when unknown), ...extra_meta}}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import pickle
+import subprocess
+import tempfile
+from dataclasses import dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ppo_core import __version__
+from ppo_core.config import NetworkConfig, PPOConfig
+from ppo_core.errors import ArchitectureMismatch, CheckpointError, ConfigError
+
+__all__ = [
+    "FORMAT",
+    "Checkpoint",
+    "CheckpointDiff",
+    "CheckpointInfo",
+    "diff",
+    "inspect",
+    "load",
+    "load_into",
+    "save",
+]
+
+FORMAT = "ppo-archbench/1"
+
+# Compared in this order; the first that differs is the one the error message names in full.
+_ARCHITECTURE_KEYS = (
+    "hidden_dims",
+    "n_features",
+    "lookback",
+    "trunk",
+    "n_actions",
+    "head_dim",
+    "activation",
+    "layer_norm",
+)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint, its configs rebuilt and validated."""
+
+    path: Path
+    """The file it was read from."""
+    config: NetworkConfig
+    """The architecture the weights belong to."""
+    ppo_config: PPOConfig | None
+    """The training run's config, when the checkpoint was saved with one."""
+    policy_state_dict: dict[str, torch.Tensor]
+    """ActorCritic weights, on the CPU."""
+    optimizer_state_dict: dict[str, Any] | None
+    """The optimizer's state_dict (Adam moments and step), when saved."""
+    obs_norm: dict[str, Any] | None
+    """Observation-normalisation statistics, when saved."""
+    meta: dict[str, Any]
+    """archbench_version, torch_version, created (UTC ISO 8601), git_commit, and extras."""
+    file_bytes: int
+    """Size of the file on disk."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What `archbench inspect` shows about a checkpoint file."""
+
+    path: str
+    """The file."""
+    file_bytes: int
+    """Size on disk."""
+    predicted_bytes: int
+    """The sizing model's figure for this file (with or without optimizer state)."""
+    hidden_dims: tuple[int, ...]
+    """Trunk widths."""
+    trunk: str
+    """'shared' or 'separate'."""
+    obs_dim: int
+    """Input width: n_features x lookback."""
+    n_features: int
+    """Features per bar."""
+    lookback: int
+    """Bars per observation."""
+    n_actions: int
+    """Discrete actions."""
+    activation: str
+    """Hidden nonlinearity."""
+    layer_norm: bool
+    """LayerNorm in the trunk."""
+    params: int
+    """Parameters counted in the stored weights (a shared trunk's tensors once)."""
+    has_optimizer_state: bool
+    """Whether the optimizer's state was saved (needed to resume training exactly)."""
+    has_obs_norm: bool
+    """Whether observation-normalisation statistics were saved."""
+    created: str | None
+    """UTC time of the save, ISO 8601."""
+    archbench_version: str | None
+    """ppo-archbench version that wrote it."""
+    torch_version: str | None
+    """torch version that wrote it."""
+    git_commit: str | None
+    """Commit of the archbench source that wrote it, when known."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["hidden_dims"] = list(self.hidden_dims)
+        return out
+
+
+@dataclass(frozen=True)
+class CheckpointDiff:
+    """How two checkpoints differ: architecture fields, training fields, parameter counts."""
+
+    path_a: str
+    """First file."""
+    path_b: str
+    """Second file."""
+    differences: tuple[tuple[str, Any, Any], ...]
+    """(NetworkConfig field, value in a, value in b) for every architecture field that differs."""
+    training_differences: tuple[tuple[str, Any, Any], ...]
+    """(PPOConfig field, a, b) where both files carry a training config and the values differ."""
+    params_a: int
+    """Parameters stored in a."""
+    params_b: int
+    """Parameters stored in b."""
+
+    @property
+    def same_architecture(self) -> bool:
+        """True when the weights of one load into the network of the other."""
+        return not self.differences
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path_a": self.path_a,
+            "path_b": self.path_b,
+            "same_architecture": self.same_architecture,
+            "differences": [list(d) for d in self.differences],
+            "training_differences": [list(d) for d in self.training_differences],
+            "params_a": self.params_a,
+            "params_b": self.params_b,
+        }
+
+
+@functools.lru_cache(maxsize=1)
+def _git_commit() -> str | None:
+    """HEAD of the git checkout this package runs from; None for an installed wheel."""
+    source = Path(__file__).resolve().parent
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=source,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        if done.returncode == 0 and len(done.stdout.strip()) == 40:
+            return done.stdout.strip()
+    return None
+
+
+def _split_config(config: NetworkConfig | PPOConfig) -> tuple[NetworkConfig, PPOConfig | None]:
+    if isinstance(config, PPOConfig):
+        return config.network, config
+    if isinstance(config, NetworkConfig):
+        return config, None
+    raise ConfigError(f"config must be a NetworkConfig or PPOConfig, got {type(config).__name__}")
+
+
+def _plain(value: Any, where: str) -> Any:
+    """A copy of `value` made only of what weights_only loading accepts, or a ConfigError."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, dict):
+        return {str(k): _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    # Exact types: numpy's float64 subclasses float but pickles as a numpy global.
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if hasattr(value, "__array__"):  # numpy arrays and scalars
+        return torch.as_tensor(value).clone()
+    raise ConfigError(
+        f"{where} must hold tensors, arrays, lists, dicts or numbers; got {type(value).__name__}"
+    )
+
+
+def _architecture_mismatch(
+    where: str, stored: NetworkConfig, wanted: NetworkConfig
+) -> ArchitectureMismatch | None:
+    differing = [k for k in _ARCHITECTURE_KEYS if getattr(stored, k) != getattr(wanted, k)]
+    if not differing:
+        return None
+    first = differing[0]
+
+    def show(value: Any) -> str:
+        return str(tuple(value)) if first == "hidden_dims" else repr(value)
+
+    message = (
+        f"{where} has {first} {show(getattr(stored, first))}; "
+        f"config asks for {show(getattr(wanted, first))}"
+    )
+    if len(differing) > 1:
+        message += f" (also differs: {', '.join(differing[1:])})"
+    return ArchitectureMismatch(message)
+
+
+def save(
+    path: str | os.PathLike[str],
+    config: NetworkConfig | PPOConfig,
+    policy: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    obs_norm: dict[str, Any] | None = None,
+    extra_meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically (temp file in the same folder, then rename); return its path.
+
+    `config` may be the NetworkConfig alone or the whole PPOConfig of the run; either way the
+    architecture is stored under config["network"]. `extra_meta` must be JSON-safe.
+    """
+    path = Path(path)
+    network, ppo = _split_config(config)
+    if obs_norm is not None and not isinstance(obs_norm, dict):
+        raise ConfigError(f"obs_norm must be a dict, got {type(obs_norm).__name__}")
+    policy_config = getattr(policy, "config", None)
+    if isinstance(policy_config, NetworkConfig):
+        mismatch = _architecture_mismatch("the policy", policy_config, network)
+        if mismatch is not None:
+            raise mismatch
+    meta: dict[str, Any] = {
+        "archbench_version": __version__,
+        "torch_version": torch.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+    }
+    if extra_meta:
+        try:
+            meta.update(json.loads(json.dumps(extra_meta)))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"extra_meta must be JSON-safe: {error}") from None
+    ppo_dict = None
+    if ppo is not None:
+        ppo_dict = ppo.to_dict()
+        del ppo_dict["network"]
+    payload = {
+        "format": FORMAT,
+        "config": {"network": network.to_dict(), "ppo": ppo_dict},
+        "policy_state_dict": policy.state_dict(),
+        "optimizer_state_dict": optimizer.state_dict() if optimizer is not None else None,
+        "obs_norm": _plain(obs_norm, "obs_norm") if obs_norm is not None else None,
+        "meta": meta,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp_name).replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(tmp_name).unlink()
+        raise
+    return path
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    for line in text.splitlines():
+        if "Unsupported global" in line or "Unsupported operand" in line:
+            return line.strip()
+    return text.splitlines()[0].strip() if text else type(error).__name__
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the save did not finish")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"checkpoint {path} refused: it asks to run pickled code ({_first_line(error)}); "
+            "archbench loads only plain tensors and containers"
+        ) from None
+    except Exception as error:  # torch raises RuntimeError, EOFError, ValueError, ... here
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable, truncated or not a torch file "
+            f"({type(error).__name__}: {_first_line(error)})"
+        ) from None
+    if not isinstance(payload, dict) or "format" not in payload:
+        raise CheckpointError(
+            f"checkpoint {path} is not an archbench checkpoint "
+            f"(a {type(payload).__name__} without a 'format' key)"
+        )
+    found = payload["format"]
+    if found != FORMAT:
+        hint = (
+            "written by another archbench version"
+            if str(found).startswith("ppo-archbench/")
+            else "not an archbench checkpoint"
+        )
+        raise CheckpointError(f"checkpoint {path} has format {found!r}, expected {FORMAT} ({hint})")
+    for key in ("config", "policy_state_dict", "meta"):
+        if key not in payload:
+            raise CheckpointError(f"checkpoint {path} has no {key!r} entry")
+    return payload
+
+
+def _parse_configs(path: Path, raw: Any) -> tuple[NetworkConfig, PPOConfig | None]:
+    try:
+        if not isinstance(raw, dict) or "network" not in raw:
+            raise ConfigError("config must be a dict with a 'network' entry")
+        network = NetworkConfig.from_dict(raw["network"])
+        ppo = None
+        if raw.get("ppo") is not None:
+            ppo = PPOConfig.from_dict({**raw["ppo"], "network": raw["network"]})
+    except (ConfigError, TypeError) as error:
+        raise CheckpointError(f"checkpoint {path} has a bad config: {error}") from None
+    return network, ppo
+
+
+def _stored_params(state_dict: dict[str, torch.Tensor]) -> int:
+    """Parameters in a state dict, counting tensors that share storage (a shared trunk) once."""
+    seen = set()
+    total = 0
+    for tensor in state_dict.values():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key not in seen:
+            seen.add(key)
+            total += tensor.numel()
+    return total
+
+
+def load(
+    path: str | os.PathLike[str], config: NetworkConfig | PPOConfig | None = None
+) -> Checkpoint:
+    """Read a checkpoint safely; with `config`, refuse one of another architecture."""
+    from ppo_core.sizing import estimate
+
+    path = Path(path)
+    payload = _read(path)
+    network, ppo = _parse_configs(path, payload["config"])
+    if config is not None:
+        mismatch = _architecture_mismatch(f"checkpoint {path}", network, _split_config(config)[0])
+        if mismatch is not None:
+            raise mismatch
+    state = payload["policy_state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise CheckpointError(f"checkpoint {path}: policy_state_dict is not a dict of tensors")
+    stored, expected = _stored_params(state), estimate(network).params
+    if stored != expected:
+        raise CheckpointError(
+            f"checkpoint {path} holds {stored:,} parameters but its own config "
+            f"{tuple(network.hidden_dims)} has {expected:,}: the file is inconsistent"
+        )
+    return Checkpoint(
+        path=path,
+        config=network,
+        ppo_config=ppo,
+        policy_state_dict=state,
+        optimizer_state_dict=payload.get("optimizer_state_dict"),
+        obs_norm=payload.get("obs_norm"),
+        meta=dict(payload["meta"]),
+        file_bytes=path.stat().st_size,
+    )
+
+
+def load_into(policy: nn.Module, path: str | os.PathLike[str]) -> Checkpoint:
+    """Load a checkpoint's weights into `policy` (an ActorCritic); return the checkpoint."""
+    policy_config = getattr(policy, "config", None)
+    wanted = policy_config if isinstance(policy_config, NetworkConfig) else None
+    checkpoint = load(path, config=wanted)
+    try:
+        policy.load_state_dict(checkpoint.policy_state_dict)
+    except RuntimeError as error:
+        raise ArchitectureMismatch(
+            f"checkpoint {checkpoint.path} does not fit this policy: {_first_line(error)}"
+        ) from None
+    return checkpoint
+
+
+def inspect(path: str | os.PathLike[str]) -> CheckpointInfo:
+    """Summarise a checkpoint file: architecture, parameters, size, optimizer state, origin."""
+    from ppo_core.sizing import estimate
+
+    checkpoint = load(path)
+    network, meta = checkpoint.config, checkpoint.meta
+    has_optimizer = checkpoint.optimizer_state_dict is not None
+    sizing = estimate(network)
+    return CheckpointInfo(
+        path=str(checkpoint.path),
+        file_bytes=checkpoint.file_bytes,
+        predicted_bytes=sizing.checkpoint_bytes
+        if has_optimizer
+        else sizing.checkpoint_bytes_no_optimizer,
+        hidden_dims=tuple(network.hidden_dims),
+        trunk=network.trunk,
+        obs_dim=network.obs_dim,
+        n_features=network.n_features,
+        lookback=network.lookback,
+        n_actions=network.n_actions,
+        activation=network.activation,
+        layer_norm=network.layer_norm,
+        params=_stored_params(checkpoint.policy_state_dict),
+        has_optimizer_state=has_optimizer,
+        has_obs_norm=checkpoint.obs_norm is not None,
+        created=meta.get("created"),
+        archbench_version=meta.get("archbench_version"),
+        torch_version=meta.get("torch_version"),
+        git_commit=meta.get("git_commit"),
+    )
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any]) -> tuple[tuple[str, Any, Any], ...]:
+    a, b = _flat(a), _flat(b)
+    return tuple(
+        (key, a.get(key), b.get(key)) for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)
+    )
+
+
+def diff(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> CheckpointDiff:
+    """Config fields that differ between two checkpoints, and both parameter counts."""
+    first, second = load(a), load(b)
+    training: tuple[tuple[str, Any, Any], ...] = ()
+    if first.ppo_config is not None and second.ppo_config is not None:
+        ppo_a, ppo_b = first.ppo_config.to_dict(), second.ppo_config.to_dict()
+        del ppo_a["network"], ppo_b["network"]
+        training = _differences(ppo_a, ppo_b)
+    return CheckpointDiff(
+        path_a=str(first.path),
+        path_b=str(second.path),
+        differences=_differences(first.config.to_dict(), second.config.to_dict()),
+        training_differences=training,
+        params_a=_stored_params(first.policy_state_dict),
+        params_b=_stored_params(second.policy_state_dict),
+    )

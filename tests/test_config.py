@@ -1,0 +1,153 @@
+"""Config records: defaults, validation messages that name the field, JSON round trips."""
+
+import dataclasses
+import json
+import re
+
+import pytest
+
+from ppo_core.config import MAX_WIDTH, EnvConfig, NetworkConfig, PPOConfig
+from ppo_core.errors import ConfigError
+
+
+def test_network_defaults_are_the_reference_shape():
+    config = NetworkConfig()
+    assert config.obs_dim == 53 * 100 == 5300
+    assert config.hidden_dims == (1024, 512, 256)
+    assert (config.n_actions, config.head_dim, config.trunk) == (3, 64, "shared")
+
+
+def test_configs_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        NetworkConfig().lookback = 5  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PPOConfig().n_envs = 2  # type: ignore[misc]
+
+
+def test_hidden_dims_list_becomes_tuple():
+    assert NetworkConfig(hidden_dims=[64, 32]).hidden_dims == (64, 32)
+
+
+@pytest.mark.parametrize(
+    ("changes", "named", "shown"),
+    [
+        ({"hidden_dims": ()}, "hidden_dims", "()"),
+        ({"hidden_dims": (64, 0)}, "hidden_dims[1]", "0"),
+        ({"hidden_dims": (64, -3)}, "hidden_dims[1]", "-3"),
+        ({"hidden_dims": (64.5,)}, "hidden_dims[0]", "64.5"),
+        ({"hidden_dims": (True,)}, "hidden_dims[0]", "True"),
+        ({"hidden_dims": (MAX_WIDTH + 1,)}, "hidden_dims[0]", "65,537"),
+        ({"hidden_dims": "256,128"}, "hidden_dims", "'256,128'"),
+        ({"n_features": 0}, "n_features", "0"),
+        ({"lookback": -1}, "lookback", "-1"),
+        ({"n_actions": 2.0}, "n_actions", "2.0"),
+        ({"head_dim": 0}, "head_dim", "0"),
+        ({"trunk": "both"}, "trunk", "'both'"),
+        ({"activation": "swish"}, "activation", "'swish'"),
+        ({"layer_norm": 1}, "layer_norm", "1"),
+    ],
+)
+def test_network_rejects_bad_values_naming_field_and_value(changes, named, shown):
+    with pytest.raises(ConfigError) as caught:
+        NetworkConfig(**changes)
+    message = str(caught.value)
+    assert f"NetworkConfig.{named}" in message
+    assert message.endswith(shown)
+    assert "\n" not in message
+
+
+def test_widest_allowed_width_is_accepted():
+    assert NetworkConfig(n_features=1, lookback=1, hidden_dims=(MAX_WIDTH,)).hidden_dims[0] == (
+        MAX_WIDTH
+    )
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        NetworkConfig(),
+        NetworkConfig(hidden_dims=(7,), trunk="separate", activation="gelu", layer_norm=True),
+        EnvConfig(episode_bars=64, cost_bps=2.5, reward_scale=10.0),
+        PPOConfig(),
+        PPOConfig(
+            target_kl=0.02,
+            device="cuda:1",
+            obs_buffer="observations",
+            network=NetworkConfig(hidden_dims=(32, 16)),
+            env=EnvConfig(cost_bps=0.0),
+        ),
+    ],
+)
+def test_round_trip_through_json(config):
+    text = json.dumps(config.to_dict())
+    assert type(config).from_dict(json.loads(text)) == config
+
+
+def test_ppo_to_dict_nests_network_and_env_as_plain_dicts():
+    data = PPOConfig().to_dict()
+    assert data["network"]["hidden_dims"] == [1024, 512, 256]
+    assert data["env"] == EnvConfig().to_dict()
+
+
+@pytest.mark.parametrize("cls", [NetworkConfig, EnvConfig, PPOConfig])
+def test_from_dict_names_an_unknown_key(cls):
+    data = cls().to_dict()
+    data["hiden_dims"] = [1]
+    with pytest.raises(ConfigError, match="'hiden_dims'"):
+        cls.from_dict(data)
+
+
+def test_nested_unknown_key_is_named():
+    data = PPOConfig().to_dict()
+    data["network"]["widths"] = [1]
+    with pytest.raises(ConfigError, match="NetworkConfig has no field 'widths'"):
+        PPOConfig.from_dict(data)
+
+
+def test_from_dict_rejects_a_non_mapping():
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        NetworkConfig.from_dict([1, 2])  # type: ignore[arg-type]
+
+
+def test_ppo_batch_properties():
+    config = PPOConfig(total_timesteps=10_000, n_envs=4, n_steps=128, minibatch_size=64)
+    assert config.batch_size == 512
+    assert config.n_iterations == 10_000 // 512
+    assert PPOConfig(total_timesteps=10, n_envs=4, n_steps=8, minibatch_size=8).n_iterations == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"minibatch_size": 4096}, "minibatch_size (4096)"),
+        ({"n_envs": 0}, "n_envs"),
+        ({"learning_rate": float("nan")}, "learning_rate"),
+        ({"gamma": 1.5}, "gamma"),
+        ({"clip_coef": -0.1}, "clip_coef"),
+        ({"target_kl": float("inf")}, "target_kl"),
+        ({"seed": -1}, "seed"),
+        ({"device": "gpu"}, "device"),
+        ({"device": "cuda:x"}, "device"),
+        ({"obs_buffer": "frames"}, "obs_buffer"),
+        ({"bf16": "yes"}, "bf16"),
+        ({"network": {"hidden_dims": [4]}}, "network"),
+    ],
+)
+def test_ppo_rejects_bad_values_naming_field(changes, named):
+    with pytest.raises(ConfigError, match=re.escape(f"PPOConfig.{named}")):
+        PPOConfig(**changes)
+
+
+def test_replace_validates_again():
+    assert PPOConfig().replace(n_envs=16).n_envs == 16
+    with pytest.raises(ConfigError, match=r"PPOConfig\.n_steps"):
+        PPOConfig().replace(n_steps=0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [({"episode_bars": 0}, "episode_bars"), ({"cost_bps": -1.0}, "cost_bps")],
+)
+def test_env_rejects_bad_values(changes, named):
+    with pytest.raises(ConfigError, match=f"EnvConfig.{named}"):
+        EnvConfig(**changes)
