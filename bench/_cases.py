@@ -1,0 +1,359 @@
+"""Shared plumbing of the bench suites: options, profile budgets, sizes, timing and OOM records.
+
+The suites only say what to measure; how long to measure it (quick, full, or the CI smoke run
+under `--benchmark-disable`) and which sizes to sweep is decided here, in one table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from ppo_core.config import NetworkConfig
+from ppo_core.presets import PRESETS, parse_hidden_dims, preset_name
+from ppo_core.record import Metric, Record
+
+__all__ = [
+    "BUDGETS",
+    "OPTIONS_KEY",
+    "PROFILES",
+    "SMOKE",
+    "BenchOptions",
+    "Budget",
+    "Size",
+    "is_oom",
+    "latency_metrics",
+    "observation_windows",
+    "oom_record",
+    "session_ceilings",
+    "sizes_for",
+    "timed_rounds",
+]
+
+PROFILES = ("quick", "full")
+OPTIONS_KEY = pytest.StashKey["BenchOptions"]()
+"""Where conftest keeps the session's BenchOptions on the pytest config."""
+_TRAINING_SUITES = ("train", "overfit")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much work each suite does per case under one profile."""
+
+    infer_warmup: int
+    """Untimed forward passes before the timed ones."""
+    infer_rounds: int
+    """Timed forward passes per (size, batch, backend) case."""
+    infer_batch: int
+    """The 'batch n_envs' case: observations per forward, as in a rollout step."""
+    infer_backends: tuple[str, ...]
+    """Backends to try: eager, compile (torch.compile), onnx (onnxruntime), bf16 (CUDA)."""
+    train_n_envs: int
+    """Environments in the throughput case."""
+    train_n_steps: int
+    """Steps per environment per rollout in the throughput case."""
+    train_minibatch: int
+    """Minibatch of the throughput case."""
+    train_epochs: int
+    """Update epochs per iteration."""
+    train_warmup: int
+    """Untimed iterations before the timed ones (allocator, cuBLAS heuristics, caches)."""
+    train_iterations: int
+    """Timed PPO iterations per case."""
+    big_minibatch: int
+    """Minibatch of the large-update case (>= 2048: where the update should near the ceiling)."""
+    big_n_envs: int
+    """Environments of the large-update case (n_envs x train_n_steps >= big_minibatch)."""
+    overfit_bars: tuple[tuple[str, int], ...]
+    """(label, bars) of the synthetic dataset lengths: short ~ a year of hourly bars, long."""
+    overfit_seeds: tuple[int, ...]
+    """Training seeds per (size, dataset) case."""
+    overfit_timesteps: int
+    """Environment steps of training per overfitting case."""
+    overfit_n_envs: int
+    """Environments while training for the overfitting case."""
+    overfit_n_steps: int
+    """Rollout length while training for the overfitting case."""
+    overfit_minibatch: int
+    """Minibatch while training for the overfitting case."""
+    memory_n_envs: int
+    """Environments of the memory case's training setup."""
+    memory_n_steps: int
+    """Rollout length of the memory case."""
+    memory_minibatch: int
+    """Minibatch of the memory case."""
+    memory_iterations: int
+    """Full PPO iterations run inside the measured child."""
+    env_n_envs: tuple[int, ...]
+    """Environment counts of the env-step suite."""
+    env_steps: int
+    """Env steps per timed round."""
+    env_rounds: int
+    """Timed rounds per env-step case."""
+    ceiling_quick: bool
+    """Short ceiling measurement (fewer repeats)."""
+    data_bars: int
+    """Bars of the synthetic dataset for the train, memory and env suites."""
+
+
+BUDGETS: dict[str, Budget] = {
+    "quick": Budget(
+        infer_warmup=5,
+        infer_rounds=30,
+        infer_batch=64,
+        infer_backends=("eager", "onnx", "bf16"),
+        train_n_envs=8,
+        train_n_steps=64,
+        train_minibatch=256,
+        train_epochs=2,
+        train_warmup=1,
+        train_iterations=3,
+        big_minibatch=2048,
+        big_n_envs=32,
+        overfit_bars=(("short", 6_000), ("long", 26_000)),
+        overfit_seeds=(0,),
+        overfit_timesteps=12_288,
+        overfit_n_envs=8,
+        overfit_n_steps=128,
+        overfit_minibatch=256,
+        memory_n_envs=8,
+        memory_n_steps=64,
+        memory_minibatch=256,
+        memory_iterations=2,
+        env_n_envs=(1, 64, 1024),
+        env_steps=32,
+        env_rounds=5,
+        ceiling_quick=True,
+        data_bars=6_000,
+    ),
+    "full": Budget(
+        infer_warmup=20,
+        infer_rounds=200,
+        infer_batch=1024,
+        infer_backends=("eager", "compile", "onnx", "bf16"),
+        train_n_envs=1024,
+        train_n_steps=128,
+        train_minibatch=4096,
+        train_epochs=4,
+        train_warmup=2,
+        train_iterations=5,
+        big_minibatch=8192,
+        big_n_envs=1024,
+        overfit_bars=(("short", 8_760), ("long", 43_800)),
+        overfit_seeds=(0, 1, 2),
+        overfit_timesteps=2_000_000,
+        overfit_n_envs=256,
+        overfit_n_steps=256,
+        overfit_minibatch=4096,
+        memory_n_envs=1024,
+        memory_n_steps=256,
+        memory_minibatch=4096,
+        memory_iterations=2,
+        env_n_envs=(1, 64, 1024),
+        env_steps=256,
+        env_rounds=20,
+        ceiling_quick=False,
+        data_bars=43_800,
+    ),
+}
+
+SMOKE = Budget(
+    infer_warmup=1,
+    infer_rounds=1,
+    infer_batch=8,
+    infer_backends=("eager", "onnx", "bf16"),
+    train_n_envs=2,
+    train_n_steps=16,
+    train_minibatch=16,
+    train_epochs=1,
+    train_warmup=0,
+    train_iterations=1,
+    big_minibatch=64,
+    big_n_envs=4,
+    overfit_bars=(("short", 1_500),),
+    overfit_seeds=(0,),
+    overfit_timesteps=64,
+    overfit_n_envs=2,
+    overfit_n_steps=16,
+    overfit_minibatch=16,
+    memory_n_envs=2,
+    memory_n_steps=16,
+    memory_minibatch=16,
+    memory_iterations=1,
+    env_n_envs=(1, 64),
+    env_steps=4,
+    env_rounds=1,
+    ceiling_quick=True,
+    data_bars=1_500,
+)
+"""`--benchmark-disable` (CI): every case once, seconds each; the figures prove the plumbing."""
+
+
+@dataclass(frozen=True)
+class Size:
+    """One network size under test: a preset or a custom list of widths."""
+
+    name: str
+    """Readable id: the preset name, or the widths joined by 'x' ('768x384x192')."""
+    hidden_dims: tuple[int, ...]
+    """Trunk widths."""
+
+    def network(self, n_features: int = 53, lookback: int = 100) -> NetworkConfig:
+        """The NetworkConfig of this size for data of `n_features` x `lookback`."""
+        return NetworkConfig(n_features=n_features, lookback=lookback, hidden_dims=self.hidden_dims)
+
+    @property
+    def preset(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """The bench command line, parsed once per session."""
+
+    presets: tuple[str, ...] | None
+    """Presets asked for with --presets; None: the profile's defaults per suite."""
+    hidden_dims: tuple[tuple[int, ...], ...]
+    """Custom sizes from --hidden-dims, swept beside the presets."""
+    profile: str
+    """'quick' or 'full'."""
+    device: str
+    """Resolved torch device: 'cpu' or 'cuda:N'."""
+    data: str
+    """'synthetic', a named dataset or a path to an OHLCV file."""
+    smoke: bool
+    """--benchmark-disable: every case once with the SMOKE budget."""
+    budget: Budget = field(repr=False)
+    """The budget in force (SMOKE when smoke, else the profile's)."""
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+
+def parse_presets(text: str) -> tuple[str, ...]:
+    """'tiny,small' or 'all' -> preset names, each checked."""
+    names = [p.strip().lower() for p in text.split(",") if p.strip()]
+    if names == ["all"]:
+        return tuple(PRESETS)
+    unknown = [n for n in names if n not in PRESETS]
+    if unknown or not names:
+        raise ValueError(
+            f"--presets {text!r}: unknown preset {unknown[0] if unknown else '(none)'!r}; "
+            f"choose from {', '.join(PRESETS)} or 'all'"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def parse_custom(values: list[str]) -> tuple[tuple[int, ...], ...]:
+    """Repeatable --hidden-dims values ('768,384,192') -> width tuples, duplicates dropped."""
+    return tuple(dict.fromkeys(parse_hidden_dims(v) for v in values))
+
+
+def sizes_for(suite: str, options: BenchOptions) -> list[Size]:
+    """The sizes a suite sweeps: --presets if given, else the profile's, plus custom sizes.
+
+    quick: every preset but xlarge for inference and memory; tiny and small for training and
+    overfitting. full: every preset everywhere.
+    """
+    if options.presets is not None:
+        names: tuple[str, ...] = options.presets
+    elif options.profile == "full":
+        names = tuple(PRESETS)
+    elif suite in _TRAINING_SUITES:
+        names = ("tiny", "small")
+    else:
+        names = tuple(n for n in PRESETS if n != "xlarge")
+    sizes = [Size(n, PRESETS[n]) for n in names]
+    known = {s.hidden_dims for s in sizes}
+    sizes += [Size(preset_name(d), d) for d in options.hidden_dims if d not in known]
+    return sizes
+
+
+_CEILINGS: dict[tuple[str, bool], Any] = {}
+
+
+def session_ceilings(options: BenchOptions) -> Any:
+    """This machine's Ceilings (ppo_core.machine), measured on first use, then reused."""
+    from ppo_core.machine import measure_ceilings
+
+    key = (options.device, options.budget.ceiling_quick)
+    if key not in _CEILINGS:
+        _CEILINGS[key] = measure_ceilings(options.device, quick=options.budget.ceiling_quick)
+    return _CEILINGS[key]
+
+
+def is_oom(error: BaseException) -> bool:
+    """True for a host or device out-of-memory error, whatever raised it."""
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+def oom_record(base: Record, **where: Any) -> Record:
+    """`base` marked as out of memory at the given case settings; its metrics are dropped."""
+    at = ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in where.items())
+    return Record(
+        suite=base.suite,
+        device=base.device,
+        profile=base.profile,
+        preset=base.preset,
+        hidden_dims=base.hidden_dims,
+        trunk=base.trunk,
+        obs_dim=base.obs_dim,
+        params=base.params,
+        status="oom",
+        reason=f"out of memory at {at}" if at else "out of memory",
+        case=dict(base.case),
+        metrics={},
+        predicted=dict(base.predicted),
+    )
+
+
+def timed_rounds(
+    benchmark: Any, fn: Callable[[], Any], *, rounds: int, warmup: int, device: str
+) -> list[float]:
+    """Time `fn` through pytest-benchmark's pedantic mode; return the timed rounds' seconds.
+
+    Each call is timed by `ppo_core.timing.Timer` (CUDA events on a GPU, so the figure is the
+    device's, not the launch's); warm-up rounds are run but not returned. Under
+    --benchmark-disable pytest-benchmark calls the target once, so warm-up runs here instead.
+    """
+    from ppo_core.timing import Timer
+
+    timer = Timer(device)
+    target = timer(fn)
+    if benchmark.enabled:
+        benchmark.pedantic(target, rounds=rounds, warmup_rounds=warmup, iterations=1)
+        return timer.samples[warmup:]
+    for _ in range(warmup):
+        fn()
+    benchmark.pedantic(target)
+    return list(timer.samples)
+
+
+def latency_metrics(samples: list[float], predicted: float | None = None) -> dict[str, Metric]:
+    """p50 and p99 latency (seconds) of raw samples; the floor prediction beside p50."""
+    from ppo_core.timing import Latency
+
+    stats = Latency.from_samples(samples)
+    return {
+        "latency_p50_s": Metric.measured(stats.median, "s", "lower", samples, predicted),
+        "latency_p99_s": Metric.measured(stats.p99, "s", "lower", samples),
+    }
+
+
+def observation_windows(data: Any, n: int, seed: int = 0, split: str = "train") -> Any:
+    """`n` real observations (n, lookback * n_features) float32 at random bars of a split.
+
+    The same window TradingEnv observes: feature rows t-lookback+1..t, flattened row-major.
+    """
+    import numpy as np
+
+    start, end = data.splits.range(split)
+    bars = np.random.default_rng(seed).integers(start, end, size=n)  # (n,)
+    rows = bars[:, None] + np.arange(-data.lookback + 1, 1)  # (n, lookback)
+    return np.ascontiguousarray(data.features[rows].reshape(n, -1), dtype=np.float32)

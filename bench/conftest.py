@@ -1,0 +1,255 @@
+"""Options, fixtures and pytest-benchmark hooks shared by every suite in bench/.
+
+Every case hands one archbench/1 record to the `emit` fixture; this file puts it into
+`benchmark.extra_info`, streams it to --archbench-records, and keeps it in the JSON even when
+the case measured nothing (OOM, unavailable backend) or the session was interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _cases import (
+    BUDGETS,
+    OPTIONS_KEY,
+    PROFILES,
+    SMOKE,
+    BenchOptions,
+    parse_custom,
+    parse_presets,
+    session_ceilings,
+    sizes_for,
+)
+
+_OPTIONS = OPTIONS_KEY
+_STATE = pytest.StashKey[dict[str, Any]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("archbench", "ppo-archbench sweep")
+    group.addoption(
+        "--presets",
+        default=None,
+        help="comma-separated presets (tiny,small,medium,large,xlarge) or 'all'; "
+        "default: the profile's (quick: all but xlarge; tiny and small for training suites)",
+    )
+    group.addoption(
+        "--hidden-dims",
+        action="append",
+        default=[],
+        metavar="W1,W2,...",
+        help="a custom size swept beside the presets, e.g. 768,384,192 (repeatable)",
+    )
+    group.addoption(
+        "--profile",
+        choices=PROFILES,
+        default="quick",
+        help="quick: minutes on a laptop CPU; full: all presets, 3 seeds, sized for a GPU",
+    )
+    group.addoption("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    group.addoption(
+        "--data",
+        default="synthetic",
+        help="synthetic, a named dataset (sp500, eurusd-1h, ...) or an OHLCV CSV/Parquet path",
+    )
+    group.addoption(
+        "--archbench-records",
+        default=None,
+        metavar="PATH",
+        help="append one JSON line per finished case (progress and partial results)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from ppo_core.errors import ArchbenchError
+    from ppo_core.hardware import detect_device
+
+    try:
+        presets = config.getoption("presets")
+        options = BenchOptions(
+            presets=parse_presets(presets) if presets else None,
+            hidden_dims=parse_custom(config.getoption("hidden_dims")),
+            profile=config.getoption("profile"),
+            device=detect_device(config.getoption("device"))[0],
+            data=config.getoption("data"),
+            smoke=bool(config.getoption("benchmark_disable")),
+            budget=SMOKE
+            if config.getoption("benchmark_disable")
+            else BUDGETS[config.getoption("profile")],
+        )
+    except (ArchbenchError, ValueError) as error:
+        raise pytest.UsageError(str(error)) from None
+    config.stash[_OPTIONS] = options
+    records = config.getoption("archbench_records")
+    config.stash[_STATE] = {
+        "records": {},  # nodeid -> record dict
+        "data": {},  # (spec, bars, seed) -> PreparedData
+        "records_path": Path(records) if records else None,
+    }
+    config.pluginmanager.register(_Recorder(config), "archbench-recorder")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # tryfirst: the size leads every id (test_inference_latency[tiny-batch1-eager]).
+    if "size" in metafunc.fixturenames:
+        suite = metafunc.module.SUITE
+        sizes = sizes_for(suite, metafunc.config.stash[_OPTIONS])
+        metafunc.parametrize("size", sizes, ids=[s.name for s in sizes])
+
+
+# -- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def options(pytestconfig: pytest.Config) -> BenchOptions:
+    """The parsed bench options (profile, device, budget, ...)."""
+    return pytestconfig.stash[_OPTIONS]
+
+
+@pytest.fixture(scope="session")
+def market(pytestconfig: pytest.Config):
+    """`market(bars=None, seed=0)` -> PreparedData of --data, cached per (dataset, bars, seed)."""
+    from ppo_core.data import load_market_data, prepare
+
+    opts = pytestconfig.stash[_OPTIONS]
+    cache = pytestconfig.stash[_STATE]["data"]
+
+    def get(bars: int | None = None, seed: int = 0):
+        synthetic = opts.data.strip().lower() == "synthetic"
+        key = (opts.data, bars, seed if synthetic else 0)
+        if key not in cache:
+            cache[key] = prepare(load_market_data(opts.data, bars=bars, seed=key[2]))
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def ceilings(options: BenchOptions):
+    """This machine's measured matmul and bandwidth ceilings, measured once per session."""
+    return session_ceilings(options)
+
+
+@pytest.fixture
+def emit(request: pytest.FixtureRequest, benchmark: Any):
+    """`emit(record)`: the case's one archbench/1 record, into extra_info and the records file."""
+    state = request.config.stash[_STATE]
+    nodeid = request.node.nodeid
+    emitted: list[dict[str, Any]] = []
+
+    def _emit(record: Any) -> None:
+        if emitted:
+            raise RuntimeError(f"{nodeid} emitted a second record; each case writes exactly one")
+        data = record.to_dict()
+        benchmark.extra_info["archbench"] = data
+        state["records"][nodeid] = {
+            "name": request.node.name,
+            "param": getattr(getattr(request.node, "callspec", None), "id", None),
+            "record": data,
+        }
+        emitted.append(data)
+
+    yield _emit
+    if not emitted and not getattr(request.node, "_archbench_failed", False):
+        pytest.fail(f"{nodeid} finished without emitting its archbench record")
+
+
+# -- hooks ----------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        item._archbench_failed = True  # the emit fixture's teardown check would only add noise
+
+
+class _Recorder:
+    """Streams finished cases to --archbench-records and guards the JSON on Ctrl-C."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        _append_line(self.config, {"event": "collected", "count": len(session.items)})
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # One line per finished case: after its call, or after a setup that failed or skipped.
+        if not (report.when == "call" or (report.when == "setup" and not report.passed)):
+            return
+        entry = self.config.stash[_STATE]["records"].get(report.nodeid)
+        _append_line(
+            self.config,
+            {
+                "event": "case",
+                "nodeid": report.nodeid,
+                "outcome": report.outcome,
+                "duration_s": report.duration,
+                "record": entry["record"] if entry else None,
+                "message": None if report.passed else _short(report.longreprtext),
+            },
+        )
+
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo) -> None:
+        # pytest-benchmark registers a case's stats before its rounds run, so an interrupted
+        # case has partial stats and no record. Marking it failed keeps it out of the JSON that
+        # pytest-benchmark still writes at session end, which then holds the finished cases.
+        session = getattr(self.config, "_benchmarksession", None)
+        if session is None:
+            return
+        records = self.config.stash[_STATE]["records"]
+        for bench in session.benchmarks:
+            if bench.fullname not in records or not bench.stats.data:
+                bench.fixture.has_error = True
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    from ppo_core.machine import device_info
+
+    opts = config.stash[_OPTIONS]
+    machine_info["archbench"] = device_info(opts.device).to_dict()
+    machine_info["archbench_profile"] = "smoke" if opts.smoke else opts.profile
+    machine_info["archbench_device"] = opts.device
+
+
+def pytest_benchmark_update_json(
+    config: pytest.Config, benchmarks: list, output_json: dict
+) -> None:
+    # Cases that measured nothing (OOM while building, an uninstalled backend) have a record but
+    # no pytest-benchmark stats; they belong in the run all the same.
+    present = {bench["fullname"] for bench in output_json["benchmarks"]}
+    for nodeid, entry in config.stash[_STATE]["records"].items():
+        if nodeid not in present:
+            output_json["benchmarks"].append(
+                {
+                    "group": None,
+                    "name": entry["name"],
+                    "fullname": nodeid,
+                    "params": None,
+                    "param": entry["param"],
+                    "extra_info": {"archbench": entry["record"]},
+                    "options": {},
+                    "stats": None,
+                }
+            )
+
+
+def _append_line(config: pytest.Config, data: dict[str, Any]) -> None:
+    path = config.stash[_STATE]["records_path"]
+    if path is None:
+        return
+    data = {"time": time.time(), **data}
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(data, default=str) + "\n")
+        handle.flush()
+
+
+def _short(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
