@@ -1,0 +1,269 @@
+"""The vectorised trading environment every network size trains on, and the evaluation that
+judges a policy over a whole split beside flat, buy-and-hold, random and oracle baselines.
+
+All state lives in tensors on one device; observations are windows into one feature tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from ppo_core.config import EnvConfig
+from ppo_core.data import SPLIT_NAMES, PreparedData
+
+__all__ = ["EvalResult", "TradingEnv", "baselines", "evaluate_policy", "evaluate_positions"]
+
+ACTION_TO_POSITION = (-1, 0, 1)
+"""Action 0 is short, 1 flat, 2 long: position = action - 1."""
+
+
+class TradingEnv:
+    """n_envs trading episodes over one split, stepped together on `device`.
+
+    Observation of bar t: feature rows t-lookback+1..t flattened bar-major, i.e.
+    obs[:, k * n_features + f] = features[t - lookback + 1 + k, f]; it holds no position
+    or account state, so it is a pure function of t and `observe(bar_index)` rebuilds it.
+    Action a in {0, 1, 2} sets position p = a - 1 for bar t -> t+1; the reward is
+    reward_scale * (p * log_returns[t] - cost_bps * 1e-4 * |p - p_prev|), p_prev = 0 at an
+    episode's start. Episodes start at uniformly random bars in
+    [split start, max(split start, split end - episode_bars)] and end after episode_bars
+    steps or at the split end, whichever is first; every end is a time-limit truncation.
+    """
+
+    n_actions = 3
+
+    def __init__(
+        self,
+        data: PreparedData,
+        split: str = "train",
+        n_envs: int = 8,
+        config: EnvConfig | None = None,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+    ) -> None:
+        if split not in SPLIT_NAMES:
+            raise ValueError(f"split must be one of {', '.join(SPLIT_NAMES)}; got {split!r}")
+        if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
+            raise ValueError(f"n_envs must be a positive integer, got {n_envs!r}")
+        self.data = data
+        self.split = split
+        self.n_envs = n_envs
+        self.config = config if config is not None else EnvConfig()
+        self.device = torch.device(device)
+        self.lookback = data.lookback
+        self.n_features = data.n_features
+        self.obs_dim = data.obs_dim
+        self.split_start, self.split_end = data.splits.range(split)
+
+        self.features = torch.as_tensor(data.features, device=self.device).contiguous()  # (T, F)
+        self.log_returns = torch.as_tensor(data.log_returns, device=self.device)  # (T,) float64
+        n_bars, n_features = self.features.shape
+        # (T - lookback + 1, lookback * F) view: row i is the flattened window of bars
+        # i..i+lookback-1, a contiguous slice of the feature tensor. No data is copied.
+        self._windows = self.features.as_strided(
+            (n_bars - self.lookback + 1, self.lookback * n_features), (n_features, 1)
+        )
+        self._cost = self.config.cost_bps * 1e-4
+        self._latest_start = max(self.split_start, self.split_end - self.config.episode_bars)
+        self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(seed)
+
+        zeros = torch.zeros(n_envs, dtype=torch.long, device=self.device)
+        self.bar_index = zeros  # (n_envs,) the bar t of the current observation
+        self.start = zeros  # (n_envs,) first bar of each episode
+        self.position = zeros  # (n_envs,) position held into bar t, in {-1, 0, 1}
+        self.equity = torch.zeros(n_envs, dtype=torch.float64, device=self.device)
+        self.trades = zeros  # (n_envs,) position changes so far this episode
+
+    # ---------------------------------------------------------------------------- gym-like
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        """Start every episode afresh at random bars -> obs (n_envs, obs_dim) float32.
+
+        `seed` reseeds the start sampler; without it the sampler continues its stream."""
+        if seed is not None:
+            self._generator.manual_seed(seed)
+        starts = self._random_starts()
+        zeros = torch.zeros_like(starts)
+        self.start, self.bar_index, self.position, self.trades = starts, starts, zeros, zeros
+        self.equity = torch.zeros(self.n_envs, dtype=torch.float64, device=self.device)
+        return self.observe(self.bar_index)
+
+    def step(
+        self, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """action (n_envs,) long in {0, 1, 2} -> obs, reward (n_envs,) float32, done (n_envs,)
+        bool, info. Where done, obs is already the first observation of a new episode and
+        info["final_bar_index"] is the bar whose observation would have come next.
+
+        info: "final_bar_index" (n_envs,) long; "equity" (n_envs,) float64, the episode's
+        cumulative net log return including this step (the final one where done); "trades"
+        (n_envs,) long, position changes this episode; "position" (n_envs,) long, the
+        position just taken; "episode_bars" (n_envs,) long, steps taken this episode."""
+        self._check_action(action)
+        t = self.bar_index
+        position = action.to(self.device, torch.long) - 1  # (n_envs,)
+        change = (position - self.position).abs()
+        # float64 throughout: a long tensor times a Python float would round to float32.
+        net = position * self.log_returns[t] - self._cost * change.to(torch.float64)
+        reward = (self.config.reward_scale * net).to(torch.float32)
+        equity = self.equity + net
+        trades = self.trades + (change != 0).long()
+
+        next_bar = t + 1
+        length = next_bar - self.start
+        done = (length >= self.config.episode_bars) | (next_bar >= self.split_end)
+        info = {
+            "final_bar_index": next_bar,
+            "equity": equity,
+            "trades": trades,
+            "position": position,
+            "episode_bars": length,
+        }
+        # Always draw n_envs starts so the random stream does not depend on which envs ended.
+        starts = self._random_starts()
+        self.start = torch.where(done, starts, self.start)
+        self.bar_index = torch.where(done, starts, next_bar)
+        self.position = torch.where(done, 0, position)
+        self.equity = torch.where(done, 0.0, equity)
+        self.trades = torch.where(done, 0, trades)
+        return self.observe(self.bar_index), reward, done, info
+
+    def observe(self, bar_index: torch.Tensor) -> torch.Tensor:
+        """bar_index (B,) long -> obs (B, obs_dim) float32: one gather of window rows."""
+        rows = bar_index.to(self.device) - (self.lookback - 1)
+        if rows.device.type == "cpu" and rows.numel():
+            # On CUDA this check would force a sync every step; index_select asserts there.
+            low, high = int(rows.min()), int(rows.max())
+            if low < 0 or high >= self._windows.shape[0]:
+                raise IndexError(
+                    f"bar_index must lie in [{self.lookback - 1}, {self.features.shape[0] - 1}],"
+                    f" got {low + self.lookback - 1}..{high + self.lookback - 1}"
+                )
+        return torch.index_select(self._windows, 0, rows)
+
+    # ----------------------------------------------------------------------------- private
+
+    def _random_starts(self) -> torch.Tensor:
+        return torch.randint(
+            self.split_start,
+            self._latest_start + 1,
+            (self.n_envs,),
+            generator=self._generator,
+            device=self.device,
+        )
+
+    def _check_action(self, action: torch.Tensor) -> None:
+        if not isinstance(action, torch.Tensor) or action.shape != (self.n_envs,):
+            shape = tuple(action.shape) if isinstance(action, torch.Tensor) else type(action)
+            raise ValueError(f"action must be a tensor of shape ({self.n_envs},), got {shape}")
+        if action.dtype.is_floating_point or action.dtype == torch.bool:
+            raise ValueError(f"action must be an integer tensor, got {action.dtype}")
+        if action.device.type == "cpu" and ((action < 0) | (action > 2)).any():
+            raise ValueError("actions must be 0 (short), 1 (flat) or 2 (long)")
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """How one fixed sequence of positions did over every bar of a split, net of costs."""
+
+    total_log_return: float
+    """Sum of per-bar net log returns (log of final over initial wealth)."""
+    sharpe: float
+    """mean / std (ddof 1) of per-bar net log returns x sqrt(periods_per_year) of the data
+    (observed bars per year); 0.0 when the returns have no variance."""
+    max_drawdown: float
+    """Largest fall of wealth from a running peak (the start counts), as a fraction in [0, 1)."""
+    turnover: float
+    """Mean |position change| per bar (entering from flat at the split start counts)."""
+    hit_rate: float | None
+    """Fraction of bars in the market whose gross return was positive; None if never in it."""
+    n_bars: int
+    """Decision bars evaluated."""
+    exposure: float
+    """Fraction of bars with a non-zero position."""
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        return asdict(self)
+
+
+def evaluate_positions(
+    positions: np.ndarray, data: PreparedData, split: str = "validation", cost_bps: float = 1.0
+) -> EvalResult:
+    """positions (n_bars,) in {-1, 0, 1}, one per decision bar of `split`, held in sequence."""
+    start, end = data.splits.range(split)
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.shape != (end - start,):
+        raise ValueError(f"expected {end - start} positions for {split}, got {positions.shape}")
+    gross = positions * data.log_returns[start:end]  # (n,)
+    change = np.abs(np.diff(positions, prepend=0.0))
+    net = gross - cost_bps * 1e-4 * change
+    equity = np.concatenate([[0.0], np.cumsum(net)])
+    drawdown = float((np.maximum.accumulate(equity) - equity).max())
+    std = float(net.std(ddof=1)) if len(net) > 1 else 0.0
+    sharpe = float(net.mean() / std * math.sqrt(data.market.periods_per_year)) if std > 0 else 0.0
+    in_market = positions != 0
+    return EvalResult(
+        total_log_return=float(net.sum()),
+        sharpe=sharpe,
+        max_drawdown=float(-math.expm1(-drawdown)),
+        turnover=float(change.mean()),
+        hit_rate=float((gross[in_market] > 0).mean()) if in_market.any() else None,
+        n_bars=len(net),
+        exposure=float(in_market.mean()),
+    )
+
+
+def evaluate_policy(
+    policy_fn: Callable[[torch.Tensor], torch.Tensor],
+    data: PreparedData,
+    split: str = "validation",
+    cost_bps: float = 1.0,
+    device: str | torch.device = "cpu",
+    batch_size: int = 4096,
+) -> EvalResult:
+    """Run policy_fn (obs (B, obs_dim) float32 -> actions (B,) in {0, 1, 2}) once over every
+    bar of `split`, in batches, then hold the chosen positions in time order."""
+    env = TradingEnv(data, split, n_envs=1, config=EnvConfig(cost_bps=cost_bps), device=device)
+    start, end = data.splits.range(split)
+    actions = []
+    for first in range(start, end, batch_size):
+        bars = torch.arange(first, min(first + batch_size, end), device=env.device)
+        chosen = policy_fn(env.observe(bars))
+        if chosen.shape != bars.shape or chosen.dtype.is_floating_point:
+            raise ValueError(
+                f"policy_fn must return integer actions of shape {tuple(bars.shape)}, "
+                f"got {chosen.dtype} {tuple(chosen.shape)}"
+            )
+        actions.append(chosen.to("cpu", torch.long))
+    all_actions = torch.cat(actions).numpy()
+    if ((all_actions < 0) | (all_actions > 2)).any():
+        raise ValueError("policy_fn must return actions 0 (short), 1 (flat) or 2 (long)")
+    return evaluate_positions(all_actions - 1, data, split, cost_bps)
+
+
+def baselines(
+    data: PreparedData, split: str = "validation", cost_bps: float = 1.0, seed: int = 0
+) -> dict[str, EvalResult]:
+    """Reference policies on the same split: always flat, always long, uniformly random
+    positions (seeded), and the oracle where the data planted one."""
+    start, end = data.splits.range(split)
+    n = end - start
+    rng = np.random.default_rng(seed)
+    results = {
+        "flat": evaluate_positions(np.zeros(n), data, split, cost_bps),
+        "buy_and_hold": evaluate_positions(np.ones(n), data, split, cost_bps),
+        "random": evaluate_positions(rng.integers(-1, 2, size=n), data, split, cost_bps),
+    }
+    oracle = data.market.oracle_position
+    if oracle is not None:
+        results["oracle"] = evaluate_positions(oracle[start:end], data, split, cost_bps)
+    return results

@@ -1,0 +1,250 @@
+"""TradingEnv and evaluation checked against plain Python loops: rewards, costs, episode ends,
+auto-resets, observation windows, Sharpe, drawdown and the baselines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ppo_core.config import EnvConfig
+from ppo_core.data import make_synthetic, prepare
+from ppo_core.env import EvalResult, TradingEnv, baselines, evaluate_policy, evaluate_positions
+
+LOOKBACK = 20
+
+
+@pytest.fixture(scope="module")
+def data():
+    return prepare(make_synthetic(1500, seed=11), lookback=LOOKBACK)
+
+
+def _window(data, t: int) -> np.ndarray:
+    """The observation of bar t built the slow way, bar-major."""
+    rows = [data.features[t - LOOKBACK + 1 + k] for k in range(LOOKBACK)]
+    return np.concatenate(rows)
+
+
+def test_reset_shapes_dtypes_and_starts(data):
+    env = TradingEnv(data, "train", n_envs=16, seed=1)
+    obs = env.reset()
+    assert obs.shape == (16, 53 * LOOKBACK) == (16, env.obs_dim)
+    assert obs.dtype == torch.float32
+    assert env.bar_index.dtype == torch.long
+    start, end = data.splits.train
+    assert ((env.bar_index >= start) & (env.bar_index <= end - env.config.episode_bars)).all()
+    assert env.features.shape == (1500, 53)
+    for i in range(3):
+        assert np.array_equal(obs[i].numpy(), _window(data, int(env.bar_index[i])))
+
+
+def test_step_matches_a_plain_python_loop(data):
+    config = EnvConfig(episode_bars=7, cost_bps=2.5, reward_scale=10.0)
+    n_envs = 5
+    env = TradingEnv(data, "validation", n_envs=n_envs, config=config, seed=3)
+    obs = env.reset()
+    split_start, split_end = data.splits.validation
+    # Reference state per env, in plain Python.
+    bar = [int(b) for b in env.bar_index]
+    start, prev, equity, trades = list(bar), [0] * n_envs, [0.0] * n_envs, [0] * n_envs
+    rng = np.random.default_rng(0)
+    n_done = 0
+    for _ in range(40):
+        actions = rng.integers(0, 3, size=n_envs)
+        obs, reward, done, info = env.step(torch.as_tensor(actions))
+        assert reward.dtype == torch.float32
+        assert done.dtype == torch.bool
+        assert info["final_bar_index"].dtype == torch.long
+        for i in range(n_envs):
+            position = int(actions[i]) - 1
+            cost = 2.5e-4 * abs(position - prev[i])
+            net = position * data.log_returns[bar[i]] - cost
+            assert float(reward[i]) == pytest.approx(10.0 * net, rel=1e-5, abs=1e-7)
+            equity[i] += net
+            trades[i] += position != prev[i]
+            assert float(info["equity"][i]) == pytest.approx(equity[i], abs=1e-12)
+            assert int(info["trades"][i]) == trades[i]
+            assert int(info["position"][i]) == position
+            next_bar = bar[i] + 1
+            assert int(info["final_bar_index"][i]) == next_bar
+            ended = next_bar - start[i] >= 7 or next_bar >= split_end
+            assert bool(done[i]) == ended
+            if ended:
+                n_done += 1
+                bar[i] = start[i] = int(env.bar_index[i])  # the new random start
+                assert split_start <= bar[i] <= split_end - 7
+                prev[i], equity[i], trades[i] = 0, 0.0, 0
+            else:
+                bar[i], prev[i] = next_bar, position
+            assert int(env.bar_index[i]) == bar[i]
+            assert np.array_equal(obs[i].numpy(), _window(data, bar[i]))
+    assert n_done >= 20  # auto-resets were exercised
+
+
+def test_observe_is_exactly_what_step_returns(data):
+    env = TradingEnv(data, "train", n_envs=32, config=EnvConfig(episode_bars=3), seed=5)
+    obs = env.reset()
+    assert torch.equal(env.observe(env.bar_index), obs)
+    for _ in range(5):
+        obs, _reward, _done, info = env.step(torch.randint(0, 3, (32,)))
+        assert torch.equal(env.observe(env.bar_index), obs)
+        final = env.observe(info["final_bar_index"])
+        for i in range(32):
+            assert np.array_equal(final[i].numpy(), _window(data, int(info["final_bar_index"][i])))
+    with pytest.raises(IndexError, match="bar_index must lie in"):
+        env.observe(torch.tensor([LOOKBACK - 2]))
+
+
+def test_seeded_runs_reproduce(data):
+    def run(seed: int) -> list[torch.Tensor]:
+        env = TradingEnv(data, "train", n_envs=8, config=EnvConfig(episode_bars=4), seed=seed)
+        out = [env.reset()]
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(10):
+            obs, reward, _done, _info = env.step(torch.randint(0, 3, (8,), generator=generator))
+            out += [obs, reward]
+        return out
+
+    first, again, other = run(0), run(0), run(1)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not torch.equal(first[0], other[0])
+
+
+def test_reset_with_seed_restarts_the_stream(data):
+    env = TradingEnv(data, "train", n_envs=4)
+    a = env.reset(seed=9)
+    env.reset()
+    assert torch.equal(env.reset(seed=9), a)
+
+
+def test_episode_truncated_at_split_end_when_split_is_short(data):
+    start, end = data.splits.test
+    env = TradingEnv(data, "test", n_envs=2, config=EnvConfig(episode_bars=10_000))
+    env.reset()
+    assert (env.bar_index == start).all()
+    for _ in range(end - start - 1):
+        _obs, _reward, done, _info = env.step(torch.ones(2, dtype=torch.long))
+        assert not done.any()
+    _obs, _reward, done, info = env.step(torch.ones(2, dtype=torch.long))
+    assert done.all()
+    assert (info["final_bar_index"] == end).all()
+
+
+def test_bad_arguments(data):
+    env = TradingEnv(data, "train", n_envs=2)
+    env.reset()
+    with pytest.raises(ValueError, match=r"0 \(short\), 1 \(flat\) or 2 \(long\)"):
+        env.step(torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="shape"):
+        env.step(torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="integer"):
+        env.step(torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="split"):
+        TradingEnv(data, "holdout")
+
+
+# -------------------------------------------------------------------------- evaluation
+
+
+def _reference_metrics(positions, returns, cost_bps, periods_per_year):
+    """Plain-loop version of every EvalResult figure."""
+    prev, equity, peak, worst, nets, changes, hits, in_market = 0, 0.0, 0.0, 0.0, [], [], 0, 0
+    for p, r in zip(positions, returns, strict=True):
+        change = abs(p - prev)
+        net = p * r - cost_bps * 1e-4 * change
+        nets.append(net)
+        changes.append(change)
+        equity += net
+        peak = max(peak, equity)
+        worst = max(worst, peak - equity)
+        if p != 0:
+            in_market += 1
+            hits += p * r > 0
+        prev = p
+    mean = sum(nets) / len(nets)
+    std = math.sqrt(sum((x - mean) ** 2 for x in nets) / (len(nets) - 1))
+    return {
+        "total_log_return": sum(nets),
+        "sharpe": mean / std * math.sqrt(periods_per_year),
+        "max_drawdown": 1 - math.exp(-worst),
+        "turnover": sum(changes) / len(changes),
+        "hit_rate": hits / in_market,
+        "n_bars": len(nets),
+        "exposure": in_market / len(nets),
+    }
+
+
+def test_evaluate_policy_matches_a_plain_loop(data):
+    ret_1 = data.feature_names.index("ret_1")
+    column = (LOOKBACK - 1) * 53 + ret_1  # the last bar's ret_1 in a bar-major window
+
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        return torch.where(obs[:, column] > 0, 0, 2)  # fade the last move
+
+    result = evaluate_policy(policy, data, "validation", cost_bps=3.0, batch_size=37)
+    start, end = data.splits.validation
+    positions = [(-1 if data.features[t, ret_1] > 0 else 1) for t in range(start, end)]
+    expected = _reference_metrics(
+        positions, data.log_returns[start:end], 3.0, data.market.periods_per_year
+    )
+    for name, value in expected.items():
+        assert getattr(result, name) == pytest.approx(value, rel=1e-9), name
+    assert result.to_dict()["n_bars"] == end - start
+
+
+def test_hand_computed_metrics(data):
+    start, end = data.splits.test
+    returns = np.zeros(len(data.log_returns))
+    returns[start : start + 4] = [0.10, -0.20, 0.05, 0.0]
+    toy = dataclasses.replace(data, log_returns=returns)
+    positions = np.zeros(end - start)
+    positions[:4] = [1, 1, -1, 0]
+    result = evaluate_positions(positions, toy, "test", cost_bps=0.0)
+    assert result.total_log_return == pytest.approx(0.10 - 0.20 - 0.05)
+    assert result.max_drawdown == pytest.approx(1 - math.exp(-0.25))  # peak 0.10 -> -0.15
+    assert result.hit_rate == pytest.approx(1 / 3)
+    assert result.turnover == pytest.approx((1 + 0 + 2 + 1) / (end - start))
+    assert result.exposure == pytest.approx(3 / (end - start))
+
+
+def test_zero_variance_sharpe_is_zero_and_flat_has_no_hit_rate(data):
+    flat = evaluate_positions(np.zeros(np.subtract(*data.splits.test[::-1])), data, "test")
+    assert flat == EvalResult(0.0, 0.0, 0.0, 0.0, None, flat.n_bars, 0.0)
+
+
+def test_baselines_and_the_oracle_edge():
+    data = prepare(make_synthetic(6000, seed=0), lookback=LOOKBACK)
+    results = baselines(data, "validation", cost_bps=1.0)
+    assert set(results) == {"flat", "buy_and_hold", "random", "oracle"}
+    assert results["flat"].total_log_return == 0.0
+    start, end = data.splits.validation
+    assert results["buy_and_hold"].total_log_return == pytest.approx(
+        data.log_returns[start:end].sum() - 1e-4
+    )
+    # Default signal strength: the oracle's out-of-sample edge is large, random has none
+    # beyond what costs take away.
+    assert results["oracle"].sharpe > 3.0
+    assert results["random"].sharpe < 1.0
+    assert results["oracle"].sharpe > results["buy_and_hold"].sharpe + 2.0
+    assert baselines(data, "validation", 1.0)["random"] == results["random"]  # seeded
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_env_matches_cpu(data):
+    config = EnvConfig(episode_bars=5)
+    cpu = TradingEnv(data, "train", n_envs=64, config=config, device="cpu")
+    gpu = TradingEnv(data, "train", n_envs=64, config=config, device="cuda")
+    gpu_obs = gpu.reset()
+    cpu.reset()
+    cpu.start = cpu.bar_index = gpu.bar_index.cpu()  # the two generators differ by device
+    assert torch.equal(cpu.observe(cpu.bar_index), gpu_obs.cpu())
+    actions = torch.randint(0, 3, (64,))
+    _obs, cpu_reward, cpu_done, _info = cpu.step(actions)
+    _obs, gpu_reward, gpu_done, _info = gpu.step(actions.cuda())
+    assert torch.allclose(cpu_reward, gpu_reward.cpu())
+    assert torch.equal(cpu_done, gpu_done.cpu())
