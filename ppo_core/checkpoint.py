@@ -19,9 +19,11 @@ import contextlib
 import functools
 import json
 import os
-import pickle
+import pickletools
+import re
 import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -252,7 +254,7 @@ def save(
             raise mismatch
     meta: dict[str, Any] = {
         "archbench_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),  # a TorchVersion would need a pickled global
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": _git_commit(),
     }
@@ -290,10 +292,29 @@ def save(
 
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
-    for line in text.splitlines():
-        if "Unsupported global" in line or "Unsupported operand" in line:
-            return line.strip()
     return text.splitlines()[0].strip() if text else type(error).__name__
+
+
+def _load_failure(path: Path, error: Exception) -> CheckpointError:
+    """One line for why torch.load(weights_only=True) failed: unsafe code, or not a torch file."""
+    text = str(error)
+    unsafe_global = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", text)
+    if unsafe_global:
+        return CheckpointError(
+            f"checkpoint {path} refused: loading it would run pickled code "
+            f"({unsafe_global.group(1)}); archbench loads only plain tensors and containers"
+        )
+    operand = re.search(r"Unsupported operand (\d+)", text)
+    opcode = pickletools.code2op.get(chr(int(operand.group(1)))) if operand else None
+    if opcode is not None:
+        return CheckpointError(
+            f"checkpoint {path} refused: it uses pickle opcode {opcode.name}, which plain "
+            "torch.save containers never need; archbench loads only its own checkpoints"
+        )
+    reason = "not a pickle" if operand else f"{type(error).__name__}: {_first_line(error)}"
+    return CheckpointError(
+        f"checkpoint {path} is unreadable, truncated or not a torch file ({reason})"
+    )
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -304,17 +325,12 @@ def _read(path: Path) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the save did not finish")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"checkpoint {path} refused: it asks to run pickled code ({_first_line(error)}); "
-            "archbench loads only plain tensors and containers"
-        ) from None
-    except Exception as error:  # torch raises RuntimeError, EOFError, ValueError, ... here
-        raise CheckpointError(
-            f"checkpoint {path} is unreadable, truncated or not a torch file "
-            f"({type(error).__name__}: {_first_line(error)})"
-        ) from None
+        with warnings.catch_warnings():
+            # Plain pickles (protocol 4+) warn before failing; the failure says it all.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... here
+        raise _load_failure(path, error) from None
     if not isinstance(payload, dict) or "format" not in payload:
         raise CheckpointError(
             f"checkpoint {path} is not an archbench checkpoint "
