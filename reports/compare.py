@@ -1,0 +1,240 @@
+"""Run A vs run B (two GPUs, two commits): per preset, case and metric, the ratio and a verdict.
+
+A verdict comes from the raw samples (Mann-Whitney U), never from a fixed percentage threshold.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reports.load import ReportError, case_label, load_runs
+from reports.stats import bootstrap_ratio_ci, mann_whitney_u
+
+__all__ = [
+    "VERDICTS",
+    "compare_runs",
+    "comparison_html",
+    "has_regression",
+    "min_samples",
+    "print_comparison",
+]
+
+VERDICTS = ("improved", "regressed", "same", "insufficient samples", "not comparable")
+_MACHINE = "(machine)"
+
+
+def min_samples(alpha: float = 0.05) -> int:
+    """Smallest n (each side) with which a two-sided Mann-Whitney U can reach p <= alpha."""
+    for n in range(2, 50):
+        if mann_whitney_u(range(n), range(n, 2 * n)).p_value <= alpha:  # fully separated, no ties
+            return n
+    raise ValueError(f"alpha {alpha} is too small for any practical sample size")
+
+
+def compare_runs(
+    a: str | Path | pd.DataFrame, b: str | Path | pd.DataFrame, *, alpha: float = 0.05
+) -> pd.DataFrame:
+    """One row per (suite, preset, case, metric) present in either run.
+
+    ratio = B / A. gain = how many times better B is (B/A when higher is better, A/B when lower
+    is better), so gain > 1 is always an improvement. Seeds are pooled: a case that differs
+    only by `seed` is one comparison whose samples are the per-seed figures.
+    """
+    frame_a, frame_b = _frame(a), _frame(b)
+    table_a, table_b = _pooled(frame_a), _pooled(frame_b)
+    keys = ["suite", "preset", "case", "metric"]
+    merged = table_a.merge(table_b, on=keys, how="outer", suffixes=("_a", "_b"), sort=False)
+    rows = [_compare_row(row, alpha) for row in merged.to_dict("records")]
+    out = pd.DataFrame(rows)
+    out.attrs["runs"] = (_name(frame_a), _name(frame_b))
+    return out
+
+
+def has_regression(table: pd.DataFrame) -> bool:
+    """True when any metric got significantly worse from A to B."""
+    return bool((table["verdict"] == "regressed").any())
+
+
+def print_comparison(table: pd.DataFrame, console=None) -> None:
+    """The comparison as a rich table on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    run_a, run_b = table.attrs.get("runs", ("A", "B"))
+    out = Table(title=f"archbench compare: A={run_a}  B={run_b}", show_lines=False)
+    for column in ("suite", "preset", "case", "metric", "A", "B", "B/A", "p", "verdict"):
+        out.add_column(column, justify="right" if column in ("A", "B", "B/A", "p") else "left")
+    styles = {"improved": "green", "regressed": "bold red", "same": "dim"}
+    for row in table.to_dict("records"):
+        verdict = row["verdict"]
+        out.add_row(
+            row["suite"],
+            row["preset"],
+            row["case"],
+            row["metric"],
+            _num(row["a"]),
+            _num(row["b"]),
+            _ratio(row),
+            "" if pd.isna(row["p_value"]) else f"{row['p_value']:.3f}",
+            f"[{styles.get(verdict, 'yellow')}]{verdict}[/]",
+        )
+    console.print(out)
+    counts = table["verdict"].value_counts()
+    console.print(", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS))
+
+
+def comparison_html(table: pd.DataFrame) -> str:
+    """The comparison as an HTML section for the report."""
+    run_a, run_b = table.attrs.get("runs", ("A", "B"))
+    colours = {"improved": "good", "regressed": "bad"}
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in ("suite", "preset", "case", "metric", "A", "B", "B/A", "95% CI", "p", "verdict")
+    )
+    body = []
+    for row in table.to_dict("records"):
+        ci = "" if pd.isna(row["ci_low"]) else f"{row['ci_low']:.3f} &ndash; {row['ci_high']:.3f}"
+        cells = [html.escape(str(row[k])) for k in ("suite", "preset", "case", "metric")] + [
+            _num(row["a"]),
+            _num(row["b"]),
+            html.escape(_ratio(row)),
+            ci,
+            "" if pd.isna(row["p_value"]) else f"{row['p_value']:.3f}",
+            f"<span class='{colours.get(row['verdict'], '')}'>{html.escape(row['verdict'])}"
+            f"</span>"
+            + (f" <span class='note'>({html.escape(row['why'])})</span>" if row["why"] else ""),
+        ]
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return (
+        f"<p class='note'>A = {html.escape(str(run_a))}, B = {html.escape(str(run_b))}. "
+        "Verdicts: two-sided Mann-Whitney U on the raw samples; 'same' means the difference is "
+        "inside the measurement noise. CI: bootstrap of the ratio of medians.</p>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def _frame(source: str | Path | pd.DataFrame) -> pd.DataFrame:
+    frame = source if isinstance(source, pd.DataFrame) else load_runs([source])
+    if frame["run"].nunique() != 1:
+        raise ReportError("compare takes one run on each side; got a frame with several runs")
+    return frame
+
+
+def _name(frame: pd.DataFrame) -> str:
+    return str(frame["run"].iloc[0])
+
+
+def _pooled(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = frame[frame["metric"].notna()].copy()
+    rows["preset"] = rows["preset"].fillna(_MACHINE)
+    rows["case"] = [
+        case_label({k: v for k, v in c.items() if k != "seed"}) for c in rows["case_dict"]
+    ]
+    out = []
+    for (suite, preset, case, metric), group in rows.groupby(
+        ["suite", "preset", "case", "metric"], sort=False
+    ):
+        measured = group[group["value"].notna()]
+        if len(group) > 1:  # several seeds: one figure per seed
+            samples = tuple(measured["value"])
+        else:
+            samples = tuple(measured["samples"].iloc[0]) if len(measured) else ()
+        out.append(
+            {
+                "suite": suite,
+                "preset": preset,
+                "case": case,
+                "metric": metric,
+                "value": float(measured["value"].mean()) if len(measured) else np.nan,
+                "samples": samples,
+                "better": group["better"].iloc[0],
+                "unit": group["unit"].iloc[0],
+                "unavailable": None if len(measured) else group["unavailable"].iloc[0],
+            }
+        )
+    return pd.DataFrame(
+        out,
+        columns=["suite", "preset", "case", "metric", "value", "samples", "better", "unit",
+                 "unavailable"],
+    )  # fmt: skip
+
+
+def _compare_row(row: dict, alpha: float) -> dict:
+    a, b = row["value_a"], row["value_b"]
+    better = row["better_a"] if isinstance(row["better_a"], str) else row["better_b"]
+    out = {
+        "suite": row["suite"],
+        "preset": row["preset"],
+        "case": row["case"],
+        "metric": row["metric"],
+        "unit": row["unit_a"] if isinstance(row["unit_a"], str) else row["unit_b"],
+        "better": better if isinstance(better, str) else None,
+        "a": a,
+        "b": b,
+        "ratio": np.nan,
+        "gain": np.nan,
+        "ci_low": np.nan,
+        "ci_high": np.nan,
+        "p_value": np.nan,
+        "n_a": len(row["samples_a"]) if isinstance(row["samples_a"], tuple) else 0,
+        "n_b": len(row["samples_b"]) if isinstance(row["samples_b"], tuple) else 0,
+        "verdict": "not comparable",
+        "why": "",
+    }
+    if pd.isna(a) or pd.isna(b):
+        missing = "A" if pd.isna(a) else "B"
+        reason = row.get(f"unavailable_{missing.lower()}")
+        out["why"] = (
+            f"unavailable in {missing}: {reason}"
+            if isinstance(reason, str)
+            else (f"not measured in {missing}")
+        )
+        return out
+    if a == 0:
+        out["why"] = "A is 0; a ratio is undefined"
+        return out
+    out["ratio"] = b / a
+    if out["better"] == "higher":
+        out["gain"] = b / a
+    elif out["better"] == "lower" and b != 0:
+        out["gain"] = a / b
+    samples_a, samples_b = row["samples_a"], row["samples_b"]
+    need = min_samples(alpha)
+    if out["n_a"] < need or out["n_b"] < need:
+        out["verdict"] = "insufficient samples"
+        out["why"] = f"{out['n_a']} vs {out['n_b']} samples; a test at alpha {alpha} needs {need}"
+        return out
+    test = mann_whitney_u(samples_b, samples_a)
+    out["p_value"] = test.p_value
+    if np.median(samples_a) != 0:
+        out["ci_low"], out["ci_high"] = bootstrap_ratio_ci(samples_a, samples_b)
+    if test.p_value > alpha:
+        out["verdict"] = "same"
+    elif out["better"] is None:
+        out["verdict"] = "not comparable"
+        out["why"] = "differs, but the metric has no better direction"
+    else:
+        b_higher = np.median(samples_b) > np.median(samples_a)
+        improved = b_higher == (out["better"] == "higher")
+        out["verdict"] = "improved" if improved else "regressed"
+    return out
+
+
+def _num(value: float) -> str:
+    if value is None or pd.isna(value):
+        return "-"
+    return f"{value:.4g}"
+
+
+def _ratio(row: dict) -> str:
+    if pd.isna(row["ratio"]):
+        return "-"
+    text = f"{row['ratio']:.3f}"
+    if not pd.isna(row["gain"]):
+        text += f" ({row['gain']:.2f}x {'better' if row['gain'] >= 1 else 'worse'})"
+    return text

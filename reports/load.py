@@ -1,0 +1,280 @@
+"""Read pytest-benchmark JSON files written by the bench suites into one tidy DataFrame.
+
+One row per (run, record, metric); every malformed file or entry raises `ReportError` naming both.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ppo_core.errors import ArchbenchError
+
+__all__ = [
+    "COLUMNS",
+    "SCHEMA",
+    "SUITES",
+    "ReportError",
+    "case_label",
+    "load_run",
+    "load_runs",
+    "missing_suites",
+    "run_info",
+]
+
+SCHEMA = "archbench/1"
+SUITES = ("train", "infer", "memory", "overfit", "ceiling", "env", "peer")
+
+# Run-level columns repeat on every row so that any filtered frame still says where it came from.
+RUN_COLUMNS = (
+    "run",
+    "path",
+    "machine",
+    "gpu",
+    "device",
+    "profile",
+    "cpu_model",
+    "gpu_memory_bytes",
+    "torch_version",
+    "cuda_version",
+    "driver_version",
+    "commit",
+    "dirty",
+    "datetime",
+)
+RECORD_COLUMNS = (
+    "suite",
+    "preset",
+    "hidden_dims",
+    "params",
+    "trunk",
+    "obs_dim",
+    "status",
+    "reason",
+    "case",
+    "case_dict",
+    "record_predicted",
+)
+METRIC_COLUMNS = ("metric", "value", "unit", "better", "samples", "predicted", "unavailable")
+COLUMNS = RUN_COLUMNS + RECORD_COLUMNS + METRIC_COLUMNS
+
+
+class ReportError(ArchbenchError):
+    """A benchmark JSON file or one of its entries cannot be read as archbench results."""
+
+
+def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """One or more pytest-benchmark JSON files -> one tidy frame (columns COLUMNS + case_*)."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ReportError("no benchmark JSON given: pass at least one run.json")
+    frames = [load_run(p) for p in paths]
+    runs = [f["run"].iloc[0] for f in frames]
+    if len(set(runs)) != len(runs):
+        # Same file stem in two folders (e.g. a/run.json, b/run.json): keep them apart.
+        for frame, path in zip(frames, paths, strict=True):
+            frame["run"] = f"{path.parent.name}/{path.stem}"
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_run(path: str | Path) -> pd.DataFrame:
+    """One pytest-benchmark JSON file -> tidy frame; the run is named by the file stem."""
+    path = Path(path)
+    data = _read_json(path)
+    info = _run_fields(data, path)
+    rows: list[dict[str, Any]] = []
+    for index, bench in enumerate(data["benchmarks"]):
+        where = f"{path}: benchmarks[{index}]"
+        if not isinstance(bench, dict):
+            raise ReportError(f"{where} is a {type(bench).__name__}, expected an object")
+        where = f"{path}: benchmark {bench.get('fullname') or bench.get('name') or index!r}"
+        extra = bench.get("extra_info") or {}
+        if not isinstance(extra, dict) or "archbench" not in extra:
+            continue  # a plain pytest-benchmark case from some other suite: not ours to read
+        rows.extend(_record_rows(extra["archbench"], where, info))
+    if not rows:
+        raise ReportError(
+            f"{path}: no archbench records in {len(data['benchmarks'])} benchmark(s); "
+            "was it written by `pytest bench/ --benchmark-json`?"
+        )
+    # object dtype first, so whole numbers stay ints where some rows lack the column
+    frame = pd.DataFrame(rows, dtype=object)
+    for column in COLUMNS:
+        if column not in frame:
+            frame[column] = None
+    case_columns = sorted(c for c in frame.columns if c.startswith("case_") and c != "case_dict")
+    for column in ["params", "obs_dim", *case_columns]:
+        frame[column] = _integers_stay_integers(frame[column])
+    for column in ("value", "predicted", "gpu_memory_bytes"):
+        frame[column] = pd.to_numeric(frame[column]).astype(float)
+    return frame[list(COLUMNS) + case_columns]
+
+
+def missing_suites(df: pd.DataFrame) -> dict[str, list[str]]:
+    """Per run, the suites that recorded nothing (in SUITES order)."""
+    present = df.groupby("run", sort=False)["suite"].agg(set)
+    return {run: [s for s in SUITES if s not in have] for run, have in present.items()}
+
+
+def run_info(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run with the header facts: machine, GPU, torch, CUDA, commit, date, profile."""
+    return df.drop_duplicates("run")[list(RUN_COLUMNS)].reset_index(drop=True)
+
+
+def case_label(case: dict[str, Any]) -> str:
+    """A stable, readable key for a benchmark case: 'batch=1, backend=eager'."""
+    return ", ".join(f"{k}={case[k]}" for k in sorted(case))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ReportError(f"{path}: cannot read ({error})") from None
+    if not text.strip():
+        raise ReportError(f"{path}: file is empty (did the benchmark run finish?)")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ReportError(
+            f"{path}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise ReportError(
+            f"{path}: not a pytest-benchmark file (no 'benchmarks' list); "
+            "write one with `pytest bench/ --benchmark-json run.json`"
+        )
+    return data
+
+
+def _run_fields(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    machine = data.get("machine_info") or {}
+    if not isinstance(machine, dict):
+        raise ReportError(f"{path}: machine_info is a {type(machine).__name__}, expected an object")
+    device = machine.get("archbench") or {}
+    if not isinstance(device, dict):
+        raise ReportError(f"{path}: machine_info.archbench is not an object")
+    commit = data.get("commit_info") or {}
+    cpu = machine.get("cpu") if isinstance(machine.get("cpu"), dict) else {}
+    cpu_model = device.get("cpu_model") or cpu.get("brand_raw") or machine.get("processor")
+    return {
+        "run": path.stem,
+        "path": str(path),
+        "machine": machine.get("node") or "unknown machine",
+        "gpu": device.get("gpu_name") or "no GPU",
+        "device": machine.get("archbench_device"),
+        "profile": machine.get("archbench_profile"),
+        "cpu_model": cpu_model or None,
+        "gpu_memory_bytes": device.get("gpu_memory_bytes"),
+        "torch_version": device.get("torch_version"),
+        "cuda_version": device.get("cuda_version"),
+        "driver_version": device.get("driver_version"),
+        "commit": commit.get("id") if isinstance(commit, dict) else None,
+        "dirty": commit.get("dirty") if isinstance(commit, dict) else None,
+        "datetime": data.get("datetime"),
+    }
+
+
+def _record_rows(record: Any, where: str, info: dict[str, Any]) -> list[dict[str, Any]]:
+    if not isinstance(record, dict):
+        raise ReportError(
+            f"{where}: extra_info.archbench is a {type(record).__name__}, not a record"
+        )
+    schema = record.get("schema")
+    if schema != SCHEMA:
+        raise ReportError(
+            f"{where}: record schema is {schema!r}, this version of archbench reads {SCHEMA!r}"
+        )
+    for key in ("suite", "metrics"):
+        if key not in record:
+            raise ReportError(f"{where}: record has no {key!r}")
+    suite = record["suite"]
+    if not isinstance(suite, str) or not suite:
+        raise ReportError(f"{where}: record suite {suite!r} is not a name")
+    metrics = record["metrics"]
+    if not isinstance(metrics, dict):
+        raise ReportError(f"{where}: record metrics is a {type(metrics).__name__}, not an object")
+    case = record.get("case") or {}
+    if not isinstance(case, dict):
+        raise ReportError(f"{where}: record case is a {type(case).__name__}, not an object")
+    dims = record.get("hidden_dims")
+    if dims is not None and (
+        not isinstance(dims, list) or not all(isinstance(w, int) and w > 0 for w in dims)
+    ):
+        raise ReportError(f"{where}: hidden_dims {dims!r} is not a list of positive widths")
+    status = record.get("status", "ok")
+    if status not in ("ok", "oom", "error"):
+        raise ReportError(f"{where}: status {status!r} is not one of ok, oom, error")
+    base = dict(info)
+    base.update(
+        suite=suite,
+        preset=record.get("preset"),
+        hidden_dims=",".join(str(w) for w in dims) if dims else None,
+        params=record.get("params"),
+        trunk=record.get("trunk"),
+        obs_dim=record.get("obs_dim"),
+        status=status,
+        reason=record.get("reason"),
+        case=case_label(case),
+        case_dict=dict(case),
+        record_predicted=dict(record.get("predicted") or {}),
+    )
+    if record.get("device"):
+        base["device"] = record["device"]
+    if record.get("profile"):
+        base["profile"] = record["profile"]
+    base.update({f"case_{k}": v for k, v in case.items()})
+    if not metrics:
+        # An OOM or error case measured nothing, but the report must still show that it ran.
+        return [dict(base, metric=None, value=None, unit=None, better=None, samples=())]
+    return [
+        dict(base, metric=name, **_metric_fields(m, f"{where}: metric {name!r}"))
+        for name, m in metrics.items()
+    ]
+
+
+def _metric_fields(metric: Any, where: str) -> dict[str, Any]:
+    if not isinstance(metric, dict):
+        raise ReportError(f"{where} is a {type(metric).__name__}, expected an object")
+    value = metric.get("value")
+    unavailable = metric.get("unavailable")
+    if value is None and not unavailable:
+        raise ReportError(f"{where} has no value and no 'unavailable' reason")
+    value = _number(value, f"{where} value")
+    samples = metric.get("samples") or []
+    if not isinstance(samples, list):
+        raise ReportError(f"{where} samples is a {type(samples).__name__}, expected a list")
+    better = metric.get("better")
+    if better not in ("higher", "lower", None):
+        raise ReportError(f"{where} better={better!r}, expected 'higher', 'lower' or null")
+    return {
+        "value": value,
+        "unit": metric.get("unit"),
+        "better": better,
+        "samples": tuple(_number(s, f"{where} sample") for s in samples),
+        "predicted": _number(metric.get("predicted"), f"{where} predicted"),
+        "unavailable": unavailable,
+    }
+
+
+def _integers_stay_integers(column: pd.Series) -> pd.Series:
+    """Missing entries would turn whole-number columns (bars=2000) into floats (2000.0)."""
+    present = column.dropna()
+    if len(present) and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return column.astype("Int64")
+    return column.infer_objects()
+
+
+def _number(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ReportError(f"{where} {value!r} is not a finite number")
+    return float(value)

@@ -1,0 +1,103 @@
+"""The HTML report: one file, plotly.js once, every section, 'no data' notes, atomic writes.
+
+Reads real-run fixtures from tests/make_report_fixtures.py; the browser test checks it renders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from plotly.offline import get_plotlyjs
+
+from ppo_core.cli import main
+from reports.load import load_runs
+from reports.render import CHARTS, render_html, render_report
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RUN = FIXTURES / "run-cpu-quick.json"
+RUN_B = FIXTURES / "run-cpu-quick-b.json"
+# A fragment of plotly.js itself: present once when inlined, absent with the CDN.
+PLOTLY_MARKER = get_plotlyjs()[1000:1200]
+
+
+@pytest.fixture(scope="module")
+def two_runs():
+    return load_runs([RUN, RUN_B])
+
+
+@pytest.fixture(scope="module")
+def page(two_runs):
+    return render_html(two_runs)
+
+
+def test_plotly_js_is_inlined_exactly_once(page):
+    assert page.count(PLOTLY_MARKER) == 1
+    assert "<script src='https://cdn.plot.ly" not in page
+
+
+def test_every_chart_is_drawn_for_a_full_run(page):
+    for name in CHARTS:
+        assert f'id="chart-{name}"' in page, name
+    assert "no data:" not in page
+
+
+def test_header_names_machines_torch_and_commit(page, two_runs):
+    for column in ("machine", "torch_version", "profile"):
+        for value in two_runs[column].dropna().unique():
+            assert str(value) in page
+    assert str(two_runs["commit"].iloc[0])[:12] in page
+
+
+def test_recommendations_sizing_unavailable_and_missing_suites(page, two_runs):
+    assert "Recommended hidden_dims" in page
+    assert "quick iteration" in page
+    assert "params predicted" in page
+    assert "checkpoint MB measured" in page
+    for reason in two_runs["unavailable"].dropna().unique():
+        assert reason.replace("'", "&#x27;") in page
+    assert "Missing suites" in page
+    assert "peer" in page
+
+
+def test_cdn_mode_is_small_and_loads_plotly_from_the_cdn(tmp_path):
+    path = render_report([RUN], tmp_path / "r.html", plotlyjs="cdn")
+    text = path.read_text()
+    assert "cdn.plot.ly/plotly-" in text
+    assert PLOTLY_MARKER not in text
+    assert path.stat().st_size < 500_000
+
+
+def test_all_oom_run_shows_no_data_notes_instead_of_empty_charts():
+    page = render_html(load_runs([FIXTURES / "all-oom.json"]))
+    for name in ("throughput", "latency", "overfit", "pareto"):
+        assert f"id='chart-{name}' data-chart='{name}' data-empty='1'>no data:" in page
+    assert "OOM" in page
+
+
+def test_failed_render_leaves_an_existing_report_untouched(tmp_path):
+    out = tmp_path / "report.html"
+    out.write_text("previous report")
+    with pytest.raises(Exception, match="plotlyjs"):
+        render_report([RUN], out, plotlyjs="svg")
+    assert out.read_text() == "previous report"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_cli_report_writes_the_file_and_reports_bad_input(tmp_path, capsys):
+    out = tmp_path / "report.html"
+    code = main(
+        ["report", str(RUN), str(RUN_B), "-o", str(out), "--latency-budget-ms", "5",
+         "--compare", str(RUN), str(RUN_B)]
+    )  # fmt: skip
+    assert code == 0
+    assert out.exists()
+    text = out.read_text()
+    assert "batch-1 p99 latency 5 ms" in text
+    assert "Comparison" in text
+    assert main(["report", str(FIXTURES / "wrong-schema.json"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "wrong-schema.json" in err
+    assert "archbench/0" in err
+    assert len(err.splitlines()) == 1
+    assert main(["report", str(RUN), "-o", str(out), "--latency-budget-ms", "-1"]) == 2
