@@ -194,6 +194,22 @@ def _handle_for_entry(nvml: Any, entry: str) -> Any:
     return matches[0]
 
 
+def _visible_entries(visible: str) -> list[str]:
+    """CUDA_VISIBLE_DEVICES as CUDA reads it: the list ends at the first entry it rejects,
+    and a repeated entry hides every device."""
+    kind = next((k for k in ("GPU-", "MIG-") if visible.strip().startswith(k)), None)
+    entries: list[str] = []
+    for item in (item.strip() for item in visible.split(",")):
+        index = re.match(r"\d+", item)
+        if not (item.startswith(kind) if kind else index):
+            break
+        entry = item if kind else index.group()
+        if entry in entries:
+            return []
+        entries.append(entry)
+    return entries
+
+
 def nvml_handle_for_torch_device(device: Any, torch_uuid: str | None = None) -> Any:
     """The NVML handle of torch's `device`, found by UUID; call inside `nvml_session()`.
 
@@ -214,7 +230,7 @@ def nvml_handle_for_torch_device(device: Any, torch_uuid: str | None = None) -> 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
         return _handle_for_entry(nvml, str(index))
-    entries = [e.strip() for e in visible.split(",") if e.strip()]
+    entries = _visible_entries(visible)
     if index >= len(entries):
         raise ConfigError(
             f"device cuda:{index} does not exist: CUDA_VISIBLE_DEVICES={visible!r} "

@@ -107,13 +107,18 @@ def test_handle_prefers_torch_uuid(install, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("visible", "message"),
-    [("0", "makes 1 device"), ("GPU-", "matches 2 devices"), ("GPU-zz", "matches no device")],
+    ("visible", "device", "message"),
+    [
+        ("0", "cuda:1", "makes 1 device"),
+        ("1,-1,0", "cuda:1", "makes 1 device"),  # CUDA stops reading at an invalid entry
+        ("0,0", "cuda:0", "makes 0 device"),  # a repeated entry hides every device
+        ("GPU-", "cuda:0", "matches 2 devices"),
+        ("GPU-zz", "cuda:0", "matches no device"),
+    ],
 )
-def test_handle_errors_name_the_problem(install, monkeypatch, visible, message):
+def test_handle_errors_name_the_problem(install, monkeypatch, visible, device, message):
     install(*two_gpus())
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
-    device = "cuda:1" if visible == "0" else "cuda:0"
     with gpu.nvml_session(), pytest.raises(ConfigError, match=message):
         gpu.nvml_handle_for_torch_device(device)
 
