@@ -59,13 +59,17 @@ def has_regression(table: pd.DataFrame) -> bool:
     return bool((table["verdict"] == "regressed").any())
 
 
-def print_comparison(table: pd.DataFrame, console=None) -> None:
-    """The comparison as a rich table on the terminal."""
+def print_comparison(table: pd.DataFrame, console=None, *, show_all: bool = False) -> None:
+    """The comparison as a rich table on the terminal: the changed rows, or all of them."""
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
     run_a, run_b = table.attrs.get("runs", ("A", "B"))
+    counts = table["verdict"].value_counts()
+    summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
+    if not show_all:
+        table = table[table["verdict"].isin(["improved", "regressed"])]
     out = Table(title=f"archbench compare: A={run_a}  B={run_b}", show_lines=False)
     for column in ("suite", "preset", "case", "metric", "A", "B", "B/A", "p", "verdict"):
         out.add_column(column, justify="right" if column in ("A", "B", "B/A", "p") else "left")
@@ -84,8 +88,7 @@ def print_comparison(table: pd.DataFrame, console=None) -> None:
             f"[{styles.get(verdict, 'yellow')}]{verdict}[/]",
         )
     console.print(out)
-    counts = table["verdict"].value_counts()
-    console.print(", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS))
+    console.print(summary + ("" if show_all else " (only changed rows shown; --all shows all)"))
 
 
 def comparison_html(table: pd.DataFrame) -> str:
@@ -236,5 +239,6 @@ def _ratio(row: dict) -> str:
         return "-"
     text = f"{row['ratio']:.3f}"
     if not pd.isna(row["gain"]):
-        text += f" ({row['gain']:.2f}x {'better' if row['gain'] >= 1 else 'worse'})"
+        gain = row["gain"]
+        text += f" ({gain:.2f}x better)" if gain >= 1 else f" ({1 / gain:.2f}x worse)"
     return text

@@ -465,7 +465,8 @@ def _latency_figure(df: pd.DataFrame) -> go.Figure | str:
                 )
                 colours.setdefault("floor", "black")
     fig.update_layout(barmode="group", scattermode="group")
-    fig.update_yaxes(title_text="ms (bar p50, whisker p99)", type="log", row=1, col=1)
+    fig.update_yaxes(type="log")
+    fig.update_yaxes(title_text="ms (bar p50, whisker p99)", row=1, col=1)
     return fig
 
 
