@@ -195,7 +195,7 @@ def _dtype_plan(device: str) -> tuple[dict[str, Any], dict[str, str]]:
             plan["bf16"] = (torch.bfloat16, "highest")
         else:
             why = f"needs compute capability 8.0+ (this GPU: {major}.{minor})"
-            skipped["tf32"], skipped["bf16"] = f"tf32 {why}", f"bf16 tensor cores {why}"
+            skipped["tf32"], skipped["bf16"] = f"tf32 {why}", f"bf16 {why}"
         plan["fp16"] = (torch.float16, "highest")
     else:
         skipped["tf32"] = "tf32 is a GPU tensor-core format; CPUs have none"

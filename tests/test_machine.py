@@ -112,3 +112,18 @@ def test_measure_ceilings_on_cuda():
     info = device_info("cuda:0")
     assert info.gpu_name
     assert info.gpu_memory_bytes > 0
+
+
+@pytest.mark.parametrize(
+    ("capability", "measured"),
+    [((9, 0), {"fp32", "tf32", "bf16", "fp16"}), ((7, 0), {"fp32", "fp16"})],
+)
+def test_gpu_precisions_follow_compute_capability(monkeypatch, capability, measured):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    plan, unavailable = machine._dtype_plan("cuda:0")
+    assert set(plan) == measured
+    assert set(unavailable) == set(MATMUL_DTYPES) - measured
+    if capability < (8, 0):
+        assert unavailable["bf16"] == "bf16 needs compute capability 8.0+ (this GPU: 7.0)"

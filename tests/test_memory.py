@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 
 import numpy as np
@@ -157,3 +158,26 @@ def test_allocator_and_nvml_see_a_256_mib_cuda_tensor():
         assert report.delta_bytes("process_used") >= 0.9 * 256 * MiB
     else:
         assert report.reasons["process_used"]
+
+
+def test_peak_memory_on_cuda_combines_allocator_and_nvml_views(monkeypatch):
+    """The CUDA wiring, with torch's allocator calls and NVML faked (runs without a GPU)."""
+    from fake_nvml import UUID_A, FakeGpu, GiB, make_fake_nvml
+
+    from ppo_core import gpu
+
+    card = FakeGpu(UUID_A, used=[GiB, 3 * GiB], processes=[(os.getpid(), 2 * GiB)])
+    monkeypatch.setitem(sys.modules, "pynvml", make_fake_nvml([card]))
+    monkeypatch.setattr(gpu, "_torch_uuid", lambda index: None)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(gpu, "allocator_reset_peak", lambda device: (100 * MiB, 200 * MiB))
+    monkeypatch.setattr(gpu, "allocator_peaks", lambda device: (612 * MiB, 800 * MiB))
+    with PeakMemory("cuda:0", interval_s=0.002) as probe:
+        time.sleep(0.02)
+    report = probe.report
+    assert report.delta_bytes("allocated") == 512 * MiB
+    assert (report.reserved_start_bytes, report.reserved_bytes) == (200 * MiB, 800 * MiB)
+    assert (report.device_used_start_bytes, report.device_used_bytes) == (GiB, 3 * GiB)
+    assert report.process_used_bytes == 2 * GiB
+    assert report.nvml_memory_info == "v2"
+    assert report.reasons == {}

@@ -154,3 +154,17 @@ def test_cuda_timer_waits_for_queued_kernels():
     torch.cuda.synchronize()
     wall = time.perf_counter() - start
     assert 0.5 * wall < timer.elapsed_s < 2.0 * wall
+
+
+def test_cuda_timer_syncs_then_reads_the_events(monkeypatch):
+    """The CUDA path's order of calls, with the event helpers faked (runs without a GPU)."""
+    from ppo_core import gpu
+
+    calls = []
+    monkeypatch.setattr(gpu, "cuda_synchronize", lambda device: calls.append(("sync", device)))
+    monkeypatch.setattr(gpu, "start_cuda_events", lambda device: calls.append("start") or "ev")
+    monkeypatch.setattr(gpu, "stop_cuda_events", lambda device, ev: calls.append(ev) or 0.125)
+    with Timer("cuda:1") as timer:
+        calls.append("work")
+    assert calls == [("sync", "cuda:1"), "start", "work", "ev"]
+    assert timer.elapsed_s == 0.125
