@@ -291,8 +291,9 @@ def save(
 
 
 def _first_line(error: BaseException) -> str:
+    """The first sentence of an error's first line: torch appends paragraphs of advice."""
     text = str(error).strip()
-    return text.splitlines()[0].strip() if text else type(error).__name__
+    return text.splitlines()[0].split(". ")[0].strip() if text else type(error).__name__
 
 
 def _load_failure(path: Path, error: Exception) -> CheckpointError:
