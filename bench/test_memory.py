@@ -1,0 +1,138 @@
+"""Peak memory of a PPO training setup per size, each in a fresh interpreter.
+
+A child process builds data, env, policy, Adam and the rollout buffer and runs full
+iterations; RSS above its baseline on a CPU, NVML and allocator peaks on a GPU, each beside
+the sizing model's prediction, with the error in %. Checkpoint size is measured from a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+from _cases import oom_record
+
+from ppo_core.record import Metric, Record
+from ppo_core.sizing import CUDA_CONTEXT_BYTES, estimate
+
+SUITE = "memory"
+WORKLOAD = "ppo_core.workloads:training_setup"
+
+
+def test_memory(benchmark, emit, options, market, size):
+    from ppo_core.memory import measure_isolated
+
+    budget = options.budget
+    data = market(budget.data_bars)  # prepared here too, so its bar count is known up front
+    network = size.network(data.n_features, data.lookback)
+    n_envs, n_steps = budget.memory_n_envs, budget.memory_n_steps
+    minibatch = budget.memory_minibatch
+    sizing = estimate(network, n_envs, n_steps, minibatch, n_bars=data.features.shape[0])
+    case = {"n_envs": n_envs, "n_steps": n_steps, "minibatch": minibatch}
+    base = Record(
+        suite=SUITE,
+        device=options.device,
+        profile=options.profile,
+        preset=size.name,
+        hidden_dims=network.hidden_dims,
+        trunk=network.trunk,
+        obs_dim=network.obs_dim,
+        params=sizing.params,
+        case=case,
+        predicted={
+            **sizing.memory_components(),
+            "params": sizing.params,
+            "train_bytes": sizing.train_bytes,
+            "train_bytes_on_gpu": sizing.train_bytes_on_gpu,
+            "cuda_context_bytes": CUDA_CONTEXT_BYTES,
+            "checkpoint_bytes": sizing.checkpoint_bytes,
+            "checkpoint_bytes_no_optimizer": sizing.checkpoint_bytes_no_optimizer,
+        },
+    )
+    kwargs = {
+        "hidden_dims": list(network.hidden_dims),
+        "n_envs": n_envs,
+        "n_steps": n_steps,
+        "minibatch": minibatch,
+        "iterations": budget.memory_iterations,
+        "device": options.device,
+        "data": options.data,
+        "bars": budget.data_bars if options.data.strip().lower() == "synthetic" else None,
+    }
+    # One round: the child's whole life (import excluded from the figure, not from the time).
+    result = benchmark.pedantic(lambda: measure_isolated(WORKLOAD, kwargs), rounds=1)
+    if result["status"] == "oom":
+        emit(oom_record(base, n_envs=n_envs, minibatch=minibatch))
+        return
+    if result["status"] != "ok":
+        raise AssertionError(f"memory workload for {size.name} failed: {result['reason']}")
+    metrics = _memory_metrics(result, sizing, options.cuda)
+    metrics.update(_checkpoint_metrics(network, sizing))
+    emit(dataclasses.replace(base, params=result["result"]["params"], metrics=metrics))
+
+
+def _memory_metrics(result, sizing, cuda) -> dict[str, Metric]:
+    report = result["memory"]
+    reasons = report["reasons"]
+    train, on_gpu = sizing.train_bytes, sizing.train_bytes_on_gpu
+
+    def view(value, reason, predicted=None):
+        if value is None:
+            return Metric.unavailable_because(reason or "not measured", "B", "lower", predicted)
+        return Metric.measured(value, "B", "lower", (), predicted)
+
+    def delta(name):
+        peak, start = report[f"{name}_bytes"], report[f"{name}_start_bytes"]
+        return None if peak is None or start is None else peak - start
+
+    # Host RSS is the training footprint on a CPU; on a GPU it is only the host side.
+    rss_predicted = None if cuda else train
+    metrics = {
+        "peak_rss_bytes": view(result["rss_delta_bytes"], reasons.get("rss"), rss_predicted),
+        "nvml_device_used_bytes": view(delta("device_used"), reasons.get("device_used"), train),
+        "nvml_process_used_bytes": view(
+            report["process_used_bytes"], reasons.get("process_used"), on_gpu
+        ),
+        "torch_allocated_bytes": view(report["allocated_bytes"], reasons.get("allocated"), train),
+        "torch_reserved_bytes": view(report["reserved_bytes"], reasons.get("reserved")),
+    }
+    headline = metrics["torch_allocated_bytes"] if cuda else metrics["peak_rss_bytes"]
+    if headline.value is None:
+        metrics["memory_error_pct"] = Metric.unavailable_because(
+            headline.unavailable or "not measured", "%", "lower"
+        )
+    else:
+        error = 100.0 * (headline.value - train) / train
+        metrics["memory_error_pct"] = Metric.measured(error, "%", None)
+    process, reserved = report["process_used_bytes"], report["reserved_bytes"]
+    if cuda and process is not None and reserved is not None:
+        # What the process holds beyond the allocator's pool: the CUDA context and libraries.
+        metrics["cuda_context_bytes"] = Metric.measured(
+            process - reserved, "B", "lower", (), CUDA_CONTEXT_BYTES
+        )
+    return metrics
+
+
+def _checkpoint_metrics(network, sizing) -> dict[str, Metric]:
+    """Save a real checkpoint (with and without Adam state) and measure the files."""
+    import torch
+
+    from ppo_core import checkpoint
+    from ppo_core.network import ActorCritic
+
+    policy = ActorCritic(network)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=3e-4, eps=1e-5)
+    for param in policy.parameters():
+        param.grad = torch.zeros_like(param)
+    optimizer.step()  # Adam creates its moments on the first step
+    with tempfile.TemporaryDirectory(prefix="archbench-ckpt-") as tmp:
+        full = checkpoint.save(Path(tmp, "full.pt"), network, policy, optimizer=optimizer)
+        bare = checkpoint.save(Path(tmp, "bare.pt"), network, policy)
+        full_bytes, bare_bytes = full.stat().st_size, bare.stat().st_size
+    return {
+        "checkpoint_bytes": Metric.measured(full_bytes, "B", "lower", (), sizing.checkpoint_bytes),
+        "checkpoint_bytes_no_optimizer": Metric.measured(
+            bare_bytes, "B", "lower", (), sizing.checkpoint_bytes_no_optimizer
+        ),
+    }
