@@ -35,6 +35,7 @@ from torch import nn
 from ppo_core import __version__
 from ppo_core.config import NetworkConfig, PPOConfig
 from ppo_core.errors import ArchitectureMismatch, CheckpointError, ConfigError
+from ppo_core.sizing import estimate
 
 __all__ = [
     "FORMAT",
@@ -380,8 +381,6 @@ def load(
     path: str | os.PathLike[str], config: NetworkConfig | PPOConfig | None = None
 ) -> Checkpoint:
     """Read a checkpoint safely; with `config`, refuse one of another architecture."""
-    from ppo_core.sizing import estimate
-
     path = Path(path)
     payload = _read(path)
     network, ppo = _parse_configs(path, payload["config"])
@@ -426,8 +425,6 @@ def load_into(policy: nn.Module, path: str | os.PathLike[str]) -> Checkpoint:
 
 def inspect(path: str | os.PathLike[str]) -> CheckpointInfo:
     """Summarise a checkpoint file: architecture, parameters, size, optimizer state, origin."""
-    from ppo_core.sizing import estimate
-
     checkpoint = load(path)
     network, meta = checkpoint.config, checkpoint.meta
     has_optimizer = checkpoint.optimizer_state_dict is not None
