@@ -1,0 +1,223 @@
+"""What each size buys on a short vs a long dataset: in-sample vs out-of-sample results.
+
+Per size x dataset length x seed: train for a fixed budget, then run the deterministic policy
+over the training split and over the validation split (after the embargo): Sharpe, return,
+the generalisation gap, the share of the oracle's edge captured (synthetic data) and the
+value loss on each split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+
+import pytest
+from _cases import OPTIONS_KEY, is_oom, oom_record, timed_rounds
+
+from ppo_core.record import Metric, Record
+from ppo_core.sizing import estimate
+
+SUITE = "overfit"
+
+
+def pytest_generate_tests(metafunc):
+    options = metafunc.config.stash[OPTIONS_KEY]
+    if "dataset" in metafunc.fixturenames:
+        datasets = [options.data]
+        if options.profile == "full" and not options.smoke:
+            datasets += _installed_named_datasets(exclude=options.data)
+        metafunc.parametrize("dataset", datasets, ids=[_dataset_id(d) for d in datasets])
+    if "length" in metafunc.fixturenames:
+        lengths = options.budget.overfit_bars
+        metafunc.parametrize("length", lengths, ids=[label for label, _ in lengths])
+    if "seed" in metafunc.fixturenames:
+        seeds = options.budget.overfit_seeds
+        metafunc.parametrize("seed", seeds, ids=[f"seed{s}" for s in seeds])
+
+
+def _installed_named_datasets(exclude: str) -> list[str]:
+    from ppo_core.data import DATASETS
+
+    return [
+        name
+        for name, (package, *_rest) in DATASETS.items()
+        if name != exclude.lower() and importlib.util.find_spec(package) is not None
+    ]
+
+
+def _dataset_id(spec: str) -> str:
+    from pathlib import Path
+
+    return Path(spec).stem if ("/" in spec or "." in spec) else spec
+
+
+def test_overfitting(benchmark, emit, options, market_for, size, dataset, length, seed):
+    import torch
+
+    from ppo_core.config import PPOConfig
+    from ppo_core.env import TradingEnv
+    from ppo_core.evaluation import evaluate_with_baselines
+    from ppo_core.trainer import PPOTrainer
+
+    budget = options.budget
+    label, bars = length
+    data = market_for(dataset, bars, seed, label)
+    network = size.network(data.n_features, data.lookback)
+    sizing = estimate(network)
+    train_start, train_end = data.splits.train
+    case = {
+        "dataset": dataset,
+        "length": label,
+        "bars": int(data.market.n_bars),
+        "train_bars": int(train_end - train_start),
+        "seed": seed,
+        "timesteps": budget.overfit_timesteps,
+    }
+    base = Record(
+        suite=SUITE,
+        device=options.device,
+        profile=options.profile,
+        preset=size.name,
+        hidden_dims=network.hidden_dims,
+        trunk=network.trunk,
+        obs_dim=network.obs_dim,
+        params=sizing.params,
+        case=case,
+        predicted={"params": sizing.params},
+    )
+    config = PPOConfig(
+        total_timesteps=budget.overfit_timesteps,
+        n_envs=budget.overfit_n_envs,
+        n_steps=budget.overfit_n_steps,
+        minibatch_size=budget.overfit_minibatch,
+        seed=seed,
+        device=options.device,
+        network=network,
+    )
+    try:
+        env = TradingEnv(data, "train", config.n_envs, config.env, options.device, seed=seed)
+        trainer = PPOTrainer(env, config)
+        # One round that is the whole fixed-budget training run.
+        seconds = timed_rounds(
+            benchmark,
+            lambda: trainer.learn(progress=False),
+            rounds=1,
+            warmup=0,
+            device=options.device,
+        )
+        policy = trainer.policy
+        results = {
+            split: evaluate_with_baselines(policy, data, split, config.env.cost_bps)
+            for split in ("train", "validation")
+        }
+        with torch.no_grad():
+            value_loss = {s: _value_loss(policy, data, s, config) for s in ("train", "validation")}
+    except Exception as error:
+        if not is_oom(error):
+            raise
+        emit(oom_record(base, n_envs=config.n_envs, minibatch=config.minibatch_size))
+        return
+    metrics = _metrics(results, value_loss)
+    metrics["train_s"] = Metric.measured(seconds[0], "s", "lower", seconds)
+    metrics["train_env_steps_per_s"] = Metric.measured(
+        trainer.global_step / seconds[0], "1/s", "higher"
+    )
+    emit(dataclasses.replace(base, metrics=metrics))
+
+
+@pytest.fixture(scope="session")
+def market_for():
+    """(dataset, bars, seed, label) -> PreparedData; real data: 'short' is its last `bars`."""
+    from ppo_core.data import load_market_data, prepare
+
+    cache = {}
+
+    def get(dataset, bars, seed, label):
+        if dataset.strip().lower() == "synthetic":
+            key = (dataset, bars, seed)
+            if key not in cache:
+                cache[key] = prepare(load_market_data("synthetic", bars=bars, seed=seed))
+            return cache[key]
+        key = (dataset, label)
+        if key not in cache:
+            full = load_market_data(dataset)
+            if label == "long" or full.n_bars <= bars:
+                if label != "long":
+                    pytest.skip(f"{dataset} has only {full.n_bars:,} bars; no shorter cut")
+                cache[key] = prepare(full)
+            else:
+                cache[key] = prepare(full.tail(bars))
+        return cache[key]
+
+    return get
+
+
+def _metrics(results, value_loss) -> dict[str, Metric]:
+    train, val = results["train"]["policy"], results["validation"]["policy"]
+    metrics = {
+        "train_sharpe": Metric.measured(train.sharpe, "ratio", "higher"),
+        "val_sharpe": Metric.measured(val.sharpe, "ratio", "higher"),
+        "train_return": Metric.measured(train.total_log_return, "log", "higher"),
+        "val_return": Metric.measured(val.total_log_return, "log", "higher"),
+        # In-sample minus out-of-sample: how much of the training result does not carry over.
+        "sharpe_gap": Metric.measured(train.sharpe - val.sharpe, "ratio", "lower"),
+        "val_turnover": Metric.measured(val.turnover, "ratio", None),
+        "val_buy_and_hold_sharpe": Metric.measured(
+            results["validation"]["buy_and_hold"].sharpe, "ratio", None
+        ),
+        "train_value_loss": Metric.measured(value_loss["train"], "1", "lower"),
+        "val_value_loss": Metric.measured(value_loss["validation"], "1", "lower"),
+    }
+    oracle = results["validation"].get("oracle")
+    if oracle is None:
+        metrics["oracle_edge_fraction"] = Metric.unavailable_because(
+            "real data has no known oracle", "ratio", "higher"
+        )
+    elif oracle.total_log_return <= 0:
+        metrics["oracle_edge_fraction"] = Metric.unavailable_because(
+            f"the oracle lost money on this validation split ({oracle.total_log_return:.4f})",
+            "ratio",
+            "higher",
+        )
+    else:
+        fraction = val.total_log_return / oracle.total_log_return
+        metrics["oracle_edge_fraction"] = Metric.measured(fraction, "ratio", "higher")
+        metrics["val_oracle_sharpe"] = Metric.measured(oracle.sharpe, "ratio", None)
+    return metrics
+
+
+def _value_loss(policy, data, split, config) -> float:
+    """0.5 * mean (V - GAE return)^2 over one rollout of the trained policy on `split`.
+
+    The same rollout, bootstrap and GAE as training, so train and validation are comparable.
+    """
+    import torch
+
+    from ppo_core.env import TradingEnv
+    from ppo_core.ppo import compute_gae
+
+    env = TradingEnv(data, split, config.n_envs, config.env, config.device, seed=config.seed + 1)
+    generator = torch.Generator(device=env.device).manual_seed(config.seed + 1)
+    obs = env.reset()
+    values, rewards, dones = [], [], []
+    for _ in range(config.n_steps):
+        logits, value = policy(obs)
+        action = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=generator)
+        obs, reward, done, info = env.step(action.squeeze(-1))
+        if done.any():
+            reward = reward.clone()
+            final_obs = env.observe(info["final_bar_index"][done])
+            reward[done] += config.gamma * policy.value(final_obs).float()
+        values.append(value.float())
+        rewards.append(reward)
+        dones.append(done.float())
+    values_t = torch.stack(values)  # (n_steps, n_envs)
+    _, returns = compute_gae(
+        torch.stack(rewards),
+        values_t,
+        torch.stack(dones),
+        policy.value(obs).float(),
+        config.gamma,
+        config.gae_lambda,
+    )
+    return float(0.5 * ((values_t - returns) ** 2).mean())
