@@ -24,15 +24,20 @@ __all__ = [
     "within_noise",
 ]
 
-# Memory figures in the order they are trusted: what the driver charged the process, then
-# what the allocator holds, then host RSS. Other byte metrics of the memory suite come after.
-_MEMORY_METRICS = (
+# Does a size fit? Trust what the driver charged the process first, then what the allocator
+# holds, then host RSS; other byte metrics of the memory suite after those.
+_FIT_METRICS = (
     "nvml_process_used_bytes",
     "torch_reserved_bytes",
     "nvml_device_used_bytes",
     "torch_allocated_bytes",
     "peak_rss_bytes",
 )
+# Is the sizing model right? Compare what it models (tensors, no CUDA context) with the
+# allocator's peak on a GPU or RSS on a CPU.
+_CHECK_METRICS = ("torch_allocated_bytes", "peak_rss_bytes")
+# Byte metrics of the memory suite that are not a training footprint.
+_NOT_FOOTPRINT = ("checkpoint", "cuda_context")
 _THROUGHPUT_METRIC = "env_steps_per_s"
 _MIN_AGREEMENT = 0.99
 
@@ -66,51 +71,89 @@ class Budgets:
 
 @dataclass(frozen=True)
 class UseCase:
-    """One way people use a PPO trading net, as an objective under constraints."""
+    """One way people use a PPO trading net: an objective under constraints, as data."""
 
     name: str
     """Short label shown in the report."""
     objective: str
-    """What is maximised or minimised."""
+    """What is maximised or minimised, in words."""
     constraints: str
-    """What a size must satisfy to be considered."""
+    """What a size must satisfy to be considered, in words."""
     metric: str
-    """The preset_summary column that decides, and that the noise check compares."""
+    """The preset_summary column a size must have measured; the noise check compares it."""
+    rank_by: str
+    """The preset_summary column the candidates are ranked on ('params' = most capable)."""
+    highest_first: bool
+    """Rank descending (True) or ascending (False)."""
+    limits: tuple[str, ...] = ()
+    """Constraints applied in order: 'memory', 'latency', 'sharpe_gap', 'throughput',
+    'short_data' (each reads its threshold from Budgets)."""
 
 
 USE_CASES: tuple[UseCase, ...] = (
-    UseCase("quick iteration", "highest training throughput (env steps/s)", "none", "throughput"),
+    UseCase(
+        "quick iteration",
+        "highest training throughput (env steps/s)",
+        "none",
+        metric="throughput",
+        rank_by="throughput",
+        highest_first=True,
+    ),
     UseCase(
         "standard production",
         "best mean out-of-sample Sharpe on the longest dataset",
         "fits the memory budget; batch-1 p99 latency within the budget",
-        "val_sharpe",
+        metric="val_sharpe",
+        rank_by="val_sharpe",
+        highest_first=True,
+        limits=("memory", "latency"),
     ),
     UseCase(
         "live trading",
         "most parameters",
         "batch-1 p99 latency within the budget",
-        "latency_p99",
+        metric="latency_p99",
+        rank_by="params",
+        highest_first=True,
+        limits=("latency",),
     ),
     UseCase(
         "complex / volatile symbols",
         "most parameters",
         "fits the memory budget; mean Sharpe gap on the longest dataset under the threshold",
-        "sharpe_gap",
+        metric="sharpe_gap",
+        rank_by="params",
+        highest_first=True,
+        limits=("memory", "sharpe_gap"),
     ),
     UseCase(
         "limited data (< 1 year of bars)",
         "smallest mean Sharpe gap (train - validation) on the short datasets",
-        "none",
-        "short_sharpe_gap",
+        "a dataset counted as < 1 year was measured",
+        metric="short_sharpe_gap",
+        rank_by="short_sharpe_gap",
+        highest_first=False,
+        limits=("short_data",),
     ),
     UseCase(
         "extended training (500M+ steps)",
         "most parameters",
         "fits the memory budget; throughput at least the set fraction of the fastest size",
-        "throughput",
+        metric="throughput",
+        rank_by="params",
+        highest_first=True,
+        limits=("memory", "throughput"),
     ),
 )
+
+# What each deciding column is, and which suite measures it, for 'no recommendation' reasons.
+_MEASURES = {
+    "throughput": ("training throughput", "train"),
+    "val_sharpe": ("out-of-sample Sharpe", "overfit"),
+    "latency_p99": ("batch-1 p99 latency", "infer"),
+    "sharpe_gap": ("Sharpe gap", "overfit"),
+    "short_sharpe_gap": ("Sharpe gap on short datasets", "overfit"),
+}
 
 
 @dataclass(frozen=True)
@@ -160,8 +203,10 @@ def preset_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per preset of ONE run with the figures the use cases decide on.
 
     Columns: preset, hidden_dims, params, oom, throughput (+_samples, _case), latency_p99
-    (+_samples, _backend), memory_bytes (+_source), val_sharpe (+_samples), sharpe_gap
-    (+_samples), short_sharpe_gap (+_samples), bars, short_bars.
+    (+_samples, _backend), memory_bytes (+_source: what must fit, or 'predicted'),
+    memory_check_bytes (+_source, _predicted: the figure that checks the sizing model),
+    val_sharpe (+_samples), sharpe_gap (+_samples), short_sharpe_gap (+_samples), bars,
+    short_bars. Columns a run has no data for are absent.
     """
     sized = frame[frame["preset"].notna()]
     rows = []
@@ -263,20 +308,23 @@ def _p99_samples(samples: tuple[float, ...]) -> tuple[float, ...]:
 
 def _memory(rows: pd.DataFrame) -> dict:
     m = rows[(rows["suite"] == "memory") & rows["value"].notna()]
-    for name in _MEMORY_METRICS:
-        hit = m[m["metric"] == name]
-        if len(hit):
-            return {"memory_bytes": float(hit["value"].max()), "memory_source": name}
-    other = m[(m["unit"] == "B") & (m["metric"] != "checkpoint_bytes")]
-    if len(other):
-        return {
-            "memory_bytes": float(other["value"].max()),
-            "memory_source": other["metric"].iloc[0],
-        }
-    for predicted in rows["record_predicted"]:
-        if isinstance(predicted, dict) and predicted.get("train_bytes"):
-            return {"memory_bytes": float(predicted["train_bytes"]), "memory_source": "predicted"}
-    return {}
+    footprint = m[(m["unit"] == "B") & ~m["metric"].str.startswith(_NOT_FOOTPRINT)]
+    out: dict = {}
+    for names, prefix in ((_FIT_METRICS, "memory"), (_CHECK_METRICS, "memory_check")):
+        ordered = [footprint[footprint["metric"] == n] for n in names] + [footprint]
+        hit = next((h for h in ordered if len(h)), None)
+        if hit is not None:
+            row = hit.loc[hit["value"].idxmax()]
+            out[f"{prefix}_bytes"] = float(row["value"])
+            out[f"{prefix}_source"] = row["metric"]
+            out[f"{prefix}_predicted"] = row["predicted"]
+    if "memory_bytes" not in out:
+        for predicted in rows["record_predicted"]:
+            if isinstance(predicted, dict) and predicted.get("train_bytes"):
+                out["memory_bytes"] = float(predicted["train_bytes"])
+                out["memory_source"] = "predicted"
+                break
+    return out
 
 
 def _overfit(rows: pd.DataFrame, frame: pd.DataFrame) -> dict:
@@ -306,13 +354,53 @@ def _has(summary: pd.DataFrame, column: str) -> pd.DataFrame:
     return summary[summary[column].notna()]
 
 
-def _fits_memory(summary: pd.DataFrame, budgets: Budgets) -> tuple[pd.DataFrame, str]:
-    fits = summary[~summary["oom"]]
-    if budgets.memory_bytes is None:
-        return fits, "no memory limit known (CPU run, no budget given); OOM cases excluded"
-    measured = _has(fits, "memory_bytes")
-    fits = measured[measured["memory_bytes"] <= budgets.memory_bytes]
-    return fits, f"memory <= {budgets.memory_bytes / 2**30:.1f} GiB"
+def _limit(
+    kind: str, pool: pd.DataFrame, summary: pd.DataFrame, budgets: Budgets
+) -> tuple[pd.DataFrame, str, str]:
+    """Apply one constraint: (remaining sizes, the constraint stated, the closest miss)."""
+    if kind == "memory":
+        if budgets.memory_bytes is None:
+            return pool, "no memory limit known (CPU run, no budget given)", ""
+        limit = budgets.memory_bytes
+        note = f"memory <= {limit / 2**30:.3g} GiB"
+        known = _has(pool, "memory_bytes")
+        closest = known.nsmallest(1, "memory_bytes")
+        miss = "".join(
+            f"; smallest need is {r.preset} at {r.memory_bytes / 2**30:.3g} GiB"
+            for r in closest.itertuples()
+        )
+        return known[known["memory_bytes"] <= limit], note, miss
+    if kind == "latency":
+        if _has(summary, "latency_p99").empty:
+            return pool, "latency not checked: no batch-1 latency measured", ""
+        limit = budgets.latency_p99_s
+        known = _has(pool, "latency_p99")
+        miss = "".join(
+            f"; fastest is {r.preset} at {r.latency_p99 * 1e3:.3f} ms"
+            for r in _has(summary, "latency_p99").nsmallest(1, "latency_p99").itertuples()
+        )
+        return known[known["latency_p99"] <= limit], f"batch-1 p99 <= {limit * 1e3:g} ms", miss
+    if kind == "sharpe_gap":
+        limit = budgets.max_sharpe_gap
+        known = _has(pool, "sharpe_gap")
+        miss = "".join(
+            f"; smallest gap is {r.preset} at {r.sharpe_gap:.2f}"
+            for r in known.nsmallest(1, "sharpe_gap").itertuples()
+        )
+        return known[known["sharpe_gap"] <= limit], f"mean Sharpe gap <= {limit:g}", miss
+    if kind == "throughput":
+        fraction = budgets.min_throughput_fraction
+        floor = fraction * float(_has(summary, "throughput")["throughput"].max())
+        known = _has(pool, "throughput")
+        note = f"throughput >= {fraction:.0%} of the fastest ({floor:,.0f} env steps/s)"
+        return known[known["throughput"] >= floor], note, ""
+    if kind == "short_data":
+        bars = int(pool["short_bars"].iloc[0])
+        limit = budgets.limited_data_bars
+        if limit is not None and bars > limit:
+            return pool.iloc[0:0], f"a dataset of <= {limit} bars", f"; shortest was {bars} bars"
+        return pool, f"dataset of {bars} bars", ""
+    raise ValueError(f"UseCase.limits has unknown constraint {kind!r}")
 
 
 def _fmt(column: str, value: float) -> str:
@@ -336,72 +424,19 @@ def _decide(run: str, use: UseCase, summary: pd.DataFrame, budgets: Budgets) -> 
 
     if summary.empty:
         return none("the run has no per-preset records")
-    name = use.name
     key = use.metric
-    notes: list[str] = []
-    if name == "quick iteration":
-        pool = _has(summary[~summary["oom"]], key)
+    pool = _has(summary[~summary["oom"]], key)
+    if pool.empty:
+        what, suite = _MEASURES[key]
+        return none(f"no {what} measured ({suite} suite missing)")
+    notes = []
+    for kind in use.limits:
+        pool, note, miss = _limit(kind, pool, summary, budgets)
+        notes.append(note)
         if pool.empty:
-            return none("no training throughput measured (train suite missing)")
-        ranked = pool.sort_values(key, ascending=False)
-    elif name == "standard production":
-        pool, mem_note = _fits_memory(_has(summary, key), budgets)
-        notes.append(mem_note)
-        if _has(summary, "latency_p99").empty:
-            notes.append("latency not checked: no batch-1 latency measured")
-        else:
-            pool = _has(pool, "latency_p99")
-            pool = pool[pool["latency_p99"] <= budgets.latency_p99_s]
-            notes.append(f"p99 <= {budgets.latency_p99_s * 1e3:g} ms")
-        if _has(summary, key).empty:
-            return none("no out-of-sample Sharpe measured (overfit suite missing)")
-        if pool.empty:
-            return none(f"no size with a measured Sharpe fits the budgets ({'; '.join(notes)})")
-        ranked = pool.sort_values(key, ascending=False)
-    elif name == "live trading":
-        pool = _has(summary, key)
-        if pool.empty:
-            return none("no batch-1 p99 latency measured (infer suite missing)")
-        fitting = pool[pool[key] <= budgets.latency_p99_s]
-        if fitting.empty:
-            fastest = pool.loc[pool[key].idxmin()]
-            return none(
-                f"no size meets the {budgets.latency_p99_s * 1e3:g} ms batch-1 p99 budget; "
-                f"fastest is {fastest['preset']} at {fastest[key] * 1e3:.3f} ms"
-            )
-        notes.append(f"budget p99 <= {budgets.latency_p99_s * 1e3:g} ms")
-        ranked = fitting.sort_values("params", ascending=False)
-    elif name == "complex / volatile symbols":
-        if _has(summary, key).empty:
-            return none("no Sharpe gap measured (overfit suite missing)")
-        pool, mem_note = _fits_memory(_has(summary, key), budgets)
-        notes.append(mem_note)
-        pool = pool[pool[key] <= budgets.max_sharpe_gap]
-        notes.append(f"gap <= {budgets.max_sharpe_gap:g}")
-        if pool.empty:
-            return none(f"no size keeps the Sharpe gap under the threshold ({'; '.join(notes)})")
-        ranked = pool.sort_values("params", ascending=False)
-    elif name.startswith("limited data"):
-        pool = _has(summary, key)
-        if pool.empty:
-            return none("no Sharpe gap on short datasets (overfit suite missing)")
-        limit = budgets.limited_data_bars
-        if limit is not None and int(pool["short_bars"].iloc[0]) > limit:
-            return none(f"no dataset of <= {limit} bars was measured")
-        notes.append(f"dataset of {int(pool['short_bars'].iloc[0])} bars")
-        ranked = pool.sort_values(key, ascending=True)
-    else:  # extended training
-        pool, mem_note = _fits_memory(_has(summary, key), budgets)
-        notes.append(mem_note)
-        if _has(summary, key).empty:
-            return none("no training throughput measured (train suite missing)")
-        floor = budgets.min_throughput_fraction * float(_has(summary, key)[key].max())
-        pool = pool[pool[key] >= floor]
-        notes.append(f"throughput >= {budgets.min_throughput_fraction:.0%} of the fastest")
-        if pool.empty:
-            return none(f"no size fits ({'; '.join(notes)})")
-        ranked = pool.sort_values("params", ascending=False)
-
+            earlier = f" (after {'; '.join(notes[:-1])})" if len(notes) > 1 else ""
+            return none(f"no size meets {note}{miss}{earlier}")
+    ranked = pool.sort_values(use.rank_by, ascending=not use.highest_first)
     best = ranked.iloc[0]
     runner = ranked.iloc[1] if len(ranked) > 1 else None
     reason = f"{best['preset']}: {_fmt(key, best[key])}, {best['params']:,} params"
@@ -415,7 +450,7 @@ def _decide(run: str, use: UseCase, summary: pd.DataFrame, budgets: Budgets) -> 
         reason += f" [{'; '.join(notes)}]"
     return Recommendation(
         run=run,
-        use_case=name,
+        use_case=use.name,
         hidden_dims=best["hidden_dims"],
         preset=best["preset"],
         reason=reason,

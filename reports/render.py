@@ -297,8 +297,11 @@ def _sizing_table(df: pd.DataFrame) -> str:
             ckpt = rows_p[(rows_p["metric"] == "checkpoint_bytes") & rows_p["value"].notna()]
             ckpt_measured = float(ckpt["value"].iloc[0]) if len(ckpt) else None
             ckpt_predicted = predicted.get("checkpoint_bytes")
-            mem_source = s.get("memory_source")
-            mem_measured = s.get("memory_bytes") if mem_source != "predicted" else None
+            check_predicted = s.get("memory_check_predicted")
+            if check_predicted is None or pd.isna(check_predicted):
+                check_predicted = predicted.get("train_bytes")
+            check = s.get("memory_check_bytes")
+            check = None if check is None or pd.isna(check) else check
             rows.append(
                 [
                     run,
@@ -309,10 +312,10 @@ def _sizing_table(df: pd.DataFrame) -> str:
                     _mb(ckpt_predicted),
                     _mb(ckpt_measured),
                     _pct_error(ckpt_predicted, ckpt_measured),
-                    _mb(predicted.get("train_bytes")),
-                    _mb(mem_measured),
-                    mem_source if mem_measured is not None else None,
-                    _pct_error(predicted.get("train_bytes"), mem_measured),
+                    _mb(check_predicted),
+                    _mb(check),
+                    s.get("memory_check_source") if check is not None else None,
+                    _pct_error(check_predicted, check),
                     "OOM" if s["oom"] else "ok",
                 ]
             )
@@ -476,10 +479,11 @@ def _memory_figure(df: pd.DataFrame) -> go.Figure | str:
         summary = preset_summary(frame)
         for _, s in summary.iterrows():
             predicted = _record_predicted(frame[frame["preset"] == s["preset"]])
-            measured = s.get("memory_bytes") if s.get("memory_source") != "predicted" else None
+            measured = s.get("memory_check_bytes")
+            measured = None if measured is None or pd.isna(measured) else measured
             if not any(k in predicted for k in _COMPONENTS) and measured is None:
                 continue
-            rows.append((run, s["preset"], predicted, measured, s.get("memory_source")))
+            rows.append((run, s["preset"], predicted, measured, s.get("memory_check_source")))
     if not rows:
         return "no memory suite results and no predicted breakdown in any run"
     many = len({r[0] for r in rows}) > 1

@@ -111,7 +111,7 @@ def test_live_trading_follows_the_latency_budget(run_df):
     )
     fastest = summary.loc[summary["latency_p99"].idxmin(), "preset"]
     assert strict.preset is None
-    assert "budget" in strict.reason
+    assert "no size meets batch-1 p99 <= 1e-06 ms" in strict.reason
     assert f"fastest is {fastest}" in strict.reason
 
 
@@ -119,7 +119,8 @@ def test_memory_budget_excludes_sizes_that_do_not_fit(run_df):
     recs = recommend(run_df, Budgets(memory_bytes=1.0, latency_p99_s=10.0))
     production = next(r for r in recs if r.use_case == "standard production")
     assert production.hidden_dims is None
-    assert "fits the budgets" in production.reason
+    assert "no size meets memory <= " in production.reason
+    assert "smallest need is" in production.reason
 
 
 def test_missing_suite_gives_no_recommendation_with_the_reason(run_df):
