@@ -622,7 +622,7 @@ def pick(
         context_text = f" + CUDA context {_gb(context)}" if context else ""
         why.append(
             f"fits: {_gb(chosen.need_bytes)} ({parts}{context_text}) of {_gb(budget)} "
-            f"= {device.memory_gib:g} GiB minus a {safety_margin:.0%} safety margin"
+            f"= {device.memory_gib:.1f} GiB minus a {safety_margin:.0%} safety margin"
         )
         flags = n_envs != tier.n_envs or minibatch != min(tier.minibatch_size, n_envs * n_steps)
         why.append(
@@ -630,9 +630,16 @@ def pick(
             + ("as given" if flags else f"tier {tier.name!r} defaults")
             + f"; n_steps {n_steps}, {n_epochs} epochs from the {mode!r} training mode"
         )
-        speed = chosen.train_steps_per_s
+        speed, update = chosen.train_steps_per_s, chosen.update_samples_per_s
         if speed.value is not None:
-            why.append(f"training ~{speed.value:,.0f} env steps/s ({speed.basis})")
+            why.append(
+                f"training ~{speed.value:,.0f} env steps/s ({speed.basis}; update: {update.note})"
+            )
+        if chosen.overfit_risk == "high":
+            why.append(
+                "every eligible size has a high overfitting risk for this much data "
+                f"({chosen.overfit.basis}); more bars, or a smaller network, would help"
+            )
     return PickResult(
         device=device,
         use_case=name,
@@ -715,8 +722,7 @@ def _tier_choice(
         if candidate.hidden_dims == tier.hidden_dims:
             return candidate, f"the tier table's size for this device (row {tier.name!r})"
     smaller = [c for c in eligible if c.params <= tier_params]
-    choice = smaller[-1] if smaller else eligible[0]
-    return choice, (
-        f"the tier table's size ({preset_name(tier.hidden_dims)}, row {tier.name!r}) is "
-        "excluded here; this is the largest eligible size below it"
-    )
+    tier_text = f"the tier table's size ({preset_name(tier.hidden_dims)}, row {tier.name!r})"
+    if smaller:
+        return smaller[-1], f"{tier_text} is excluded here; this is the largest eligible below it"
+    return eligible[0], f"{tier_text} is excluded here; this is the smallest eligible above it"

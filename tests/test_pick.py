@@ -377,3 +377,19 @@ def test_cli_table_shows_the_recommendation_and_every_candidate(capsys):
     assert "roofline" in out
     assert "heuristic" in out
     assert "safety margin" in out
+
+
+def test_a_measured_out_of_memory_on_this_device_overrides_the_sizing_model():
+    # all-oom.json: a real quick CPU run (tests/make_report_fixtures.py) with every per-size case
+    # then marked out of memory; a CPU target of the same model reads them as this device's.
+    path = FIXTURES / "all-oom.json"
+    model = json.loads(path.read_text())["machine_info"]["archbench"]["cpu_model"]
+    device = cpu_spec(_small_ceilings(), model, 64 * 2**30)
+    result = pick(device, runs=load_runs([path]))
+    by_label = _by_label(result)
+    for label in ("tiny", "small"):
+        assert not by_label[label].fits
+        assert "out of memory in run all-oom" in by_label[label].fit_note
+    assert by_label["medium"].fits  # not measured there: the sizing model decides
+    assert result.recommended.label == "medium"
+    assert "smallest eligible above it" in result.why[0]
