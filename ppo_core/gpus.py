@@ -164,9 +164,13 @@ def find_gpu(
     The name must contain an entry's model token ('a100', 'rtx4090', 't4'). Among entries of one
     model, a memory size in the name ('80GB') or `memory_gib` (a detected device's) picks the
     closest capacity, and 'pcie' picks the PCIe board; otherwise the first (SXM) entry wins.
+    A MIG slice ('... MIG 3g.40gb') matches nothing: it has a share of the card's SMs and
+    bandwidth, so the full card's datasheet rates would be wrong for it.
     Raises ConfigError when the name names a model of two capacities and gives no size.
     """
     tokens = _tokens(name)
+    if "mig" in tokens:
+        return None
     joined = "".join(tokens)
     for spec in table:
         spellings = [spec.name, *spec.aliases]

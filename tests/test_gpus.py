@@ -31,9 +31,13 @@ def test_loose_names_match_their_entry(name, expected):
     assert find_gpu(name).name == expected
 
 
-@pytest.mark.parametrize("name", ["NVIDIA L40S", "NVIDIA A10", "Radeon RX 7900", "gpu", ""])
+@pytest.mark.parametrize(
+    "name",
+    ["NVIDIA L40S", "NVIDIA A10", "Radeon RX 7900", "gpu", "", "NVIDIA H100 80GB HBM3 MIG 3g.40gb"],
+)
 def test_other_cards_match_nothing(name):
     # L40S must not match L4, nor A10 the A10G: a model token matches only as a whole word.
+    # A MIG slice is not the full card: its rates are a fraction of the datasheet's.
     assert find_gpu(name) is None
 
 
