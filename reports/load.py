@@ -74,11 +74,16 @@ def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
     if not paths:
         raise ReportError("no benchmark JSON given: pass at least one run.json")
     frames = [load_run(p) for p in paths]
-    runs = [f["run"].iloc[0] for f in frames]
-    if len(set(runs)) != len(runs):
+    names = [p.stem for p in paths]
+    if len(set(names)) != len(names):
         # Same file stem in two folders (e.g. a/run.json, b/run.json): keep them apart.
-        for frame, path in zip(frames, paths, strict=True):
-            frame["run"] = f"{path.parent.name}/{path.stem}"
+        folders = [f"{p.parent.name}/{p.stem}" for p in paths]
+        if len(set(folders)) == len(folders):
+            names = folders
+        else:  # the same file twice
+            names = [f"{name}#{i}" for i, name in enumerate(names, start=1)]
+    for frame, name in zip(frames, names, strict=True):
+        frame["run"] = name
     return pd.concat(frames, ignore_index=True)
 
 

@@ -84,6 +84,8 @@ def test_runs_with_the_same_file_name_stay_apart(tmp_path):
         (tmp_path / folder / "run.json").write_text(RUN.read_text())
     df = load_runs([tmp_path / "gpu-a" / "run.json", tmp_path / "gpu-b" / "run.json"])
     assert sorted(df["run"].unique()) == ["gpu-a/run", "gpu-b/run"]
+    twice = load_runs([RUN, RUN])
+    assert list(twice["run"].unique()) == ["run-cpu-quick#1", "run-cpu-quick#2"]
 
 
 def test_oom_records_without_stats_or_metrics_still_load():
