@@ -676,11 +676,13 @@ def prepare(
     lookback: int = 100,
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
     embargo: int | None = None,
+    normalizer: Normalizer | None = None,
 ) -> PreparedData:
     """Features, splits and the train-only normaliser for `market`.
 
     The normaliser is fitted on every feature row a train observation can see:
-    rows train.start - lookback + 1 .. train.end - 1.
+    rows train.start - lookback + 1 .. train.end - 1. Pass the `normalizer` stored with a
+    checkpoint to evaluate a trained policy on the statistics it was trained with.
     """
     need = min_bars(lookback, embargo)
     if market.n_bars < need:
@@ -692,7 +694,13 @@ def prepare(
     raw = compute_features(market.ohlcv, market.timestamps)  # (T, 53)
     raw[:FEATURE_WARMUP] = np.nan  # no observation window reaches these rows; they become 0
     train_start, train_end = splits.train
-    normalizer = Normalizer.fit(raw[train_start - lookback + 1 : train_end])
+    if normalizer is None:
+        normalizer = Normalizer.fit(raw[train_start - lookback + 1 : train_end])
+    elif len(normalizer.mean) != raw.shape[1]:
+        raise DataError(
+            f"{market.name}: the stored normaliser has {len(normalizer.mean)} features, "
+            f"the data has {raw.shape[1]}"
+        )
     close = market.ohlcv[:, 3]
     log_returns = np.zeros(market.n_bars)
     log_returns[:-1] = np.diff(np.log(close))

@@ -1,0 +1,431 @@
+"""PPO (clipped objective, GAE) on the vectorised trading env, with the rollout on the device.
+
+The math lives in pure functions (`compute_gae`, `ppo_loss`) that tests check against plain
+loops; `PPOTrainer` only sequences rollout -> GAE -> update and records what each phase cost.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ppo_core import checkpoint
+from ppo_core.config import PPOConfig
+from ppo_core.env import TradingEnv
+from ppo_core.errors import CheckpointError, TrainingDiverged
+from ppo_core.network import ActorCritic
+from ppo_core.ppo import compute_gae, explained_variance, ppo_loss
+from ppo_core.sizing import estimate
+
+__all__ = ["IterationStats", "PPOTrainer", "resolve_device"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from ppo_core.errors import ConfigError
+
+        raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class IterationStats:
+    """What one rollout + update cost and how the optimisation went."""
+
+    iteration: int
+    """1-based iteration number within the run (continues across resume)."""
+    global_step: int
+    """Environment steps collected so far, summed over environments."""
+    env_steps_per_s: float
+    """Rollout throughput: n_envs * n_steps / rollout seconds."""
+    update_samples_per_s: float
+    """Samples through forward+backward+Adam per second in the update phase."""
+    rollout_s: float
+    """Seconds collecting the rollout (policy forward + env step)."""
+    gae_s: float
+    """Seconds computing advantages and returns."""
+    update_s: float
+    """Seconds in the clipped-objective update (all epochs)."""
+    update_samples: int
+    """Samples pushed through the update (epochs actually run x rollout size)."""
+    policy_loss: float
+    """Mean clipped surrogate loss over the update's minibatches."""
+    value_loss: float
+    """Mean value loss over the update's minibatches."""
+    entropy: float
+    """Mean policy entropy over the update's minibatches."""
+    approx_kl: float
+    """approx_kl of the last epoch (the early-stopping signal)."""
+    clipfrac: float
+    """Fraction of samples whose ratio was clipped, mean over minibatches."""
+    explained_variance: float
+    """How much of the return variance the value head explains (1 is perfect)."""
+    learning_rate: float
+    """Adam's step size in this iteration (after annealing)."""
+    epochs_run: int
+    """Epochs completed before target_kl stopped the update (n_epochs when it did not)."""
+    mean_episode_return: float
+    """Mean unscaled log return of episodes that ended in this rollout; NaN when none did."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class PPOTrainer:
+    """Trains an ActorCritic on a TradingEnv with PPO; `stats` holds every iteration's figures."""
+
+    def __init__(self, env: TradingEnv, config: PPOConfig) -> None:
+        if env.n_envs != config.n_envs:
+            from ppo_core.errors import ConfigError
+
+            raise ConfigError(
+                f"PPOConfig.n_envs is {config.n_envs} but the environment has {env.n_envs}"
+            )
+        if env.obs_dim != config.network.obs_dim:
+            from ppo_core.errors import ConfigError
+
+            raise ConfigError(
+                f"environment observations have {env.obs_dim} values but the network expects "
+                f"obs_dim {config.network.obs_dim} (n_features x lookback)"
+            )
+        self.env = env
+        self.config = config
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        self.policy = ActorCritic(config.network).to(self.device)
+        # eps=1e-5 as in the PPO implementation-details study (Adam's default 1e-8 is too small).
+        self.optimizer = torch.optim.Adam(
+            self.policy.parameters(), lr=config.learning_rate, eps=1e-5
+        )
+        self._forward: nn.Module = torch.compile(self.policy) if config.compile else self.policy
+        self._generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self._autocast = config.bf16 and self.device.type == "cuda"
+        self.iteration = 0
+        self.global_step = 0
+        self.stats: list[IterationStats] = []
+        self._alloc_buffer()
+        self._next_obs = env.reset()
+
+    # -- the rollout buffer -------------------------------------------------------------
+
+    def _alloc_buffer(self) -> None:
+        cfg, dev = self.config, self.device
+        shape = (cfg.n_steps, cfg.n_envs)
+        if cfg.obs_buffer == "indices":
+            # An observation is a window over env.features, so the bar index reproduces it exactly.
+            self.buf_obs = torch.zeros(shape, dtype=torch.long, device=dev)  # (n_steps, n_envs)
+        else:
+            self.buf_obs = torch.zeros((*shape, cfg.network.obs_dim), device=dev)
+        self.buf_actions = torch.zeros(shape, dtype=torch.long, device=dev)
+        self.buf_log_probs = torch.zeros(shape, device=dev)
+        self.buf_values = torch.zeros(shape, device=dev)
+        self.buf_rewards = torch.zeros(shape, device=dev)
+        self.buf_dones = torch.zeros(shape, device=dev)
+
+    @property
+    def rollout_buffer_bytes(self) -> int:
+        """Bytes the rollout buffer holds now (obs or indices, actions, log-probs, values, ...)."""
+        tensors = (
+            self.buf_obs,
+            self.buf_actions,
+            self.buf_log_probs,
+            self.buf_values,
+            self.buf_rewards,
+            self.buf_dones,
+        )
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def buffer_savings(self) -> dict[str, int]:
+        """Rollout bytes with full observations vs bar indices (the sizing model's figures)."""
+        cfg = self.config
+        sizing = estimate(
+            cfg.network, n_envs=cfg.n_envs, n_steps=cfg.n_steps, minibatch=cfg.minibatch_size
+        )
+        return {
+            "observations": sizing.rollout_bytes_observations,
+            "indices": sizing.rollout_bytes_indices,
+            "saved": sizing.rollout_bytes_observations - sizing.rollout_bytes_indices,
+        }
+
+    def _observations(self, stored: torch.Tensor) -> torch.Tensor:
+        """Buffer entries (any shape) -> observations (..., obs_dim)."""
+        if self.config.obs_buffer == "indices":
+            return self.env.observe(stored.reshape(-1)).reshape(*stored.shape, -1)
+        return stored
+
+    # -- one iteration ------------------------------------------------------------------
+
+    def _sync(self) -> float:
+        # GPU work is asynchronous: a phase is only over once the device has finished it.
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def _rollout(self) -> tuple[torch.Tensor, list[float]]:
+        cfg = self.config
+        finished_returns: list[torch.Tensor] = []
+        obs = self._next_obs
+        with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=self._autocast):
+            for step in range(cfg.n_steps):
+                self.buf_obs[step] = self.env.bar_index if cfg.obs_buffer == "indices" else obs
+                action, log_prob, value = self._act(obs)
+                obs, reward, done, info = self.env.step(action)
+                if done.any():
+                    # Every episode end is a time limit, not a terminal state: bootstrap the
+                    # value of the observation the episode would have continued with (as SB3).
+                    final_obs = self.env.observe(info["final_bar_index"][done])
+                    reward = reward.clone()
+                    reward[done] += cfg.gamma * self._forward.value(final_obs).float()
+                    finished_returns.append(info["equity"][done])
+                self.buf_actions[step] = action
+                self.buf_log_probs[step] = log_prob
+                self.buf_values[step] = value
+                self.buf_rewards[step] = reward
+                self.buf_dones[step] = done.float()
+            next_value = self._forward.value(obs).float()
+        self._next_obs = obs
+        returns = torch.cat(finished_returns).tolist() if finished_returns else []
+        return next_value, returns
+
+    def _act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, value = self._forward(obs)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        action = torch.multinomial(log_probs.exp(), 1, generator=self._generator).squeeze(-1)
+        return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1), value.float()
+
+    def _update(self, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
+        cfg = self.config
+        batch = cfg.batch_size
+        b_obs = self.buf_obs.reshape(batch, *self.buf_obs.shape[2:])
+        b_actions = self.buf_actions.reshape(batch)
+        b_log_probs = self.buf_log_probs.reshape(batch)
+        b_values = self.buf_values.reshape(batch)
+        b_advantages = advantages.reshape(batch)
+        b_returns = returns.reshape(batch)
+
+        sums = torch.zeros(5, device=self.device)  # policy, value, entropy, clipfrac, non-finite
+        n_minibatches = 0
+        epochs_run = 0
+        approx_kl = torch.zeros((), device=self.device)
+        for _epoch in range(cfg.n_epochs):
+            permutation = torch.randperm(batch, device=self.device, generator=self._generator)
+            for start in range(0, batch, cfg.minibatch_size):
+                mb_inds = permutation[start : start + cfg.minibatch_size]
+                mb_obs = self._observations(b_obs[mb_inds])  # (minibatch, obs_dim)
+                with torch.autocast("cuda", torch.bfloat16, enabled=self._autocast):
+                    new_log_prob, entropy, new_value = self._evaluate(mb_obs, b_actions[mb_inds])
+                terms = ppo_loss(
+                    new_log_prob,
+                    b_log_probs[mb_inds],
+                    b_advantages[mb_inds],
+                    new_value,
+                    b_values[mb_inds],
+                    b_returns[mb_inds],
+                    entropy,
+                    clip_coef=cfg.clip_coef,
+                    vf_coef=cfg.vf_coef,
+                    ent_coef=cfg.ent_coef,
+                    clip_vloss=cfg.clip_vloss,
+                    norm_adv=cfg.norm_adv,
+                )
+                self.optimizer.zero_grad(set_to_none=True)
+                terms.loss.backward()
+                nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                approx_kl = terms.approx_kl
+                # Accumulate on the device; one host sync per epoch instead of per minibatch.
+                sums += torch.stack(
+                    [
+                        terms.policy_loss.detach(),
+                        terms.value_loss.detach(),
+                        terms.entropy.detach(),
+                        terms.clipfrac,
+                        (~torch.isfinite(terms.loss.detach())).float(),
+                    ]
+                )
+                n_minibatches += 1
+            epochs_run += 1
+            if sums[4].item() > 0:
+                raise TrainingDiverged(
+                    f"iteration {self.iteration}: the PPO loss became NaN or inf in epoch "
+                    f"{epochs_run}; lower the learning rate or check the data"
+                )
+            if cfg.target_kl is not None and approx_kl.item() > cfg.target_kl:
+                break
+        self._check_parameters()
+        means = (sums[:4] / n_minibatches).tolist()
+        return {
+            "policy_loss": means[0],
+            "value_loss": means[1],
+            "entropy": means[2],
+            "clipfrac": means[3],
+            "approx_kl": float(approx_kl),
+            "epochs_run": epochs_run,
+        }
+
+    def _evaluate(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, value = self._forward(obs)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        new_log_prob = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        return new_log_prob, entropy, value.float()
+
+    def _check_parameters(self) -> None:
+        for name, param in self.policy.named_parameters():
+            if not torch.isfinite(param).all():
+                raise TrainingDiverged(
+                    f"iteration {self.iteration}: parameter {name} became NaN or inf; "
+                    "lower the learning rate or check the data"
+                )
+
+    def train_iteration(self) -> IterationStats:
+        """One rollout, GAE and clipped update; returns (and records) what it cost."""
+        cfg = self.config
+        self.iteration += 1
+        if cfg.anneal_lr:
+            fraction = 1.0 - (self.iteration - 1) / cfg.n_iterations
+            lr = cfg.learning_rate * max(fraction, 0.0)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        lr = self.optimizer.param_groups[0]["lr"]
+
+        self.policy.eval()
+        t0 = self._sync()
+        try:
+            next_value, finished = self._rollout()
+        except RuntimeError:
+            # Sampling from NaN logits fails inside torch; name the real cause if it is that.
+            self._check_parameters()
+            raise
+        t1 = self._sync()
+        advantages, returns = compute_gae(
+            self.buf_rewards, self.buf_values, self.buf_dones, next_value, cfg.gamma, cfg.gae_lambda
+        )
+        t2 = self._sync()
+        self.policy.train()
+        update = self._update(advantages, returns)
+        t3 = self._sync()
+
+        self.global_step += cfg.batch_size
+        update_samples = update["epochs_run"] * cfg.batch_size
+        stats = IterationStats(
+            iteration=self.iteration,
+            global_step=self.global_step,
+            env_steps_per_s=cfg.batch_size / (t1 - t0),
+            update_samples_per_s=update_samples / (t3 - t2),
+            rollout_s=t1 - t0,
+            gae_s=t2 - t1,
+            update_s=t3 - t2,
+            update_samples=update_samples,
+            policy_loss=update["policy_loss"],
+            value_loss=update["value_loss"],
+            entropy=update["entropy"],
+            approx_kl=update["approx_kl"],
+            clipfrac=update["clipfrac"],
+            explained_variance=explained_variance(self.buf_values.flatten(), returns.flatten()),
+            learning_rate=lr,
+            epochs_run=update["epochs_run"],
+            mean_episode_return=sum(finished) / len(finished) if finished else math.nan,
+        )
+        self.stats.append(stats)
+        return stats
+
+    # -- a whole run --------------------------------------------------------------------
+
+    def learn(
+        self,
+        *,
+        checkpoint_path: str | Path | None = None,
+        checkpoint_every: int = 0,
+        progress: bool | None = None,
+        on_iteration: Callable[[IterationStats], None] | None = None,
+    ) -> list[IterationStats]:
+        """Run until config.n_iterations; checkpoint every N iterations (0: only at the end).
+
+        progress: a rich progress bar (None: only when stderr is a terminal).
+        """
+        if progress is None:
+            progress = sys.stderr.isatty()
+        remaining = self.config.n_iterations - self.iteration
+        bar = _ProgressBar(remaining, enabled=progress)
+        with bar:
+            while self.iteration < self.config.n_iterations:
+                stats = self.train_iteration()
+                bar.advance(stats)
+                if on_iteration is not None:
+                    on_iteration(stats)
+                if checkpoint_path and checkpoint_every and self.iteration % checkpoint_every == 0:
+                    self.save(checkpoint_path)
+        if checkpoint_path:
+            self.save(checkpoint_path)
+        return self.stats
+
+    def save(self, path: str | Path) -> None:
+        """Atomically write a checkpoint with the full config, weights, Adam state and obs norm."""
+        checkpoint.save(
+            path,
+            self.config,
+            self.policy,
+            optimizer=self.optimizer,
+            obs_norm=self.env.data.normalizer.to_dict(),
+            extra_meta={"iteration": self.iteration, "global_step": self.global_step},
+        )
+
+    def resume(self, path: str | Path) -> None:
+        """Continue from a checkpoint of the same architecture (ArchitectureMismatch otherwise)."""
+        ckpt = checkpoint.load(path, config=self.config.network)
+        self.policy.load_state_dict(ckpt.policy_state_dict)
+        if ckpt.optimizer_state_dict is None:
+            raise CheckpointError(f"{path}: has no optimizer state, so training cannot resume")
+        self.optimizer.load_state_dict(ckpt.optimizer_state_dict)
+        self.iteration = int(ckpt.meta.get("iteration", 0))
+        self.global_step = int(ckpt.meta.get("global_step", 0))
+
+
+class _ProgressBar:
+    """A rich progress bar with the latest throughput and losses; silent when disabled."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self._progress = None
+        if enabled:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]PPO[/bold] it {task.completed}/{task.total}"),
+                BarColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"),
+                transient=False,
+            )
+            self._task = self._progress.add_task("train", total=total, status="")
+
+    def __enter__(self) -> _ProgressBar:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def advance(self, stats: IterationStats) -> None:
+        if self._progress is not None:
+            status = (
+                f"{stats.env_steps_per_s:,.0f} env-steps/s  {stats.update_samples_per_s:,.0f} "
+                f"upd/s  vloss {stats.value_loss:.3g}  ent {stats.entropy:.3f}  "
+                f"kl {stats.approx_kl:.4f}"
+            )
+            self._progress.update(self._task, advance=1, status=status)

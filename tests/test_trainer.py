@@ -1,0 +1,131 @@
+"""PPOTrainer end to end on small settings: stats, exact index buffer, divergence, checkpoints."""
+
+import math
+
+import pytest
+import torch
+
+from ppo_core import checkpoint
+from ppo_core.config import EnvConfig, NetworkConfig, PPOConfig
+from ppo_core.data import make_synthetic, prepare
+from ppo_core.env import TradingEnv
+from ppo_core.errors import ArchitectureMismatch, TrainingDiverged
+from ppo_core.trainer import PPOTrainer
+
+LOOKBACK = 8  # small windows keep these tests fast; the learning test uses the reference 100
+
+
+@pytest.fixture(scope="module")
+def data():
+    return prepare(make_synthetic(bars=3_000, seed=1), lookback=LOOKBACK)
+
+
+def _config(**changes) -> PPOConfig:
+    base = PPOConfig(
+        total_timesteps=4 * 64,
+        n_envs=4,
+        n_steps=16,
+        n_epochs=2,
+        minibatch_size=32,
+        device="cpu",
+        network=NetworkConfig(lookback=LOOKBACK, hidden_dims=(32, 16)),
+        env=EnvConfig(episode_bars=24),
+    )
+    return base.replace(**changes)
+
+
+def _trainer(data, config: PPOConfig) -> PPOTrainer:
+    env = TradingEnv(data, "train", config.n_envs, config.env, device="cpu", seed=config.seed)
+    return PPOTrainer(env, config)
+
+
+def test_learn_records_every_iteration(data):
+    config = _config()
+    trainer = _trainer(data, config)
+    stats = trainer.learn(progress=False)
+    assert len(stats) == config.n_iterations == 4
+    assert [s.iteration for s in stats] == [1, 2, 3, 4]
+    assert stats[-1].global_step == config.n_iterations * config.batch_size
+    for s in stats:
+        assert s.env_steps_per_s > 0
+        assert s.update_samples_per_s > 0
+        assert s.update_samples == config.n_epochs * config.batch_size
+        assert all(math.isfinite(v) for v in (s.policy_loss, s.value_loss, s.entropy))
+        assert 0.0 <= s.clipfrac <= 1.0
+        assert s.entropy <= math.log(3) + 1e-6
+    # Linear annealing: the first iteration uses the full rate, later ones less.
+    assert stats[0].learning_rate == pytest.approx(config.learning_rate)
+    assert stats[-1].learning_rate < stats[0].learning_rate
+    # 24-bar episodes end in the rollouts that cover steps 24 and 48, and only there.
+    ended = [not math.isnan(s.mean_episode_return) for s in stats]
+    assert ended == [False, True, True, False]
+
+
+def test_index_buffer_is_exact(data):
+    """Storing bar indices and gathering windows gives the very same training as storing rows."""
+    results = []
+    for mode in ("indices", "observations"):
+        trainer = _trainer(data, _config(obs_buffer=mode, total_timesteps=2 * 64))
+        trainer.learn(progress=False)
+        results.append(torch.cat([p.detach().flatten() for p in trainer.policy.parameters()]))
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+
+
+def test_index_buffer_saves_memory(data):
+    trainer = _trainer(data, _config())
+    rows = _trainer(data, _config(obs_buffer="observations"))
+    assert trainer.rollout_buffer_bytes < rows.rollout_buffer_bytes
+    savings = trainer.buffer_savings()
+    assert savings["saved"] == savings["observations"] - savings["indices"] > 0
+
+
+def test_target_kl_stops_epochs_early(data):
+    trainer = _trainer(data, _config(n_epochs=8, target_kl=1e-9, learning_rate=1e-2))
+    stats = trainer.train_iteration()
+    assert stats.epochs_run < 8
+    assert stats.update_samples == stats.epochs_run * trainer.config.batch_size
+
+
+def test_nan_parameter_stops_training_and_keeps_last_checkpoint(data, tmp_path):
+    path = tmp_path / "run.pt"
+    trainer = _trainer(data, _config(total_timesteps=64 * 3))
+    trainer.train_iteration()
+    trainer.save(path)
+    before = path.read_bytes()
+    with torch.no_grad():
+        next(trainer.policy.parameters()).fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="iteration 2"):
+        trainer.train_iteration()
+    assert path.read_bytes() == before
+    assert checkpoint.load(path).meta["iteration"] == 1
+
+
+def test_checkpoint_resume_continues_and_refuses_other_architecture(data, tmp_path):
+    path = tmp_path / "run.pt"
+    config = _config(total_timesteps=64 * 4)
+    first = _trainer(data, config)
+    first.train_iteration()
+    first.train_iteration()
+    first.save(path)
+
+    resumed = _trainer(data, config)
+    resumed.resume(path)
+    assert (resumed.iteration, resumed.global_step) == (2, 128)
+    for a, b in zip(first.policy.parameters(), resumed.policy.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    resumed.learn(progress=False)
+    assert resumed.iteration == 4
+
+    other = _trainer(data, _config(network=NetworkConfig(lookback=LOOKBACK, hidden_dims=(64, 16))))
+    with pytest.raises(ArchitectureMismatch, match=r"\(32, 16\).*\(64, 16\)"):
+        other.resume(path)
+
+
+def test_checkpoint_stores_full_config_and_normaliser(data, tmp_path):
+    path = tmp_path / "run.pt"
+    trainer = _trainer(data, _config())
+    trainer.learn(progress=False, checkpoint_path=path)
+    ckpt = checkpoint.load(path)
+    assert ckpt.ppo_config == trainer.config
+    assert ckpt.obs_norm is not None
+    assert ckpt.optimizer_state_dict is not None
