@@ -247,7 +247,10 @@ def _runs(df: pd.DataFrame | None, device: GpuSpec, precision: str) -> list[_Run
     for run, rows in df.groupby("run", sort=False):
         first = rows.iloc[0]
         gpu_name = first["gpu"]
-        on_cpu = gpu_name in (None, "no GPU")
+        # A run on a GPU machine can still have measured on the CPU (bench --device cpu).
+        on_gpu = rows["device"].astype(str).str.startswith("cuda")
+        on_cpu = gpu_name in (None, "no GPU") or not on_gpu.any()
+        rows = rows[~on_gpu] if on_cpu else rows[on_gpu]
         measured = (
             _ceiling(rows, f"matmul_flops_per_s_{precision}"),
             _ceiling(rows, "bandwidth_bytes_per_s"),
@@ -502,7 +505,7 @@ def _measured_oom(size: SizingEstimate, runs: list[_Run]) -> str | None:
 
 
 def _gb(n: float) -> str:
-    return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def pick(
