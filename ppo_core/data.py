@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ppo_core.errors import ConfigError, DataError
-from ppo_core.features import FEATURE_NAMES, FEATURE_WARMUP, N_FEATURES, compute_features
+from ppo_core.features import FEATURE_NAMES, FEATURE_WARMUP, compute_features
 
 __all__ = [
     "DATASETS",
@@ -713,6 +713,3 @@ def prepare(
         feature_names=FEATURE_NAMES,
         lookback=lookback,
     )
-
-
-assert len(FEATURE_NAMES) == N_FEATURES
