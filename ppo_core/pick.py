@@ -23,10 +23,12 @@ from reports.recommend import USE_CASES, Budgets
 
 __all__ = [
     "ASSUMED_MATMUL_EFFICIENCY",
+    "ASSUMED_OP_OVERHEAD_S",
     "BASES",
     "DEFAULT_SAFETY_MARGIN",
     "PARAMS_PER_BAR_HIGH",
     "PARAMS_PER_BAR_MEDIUM",
+    "UPDATE_BYTES_PER_PARAM",
     "USE_CASE_RULES",
     "Candidate",
     "Figure",
@@ -42,6 +44,14 @@ context's, and the gap between the datasheet capacity and what the driver expose
 ASSUMED_MATMUL_EFFICIENCY = 0.5
 """Roofline estimates assume the update's matmuls run at half the device's peak (dense, the
 chosen precision): an assumption, not a measurement; a results file replaces it."""
+
+ASSUMED_OP_OVERHEAD_S = 5e-6
+"""Roofline estimates add this per kernel launch (CUDA) or op dispatch (CPU) in eager PyTorch:
+an assumption of the usual few-microsecond cost, which bounds small-batch steps."""
+
+UPDATE_BYTES_PER_PARAM = 40
+"""Bytes moved per parameter in one update step: fp32 weights read three times (forward and
+two backward matmuls) and Adam reading weight, grad and two moments and writing three back."""
 
 PARAMS_PER_BAR_MEDIUM = 100
 """Heuristic overfitting risk: above this many parameters per bar of data the risk is 'medium'."""
@@ -387,19 +397,35 @@ def _roofline(update: bool, size: SizingEstimate, device: GpuSpec, precision: st
             "(name a known card with --gpu, or pass --results)"
         )
     achievable = ASSUMED_MATMUL_EFFICIENCY * peak
-    assumption = f"{ASSUMED_MATMUL_EFFICIENCY:.0%} of the {precision} peak (assumed)"
+    # Eager PyTorch runs one kernel per Linear and one per activation: trunk(s) and both heads.
+    n_trunks = 1 if size.config.trunk == "shared" else 2
+    ops = 2 * len(size.config.hidden_dims) * n_trunks + 6
+    assumed = (
+        f"assumed: {ASSUMED_MATMUL_EFFICIENCY:.0%} of the {precision} peak, "
+        f"{ASSUMED_OP_OVERHEAD_S * 1e6:g} us per kernel launch / op dispatch"
+    )
     if update:
-        value = achievable / size.train_flops_per_sample
-        note = f"{assumption} / {size.train_flops_per_sample / 1e6:.1f} MFLOP per sample"
-        return Figure(value, "roofline estimate", note)
+        # Per minibatch: forward + backward matmuls, or the weight traffic, whichever is longer,
+        # plus forward and backward launches (3x the forward's). Adam's own kernels not counted.
+        step_s = max(
+            size.minibatch * size.train_flops_per_sample / achievable,
+            UPDATE_BYTES_PER_PARAM * size.params / bandwidth,
+        )
+        step_s += 3 * ops * ASSUMED_OP_OVERHEAD_S
+        note = (
+            f"minibatch / (max(train FLOPs, {UPDATE_BYTES_PER_PARAM} B/param of weight and "
+            f"Adam traffic) + {3 * ops} launches); {assumed}"
+        )
+        return Figure(size.minibatch / step_s, "roofline estimate", note)
     # One rollout step: a forward over n_envs rows, reading every weight once.
     step_s = max(
         size.weight_bytes["fp32"] / bandwidth,
         size.n_envs * size.forward_flops_per_sample / achievable,
     )
+    step_s += ops * ASSUMED_OP_OVERHEAD_S
     note = (
-        f"upper bound: n_envs / max(weights / bandwidth, forward FLOPs / {assumption}); "
-        "env stepping and kernel launches not counted"
+        f"n_envs / (max(forward FLOPs, weights / bandwidth) + {ops} launches); {assumed}; "
+        "action sampling and env stepping not counted, so an upper bound"
     )
     return Figure(size.n_envs / step_s, "roofline estimate", note)
 

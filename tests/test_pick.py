@@ -393,3 +393,32 @@ def test_a_measured_out_of_memory_on_this_device_overrides_the_sizing_model():
     assert by_label["medium"].fits  # not measured there: the sizing model decides
     assert result.recommended.label == "medium"
     assert "smallest eligible above it" in result.why[0]
+
+
+def test_roofline_estimates_follow_their_stated_formula():
+    from ppo_core.pick import (
+        ASSUMED_MATMUL_EFFICIENCY,
+        ASSUMED_OP_OVERHEAD_S,
+        UPDATE_BYTES_PER_PARAM,
+    )
+
+    device = find_gpu("T4")
+    result = pick(device)
+    medium = _by_label(result)["medium"]
+    size = estimate(NetworkConfig(hidden_dims=PRESETS["medium"]), result.n_envs,
+                    result.n_steps, result.minibatch)  # fmt: skip
+    achievable = ASSUMED_MATMUL_EFFICIENCY * 8.1e12
+    ops = 2 * 3 + 6  # a kernel per Linear and per activation: 3 trunk layers, 2 two-layer heads
+    update_s = max(
+        result.minibatch * size.train_flops_per_sample / achievable,
+        UPDATE_BYTES_PER_PARAM * size.params / 320e9,
+    )
+    update_s += 3 * ops * ASSUMED_OP_OVERHEAD_S
+    assert medium.update_samples_per_s.value == pytest.approx(result.minibatch / update_s)
+    step_s = max(size.weight_bytes["fp32"] / 320e9,
+                 result.n_envs * size.forward_flops_per_sample / achievable)  # fmt: skip
+    step_s += ops * ASSUMED_OP_OVERHEAD_S
+    assert medium.env_steps_per_s.value == pytest.approx(result.n_envs / step_s)
+    per_env_step = 1 / medium.env_steps_per_s.value + 10 / medium.update_samples_per_s.value
+    assert medium.train_steps_per_s.value == pytest.approx(1 / per_env_step)
+    assert "50% of the fp32 peak" in medium.update_samples_per_s.note
