@@ -392,9 +392,13 @@ def _roofline(update: bool, size: SizingEstimate, device: GpuSpec, precision: st
     bandwidth = device.bandwidth_bytes_per_s
     if peak is None or bandwidth is None:
         missing = f"{precision} matmul rate" if peak is None else "memory bandwidth"
+        hint = (
+            "name a known card with --gpu, or pass --results"
+            if device.model == "custom"
+            else "try another --precision, or pass --results"
+        )
         return _unavailable(
-            f"no results file to measure or scale from, and no {missing} for {device.name} "
-            "(name a known card with --gpu, or pass --results)"
+            f"no results file to measure or scale from, and no {missing} for {device.name} ({hint})"
         )
     achievable = ASSUMED_MATMUL_EFFICIENCY * peak
     # Eager PyTorch runs one kernel per Linear and one per activation: trunk(s) and both heads.
