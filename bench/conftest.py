@@ -89,6 +89,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "records": {},  # nodeid -> record dict
         "data": {},  # (spec, bars, seed) -> PreparedData
         "records_path": Path(records) if records else None,
+        "interrupted": False,  # Ctrl-C: the running case will never emit
     }
     config.pluginmanager.register(_Recorder(config), "archbench-recorder")
 
@@ -155,7 +156,8 @@ def emit(request: pytest.FixtureRequest, benchmark: Any):
         emitted.append(data)
 
     yield _emit
-    if not emitted and not getattr(request.node, "_archbench_failed", False):
+    finished = not state["interrupted"] and not getattr(request.node, "_archbench_failed", False)
+    if not emitted and finished:
         pytest.fail(f"{nodeid} finished without emitting its archbench record")
 
 
@@ -201,6 +203,7 @@ class _Recorder:
         # pytest-benchmark registers a case's stats before its rounds run, so an interrupted
         # case has partial stats and no record. Marking it failed keeps it out of the JSON that
         # pytest-benchmark still writes at session end, which then holds the finished cases.
+        self.config.stash[_STATE]["interrupted"] = True
         session = getattr(self.config, "_benchmarksession", None)
         if session is None:
             return
