@@ -24,17 +24,855 @@ def _print_json(data: object) -> None:
 
 # --- sizing: estimate, inspect, diff -----------------------------------------------------
 
+_WRONG_TABLE_NOTE = (
+    "The widely copied sizing table (tiny ~0.4M, small ~1.5M, large 12.6M params / ~148 MB) "
+    "is wrong; these figures are exact for the network archbench builds (tests pin them)."
+)
+
+
+def _console():  # -> rich.console.Console
+    from rich.console import Console
+
+    # Not a terminal (a pipe, a file, a test): wide enough that no figure is wrapped.
+    return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
+
+
+def _add_sizing_commands(subcommands: argparse._SubParsersAction) -> None:
+    from ppo_core.presets import PRESETS
+
+    estimate = subcommands.add_parser(
+        "estimate",
+        help="exact parameters, bytes, FLOPs and training memory of every network size",
+        description="Size PPO actor-critic networks without building them: exact parameter "
+        "counts, weight bytes, checkpoint file sizes with and without Adam state, matmul FLOPs "
+        "per sample (forward and forward+backward) and the peak training memory of a PPO update. "
+        "By default one row per preset; --preset or --hidden-dims sizes one network.",
+    )
+    size = estimate.add_mutually_exclusive_group()
+    size.add_argument("--preset", choices=list(PRESETS), help="size one preset")
+    size.add_argument("--hidden-dims", metavar="W,W,...", help="size custom widths: 768,384,192")
+    estimate.add_argument("--features", type=int, default=53, help="features per bar (53)")
+    estimate.add_argument("--lookback", type=int, default=100, help="bars per observation (100)")
+    estimate.add_argument("--n-actions", type=int, default=3, help="discrete actions (3)")
+    estimate.add_argument(
+        "--trunk", choices=["shared", "separate"], default="shared", help="trunk layout (shared)"
+    )
+    estimate.add_argument("--layer-norm", action="store_true", help="LayerNorm in the trunk")
+    estimate.add_argument("--n-envs", type=int, default=8, help="environments per rollout (8)")
+    estimate.add_argument("--n-steps", type=int, default=256, help="steps per env per rollout")
+    estimate.add_argument("--minibatch", type=int, default=256, help="samples per update (256)")
+    estimate.add_argument(
+        "--bars", type=int, help="bars of features kept on the device (default: not counted)"
+    )
+    estimate.add_argument("--json", action="store_true", help="print a list of estimate dicts")
+    estimate.set_defaults(handler=_estimate)
+
+    inspect = subcommands.add_parser(
+        "inspect",
+        help="show a checkpoint's architecture, parameters, size and origin",
+        description="Load a checkpoint safely (no pickled code runs) and show its hidden_dims, "
+        "trunk, obs_dim, parameter count, file size beside the sizing model's prediction, "
+        "whether optimizer state is inside, and when and by which version it was written.",
+    )
+    inspect.add_argument("checkpoint", help="a checkpoint file written by archbench")
+    inspect.add_argument("--json", action="store_true", help="print the record as JSON")
+    inspect.set_defaults(handler=_inspect)
+
+    diff = subcommands.add_parser(
+        "diff",
+        help="compare the configs of two checkpoints",
+        description="List the architecture fields (and training fields, when both files carry "
+        "them) that differ between two checkpoints, with both parameter counts. Exit status: "
+        "0 same architecture, 1 different architecture, 2 error.",
+    )
+    diff.add_argument("a", help="first checkpoint")
+    diff.add_argument("b", help="second checkpoint")
+    diff.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    diff.set_defaults(handler=_diff)
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    from ppo_core.config import NetworkConfig
+    from ppo_core.presets import PRESETS, parse_hidden_dims, preset_name
+    from ppo_core.sizing import CUDA_CONTEXT_BYTES, estimate
+
+    if args.preset:
+        sizes = [PRESETS[args.preset]]
+    elif args.hidden_dims is not None:
+        sizes = [parse_hidden_dims(args.hidden_dims)]
+    else:
+        sizes = list(PRESETS.values())
+    estimates = [
+        estimate(
+            NetworkConfig(
+                n_features=args.features,
+                lookback=args.lookback,
+                hidden_dims=dims,
+                n_actions=args.n_actions,
+                trunk=args.trunk,
+                layer_norm=args.layer_norm,
+            ),
+            n_envs=args.n_envs,
+            n_steps=args.n_steps,
+            minibatch=args.minibatch,
+            n_bars=args.bars,
+        )
+        for dims in sizes
+    ]
+    if args.json:
+        _print_json([e.to_dict() for e in estimates])
+        return 0
+
+    from rich.table import Table
+
+    first = estimates[0]
+    table = Table(
+        title=f"Exact sizes: obs {args.features} x {args.lookback} = {first.config.obs_dim}, "
+        f"{args.n_actions} actions, {args.trunk} trunk",
+    )
+    for header in ("size", "hidden_dims", "params", "first layer"):
+        table.add_column(header, justify="left" if header != "params" else "right", no_wrap=True)
+    for header in (
+        "fp32 MB",
+        "ckpt MB +Adam",
+        "ckpt MB weights",
+        "MFLOP/sample fwd",
+        "MFLOP/sample fwd+bwd",
+        "train MB",
+    ):
+        table.add_column(header, justify="right", no_wrap=True)
+    for e in estimates:
+        dims = e.config.hidden_dims
+        table.add_row(
+            preset_name(dims),
+            ",".join(str(w) for w in dims),
+            f"{e.params:,}",
+            f"{e.first_layer_share:.1%}",
+            f"{e.weight_bytes['fp32'] / 1e6:.1f}",
+            f"{e.checkpoint_bytes / 1e6:.1f}",
+            f"{e.checkpoint_bytes_no_optimizer / 1e6:.1f}",
+            f"{e.forward_flops_per_sample / 1e6:.1f}",
+            f"{e.train_flops_per_sample / 1e6:.1f}",
+            f"{e.train_bytes / 1e6:.1f}",
+        )
+    console = _console()
+    console.print(table)
+    data = f" + {args.bars:,} bars of features" if args.bars else ""
+    for line in (
+        f"train MB: fp32 weights + grads + Adam + saved activations and observations of one "
+        f"{args.minibatch}-sample minibatch + the rollout ({args.n_envs} envs x {args.n_steps} "
+        f"steps, stored as bar indices){data}. MB = 10^6 bytes.",
+        f"On a GPU add the CUDA context, ~{CUDA_CONTEXT_BYTES / 1e6:.0f} MB (stated separately, "
+        "varies by GPU and driver).",
+        _WRONG_TABLE_NOTE,
+    ):
+        console.print(line, soft_wrap=True, highlight=False)
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from ppo_core import checkpoint
+
+    info = checkpoint.inspect(args.checkpoint)
+    if args.json:
+        _print_json(info.to_dict())
+        return 0
+
+    from rich.table import Table
+
+    table = Table(title=f"checkpoint {info.path}", show_header=False)
+    table.add_column("field", no_wrap=True)
+    table.add_column("value")
+    rows = {
+        "hidden_dims": ",".join(str(w) for w in info.hidden_dims),
+        "trunk": info.trunk,
+        "obs_dim": f"{info.obs_dim} ({info.n_features} features x {info.lookback} bars)",
+        "n_actions": str(info.n_actions),
+        "activation": info.activation + (" + LayerNorm" if info.layer_norm else ""),
+        "params": f"{info.params:,}",
+        "file size": f"{info.file_bytes:,} B (sizing model predicts {info.predicted_bytes:,})",
+        "optimizer state": "yes" if info.has_optimizer_state else "no",
+        "obs normalisation": "yes" if info.has_obs_norm else "no",
+        "created": info.created or "unknown",
+        "written by": f"ppo-archbench {info.archbench_version}, torch {info.torch_version}",
+        "git commit": info.git_commit or "unknown",
+    }
+    for field, value in rows.items():
+        table.add_row(field, value)
+    _console().print(table)
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from ppo_core import checkpoint
+
+    result = checkpoint.diff(args.a, args.b)
+    if args.json:
+        _print_json(result.to_dict())
+        return 0 if result.same_architecture else 1
+
+    from rich.table import Table
+
+    console = _console()
+    verdict = "same architecture" if result.same_architecture else "different architecture"
+    console.print(
+        f"{verdict}: {result.params_a:,} params in {result.path_a}, "
+        f"{result.params_b:,} in {result.path_b}"
+    )
+    for title, rows in (
+        ("architecture", result.differences),
+        ("training", result.training_differences),
+    ):
+        if rows:
+            console.print(f"{title} fields that differ:", highlight=False)
+            table = Table()
+            for header in ("field", "a", "b"):
+                table.add_column(header)
+            for field, a, b in rows:
+                table.add_row(field, str(a), str(b))
+            console.print(table)
+    return 0 if result.same_architecture else 1
+
 
 # --- training: train, evaluate -----------------------------------------------------------
+
+_DATA_HELP = "synthetic, sp500, nasdaq, eurusd-1h (the `data` extra) or a CSV/Parquet OHLCV file"
+
+
+def _add_training_commands(subcommands: argparse._SubParsersAction) -> None:
+    from ppo_core.presets import PRESETS, TRAINING_MODES
+
+    train = subcommands.add_parser(
+        "train",
+        help="train one network size with PPO on market data and save a checkpoint",
+        description="Train an actor-critic of one size with PPO on the trading environment, "
+        "then print its validation metrics beside the flat, buy-and-hold, random and (synthetic "
+        "data) oracle baselines. The checkpoint holds the full config, weights, Adam state and "
+        "the training split's normalisation statistics.",
+    )
+    size = train.add_mutually_exclusive_group()
+    size.add_argument("--preset", choices=list(PRESETS), help="network size (default: medium)")
+    size.add_argument("--hidden-dims", metavar="W,W,...", help="custom widths, e.g. 768,384,192")
+    size.add_argument(
+        "--auto", action="store_true", help="hidden_dims, n_envs and minibatch from the GPU tier"
+    )
+    train.add_argument("--data", default="synthetic", help=_DATA_HELP + " (default: synthetic)")
+    train.add_argument("--bars", type=int, help="bars of data to use (synthetic: length to make)")
+    train.add_argument("--timesteps", type=int, default=100_000, help="env steps (default 100k)")
+    train.add_argument(
+        "--mode", choices=list(TRAINING_MODES), default="quick", help="training mode (quick)"
+    )
+    train.add_argument("--n-envs", type=int, help="parallel environments (default 8)")
+    train.add_argument("--n-steps", type=int, help="steps per environment per rollout")
+    train.add_argument("--minibatch", type=int, help="minibatch size (default 256)")
+    train.add_argument("--epochs", type=int, help="update epochs per rollout")
+    train.add_argument("--lr", type=float, help="learning rate")
+    train.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
+    train.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    train.add_argument("--compile", action="store_true", help="torch.compile the policy")
+    train.add_argument("--checkpoint-every", type=int, default=0, metavar="N", help="iterations")
+    train.add_argument("--resume", metavar="CKPT", help="continue from this checkpoint")
+    train.add_argument("--out", default="model.pt", help="checkpoint path (default model.pt)")
+    train.add_argument("--json", action="store_true", help="print the summary as JSON")
+    train.set_defaults(handler=_train)
+
+    evaluate = subcommands.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint on a data split against baselines",
+        description="Run a checkpoint's deterministic policy over a whole split and print total "
+        "log return, annualised Sharpe, max drawdown, turnover and hit rate beside the baselines. "
+        "Features are normalised with the statistics stored in the checkpoint.",
+    )
+    evaluate.add_argument("checkpoint", help="a checkpoint written by `archbench train`")
+    evaluate.add_argument("--data", default="synthetic", help=_DATA_HELP + " (default: synthetic)")
+    evaluate.add_argument("--bars", type=int, help="bars of data (synthetic: length to make)")
+    evaluate.add_argument("--split", choices=["train", "validation", "test"], default="validation")
+    evaluate.add_argument("--seed", type=int, default=0, help="synthetic data seed (default 0)")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.set_defaults(handler=_evaluate)
+
+
+def _training_config(args: argparse.Namespace):  # -> PPOConfig
+    from ppo_core.config import NetworkConfig, PPOConfig
+    from ppo_core.errors import ConfigError
+    from ppo_core.presets import PRESETS, TRAINING_MODES, parse_hidden_dims
+
+    if args.timesteps is not None and args.timesteps <= 0:
+        raise ConfigError(f"--timesteps must be positive, got {args.timesteps}")
+    if args.auto:
+        from ppo_core.hardware import get_auto_config
+
+        config = get_auto_config(args.timesteps, args.mode, device=args.device)
+    else:
+        dims = parse_hidden_dims(args.hidden_dims) if args.hidden_dims else PRESETS["medium"]
+        if args.preset:
+            dims = PRESETS[args.preset]
+        config = PPOConfig(
+            total_timesteps=args.timesteps,
+            network=NetworkConfig(hidden_dims=dims),
+            device=args.device,
+            **TRAINING_MODES[args.mode],
+        )
+    overrides = {
+        "n_envs": args.n_envs,
+        "n_steps": args.n_steps,
+        "minibatch_size": args.minibatch,
+        "n_epochs": args.epochs,
+        "learning_rate": args.lr,
+    }
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    changes.update(seed=args.seed, bf16=args.bf16, compile=args.compile)
+    if "minibatch_size" not in changes:
+        batch = changes.get("n_envs", config.n_envs) * changes.get("n_steps", config.n_steps)
+        changes["minibatch_size"] = min(config.minibatch_size, batch)
+    return config.replace(**changes)
+
+
+def _eval_table(title: str, results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("policy", "log return", "Sharpe", "max drawdown", "turnover", "hit rate"):
+        table.add_column(column, justify="right" if column != "policy" else "left")
+    for name, r in results.items():
+        table.add_row(
+            name,
+            f"{r.total_log_return:+.4f}",
+            f"{r.sharpe:+.2f}",
+            f"{r.max_drawdown:.4f}",
+            f"{r.turnover:.3f}",
+            "-" if r.hit_rate is None else f"{r.hit_rate:.3f}",
+        )
+    Console().print(table)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ppo_core.data import load_market_data, prepare
+    from ppo_core.env import TradingEnv
+    from ppo_core.evaluation import evaluate_with_baselines
+    from ppo_core.trainer import PPOTrainer, resolve_device
+
+    config = _training_config(args)
+    market = load_market_data(args.data, bars=args.bars, seed=config.seed)
+    data = prepare(market, lookback=config.network.lookback)
+    device = resolve_device(config.device)
+    env = TradingEnv(data, "train", config.n_envs, config.env, device=device, seed=config.seed)
+    trainer = PPOTrainer(env, config.replace(device=str(device)))
+    if args.resume:
+        trainer.resume(args.resume)
+    dims = ",".join(map(str, config.network.hidden_dims))
+    if not args.json:
+        print(
+            f"training hidden_dims ({dims}) on {market.name} ({len(market.timestamps):,} bars) "
+            f"for {config.total_timesteps:,} steps on {device}: {config.n_iterations} iterations "
+            f"of {config.n_envs} envs x {config.n_steps} steps",
+            file=sys.stderr,
+        )
+    stats = trainer.learn(checkpoint_path=args.out, checkpoint_every=args.checkpoint_every)
+    results = evaluate_with_baselines(trainer.policy, data, "validation", config.env.cost_bps)
+    summary = {
+        "checkpoint": str(args.out),
+        "hidden_dims": list(config.network.hidden_dims),
+        "iterations": len(stats),
+        "last_iteration": stats[-1].to_dict() if stats else None,
+        "validation": {name: r.to_dict() for name, r in results.items()},
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        if stats:
+            last = stats[-1]
+            print(
+                f"last iteration: {last.env_steps_per_s:,.0f} env-steps/s, "
+                f"{last.update_samples_per_s:,.0f} update samples/s, "
+                f"explained variance {last.explained_variance:.3f}"
+            )
+        _eval_table("validation split", results)
+        print(f"checkpoint written to {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ppo_core import checkpoint
+    from ppo_core.data import Normalizer, load_market_data, prepare
+    from ppo_core.evaluation import evaluate_with_baselines
+    from ppo_core.network import ActorCritic
+    from ppo_core.trainer import resolve_device
+
+    ckpt = checkpoint.load(args.checkpoint)
+    normalizer = Normalizer.from_dict(ckpt.obs_norm) if ckpt.obs_norm else None
+    market = load_market_data(args.data, bars=args.bars, seed=args.seed)
+    data = prepare(market, lookback=ckpt.config.lookback, normalizer=normalizer)
+    policy = ActorCritic(ckpt.config)
+    policy.load_state_dict(ckpt.policy_state_dict)
+    policy.to(resolve_device(args.device))
+    cost_bps = ckpt.ppo_config.env.cost_bps if ckpt.ppo_config else 1.0
+    results = evaluate_with_baselines(policy, data, args.split, cost_bps)
+    if args.json:
+        _print_json({name: r.to_dict() for name, r in results.items()})
+    else:
+        _eval_table(f"{args.split} split of {market.name}", results)
+    return 0
 
 
 # --- benchmarks: sweep -------------------------------------------------------------------
 
 
+def _add_benchmarks_commands(subcommands: argparse._SubParsersAction) -> None:
+    sweep = subcommands.add_parser(
+        "sweep",
+        help="run the benchmark suites over network sizes and render the HTML report",
+        description="Run the pytest-benchmark suites in bench/ (training throughput, inference "
+        "latency, peak memory, overfitting, env steps, machine ceilings) over the chosen sizes, "
+        "showing one line per finished case. Writes DIR/run-<host>-<device>-<UTC time>.json "
+        "(pytest-benchmark JSON with an archbench/1 record per case), the pytest log, and the "
+        "HTML report next to them. Ctrl-C stops the sweep and keeps every finished case. "
+        "quick: minutes on a laptop CPU (all presets but xlarge for latency and memory; tiny "
+        "and small for training and overfitting; one seed). full: every preset, 3 seeds, "
+        "longer budgets, sized for a GPU. Needs a source checkout (bench/ is not installed).",
+    )
+    sweep.add_argument(
+        "--profile", choices=["quick", "full"], default="quick", help="budget (default: quick)"
+    )
+    sweep.add_argument(
+        "--presets",
+        metavar="P,P,...",
+        help="presets to sweep (tiny,small,medium,large,xlarge or all); default: the profile's",
+    )
+    sweep.add_argument(
+        "--hidden-dims",
+        action="append",
+        default=[],
+        metavar="W,W,...",
+        help="a custom size swept beside the presets, e.g. 768,384,192 (repeatable)",
+    )
+    sweep.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
+    sweep.add_argument(
+        "--data",
+        default="synthetic",
+        help="synthetic, a named dataset (sp500, eurusd-1h, ...) or an OHLCV CSV/Parquet file",
+    )
+    sweep.add_argument(
+        "--out", default="runs", metavar="DIR", help="folder for the JSON, log and report (runs)"
+    )
+    sweep.add_argument(
+        "--no-report", action="store_true", help="write the JSON only; render it later"
+    )
+    sweep.add_argument(
+        "pytest_args",
+        nargs="*",
+        metavar="-- PYTEST_ARGS",
+        help="extra pytest arguments after --, e.g. -- -k 'infer or memory'",
+    )
+    sweep.set_defaults(handler=_sweep)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from ppo_core.sweep import run_sweep
+
+    result = run_sweep(
+        profile=args.profile,
+        presets=args.presets,
+        hidden_dims=args.hidden_dims,
+        device=args.device,
+        data=args.data,
+        out_dir=args.out,
+        pytest_args=args.pytest_args,
+        render=not args.no_report,
+    )
+    done = f"{result.finished}/{result.collected}" if result.collected else str(result.finished)
+    print(f"{done} cases finished; pytest exit code {result.returncode}; log {result.log_path}")
+    if result.json_path is not None:
+        how = " (rebuilt from the streamed records)" if result.rebuilt else ""
+        print(f"wrote {result.json_path}{how}")
+    if result.html_path is not None:
+        print(f"wrote {result.html_path}")
+    elif result.report_note:
+        print(f"no report: {result.report_note}")
+    if result.interrupted:
+        return 130
+    return 0 if result.returncode == 0 else 1
+
+
 # --- reports: report, compare ------------------------------------------------------------
 
 
+def _add_reports_commands(subcommands: argparse._SubParsersAction) -> None:
+    report = subcommands.add_parser(
+        "report",
+        help="benchmark JSON -> one HTML report with the recommended hidden_dims per use case",
+        description="Render one HTML report from one or more pytest-benchmark JSON files "
+        "(`pytest bench/ --benchmark-json run.json`). Several runs (e.g. one per GPU) sit side "
+        "by side. The file is self-contained (plotly.js inlined, opens offline) unless "
+        "--plotlyjs cdn. Reads JSON only: no torch needed.",
+    )
+    report.add_argument("runs", nargs="+", metavar="RUN.json", help="benchmark JSON file(s)")
+    report.add_argument(
+        "-o", "--output", default="report.html", help="HTML file to write (report.html)"
+    )
+    report.add_argument(
+        "--plotlyjs",
+        choices=["inline", "cdn"],
+        default="inline",
+        help="inline: one offline file (~5 MB); cdn: small file that loads plotly.js online",
+    )
+    report.add_argument(
+        "--latency-budget-ms",
+        type=float,
+        default=1.0,
+        help="live trading: batch-1 p99 latency budget in ms (1.0)",
+    )
+    report.add_argument(
+        "--memory-budget-gb",
+        type=float,
+        default=None,
+        help="training memory budget in GiB (default: the run's GPU memory; none on a CPU run)",
+    )
+    report.add_argument(
+        "--max-sharpe-gap",
+        type=float,
+        default=0.5,
+        help="complex symbols: largest mean train-minus-validation Sharpe gap (0.5)",
+    )
+    report.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A.json", "B.json"),
+        help="also include an A-vs-B comparison section",
+    )
+    report.set_defaults(handler=_report_command)
+
+    compare = subcommands.add_parser(
+        "compare",
+        help="run A vs run B: ratio B/A per preset and metric with a noise-aware verdict",
+        description="Compare two benchmark JSON files (two GPUs, two commits). For every "
+        "preset, case and metric: the ratio B/A, how many times better or worse B is, and a "
+        "verdict from the raw samples (two-sided Mann-Whitney U at --alpha): improved, "
+        "regressed, same (inside the noise) or insufficient samples.",
+    )
+    compare.add_argument("a", metavar="A.json", help="baseline run")
+    compare.add_argument("b", metavar="B.json", help="candidate run")
+    compare.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help="exit 1 when any metric got significantly worse (for CI)",
+    )
+    compare.add_argument("--html", metavar="OUT.html", help="also write the table as HTML")
+    compare.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+    compare.add_argument(
+        "--all", action="store_true", help="show every row, not only the ones that changed"
+    )
+    compare.set_defaults(handler=_compare_command)
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    from ppo_core.errors import ConfigError
+    from reports.compare import compare_runs, comparison_html
+    from reports.recommend import Budgets
+    from reports.render import render_report
+
+    try:
+        budgets = Budgets(
+            latency_p99_s=args.latency_budget_ms / 1e3,
+            memory_bytes=None if args.memory_budget_gb is None else args.memory_budget_gb * 2**30,
+            max_sharpe_gap=args.max_sharpe_gap,
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    section = None
+    if args.compare:
+        section = comparison_html(compare_runs(*args.compare))
+    path = render_report(
+        args.runs, args.output, plotlyjs=args.plotlyjs, budgets=budgets, compare_html=section
+    )
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) from {len(args.runs)} run(s)")
+    return 0
+
+
+def _compare_command(args: argparse.Namespace) -> int:
+    from ppo_core.errors import ConfigError
+    from reports.compare import compare_runs, comparison_html, has_regression, print_comparison
+
+    if not 0 < args.alpha < 1:
+        raise ConfigError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    table = compare_runs(args.a, args.b, alpha=args.alpha)
+    print_comparison(table, console=_console(), show_all=args.all)
+    if args.html:
+        from reports.render import write_section
+
+        path = write_section(comparison_html(table), args.html, title="archbench compare")
+        print(f"wrote {path}")
+    if args.fail_on_regression and has_regression(table):
+        print("significant regression found (--fail-on-regression)", file=sys.stderr)
+        return 1
+    return 0
+
+
 # --- pick --------------------------------------------------------------------------------
+
+
+def _add_pick_commands(subcommands: argparse._SubParsersAction) -> None:
+    pick = subcommands.add_parser(
+        "pick",
+        help="choose hidden_dims, n_envs and minibatch for a GPU and a use case",
+        description="Judge every preset (and any --hidden-dims) on one device: does training "
+        "fit (sizing model + CUDA context under the memory, minus a safety margin), how fast "
+        "it trains (measured from a results file made on this device; else scaled from the "
+        "nearest measured run by matmul-rate and bandwidth ratios, 'extrapolated'; else a "
+        "roofline estimate), batch-1 latency (measured, or the weights/bandwidth floor) and "
+        "overfitting risk for --data-bars (measured Sharpe gap, or a params-per-bar heuristic). "
+        "Prints the recommendation with its reasons, then every candidate. Exit status: 0 with "
+        "a recommendation, 1 when no size qualifies, 2 on bad input.",
+    )
+    where = pick.add_argument_group("device")
+    where.add_argument(
+        "--gpu",
+        default="auto",
+        metavar="auto|NAME",
+        help="'auto' (detect; the default), 'cpu', or a card: T4, L4, A10G, 'RTX 4090', "
+        "A100-80GB, 'NVIDIA H100 80GB HBM3', ... (spelling is loose)",
+    )
+    where.add_argument(
+        "--vram-gb",
+        type=float,
+        metavar="N",
+        help="device memory in GiB: sizes an unlisted card, or overrides a named one's "
+        "(a MIG slice, or to tell A100 40GB from 80GB)",
+    )
+    pick.add_argument(
+        "--use-case",
+        metavar="NAME",
+        help="quick iteration, standard production (default), live trading, complex / volatile "
+        "symbols, limited data, extended training (loose: 'live', 'limited-data')",
+    )
+    pick.add_argument(
+        "--results",
+        action="append",
+        default=[],
+        metavar="RUN.json",
+        help="benchmark JSON from `pytest bench/ --benchmark-json` (repeatable); runs from "
+        "another device are used only for extrapolation",
+    )
+    pick.add_argument("--data-bars", type=int, metavar="N", help="bars of training data")
+    pick.add_argument(
+        "--latency-budget-ms",
+        type=float,
+        metavar="X",
+        help="batch-1 p99 latency budget (live trading defaults to reports' 1 ms)",
+    )
+    pick.add_argument("--n-envs", type=int, metavar="N", help="environments (default: tier's)")
+    pick.add_argument(
+        "--n-steps", type=int, metavar="N", help="steps per env per rollout (default: mode's)"
+    )
+    pick.add_argument(
+        "--minibatch", type=int, metavar="N", help="samples per update (default: tier's)"
+    )
+    pick.add_argument(
+        "--hidden-dims",
+        action="append",
+        default=[],
+        metavar="W,W,...",
+        help="an extra candidate size, e.g. 768,384,192 (repeatable)",
+    )
+    pick.add_argument(
+        "--precision",
+        choices=["fp32", "tf32", "bf16"],
+        default="fp32",
+        help="matmul precision of training: fp32 (archbench train's default) or bf16 (--bf16)",
+    )
+    pick.add_argument(
+        "--obs-buffer",
+        choices=["indices", "observations"],
+        default="indices",
+        help="rollout layout sized: bar indices (the trainer's default) or full observation rows",
+    )
+    pick.add_argument(
+        "--safety-margin",
+        type=float,
+        default=0.10,
+        metavar="F",
+        help="share of device memory kept free (default 0.10)",
+    )
+    pick.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    pick.set_defaults(handler=_pick)
+
+
+def _pick_device(gpu: str, vram_gb: float | None):  # -> gpus.GpuSpec
+    import dataclasses
+
+    from ppo_core import gpus
+    from ppo_core.errors import ConfigError
+
+    wanted = gpu.strip().lower()
+    if wanted == "auto" and vram_gb is not None:
+        return gpus.custom_spec(f"GPU with {vram_gb:g} GiB", vram_gb, "--vram-gb; no rates")
+    if wanted == "auto":
+        from ppo_core.hardware import detect_device
+
+        _, name, memory_gb = detect_device("auto")
+        if name is not None and not memory_gb:
+            raise ConfigError(f"detected {name!r} but not its memory; give --vram-gb N")
+        if name is not None:
+            spec = gpus.find_gpu(name, memory_gb) or gpus.custom_spec(
+                name, memory_gb, "detected; not in the GPU table, so no rates"
+            )
+            # Detected memory is what this device really offers (a MIG slice, reserved memory).
+            return dataclasses.replace(spec, memory_gib=memory_gb)
+    elif wanted != "cpu":
+        spec = gpus.find_gpu(gpu, vram_gb)
+        if spec is None:
+            raise ConfigError(
+                f"unknown GPU {gpu!r}; known: {', '.join(gpus.known_names())}; "
+                "for another card give its memory with --vram-gb N"
+            )
+        return dataclasses.replace(spec, memory_gib=vram_gb) if vram_gb else spec
+    elif vram_gb is not None:
+        raise ConfigError("--vram-gb is for a GPU; --gpu cpu uses this machine's RAM")
+    import psutil
+
+    from ppo_core.machine import device_info, measure_ceilings
+
+    print("measuring this CPU's matmul and copy rates (a few seconds)...", file=sys.stderr)
+    ceilings = measure_ceilings("cpu")
+    return gpus.cpu_spec(ceilings, device_info("cpu").cpu_model, psutil.virtual_memory().total)
+
+
+def _pick(args: argparse.Namespace) -> int:
+    from ppo_core.errors import ConfigError
+    from ppo_core.pick import pick
+    from ppo_core.presets import parse_hidden_dims
+
+    if args.vram_gb is not None and not args.vram_gb > 0:
+        raise ConfigError(f"--vram-gb must be positive, got {args.vram_gb}")
+    for flag in ("n_envs", "n_steps", "minibatch"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {value}")
+    runs = None
+    if args.results:
+        from reports.load import load_runs
+
+        runs = load_runs(args.results)
+    device = _pick_device(args.gpu, args.vram_gb)
+    result = pick(
+        device,
+        use_case=args.use_case,
+        runs=runs,
+        data_bars=args.data_bars,
+        latency_budget_s=None if args.latency_budget_ms is None else args.latency_budget_ms / 1e3,
+        n_envs=args.n_envs,
+        n_steps=args.n_steps,
+        minibatch=args.minibatch,
+        extra_dims=[parse_hidden_dims(d) for d in args.hidden_dims],
+        precision=args.precision,
+        obs_buffer=args.obs_buffer,
+        safety_margin=args.safety_margin,
+    )
+    if args.json:
+        _print_json(result.to_dict())
+        return 0 if result.recommended is not None else 1
+    _print_pick(result)
+    return 0 if result.recommended is not None else 1
+
+
+_BASIS_TAGS = {
+    "measured": "measured",
+    "extrapolated": "extrapolated",
+    "roofline estimate": "roofline",
+    "floor": "floor",
+    "heuristic": "heuristic",
+    "unavailable": "-",
+}
+
+
+def _figure_text(figure, fmt) -> str:  # figure: pick.Figure
+    if figure.value is None:
+        return "-"
+    return f"{fmt(figure.value)} [dim]{_BASIS_TAGS[figure.basis]}[/dim]"
+
+
+def _print_pick(result) -> None:  # result: pick.PickResult
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = _console()
+    device = result.device
+    variant = f" ({device.variant})" if device.variant else ""
+    console.print(f"[bold]{escape(device.name)}{escape(variant)}[/bold]: {device.source}")
+    rec = result.recommended
+    if rec is None:
+        console.print(f"[bold red]no recommendation[/bold red] for {result.use_case!r}")
+    else:
+        dims = ",".join(map(str, rec.hidden_dims))
+        console.print(
+            f"[bold green]recommended:[/bold green] hidden_dims {dims} ({rec.label}), "
+            f"n_envs {result.n_envs}, minibatch {result.minibatch}"
+        )
+    for line in result.why:
+        console.print(f"  - {escape(line)}")
+
+    title = (
+        f"candidates on {device.name}: n_envs {result.n_envs} x n_steps {result.n_steps}, "
+        f"minibatch {result.minibatch}, {result.precision}, {result.obs_buffer} rollout buffer"
+    )
+    table = Table(title=title)
+    for column in (
+        "size",
+        "hidden_dims",
+        "params",
+        f"memory (of {result.budget_bytes / 1e9:.2f} GB)",
+        "rollout env steps/s",
+        "update samples/s",
+        "train steps/s",
+        "batch-1 latency p50 / p99",
+        "overfit risk",
+        "excluded because",
+    ):
+        left = column in ("size", "overfit risk", "excluded because")
+        table.add_column(column, justify="left" if left else "right")
+    for c in result.candidates:
+        style = "bold green" if rec is not None and c.hidden_dims == rec.hidden_dims else None
+        if c.overfit.value is None:
+            overfit = "-"
+        elif c.overfit.basis == "heuristic":
+            overfit = f"{c.overfit_risk}: {c.overfit.value:,.0f} params/bar [dim]heuristic[/dim]"
+        else:
+            overfit = f"{c.overfit_risk}: gap {c.overfit.value:+.2f} [dim]measured[/dim]"
+        latency = _figure_text(c.latency_p50_s, lambda v: f"{v * 1e3:.3g} ms")
+        if c.latency_p99_s.value is not None:
+            latency += f" / {c.latency_p99_s.value * 1e3:.3g} ms"
+        table.add_row(
+            c.label,
+            ",".join(map(str, c.hidden_dims)),
+            f"{c.params:,}",
+            f"{c.need_bytes / 1e9:.2f} GB " + ("fits" if c.fits else "[red]too big[/red]"),
+            _figure_text(c.env_steps_per_s, lambda v: f"{v:,.0f}"),
+            _figure_text(c.update_samples_per_s, lambda v: f"{v:,.0f}"),
+            _figure_text(c.train_steps_per_s, lambda v: f"{v:,.0f}"),
+            latency,
+            overfit,
+            "; ".join(c.excluded),
+            style=style,
+        )
+    console.print(table)
+    context = "" if device.is_cpu else " + 0.5 GB CUDA context"
+    console.print(
+        f"train memory: sizing model{context}, against {device.memory_gib:.1f} GiB minus a "
+        f"{result.safety_margin:.0%} safety margin. train steps/s: rollout plus "
+        f"{result.n_epochs} update epochs per step."
+    )
+    basis_notes = {}
+    for c in result.candidates:
+        for figure in (c.env_steps_per_s, c.update_samples_per_s, c.latency_p50_s, c.overfit):
+            basis_notes.setdefault(figure.basis, figure.note)
+    for basis, note in basis_notes.items():
+        tag = "unavailable (-)" if basis == "unavailable" else _BASIS_TAGS[basis]
+        console.print(f"[dim]{tag}: e.g. {escape(note)}[/dim]")
+    for note in result.notes:
+        console.print(f"note: {escape(note)}")
 
 
 # --- export ------------------------------------------------------------------------------
@@ -48,6 +886,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ppo-archbench {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Each section above adds its subcommands here, one call per section.
+    _add_training_commands(subcommands)
+    _add_sizing_commands(subcommands)
+    _add_reports_commands(subcommands)
+    _add_pick_commands(subcommands)
+    _add_benchmarks_commands(subcommands)
     del subcommands
     return parser
 
