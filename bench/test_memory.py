@@ -11,8 +11,10 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
+import pytest
 from _cases import oom_record
 
+from ppo_core.config import NetworkConfig
 from ppo_core.record import Metric, Record
 from ppo_core.sizing import CUDA_CONTEXT_BYTES, estimate
 
@@ -20,7 +22,55 @@ SUITE = "memory"
 WORKLOAD = "ppo_core.workloads:training_setup"
 
 
-def test_memory(benchmark, emit, options, market, size):
+CALIBRATION_DIMS = (8,)
+"""An 8-wide network: the same setup with next to no model, to measure what the runtime itself
+adds (allocator arenas, thread pools, lazily loaded kernels) beyond any size's prediction."""
+
+
+def _workload_kwargs(options, hidden_dims) -> dict:
+    budget = options.budget
+    return {
+        "hidden_dims": list(hidden_dims),
+        "n_envs": budget.memory_n_envs,
+        "n_steps": budget.memory_n_steps,
+        "minibatch": budget.memory_minibatch,
+        "iterations": budget.memory_iterations,
+        "device": options.device,
+        "data": options.data,
+        "bars": budget.data_bars if options.data.strip().lower() == "synthetic" else None,
+    }
+
+
+def _headline_bytes(result, cuda) -> int | None:
+    """The view the prediction is judged on: allocator peak on a GPU, RSS growth on a CPU."""
+    if cuda:
+        return result["memory"]["allocated_bytes"]
+    return result["rss_delta_bytes"]
+
+
+@pytest.fixture(scope="module")
+def runtime_overhead(options, market):
+    """Measured headline bytes of the 8-wide calibration setup minus its own prediction."""
+    from ppo_core.memory import measure_isolated
+
+    data = market(options.budget.data_bars)
+    budget = options.budget
+    network = NetworkConfig(data.n_features, data.lookback, hidden_dims=CALIBRATION_DIMS)
+    sizing = estimate(
+        network,
+        budget.memory_n_envs,
+        budget.memory_n_steps,
+        budget.memory_minibatch,
+        n_bars=data.features.shape[0],
+    )
+    result = measure_isolated(WORKLOAD, _workload_kwargs(options, CALIBRATION_DIMS))
+    measured = _headline_bytes(result, options.cuda) if result["status"] == "ok" else None
+    if measured is None:
+        return None, f"calibration run failed: {result['reason'] or 'view not measured'}"
+    return measured - sizing.train_bytes, None
+
+
+def test_memory(benchmark, emit, options, market, size, runtime_overhead):
     from ppo_core.memory import measure_isolated
 
     budget = options.budget
@@ -50,16 +100,7 @@ def test_memory(benchmark, emit, options, market, size):
             "checkpoint_bytes_no_optimizer": sizing.checkpoint_bytes_no_optimizer,
         },
     )
-    kwargs = {
-        "hidden_dims": list(network.hidden_dims),
-        "n_envs": n_envs,
-        "n_steps": n_steps,
-        "minibatch": minibatch,
-        "iterations": budget.memory_iterations,
-        "device": options.device,
-        "data": options.data,
-        "bars": budget.data_bars if options.data.strip().lower() == "synthetic" else None,
-    }
+    kwargs = _workload_kwargs(options, network.hidden_dims)
     # One round: the child's whole life (import excluded from the figure, not from the time).
     result = benchmark.pedantic(lambda: measure_isolated(WORKLOAD, kwargs), rounds=1)
     if result["status"] == "oom":
@@ -68,6 +109,7 @@ def test_memory(benchmark, emit, options, market, size):
     if result["status"] != "ok":
         raise AssertionError(f"memory workload for {size.name} failed: {result['reason']}")
     metrics = _memory_metrics(result, sizing, options.cuda)
+    metrics.update(_net_of_overhead(result, sizing, options.cuda, runtime_overhead))
     metrics.update(_checkpoint_metrics(network, sizing))
     emit(dataclasses.replace(base, params=result["result"]["params"], metrics=metrics))
 
@@ -100,7 +142,7 @@ def _memory_metrics(result, sizing, cuda) -> dict[str, Metric]:
     headline = metrics["torch_allocated_bytes"] if cuda else metrics["peak_rss_bytes"]
     if headline.value is None:
         metrics["memory_error_pct"] = Metric.unavailable_because(
-            headline.unavailable or "not measured", "%", "lower"
+            headline.unavailable or "not measured", "%", None
         )
     else:
         error = 100.0 * (headline.value - train) / train
@@ -112,6 +154,25 @@ def _memory_metrics(result, sizing, cuda) -> dict[str, Metric]:
             process - reserved, "B", "lower", (), CUDA_CONTEXT_BYTES
         )
     return metrics
+
+
+def _net_of_overhead(result, sizing, cuda, runtime_overhead) -> dict[str, Metric]:
+    """The prediction error once the size-independent runtime overhead is taken out."""
+    overhead, why = runtime_overhead
+    measured = _headline_bytes(result, cuda)
+    if overhead is None or measured is None:
+        reason = why or "headline memory view not measured"
+        return {
+            "runtime_overhead_bytes": Metric.unavailable_because(reason, "B", None),
+            "memory_error_pct_net": Metric.unavailable_because(reason, "%", None),
+        }
+    train = sizing.train_bytes
+    return {
+        "runtime_overhead_bytes": Metric.measured(overhead, "B", None),
+        "memory_error_pct_net": Metric.measured(
+            100.0 * (measured - overhead - train) / train, "%", None
+        ),
+    }
 
 
 def _checkpoint_metrics(network, sizing) -> dict[str, Metric]:
