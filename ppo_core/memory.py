@@ -28,6 +28,7 @@ __all__ = [
     "current_rss_bytes",
     "max_rss_bytes",
     "measure_isolated",
+    "reset_peak_rss",
 ]
 
 VIEWS = ("device_used", "process_used", "allocated", "reserved", "rss")
@@ -96,9 +97,30 @@ def current_rss_bytes() -> int:
 
 
 def max_rss_bytes() -> int:
-    """The kernel's lifetime peak RSS of this process (getrusage ru_maxrss, in bytes)."""
+    """Peak RSS of this process's address space, in bytes.
+
+    On Linux this is VmHWM from /proc/self/status, not getrusage's ru_maxrss: a child started
+    by subprocess (vfork + exec) inherits its parent's peak into ru_maxrss, so a fresh child
+    of a 1 GB pytest process would report at least 1 GB whatever it did. VmHWM belongs to the
+    new address space and `reset_peak_rss` can restart it. Elsewhere: ru_maxrss.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # Linux: KiB
+
+
+def reset_peak_rss() -> bool:
+    """Restart the peak-RSS mark at the current RSS (Linux >= 4.0); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 class _RssSampler:
@@ -209,9 +231,10 @@ def measure_isolated(
     """Run `package.module:function(**kwargs)` in a fresh subprocess and measure its memory.
 
     Returns {"status": "ok" | "oom" | "error", "reason": None | why, "result": the function's
-    JSON-able return value, "ru_maxrss_bytes": the child's lifetime peak RSS,
+    JSON-able return value, "ru_maxrss_bytes": the child's peak RSS (`max_rss_bytes`, restarted
+    after the imports where the kernel allows),
     "baseline_rss_bytes": its RSS after Python, torch and the function's module were imported
-    and before the call, "baseline_maxrss_bytes": ru_maxrss at that moment, "rss_delta_bytes":
+    and before the call, "baseline_maxrss_bytes": the peak at that moment, "rss_delta_bytes":
     the call's peak RSS above the baseline, "memory": the call's MemoryReport dict, "wall_s"}.
     `device` (default: kwargs["device"], else 'cpu') selects the MemoryReport's views. A child
     killed by a signal, raising, or outliving `timeout_s` gives status oom/error with the reason;
@@ -297,6 +320,7 @@ def _child_main(spec: dict[str, Any]) -> None:
     if spec["import_torch"]:
         import torch  # noqa: F401  (so the baseline includes torch for every child alike)
 
+    reset_peak_rss()  # so the peak below is the call's, not the imports'
     baseline_rss, baseline_maxrss = current_rss_bytes(), max_rss_bytes()
     out: dict[str, Any] = {"status": "ok", "reason": None, "result": None}
     probe = PeakMemory(spec["device"])

@@ -16,6 +16,7 @@ from ppo_core.errors import ConfigError
 from ppo_core.memory import VIEWS, MemoryReport, PeakMemory, measure_isolated
 
 MiB = 2**20
+GiB = 2**30
 KNOWN = 512 * MiB
 
 
@@ -82,6 +83,17 @@ def test_memory_report_round_trips_and_rejects_unknown_views():
     assert set(VIEWS) == {"device_used", "process_used", "allocated", "reserved", "rss"}
     with pytest.raises(ValueError, match="unknown memory view"):
         report.delta_bytes("vram")
+
+
+def test_isolated_peak_does_not_inherit_a_large_parents_peak():
+    """subprocess starts the child by vfork + exec, which carries the parent's peak into
+    ru_maxrss; the child's own high-water mark must not see this 1 GiB."""
+    parent_block = np.ones(GiB // 8)
+    out = measure_isolated(f"{__name__}:touch_bytes", {"n_bytes": 64 * MiB}, timeout_s=120)
+    assert out["status"] == "ok", out["reason"]
+    peak = out["ru_maxrss_bytes"] - out["baseline_rss_bytes"]
+    assert peak == pytest.approx(64 * MiB, rel=0.25)
+    del parent_block
 
 
 def test_isolated_run_reports_the_allocation_above_its_baseline():
