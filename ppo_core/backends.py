@@ -1,0 +1,347 @@
+"""Inference backends for a trained ActorCritic's live decision (obs -> action logits).
+
+Eager, torch.compile, ONNX Runtime, dynamic int8 (CPU) and bf16/fp16 weights (CUDA); each is
+checked against eager fp32 on held-out observations before anyone may time it.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ppo_core.errors import ArchbenchError
+from ppo_core.network import ActorCritic
+
+__all__ = [
+    "AGREEMENT_THRESHOLD",
+    "BACKEND_NAMES",
+    "Agreement",
+    "Backend",
+    "Unavailable",
+    "agreement",
+    "build_backend",
+    "build_backends",
+    "export_onnx",
+    "onnx_agreement",
+    "onnx_missing",
+]
+
+BACKEND_NAMES = ("eager", "compile", "onnx", "int8", "bf16", "fp16")
+AGREEMENT_THRESHOLD = 0.99
+"""A backend whose argmax actions match eager fp32 on fewer observations than this is refused."""
+_ONNX_MODULES = ("onnx", "onnxruntime", "onnxscript")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One way to run the actor: obs (B, obs_dim) float32 on `device` -> logits (B, n_actions)."""
+
+    name: str
+    """One of BACKEND_NAMES."""
+    run: Callable[[torch.Tensor | np.ndarray], torch.Tensor]
+    """The decision: observations in, fp32 logits out on the same device (copies included)."""
+    device: str
+    """Where the input lives and the logits come back: 'cpu' or 'cuda:N'."""
+    detail: str = ""
+    """How it runs, e.g. 'onnxruntime 1.32.0 CPUExecutionProvider'."""
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """A backend that cannot run here, and why (never timed, never a 0)."""
+
+    name: str
+    """One of BACKEND_NAMES."""
+    reason: str
+    """One line a user can act on, e.g. 'onnxruntime not installed (pip install ...)'."""
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How closely a backend's logits follow eager fp32 on a held-out batch."""
+
+    action_agreement: float
+    """Fraction of observations whose argmax action equals eager's, in [0, 1]."""
+    max_abs_logit_diff: float
+    """Largest |logit - eager logit| over the batch and actions."""
+    n_obs: int
+    """Observations compared."""
+    threshold: float = AGREEMENT_THRESHOLD
+    """Minimum action_agreement for the backend to be timed."""
+
+    @property
+    def ok(self) -> bool:
+        """True when the backend's actions agree with eager often enough to be timed."""
+        return self.action_agreement >= self.threshold
+
+    def describe(self) -> str:
+        """'agrees with eager: 100.0% actions, max |logit diff| 3.1e-07' or 'disagrees ...'."""
+        verdict = "agrees" if self.ok else "disagrees"
+        return (
+            f"{verdict} with eager: {self.action_agreement:.1%} actions on {self.n_obs:,} "
+            f"observations (threshold {self.threshold:.0%}), max |logit diff| "
+            f"{self.max_abs_logit_diff:.2g}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action_agreement": self.action_agreement,
+            "max_abs_logit_diff": self.max_abs_logit_diff,
+            "n_obs": self.n_obs,
+            "threshold": self.threshold,
+            "ok": self.ok,
+        }
+
+
+class _Actor(nn.Module):
+    """The part of ActorCritic a live decision needs: obs (B, obs_dim) -> logits (B, A)."""
+
+    def __init__(self, policy: ActorCritic) -> None:
+        super().__init__()
+        self.trunk = policy.actor_trunk
+        self.head = policy.actor_head
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(obs))
+
+
+def _tensor(obs: torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:
+    if isinstance(obs, np.ndarray):
+        obs = torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32))
+    return obs.to(device)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:200] if text else ''}"
+
+
+def onnx_missing() -> list[str]:
+    """The `onnx` extra's modules that are not importable here (empty when all are)."""
+    return [name for name in _ONNX_MODULES if importlib.util.find_spec(name) is None]
+
+
+def _missing_reason(missing: list[str]) -> str:
+    return f"{', '.join(missing)} not installed (pip install 'ppo-archbench[onnx]')"
+
+
+def export_onnx(
+    policy: ActorCritic,
+    path: str | os.PathLike[str],
+    example_obs: torch.Tensor,
+    *,
+    actor_only: bool = False,
+) -> Path:
+    """Write `policy` as ONNX with a dynamic batch axis, atomically (temp file, then rename).
+
+    Inputs "obs" (batch, obs_dim) float32; outputs "logits" (batch, n_actions) and, unless
+    actor_only, "value" (batch,). Raises ArchbenchError naming the missing `onnx` extra.
+    """
+    missing = onnx_missing()
+    if missing:
+        raise ArchbenchError(f"cannot export {path}: {_missing_reason(missing)}")
+    target = Path(path)
+    module = _Actor(policy) if actor_only else policy
+    module = copy.deepcopy(module).cpu().eval()
+    outputs = ["logits"] if actor_only else ["logits", "value"]
+    batch = torch.export.Dim("batch", min=1)
+    # The exporter logs a warning per torchvision op it cannot register; none is used here.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch/onnxscript deprecation chatter
+            torch.onnx.export(
+                module,
+                (example_obs[:1].detach().cpu().float(),),
+                tmp_name,
+                input_names=["obs"],
+                output_names=outputs,
+                dynamic_shapes={"obs": {0: batch}},
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+        Path(tmp_name).replace(target)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    return target
+
+
+def onnx_agreement(
+    path: str | os.PathLike[str],
+    policy: ActorCritic,
+    obs: torch.Tensor,
+    threshold: float = AGREEMENT_THRESHOLD,
+) -> Agreement:
+    """Run the ONNX file at `path` with onnxruntime (CPU) on `obs`; compare with eager."""
+    missing = onnx_missing()
+    if missing:
+        raise ArchbenchError(f"cannot check {path}: {_missing_reason(missing)}")
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def run(batch: torch.Tensor | np.ndarray) -> torch.Tensor:
+        host = batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else batch
+        logits = session.run(["logits"], {"obs": np.ascontiguousarray(host, dtype=np.float32)})
+        return torch.from_numpy(logits[0])
+
+    backend = Backend("onnx", run, "cpu", f"onnxruntime {ort.__version__} {path}")
+    return agreement(backend, copy.deepcopy(policy).cpu().eval(), obs.cpu(), threshold)
+
+
+def _eager(actor: _Actor, device: torch.device) -> Backend:
+    def run(obs: torch.Tensor | np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return actor(_tensor(obs, device))
+
+    return Backend("eager", run, str(device), f"torch {torch.__version__} fp32")
+
+
+def _compiled(actor: _Actor, device: torch.device, example: torch.Tensor) -> Backend | Unavailable:
+    compiled = torch.compile(actor, dynamic=False)
+    try:
+        with torch.inference_mode():
+            compiled(example[:1])  # compile now: a failure is reported here, never timed
+    except Exception as error:  # inductor needs a C++ compiler (CPU) or Triton (CUDA)
+        return Unavailable("compile", f"torch.compile failed: {_first_line(error)}")
+
+    def run(obs: torch.Tensor | np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return compiled(_tensor(obs, device))
+
+    return Backend("compile", run, str(device), "torch.compile (inductor), static shapes")
+
+
+def _onnxruntime(
+    policy: ActorCritic, device: torch.device, example: torch.Tensor
+) -> Backend | Unavailable:
+    missing = onnx_missing()
+    if missing:
+        return Unavailable("onnx", _missing_reason(missing))
+    import onnxruntime as ort
+
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return Unavailable("onnx", "onnxruntime has no CUDAExecutionProvider (onnxruntime-gpu)")
+        providers: list[Any] = [("CUDAExecutionProvider", {"device_id": device.index or 0})]
+    else:
+        providers = ["CPUExecutionProvider"]
+    with tempfile.TemporaryDirectory(prefix="archbench-onnx-") as tmp:
+        path = Path(tmp) / "actor.onnx"
+        try:
+            export_onnx(policy, path, example, actor_only=True)
+        except Exception as error:
+            return Unavailable("onnx", f"torch.onnx.export failed: {_first_line(error)}")
+        session = ort.InferenceSession(str(path), providers=providers)
+
+    def run(obs: torch.Tensor | np.ndarray) -> torch.Tensor:
+        # Host in, host out: what a deployed ONNX policy costs, copies included.
+        host = obs.detach().cpu().numpy() if isinstance(obs, torch.Tensor) else obs
+        logits = session.run(["logits"], {"obs": np.ascontiguousarray(host, dtype=np.float32)})
+        return torch.from_numpy(logits[0]).to(device)
+
+    detail = f"onnxruntime {ort.__version__} {session.get_providers()[0]}"
+    return Backend("onnx", run, str(device), detail)
+
+
+def _int8(actor: _Actor, device: torch.device) -> Backend | Unavailable:
+    if device.type != "cpu":
+        return Unavailable("int8", "dynamic int8 quantisation runs on the CPU only")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's quantized-tensor deprecation notices
+        from torch.ao.quantization import quantize_dynamic
+
+        try:
+            quantized = quantize_dynamic(copy.deepcopy(actor), {nn.Linear}, dtype=torch.qint8)
+        except Exception as error:  # no quantized engine (fbgemm/qnnpack) in this build
+            return Unavailable("int8", f"quantize_dynamic failed: {_first_line(error)}")
+
+    def run(obs: torch.Tensor | np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return quantized(_tensor(obs, device))
+
+    engine = torch.backends.quantized.engine
+    return Backend("int8", run, str(device), f"quantize_dynamic qint8 Linear ({engine})")
+
+
+def _half(name: str, actor: _Actor, device: torch.device) -> Backend | Unavailable:
+    if device.type != "cuda":
+        return Unavailable(
+            name, f"{name} weights are benchmarked on CUDA only (most CPUs emulate {name} matmuls)"
+        )
+    dtype = torch.bfloat16 if name == "bf16" else torch.float16
+    half = copy.deepcopy(actor).to(dtype)
+
+    def run(obs: torch.Tensor | np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return half(_tensor(obs, device).to(dtype)).float()
+
+    return Backend(name, run, str(device), f"all weights and activations in {dtype}")
+
+
+def build_backend(
+    name: str, policy: ActorCritic, device: str | torch.device, example_obs: torch.Tensor
+) -> Backend | Unavailable:
+    """`name` (one of BACKEND_NAMES) for `policy` on `device`, or why it cannot run here."""
+    device = torch.device(device)
+    policy = policy.to(device).eval()
+    actor = _Actor(policy).eval()
+    example = _tensor(example_obs, device)
+    if name == "eager":
+        return _eager(actor, device)
+    if name == "compile":
+        return _compiled(actor, device, example)
+    if name == "onnx":
+        return _onnxruntime(policy, device, example)
+    if name == "int8":
+        return _int8(actor, device)
+    if name in ("bf16", "fp16"):
+        return _half(name, actor, device)
+    raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKEND_NAMES)}")
+
+
+def build_backends(
+    policy: ActorCritic,
+    device: str | torch.device,
+    example_obs: torch.Tensor,
+    names: Sequence[str] = BACKEND_NAMES,
+) -> list[Backend | Unavailable]:
+    """Every backend in `names`, in order; those that cannot run here as Unavailable."""
+    return [build_backend(name, policy, device, example_obs) for name in names]
+
+
+def agreement(
+    backend: Backend,
+    policy: ActorCritic,
+    obs: torch.Tensor | np.ndarray,
+    threshold: float = AGREEMENT_THRESHOLD,
+) -> Agreement:
+    """Compare backend.run(obs) with eager fp32 logits of `policy` on held-out observations."""
+    device = next(policy.parameters()).device
+    obs = _tensor(obs, device)
+    with torch.inference_mode():
+        reference = policy(obs)[0].float()  # (B, n_actions)
+    logits = backend.run(obs).float().to(device)
+    if logits.shape != reference.shape:
+        raise ValueError(
+            f"backend {backend.name} returned logits of shape {tuple(logits.shape)}, "
+            f"eager {tuple(reference.shape)}"
+        )
+    same = (logits.argmax(-1) == reference.argmax(-1)).float().mean().item()
+    diff = (logits - reference).abs().max().item()
+    return Agreement(same, diff, int(obs.shape[0]), threshold)

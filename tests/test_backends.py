@@ -1,0 +1,137 @@
+"""Inference backends: each one that runs here agrees with eager fp32; a wrong one is refused.
+
+Small networks only; torch.compile (tens of seconds of inductor work) is marked slow.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from ppo_core import backends
+from ppo_core.backends import Agreement, Backend, Unavailable, agreement, build_backend
+from ppo_core.config import NetworkConfig
+from ppo_core.network import ActorCritic
+
+
+@pytest.fixture
+def policy() -> ActorCritic:
+    """A separate-trunk policy with decisive logits, as after training (the 0.01-gain init
+    head makes every action a near-tie, which no backend could be judged on)."""
+    torch.manual_seed(0)
+    network = NetworkConfig(n_features=4, lookback=8, hidden_dims=(32, 16), trunk="separate")
+    net = ActorCritic(network).eval()
+    with torch.no_grad():
+        net.actor_head[-1].weight.mul_(100.0)
+    return net
+
+
+@pytest.fixture
+def obs() -> torch.Tensor:
+    return torch.randn(512, 32, generator=torch.Generator().manual_seed(1))  # (512, obs_dim)
+
+
+def test_eager_is_the_policy_itself(policy, obs):
+    eager = build_backend("eager", policy, "cpu", obs[:1])
+    check = agreement(eager, policy, obs)
+    assert (check.action_agreement, check.max_abs_logit_diff, check.n_obs) == (1.0, 0.0, 512)
+    assert check.ok
+    assert torch.equal(eager.run(obs.numpy()), policy(obs)[0].detach())
+
+
+def test_permuted_logits_are_refused(policy, obs):
+    eager = build_backend("eager", policy, "cpu", obs[:1])
+    broken = Backend("permuted", lambda x: eager.run(x)[:, [1, 2, 0]], "cpu")
+    check = agreement(broken, policy, obs)
+    assert not check.ok
+    assert check.action_agreement < 0.5
+    assert check.max_abs_logit_diff > 0.1
+    assert check.describe().startswith("disagrees with eager: ")
+
+
+def test_agreement_verdict_and_text_from_hand_values():
+    check = Agreement(action_agreement=0.971, max_abs_logit_diff=0.0123, n_obs=1000)
+    assert not check.ok
+    assert check.describe() == (
+        "disagrees with eager: 97.1% actions on 1,000 observations (threshold 99%), "
+        "max |logit diff| 0.012"
+    )
+    assert Agreement(0.99, 0.0, 100).ok
+    assert Agreement(0.99, 0.0, 100).to_dict()["ok"] is True
+
+
+def test_wrong_logit_shape_is_an_error(policy, obs):
+    short = Backend("short", lambda x: torch.zeros(len(x), 2), "cpu")
+    with pytest.raises(ValueError, match=r"shape \(512, 2\), eager \(512, 3\)"):
+        agreement(short, policy, obs)
+
+
+def test_int8_is_close_and_judged_by_the_threshold(policy, obs):
+    int8 = build_backend("int8", policy, "cpu", obs[:1])
+    if isinstance(int8, Unavailable):
+        pytest.skip(f"int8 unavailable here: {int8.reason}")
+    check = agreement(int8, policy, obs)
+    logit_scale = policy(obs)[0].detach().abs().max().item()
+    # Dynamic int8 rounds activations per batch: close, but near-ties may flip.
+    assert check.max_abs_logit_diff < 0.05 * logit_scale
+    assert check.action_agreement > 0.9
+    assert check.ok == (check.action_agreement >= backends.AGREEMENT_THRESHOLD)
+
+
+def test_onnxruntime_agrees_with_eager(policy, obs):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    pytest.importorskip("onnxscript", reason="the onnx extra is not installed")
+    onnx = build_backend("onnx", policy, "cpu", obs[:1])
+    assert isinstance(onnx, Backend), onnx
+    check = agreement(onnx, policy, obs)
+    assert check.ok
+    assert check.action_agreement == 1.0
+    assert check.max_abs_logit_diff < 1e-4
+    assert onnx.run(obs[:1]).shape == (1, 3)  # the batch axis is dynamic
+
+
+def test_onnx_without_the_extra_says_how_to_install(policy, obs, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name)
+    )
+    onnx = build_backend("onnx", policy, "cpu", obs[:1])
+    assert onnx == Unavailable(
+        "onnx", "onnxscript not installed (pip install 'ppo-archbench[onnx]')"
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+@pytest.mark.parametrize("name", ["bf16", "fp16"])
+def test_half_precision_is_unavailable_on_cpu_with_a_reason(policy, obs, name):
+    result = build_backend(name, policy, "cpu", obs[:1])
+    assert isinstance(result, Unavailable)
+    assert "CUDA only" in result.reason
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["bf16", "fp16"])
+def test_half_precision_agrees_on_gpu(policy, obs, name):
+    half = build_backend(name, policy, "cuda", obs[:1])
+    assert isinstance(half, Backend)
+    assert agreement(half, policy.cuda(), obs.cuda()).action_agreement > 0.95
+
+
+def test_build_backends_keeps_order_and_names(policy, obs):
+    built = backends.build_backends(policy, "cpu", obs[:1], names=("eager", "int8", "bf16"))
+    assert [b.name for b in built] == ["eager", "int8", "bf16"]
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt'"):
+        build_backend("tensorrt", policy, "cpu", obs[:1])
+
+
+@pytest.mark.slow
+def test_torch_compile_agrees_or_says_why(policy, obs):
+    compiled = build_backend("compile", policy, "cpu", obs[:1])
+    if isinstance(compiled, Unavailable):
+        assert compiled.reason.startswith("torch.compile failed: ")
+        return
+    check = agreement(compiled, policy, obs)
+    assert check.ok
+    assert check.max_abs_logit_diff < 1e-4
