@@ -62,12 +62,10 @@ class TradingEnv:
 
         self.features = torch.as_tensor(data.features, device=self.device).contiguous()  # (T, F)
         self.log_returns = torch.as_tensor(data.log_returns, device=self.device)  # (T,) float64
-        n_bars, n_features = self.features.shape
-        # (T - lookback + 1, lookback * F) view: row i is the flattened window of bars
-        # i..i+lookback-1, a contiguous slice of the feature tensor. No data is copied.
-        self._windows = self.features.as_strided(
-            (n_bars - self.lookback + 1, self.lookback * n_features), (n_features, 1)
-        )
+        self._n_windows = self.features.shape[0] - self.lookback + 1
+        # Gathering (B * lookback) feature rows and reshaping is ~3x faster on a CPU than
+        # index_select over an overlapping as_strided window view (a generic strided copy).
+        self._window_offsets = torch.arange(-self.lookback + 1, 1, device=self.device)  # (L,)
         self._cost = self.config.cost_bps * 1e-4
         self._latest_start = max(self.split_start, self.split_end - self.config.episode_bars)
         self._generator = torch.Generator(device=self.device)
@@ -135,17 +133,19 @@ class TradingEnv:
         return self.observe(self.bar_index), reward, done, info
 
     def observe(self, bar_index: torch.Tensor) -> torch.Tensor:
-        """bar_index (B,) long -> obs (B, obs_dim) float32: one gather of window rows."""
-        rows = bar_index.to(self.device) - (self.lookback - 1)
+        """bar_index (B,) long -> obs (B, obs_dim) float32: one gather of feature rows."""
+        bar_index = bar_index.to(self.device)
+        rows = bar_index - (self.lookback - 1)
         if rows.device.type == "cpu" and rows.numel():
             # On CUDA this check would force a sync every step; index_select asserts there.
             low, high = int(rows.min()), int(rows.max())
-            if low < 0 or high >= self._windows.shape[0]:
+            if low < 0 or high >= self._n_windows:
                 raise IndexError(
                     f"bar_index must lie in [{self.lookback - 1}, {self.features.shape[0] - 1}],"
                     f" got {low + self.lookback - 1}..{high + self.lookback - 1}"
                 )
-        return torch.index_select(self._windows, 0, rows)
+        bars = (bar_index[:, None] + self._window_offsets).reshape(-1)  # (B * lookback,)
+        return torch.index_select(self.features, 0, bars).reshape(len(rows), self.obs_dim)
 
     # ----------------------------------------------------------------------------- private
 
