@@ -116,7 +116,9 @@ def comparison_html(table: pd.DataFrame) -> str:
     return (
         f"<p class='note'>A = {html.escape(str(run_a))}, B = {html.escape(str(run_b))}. "
         "Verdicts: two-sided Mann-Whitney U on the raw samples; 'same' means the difference is "
-        "inside the measurement noise. CI: bootstrap of the ratio of medians.</p>"
+        "inside the measurement noise. CI: bootstrap of the ratio of medians. The samples are "
+        "repeats within each run, so a systematic difference between the runs (another job "
+        "on the machine, a different clock) is reported as a real change.</p>"
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
     )
 

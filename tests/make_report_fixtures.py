@@ -26,14 +26,17 @@ ALL_OOM = "all-oom.json"
 EMPTY = "empty.json"
 WRONG_SCHEMA = "wrong-schema.json"
 NOT_BENCHMARK = "not-benchmark.json"
+# A real bench/ run of one preset: proves the reports read what the real suites write.
+BENCH_SAMPLE = "bench-cpu-quick-tiny.json"
 
 
-def run_suites(source: str, presets: str, out: Path) -> None:
+def run_suites(source: str, presets: str, out: Path, *extra: str) -> None:
     """One real quick run -> pytest-benchmark JSON at `out`."""
     if source == "bench":
         command = [
             sys.executable, "-m", "pytest", str(ROOT / "bench"), "--profile", "quick",
             "--presets", presets, "--benchmark-json", str(out), "-p", "no:cacheprovider", "-q",
+            *extra,
         ]  # fmt: skip
         env = dict(os.environ)
     else:
@@ -101,13 +104,24 @@ def main() -> int:
     parser.add_argument(
         "--source",
         choices=["bench", "standin"],
-        required=True,
         help="bench: the real bench/ suites (use this once train, infer, memory and overfit "
         "exist); standin: the numpy stand-in suites in tests/fixtures/standin",
     )
     parser.add_argument("--presets", default="tiny,small")
+    parser.add_argument(
+        "--bench-sample-only",
+        action="store_true",
+        help=f"only rewrite {BENCH_SAMPLE}: a real bench/ run of tiny (~5 min on 2 cores)",
+    )
     args = parser.parse_args()
     FIXTURES.mkdir(parents=True, exist_ok=True)
+    if args.bench_sample_only:
+        # The update_large_minibatch case alone takes minutes on a laptop CPU; it adds no new
+        # record shape, so the sample leaves it out.
+        run_suites("bench", "tiny", FIXTURES / BENCH_SAMPLE, "-k", "not large_minibatch")
+        return 0
+    if args.source is None:
+        parser.error("--source bench|standin is required (or --bench-sample-only)")
     with tempfile.TemporaryDirectory() as tmp:
         first, second = Path(tmp) / "a.json", Path(tmp) / "b.json"
         run_suites(args.source, args.presets, first)

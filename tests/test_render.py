@@ -101,3 +101,13 @@ def test_cli_report_writes_the_file_and_reports_bad_input(tmp_path, capsys):
     assert "archbench/0" in err
     assert len(err.splitlines()) == 1
     assert main(["report", str(RUN), "-o", str(out), "--latency-budget-ms", "-1"]) == 2
+
+
+def test_a_real_bench_run_loads_recommends_and_renders(tmp_path):
+    """bench-cpu-quick-tiny.json is what the real bench/ suites wrote (one preset)."""
+    sample = FIXTURES / "bench-cpu-quick-tiny.json"
+    df = load_runs([sample])
+    assert {"train", "infer", "memory", "overfit", "ceiling", "env"} <= set(df["suite"])
+    page = render_report(df, tmp_path / "bench.html").read_text()
+    for name in CHARTS:
+        assert f'id="chart-{name}"' in page, name
