@@ -70,6 +70,9 @@ def print_comparison(table: pd.DataFrame, console=None, *, show_all: bool = Fals
     summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
     if not show_all:
         table = table[table["verdict"].isin(["improved", "regressed"])]
+        if table.empty:
+            console.print(f"A={run_a}  B={run_b}: no significant change. {summary}")
+            return
     out = Table(title=f"archbench compare: A={run_a}  B={run_b}", show_lines=False)
     for column in ("suite", "preset", "case", "metric", "A", "B", "B/A", "p", "verdict"):
         out.add_column(column, justify="right" if column in ("A", "B", "B/A", "p") else "left")
