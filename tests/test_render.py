@@ -12,6 +12,7 @@ from plotly.offline import get_plotlyjs
 
 from ppo_core.cli import main
 from reports.load import load_runs
+from reports.recommend import preset_summary
 from reports.render import CHARTS, render_html, render_report
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -108,6 +109,9 @@ def test_a_real_bench_run_loads_recommends_and_renders(tmp_path):
     sample = FIXTURES / "bench-cpu-quick-tiny.json"
     df = load_runs([sample])
     assert {"train", "infer", "memory", "overfit", "ceiling", "env"} <= set(df["suite"])
+    # On a CPU the sizing model is checked against RSS, the figure the suite predicts for.
+    summary = preset_summary(df)
+    assert (summary["memory_check_source"] == "peak_rss_bytes").all()
     page = render_report(df, tmp_path / "bench.html").read_text()
     for name in CHARTS:
         assert f'id="chart-{name}"' in page, name

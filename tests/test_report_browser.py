@@ -15,7 +15,11 @@ import pytest
 from reports.render import CHARTS, render_report
 
 FIXTURES = Path(__file__).parent / "fixtures"
-RUNS = [FIXTURES / "run-cpu-quick.json", FIXTURES / "run-cpu-quick-b.json"]
+RUNS = [
+    FIXTURES / "run-cpu-quick.json",
+    FIXTURES / "run-cpu-quick-b.json",
+    FIXTURES / "bench-cpu-quick-tiny.json",
+]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 pytestmark = [
