@@ -69,6 +69,8 @@ class Budget:
     """Environments of the large-update case (n_envs x train_n_steps >= big_minibatch)."""
     overfit_bars: tuple[tuple[str, int], ...]
     """(label, bars) of the synthetic dataset lengths: short ~ a year of hourly bars, long."""
+    overfit_signal: float
+    """Planted signal strength of the synthetic data (per-bar Sharpe of the oracle's edge)."""
     overfit_seeds: tuple[int, ...]
     """Training seeds per (size, dataset) case."""
     overfit_timesteps: int
@@ -99,6 +101,17 @@ class Budget:
     """Bars of the synthetic dataset for the train, memory and env suites."""
 
 
+# Expected duration of `archbench sweep --profile full` (estimated from sizing's FLOP counts
+# at ~50% of each card's dense fp32 peak plus ~2 ms of launch overhead per rollout step; not yet
+# measured on every class). Overfitting dominates (30 synthetic runs of 2M steps, plus sp500 and
+# eurusd-1h when the data extra is installed), then torch.compile's per-shape compilation:
+#   H100 / H200 (67 TFLOP/s fp32)            ~45-60 min
+#   A100 80/40 GB (19.5 TFLOP/s fp32)        ~1.5-2 h
+#   RTX 4090 / L40S (24-48 GB)               ~1-1.5 h
+#   16 GB cards (RTX 4080, A4000, V100 16)   ~2-3 h
+#   T4 (8 TFLOP/s fp32, 16 GB)               ~5-6 h
+#   CPU                                      days; use --profile quick
+# The quick profile finishes in under 10 minutes on 2 CPU cores (measured: see the README).
 BUDGETS: dict[str, Budget] = {
     "quick": Budget(
         infer_warmup=5,
@@ -114,10 +127,13 @@ BUDGETS: dict[str, Budget] = {
         big_minibatch=2048,
         big_n_envs=32,
         overfit_bars=(("short", 6_000), ("long", 26_000)),
+        # Strong enough to be learned in a minutes-long CPU budget (the trainer's learning test
+        # uses the same), so the in- vs out-of-sample gap has something to show.
+        overfit_signal=1.0,
         overfit_seeds=(0,),
-        overfit_timesteps=12_288,
-        overfit_n_envs=8,
-        overfit_n_steps=128,
+        overfit_timesteps=10_240,
+        overfit_n_envs=16,
+        overfit_n_steps=64,
         overfit_minibatch=256,
         memory_n_envs=8,
         memory_n_steps=64,
@@ -143,6 +159,7 @@ BUDGETS: dict[str, Budget] = {
         big_minibatch=8192,
         big_n_envs=1024,
         overfit_bars=(("short", 8_760), ("long", 43_800)),
+        overfit_signal=0.1,  # data.DEFAULT_SIGNAL_STRENGTH: a weak, realistic edge
         overfit_seeds=(0, 1, 2),
         overfit_timesteps=2_000_000,
         overfit_n_envs=256,
@@ -174,6 +191,7 @@ SMOKE = Budget(
     big_minibatch=64,
     big_n_envs=4,
     overfit_bars=(("short", 1_500),),
+    overfit_signal=1.0,
     overfit_seeds=(0,),
     overfit_timesteps=64,
     overfit_n_envs=2,

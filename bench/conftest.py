@@ -122,7 +122,9 @@ def market(pytestconfig: pytest.Config):
 
     def get(bars: int | None = None, seed: int = 0):
         synthetic = opts.data.strip().lower() == "synthetic"
-        key = (opts.data, bars, seed if synthetic else 0)
+        if not synthetic:
+            bars, seed = None, 0  # a real dataset is used whole; it has no seed
+        key = (opts.data, bars, seed)
         if key not in cache:
             cache[key] = prepare(load_market_data(opts.data, bars=bars, seed=key[2]))
         return cache[key]
@@ -134,6 +136,19 @@ def market(pytestconfig: pytest.Config):
 def ceilings(options: BenchOptions):
     """This machine's measured matmul and bandwidth ceilings, measured once per session."""
     return session_ceilings(options)
+
+
+@pytest.fixture(autouse=True)
+def _release_device_memory(options: BenchOptions):
+    """After each case, free what it left (an OOM's tensors too) so the next starts clean."""
+    yield
+    if options.cuda:
+        import gc
+
+        import torch
+
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 @pytest.fixture
@@ -218,7 +233,8 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
     opts = config.stash[_OPTIONS]
     machine_info["archbench"] = device_info(opts.device).to_dict()
-    machine_info["archbench_profile"] = "smoke" if opts.smoke else opts.profile
+    machine_info["archbench_profile"] = opts.profile
+    machine_info["archbench_smoke"] = opts.smoke  # --benchmark-disable: figures are not for use
     machine_info["archbench_device"] = opts.device
 
 

@@ -85,7 +85,7 @@ def test_peer_throughput(benchmark, emit, options, market, peer_preset, kind):
     from ppo_core import peers
     from ppo_core.config import NetworkConfig, PPOConfig
 
-    data = market(None if options.smoke else 6_000)
+    data = market(options.budget.data_bars)
     network = NetworkConfig(
         n_features=data.n_features,
         lookback=data.lookback,
