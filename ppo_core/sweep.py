@@ -148,7 +148,9 @@ def run_sweep(
         raise ConfigError(f"profile must be quick or full, got {profile!r}")
     bench = bench_dir()
     resolved, label = _device_label(device)
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()  # pytest runs from the checkout, not from here
+    if Path(data).exists():
+        data = str(Path(data).resolve())
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
