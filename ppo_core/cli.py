@@ -258,6 +258,12 @@ def _add_training_commands(subcommands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--data", default="synthetic", help=_DATA_HELP + " (default: synthetic)")
     train.add_argument("--bars", type=int, help="bars of data to use (synthetic: length to make)")
+    train.add_argument(
+        "--signal-strength",
+        type=float,
+        default=None,
+        help="synthetic data only: the planted edge per bar in units of volatility (default 0.1)",
+    )
     train.add_argument("--timesteps", type=int, default=100_000, help="env steps (default 100k)")
     train.add_argument(
         "--mode", choices=list(TRAINING_MODES), default="quick", help="training mode (quick)"
@@ -287,6 +293,9 @@ def _add_training_commands(subcommands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("checkpoint", help="a checkpoint written by `archbench train`")
     evaluate.add_argument("--data", default="synthetic", help=_DATA_HELP + " (default: synthetic)")
     evaluate.add_argument("--bars", type=int, help="bars of data (synthetic: length to make)")
+    evaluate.add_argument(
+        "--signal-strength", type=float, default=None, help="synthetic data only (default 0.1)"
+    )
     evaluate.add_argument("--split", choices=["train", "validation", "test"], default="validation")
     evaluate.add_argument("--seed", type=int, default=0, help="synthetic data seed (default 0)")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
@@ -330,6 +339,10 @@ def _training_config(args: argparse.Namespace):  # -> PPOConfig
     return config.replace(**changes)
 
 
+def _signal(args: argparse.Namespace) -> dict[str, float]:
+    return {} if args.signal_strength is None else {"signal_strength": args.signal_strength}
+
+
 def _eval_table(title: str, results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -356,7 +369,7 @@ def _train(args: argparse.Namespace) -> int:
     from ppo_core.trainer import PPOTrainer, resolve_device
 
     config = _training_config(args)
-    market = load_market_data(args.data, bars=args.bars, seed=config.seed)
+    market = load_market_data(args.data, bars=args.bars, seed=config.seed, **_signal(args))
     data = prepare(market, lookback=config.network.lookback)
     device = resolve_device(config.device)
     env = TradingEnv(data, "train", config.n_envs, config.env, device=device, seed=config.seed)
@@ -404,7 +417,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     ckpt = checkpoint.load(args.checkpoint)
     normalizer = Normalizer.from_dict(ckpt.obs_norm) if ckpt.obs_norm else None
-    market = load_market_data(args.data, bars=args.bars, seed=args.seed)
+    market = load_market_data(args.data, bars=args.bars, seed=args.seed, **_signal(args))
     data = prepare(market, lookback=ckpt.config.lookback, normalizer=normalizer)
     policy = ActorCritic(ckpt.config)
     policy.load_state_dict(ckpt.policy_state_dict)
@@ -877,6 +890,60 @@ def _print_pick(result) -> None:  # result: pick.PickResult
 
 # --- export ------------------------------------------------------------------------------
 
+_EXPORT_CHECK_BATCH = 256
+
+
+def _add_export_commands(subcommands: argparse._SubParsersAction) -> None:
+    export = subcommands.add_parser(
+        "export",
+        help="write a checkpoint's policy as ONNX and check it against eager torch",
+        description="Export a checkpoint's ActorCritic to ONNX (inputs 'obs' (batch, obs_dim) "
+        "float32; outputs 'logits' and 'value'; dynamic batch axis), written atomically, then "
+        "run it with onnxruntime on a random batch and print its agreement with eager torch. "
+        "Needs the onnx extra: pip install 'ppo-archbench[onnx]'.",
+    )
+    export.add_argument("checkpoint", help="a checkpoint written by archbench train (model.pt)")
+    export.add_argument(
+        "--onnx", required=True, metavar="OUT", help="where to write the .onnx file"
+    )
+    export.add_argument(
+        "--seed", type=int, default=0, help="seed of the random check batch (default: 0)"
+    )
+    export.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ppo_core import backends
+
+    missing = backends.onnx_missing()
+    if missing:
+        raise ArchbenchError(
+            f"archbench export needs the onnx extra: {', '.join(missing)} not installed "
+            "(pip install 'ppo-archbench[onnx]')"
+        )
+    import torch
+
+    from ppo_core import checkpoint
+    from ppo_core.network import ActorCritic
+
+    out = Path(args.onnx)
+    if not out.parent.is_dir():
+        raise ArchbenchError(f"cannot write {out}: directory {out.parent} does not exist")
+    ckpt = checkpoint.load(args.checkpoint)
+    policy = ActorCritic(ckpt.config)
+    policy.load_state_dict(ckpt.policy_state_dict)
+    policy.eval()
+    generator = torch.Generator().manual_seed(args.seed)
+    # Normalised features are clipped z-scores, so a standard normal batch is in range.
+    obs = torch.randn(_EXPORT_CHECK_BATCH, ckpt.config.obs_dim, generator=generator)
+    backends.export_onnx(policy, out, obs)
+    check = backends.onnx_agreement(out, policy, obs)
+    print(f"wrote {out} ({out.stat().st_size:,} bytes, {ckpt.config.obs_dim} inputs)")
+    print(f"onnxruntime {check.describe()}")
+    return 0 if check.ok else 1
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -891,6 +958,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reports_commands(subcommands)
     _add_pick_commands(subcommands)
     _add_benchmarks_commands(subcommands)
+    _add_export_commands(subcommands)
     del subcommands
     return parser
 
