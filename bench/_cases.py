@@ -112,7 +112,9 @@ class Budget:
 #   T4 (8 TFLOP/s fp32, 16 GB)               ~5-6 h
 #   CPU                                      days; use --profile quick
 # The quick profile, measured on 2 AMD EPYC cores (torch 2.13 CPU): 2 min 45 s for 34 cases
-# on an otherwise idle machine; 9 min 38 s while other jobs kept its load average at ~6.
+# on an otherwise idle machine; 9-11 min while other jobs kept its load average at 3-6, where
+# OpenMP threads contending for the cores also make the figures themselves unusable (each
+# record's host_load_per_core says so).
 BUDGETS: dict[str, Budget] = {
     "quick": Budget(
         infer_warmup=5,

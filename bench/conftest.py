@@ -161,7 +161,7 @@ def emit(request: pytest.FixtureRequest, benchmark: Any):
     def _emit(record: Any) -> None:
         if emitted:
             raise RuntimeError(f"{nodeid} emitted a second record; each case writes exactly one")
-        data = record.to_dict()
+        data = _with_host_load(record).to_dict()
         benchmark.extra_info["archbench"] = data
         state["records"][nodeid] = {
             "name": request.node.name,
@@ -273,3 +273,21 @@ def _append_line(config: pytest.Config, data: dict[str, Any]) -> None:
 def _short(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
+
+
+def _with_host_load(record: Any) -> Any:
+    """The record plus the host's 1-minute load per core when it was written: CPU figures
+    taken while other work held the cores (load per core near or above 1) are not comparable."""
+    import dataclasses
+    import os
+
+    from ppo_core.record import Metric
+
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        metric = Metric.unavailable_because("os.getloadavg is not available here", "ratio")
+    else:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        metric = Metric.measured(load / (cores or 1), "ratio", None)
+    return dataclasses.replace(record, metrics={**record.metrics, "host_load_per_core": metric})
