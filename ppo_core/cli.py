@@ -159,7 +159,8 @@ def _estimate(args: argparse.Namespace) -> int:
     console.print(table)
     data = f" + {args.bars:,} bars of features" if args.bars else ""
     for line in (
-        f"train MB: fp32 weights + grads + Adam + saved activations and observations of one "
+        f"train MB: fp32 weights + grads + Adam moments + Adam's step temporaries + saved "
+        f"activations and observations of one "
         f"{args.minibatch}-sample minibatch + the rollout ({args.n_envs} envs x {args.n_steps} "
         f"steps, stored as bar indices){data}. MB = 10^6 bytes.",
         f"On a GPU add the CUDA context, ~{CUDA_CONTEXT_BYTES / 1e6:.0f} MB (stated separately, "

@@ -15,7 +15,8 @@ What is counted, and what is not:
   except that a layer reading the observation needs no input gradient, which is why
   6 x params overcounts by ~30% for a 5,300-wide input.
 - Training memory is what a PPO update holds at its peak on the device: fp32 weights,
-  gradients, Adam's two moments, the activations autograd saves for one minibatch, the
+  gradients, Adam's two moments and its step's temporaries, the activations autograd saves
+  for one minibatch, the
   gathered minibatch, the rollout buffer and (when n_bars is given) the feature tensor.
   The CUDA context is a separate stated constant (`CUDA_CONTEXT_BYTES`), never folded in.
 """
@@ -148,6 +149,10 @@ class SizingEstimate:
     """fp32 gradients."""
     adam_bytes: int
     """Adam's two fp32 moments (exp_avg, exp_avg_sq)."""
+    adam_step_bytes: int
+    """Transient fp32 temporaries of one foreach Adam step (the trainer's and CUDA's default):
+    the denominator sqrt(exp_avg_sq) / bias_correction + eps is built for every parameter at
+    once, one fp32 copy of the weights, while the weights, grads and moments are all live."""
     checkpoint_bytes: int
     """File size of `checkpoint.save` with Adam state: ~12 B per parameter plus overhead."""
     checkpoint_bytes_no_optimizer: int
@@ -180,6 +185,7 @@ class SizingEstimate:
             "weights": self.weight_bytes["fp32"],
             "grads": self.grad_bytes,
             "adam": self.adam_bytes,
+            "adam_step": self.adam_step_bytes,
             "activations": self.activation_bytes,
             "minibatch": self.minibatch_bytes,
             "rollout": self.rollout_bytes,
@@ -215,6 +221,7 @@ class SizingEstimate:
             "weight_bytes": dict(self.weight_bytes),
             "grad_bytes": self.grad_bytes,
             "adam_bytes": self.adam_bytes,
+            "adam_step_bytes": self.adam_step_bytes,
             "checkpoint_bytes": self.checkpoint_bytes,
             "checkpoint_bytes_no_optimizer": self.checkpoint_bytes_no_optimizer,
             "forward_flops_per_sample": self.forward_flops_per_sample,
@@ -299,6 +306,7 @@ def estimate(
         weight_bytes={dtype: params * size for dtype, size in _DTYPE_BYTES.items()},
         grad_bytes=params * _FP32,
         adam_bytes=2 * params * _FP32,
+        adam_step_bytes=params * _FP32,
         checkpoint_bytes=checkpoint_no_optimizer + adam_file,
         checkpoint_bytes_no_optimizer=checkpoint_no_optimizer,
         forward_flops_per_sample=2 * forward_macs,

@@ -25,7 +25,16 @@ from reports.stats import mean_ci
 __all__ = ["CHARTS", "render_html", "render_report", "write_section"]
 
 CHARTS = ("throughput", "latency", "memory", "overfit", "pareto")
-_COMPONENTS = ("weights", "grads", "adam", "activations", "minibatch", "rollout", "data")
+_COMPONENTS = (
+    "weights",
+    "grads",
+    "adam",
+    "adam_step",
+    "activations",
+    "minibatch",
+    "rollout",
+    "data",
+)
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 
 _CSS = """

@@ -194,6 +194,7 @@ def test_training_memory_components_by_hand():
     assert sizing.weight_bytes == {"fp32": 4 * p, "bf16": 2 * p, "fp16": 2 * p, "int8": p}
     assert sizing.grad_bytes == 4 * p
     assert sizing.adam_bytes == 8 * p
+    assert sizing.adam_step_bytes == 4 * p
     assert ROLLOUT_SAMPLE_BYTES == 32
     assert sizing.rollout_bytes_indices == 8 * 256 * (8 + 32)
     assert sizing.rollout_bytes_observations == 8 * 256 * (5300 * 4 + 32) == 43_483_136
@@ -206,6 +207,7 @@ def test_training_memory_components_by_hand():
         "weights",
         "grads",
         "adam",
+        "adam_step",
         "activations",
         "minibatch",
         "rollout",
