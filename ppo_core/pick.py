@@ -58,7 +58,15 @@ PARAMS_PER_BAR_MEDIUM = 100
 PARAMS_PER_BAR_HIGH = 1_000
 """... and above this many, 'high'. A rule of thumb, labelled as such wherever it is shown."""
 
-BASES = ("measured", "extrapolated", "roofline estimate", "floor", "heuristic", "unavailable")
+BASES = (
+    "measured",
+    "measured (other settings)",
+    "extrapolated",
+    "roofline estimate",
+    "floor",
+    "heuristic",
+    "unavailable",
+)
 """Where a figure comes from, from most to least trustworthy."""
 
 # Use case (reports.recommend.USE_CASES names) -> (training mode, how the size is chosen).
@@ -310,6 +318,16 @@ def _nearest_case(hits: pd.DataFrame, n_envs: int, minibatch: int) -> pd.Series:
     return hits.iloc[min(range(len(distances)), key=distances.__getitem__)]
 
 
+def _setting(row: pd.Series, column: str) -> int | None:
+    value = row.get(column)
+    return None if value is None or pd.isna(value) else int(value)
+
+
+def _same_settings(row: pd.Series, n_envs: int, minibatch: int) -> bool:
+    """The case ran exactly these n_envs and minibatch (a case that does not say: no)."""
+    return _setting(row, "case_n_envs") == n_envs and _setting(row, "case_minibatch") == minibatch
+
+
 def _case_text(row: pd.Series) -> str:
     case = row.get("case_dict")
     return ", ".join(f"{k}={v}" for k, v in case.items()) if isinstance(case, dict) else ""
@@ -367,7 +385,17 @@ def _throughput(
         value = float(row["value"])
         where = f"run {run.run} ({run.device}), {_case_text(row)}"
         if run.same and size_gap == 0:
-            return Figure(value, "measured", where)
+            if _same_settings(row, size.n_envs, size.minibatch):
+                return Figure(value, "measured", where)
+            # Same device and size, but n_envs/minibatch differ: the figure is real, yet it is
+            # not the throughput of the settings asked about.
+            return Figure(
+                value,
+                "measured (other settings)",
+                f"{where}; measured at n_envs={_setting(row, 'case_n_envs')}, "
+                f"minibatch={_setting(row, 'case_minibatch')}, asked for n_envs={size.n_envs}, "
+                f"minibatch={size.minibatch}",
+            )
         factor = _cost(source, update) / _cost(size, update)
         parts = []
         if size_gap:

@@ -240,7 +240,8 @@ def test_results_from_this_device_turn_estimates_into_measurements(cpu_run):
     assert before["tiny"].latency_p50_s.basis == "floor"
 
     runs = load_runs([path])
-    result = pick(device, runs=runs)
+    # The run's own settings (tests/test_pick.py cpu_run: n_envs 4, n_steps 16, minibatch 32).
+    result = pick(device, runs=runs, n_envs=4, n_steps=16, minibatch=32)
     tiny = _by_label(result)["tiny"]
     recorded = runs[(runs["suite"] == "train") & (runs["metric"] == "update_samples_per_s")]
     assert tiny.update_samples_per_s.basis == "measured"
@@ -257,6 +258,18 @@ def test_results_from_this_device_turn_estimates_into_measurements(cpu_run):
         tiny.update_samples_per_s.value * flops["tiny"] / flops["small"]
     )
     assert any("same device" in note for note in result.notes)
+
+
+def test_same_size_at_other_settings_is_not_labelled_measured(cpu_run):
+    path, _, _ = cpu_run
+    runs = load_runs([path])
+    result = pick(_this_cpu(cpu_run), runs=runs, n_envs=8, n_steps=16, minibatch=64)
+    figure = _by_label(result)["tiny"].update_samples_per_s
+    recorded = runs[(runs["suite"] == "train") & (runs["metric"] == "update_samples_per_s")]
+    assert figure.basis == "measured (other settings)"
+    assert figure.value == recorded["value"].iloc[0]  # the real figure, not rescaled
+    assert "measured at n_envs=4, minibatch=32" in figure.note
+    assert "asked for n_envs=8, minibatch=64" in figure.note
 
 
 def test_results_from_another_device_stay_extrapolated(cpu_run):
