@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from ppo_core.config import NetworkConfig
+from ppo_core.errors import is_out_of_memory
 from ppo_core.presets import PRESETS, parse_hidden_dims, preset_name
 from ppo_core.record import Metric, Record
 
@@ -308,10 +309,8 @@ def session_ceilings(options: BenchOptions) -> Any:
 
 
 def is_oom(error: BaseException) -> bool:
-    """True for a host or device out-of-memory error, whatever raised it."""
-    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
-        return True
-    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    """True for a host or device out-of-memory error (ppo_core.errors.is_out_of_memory)."""
+    return is_out_of_memory(error)
 
 
 def oom_record(base: Record, **where: Any) -> Record:

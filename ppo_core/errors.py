@@ -10,6 +10,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "TrainingDiverged",
+    "is_out_of_memory",
 ]
 
 
@@ -35,3 +36,23 @@ class ArchitectureMismatch(CheckpointError):
 
 class TrainingDiverged(ArchbenchError):
     """A loss or a parameter became NaN or inf."""
+
+
+_OOM_PHRASES = (
+    "out of memory",
+    "can't allocate memory",
+    "not enough memory",
+    "defaultcpuallocator",
+)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for a host or device out-of-memory error, whatever raised it.
+
+    torch's CPU allocator raises a plain RuntimeError ("DefaultCPUAllocator: can't allocate
+    memory ... Error code 12"), so the message is read as well as the type; no torch import.
+    """
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    message = str(error).lower()
+    return isinstance(error, RuntimeError) and any(p in message for p in _OOM_PHRASES)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ppo_core import gpu
-from ppo_core.errors import ConfigError
+from ppo_core.errors import ConfigError, is_out_of_memory
 
 __all__ = [
     "VIEWS",
@@ -329,9 +329,9 @@ def _child_main(spec: dict[str, Any]) -> None:
         with probe:
             out["result"] = fn(**spec["kwargs"])
     except BaseException as exc:
-        oom = isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
         out.update(
-            status="oom" if oom else "error", reason=f"{type(exc).__name__}: {_last_line(exc)}"
+            status="oom" if is_out_of_memory(exc) else "error",
+            reason=f"{type(exc).__name__}: {_last_line(exc)}",
         )
     out["wall_s"] = time.perf_counter() - started
     report = probe.report
