@@ -364,14 +364,20 @@ def _eval_table(title: str, results: dict) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ppo_core.data import load_market_data, prepare
+    from ppo_core import checkpoint
+    from ppo_core.data import Normalizer, load_market_data, prepare
     from ppo_core.env import TradingEnv
     from ppo_core.evaluation import evaluate_with_baselines
     from ppo_core.trainer import PPOTrainer, resolve_device
 
     config = _training_config(args)
     market = load_market_data(args.data, bars=args.bars, seed=config.seed, **_signal(args))
-    data = prepare(market, lookback=config.network.lookback)
+    normalizer = None
+    if args.resume:
+        # Resumed weights were trained on the checkpoint's feature scaling: keep it.
+        stored = checkpoint.load(args.resume, config=config.network).obs_norm
+        normalizer = Normalizer.from_dict(stored) if stored else None
+    data = prepare(market, lookback=config.network.lookback, normalizer=normalizer)
     device = resolve_device(config.device)
     env = TradingEnv(data, "train", config.n_envs, config.env, device=device, seed=config.seed)
     trainer = PPOTrainer(env, config.replace(device=str(device)))
@@ -794,6 +800,7 @@ def _pick(args: argparse.Namespace) -> int:
 
 _BASIS_TAGS = {
     "measured": "measured",
+    "measured (other settings)": "measured*",
     "extrapolated": "extrapolated",
     "roofline estimate": "roofline",
     "floor": "floor",

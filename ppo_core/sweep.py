@@ -176,7 +176,7 @@ def run_sweep(
     )
 
     rebuilt = False
-    if partial_json.is_file() and partial_json.stat().st_size > 0:
+    if _is_complete_json(partial_json):
         partial_json.replace(json_path)
     elif progress.records:
         _write_json_from_records(json_path, progress.records, resolved, profile)
@@ -304,6 +304,15 @@ def _run_pytest(
                 child.wait()
         progress.poll()
     return child.returncode, interrupted, progress
+
+
+def _is_complete_json(path: Path) -> bool:
+    """pytest-benchmark's file, if it was written whole (a killed pytest can leave half)."""
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _write_json_from_records(

@@ -59,7 +59,8 @@ class Timer:
                 self.elapsed_s = gpu.stop_cuda_events(self.device, self._start)
             else:
                 self.elapsed_s = time.perf_counter() - self._start
-            self.samples.append(self.elapsed_s)
+            if exc_info[0] is None:  # a region that raised did not do the work it times
+                self.samples.append(self.elapsed_s)
         finally:
             if self._gc_was_enabled:
                 gc.enable()

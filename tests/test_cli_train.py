@@ -54,3 +54,15 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path, monke
     assert message in err
     assert len(err.splitlines()) == 1
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_resume_keeps_the_checkpoints_feature_scaling(trained, tmp_path):
+    out = tmp_path / "resumed.pt"
+    more = [a if a != "256" else "512" for a in SMALL]  # two more iterations
+    other_data = ["--data", "synthetic", "--bars", "2500"]  # would fit another normaliser
+    resume = ["--resume", str(trained), "--out", str(out), "--json"]
+    assert main(["train", *more, *other_data, *resume]) == 0
+    before, after = checkpoint.load(trained), checkpoint.load(out)
+    assert after.meta["iteration"] == 4
+    for key, value in before.obs_norm.items():
+        assert after.obs_norm[key] == value

@@ -150,3 +150,14 @@ def test_ctrl_c_keeps_the_finished_cases(tmp_path):
     assert 1 <= len(finished) < 3
     assert all(b["extra_info"]["archbench"]["status"] == "ok" for b in finished)
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_a_half_written_benchmark_json_is_not_taken_for_a_result(tmp_path):
+    from ppo_core.sweep import _is_complete_json
+
+    whole, half = tmp_path / "whole.json", tmp_path / "half.json"
+    whole.write_text('{"benchmarks": []}')
+    half.write_text('{"benchmarks": [{"name": "test_')
+    assert _is_complete_json(whole)
+    assert not _is_complete_json(half)
+    assert not _is_complete_json(tmp_path / "missing.json")

@@ -104,9 +104,11 @@ def test_timer_disables_gc_only_inside_and_restores_it():
 
 
 def test_timer_restores_gc_when_the_region_raises():
-    with pytest.raises(RuntimeError), Timer():
+    timer = Timer()
+    with pytest.raises(RuntimeError), timer:
         raise RuntimeError("boom")
     assert gc.isenabled()
+    assert timer.samples == []  # a failed call is not a latency sample
 
 
 def test_timer_wraps_a_callable():
