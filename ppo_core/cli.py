@@ -960,14 +960,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ppo-archbench {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    # Each section above adds its subcommands here, one call per section.
-    _add_training_commands(subcommands)
+    # One call per section above, in the order a new user meets them in --help.
     _add_sizing_commands(subcommands)
+    _add_benchmarks_commands(subcommands)
     _add_reports_commands(subcommands)
     _add_pick_commands(subcommands)
-    _add_benchmarks_commands(subcommands)
+    _add_training_commands(subcommands)
     _add_export_commands(subcommands)
-    del subcommands
     return parser
 
 
