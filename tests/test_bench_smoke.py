@@ -101,3 +101,110 @@ def test_a_bad_preset_is_a_usage_error_naming_it():
     done = _pytest_bench("--collect-only", "--presets", "tiny,huge")
     assert done.returncode == 4  # pytest's usage-error exit code
     assert "unknown preset 'huge'" in done.stderr
+
+
+def _bench_module(monkeypatch, name: str):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(bench_dir()))
+    return importlib.import_module(name)
+
+
+def _logits_with_ties():
+    """(8, 3) eager logits: rows 0-5 decisive (margin 1.0), rows 6-7 tied to within 1e-4."""
+    import torch
+
+    decisive = torch.tensor([[1.0, 0.0, -1.0], [0.0, 1.0, -1.0], [-1.0, 0.0, 1.0]] * 2)
+    tied = torch.tensor([[0.5, 0.5 + 1e-4, -0.5], [-0.5, 0.5, 0.5 + 1e-4]])
+    return torch.cat([decisive, tied])
+
+
+def test_near_tied_flips_are_not_counted_against_a_backend(monkeypatch):
+    cases = _bench_module(monkeypatch, "_cases")
+    reference = _logits_with_ties()
+    logits = reference.clone()
+    logits[6, :2] = logits[6, :2].flip(-1)  # rounding-sized swaps of the tied pairs only
+    logits[7, 1:] = logits[7, 1:].flip(-1)
+    result = cases.decision_agreement(reference, logits, threshold=0.99)
+    assert result.n_obs == 8
+    assert result.n_decisive == 6
+    assert result.action_agreement == 1.0
+    assert result.action_agreement_all == 0.75
+    assert result.refusal() is None
+    metrics = result.metrics()
+    assert metrics["decisive_obs"].value == 6
+    assert metrics["action_agreement_all"].value == 0.75
+
+
+def test_a_backend_that_flips_decisive_actions_is_refused(monkeypatch):
+    cases = _bench_module(monkeypatch, "_cases")
+    reference = _logits_with_ties()
+    logits = reference.clone()
+    logits[0] = logits[0].flip(-1)  # one clear decision reversed
+    result = cases.decision_agreement(reference, logits, threshold=0.99)
+    assert result.action_agreement == 5 / 6
+    why = result.refusal()
+    assert why.startswith("disagrees with eager: 83.3% of decisive actions (threshold 99%)")
+    assert "6 of 8 observations decisive" in why
+    assert "max |dlogit| = 2" in why
+
+
+def test_a_backend_whose_logits_drift_is_refused_even_when_actions_agree(monkeypatch):
+    cases = _bench_module(monkeypatch, "_cases")
+    reference = _logits_with_ties()
+    result = cases.decision_agreement(reference, 3.0 * reference, threshold=0.99)
+    assert result.action_agreement == 1.0
+    assert result.relative_logit_diff > cases.LOGIT_TOLERANCE
+    assert "logit error beyond 1 std" in result.refusal()
+
+
+def test_flat_logits_leave_action_agreement_unavailable(monkeypatch):
+    import torch
+
+    cases = _bench_module(monkeypatch, "_cases")
+    flat = torch.zeros(4, 3)
+    result = cases.decision_agreement(flat, flat, threshold=0.99)
+    assert result.n_decisive == 0
+    assert result.action_agreement is None
+    assert result.refusal() is None
+    assert "no observation's eager margin" in result.metrics()["action_agreement"].unavailable
+
+
+def test_a_disagreeing_backend_gets_an_unavailable_latency_with_the_reason(monkeypatch):
+    """The suite's own path: a real policy, a backend that negates its logits, no timing."""
+    import torch
+
+    from ppo_core.config import NetworkConfig
+    from ppo_core.network import ActorCritic
+    from ppo_core.record import Record
+
+    suite = _bench_module(monkeypatch, "test_inference_latency")
+    network = NetworkConfig(n_features=4, lookback=8, hidden_dims=(32, 16))
+    torch.manual_seed(0)
+    policy = ActorCritic(network).eval()
+    obs = torch.randn(64, network.obs_dim)
+
+    def negated(x):
+        return -policy(x)[0]
+
+    agreement = suite._agreement(negated, policy, obs, batch=16)
+    why = agreement.refusal()
+    assert why is not None
+    assert why.startswith("disagrees with eager: ")
+    base = Record(
+        suite="infer",
+        device="cpu",
+        profile="quick",
+        preset=None,
+        hidden_dims=network.hidden_dims,
+        trunk=network.trunk,
+        obs_dim=network.obs_dim,
+        params=1,
+        case={"batch": 16, "backend": "negated"},
+    )
+    record = suite._unavailable(base, 1, why, 1e-6, agreement.metrics())
+    assert record.metrics["latency_p50_s"].value is None
+    assert record.metrics["latency_p50_s"].unavailable == why
+    assert record.metrics["latency_p99_s"].unavailable == why
+    assert record.metrics["action_agreement"].value < 0.99  # recorded although not timed
+    assert record.metrics["max_abs_logit_diff"].value > 0
