@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+from collections.abc import Callable
+from typing import Any
 
 from _cases import is_oom, oom_record, session_ceilings, timed_rounds
 
@@ -49,7 +51,6 @@ def test_update_large_minibatch(benchmark, emit, options, market, size):
 def _run_case(benchmark, emit, options, market, size, *, kind, n_envs, minibatch):
     from ppo_core.config import PPOConfig
     from ppo_core.env import TradingEnv
-    from ppo_core.machine import measure_ceilings
     from ppo_core.trainer import PPOTrainer
 
     budget = options.budget
@@ -113,15 +114,48 @@ def _run_case(benchmark, emit, options, market, size, *, kind, n_envs, minibatch
         return
     stats = trainer.stats[-len(seconds) :]
     params = sum(p.numel() for p in trainer.policy.parameters())
-    # The ceiling again, right after the case: on a shared machine the session's first
-    # measurement may have met other load. A ceiling is the best rate seen, so the higher one.
-    local = measure_ceilings(options.device, quick=True)
-    ceiling = max(ceilings.matmul_flops_per_s, local.matmul_flops_per_s)
+    del trainer, env  # the ceiling's matmuls below need the memory the case held
+    ceiling, ceiling_metrics = case_ceiling(options.device, ceilings.matmul_flops_per_s)
     metrics = _metrics(stats, seconds, sizing, ceiling)
-    metrics["matmul_ceiling_flops_per_s"] = Metric.measured(
-        ceiling, "FLOP/s", None, [ceilings.matmul_flops_per_s, local.matmul_flops_per_s]
-    )
+    metrics.update(ceiling_metrics)
     emit(dataclasses.replace(base, params=params, metrics=metrics))
+
+
+def case_ceiling(
+    device: str, session_flops_per_s: float, measure: Callable[..., Any] | None = None
+) -> tuple[float, dict[str, Metric]]:
+    """The matmul ceiling for this case: the session's and one measured right after the case
+    (on a shared machine the session's first measurement may have met other load), the higher
+    of the two. Measured with the case's memory released; where even so it runs out of memory,
+    the session's ceiling is used and the record says so. `measure`: measure_ceilings."""
+    import gc
+
+    import torch
+
+    from ppo_core.machine import measure_ceilings
+
+    measure = measure or measure_ceilings
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    try:
+        local: float | None = measure(device, quick=True).matmul_flops_per_s
+        after = Metric.measured(local, "FLOP/s", None)
+    except Exception as error:
+        if not is_oom(error):
+            raise
+        local = None
+        after = Metric.unavailable_because(
+            f"out of memory measuring the ceiling after the case ({type(error).__name__}); "
+            "the session's ceiling is used",
+            "FLOP/s",
+        )
+    rates = [session_flops_per_s] if local is None else [session_flops_per_s, local]
+    ceiling = max(rates)
+    return ceiling, {
+        "matmul_ceiling_flops_per_s": Metric.measured(ceiling, "FLOP/s", None, rates),
+        "matmul_ceiling_after_case_flops_per_s": after,
+    }
 
 
 def _metrics(stats, seconds, sizing, ceiling) -> dict[str, Metric]:

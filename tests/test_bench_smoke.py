@@ -208,3 +208,33 @@ def test_a_disagreeing_backend_gets_an_unavailable_latency_with_the_reason(monke
     assert record.metrics["latency_p99_s"].unavailable == why
     assert record.metrics["action_agreement"].value < 0.99  # recorded although not timed
     assert record.metrics["max_abs_logit_diff"].value > 0
+
+
+def test_train_ceiling_after_the_case_falls_back_to_the_session_on_oom(monkeypatch):
+    from types import SimpleNamespace
+
+    suite = _bench_module(monkeypatch, "test_train_throughput")
+
+    def out_of_memory(device, quick):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8")
+
+    ceiling, metrics = suite.case_ceiling("cpu", 5e10, measure=out_of_memory)
+    assert ceiling == 5e10
+    assert metrics["matmul_ceiling_flops_per_s"].samples == (5e10,)
+    after = metrics["matmul_ceiling_after_case_flops_per_s"]
+    assert after.value is None
+    assert "out of memory" in after.unavailable
+    assert "session's ceiling is used" in after.unavailable
+
+    def faster(device, quick):
+        return SimpleNamespace(matmul_flops_per_s=6e10)
+
+    ceiling, metrics = suite.case_ceiling("cpu", 5e10, measure=faster)
+    assert ceiling == 6e10  # the best rate seen
+    assert metrics["matmul_ceiling_after_case_flops_per_s"].value == 6e10
+
+    def broken(device, quick):
+        raise ValueError("not an OOM")
+
+    with pytest.raises(ValueError, match="not an OOM"):
+        suite.case_ceiling("cpu", 5e10, measure=broken)
