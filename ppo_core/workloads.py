@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from ppo_core.config import NetworkConfig, PPOConfig
 from ppo_core.data import load_market_data, prepare
 from ppo_core.env import TradingEnv
+from ppo_core.memory import PeakMemory, reset_peak_rss
 from ppo_core.trainer import PPOTrainer
 
 __all__ = ["training_setup"]
@@ -30,12 +32,50 @@ def training_setup(
     n_epochs: int = 1,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Build the whole PPO training setup (data, env, policy, Adam, rollout buffer) and run
-    `iterations` full iterations, so every buffer of a real run reaches its peak.
+    """Prepare the market data, then build the PPO training setup (env, policy, Adam, rollout
+    buffer) and run `iterations` full iterations, so every buffer of a real run reaches its peak.
 
-    Returns what was built: params, feature rows on the device and rollout buffer bytes.
+    Returns what was built (params, feature rows on the device, rollout buffer bytes) and
+    "train_rss_delta_bytes": the host RSS peak of the build-and-train region above the RSS it
+    started at, plus the feature array when the env reads it in place (a CPU env shares it, so
+    it was resident before the region), so data preparation's temporaries (pandas, raw bars)
+    are not in it; None with "train_rss_reason" where the peak could not be measured.
     """
     prepared = prepare(load_market_data(data, bars=bars, seed=seed))
+    # Restart the kernel's high-water mark so the region's peak is its own, not the data's.
+    reset_peak_rss()
+    with PeakMemory("cpu") as probe:  # host side only; the caller measures the device
+        trainer, env = _build_and_train(
+            prepared, hidden_dims, n_envs, n_steps, minibatch, iterations, device, n_epochs, seed
+        )
+    report = probe.report
+    region = report.delta_bytes("rss")
+    features = env.features
+    shared = features.device.type == "cpu" and np.shares_memory(features.numpy(), prepared.features)
+    data_before = int(prepared.features.nbytes) if shared else 0
+    return {
+        "params": sum(p.numel() for p in trainer.policy.parameters()),
+        "n_bars": int(features.shape[0]),
+        "rollout_buffer_bytes": int(trainer.rollout_buffer_bytes),
+        "iterations": iterations,
+        "train_rss_delta_bytes": None if region is None else region + data_before,
+        "train_rss_data_bytes": data_before,
+        "train_rss_method": report.rss_method,
+        "train_rss_reason": report.reasons.get("rss"),
+    }
+
+
+def _build_and_train(
+    prepared: Any,
+    hidden_dims: list[int],
+    n_envs: int,
+    n_steps: int,
+    minibatch: int,
+    iterations: int,
+    device: str,
+    n_epochs: int,
+    seed: int,
+) -> tuple[PPOTrainer, TradingEnv]:
     network = NetworkConfig(
         n_features=prepared.n_features, lookback=prepared.lookback, hidden_dims=tuple(hidden_dims)
     )
@@ -55,9 +95,4 @@ def training_setup(
         trainer.train_iteration()
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
-    return {
-        "params": sum(p.numel() for p in trainer.policy.parameters()),
-        "n_bars": int(env.features.shape[0]),
-        "rollout_buffer_bytes": int(trainer.rollout_buffer_bytes),
-        "iterations": iterations,
-    }
+    return trainer, env

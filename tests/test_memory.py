@@ -193,3 +193,29 @@ def test_peak_memory_on_cuda_combines_allocator_and_nvml_views(monkeypatch):
     assert report.process_used_bytes == 2 * GiB
     assert report.nvml_memory_info == "v2"
     assert report.reasons == {}
+
+
+def test_training_workload_peak_leaves_out_data_preparation():
+    """The memory suite's workload: its training figure starts after the data is prepared."""
+    kwargs = {
+        "hidden_dims": [16],
+        "n_envs": 2,
+        "n_steps": 8,
+        "minibatch": 8,
+        "iterations": 1,
+        "device": "cpu",
+        "bars": 1500,
+    }
+    out = measure_isolated("ppo_core.workloads:training_setup", kwargs, timeout_s=300)
+    assert out["status"] == "ok", out["reason"]
+    result = out["result"]
+    assert result["train_rss_reason"] is None
+    assert result["train_rss_method"] in ("hwm", "sampled")
+    # A CPU env reads the prepared (n_bars, n_features) float32 array in place.
+    assert result["train_rss_data_bytes"] > 0
+    assert result["train_rss_data_bytes"] % (result["n_bars"] * 4) == 0
+    assert (
+        0
+        < result["train_rss_delta_bytes"]
+        <= out["rss_delta_bytes"] + result["train_rss_data_bytes"]
+    )
