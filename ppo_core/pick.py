@@ -19,7 +19,7 @@ from ppo_core.gpus import GpuSpec, find_gpu
 from ppo_core.hardware import GPU_TIERS, TierRow, gpu_tier
 from ppo_core.presets import PRESETS, TRAINING_MODES, preset_name
 from ppo_core.sizing import CUDA_CONTEXT_BYTES, SizingEstimate, estimate
-from reports.recommend import USE_CASES, Budgets
+from reports.recommend import MEMORY_SAFETY_MARGIN, USE_CASES, Budgets
 
 __all__ = [
     "ASSUMED_MATMUL_EFFICIENCY",
@@ -37,9 +37,10 @@ __all__ = [
     "resolve_use_case",
 ]
 
-DEFAULT_SAFETY_MARGIN = 0.10
+DEFAULT_SAFETY_MARGIN = MEMORY_SAFETY_MARGIN
 """Share of device memory kept free: allocator fragmentation, cuBLAS workspaces beyond the
-context's, and the gap between the datasheet capacity and what the driver exposes."""
+context's, and the gap between the datasheet capacity and what the driver exposes. The same
+figure as `archbench report`'s memory budget (reports.recommend.MEMORY_SAFETY_MARGIN)."""
 
 ASSUMED_MATMUL_EFFICIENCY = 0.5
 """Roofline estimates assume the update's matmuls run at half the device's peak (dense, the

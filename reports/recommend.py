@@ -9,12 +9,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-import numpy as np
 import pandas as pd
 
-from reports.stats import mann_whitney_u, mean_ci
+from ppo_core.sizing import CUDA_CONTEXT_BYTES
+from reports.stats import bootstrap_percentile_ci, bootstrap_ratio_ci, mann_whitney_u, mean_ci
 
 __all__ = [
+    "KNOWN_BARS_PER_YEAR",
+    "MEMORY_SAFETY_MARGIN",
     "USE_CASES",
     "Budgets",
     "Recommendation",
@@ -25,13 +27,13 @@ __all__ = [
 ]
 
 # Does a size fit? Trust what the driver charged the process first, then what the allocator
-# holds, then host RSS; other byte metrics of the memory suite after those.
+# holds, then host RSS; the device-wide NVML figure (other processes included) last.
 _FIT_METRICS = (
     "nvml_process_used_bytes",
     "torch_reserved_bytes",
-    "nvml_device_used_bytes",
     "torch_allocated_bytes",
     "peak_rss_bytes",
+    "nvml_device_used_bytes",
 )
 # Is the sizing model right? Compare what it models (tensors, no CUDA context) with the
 # allocator's peak on a GPU or RSS on a CPU.
@@ -40,6 +42,25 @@ _CHECK_METRICS = ("torch_allocated_bytes", "peak_rss_bytes")
 _NOT_FOOTPRINT = ("checkpoint", "cuda_context")
 _THROUGHPUT_METRIC = "env_steps_per_s"
 _MIN_AGREEMENT = 0.99
+# A p99 from fewer raw samples is one or two extreme values; its bootstrap CI says nothing.
+# With 20-100 samples the CI is wide (the top few samples), which is the honest answer.
+_MIN_P99_SAMPLES = 20
+
+MEMORY_SAFETY_MARGIN = 0.10
+"""Share of the GPU's memory kept free when the budget is the GPU itself: allocator
+fragmentation, cuBLAS workspaces beyond the context's, and the gap between the datasheet
+capacity and what the driver exposes. `ppo_core.pick` uses the same figure."""
+
+KNOWN_BARS_PER_YEAR = {
+    "synthetic": 8766.0,
+    "sp500": 252.0,
+    "nasdaq": 252.0,
+    "googl": 252.0,
+    "eurusd-1h": 6280.0,
+}
+"""Bars per year of the datasets bench/ runs, for records written before the overfit suite
+put `bars_per_year` (MarketData.periods_per_year) into its case: synthetic is hourly 24/7
+(365.25 x 24), equities trade ~252 days a year, hourly EUR/USD ~6,280 bars (weekends absent)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +77,8 @@ class Budgets:
     min_throughput_fraction: float = 0.25
     """Extended training: the least throughput, as a fraction of the fastest size, worth using."""
     limited_data_bars: int | None = None
-    """Limited data: dataset lengths counted as < 1 year; None means the shortest one measured."""
+    """Limited data: the most bars counted as limited; None means less than one year of bars
+    (bars / bars per year of the dataset < 1)."""
     alpha: float = 0.05
     """Significance level for 'inside the measurement noise'."""
 
@@ -173,8 +195,13 @@ class Recommendation:
     runner_up: str | None = None
     """The next best preset, if any."""
     within_noise: bool | None = None
-    """True when the deciding figure of winner and runner-up differ by less than the noise;
-    None when the samples are too few to tell."""
+    """True when the deciding figure is within the measurement noise of `noise_against`: of
+    the runner-up's (use cases ranked on a figure), or of the budget or threshold that admitted
+    the winner (use cases ranked by params: it may not really meet it); None when the samples
+    are too few to tell."""
+    noise_against: str | None = None
+    """What `within_noise` compared the winner's figure with: 'runner-up', or the constraint
+    (e.g. 'batch-1 p99 <= 1 ms'); None when nothing was compared."""
 
 
 def recommend(df: pd.DataFrame, budgets: Budgets | None = None) -> list[Recommendation]:
@@ -183,14 +210,17 @@ def recommend(df: pd.DataFrame, budgets: Budgets | None = None) -> list[Recommen
     out = []
     for run, frame in df.groupby("run", sort=False):
         summary = preset_summary(frame)
-        run_budgets = budgets
+        run_budgets, memory_note = budgets, "given budget"
         if budgets.memory_bytes is None:
             gpu_memory = frame["gpu_memory_bytes"].dropna()
             if len(gpu_memory):
-                run_budgets = replace(budgets, memory_bytes=float(gpu_memory.iloc[0]))
+                # The same usable share of the card as `archbench pick`.
+                usable = float(gpu_memory.iloc[0]) * (1 - MEMORY_SAFETY_MARGIN)
+                run_budgets = replace(budgets, memory_bytes=usable)
+                memory_note = f"GPU memory minus a {MEMORY_SAFETY_MARGIN:.0%} safety margin"
         gaps = _suite_gaps(frame)
         for use_case in USE_CASES:
-            rec = _decide(str(run), use_case, summary, run_budgets)
+            rec = _decide(str(run), use_case, summary, run_budgets, memory_note)
             for suite, why in gaps.items():
                 rec = replace(
                     rec, reason=rec.reason.replace(f"({suite} suite missing)", f"({why})")
@@ -199,30 +229,36 @@ def recommend(df: pd.DataFrame, budgets: Budgets | None = None) -> list[Recommen
     return out
 
 
-def preset_summary(frame: pd.DataFrame) -> pd.DataFrame:
+def preset_summary(frame: pd.DataFrame, budgets: Budgets | None = None) -> pd.DataFrame:
     """One row per preset of ONE run with the figures the use cases decide on.
 
-    Columns: preset, hidden_dims, params, oom, throughput (+_samples, _case), latency_p99
-    (+_samples, _backend), memory_bytes (+_source: what must fit, or 'predicted'),
-    memory_check_bytes (+_source, _predicted: the figure that checks the sizing model),
-    val_sharpe (+_samples), sharpe_gap (+_samples), short_sharpe_gap (+_samples), bars,
-    short_bars. Columns a run has no data for are absent.
+    Columns: preset, hidden_dims, params, oom (any case OOM), oom_suites (the suites with an
+    OOM case), throughput (+_samples, _case), latency_p99 (+_raw: the batch-1 latency samples
+    its p99 was taken from, _backend), memory_bytes (+_source: what must fit, with the CUDA
+    context on a GPU run, or 'predicted'), memory_check_bytes (+_source, _predicted: the figure
+    that checks the sizing model), val_sharpe (+_samples), sharpe_gap (+_samples),
+    short_sharpe_gap (+_samples), bars, long_data, short_bars, short_data (the datasets the
+    overfit figures come from, with their length in years). Absent columns: no data.
     """
+    budgets = budgets or Budgets()
     sized = frame[frame["preset"].notna()]
+    datasets = _overfit_datasets(frame, budgets)
     rows = []
     for preset, rows_p in sized.groupby("preset", sort=False):
         dims = rows_p["hidden_dims"].dropna()
         params = rows_p["params"].dropna()
+        oom_suites = tuple(dict.fromkeys(rows_p.loc[rows_p["status"] == "oom", "suite"]))
         row = {
             "preset": preset,
             "hidden_dims": dims.iloc[0] if len(dims) else None,
             "params": int(params.iloc[0]) if len(params) else None,
-            "oom": bool((rows_p["status"] == "oom").any()),
+            "oom": bool(oom_suites),
+            "oom_suites": oom_suites,
         }
         row.update(_throughput(rows_p))
         row.update(_latency(rows_p))
         row.update(_memory(rows_p))
-        row.update(_overfit(rows_p, frame))
+        row.update(_overfit(rows_p, datasets))
         rows.append(row)
     summary = pd.DataFrame(rows)
     if len(summary):
@@ -262,17 +298,22 @@ def _suite_gaps(frame: pd.DataFrame) -> dict[str, str]:
 
 
 def _metric_rows(rows: pd.DataFrame, suite: str, metric: str) -> pd.DataFrame:
-    return rows[(rows["suite"] == suite) & (rows["metric"] == metric) & rows["value"].notna()]
+    return rows[
+        (rows["suite"] == suite)
+        & (rows["metric"] == metric)
+        & (rows["status"] == "ok")
+        & rows["value"].notna()
+    ]
 
 
 def _throughput(rows: pd.DataFrame) -> dict:
     m = _metric_rows(rows, "train", _THROUGHPUT_METRIC)
     if m.empty:
         return {}
-    best = m.loc[m["value"].idxmax()]
-    samples = best["samples"] or (best["value"],)
+    best = m.loc[m["value"].astype(float).idxmax()]
+    samples = tuple(best["samples"]) or (best["value"],)
     return {
-        "throughput": best["value"],
+        "throughput": float(best["value"]),
         "throughput_samples": samples,
         "throughput_case": best["case"],
     }
@@ -288,63 +329,122 @@ def _latency(rows: pd.DataFrame) -> dict:
     m = m[~m["case"].isin(low_agreement)]
     if m.empty:
         return {}
-    best = m.loc[m["value"].idxmin()]
+    best = m.loc[m["value"].astype(float).idxmin()]
     backend = best.get("case_backend")
     return {
-        "latency_p99": best["value"],
-        "latency_p99_samples": _p99_samples(best["samples"]),
+        "latency_p99": float(best["value"]),
+        "latency_p99_raw": tuple(best["samples"]),
         "latency_backend": backend if isinstance(backend, str) else "eager",
     }
 
 
-def _p99_samples(samples: tuple[float, ...]) -> tuple[float, ...]:
-    """Raw latency samples say nothing about the p99's own noise; resampled p99s do."""
-    if len(samples) < 10:
-        return ()
-    rng = np.random.default_rng(0)
-    draws = rng.choice(np.asarray(samples), size=(20, len(samples)))
-    return tuple(float(v) for v in np.percentile(draws, 99, axis=1))
-
-
 def _memory(rows: pd.DataFrame) -> dict:
-    m = rows[(rows["suite"] == "memory") & rows["value"].notna()]
-    footprint = m[(m["unit"] == "B") & ~m["metric"].str.startswith(_NOT_FOOTPRINT)]
+    m = rows[(rows["suite"] == "memory") & (rows["status"] == "ok") & rows["value"].notna()]
+    footprint = m[(m["unit"] == "B") & ~m["metric"].astype(str).str.startswith(_NOT_FOOTPRINT)]
+    on_gpu = rows["device"].astype(str).str.startswith("cuda").any()
+    context = _cuda_context(rows) if on_gpu else 0.0
     out: dict = {}
     for names, prefix in ((_FIT_METRICS, "memory"), (_CHECK_METRICS, "memory_check")):
         ordered = [footprint[footprint["metric"] == n] for n in names] + [footprint]
         hit = next((h for h in ordered if len(h)), None)
         if hit is not None:
-            row = hit.loc[hit["value"].idxmax()]
+            row = hit.loc[hit["value"].astype(float).idxmax()]
             out[f"{prefix}_bytes"] = float(row["value"])
             out[f"{prefix}_source"] = row["metric"]
             out[f"{prefix}_predicted"] = row["predicted"]
+    if "memory_bytes" in out and out["memory_source"].startswith("torch_") and context:
+        # The allocator does not see the CUDA context, but the card has to hold it.
+        out["memory_bytes"] += context
+        out["memory_source"] += " + CUDA context"
     if "memory_bytes" not in out:
         for predicted in rows["record_predicted"]:
             if isinstance(predicted, dict) and predicted.get("train_bytes"):
-                out["memory_bytes"] = float(predicted["train_bytes"])
-                out["memory_source"] = "predicted"
+                out["memory_bytes"] = float(predicted["train_bytes"]) + context
+                out["memory_source"] = "predicted" + (" + CUDA context" if context else "")
                 break
     return out
 
 
-def _overfit(rows: pd.DataFrame, frame: pd.DataFrame) -> dict:
-    if "case_bars" not in frame:
+def _cuda_context(rows: pd.DataFrame) -> float:
+    """The CUDA context the sizing model states in the records, else its constant."""
+    for predicted in rows["record_predicted"]:
+        if isinstance(predicted, dict) and predicted.get("cuda_context_bytes"):
+            return float(predicted["cuda_context_bytes"])
+    return float(CUDA_CONTEXT_BYTES)
+
+
+def _bars_per_year(case: dict) -> float | None:
+    recorded = case.get("bars_per_year")
+    if isinstance(recorded, int | float) and recorded > 0:
+        return float(recorded)
+    name = case.get("dataset")
+    return KNOWN_BARS_PER_YEAR.get(name.strip().lower()) if isinstance(name, str) else None
+
+
+def _overfit_datasets(frame: pd.DataFrame, budgets: Budgets) -> dict:
+    """Which overfit cases are 'the longest dataset' and which are 'limited data'.
+
+    A case is (dataset, bars): only cases of the same dataset and length are pooled. Length
+    compares in years (bars / bars per year), so 5,000 daily bars are 20 years, not 'short'.
+    Limited data: under one year (or <= Budgets.limited_data_bars bars when that is set).
+    """
+    rows = frame[(frame["suite"] == "overfit") & (frame["status"] == "ok")]
+    cases: dict[tuple[str, int], float | None] = {}
+    for case in rows["case_dict"]:
+        if not isinstance(case, dict) or not isinstance(case.get("bars"), int | float):
+            continue
+        dataset = str(case.get("dataset", "unnamed dataset"))
+        per_year = _bars_per_year(case)
+        cases[(dataset, int(case["bars"]))] = (
+            None if per_year is None else int(case["bars"]) / per_year
+        )
+    if not cases:
         return {}
-    all_bars = frame.loc[frame["suite"] == "overfit", "case_bars"].dropna()
-    if all_bars.empty:
+    # Unknown durations rank by bars after every known one; never mixed into 'limited data'.
+    longest = max(cases, key=lambda k: (cases[k] is not None, cases[k] or 0.0, k[1]))
+    if budgets.limited_data_bars is not None:
+        short = [k for k in cases if k[1] <= budgets.limited_data_bars]
+    else:
+        short = [k for k in cases if cases[k] is not None and cases[k] < 1.0]
+    known = [k for k in cases if cases[k] is not None]
+    shortest = min(known, key=lambda k: cases[k]) if known else min(cases, key=lambda k: k[1])
+    return {"cases": cases, "longest": longest, "short": short, "shortest": shortest}
+
+
+def _data_text(key: tuple[str, int], years: float | None) -> str:
+    dataset, bars = key
+    length = "unknown bars per year" if years is None else f"{years:.2g} years"
+    return f"{dataset} {bars:,} bars ({length})"
+
+
+def _overfit(rows: pd.DataFrame, datasets: dict) -> dict:
+    if not datasets:
         return {}
-    longest, shortest = int(all_bars.max()), int(all_bars.min())
-    out: dict = {"bars": longest, "short_bars": shortest}
-    for column, metric, bars in (
-        ("val_sharpe", "val_sharpe", longest),
-        ("sharpe_gap", "sharpe_gap", longest),
-        ("short_sharpe_gap", "sharpe_gap", shortest),
+    cases = datasets["cases"]
+    longest, short = datasets["longest"], datasets["short"]
+    out: dict = {
+        "bars": longest[1],
+        "long_data": _data_text(longest, cases[longest]),
+        "short_bars": max((k[1] for k in short), default=None),
+        "short_data": "; ".join(_data_text(k, cases[k]) for k in short) or None,
+        "shortest_data": _data_text(datasets["shortest"], cases[datasets["shortest"]]),
+    }
+    for column, metric, keys in (
+        ("val_sharpe", "val_sharpe", [longest]),
+        ("sharpe_gap", "sharpe_gap", [longest]),
+        ("short_sharpe_gap", "sharpe_gap", short),
     ):
         m = _metric_rows(rows, "overfit", metric)
-        m = m[m["case_bars"] == bars]
+        if m.empty or not keys:
+            continue
+        in_keys = [
+            (str(c.get("dataset", "unnamed dataset")), int(c.get("bars", -1))) in keys
+            for c in m["case_dict"]
+        ]
+        m = m[in_keys]
         if len(m):
-            out[column] = float(m["value"].mean())
-            out[f"{column}_samples"] = tuple(m["value"])
+            out[column] = float(m["value"].astype(float).mean())
+            out[f"{column}_samples"] = tuple(float(v) for v in m["value"])
     return out
 
 
@@ -354,16 +454,25 @@ def _has(summary: pd.DataFrame, column: str) -> pd.DataFrame:
     return summary[summary[column].notna()]
 
 
+def _not_oom_in(pool: pd.DataFrame, suite: str) -> pd.DataFrame:
+    if "oom_suites" not in pool:
+        return pool
+    return pool[[suite not in suites for suites in pool["oom_suites"]]]
+
+
 def _limit(
-    kind: str, pool: pd.DataFrame, summary: pd.DataFrame, budgets: Budgets
+    kind: str, pool: pd.DataFrame, summary: pd.DataFrame, budgets: Budgets, memory_note: str
 ) -> tuple[pd.DataFrame, str, str]:
     """Apply one constraint: (remaining sizes, the constraint stated, the closest miss)."""
     if kind == "memory":
+        fits = _not_oom_in(pool, "memory")  # went out of memory measuring it: does not fit
+        gone = [p for p in pool["preset"] if p not in set(fits["preset"])]
+        oom = f"; {', '.join(gone)} went OOM in the memory suite" if gone else ""
         if budgets.memory_bytes is None:
-            return pool, "no memory limit known (CPU run, no budget given)", ""
+            return fits, f"no memory limit known (CPU run, no budget given){oom}", ""
         limit = budgets.memory_bytes
-        note = f"memory <= {limit / 2**30:.3g} GiB"
-        known = _has(pool, "memory_bytes")
+        note = f"memory <= {limit / 2**30:.3g} GiB ({memory_note}){oom}"
+        known = _has(fits, "memory_bytes")
         closest = known.nsmallest(1, "memory_bytes")
         miss = "".join(
             f"; smallest need is {r.preset} at {r.memory_bytes / 2**30:.3g} GiB"
@@ -395,11 +504,14 @@ def _limit(
         note = f"throughput >= {fraction:.0%} of the fastest ({floor:,.0f} env steps/s)"
         return known[known["throughput"] >= floor], note, ""
     if kind == "short_data":
-        bars = int(pool["short_bars"].iloc[0])
         limit = budgets.limited_data_bars
-        if limit is not None and bars > limit:
-            return pool.iloc[0:0], f"a dataset of <= {limit} bars", f"; shortest was {bars} bars"
-        return pool, f"dataset of {bars} bars", ""
+        wanted = "< 1 year of bars" if limit is None else f"<= {limit:,} bars"
+        short = _has(pool, "short_data")
+        if short.empty:
+            shortest = _has(summary, "shortest_data")
+            miss = "".join(f"; shortest was {r}" for r in shortest["shortest_data"].iloc[:1])
+            return short, f"a dataset of {wanted}", miss
+        return short, f"{wanted}: {short['short_data'].iloc[0]}", ""
     raise ValueError(f"UseCase.limits has unknown constraint {kind!r}")
 
 
@@ -418,21 +530,77 @@ def _samples(row: pd.Series, key: str) -> tuple[float, ...]:
     return tuple(samples) if isinstance(samples, tuple) else ()
 
 
-def _decide(run: str, use: UseCase, summary: pd.DataFrame, budgets: Budgets) -> Recommendation:
+def _p99_ci(raw: Sequence[float], alpha: float) -> tuple[float, float] | None:
+    """Bootstrap CI of a p99 from its raw latency samples; None when too few for one."""
+    if len(raw) < _MIN_P99_SAMPLES:
+        return None
+    return bootstrap_percentile_ci(raw, 99.0, confidence=1 - alpha)
+
+
+def _p99_within_noise(a: Sequence[float], b: Sequence[float], alpha: float) -> bool | None:
+    """Are two p99s within noise? The bootstrap CI of their ratio contains 1."""
+    if len(a) < _MIN_P99_SAMPLES or len(b) < _MIN_P99_SAMPLES:
+        return None
+    low, high = bootstrap_ratio_ci(a, b, percentile=99.0, confidence=1 - alpha)
+    return bool(low <= 1.0 <= high)
+
+
+def _near_threshold(row: pd.Series, kind: str, limit: float, alpha: float) -> bool | None:
+    """Is the winner's constrained figure within noise of the threshold that admitted it?"""
+    if kind == "latency":
+        interval = _p99_ci(_raw(row, "latency_p99_raw"), alpha)
+    else:
+        column = {"sharpe_gap": "sharpe_gap", "throughput": "throughput"}[kind]
+        samples = _samples(row, column)
+        interval = mean_ci(samples)[1:] if len(samples) >= 2 else None
+    if interval is None or any(math.isnan(v) for v in interval):
+        return None
+    return bool(interval[0] <= limit <= interval[1])
+
+
+def _raw(row: pd.Series, column: str) -> tuple[float, ...]:
+    value = row.get(column)
+    return tuple(value) if isinstance(value, tuple) else ()
+
+
+def _threshold(kind: str, summary: pd.DataFrame, budgets: Budgets) -> float | None:
+    if kind == "latency":
+        return None if _has(summary, "latency_p99").empty else budgets.latency_p99_s
+    if kind == "sharpe_gap":
+        return budgets.max_sharpe_gap
+    if kind == "throughput":
+        return budgets.min_throughput_fraction * float(
+            _has(summary, "throughput")["throughput"].max()
+        )
+    return None
+
+
+def _decide(
+    run: str, use: UseCase, summary: pd.DataFrame, budgets: Budgets, memory_note: str
+) -> Recommendation:
     def none(why: str) -> Recommendation:
         return Recommendation(run, use.name, None, None, f"no recommendation: {why}")
 
     if summary.empty:
         return none("the run has no per-preset records")
     key = use.metric
-    pool = _has(summary[~summary["oom"]], key)
-    if pool.empty:
-        what, suite = _MEASURES[key]
+    what, suite = _MEASURES[key]
+    measured = _has(summary, key)
+    if measured.empty:
+        if "short_data" in use.limits and not _has(summary, "shortest_data").empty:
+            _, note, miss = _limit("short_data", measured, summary, budgets, memory_note)
+            return none(f"no size meets {note}{miss}")
         return none(f"no {what} measured ({suite} suite missing)")
+    # Only an OOM in the suite that measures the deciding figure rules a size out here.
+    pool = _not_oom_in(measured, suite)
+    if pool.empty:
+        return none(f"every size with a {what} went OOM in the {suite} suite")
     notes = []
+    applied = []
     for kind in use.limits:
-        pool, note, miss = _limit(kind, pool, summary, budgets)
+        pool, note, miss = _limit(kind, pool, summary, budgets, memory_note)
         notes.append(note)
+        applied.append((kind, note))
         if pool.empty:
             earlier = f" (after {'; '.join(notes[:-1])})" if len(notes) > 1 else ""
             return none(f"no size meets {note}{miss}{earlier}")
@@ -442,9 +610,25 @@ def _decide(run: str, use: UseCase, summary: pd.DataFrame, budgets: Budgets) -> 
     reason = f"{best['preset']}: {_fmt(key, best[key])}, {best['params']:,} params"
     if key == "latency_p99":
         reason += f" ({best['latency_backend']})"
-    noise = None
     if runner is not None:
         reason += f"; runner-up {runner['preset']}: {_fmt(key, runner[key])}"
+    noise, against = None, None
+    if use.rank_by == "params":
+        # Ranked by size: the question is whether the winner really meets its constraint.
+        deciding = [(k, n) for k, n in applied if k not in ("memory", "short_data")]
+        if deciding:
+            kind, against = deciding[-1]
+            limit = _threshold(kind, summary, budgets)
+            if limit is not None:
+                noise = _near_threshold(best, kind, limit, budgets.alpha)
+            else:
+                against = None
+    elif runner is not None and key == "latency_p99":
+        against = "runner-up"
+        raw = _raw(best, "latency_p99_raw"), _raw(runner, "latency_p99_raw")
+        noise = _p99_within_noise(*raw, budgets.alpha)
+    elif runner is not None:
+        against = "runner-up"
         noise = within_noise(_samples(best, key), _samples(runner, key), budgets.alpha)
     if notes:
         reason += f" [{'; '.join(notes)}]"
@@ -456,4 +640,5 @@ def _decide(run: str, use: UseCase, summary: pd.DataFrame, budgets: Budgets) -> 
         reason=reason,
         runner_up=runner["preset"] if runner is not None else None,
         within_noise=noise,
+        noise_against=against,
     )

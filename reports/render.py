@@ -19,7 +19,14 @@ from plotly.offline import get_plotlyjs, get_plotlyjs_version
 from plotly.subplots import make_subplots
 
 from reports.load import ReportError, load_runs, missing_suites, run_info
-from reports.recommend import USE_CASES, Budgets, Recommendation, preset_summary, recommend
+from reports.recommend import (
+    MEMORY_SAFETY_MARGIN,
+    USE_CASES,
+    Budgets,
+    Recommendation,
+    preset_summary,
+    recommend,
+)
 from reports.stats import mean_ci
 
 __all__ = ["CHARTS", "render_html", "render_report", "write_section"]
@@ -247,13 +254,22 @@ def _recommendations_table(recs: list[Recommendation], runs: list[str]) -> str:
             if rec.hidden_dims is None:
                 cells.append(_Raw(f"<span class='note'>{_e(rec.reason)}</span>"))
                 continue
-            noise = {
-                True: "<br><b>within noise</b> of the runner-up: either is as good",
-                False: "<br>ahead of the runner-up beyond the measurement noise",
-                None: "",
-            }[rec.within_noise]
-            if rec.within_noise is None and rec.runner_up:
-                noise = "<br>too few samples to tell whether the runner-up differs"
+            if rec.noise_against in (None, "runner-up"):
+                noise = {
+                    True: "<br><b>within noise</b> of the runner-up: either is as good",
+                    False: "<br>ahead of the runner-up beyond the measurement noise",
+                    None: "",
+                }[rec.within_noise]
+                if rec.within_noise is None and rec.runner_up:
+                    noise = "<br>too few samples to tell whether the runner-up differs"
+            else:
+                against = _e(rec.noise_against)
+                noise = {
+                    True: f"<br><b>within noise</b> of the limit ({against}): it may not "
+                    "really meet it; the runner-up is the safer choice",
+                    False: f"<br>meets the limit ({against}) beyond the measurement noise",
+                    None: f"<br>too few samples to tell how close it is to the limit ({against})",
+                }[rec.within_noise]
             cells.append(
                 _Raw(
                     f"<b>{_e(rec.preset)}</b> [{_e(rec.hidden_dims)}]<br>"
@@ -272,7 +288,7 @@ def _use_case_table(budgets: Budgets) -> str:
         else f"{budgets.memory_bytes / 2**30:.1f} GiB"
     )
     limited = (
-        "the shortest dataset measured"
+        "less than one year of bars (bars / the dataset's bars per year)"
         if budgets.limited_data_bars is None
         else f"<= {budgets.limited_data_bars} bars"
     )
@@ -280,8 +296,12 @@ def _use_case_table(budgets: Budgets) -> str:
         f"Budgets: batch-1 p99 latency {budgets.latency_p99_s * 1e3:g} ms; memory {memory}; "
         f"Sharpe gap threshold {budgets.max_sharpe_gap:g}; extended training needs >= "
         f"{budgets.min_throughput_fraction:.0%} of the fastest size's throughput; limited data "
-        f"means {limited}; noise tests at alpha {budgets.alpha:g} (Mann-Whitney U on raw "
-        "samples, or 95% t intervals of seed means when there are too few samples)."
+        f"means {limited}; the memory budget on a GPU run is its memory minus a "
+        f"{MEMORY_SAFETY_MARGIN:.0%} safety margin and a size's need includes the CUDA context; "
+        f"noise tests at alpha {budgets.alpha:g} (Mann-Whitney U on raw "
+        "samples, or 95% t intervals of seed means when there are too few samples; a p99 "
+        "latency by a bootstrap CI of the p99). Sizes ranked by parameters are checked "
+        "against the limit that admitted them, not against the runner-up."
     )
     return (
         "<details><summary>How each use case is decided</summary>"

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MannWhitney", "bootstrap_ratio_ci", "mann_whitney_u", "mean_ci", "t_critical_975"]
+__all__ = [
+    "MannWhitney",
+    "bootstrap_percentile_ci",
+    "bootstrap_ratio_ci",
+    "mann_whitney_u",
+    "mean_ci",
+    "t_critical_975",
+]
 
 # Two-sided 95% Student t critical values t_{0.975, df} for df = 1..30 (standard tables).
 _T975 = (
@@ -66,19 +73,42 @@ def bootstrap_ratio_ci(
     n_boot: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
+    percentile: float = 50.0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of median(b) / median(a), resampling each run independently."""
+    """Percentile bootstrap CI of P(b) / P(a), resampling each run independently.
+
+    P is the median by default; percentile=99 gives the CI of a p99 ratio.
+    """
     x = np.asarray(a, dtype=float)
     y = np.asarray(b, dtype=float)
     if len(x) == 0 or len(y) == 0:
         raise ValueError("bootstrap_ratio_ci needs at least one value in each sample")
     rng = np.random.default_rng(seed)
-    med_a = np.median(rng.choice(x, size=(n_boot, len(x))), axis=1)
-    med_b = np.median(rng.choice(y, size=(n_boot, len(y))), axis=1)
+    med_a = np.percentile(rng.choice(x, size=(n_boot, len(x))), percentile, axis=1)
+    med_b = np.percentile(rng.choice(y, size=(n_boot, len(y))), percentile, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = med_b / med_a
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(ratios, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_percentile_ci(
+    values: Sequence[float],
+    percentile: float,
+    *,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of one sample's `percentile` (e.g. 99 for a p99 latency)."""
+    x = np.asarray(values, dtype=float)
+    if len(x) == 0:
+        raise ValueError("bootstrap_percentile_ci needs at least one value")
+    rng = np.random.default_rng(seed)
+    stats = np.percentile(rng.choice(x, size=(n_boot, len(x))), percentile, axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(stats, [tail, 100 - tail])
     return float(low), float(high)
 
 

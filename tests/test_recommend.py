@@ -5,16 +5,34 @@ Stats expectations are worked by hand in comments; fixtures come from make_repor
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from ppo_core.pick import DEFAULT_SAFETY_MARGIN
+from ppo_core.sizing import CUDA_CONTEXT_BYTES
 from reports.load import load_runs
-from reports.recommend import USE_CASES, Budgets, Recommendation, preset_summary, recommend
+from reports.recommend import (
+    MEMORY_SAFETY_MARGIN,
+    USE_CASES,
+    Budgets,
+    Recommendation,
+    preset_summary,
+    recommend,
+)
 from reports.recommend import within_noise as noise
-from reports.stats import bootstrap_ratio_ci, mann_whitney_u, mean_ci, t_critical_975
+from reports.stats import (
+    bootstrap_percentile_ci,
+    bootstrap_ratio_ci,
+    mann_whitney_u,
+    mean_ci,
+    t_critical_975,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUN = FIXTURES / "run-cpu-quick.json"
@@ -141,7 +159,11 @@ def test_one_preset_run_has_no_runner_up():
     recs = recommend(load_runs([FIXTURES / "one-preset.json"]))
     chosen = [r for r in recs if r.hidden_dims is not None]
     assert chosen
-    assert all(r.runner_up is None and r.within_noise is None for r in chosen)
+    assert all(r.runner_up is None for r in chosen)
+    # Nothing to compare with except, for sizes ranked by params, the limit that admitted them.
+    for rec in chosen:
+        if rec.within_noise is not None:
+            assert rec.noise_against not in (None, "runner-up")
 
 
 def test_records_and_budgets_are_frozen_and_validated():
@@ -150,3 +172,171 @@ def test_records_and_budgets_are_frozen_and_validated():
         rec.preset = "y"  # type: ignore[misc]
     with pytest.raises(ValueError, match="latency_p99_s"):
         Budgets(latency_p99_s=-1)
+
+
+def _derived(tmp_path: Path, name: str, edit, *, machine: dict | None = None) -> Path:
+    """RUN with `edit(benchmarks)` applied (it returns the new list), written to tmp_path."""
+    data = json.loads(RUN.read_text())
+    data["benchmarks"] = edit(data["benchmarks"])
+    if machine:
+        data["machine_info"].setdefault("archbench", {}).update(machine)
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _record(bench: dict) -> dict:
+    return bench["extra_info"]["archbench"]
+
+
+def _overfit_as(benchmarks: list, dataset: str, bars: int, offset: float, **case) -> list:
+    """Copies of RUN's overfit records as if run on `dataset` with `bars` bars; every figure
+    shifted by `offset` so that the figures of each dataset can be told apart."""
+    out = []
+    for bench in benchmarks:
+        if _record(bench)["suite"] != "overfit":
+            continue
+        bench = copy.deepcopy(bench)
+        record = _record(bench)
+        record["case"].update(dataset=dataset, bars=bars, **case)
+        for metric in record["metrics"].values():
+            if metric["value"] is not None:
+                metric["value"] += offset
+                metric["samples"] = [v + offset for v in metric["samples"]]
+        out.append(bench)
+    return out
+
+
+def _overfit_values(benchmarks: list, dataset: str, bars: int, metric: str) -> dict:
+    values: dict = {}
+    for bench in benchmarks:
+        record = _record(bench)
+        case = record["case"]
+        if record["suite"] == "overfit" and (case["dataset"], case["bars"]) == (dataset, bars):
+            values.setdefault(record["preset"], []).append(record["metrics"][metric]["value"])
+    return {preset: sum(v) / len(v) for preset, v in values.items()}
+
+
+def test_dataset_length_is_judged_in_years_per_dataset(tmp_path):
+    # Many daily bars are many years: 5,031 sp500 bars (20 y) are the longest data, not the
+    # shortest; 2,000 'googl' bars recorded with their own bars_per_year (252) are ~8 years.
+    def edit(benchmarks):
+        kept = [b for b in benchmarks if _record(b)["suite"] != "overfit"]
+        daily = _overfit_as(benchmarks, "sp500", 5031, 1.0)
+        eight_years = _overfit_as(benchmarks, "googl", 2000, 2.0, bars_per_year=252.0)
+        return kept + daily + eight_years
+
+    path = _derived(tmp_path, "daily.json", edit)
+    benchmarks = json.loads(path.read_text())["benchmarks"]
+    summary = preset_summary(load_runs([path])).set_index("preset")
+    expected = _overfit_values(benchmarks, "sp500", 5031, "val_sharpe")
+    for preset, value in expected.items():
+        assert summary.loc[preset, "val_sharpe"] == pytest.approx(value)  # sp500 only, pooled
+        assert summary.loc[preset, "long_data"] == "sp500 5,031 bars (20 years)"
+        assert pd.isna(summary.loc[preset, "short_data"])  # nothing under one year
+    recs = {r.use_case: r for r in recommend(load_runs([path]))}
+    limited = recs["limited data (< 1 year of bars)"]
+    assert limited.hidden_dims is None
+    assert "no size meets a dataset of < 1 year of bars" in limited.reason
+    assert "shortest was googl 2,000 bars (7.9 years)" in limited.reason
+
+
+def test_limited_data_pools_only_the_short_datasets(tmp_path):
+    # RUN's synthetic data (hourly, 24/7) is under one year; add 20 years of sp500 beside it.
+    def edit(benchmarks):
+        return benchmarks + _overfit_as(benchmarks, "sp500", 5031, 5.0)
+
+    path = _derived(tmp_path, "mixed.json", edit)
+    benchmarks = json.loads(RUN.read_text())["benchmarks"]
+    summary = preset_summary(load_runs([path])).set_index("preset")
+    for preset in summary.index:
+        gaps = [
+            _record(b)["metrics"]["sharpe_gap"]["value"]
+            for b in benchmarks
+            if _record(b)["suite"] == "overfit" and _record(b)["preset"] == preset
+        ]
+        assert summary.loc[preset, "short_sharpe_gap"] == pytest.approx(sum(gaps) / len(gaps))
+        assert "sp500" not in summary.loc[preset, "short_data"]
+        assert summary.loc[preset, "long_data"].startswith("sp500")
+
+
+def _oom_in(suite: str, preset: str):
+    def edit(benchmarks):
+        for bench in benchmarks:
+            record = _record(bench)
+            if record["suite"] == suite and record["preset"] == preset:
+                record.update(status="oom", reason="out of memory (derived)", metrics={})
+        return benchmarks
+
+    return edit
+
+
+def test_an_oom_rules_a_size_out_only_where_its_suite_decides(tmp_path, run_df):
+    m = run_df[(run_df["suite"] == "train") & (run_df["metric"] == "env_steps_per_s")]
+    fastest = m.loc[m["value"].idxmax(), "preset"]
+    # OOM in the infer suite: still the fastest to train; gone from live trading only.
+    infer_oom = load_runs([_derived(tmp_path, "infer-oom.json", _oom_in("infer", fastest))])
+    recs = {r.use_case: r for r in recommend(infer_oom, Budgets(latency_p99_s=10.0))}
+    assert recs["quick iteration"].preset == fastest
+    assert recs["live trading"].preset not in (None, fastest)
+    # OOM in the memory suite: does not fit, so not for any use case with a memory limit.
+    memory_oom = load_runs([_derived(tmp_path, "memory-oom.json", _oom_in("memory", fastest))])
+    recs = {r.use_case: r for r in recommend(memory_oom, Budgets(latency_p99_s=10.0))}
+    assert recs["quick iteration"].preset == fastest
+    for name in ("complex / volatile symbols", "extended training (500M+ steps)"):
+        assert recs[name].preset != fastest
+        if recs[name].preset is None:
+            assert "went OOM" in recs[name].reason
+
+
+def test_params_ranked_use_cases_check_the_limit_not_the_runner_up(run_df):
+    summary = preset_summary(run_df)
+    largest = summary.loc[summary["params"].idxmax()]
+    raw = largest["latency_p99_raw"]
+    assert len(raw) >= 20
+    # A budget a hair above the largest size's p99: inside the noise of its own p99.
+    tight = Budgets(latency_p99_s=float(largest["latency_p99"]) * 1.0001)
+    rec = next(r for r in recommend(run_df, tight) if r.use_case == "live trading")
+    assert rec.preset == largest["preset"]
+    assert rec.noise_against == f"batch-1 p99 <= {tight.latency_p99_s * 1e3:g} ms"
+    assert rec.within_noise is True
+    roomy = next(r for r in recommend(run_df, Budgets(latency_p99_s=10.0))
+                 if r.use_case == "live trading")  # fmt: skip
+    assert roomy.within_noise is False
+    # The p99's interval comes from resampling its raw samples, not from 20 fake samples.
+    low, high = bootstrap_percentile_ci(raw, 99.0)
+    assert low <= largest["latency_p99"] <= high
+    assert bootstrap_percentile_ci([2.0] * 50, 99.0) == (2.0, 2.0)
+
+
+def test_predicted_memory_includes_the_cuda_context_and_the_safety_margin(tmp_path):
+    # A GPU run whose memory suite could not measure (value None): the prediction decides.
+    def edit(benchmarks):
+        for bench in benchmarks:
+            record = _record(bench)
+            record["device"] = "cuda:0"
+            if record["suite"] == "memory":
+                for metric in record["metrics"].values():
+                    metric.update(value=None, samples=[], unavailable="derived: not measured")
+        return benchmarks
+
+    path = _derived(tmp_path, "gpu.json", edit)
+    df = load_runs([path])
+    summary = preset_summary(df)
+    needs = {}
+    for row in summary.itertuples():
+        predicted = df[(df["preset"] == row.preset) & (df["suite"] == "memory")]
+        train_bytes = predicted["record_predicted"].iloc[0]["train_bytes"]
+        assert row.memory_bytes == train_bytes + CUDA_CONTEXT_BYTES
+        assert row.memory_source == "predicted + CUDA context"
+        needs[row.preset] = row.memory_bytes
+    # A card whose raw capacity holds the largest need, but not with pick's 10% kept free.
+    largest = max(needs, key=needs.get)
+    card = needs[largest] / (1 - DEFAULT_SAFETY_MARGIN / 2)
+    gpu = load_runs([_derived(tmp_path, "gpu-card.json", edit,
+                              machine={"gpu_memory_bytes": card})])  # fmt: skip
+    recs = {r.use_case: r for r in recommend(gpu, Budgets(latency_p99_s=10.0))}
+    extended = recs["extended training (500M+ steps)"]
+    assert extended.preset != largest
+    assert "GPU memory minus a 10% safety margin" in extended.reason
+    assert MEMORY_SAFETY_MARGIN == DEFAULT_SAFETY_MARGIN  # one figure for report and pick

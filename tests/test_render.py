@@ -5,14 +5,16 @@ Reads real-run fixtures from tests/make_report_fixtures.py; the browser test che
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from plotly.offline import get_plotlyjs
 
 from ppo_core.cli import main
+from reports.compare import compare_runs
 from reports.load import load_runs
-from reports.recommend import preset_summary
+from reports.recommend import preset_summary, recommend
 from reports.render import CHARTS, render_html, render_report
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -115,3 +117,34 @@ def test_a_real_bench_run_loads_recommends_and_renders(tmp_path):
     page = render_report(df, tmp_path / "bench.html").read_text()
     for name in CHARTS:
         assert f'id="chart-{name}"' in page, name
+
+
+def test_unmeasured_and_failed_records_never_crash_a_report(tmp_path):
+    # From RUN: the first preset measured nothing (every value None, with a reason), the
+    # others went OOM or failed; machine-level suites stay as measured.
+    data = json.loads(RUN.read_text())
+    presets = list(dict.fromkeys(b["extra_info"]["archbench"]["preset"]
+                                 for b in data["benchmarks"]))  # fmt: skip
+    first = next(p for p in presets if p is not None)
+    for i, bench in enumerate(data["benchmarks"]):
+        record = bench["extra_info"]["archbench"]
+        if record["preset"] == first:
+            for metric in record["metrics"].values():
+                metric.update(value=None, samples=[], unavailable="derived: not measured")
+        elif record["preset"] is not None:
+            status = "oom" if i % 2 else "error"
+            record.update(status=status, reason=f"derived {status}", metrics={})
+    path = tmp_path / "unmeasured.json"
+    path.write_text(json.dumps(data))
+    df = load_runs([path])
+    summary = preset_summary(df)
+    assert set(summary["preset"]) == {p for p in presets if p is not None}
+    for rec in recommend(df):
+        assert rec.hidden_dims is None
+        assert rec.reason.startswith("no recommendation: ")
+    out = render_report([path, RUN], tmp_path / "report.html", plotlyjs="cdn")
+    assert "unmeasured" in out.read_text()
+    table = compare_runs(RUN, path)
+    assert (table.loc[table["preset"] == first, "verdict"] == "not comparable").all()
+    assert set(table.loc[~table["preset"].isin([first, "(machine)"]), "verdict"]) == {"regressed"}
+    assert main(["compare", str(path), str(path), "--all"]) == 0
