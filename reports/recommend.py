@@ -209,7 +209,7 @@ def recommend(df: pd.DataFrame, budgets: Budgets | None = None) -> list[Recommen
     budgets = budgets or Budgets()
     out = []
     for run, frame in df.groupby("run", sort=False):
-        summary = preset_summary(frame)
+        summary = preset_summary(frame, budgets)
         run_budgets, memory_note = budgets, "given budget"
         if budgets.memory_bytes is None:
             gpu_memory = frame["gpu_memory_bytes"].dropna()

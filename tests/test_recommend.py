@@ -198,6 +198,7 @@ def _overfit_as(benchmarks: list, dataset: str, bars: int, offset: float, **case
             continue
         bench = copy.deepcopy(bench)
         record = _record(bench)
+        record["case"].pop("bars_per_year", None)  # the synthetic data's, if recorded
         record["case"].update(dataset=dataset, bars=bars, **case)
         for metric in record["metrics"].values():
             if metric["value"] is not None:
@@ -253,7 +254,9 @@ def test_limited_data_pools_only_the_short_datasets(tmp_path):
         gaps = [
             _record(b)["metrics"]["sharpe_gap"]["value"]
             for b in benchmarks
-            if _record(b)["suite"] == "overfit" and _record(b)["preset"] == preset
+            if _record(b)["suite"] == "overfit"
+            and _record(b)["preset"] == preset
+            and _record(b)["case"]["bars"] < _record(b)["case"].get("bars_per_year", 8766)
         ]
         assert summary.loc[preset, "short_sharpe_gap"] == pytest.approx(sum(gaps) / len(gaps))
         assert "sp500" not in summary.loc[preset, "short_data"]
@@ -340,3 +343,14 @@ def test_predicted_memory_includes_the_cuda_context_and_the_safety_margin(tmp_pa
     assert extended.preset != largest
     assert "GPU memory minus a 10% safety margin" in extended.reason
     assert MEMORY_SAFETY_MARGIN == DEFAULT_SAFETY_MARGIN  # one figure for report and pick
+
+
+def test_a_stated_bar_limit_replaces_the_one_year_rule(run_df):
+    lengths = sorted(set(run_df.loc[run_df["suite"] == "overfit", "case_bars"].dropna()))
+    assert len(lengths) >= 2
+    shortest, longer = int(lengths[0]), int(lengths[1])
+    recs = recommend(run_df, Budgets(limited_data_bars=shortest))
+    limited = next(r for r in recs if r.use_case == "limited data (< 1 year of bars)")
+    assert limited.hidden_dims is not None
+    assert f"<= {shortest:,} bars: synthetic {shortest:,} bars" in limited.reason
+    assert f"{longer:,} bars" not in limited.reason
