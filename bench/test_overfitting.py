@@ -80,6 +80,7 @@ def test_overfitting(benchmark, emit, options, market_for, size, dataset, length
         "dataset": dataset,
         "length": label,
         "bars": int(data.market.n_bars),
+        "bars_per_year": round(float(data.market.periods_per_year), 1),
         "train_bars": int(train_end - train_start),
         "seed": seed,
         "timesteps": budget.overfit_timesteps,

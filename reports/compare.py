@@ -238,8 +238,11 @@ def _pooled(frame: pd.DataFrame) -> pd.DataFrame:
         measured = group[group["value"].notna()]
         if len(group) > 1:  # several seeds: one figure per seed
             samples = tuple(measured["value"])
+        elif len(measured):
+            # A single-shot figure (a byte count, one seed) is one sample of itself.
+            samples = tuple(measured["samples"].iloc[0]) or (float(measured["value"].iloc[0]),)
         else:
-            samples = tuple(measured["samples"].iloc[0]) if len(measured) else ()
+            samples = ()
         out.append(
             {
                 "suite": suite,

@@ -1,6 +1,7 @@
 """Regenerate tests/fixtures/*.json for the report tests from real quick benchmark runs.
 
-Run: .venv/bin/python tests/make_report_fixtures.py --source bench|standin [--presets tiny,small]
+Run: .venv/bin/python tests/make_report_fixtures.py [--presets tiny,small]
+(two quick runs of bench/: ~5 minutes each on an idle 2-core machine)
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -16,7 +16,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
-STANDIN = FIXTURES / "standin"
 
 # The files the report tests read; each is a real run or derived from one by the code below.
 MAIN_RUN = "run-cpu-quick.json"
@@ -26,29 +25,16 @@ ALL_OOM = "all-oom.json"
 EMPTY = "empty.json"
 WRONG_SCHEMA = "wrong-schema.json"
 NOT_BENCHMARK = "not-benchmark.json"
-# A real bench/ run of one preset: proves the reports read what the real suites write.
-BENCH_SAMPLE = "bench-cpu-quick-tiny.json"
 
 
-def run_suites(source: str, presets: str, out: Path, *extra: str) -> None:
-    """One real quick run -> pytest-benchmark JSON at `out`."""
-    if source == "bench":
-        command = [
-            sys.executable, "-m", "pytest", str(ROOT / "bench"), "--profile", "quick",
-            "--presets", presets, "--benchmark-json", str(out), "-p", "no:cacheprovider", "-q",
-            *extra,
-        ]  # fmt: skip
-        env = dict(os.environ)
-    else:
-        command = [
-            sys.executable, "-m", "pytest", str(STANDIN / "standin_suites.py"),
-            "-o", "python_files=standin_suites.py", "-p", "standin_plugin",
-            "--benchmark-json", str(out), "-p", "no:cacheprovider", "-q",
-        ]  # fmt: skip
-        env = dict(os.environ, ARCHBENCH_FIXTURE_PRESETS=presets)
-        env["PYTHONPATH"] = os.pathsep.join([str(STANDIN), str(ROOT), env.get("PYTHONPATH", "")])
+def run_suites(presets: str, out: Path) -> None:
+    """One real quick run of bench/ -> pytest-benchmark JSON at `out`."""
+    command = [
+        sys.executable, "-m", "pytest", str(ROOT / "bench"), "--profile", "quick",
+        "--presets", presets, "--benchmark-json", str(out), "-p", "no:cacheprovider", "-q",
+    ]  # fmt: skip
     print("+", " ".join(command), flush=True)
-    subprocess.run(command, check=True, cwd=ROOT, env=env)
+    subprocess.run(command, check=True, cwd=ROOT)
 
 
 def one_preset(run: dict) -> dict:
@@ -101,31 +87,13 @@ def _write(name: str, data: dict | str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--source",
-        choices=["bench", "standin"],
-        help="bench: the real bench/ suites (use this once train, infer, memory and overfit "
-        "exist); standin: the numpy stand-in suites in tests/fixtures/standin",
-    )
     parser.add_argument("--presets", default="tiny,small")
-    parser.add_argument(
-        "--bench-sample-only",
-        action="store_true",
-        help=f"only rewrite {BENCH_SAMPLE}: a real bench/ run of tiny (~5 min on 2 cores)",
-    )
     args = parser.parse_args()
     FIXTURES.mkdir(parents=True, exist_ok=True)
-    if args.bench_sample_only:
-        # The update_large_minibatch case alone takes minutes on a laptop CPU; it adds no new
-        # record shape, so the sample leaves it out.
-        run_suites("bench", "tiny", FIXTURES / BENCH_SAMPLE, "-k", "not large_minibatch")
-        return 0
-    if args.source is None:
-        parser.error("--source bench|standin is required (or --bench-sample-only)")
     with tempfile.TemporaryDirectory() as tmp:
         first, second = Path(tmp) / "a.json", Path(tmp) / "b.json"
-        run_suites(args.source, args.presets, first)
-        run_suites(args.source, args.presets, second)
+        run_suites(args.presets, first)
+        run_suites(args.presets, second)
         run = json.loads(first.read_text())
         run_b = json.loads(second.read_text())
     _write(MAIN_RUN, run)

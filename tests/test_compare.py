@@ -93,7 +93,7 @@ def test_seeds_are_pooled_and_too_few_are_judged_by_the_stated_tolerance():
     table = compare_runs(RUN, RUN_B)
     overfit = table[table["suite"] == "overfit"]
     assert not overfit["case"].str.contains("seed").any()
-    assert (overfit["n_a"] > 1).all()
+    assert (overfit["n_a"] >= 1).all()  # one figure per seed; a single seed is one sample
     small = overfit[(overfit["n_a"] < min_samples()) & overfit["a"].notna() & overfit["b"].notna()]
     assert len(small)
     # Both values positive and a direction: the tolerance decides and the row says so.
@@ -143,7 +143,8 @@ def test_cli_exit_codes(tmp_path, capsys):
 
 
 def test_a_case_that_ran_in_a_and_is_oom_in_b_is_a_regression(tmp_path, capsys):
-    preset = json.loads(RUN.read_text())["benchmarks"][0]["extra_info"]["archbench"]["preset"]
+    records = [b["extra_info"]["archbench"] for b in json.loads(RUN.read_text())["benchmarks"]]
+    preset = next(r["preset"] for r in records if r["preset"] is not None)
     oom = _edited(tmp_path, "oom.json", _oom_preset(preset))
     table = compare_runs(RUN, oom)
     rows = table[table["preset"] == preset]
@@ -178,7 +179,12 @@ def test_a_single_shot_memory_blow_up_fails_by_the_tolerance(tmp_path):
 
     bigger = _edited(tmp_path, "bigger.json", doubled)
     table = compare_runs(RUN, bigger)
-    memory = table[(table["suite"] == "memory") & (table["unit"] == "B") & table["a"].notna()]
+    memory = table[
+        (table["suite"] == "memory")
+        & (table["unit"] == "B")
+        & table["a"].notna()
+        & table["better"].notna()  # context figures (no direction) cannot regress
+    ]
     assert len(memory)
     assert (memory["n_a"] < min_samples()).all()  # single-shot: no test possible
     assert (memory["verdict"] == "regressed").all()

@@ -292,19 +292,17 @@ def test_results_from_another_device_stay_extrapolated(cpu_run):
 
 
 def test_measured_overfit_gaps_replace_the_heuristic():
-    # A real quick run (tests/make_report_fixtures.py) with the overfit suite at 400 and 2000 bars.
+    # A real quick run (tests/make_report_fixtures.py): the overfit suite at its shortest length.
     runs = load_runs([FIXTURES / "run-cpu-quick.json"])
+    overfit = runs[(runs["suite"] == "overfit") & (runs["metric"] == "sharpe_gap")]
+    bars = int(overfit["case_bars"].min())
     device = find_gpu("H100")
-    heuristic = _by_label(pick(device, data_bars=400))["tiny"]
+    heuristic = _by_label(pick(device, data_bars=bars))["tiny"]
     assert heuristic.overfit.basis == "heuristic"
-    assert heuristic.overfit.value == pytest.approx(1_406_788 / 400)
-    tiny = _by_label(pick(device, runs=runs, data_bars=400))["tiny"]
-    gaps = runs[
-        (runs["suite"] == "overfit")
-        & (runs["metric"] == "sharpe_gap")
-        & (runs["preset"] == "tiny")
-        & (runs["case_bars"] == 400)
-    ]["value"]
+    assert heuristic.overfit.value == pytest.approx(1_406_788 / bars)
+    tiny = _by_label(pick(device, runs=runs, data_bars=bars))["tiny"]
+    gaps = overfit[(overfit["preset"] == "tiny") & (overfit["case_bars"] == bars)]["value"]
+    assert len(gaps)
     assert tiny.overfit.basis == "measured"
     assert tiny.overfit.value == pytest.approx(gaps.mean())
     assert tiny.overfit_risk in ("low", "medium", "high")

@@ -15,11 +15,7 @@ import pytest
 from reports.render import CHARTS, render_report
 
 FIXTURES = Path(__file__).parent / "fixtures"
-RUNS = [
-    FIXTURES / "run-cpu-quick.json",
-    FIXTURES / "run-cpu-quick-b.json",
-    FIXTURES / "bench-cpu-quick-tiny.json",
-]
+RUNS = [FIXTURES / "run-cpu-quick.json", FIXTURES / "run-cpu-quick-b.json"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 pytestmark = [
