@@ -116,6 +116,8 @@ def render_html(
         _use_case_table(budgets),
         "<h2>Sizing: predicted vs measured</h2>",
         _sizing_table(df),
+        "<h2>Fastest agreeing backend for a live decision (batch 1)</h2>",
+        _backend_table(df),
     ]
     for name in CHARTS:
         parts.append(f"<h2>{html.escape(titles[name])}</h2>")
@@ -374,6 +376,54 @@ def _count(value: object) -> str | None:
 
 def _mb(value: object) -> str | None:
     return None if value is None or pd.isna(value) else f"{float(value) / 1e6:,.1f}"
+
+
+AGREEMENT_THRESHOLD = 0.99
+"""A backend whose greedy actions match eager's on fewer held-out observations than this is
+not a candidate, however fast (the bench gates timing on the same figure)."""
+
+
+def _backend_table(df: pd.DataFrame) -> str:
+    """Per run and preset: the backend with the lowest batch-1 p99 among those that agree with
+    eager, its p99 next to eager's and to the weight-bytes/bandwidth floor."""
+    infer = df[(df["suite"] == "infer") & (df["status"] == "ok")]
+    if infer.empty or "case_batch" not in infer:
+        return "<p class='note'>no data: the infer suite is missing from every run.</p>"
+    infer = infer[infer["case_batch"] == 1]
+    rows = []
+    for (run, preset), group in infer.groupby(["run", "preset"], sort=False):
+        wide = group.pivot_table(
+            index="case_backend", columns="metric", values="value", aggfunc="first"
+        )
+        if "latency_p99_s" not in wide:
+            continue
+        timed = wide[wide["latency_p99_s"].notna()]
+        if "action_agreement" in timed:
+            timed = timed[timed["action_agreement"].fillna(1.0) >= AGREEMENT_THRESHOLD]
+        if timed.empty:
+            continue
+        best = timed["latency_p99_s"].idxmin()
+        # The floor is the prediction the suite puts beside the p50 (one forward's bytes).
+        floor = group[group["metric"] == "latency_p50_s"]["predicted"].dropna()
+        floor_s = float(floor.iloc[0]) if len(floor) else None
+        p99 = float(timed.loc[best, "latency_p99_s"])
+        eager = wide["latency_p99_s"].get("eager")
+        rows.append(
+            (
+                run,
+                preset,
+                best,
+                f"{p99 * 1e3:.3f}",
+                "-" if eager is None or pd.isna(eager) else f"{eager * 1e3:.3f}",
+                "-" if floor_s is None else f"{floor_s * 1e3:.3f}",
+                "-" if not floor_s else f"{p99 / floor_s:.2f}x",
+            )
+        )
+    if not rows:
+        return "<p class='note'>no data: no backend was timed at batch 1.</p>"
+    headers = ["run", "preset", "fastest agreeing backend", "p99 ms", "eager p99 ms",
+               "floor ms", "p99 / floor"]  # fmt: skip
+    return _table(headers, rows, numeric=(3, 4, 5, 6))
 
 
 def _unavailable_table(df: pd.DataFrame) -> str:

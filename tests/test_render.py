@@ -153,3 +153,26 @@ def test_unmeasured_and_failed_records_never_crash_a_report(tmp_path):
     assert (table.loc[table["preset"] == first, "verdict"] == "not comparable").all()
     assert set(table.loc[~table["preset"].isin([first, "(machine)"]), "verdict"]) == {"regressed"}
     assert main(["compare", str(path), str(path), "--all"]) == 0
+
+
+def test_the_fastest_agreeing_backend_is_named_per_preset(two_runs):
+    from reports.render import AGREEMENT_THRESHOLD, _backend_table
+
+    table = _backend_table(two_runs)
+    infer = two_runs[
+        (two_runs["suite"] == "infer")
+        & (two_runs["case_batch"] == 1)
+        & (two_runs["metric"] == "latency_p99_s")
+        & two_runs["value"].notna()
+    ]
+    for (run, preset), rows in infer.groupby(["run", "preset"]):
+        agreement = two_runs[
+            (two_runs["run"] == run)
+            & (two_runs["preset"] == preset)
+            & (two_runs["case_batch"] == 1)
+            & (two_runs["metric"] == "action_agreement")
+        ].set_index("case_backend")["value"]
+        agreeing = rows[rows["case_backend"].map(agreement).fillna(1.0) >= AGREEMENT_THRESHOLD]
+        best = agreeing.loc[agreeing["value"].idxmin()]
+        assert f"<td>{run}</td><td>{preset}</td><td>{best['case_backend']}</td>" in table
+        assert f"{best['value'] * 1e3:.3f}" in table
