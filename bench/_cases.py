@@ -19,16 +19,12 @@ from ppo_core.record import Metric, Record
 
 __all__ = [
     "BUDGETS",
-    "DECISIVE_MARGIN",
-    "LOGIT_TOLERANCE",
     "OPTIONS_KEY",
     "PROFILES",
     "SMOKE",
     "BenchOptions",
     "Budget",
-    "DecisionAgreement",
     "Size",
-    "decision_agreement",
     "is_oom",
     "latency_metrics",
     "observation_windows",
@@ -42,14 +38,6 @@ PROFILES = ("quick", "full")
 OPTIONS_KEY = pytest.StashKey["BenchOptions"]()
 """Where conftest keeps the session's BenchOptions on the pytest config."""
 _TRAINING_SUITES = ("train", "overfit")
-
-DECISIVE_MARGIN = 0.25
-"""An observation counts for action agreement only where eager's top-1 minus top-2 logit
-exceeds this many standard deviations of eager's logits: untrained weights leave many decisions
-near-tied, and those flip under any rounding (int8, bf16) without saying anything about it."""
-LOGIT_TOLERANCE = 1.0
-"""The largest |logit - eager logit| a backend may show, in standard deviations of eager's
-logits: an error as wide as the logits' whole spread would reorder decisions that are not tied."""
 
 
 @dataclass(frozen=True)
@@ -389,101 +377,3 @@ def observation_windows(data: Any, n: int, seed: int = 0, split: str = "train") 
     bars = np.random.default_rng(seed).integers(start, end, size=n)  # (n,)
     rows = bars[:, None] + np.arange(-data.lookback + 1, 1)  # (n, lookback)
     return np.ascontiguousarray(data.features[rows].reshape(n, -1), dtype=np.float32)
-
-
-@dataclass(frozen=True)
-class DecisionAgreement:
-    """How a backend's logits follow eager fp32's, judged where eager's decision is clear."""
-
-    action_agreement: float | None
-    """Fraction of decisive observations (see DECISIVE_MARGIN) whose argmax action equals
-    eager's; None when no observation was decisive."""
-    action_agreement_all: float
-    """The same fraction over every observation, near-ties included (not gated)."""
-    n_decisive: int
-    """Observations whose eager top-1/top-2 margin exceeds DECISIVE_MARGIN logit stds."""
-    n_obs: int
-    """Observations compared."""
-    max_abs_logit_diff: float
-    """Largest |logit - eager logit| over the observations and actions."""
-    logit_std: float
-    """Standard deviation of eager's logits over the observations and actions: the scale."""
-    threshold: float
-    """Minimum action_agreement for the backend to be timed."""
-
-    def __post_init__(self) -> None:
-        if not 0 < self.threshold <= 1:
-            raise ValueError(f"threshold must be in (0, 1], got {self.threshold!r}")
-        if not 0 <= self.n_decisive <= self.n_obs or self.n_obs < 1:
-            raise ValueError(
-                f"need 0 <= n_decisive <= n_obs >= 1, got {self.n_decisive}, {self.n_obs}"
-            )
-
-    @property
-    def relative_logit_diff(self) -> float:
-        """max_abs_logit_diff in standard deviations of eager's logits (inf if they are flat)."""
-        if self.logit_std > 0:
-            return self.max_abs_logit_diff / self.logit_std
-        return 0.0 if self.max_abs_logit_diff == 0 else float("inf")
-
-    def refusal(self) -> str | None:
-        """Why this backend must not be timed ('disagrees with eager: ...'), or None."""
-        actions = self.action_agreement
-        if actions is not None and actions < self.threshold:
-            why = f"{actions:.1%} of decisive actions (threshold {self.threshold:.0%})"
-        elif self.relative_logit_diff > LOGIT_TOLERANCE:
-            why = f"logit error beyond {LOGIT_TOLERANCE:g} std"
-        else:
-            return None
-        return (
-            f"disagrees with eager: {why}; {self.n_decisive:,} of {self.n_obs:,} observations "
-            f"decisive (margin > {DECISIVE_MARGIN:g} std), max |dlogit| = "
-            f"{self.max_abs_logit_diff:.2g} ({self.relative_logit_diff:.2f} std)"
-        )
-
-    def metrics(self) -> dict[str, Metric]:
-        """The agreement figures a record carries, whether the backend was timed or not."""
-        if self.action_agreement is None:
-            decisive = Metric.unavailable_because(
-                f"no observation's eager margin exceeds {DECISIVE_MARGIN:g} logit std",
-                "ratio",
-                "higher",
-            )
-        else:
-            decisive = Metric.measured(self.action_agreement, "ratio", "higher")
-        return {
-            "action_agreement": decisive,
-            "action_agreement_all": Metric.measured(self.action_agreement_all, "ratio", "higher"),
-            "decisive_obs": Metric.measured(self.n_decisive, "obs", None),
-            "max_abs_logit_diff": Metric.measured(self.max_abs_logit_diff, "1", "lower"),
-            "max_abs_logit_diff_std": Metric.measured(self.relative_logit_diff, "std", "lower"),
-        }
-
-
-def decision_agreement(reference: Any, logits: Any, threshold: float) -> DecisionAgreement:
-    """Compare a backend's logits with eager fp32's, both (N, n_actions) torch tensors."""
-    if (
-        tuple(reference.shape) != tuple(logits.shape)
-        or reference.ndim != 2
-        or reference.shape[1] < 2
-    ):
-        raise ValueError(
-            f"logits must both be (N, n_actions >= 2), got {tuple(reference.shape)} (eager) and "
-            f"{tuple(logits.shape)}"
-        )
-    reference = reference.detach().float().cpu()
-    logits = logits.detach().float().cpu()
-    std = reference.std().item() if reference.numel() > 1 else 0.0
-    top2 = reference.topk(2, dim=-1).values  # (N, 2)
-    decisive = (top2[:, 0] - top2[:, 1]) > DECISIVE_MARGIN * std  # (N,)
-    same = reference.argmax(-1) == logits.argmax(-1)  # (N,)
-    n_decisive, n_obs = int(decisive.sum().item()), int(reference.shape[0])
-    return DecisionAgreement(
-        action_agreement=int(same[decisive].sum().item()) / n_decisive if n_decisive else None,
-        action_agreement_all=int(same.sum().item()) / n_obs,
-        n_decisive=n_decisive,
-        n_obs=n_obs,
-        max_abs_logit_diff=(logits - reference).abs().max().item(),
-        logit_std=std,
-        threshold=threshold,
-    )

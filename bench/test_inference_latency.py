@@ -6,7 +6,7 @@ a GPU), beside the weight-bytes / DRAM-bandwidth floor. A model small enough to 
 from cache can beat that floor (floor_fraction > 1). A backend that disagrees with eager fp32 is
 reported as such and not timed; weights are the initial (untrained) ones, whose near-tied logits
 flip under any rounding, so actions are compared only where eager's decision is clear
-(_cases.DECISIVE_MARGIN) and logits within _cases.LOGIT_TOLERANCE of their spread.
+(backends.DECISIVE_MARGIN) and logits within backends.LOGIT_TOLERANCE of their spread.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from typing import Any
 
 from _cases import (
     OPTIONS_KEY,
-    DecisionAgreement,
-    decision_agreement,
     is_oom,
     latency_metrics,
     observation_windows,
@@ -27,7 +25,13 @@ from _cases import (
     timed_rounds,
 )
 
-from ppo_core.backends import AGREEMENT_THRESHOLD, Unavailable, build_backend
+from ppo_core.backends import (
+    AGREEMENT_THRESHOLD,
+    Agreement,
+    Unavailable,
+    build_backend,
+    compare_logits,
+)
 from ppo_core.record import Metric, Record
 from ppo_core.sizing import estimate
 
@@ -141,12 +145,12 @@ def _unavailable(
     return _with(base, params=params, metrics=metrics)
 
 
-def _agreement(runner: Callable, policy: Any, obs: Any, batch: int) -> DecisionAgreement:
-    """Actions and logits against eager fp32 (_cases.decision_agreement), computed on whole
+def _agreement(runner: Callable, policy: Any, obs: Any, batch: int) -> Agreement:
+    """Actions and logits against eager fp32 (backends.compare_logits), computed on whole
     batches of the timed shape so no backend recompiles for the comparison."""
     import torch
 
     with torch.inference_mode():
         reference = policy(obs)[0].float()  # (N, n_actions)
         logits = torch.cat([runner(chunk).float().clone() for chunk in obs.split(batch)])
-    return decision_agreement(reference, logits, AGREEMENT_THRESHOLD)
+    return compare_logits(reference, logits, AGREEMENT_THRESHOLD)

@@ -13,7 +13,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +23,20 @@ from torch import nn
 
 from ppo_core.errors import ArchbenchError
 from ppo_core.network import ActorCritic
+from ppo_core.record import Metric
 
 __all__ = [
     "AGREEMENT_THRESHOLD",
     "BACKEND_NAMES",
+    "DECISIVE_MARGIN",
+    "LOGIT_TOLERANCE",
     "Agreement",
     "Backend",
     "Unavailable",
     "agreement",
     "build_backend",
     "build_backends",
+    "compare_logits",
     "export_onnx",
     "onnx_agreement",
     "onnx_missing",
@@ -40,7 +44,8 @@ __all__ = [
 
 BACKEND_NAMES = ("eager", "compile", "onnx", "int8", "bf16", "fp16")
 AGREEMENT_THRESHOLD = 0.99
-"""A backend whose argmax actions match eager fp32 on fewer observations than this is refused."""
+"""A backend whose argmax actions match eager fp32 on fewer decisive observations (see
+DECISIVE_MARGIN) than this is refused: reported as disagreeing, never timed."""
 _ONNX_MODULES = ("onnx", "onnxruntime", "onnxscript")
 
 
@@ -68,41 +73,136 @@ class Unavailable:
     """One line a user can act on, e.g. 'onnxruntime not installed (pip install ...)'."""
 
 
+DECISIVE_MARGIN = 0.25
+"""An observation counts for action agreement only where eager's top-1 minus top-2 logit
+exceeds this many standard deviations of eager's logits: untrained weights leave many decisions
+near-tied, and those flip under any rounding (int8, bf16) without saying anything about it."""
+LOGIT_TOLERANCE = 1.0
+"""The largest |logit - eager logit| a backend may show, in standard deviations of eager's
+logits: an error as wide as the logits' whole spread would reorder decisions that are not tied."""
+
+
 @dataclass(frozen=True)
 class Agreement:
-    """How closely a backend's logits follow eager fp32 on a held-out batch."""
+    """How a backend's logits follow eager fp32's, judged where eager's decision is clear."""
 
-    action_agreement: float
-    """Fraction of observations whose argmax action equals eager's, in [0, 1]."""
-    max_abs_logit_diff: float
-    """Largest |logit - eager logit| over the batch and actions."""
+    action_agreement: float | None
+    """Fraction of decisive observations (see DECISIVE_MARGIN) whose argmax action equals
+    eager's; None when no observation was decisive."""
+    action_agreement_all: float
+    """The same fraction over every observation, near-ties included (not gated)."""
+    n_decisive: int
+    """Observations whose eager top-1/top-2 margin exceeds DECISIVE_MARGIN logit stds."""
     n_obs: int
     """Observations compared."""
-    threshold: float = AGREEMENT_THRESHOLD
+    max_abs_logit_diff: float
+    """Largest |logit - eager logit| over the observations and actions."""
+    logit_std: float
+    """Standard deviation of eager's logits over the observations and actions: the scale."""
+    threshold: float
     """Minimum action_agreement for the backend to be timed."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold!r}")
+        if not 0 <= self.n_decisive <= self.n_obs or self.n_obs < 1:
+            raise ValueError(
+                f"need 0 <= n_decisive <= n_obs >= 1, got {self.n_decisive}, {self.n_obs}"
+            )
+
+    @property
+    def relative_logit_diff(self) -> float:
+        """max_abs_logit_diff in standard deviations of eager's logits (inf if they are flat)."""
+        if self.logit_std > 0:
+            return self.max_abs_logit_diff / self.logit_std
+        return 0.0 if self.max_abs_logit_diff == 0 else float("inf")
+
+    def refusal(self) -> str | None:
+        """Why this backend must not be timed ('disagrees with eager: ...'), or None."""
+        actions = self.action_agreement
+        if actions is not None and actions < self.threshold:
+            why = f"{actions:.1%} of decisive actions (threshold {self.threshold:.0%})"
+        elif self.relative_logit_diff > LOGIT_TOLERANCE:
+            why = f"logit error beyond {LOGIT_TOLERANCE:g} std"
+        else:
+            return None
+        return (
+            f"disagrees with eager: {why}; {self.n_decisive:,} of {self.n_obs:,} observations "
+            f"decisive (margin > {DECISIVE_MARGIN:g} std), max |dlogit| = "
+            f"{self.max_abs_logit_diff:.2g} ({self.relative_logit_diff:.2f} std)"
+        )
 
     @property
     def ok(self) -> bool:
-        """True when the backend's actions agree with eager often enough to be timed."""
-        return self.action_agreement >= self.threshold
+        """True when the backend may be timed: it agrees with eager on decisive actions and
+        its logits stay within LOGIT_TOLERANCE of their spread."""
+        return self.refusal() is None
 
     def describe(self) -> str:
-        """'agrees with eager: 100.0% actions, max |logit diff| 3.1e-07' or 'disagrees ...'."""
-        verdict = "agrees" if self.ok else "disagrees"
+        """One line for a terminal: 'agrees with eager: ...' or 'disagrees with eager: ...'."""
+        refusal = self.refusal()
+        if refusal is not None:
+            return refusal
+        decisive = "-" if self.action_agreement is None else f"{self.action_agreement:.1%}"
         return (
-            f"{verdict} with eager: {self.action_agreement:.1%} actions on {self.n_obs:,} "
-            f"observations (threshold {self.threshold:.0%}), max |logit diff| "
-            f"{self.max_abs_logit_diff:.2g}"
+            f"agrees with eager: {decisive} of {self.n_decisive:,} decisive actions "
+            f"({self.action_agreement_all:.1%} of all {self.n_obs:,}), max |dlogit| = "
+            f"{self.max_abs_logit_diff:.2g} ({self.relative_logit_diff:.2f} std)"
         )
 
     def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["ok"] = self.ok
+        return out
+
+    def metrics(self) -> dict[str, Metric]:
+        """The agreement figures a record carries, whether the backend was timed or not."""
+        if self.action_agreement is None:
+            decisive = Metric.unavailable_because(
+                f"no observation's eager margin exceeds {DECISIVE_MARGIN:g} logit std",
+                "ratio",
+                "higher",
+            )
+        else:
+            decisive = Metric.measured(self.action_agreement, "ratio", "higher")
         return {
-            "action_agreement": self.action_agreement,
-            "max_abs_logit_diff": self.max_abs_logit_diff,
-            "n_obs": self.n_obs,
-            "threshold": self.threshold,
-            "ok": self.ok,
+            "action_agreement": decisive,
+            "action_agreement_all": Metric.measured(self.action_agreement_all, "ratio", "higher"),
+            "decisive_obs": Metric.measured(self.n_decisive, "obs", None),
+            "max_abs_logit_diff": Metric.measured(self.max_abs_logit_diff, "1", "lower"),
+            "max_abs_logit_diff_std": Metric.measured(self.relative_logit_diff, "std", "lower"),
         }
+
+
+def compare_logits(
+    reference: torch.Tensor, logits: torch.Tensor, threshold: float = AGREEMENT_THRESHOLD
+) -> Agreement:
+    """Compare a backend's logits with eager fp32's, both (N, n_actions) torch tensors."""
+    if (
+        tuple(reference.shape) != tuple(logits.shape)
+        or reference.ndim != 2
+        or reference.shape[1] < 2
+    ):
+        raise ValueError(
+            f"logits must both be (N, n_actions >= 2), got {tuple(reference.shape)} (eager) and "
+            f"{tuple(logits.shape)}"
+        )
+    reference = reference.detach().float().cpu()
+    logits = logits.detach().float().cpu()
+    std = reference.std().item() if reference.numel() > 1 else 0.0
+    top2 = reference.topk(2, dim=-1).values  # (N, 2)
+    decisive = (top2[:, 0] - top2[:, 1]) > DECISIVE_MARGIN * std  # (N,)
+    same = reference.argmax(-1) == logits.argmax(-1)  # (N,)
+    n_decisive, n_obs = int(decisive.sum().item()), int(reference.shape[0])
+    return Agreement(
+        action_agreement=int(same[decisive].sum().item()) / n_decisive if n_decisive else None,
+        action_agreement_all=int(same.sum().item()) / n_obs,
+        n_decisive=n_decisive,
+        n_obs=n_obs,
+        max_abs_logit_diff=(logits - reference).abs().max().item(),
+        logit_std=std,
+        threshold=threshold,
+    )
 
 
 class _Actor(nn.Module):
@@ -342,6 +442,4 @@ def agreement(
             f"backend {backend.name} returned logits of shape {tuple(logits.shape)}, "
             f"eager {tuple(reference.shape)}"
         )
-    same = (logits.argmax(-1) == reference.argmax(-1)).float().mean().item()
-    diff = (logits - reference).abs().max().item()
-    return Agreement(same, diff, int(obs.shape[0]), threshold)
+    return compare_logits(reference, logits, threshold)

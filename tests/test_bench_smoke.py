@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ppo_core.backends import LOGIT_TOLERANCE, compare_logits
 from ppo_core.sweep import _write_json_from_records, bench_dir
 from reports.load import load_run
 
@@ -119,13 +120,12 @@ def _logits_with_ties():
     return torch.cat([decisive, tied])
 
 
-def test_near_tied_flips_are_not_counted_against_a_backend(monkeypatch):
-    cases = _bench_module(monkeypatch, "_cases")
+def test_near_tied_flips_are_not_counted_against_a_backend():
     reference = _logits_with_ties()
     logits = reference.clone()
     logits[6, :2] = logits[6, :2].flip(-1)  # rounding-sized swaps of the tied pairs only
     logits[7, 1:] = logits[7, 1:].flip(-1)
-    result = cases.decision_agreement(reference, logits, threshold=0.99)
+    result = compare_logits(reference, logits, threshold=0.99)
     assert result.n_obs == 8
     assert result.n_decisive == 6
     assert result.action_agreement == 1.0
@@ -136,12 +136,11 @@ def test_near_tied_flips_are_not_counted_against_a_backend(monkeypatch):
     assert metrics["action_agreement_all"].value == 0.75
 
 
-def test_a_backend_that_flips_decisive_actions_is_refused(monkeypatch):
-    cases = _bench_module(monkeypatch, "_cases")
+def test_a_backend_that_flips_decisive_actions_is_refused():
     reference = _logits_with_ties()
     logits = reference.clone()
     logits[0] = logits[0].flip(-1)  # one clear decision reversed
-    result = cases.decision_agreement(reference, logits, threshold=0.99)
+    result = compare_logits(reference, logits, threshold=0.99)
     assert result.action_agreement == 5 / 6
     why = result.refusal()
     assert why.startswith("disagrees with eager: 83.3% of decisive actions (threshold 99%)")
@@ -149,21 +148,19 @@ def test_a_backend_that_flips_decisive_actions_is_refused(monkeypatch):
     assert "max |dlogit| = 2" in why
 
 
-def test_a_backend_whose_logits_drift_is_refused_even_when_actions_agree(monkeypatch):
-    cases = _bench_module(monkeypatch, "_cases")
+def test_a_backend_whose_logits_drift_is_refused_even_when_actions_agree():
     reference = _logits_with_ties()
-    result = cases.decision_agreement(reference, 3.0 * reference, threshold=0.99)
+    result = compare_logits(reference, 3.0 * reference, threshold=0.99)
     assert result.action_agreement == 1.0
-    assert result.relative_logit_diff > cases.LOGIT_TOLERANCE
+    assert result.relative_logit_diff > LOGIT_TOLERANCE
     assert "logit error beyond 1 std" in result.refusal()
 
 
-def test_flat_logits_leave_action_agreement_unavailable(monkeypatch):
+def test_flat_logits_leave_action_agreement_unavailable():
     import torch
 
-    cases = _bench_module(monkeypatch, "_cases")
     flat = torch.zeros(4, 3)
-    result = cases.decision_agreement(flat, flat, threshold=0.99)
+    result = compare_logits(flat, flat, threshold=0.99)
     assert result.n_decisive == 0
     assert result.action_agreement is None
     assert result.refusal() is None
