@@ -176,3 +176,16 @@ def test_the_fastest_agreeing_backend_is_named_per_preset(two_runs):
         best = agreeing.loc[agreeing["value"].idxmin()]
         assert f"<td>{run}</td><td>{preset}</td><td>{best['case_backend']}</td>" in table
         assert f"{best['value'] * 1e3:.3f}" in table
+
+
+def test_sizing_table_states_the_memory_error_net_of_the_measured_runtime(two_runs):
+    from reports.render import _sizing_table
+
+    table = _sizing_table(two_runs)
+    assert "error net of runtime" in table
+    run = two_runs[two_runs["run"] == "run-cpu-quick"]
+    rows = run[(run["suite"] == "memory") & (run["preset"] == "tiny")]
+    value = dict(zip(rows["metric"], rows["value"], strict=True))
+    predicted = rows[rows["metric"] == "peak_rss_bytes"]["predicted"].iloc[0]
+    net = value["peak_rss_bytes"] - value["runtime_overhead_bytes"]
+    assert f"{(predicted - net) / net * 100:+.1f}%" in table
