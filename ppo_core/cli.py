@@ -571,7 +571,9 @@ def _add_reports_commands(subcommands: argparse._SubParsersAction) -> None:
         description="Compare two benchmark JSON files (two GPUs, two commits). For every "
         "preset, case and metric: the ratio B/A, how many times better or worse B is, and a "
         "verdict from the raw samples (two-sided Mann-Whitney U at --alpha): improved, "
-        "regressed, same (inside the noise) or insufficient samples.",
+        "regressed or same (inside the noise). Figures with too few samples for the test "
+        "(byte counts, one seed) are judged against --tolerance instead, and say so; a case "
+        "that ran in A and went OOM in B is a regression.",
     )
     compare.add_argument("a", metavar="A.json", help="baseline run")
     compare.add_argument("b", metavar="B.json", help="candidate run")
