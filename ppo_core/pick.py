@@ -518,18 +518,30 @@ def _overfit(
     gaps = [(r, h) for r, h in gaps if not h.empty]
     if gaps:
         frame = pd.concat([h for _, h in gaps])
-        bars_measured = sorted({int(b) for b in frame["case_bars"]})
+        # Seeds pool only within one dataset at one length: 5,000 daily bars and 5,000
+        # hourly bars are different amounts of history.
+        if "case_dataset" not in frame:
+            frame = frame.assign(case_dataset="")
+        frame = frame.assign(case_dataset=frame["case_dataset"].fillna(""))
+        measured = sorted(
+            {
+                (int(b), str(d))
+                for b, d in zip(frame["case_bars"], frame["case_dataset"], strict=True)
+            }
+        )
         if data_bars is None:
-            bars = bars_measured[-1]
+            bars, dataset = measured[-1]
         else:
-            bars = min(bars_measured, key=lambda b: abs(math.log(b / data_bars)))
-        values = frame.loc[frame["case_bars"] == bars, "value"].astype(float)
+            bars, dataset = min(measured, key=lambda bd: (abs(math.log(bd[0] / data_bars)), bd[1]))
+        chosen = (frame["case_bars"] == bars) & (frame["case_dataset"] == dataset)
+        values = frame.loc[chosen, "value"].astype(float)
         gap = float(values.mean())
         risk = "high" if gap > max_gap else "medium" if gap > max_gap / 2 else "low"
         runs_used = ", ".join(sorted({r for r, _ in gaps}))
         note = (
             f"measured: mean Sharpe gap (train - validation) of {len(values)} seed(s) at "
-            f"{bars:,} bars, run {runs_used}; high above {max_gap:g} (device-independent)"
+            f"{bars:,} bars{f' of {dataset}' if dataset else ''}, run {runs_used}; high above "
+            f"{max_gap:g} (device-independent)"
         )
         return Figure(gap, "measured", note), risk
     if data_bars is None:

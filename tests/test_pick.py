@@ -14,6 +14,7 @@ import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ppo_core.cli import main
@@ -433,3 +434,15 @@ def test_roofline_estimates_follow_their_stated_formula():
     per_env_step = 1 / medium.env_steps_per_s.value + 10 / medium.update_samples_per_s.value
     assert medium.train_steps_per_s.value == pytest.approx(1 / per_env_step)
     assert "50% of the fp32 peak" in medium.update_samples_per_s.note
+
+
+def test_overfit_gaps_pool_seeds_within_one_dataset_only():
+    runs = load_runs([FIXTURES / "run-cpu-quick.json"])
+    gap_rows = (runs["suite"] == "overfit") & (runs["metric"] == "sharpe_gap")
+    other = runs[gap_rows].assign(case_dataset="other-market", value=runs[gap_rows]["value"] + 100)
+    both = pd.concat([runs, other], ignore_index=True)
+    bars = int(runs[gap_rows]["case_bars"].min())
+    tiny = _by_label(pick(find_gpu("H100"), runs=both, data_bars=bars))["tiny"]
+    own = runs[gap_rows & (runs["preset"] == "tiny") & (runs["case_bars"] == bars)]["value"]
+    candidates = {own.mean(), own.mean() + 100}
+    assert tiny.overfit.value in candidates  # one dataset's seeds, never a blend of the two
