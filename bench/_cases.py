@@ -30,6 +30,7 @@ __all__ = [
     "observation_windows",
     "oom_record",
     "session_ceilings",
+    "size_record",
     "sizes_for",
     "timed_rounds",
 ]
@@ -311,6 +312,31 @@ def session_ceilings(options: BenchOptions) -> Any:
 def is_oom(error: BaseException) -> bool:
     """True for a host or device out-of-memory error (ppo_core.errors.is_out_of_memory)."""
     return is_out_of_memory(error)
+
+
+def size_record(
+    suite: str,
+    options: BenchOptions,
+    preset: str,
+    network: Any,
+    sizing: Any,
+    case: dict[str, Any],
+    predicted: dict[str, Any],
+) -> Record:
+    """A size's record before its metrics: the suite, machine, profile and architecture it
+    measured, so every figure traces back to a config."""
+    return Record(
+        suite=suite,
+        device=options.device,
+        profile=options.profile,
+        preset=preset,
+        hidden_dims=network.hidden_dims,
+        trunk=network.trunk,
+        obs_dim=network.obs_dim,
+        params=sizing.params,
+        case=case,
+        predicted=predicted,
+    )
 
 
 def oom_record(base: Record, **where: Any) -> Record:

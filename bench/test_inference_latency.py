@@ -22,6 +22,7 @@ from _cases import (
     observation_windows,
     oom_record,
     session_ceilings,
+    size_record,
     timed_rounds,
 )
 
@@ -63,15 +64,12 @@ def test_inference_latency(benchmark, emit, options, market, size, batch, backen
     ceilings = session_ceilings(options)
     dtype = backend if backend in ("bf16", "fp16", "int8") else "fp32"  # bytes per weight
     floor_s = sizing.weight_bytes[dtype] / ceilings.bandwidth_bytes_per_s
-    base = Record(
-        suite=SUITE,
-        device=options.device,
-        profile=options.profile,
-        preset=size.name,
-        hidden_dims=network.hidden_dims,
-        trunk=network.trunk,
-        obs_dim=network.obs_dim,
-        params=sizing.params,
+    base = size_record(
+        SUITE,
+        options,
+        size.name,
+        network,
+        sizing,
         case={"batch": batch, "backend": backend, "weights": "initial (untrained)"},
         predicted={
             "params": sizing.params,

@@ -13,10 +13,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from _cases import oom_record
+from _cases import oom_record, size_record
 
 from ppo_core.config import NetworkConfig
-from ppo_core.record import Metric, Record
+from ppo_core.record import Metric
 from ppo_core.sizing import CUDA_CONTEXT_BYTES, estimate
 
 SUITE = "memory"
@@ -82,15 +82,12 @@ def test_memory(benchmark, emit, options, market, size, runtime_overhead):
     minibatch = budget.memory_minibatch
     sizing = estimate(network, n_envs, n_steps, minibatch, n_bars=data.features.shape[0])
     case = {"n_envs": n_envs, "n_steps": n_steps, "minibatch": minibatch}
-    base = Record(
-        suite=SUITE,
-        device=options.device,
-        profile=options.profile,
-        preset=size.name,
-        hidden_dims=network.hidden_dims,
-        trunk=network.trunk,
-        obs_dim=network.obs_dim,
-        params=sizing.params,
+    base = size_record(
+        SUITE,
+        options,
+        size.name,
+        network,
+        sizing,
         case=case,
         predicted={
             **sizing.memory_components(),

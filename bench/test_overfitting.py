@@ -12,9 +12,9 @@ import dataclasses
 import importlib.util
 
 import pytest
-from _cases import OPTIONS_KEY, is_oom, oom_record, timed_rounds
+from _cases import OPTIONS_KEY, is_oom, oom_record, size_record, timed_rounds
 
-from ppo_core.record import Metric, Record
+from ppo_core.record import Metric
 from ppo_core.sizing import estimate
 
 SUITE = "overfit"
@@ -87,15 +87,12 @@ def test_overfitting(benchmark, emit, options, market_for, size, dataset, length
     }
     if dataset.strip().lower() == "synthetic":
         case["signal_strength"] = budget.overfit_signal
-    base = Record(
-        suite=SUITE,
-        device=options.device,
-        profile=options.profile,
-        preset=size.name,
-        hidden_dims=network.hidden_dims,
-        trunk=network.trunk,
-        obs_dim=network.obs_dim,
-        params=sizing.params,
+    base = size_record(
+        SUITE,
+        options,
+        size.name,
+        network,
+        sizing,
         case=case,
         predicted={"params": sizing.params},
     )

@@ -11,10 +11,10 @@ import statistics
 from dataclasses import dataclass
 
 import pytest
-from _cases import OPTIONS_KEY, is_oom, oom_record
+from _cases import OPTIONS_KEY, is_oom, oom_record, size_record
 
 from ppo_core.presets import PRESETS
-from ppo_core.record import Metric, Record
+from ppo_core.record import Metric
 from ppo_core.sizing import estimate
 
 SUITE = "peer"
@@ -107,15 +107,12 @@ def test_peer_throughput(benchmark, emit, options, market, peer_preset, kind):
         )
 
     sizing = estimate(network)
-    base = Record(
-        suite=SUITE,
-        device=options.device,
-        profile=options.profile,
-        preset=peer_preset,
-        hidden_dims=network.hidden_dims,
-        trunk=network.trunk,
-        obs_dim=network.obs_dim,
-        params=sizing.params,
+    base = size_record(
+        SUITE,
+        options,
+        peer_preset,
+        network,
+        sizing,
         case={
             "kind": kind,
             "ppo_core": dataclasses.asdict(settings["ppo_core"]),

@@ -12,9 +12,9 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
-from _cases import is_oom, oom_record, session_ceilings, timed_rounds
+from _cases import is_oom, oom_record, session_ceilings, size_record, timed_rounds
 
-from ppo_core.record import Metric, Record
+from ppo_core.record import Metric
 from ppo_core.sizing import estimate
 
 SUITE = "train"
@@ -67,15 +67,12 @@ def _run_case(benchmark, emit, options, market, size, *, kind, n_envs, minibatch
         "minibatch": minibatch,
         "n_epochs": budget.train_epochs,
     }
-    base = Record(
-        suite=SUITE,
-        device=options.device,
-        profile=options.profile,
-        preset=size.name,
-        hidden_dims=network.hidden_dims,
-        trunk=network.trunk,
-        obs_dim=network.obs_dim,
-        params=sizing.params,
+    base = size_record(
+        SUITE,
+        options,
+        size.name,
+        network,
+        sizing,
         case=case,
         predicted={
             "params": sizing.params,
