@@ -20,7 +20,7 @@ from torch import nn
 from ppo_core import checkpoint
 from ppo_core.config import PPOConfig
 from ppo_core.env import TradingEnv
-from ppo_core.errors import CheckpointError, TrainingDiverged
+from ppo_core.errors import CheckpointError, ConfigError, TrainingDiverged
 from ppo_core.network import ActorCritic
 from ppo_core.ppo import compute_gae, explained_variance, ppo_loss
 from ppo_core.sizing import estimate
@@ -33,8 +33,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from ppo_core.errors import ConfigError
-
         raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device")
     return torch.device(name)
 
@@ -87,14 +85,10 @@ class PPOTrainer:
 
     def __init__(self, env: TradingEnv, config: PPOConfig) -> None:
         if env.n_envs != config.n_envs:
-            from ppo_core.errors import ConfigError
-
             raise ConfigError(
                 f"PPOConfig.n_envs is {config.n_envs} but the environment has {env.n_envs}"
             )
         if env.obs_dim != config.network.obs_dim:
-            from ppo_core.errors import ConfigError
-
             raise ConfigError(
                 f"environment observations have {env.obs_dim} values but the network expects "
                 f"obs_dim {config.network.obs_dim} (n_features x lookback)"
