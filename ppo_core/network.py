@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from ppo_core.config import NetworkConfig
 
-__all__ = ["ActorCritic"]
+__all__ = ["ActorCritic", "sample_actions", "score_actions"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -72,23 +72,39 @@ class ActorCritic(nn.Module):
         return self.critic_head(self.critic_trunk(obs)).squeeze(-1)
 
     def act(
-        self, obs: torch.Tensor, deterministic: bool = False
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample (or take the argmax) action -> action (batch,), log_prob (batch,), value."""
         logits, value = self(obs)
-        log_probs = F.log_softmax(logits.float(), dim=-1)
-        if deterministic:
-            action = log_probs.argmax(dim=-1)
-        else:
-            action = torch.multinomial(log_probs.exp(), 1).squeeze(-1)
-        return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1), value.float()
+        action, log_prob = sample_actions(logits, deterministic, generator)
+        return action, log_prob, value.float()
 
     def evaluate(
         self, obs: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Log-prob and entropy of given actions, and the value: each (batch,)."""
         logits, value = self(obs)
-        log_probs = F.log_softmax(logits.float(), dim=-1)
-        entropy = -(log_probs.exp() * log_probs).sum(-1)
-        log_prob = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        log_prob, entropy = score_actions(logits, actions)
         return log_prob, entropy, value.float()
+
+
+def sample_actions(
+    logits: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits (batch, n_actions) -> sampled (or argmax) action (batch,), its log-prob (batch,)."""
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    if deterministic:
+        action = log_probs.argmax(dim=-1)
+    else:
+        action = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
+    return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+
+
+def score_actions(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits (batch, n_actions), actions (batch,) -> log-prob (batch,), entropy (batch,)."""
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    return log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1), entropy

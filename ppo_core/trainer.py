@@ -21,7 +21,7 @@ from ppo_core import checkpoint
 from ppo_core.config import PPOConfig
 from ppo_core.env import TradingEnv
 from ppo_core.errors import CheckpointError, ConfigError, TrainingDiverged
-from ppo_core.network import ActorCritic
+from ppo_core.network import ActorCritic, sample_actions, score_actions
 from ppo_core.ppo import compute_gae, explained_variance, ppo_loss
 from ppo_core.sizing import estimate
 
@@ -194,10 +194,10 @@ class PPOTrainer:
         return next_value, returns
 
     def _act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # Through self._forward (compiled when asked), with the trainer's own random stream.
         logits, value = self._forward(obs)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        action = torch.multinomial(log_probs.exp(), 1, generator=self._generator).squeeze(-1)
-        return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1), value.float()
+        action, log_prob = sample_actions(logits, generator=self._generator)
+        return action, log_prob, value.float()
 
     def _update(self, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
         cfg = self.config
@@ -273,9 +273,7 @@ class PPOTrainer:
         self, obs: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits, value = self._forward(obs)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        entropy = -(log_probs.exp() * log_probs).sum(-1)
-        new_log_prob = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        new_log_prob, entropy = score_actions(logits, actions)
         return new_log_prob, entropy, value.float()
 
     def _check_parameters(self) -> None:
