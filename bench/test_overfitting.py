@@ -63,7 +63,6 @@ def _dataset_id(spec: str) -> str:
 
 
 def test_overfitting(benchmark, emit, options, market_for, size, dataset, length, seed):
-    import torch
 
     from ppo_core.config import PPOConfig
     from ppo_core.env import TradingEnv
@@ -119,13 +118,19 @@ def test_overfitting(benchmark, emit, options, market_for, size, dataset, length
             warmup=0,
             device=options.device,
         )
-        policy = trainer.policy
+        splits = ("train", "validation")
         results = {
-            split: evaluate_with_baselines(policy, data, split, config.env.cost_bps)
-            for split in ("train", "validation")
+            split: evaluate_with_baselines(trainer.policy, data, split, config.env.cost_bps)
+            for split in splits
         }
-        with torch.no_grad():
-            value_loss = {s: _value_loss(policy, data, s, config) for s in ("train", "validation")}
+        # Fresh envs seeded apart from training: the same rollout, bootstrap and GAE as
+        # training, on each split, so the two value losses are comparable.
+        value_loss = {
+            split: trainer.value_loss(
+                TradingEnv(data, split, config.n_envs, config.env, options.device, config.seed + 1)
+            )
+            for split in splits
+        }
     except Exception as error:
         if not is_oom(error):
             raise
@@ -200,40 +205,3 @@ def _metrics(results, value_loss) -> dict[str, Metric]:
         metrics["oracle_edge_fraction"] = Metric.measured(fraction, "ratio", "higher")
         metrics["val_oracle_sharpe"] = Metric.measured(oracle.sharpe, "ratio", None)
     return metrics
-
-
-def _value_loss(policy, data, split, config) -> float:
-    """0.5 * mean (V - GAE return)^2 over one rollout of the trained policy on `split`.
-
-    The same rollout, bootstrap and GAE as training, so train and validation are comparable.
-    """
-    import torch
-
-    from ppo_core.env import TradingEnv
-    from ppo_core.ppo import compute_gae
-
-    env = TradingEnv(data, split, config.n_envs, config.env, config.device, seed=config.seed + 1)
-    generator = torch.Generator(device=env.device).manual_seed(config.seed + 1)
-    obs = env.reset()
-    values, rewards, dones = [], [], []
-    for _ in range(config.n_steps):
-        logits, value = policy(obs)
-        action = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=generator)
-        obs, reward, done, info = env.step(action.squeeze(-1))
-        if done.any():
-            reward = reward.clone()
-            final_obs = env.observe(info["final_bar_index"][done])
-            reward[done] += config.gamma * policy.value(final_obs).float()
-        values.append(value.float())
-        rewards.append(reward)
-        dones.append(done.float())
-    values_t = torch.stack(values)  # (n_steps, n_envs)
-    _, returns = compute_gae(
-        torch.stack(rewards),
-        values_t,
-        torch.stack(dones),
-        policy.value(obs).float(),
-        config.gamma,
-        config.gae_lambda,
-    )
-    return float(0.5 * ((values_t - returns) ** 2).mean())

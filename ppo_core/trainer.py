@@ -167,19 +167,22 @@ class PPOTrainer:
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
-    def _rollout(self) -> tuple[torch.Tensor, list[float]]:
+    def _rollout(
+        self, env: TradingEnv, obs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+        """Fill the buffer with n_steps on `env` from `obs` -> next obs, its value (n_envs,),
+        and the returns of the episodes that ended."""
         cfg = self.config
         finished_returns: list[torch.Tensor] = []
-        obs = self._next_obs
         with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=self._autocast):
             for step in range(cfg.n_steps):
-                self.buf_obs[step] = self.env.bar_index if cfg.obs_buffer == "indices" else obs
+                self.buf_obs[step] = env.bar_index if cfg.obs_buffer == "indices" else obs
                 action, log_prob, value = self._act(obs)
-                obs, reward, done, info = self.env.step(action)
+                obs, reward, done, info = env.step(action)
                 if done.any():
                     # Every episode end is a time limit, not a terminal state: bootstrap the
                     # value of the observation the episode would have continued with (as SB3).
-                    final_obs = self.env.observe(info["final_bar_index"][done])
+                    final_obs = env.observe(info["final_bar_index"][done])
                     reward = reward.clone()
                     reward[done] += cfg.gamma * self._forward.value(final_obs).float()
                     finished_returns.append(info["equity"][done])
@@ -189,9 +192,8 @@ class PPOTrainer:
                 self.buf_rewards[step] = reward
                 self.buf_dones[step] = done.float()
             next_value = self._forward.value(obs).float()
-        self._next_obs = obs
         returns = torch.cat(finished_returns).tolist() if finished_returns else []
-        return next_value, returns
+        return obs, next_value, returns
 
     def _act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # Through self._forward (compiled when asked), with the trainer's own random stream.
@@ -298,7 +300,7 @@ class PPOTrainer:
         self.policy.eval()
         t0 = self._sync()
         try:
-            next_value, finished = self._rollout()
+            self._next_obs, next_value, finished = self._rollout(self.env, self._next_obs)
         except RuntimeError:
             # Sampling from NaN logits fails inside torch; name the real cause if it is that.
             self._check_parameters()
@@ -335,6 +337,20 @@ class PPOTrainer:
         )
         self.stats.append(stats)
         return stats
+
+    def value_loss(self, env: TradingEnv) -> float:
+        """0.5 * mean (V - GAE return)^2 of the current policy over one rollout on `env` (e.g.
+        the validation split), collected, bootstrapped and discounted exactly as in training.
+        It reuses the rollout buffer: call it between iterations, not inside one."""
+        cfg = self.config
+        if env.n_envs != cfg.n_envs:
+            raise ConfigError(f"value_loss needs {cfg.n_envs} environments, got {env.n_envs}")
+        self.policy.eval()
+        _, next_value, _ = self._rollout(env, env.reset())
+        _, returns = compute_gae(
+            self.buf_rewards, self.buf_values, self.buf_dones, next_value, cfg.gamma, cfg.gae_lambda
+        )
+        return float(0.5 * ((self.buf_values - returns) ** 2).mean())
 
     # -- a whole run --------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from ppo_core import checkpoint
 from ppo_core.config import EnvConfig, NetworkConfig, PPOConfig
 from ppo_core.data import make_synthetic, prepare
 from ppo_core.env import TradingEnv
-from ppo_core.errors import ArchitectureMismatch, TrainingDiverged
+from ppo_core.errors import ArchitectureMismatch, ConfigError, TrainingDiverged
 from ppo_core.trainer import PPOTrainer
 
 LOOKBACK = 8  # small windows keep these tests fast; the learning test uses the reference 100
@@ -172,7 +172,7 @@ def test_time_limit_ends_are_bootstrapped_with_the_value_of_the_next_observation
     trainer = _trainer(data, config)
     replay = TradingEnv(data, "train", config.n_envs, config.env, device="cpu", seed=config.seed)
     replay.reset()
-    trainer._rollout()
+    trainer._rollout(trainer.env, trainer._next_obs)
     for step in range(config.n_steps):
         _obs, reward, done, info = replay.step(trainer.buf_actions[step])
         expected = reward.clone()
@@ -183,3 +183,19 @@ def test_time_limit_ends_are_bootstrapped_with_the_value_of_the_next_observation
         assert trainer.buf_dones[step].tolist() == done.float().tolist()
     # Two-bar episodes end on every second step, in both environments.
     assert trainer.buf_dones.sum(dim=0).tolist() == [3.0, 3.0]
+
+
+def test_value_loss_on_another_split_leaves_training_where_it_was(data):
+    config = _config()
+    trainer = _trainer(data, config)
+    trainer.train_iteration()
+    next_obs, bars = trainer._next_obs.clone(), trainer.env.bar_index.clone()
+    validation = TradingEnv(data, "validation", config.n_envs, config.env, seed=7)
+    loss = trainer.value_loss(validation)
+    assert math.isfinite(loss)
+    assert loss > 0
+    torch.testing.assert_close(trainer._next_obs, next_obs)
+    torch.testing.assert_close(trainer.env.bar_index, bars)
+    assert trainer.train_iteration().iteration == 2
+    with pytest.raises(ConfigError, match="value_loss needs 4 environments"):
+        trainer.value_loss(TradingEnv(data, "validation", 2, config.env))
