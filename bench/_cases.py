@@ -392,14 +392,16 @@ def latency_metrics(samples: list[float], predicted: float | None = None) -> dic
     }
 
 
-def observation_windows(data: Any, n: int, seed: int = 0, split: str = "train") -> Any:
-    """`n` real observations (n, lookback * n_features) float32 at random bars of a split.
+def observation_windows(
+    data: Any, n: int, seed: int = 0, split: str = "train", device: str = "cpu"
+) -> Any:
+    """`n` real observations (n, obs_dim) float32 at random bars of a split, on `device`:
+    exactly what TradingEnv observes, gathered by TradingEnv.observe."""
+    import torch
 
-    The same window TradingEnv observes: feature rows t-lookback+1..t, flattened row-major.
-    """
-    import numpy as np
+    from ppo_core.env import TradingEnv
 
-    start, end = data.splits.range(split)
-    bars = np.random.default_rng(seed).integers(start, end, size=n)  # (n,)
-    rows = bars[:, None] + np.arange(-data.lookback + 1, 1)  # (n, lookback)
-    return np.ascontiguousarray(data.features[rows].reshape(n, -1), dtype=np.float32)
+    env = TradingEnv(data, split, n_envs=1, device=device)
+    generator = torch.Generator().manual_seed(seed)
+    bars = torch.randint(env.split_start, env.split_end, (n,), generator=generator)  # (n,)
+    return env.observe(bars)

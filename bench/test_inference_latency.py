@@ -88,8 +88,8 @@ def test_inference_latency(benchmark, emit, options, market, size, batch, backen
         params = sum(p.numel() for p in policy.parameters())
         # Whole batches of the timed shape, so no backend recompiles for the comparison.
         n_agree = batch * -(-AGREEMENT_SAMPLES // batch)
-        obs = torch.from_numpy(observation_windows(data, n_agree, seed=1)).to(device)
-        x = torch.from_numpy(observation_windows(data, batch, seed=2)).to(device)
+        obs = observation_windows(data, n_agree, seed=1, device=device)
+        x = observation_windows(data, batch, seed=2, device=device)
         started = time.perf_counter()
         built = build_backend(backend, policy, device, x)
         build_s = time.perf_counter() - started
