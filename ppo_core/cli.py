@@ -368,7 +368,8 @@ def _train(args: argparse.Namespace) -> int:
     from ppo_core.data import Normalizer, load_market_data, prepare
     from ppo_core.env import TradingEnv
     from ppo_core.evaluation import evaluate_with_baselines
-    from ppo_core.trainer import PPOTrainer, resolve_device
+    from ppo_core.hardware import detect_device
+    from ppo_core.trainer import PPOTrainer
 
     config = _training_config(args)
     market = load_market_data(args.data, bars=args.bars, seed=config.seed, **_signal(args))
@@ -378,7 +379,7 @@ def _train(args: argparse.Namespace) -> int:
         stored = checkpoint.load(args.resume, config=config.network).obs_norm
         normalizer = Normalizer.from_dict(stored) if stored else None
     data = prepare(market, lookback=config.network.lookback, normalizer=normalizer)
-    device = resolve_device(config.device)
+    device = detect_device(config.device)[0]
     env = TradingEnv(data, "train", config.n_envs, config.env, device=device, seed=config.seed)
     trainer = PPOTrainer(env, config.replace(device=str(device)))
     if args.resume:
@@ -419,8 +420,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ppo_core import checkpoint
     from ppo_core.data import Normalizer, load_market_data, prepare
     from ppo_core.evaluation import evaluate_with_baselines
+    from ppo_core.hardware import detect_device
     from ppo_core.network import ActorCritic
-    from ppo_core.trainer import resolve_device
 
     ckpt = checkpoint.load(args.checkpoint)
     normalizer = Normalizer.from_dict(ckpt.obs_norm) if ckpt.obs_norm else None
@@ -428,7 +429,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     data = prepare(market, lookback=ckpt.config.lookback, normalizer=normalizer)
     policy = ActorCritic(ckpt.config)
     policy.load_state_dict(ckpt.policy_state_dict)
-    policy.to(resolve_device(args.device))
+    policy.to(detect_device(args.device)[0])
     cost_bps = ckpt.ppo_config.env.cost_bps if ckpt.ppo_config else 1.0
     results = evaluate_with_baselines(policy, data, args.split, cost_bps)
     if args.json:

@@ -202,9 +202,7 @@ def run_ppo_core(data: PreparedData, config: PPOConfig) -> PeerRun:
     env = TradingEnv(data, "train", config.n_envs, config.env, config.device, config.seed)
     trainer = PPOTrainer(env, config)
     start = time.perf_counter()
-    trainer.learn(progress=False)
-    if trainer.device.type == "cuda":
-        torch.cuda.synchronize(trainer.device)
+    trainer.learn(progress=False)  # each iteration ends synchronised with the device
     learn_s = time.perf_counter() - start
     trainer.policy.eval()
     validation = evaluate_policy(

@@ -17,24 +17,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from ppo_core import checkpoint
+from ppo_core import checkpoint, gpu
 from ppo_core.config import PPOConfig
 from ppo_core.env import TradingEnv
 from ppo_core.errors import CheckpointError, ConfigError, TrainingDiverged
+from ppo_core.hardware import detect_device
 from ppo_core.network import ActorCritic, sample_actions, score_actions
 from ppo_core.ppo import compute_gae, explained_variance, ppo_loss
 from ppo_core.sizing import estimate
 
-__all__ = ["IterationStats", "PPOTrainer", "resolve_device"]
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> the first CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device")
-    return torch.device(name)
+__all__ = ["IterationStats", "PPOTrainer"]
 
 
 @dataclass(frozen=True)
@@ -95,7 +87,7 @@ class PPOTrainer:
             )
         self.env = env
         self.config = config
-        self.device = resolve_device(config.device)
+        self.device = torch.device(detect_device(config.device)[0])
         torch.manual_seed(config.seed)
         self.policy = ActorCritic(config.network).to(self.device)
         # eps=1e-5 as in the PPO implementation-details study (Adam's default 1e-8 is too small).
@@ -163,8 +155,7 @@ class PPOTrainer:
 
     def _sync(self) -> float:
         # GPU work is asynchronous: a phase is only over once the device has finished it.
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        gpu.cuda_synchronize(self.device)
         return time.perf_counter()
 
     def _rollout(

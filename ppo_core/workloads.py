@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from ppo_core.config import NetworkConfig, PPOConfig
 from ppo_core.data import load_market_data, prepare
@@ -92,7 +91,5 @@ def _build_and_train(
     env = TradingEnv(prepared, "train", n_envs=n_envs, config=config.env, device=device, seed=seed)
     trainer = PPOTrainer(env, config)
     for _ in range(iterations):
-        trainer.train_iteration()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
+        trainer.train_iteration()  # ends synchronised with the device
     return trainer, env
