@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ppo_core.atomic import atomic_path
 from ppo_core.errors import ArchbenchError
 from ppo_core.network import ActorCritic
 from ppo_core.record import Metric
@@ -259,25 +260,19 @@ def export_onnx(
     batch = torch.export.Dim("batch", min=1)
     # The exporter logs a warning per torchvision op it cannot register; none is used here.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch/onnxscript deprecation chatter
-            torch.onnx.export(
-                module,
-                (example_obs[:1].detach().cpu().float(),),
-                tmp_name,
-                input_names=["obs"],
-                output_names=outputs,
-                dynamic_shapes={"obs": {0: batch}},
-                dynamo=True,
-                external_data=False,
-                verbose=False,
-            )
-        Path(tmp_name).replace(target)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+    with atomic_path(target) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch/onnxscript deprecation chatter
+        torch.onnx.export(
+            module,
+            (example_obs[:1].detach().cpu().float(),),
+            str(tmp),
+            input_names=["obs"],
+            output_names=outputs,
+            dynamic_shapes={"obs": {0: batch}},
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
     return target
 
 

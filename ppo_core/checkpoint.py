@@ -22,7 +22,6 @@ import os
 import pickletools
 import re
 import subprocess
-import tempfile
 import warnings
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 from ppo_core import __version__
+from ppo_core.atomic import atomic_path
 from ppo_core.config import NetworkConfig, PPOConfig
 from ppo_core.errors import ArchitectureMismatch, CheckpointError, ConfigError
 from ppo_core.sizing import estimate
@@ -277,17 +277,10 @@ def save(
         "meta": meta,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp_name).replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp_name).unlink()
-        raise
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        torch.save(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     return path
 
 

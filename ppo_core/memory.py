@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ppo_core import gpu
+from ppo_core.atomic import atomic_path
 from ppo_core.errors import ConfigError, is_out_of_memory
 
 __all__ = [
@@ -344,13 +345,13 @@ def _child_main(spec: dict[str, Any]) -> None:
         else report.rss_bytes - baseline_rss,
         memory=None if report is None else report.to_dict(),
     )
-    tmp = Path(spec["out"] + ".tmp")
     try:
-        tmp.write_text(json.dumps(out))
+        text = json.dumps(out)
     except TypeError:
         out.update(status="error", reason="the function's result is not JSON-able", result=None)
-        tmp.write_text(json.dumps(out))
-    tmp.replace(spec["out"])
+        text = json.dumps(out)
+    with atomic_path(spec["out"]) as tmp:
+        tmp.write_text(text)
 
 
 def _last_line(exc: BaseException) -> str:

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ppo_core.atomic import atomic_path
 from ppo_core.errors import ArchbenchError, ConfigError
 
 __all__ = [
@@ -351,9 +352,8 @@ def _write_json_from_records(
         "datetime": datetime.now(timezone.utc).isoformat(),
         "version": "archbench-records",
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
 
 
 def _commit_info() -> dict[str, Any]:
