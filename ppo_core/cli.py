@@ -553,10 +553,12 @@ def _add_reports_commands(subcommands: argparse._SubParsersAction) -> None:
         help="training memory budget in GiB (default: the run's GPU memory; none on a CPU run)",
     )
     report.add_argument(
-        "--max-sharpe-gap",
+        "--min-throughput-fraction",
         type=float,
-        default=0.5,
-        help="complex symbols: largest mean train-minus-validation Sharpe gap (0.5)",
+        default=0.25,
+        metavar="F",
+        help="production and extended training: a size must train at >= F x the fastest "
+        "size's whole-iteration rate (0.25)",
     )
     report.add_argument(
         "--compare",
@@ -601,14 +603,14 @@ def _add_reports_commands(subcommands: argparse._SubParsersAction) -> None:
 def _report_command(args: argparse.Namespace) -> int:
     from ppo_core.errors import ConfigError
     from reports.compare import compare_runs, comparison_html
-    from reports.recommend import Budgets
     from reports.render import render_report
+    from reports.use_cases import Budgets
 
     try:
         budgets = Budgets(
             latency_p99_s=args.latency_budget_ms / 1e3,
             memory_bytes=None if args.memory_budget_gb is None else args.memory_budget_gb * 2**30,
-            max_sharpe_gap=args.max_sharpe_gap,
+            min_throughput_fraction=args.min_throughput_fraction,
         )
     except ValueError as error:
         raise ConfigError(str(error)) from None
@@ -772,8 +774,8 @@ def _pick_device(gpu: str, vram_gb: float | None):  # -> gpus.GpuSpec
 
 def _pick(args: argparse.Namespace) -> int:
     from ppo_core.errors import ConfigError
-    from ppo_core.pick import pick
     from ppo_core.presets import parse_hidden_dims
+    from reports.pick import pick
 
     if args.vram_gb is not None and not args.vram_gb > 0:
         raise ConfigError(f"--vram-gb must be positive, got {args.vram_gb}")
@@ -831,6 +833,8 @@ def _print_pick(result) -> None:  # result: pick.PickResult
 
     console = _console()
     device = result.device
+    if result.decision is None and not result.notes:
+        console.print("[bold yellow]no measurements: the tier table's prior[/bold yellow]")
     variant = f" ({device.variant})" if device.variant else ""
     console.print(f"[bold]{escape(device.name)}{escape(variant)}[/bold]: {device.source}")
     rec = result.recommended
@@ -859,10 +863,10 @@ def _print_pick(result) -> None:  # result: pick.PickResult
         "update samples/s",
         "train steps/s",
         "batch-1 latency p50 / p99",
-        "overfit risk",
+        "Sharpe gap / data",
         "excluded because",
     ):
-        left = column in ("size", "overfit risk", "excluded because")
+        left = column in ("size", "Sharpe gap / data", "excluded because")
         table.add_column(column, justify="left" if left else "right")
     for c in result.candidates:
         style = "bold green" if rec is not None and c.hidden_dims == rec.hidden_dims else None
@@ -871,7 +875,7 @@ def _print_pick(result) -> None:  # result: pick.PickResult
         elif c.overfit.basis == "heuristic":
             overfit = f"{c.overfit_risk}: {c.overfit.value:,.0f} params/bar [dim]heuristic[/dim]"
         else:
-            overfit = f"{c.overfit_risk}: gap {c.overfit.value:+.2f} [dim]measured[/dim]"
+            overfit = f"gap {c.overfit.value:+.2f} [dim]measured[/dim]"
         latency = _figure_text(c.latency_p50_s, lambda v: f"{v * 1e3:.3g} ms")
         if c.latency_p99_s.value is not None:
             latency += f" / {c.latency_p99_s.value * 1e3:.3g} ms"

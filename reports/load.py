@@ -59,6 +59,7 @@ RECORD_COLUMNS = (
     "case",
     "case_dict",
     "record_predicted",
+    "series",
 )
 METRIC_COLUMNS = ("metric", "value", "unit", "better", "samples", "predicted", "unavailable")
 COLUMNS = RUN_COLUMNS + RECORD_COLUMNS + METRIC_COLUMNS
@@ -230,6 +231,7 @@ def _record_rows(record: Any, where: str, info: dict[str, Any]) -> list[dict[str
         case=case_label(case),
         case_dict=dict(case),
         record_predicted=dict(record.get("predicted") or {}),
+        series=_series(record.get("series"), where),
     )
     if record.get("device"):
         base["device"] = record["device"]
@@ -267,6 +269,20 @@ def _metric_fields(metric: Any, where: str) -> dict[str, Any]:
         "predicted": _number(metric.get("predicted"), f"{where} predicted"),
         "unavailable": unavailable,
     }
+
+
+def _series(series: Any, where: str) -> dict[str, tuple[float, ...]]:
+    """Per-bar series a record carries (the overfit suite's validation returns)."""
+    if series is None:
+        return {}
+    if not isinstance(series, dict):
+        raise ReportError(f"{where}: record series is a {type(series).__name__}, not an object")
+    out = {}
+    for name, values in series.items():
+        if not isinstance(values, list):
+            raise ReportError(f"{where}: series {name!r} is a {type(values).__name__}, not a list")
+        out[str(name)] = tuple(_number(v, f"{where}: series {name!r} value") for v in values)
+    return out
 
 
 def _integers_stay_integers(column: pd.Series) -> pd.Series:

@@ -17,16 +17,10 @@ from plotly.offline import get_plotlyjs, get_plotlyjs_version
 from plotly.subplots import make_subplots
 
 from ppo_core.atomic import atomic_path
+from reports.evidence import MEMORY_SAFETY_MARGIN, preset_summary
 from reports.load import ReportError, load_runs, missing_suites, run_info
-from reports.recommend import (
-    MEMORY_SAFETY_MARGIN,
-    USE_CASES,
-    Budgets,
-    Recommendation,
-    preset_summary,
-    recommend,
-)
 from reports.stats import mean_ci
+from reports.use_cases import USE_CASES, Budgets, Decision, recommend
 
 __all__ = ["CHARTS", "render_html", "render_report", "write_section"]
 
@@ -85,6 +79,7 @@ def render_html(
     budgets = budgets or Budgets()
     recommendations = recommend(df, budgets)
     runs = list(dict.fromkeys(df["run"]))
+    devices = list(dict.fromkeys(d.device for d in recommendations))
     figures = {
         "throughput": _throughput_figure(df),
         "latency": _latency_figure(df),
@@ -111,7 +106,7 @@ def render_html(
         _header(df),
         _missing_note(df),
         "<h2>Recommended hidden_dims</h2>",
-        _recommendations_table(recommendations, runs),
+        _recommendations_table(recommendations, devices),
         _use_case_table(budgets),
         "<h2>Sizing: predicted vs measured</h2>",
         _sizing_table(df),
@@ -236,46 +231,39 @@ def _missing_note(df: pd.DataFrame) -> str:
     return f"<div class='warn'>Missing suites:<ul>{items}</ul></div>"
 
 
-def _recommendations_table(recs: list[Recommendation], runs: list[str]) -> str:
-    by_key = {(r.run, r.use_case): r for r in recs}
+def _recommendations_table(decisions: list[Decision], devices: list[str]) -> str:
+    """One column per device (its runs combined per suite), one row per use case."""
+    by_key = {(d.device, d.use_case.name): d for d in decisions}
     rows = []
     for use in USE_CASES:
         cells: list[object] = [use.name]
-        for run in runs:
-            rec = by_key[(run, use.name)]
-            if rec.hidden_dims is None:
-                cells.append(_Raw(f"<span class='note'>{_e(rec.reason)}</span>"))
+        for device in devices:
+            decision = by_key[(device, use.name)]
+            details = "".join(f"<li>{_e(line)}</li>" for line in decision.details)
+            more = f"<details><summary>why</summary><ul>{details}</ul></details>"
+            if decision.size is None:
+                cells.append(_Raw(f"<span class='note'>{_e(decision.summary)}</span>{more}"))
                 continue
-            if rec.noise_against in (None, "runner-up"):
-                noise = {
-                    True: "<br><b>within noise</b> of the runner-up: either is as good",
-                    False: "<br>ahead of the runner-up beyond the measurement noise",
-                    None: "",
-                }[rec.within_noise]
-                if rec.within_noise is None and rec.runner_up:
-                    noise = "<br>too few samples to tell whether the runner-up differs"
-            else:
-                against = _e(rec.noise_against)
-                noise = {
-                    True: f"<br><b>within noise</b> of the limit ({against}): it may not "
-                    "really meet it; the runner-up is the safer choice",
-                    False: f"<br>meets the limit ({against}) beyond the measurement noise",
-                    None: f"<br>too few samples to tell how close it is to the limit ({against})",
-                }[rec.within_noise]
+            noise = {
+                True: "<br><b>within noise</b>: the cheaper size wins the tie",
+                False: "<br>beats every cheaper size beyond the measurement noise",
+                None: "",
+            }[decision.within_noise]
             cells.append(
                 _Raw(
-                    f"<b>{_e(rec.preset)}</b> [{_e(rec.hidden_dims)}]<br>"
-                    f"<span class='note'>{_e(rec.reason)}</span>{noise}"
+                    f"<b>{_e(decision.size.label)}</b> [{_e(decision.size.hidden_dims)}]<br>"
+                    f"<span class='note'>{_e(decision.summary)}</span>{noise}{more}"
                 )
             )
         rows.append(cells)
-    return _table(["use case", *runs], rows)
+    return _table(["use case", *devices], rows)
 
 
 def _use_case_table(budgets: Budgets) -> str:
-    rows = [(u.name, u.objective, u.constraints) for u in USE_CASES]
+    rows = [(u.name, u.rule) for u in USE_CASES]
     memory = (
-        "the run's GPU memory (none on a CPU run)"
+        "the run's GPU memory minus a "
+        f"{MEMORY_SAFETY_MARGIN:.0%} safety margin, the CUDA context counted (none on a CPU run)"
         if budgets.memory_bytes is None
         else f"{budgets.memory_bytes / 2**30:.1f} GiB"
     )
@@ -286,18 +274,19 @@ def _use_case_table(budgets: Budgets) -> str:
     )
     stated = (
         f"Budgets: batch-1 p99 latency {budgets.latency_p99_s * 1e3:g} ms; memory {memory}; "
-        f"Sharpe gap threshold {budgets.max_sharpe_gap:g}; extended training needs >= "
-        f"{budgets.min_throughput_fraction:.0%} of the fastest size's throughput; limited data "
-        f"means {limited}; the memory budget on a GPU run is its memory minus a "
-        f"{MEMORY_SAFETY_MARGIN:.0%} safety margin and a size's need includes the CUDA context; "
-        f"noise tests at alpha {budgets.alpha:g} (Mann-Whitney U on raw "
-        "samples, or 95% t intervals of seed means when there are too few samples; a p99 "
-        "latency by a bootstrap CI of the p99). Sizes ranked by parameters are checked "
-        "against the limit that admitted them, not against the runner-up."
+        f"a usable rate is >= {budgets.min_throughput_fraction:.0%} of the fastest size's "
+        f"whole-iteration throughput; limited data means {limited}. Every score carries a 95% "
+        "interval: throughput by a bootstrap of the median iteration, p99 latency by a bootstrap "
+        "of the p99, out-of-sample Sharpe by resampling seeds and (where the records carry "
+        "per-bar returns) a circular block bootstrap over the validation bars, paired across "
+        "sizes. The best size must beat a cheaper one beyond that interval (and for throughput "
+        f"by at least {budgets.min_throughput_effect:.0%}), or the cheaper one wins. A size "
+        "missing a figure its use case needs is 'not measured' and never chosen. Runs on one "
+        "device combine per suite: each suite's figures come from the newest run that has it."
     )
     return (
         "<details><summary>How each use case is decided</summary>"
-        + _table(["use case", "objective", "constraints"], rows)
+        + _table(["use case", "rule"], rows)
         + f"<p class='note'>{html.escape(stated)}</p></details>"
     )
 

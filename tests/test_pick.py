@@ -22,11 +22,11 @@ from ppo_core.config import NetworkConfig
 from ppo_core.errors import ConfigError
 from ppo_core.gpus import cpu_spec, custom_spec, find_gpu
 from ppo_core.hardware import config_for_gpu, gpu_tier
-from ppo_core.pick import DEFAULT_SAFETY_MARGIN, pick, resolve_use_case
 from ppo_core.presets import PRESETS
 from ppo_core.sizing import CUDA_CONTEXT_BYTES, estimate
 from reports.load import load_runs
-from reports.recommend import USE_CASES
+from reports.pick import DEFAULT_SAFETY_MARGIN, pick, resolve_use_case
+from reports.use_cases import USE_CASES
 
 TINY = PRESETS["tiny"]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -306,7 +306,7 @@ def test_measured_overfit_gaps_replace_the_heuristic():
     assert len(gaps)
     assert tiny.overfit.basis == "measured"
     assert tiny.overfit.value == pytest.approx(gaps.mean())
-    assert tiny.overfit_risk in ("low", "medium", "high")
+    assert tiny.overfit_risk is None  # shown, never decisive: the engine ranks on val Sharpe
 
 
 def test_latency_budget_excludes_sizes_whose_floor_is_over_it():
@@ -319,8 +319,10 @@ def test_latency_budget_excludes_sizes_whose_floor_is_over_it():
         )
         assert c.latency_p50_s.value == pytest.approx(floor)
         assert any("latency" in why for why in c.excluded) is (floor > 2e-4)
-    # Live trading: the most parameters still inside the budget.
-    assert result.recommended.label == "large"
+    # No results: the tier table's prior, among the sizes whose floor is inside the budget.
+    assert result.why[0].startswith("no measurements: the tier table's prior")
+    assert not result.recommended.excluded
+    assert result.decision is None
 
 
 def test_a_card_given_only_by_memory_gets_the_memory_tier_and_no_invented_rates():
@@ -334,9 +336,9 @@ def test_a_card_given_only_by_memory_gets_the_memory_tier_and_no_invented_rates(
 
 
 def test_use_cases_are_the_reports_use_cases():
-    from ppo_core.pick import USE_CASE_RULES
+    from ppo_core.presets import TRAINING_MODES
 
-    assert set(USE_CASE_RULES) == {u.name for u in USE_CASES}
+    assert all(u.training_mode in TRAINING_MODES for u in USE_CASES)
     assert resolve_use_case("limited-data") == "limited data (< 1 year of bars)"
     assert resolve_use_case("Quick Iteration") == "quick iteration"
     assert resolve_use_case(None) == "standard production"
@@ -345,7 +347,8 @@ def test_use_cases_are_the_reports_use_cases():
     extended = pick(find_gpu("H100"), use_case="extended")
     assert (extended.training_mode, extended.n_steps) == ("extended", 512)
     quick = pick(find_gpu("H100"), use_case="quick")
-    assert quick.recommended.label == "tiny"  # fewest FLOPs is the fastest roofline
+    # A roofline is a model, not a measurement: without results the tier table decides.
+    assert quick.why[0].startswith("no measurements: the tier table's prior")
 
 
 def test_extra_candidates_join_the_table_in_parameter_order():
@@ -403,12 +406,14 @@ def test_a_measured_out_of_memory_on_this_device_overrides_the_sizing_model():
         assert not by_label[label].fits
         assert "out of memory in run all-oom" in by_label[label].fit_note
     assert by_label["medium"].fits  # not measured there: the sizing model decides
-    assert result.recommended.label == "medium"
-    assert "smallest eligible above it" in result.why[0]
+    # Every measured case went OOM and the rest were never measured: nothing is recommended,
+    # in one line that says which suite's figures are missing.
+    assert result.recommended is None
+    assert "every overfit case was OOM or failed" in result.why[0]
 
 
 def test_roofline_estimates_follow_their_stated_formula():
-    from ppo_core.pick import (
+    from reports.pick import (
         ASSUMED_MATMUL_EFFICIENCY,
         ASSUMED_OP_OVERHEAD_S,
         UPDATE_BYTES_PER_PARAM,

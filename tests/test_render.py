@@ -14,7 +14,8 @@ from plotly.offline import get_plotlyjs
 from ppo_core.cli import main
 from reports.compare import compare_runs
 from reports.load import load_runs
-from reports.recommend import preset_summary, recommend
+from reports.evidence import preset_summary
+from reports.use_cases import recommend
 from reports.render import CHARTS, render_html, render_report
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -146,7 +147,7 @@ def test_unmeasured_and_failed_records_never_crash_a_report(tmp_path):
     assert set(summary["preset"]) == {p for p in presets if p is not None}
     for rec in recommend(df):
         assert rec.hidden_dims is None
-        assert rec.reason.startswith("no recommendation: ")
+        assert rec.summary.startswith("no recommendation: ")
     out = render_report([path, RUN], tmp_path / "report.html", plotlyjs="cdn")
     assert "unmeasured" in out.read_text()
     table = compare_runs(RUN, path)

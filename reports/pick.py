@@ -1,14 +1,15 @@
 """Choose hidden_dims, n_envs and minibatch for one device and use case, measured or not.
 
-Pure decisions over the sizing model, the GPU table and (optionally) benchmark runs read by
-`reports.load`; every figure says whether it was measured, extrapolated, estimated or guessed.
+The choice itself is `reports.use_cases.decide`, the engine the report uses, over the
+measurements of this device (or figures extrapolated to it); with no results at all, the GPU
+tier table is the prior and the answer says so. Every figure says where it comes from.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import pandas as pd
@@ -19,7 +20,18 @@ from ppo_core.gpus import GpuSpec, find_gpu
 from ppo_core.hardware import GPU_TIERS, TierRow, gpu_tier
 from ppo_core.presets import PRESETS, TRAINING_MODES, preset_name
 from ppo_core.sizing import CUDA_CONTEXT_BYTES, SizingEstimate, estimate
-from reports.recommend import MEMORY_SAFETY_MARGIN, USE_CASES, Budgets
+from reports.evidence import MEMORY_SAFETY_MARGIN
+from reports.scores import point_score
+from reports.use_cases import (
+    USE_CASES,
+    Budgets,
+    Decision,
+    Evidence,
+    Size,
+    decide,
+    evidence_from_frame,
+    find_use_case,
+)
 
 __all__ = [
     "ASSUMED_MATMUL_EFFICIENCY",
@@ -29,7 +41,6 @@ __all__ = [
     "PARAMS_PER_BAR_HIGH",
     "PARAMS_PER_BAR_MEDIUM",
     "UPDATE_BYTES_PER_PARAM",
-    "USE_CASE_RULES",
     "Candidate",
     "Figure",
     "PickResult",
@@ -40,7 +51,7 @@ __all__ = [
 DEFAULT_SAFETY_MARGIN = MEMORY_SAFETY_MARGIN
 """Share of device memory kept free: allocator fragmentation, cuBLAS workspaces beyond the
 context's, and the gap between the datasheet capacity and what the driver exposes. The same
-figure as `archbench report`'s memory budget (reports.recommend.MEMORY_SAFETY_MARGIN)."""
+figure as `archbench report`'s memory budget (reports.evidence.MEMORY_SAFETY_MARGIN)."""
 
 ASSUMED_MATMUL_EFFICIENCY = 0.5
 """Roofline estimates assume the update's matmuls run at half the device's peak (dense, the
@@ -69,17 +80,6 @@ BASES = (
     "unavailable",
 )
 """Where a figure comes from, from most to least trustworthy."""
-
-# Use case (reports.recommend.USE_CASES names) -> (training mode, how the size is chosen).
-USE_CASE_RULES: dict[str, tuple[str, str]] = {
-    "quick iteration": ("quick", "fastest"),
-    "standard production": ("production", "tier"),
-    "live trading": ("production", "largest"),
-    "complex / volatile symbols": ("production", "largest"),
-    "limited data (< 1 year of bars)": ("production", "least_overfit"),
-    "extended training (500M+ steps)": ("extended", "largest_fast_enough"),
-}
-_DEFAULT_USE_CASE = "standard production"
 
 
 @dataclass(frozen=True)
@@ -180,6 +180,9 @@ class PickResult:
     """Device memory times (1 - safety_margin): what a candidate's need must stay under."""
     recommended: Candidate | None
     """The chosen size; None when no candidate is eligible."""
+    decision: Decision | None
+    """The engine's answer (the same as `archbench report`'s for this device's runs); None when
+    there were no results and the tier table's prior chose."""
     why: tuple[str, ...]
     """Short reasons for the choice, one line each."""
     candidates: tuple[Candidate, ...]
@@ -205,6 +208,15 @@ class PickResult:
                 "n_epochs": self.n_epochs,
             },
             "why": list(self.why),
+            "decision": None
+            if self.decision is None
+            else {
+                "summary": self.decision.summary,
+                "details": list(self.decision.details),
+                "within_noise": self.decision.within_noise,
+                "best": self.decision.best,
+                "runner_up": self.decision.runner_up,
+            },
             "n_envs": self.n_envs,
             "n_steps": self.n_steps,
             "minibatch": self.minibatch,
@@ -227,15 +239,10 @@ def _words(text: str) -> str:
 
 def resolve_use_case(text: str | None) -> str:
     """A loosely spelled use case ('live-trading', 'limited data') -> its USE_CASES name."""
-    names = [u.name for u in USE_CASES]
-    if text is None:
-        return _DEFAULT_USE_CASE
-    wanted = _words(text)
-    hits = [n for n in names if wanted and (_words(n) == wanted or wanted in _words(n))]
-    if len(hits) == 1:
-        return hits[0]
-    what = "ambiguous" if hits else "unknown"
-    raise ConfigError(f"{what} use case {text!r}; choose one of: {'; '.join(names)}")
+    try:
+        return find_use_case(text).name
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 # -- results files ------------------------------------------------------------------------
@@ -504,8 +511,10 @@ def _latency(
 
 
 def _overfit(
-    size: SizingEstimate, runs: list[_Run], data_bars: int | None, max_gap: float
+    size: SizingEstimate, runs: list[_Run], data_bars: int | None
 ) -> tuple[Figure, str | None]:
+    """The measured train - validation Sharpe gap (shown, never decisive: the engine ranks on
+    out-of-sample Sharpe), or the params-per-bar rule of thumb when nothing was measured."""
     gaps = []
     for run in runs:
         hits = _dims_rows(
@@ -536,14 +545,12 @@ def _overfit(
         chosen = (frame["case_bars"] == bars) & (frame["case_dataset"] == dataset)
         values = frame.loc[chosen, "value"].astype(float)
         gap = float(values.mean())
-        risk = "high" if gap > max_gap else "medium" if gap > max_gap / 2 else "low"
         runs_used = ", ".join(sorted({r for r, _ in gaps}))
         note = (
             f"measured: mean Sharpe gap (train - validation) of {len(values)} seed(s) at "
-            f"{bars:,} bars{f' of {dataset}' if dataset else ''}, run {runs_used}; high above "
-            f"{max_gap:g} (device-independent)"
+            f"{bars:,} bars{f' of {dataset}' if dataset else ''}, run {runs_used}"
         )
-        return Figure(gap, "measured", note), risk
+        return Figure(gap, "measured", note), None
     if data_bars is None:
         return _unavailable("give --data-bars, or a results file with the overfit suite"), None
     per_bar = size.params / data_bars
@@ -603,12 +610,13 @@ def pick(
     (rollout). With no runs, throughput is a roofline estimate and latency a bandwidth floor.
     """
     name = resolve_use_case(use_case)
-    mode, rule = USE_CASE_RULES[name]
+    use = next(u for u in USE_CASES if u.name == name)
+    mode = use.training_mode
     if not 0.0 <= safety_margin < 1.0:
         raise ConfigError(f"safety margin must be in [0, 1), got {safety_margin!r}")
     for label, value in (("--data-bars", data_bars), ("--latency-budget-ms", latency_budget_s)):
-        if value is not None and not value > 0:
-            raise ConfigError(f"{label} must be positive, got {value!r}")
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{label} must be a positive finite number, got {value!r}")
     tier = gpu_tier(None if device.is_cpu else device.name,
                     None if device.is_cpu else device.memory_gib, tiers)  # fmt: skip
     n_envs = n_envs or tier.n_envs
@@ -619,9 +627,8 @@ def pick(
             f"--minibatch {minibatch} exceeds the rollout n_envs x n_steps = {n_envs * n_steps}"
         )
     n_epochs = int(TRAINING_MODES[mode]["n_epochs"])
-    budgets = Budgets()
-    if latency_budget_s is None and name == "live trading":
-        latency_budget_s = budgets.latency_p99_s
+    if latency_budget_s is None and "latency" in use.constraints:
+        latency_budget_s = Budgets().latency_p99_s
     network = network or NetworkConfig()
 
     all_dims = list(dict.fromkeys([*PRESETS.values(), *(tuple(d) for d in extra_dims)]))
@@ -651,7 +658,7 @@ def pick(
         env = _throughput("env_steps_per_s", size, run_list, device, precision, sizes)
         update = _throughput("update_samples_per_s", size, run_list, device, precision, sizes)
         p50, p99 = _latency(size, run_list, device, precision)
-        overfit, risk = _overfit(size, run_list, data_bars, budgets.max_sharpe_gap)
+        overfit, risk = _overfit(size, run_list, data_bars)
         excluded = []
         if not fits:
             excluded.append("does not fit")
@@ -679,11 +686,26 @@ def pick(
                 excluded=tuple(excluded),
             )
         )
-    candidates = _exclude_overfit(candidates, name)
-    tier_params = estimate(NetworkConfig(**{**network.to_dict(), "hidden_dims": tier.hidden_dims}))
-    chosen, reason = _choose(rule, candidates, tier, tier_params.params, budgets)
+    budgets = Budgets(
+        latency_p99_s=latency_budget_s or Budgets().latency_p99_s, memory_bytes=float(budget)
+    )
+    decision = None
+    if run_list:
+        evidence = _evidence(runs, run_list, candidates, device, budgets)
+        decision = decide(use, evidence, budgets)
+        by_dims = {",".join(map(str, c.hidden_dims)): c for c in candidates}
+        chosen = None if decision.size is None else by_dims.get(decision.size.hidden_dims)
+        reason = decision.summary
+    else:
+        tier_params = estimate(
+            NetworkConfig(**{**network.to_dict(), "hidden_dims": tier.hidden_dims})
+        )
+        chosen, reason = _tier_choice(candidates, tier, tier_params.params)
+        reason = f"no measurements: the tier table's prior; {reason}"
 
-    why = [f"use case {name!r}: {reason}"]
+    why = [reason if decision is None else f"use case {name!r}: {reason}"]
+    if decision is not None:
+        why.extend(decision.details)
     notes = [
         f"results {r.run} ({r.device}): "
         + ("same device: its figures are measured here" if r.same else
@@ -730,68 +752,20 @@ def pick(
         safety_margin=safety_margin,
         budget_bytes=budget,
         recommended=chosen,
+        decision=decision,
         why=tuple(why),
         candidates=tuple(candidates),
         notes=tuple(notes),
     )
 
 
-def _exclude_overfit(candidates: list[Candidate], use_case: str) -> list[Candidate]:
-    """High overfitting risk excludes a size, unless every fitting size is high risk."""
-    if use_case.startswith("limited data"):
-        return candidates  # its objective ranks by the gap itself
-    eligible = [c for c in candidates if not c.excluded]
-    if not eligible or all(c.overfit_risk == "high" for c in eligible):
-        return candidates
-    return [
-        _with_exclusion(c, f"{c.overfit_risk} overfitting risk ({c.overfit.basis})")
-        if c.overfit_risk == "high" and not c.excluded
-        else c
-        for c in candidates
-    ]
-
-
-def _with_exclusion(candidate: Candidate, why: str) -> Candidate:
-    values = {f.name: getattr(candidate, f.name) for f in fields(candidate)}
-    values["excluded"] = (*candidate.excluded, why)
-    return Candidate(**values)
-
-
-def _choose(
-    rule: str, candidates: list[Candidate], tier: TierRow, tier_params: int, budgets: Budgets
+def _tier_choice(
+    candidates: list[Candidate], tier: TierRow, tier_params: int
 ) -> tuple[Candidate | None, str]:
+    """The tier table's size for the device, or the nearest that fits (no measurements)."""
     eligible = [c for c in candidates if not c.excluded]
     if not eligible:
-        return None, "no recommendation: no candidate fits and meets the constraints (see table)"
-    speeds = [c.train_steps_per_s.value for c in eligible]
-    if rule == "fastest":
-        if any(s is None for s in speeds):
-            return eligible[0], "fewest parameters (throughput unknown for this device)"
-        best = max(eligible, key=lambda c: c.train_steps_per_s.value)
-        return best, f"highest training throughput ({best.train_steps_per_s.basis})"
-    if rule == "largest":
-        return eligible[-1], "most parameters among the sizes that fit and meet the constraints"
-    if rule == "least_overfit":
-        assessed = [c for c in eligible if c.overfit.value is not None]
-        if not assessed:
-            return eligible[0], "fewest parameters (overfitting not assessed: give --data-bars)"
-        best = min(assessed, key=lambda c: (c.overfit.value, c.params))
-        return best, f"lowest overfitting figure ({best.overfit.basis})"
-    if rule == "largest_fast_enough":
-        if any(s is None for s in speeds):
-            return _tier_choice(eligible, tier, tier_params)
-        floor = budgets.min_throughput_fraction * max(speeds)
-        fast = [c for c in eligible if c.train_steps_per_s.value >= floor]
-        return fast[-1], (
-            f"most parameters with training throughput at least "
-            f"{budgets.min_throughput_fraction:.0%} of the fastest size's"
-        )
-    return _tier_choice(eligible, tier, tier_params)
-
-
-def _tier_choice(
-    eligible: list[Candidate], tier: TierRow, tier_params: int
-) -> tuple[Candidate, str]:
+        return None, "no candidate fits and meets the constraints (see table)"
     for candidate in eligible:
         if candidate.hidden_dims == tier.hidden_dims:
             return candidate, f"the tier table's size for this device (row {tier.name!r})"
@@ -800,3 +774,54 @@ def _tier_choice(
     if smaller:
         return smaller[-1], f"{tier_text} is excluded here; this is the largest eligible below it"
     return eligible[0], f"{tier_text} is excluded here; this is the smallest eligible above it"
+
+
+def _evidence(
+    runs: pd.DataFrame,
+    run_list: list[_Run],
+    candidates: list[Candidate],
+    device: GpuSpec,
+    budgets: Budgets,
+) -> Evidence:
+    """What the engine decides on for this device.
+
+    Runs made on this device: exactly the evidence `archbench report` builds from them (so both
+    give one answer), plus every other candidate as 'not measured'. Otherwise: the candidates'
+    throughput extrapolated from the other devices (a point figure, no interval), the sizing
+    model's memory, no latency, and the out-of-sample figures (device-independent) of all runs.
+    """
+    same = [r.run for r in run_list if r.same]
+    if same:
+        frame = pd.concat([r.rows for r in run_list if r.same])
+        evidence = evidence_from_frame(frame, budgets, device=device.name)
+        measured = {s.hidden_dims for s in evidence.sizes}
+        extra = [
+            Size(c.label, ",".join(map(str, c.hidden_dims)), c.params)
+            for c in candidates
+            if ",".join(map(str, c.hidden_dims)) not in measured
+        ]
+        sizes = sorted((*evidence.sizes, *extra), key=lambda s: s.params)
+        return replace(evidence, sizes=tuple(sizes))
+    evidence = evidence_from_frame(runs, budgets, device=device.name)
+    sizes = []
+    for c in candidates:
+        speed = c.train_steps_per_s
+        usable = speed.value is not None and speed.basis in ("measured", "extrapolated")
+        sizes.append(
+            Size(
+                label=c.label,
+                hidden_dims=",".join(map(str, c.hidden_dims)),
+                params=c.params,
+                throughput=point_score(speed.value, speed.note) if usable else None,
+                throughput_note=speed.note,
+                memory_bytes=float(c.need_bytes),
+                memory_note="sizing model" + ("" if device.is_cpu else " + CUDA context"),
+            )
+        )
+    return replace(
+        evidence,
+        sizes=tuple(sizes),
+        memory_budget=budgets.memory_bytes,
+        memory_budget_note=f"{device.name}'s memory minus the safety margin",
+        source=f"{evidence.source} (throughput extrapolated to {device.name})",
+    )

@@ -1,0 +1,566 @@
+"""THE decision engine: which hidden_dims for each use case, from measured figures and their noise.
+
+`archbench report` and `archbench pick` both call `decide`; the use cases are data, below.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from reports.evidence import (
+    MEMORY_SAFETY_MARGIN,
+    Dataset,
+    OosCell,
+    device_groups,
+    latest_per_suite,
+    oos_cells,
+    preset_summary,
+    suite_gaps,
+)
+from reports.scores import Score, oos_scores
+
+__all__ = [
+    "USE_CASES",
+    "Budgets",
+    "Decision",
+    "Evidence",
+    "Size",
+    "UseCase",
+    "decide",
+    "evidence_from_frame",
+    "find_use_case",
+    "recommend",
+]
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """The limits and noise rules decisions are made under; every default is stated."""
+
+    latency_p99_s: float = 1e-3
+    """Live trading: batch-1 p99 budget. 1 ms leaves a bar-close decision room for features
+    and order routing."""
+    memory_bytes: float | None = None
+    """Training memory budget; None: the device's memory minus MEMORY_SAFETY_MARGIN on a GPU,
+    no limit on a CPU run."""
+    min_throughput_fraction: float = 0.25
+    """'Trains at a usable rate': at least this fraction of the fastest size's whole-iteration
+    throughput (production, extended training)."""
+    min_throughput_effect: float = 0.05
+    """A faster size must be at least this much faster (relative), beyond the noise, to beat a
+    cheaper one: 2% more env steps/s is not worth a bigger network."""
+    limited_data_bars: int | None = None
+    """Limited data: the most bars counted as limited; None: under one year of bars."""
+
+    def __post_init__(self) -> None:
+        for name in ("latency_p99_s", "min_throughput_fraction"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"Budgets.{name} must be a positive number, got {value!r}")
+        if not 0 <= self.min_throughput_effect < 1:
+            effect = self.min_throughput_effect
+            raise ValueError(f"Budgets.min_throughput_effect must be in [0, 1), got {effect!r}")
+        if self.memory_bytes is not None and not (
+            math.isfinite(self.memory_bytes) and self.memory_bytes > 0
+        ):
+            raise ValueError(f"Budgets.memory_bytes must be positive, got {self.memory_bytes!r}")
+        if self.limited_data_bars is not None and not self.limited_data_bars > 0:
+            raise ValueError(
+                f"Budgets.limited_data_bars must be positive, got {self.limited_data_bars!r}"
+            )
+
+
+@dataclass(frozen=True)
+class UseCase:
+    """One way people use a PPO trading net: an objective over a measured quantity, as data."""
+
+    name: str
+    """Label shown in the report and accepted (loosely) by `pick --use-case`."""
+    objective: str
+    """'throughput' (whole-iteration env steps/s, higher) or 'oos' (validation Sharpe, higher)."""
+    dataset: str | None
+    """For 'oos': which overfit setting decides: 'longest', 'most_volatile', 'short',
+    'longest_budget'."""
+    constraints: tuple[str, ...]
+    """Applied before ranking: 'fits' (memory budget, no OOM), 'usable_rate' (throughput
+    fraction of the fastest), 'latency' (batch-1 p99 of the fastest agreeing backend)."""
+    training_mode: str
+    """presets.TRAINING_MODES key this use case trains with (pick's n_steps and epochs)."""
+    rule: str
+    """The rule in one line, printed with every answer and in the README."""
+
+
+USE_CASES: tuple[UseCase, ...] = (
+    UseCase(
+        "quick iteration",
+        "throughput",
+        None,
+        ("fits",),
+        "quick",
+        "highest whole-iteration training throughput (rollout + GAE + update) among sizes that fit",
+    ),
+    UseCase(
+        "standard production",
+        "oos",
+        "longest",
+        ("fits", "usable_rate"),
+        "production",
+        "best out-of-sample Sharpe on the longest dataset among sizes that fit and train at "
+        ">= 25% of the fastest size's rate",
+    ),
+    UseCase(
+        "live trading",
+        "oos",
+        "longest",
+        ("fits", "latency"),
+        "production",
+        "best out-of-sample Sharpe on the longest dataset among sizes whose fastest agreeing "
+        "backend meets the batch-1 p99 budget",
+    ),
+    UseCase(
+        "complex / volatile symbols",
+        "oos",
+        "most_volatile",
+        ("fits",),
+        "production",
+        "best out-of-sample Sharpe on the most volatile dataset measured, among sizes that fit",
+    ),
+    UseCase(
+        "limited data (< 1 year of bars)",
+        "oos",
+        "short",
+        ("fits",),
+        "production",
+        "best out-of-sample Sharpe on the shortest dataset under one year of bars",
+    ),
+    UseCase(
+        "extended training (500M+ steps)",
+        "oos",
+        "longest_budget",
+        ("fits", "usable_rate"),
+        "extended",
+        "best out-of-sample Sharpe at the longest training budget measured, among sizes that "
+        "fit and train at >= 25% of the fastest size's rate",
+    ),
+)
+
+
+def find_use_case(text: str | None) -> UseCase:
+    """A loosely spelled use case ('live-trading', 'limited data') -> its UseCase.
+
+    None means standard production. Raises ValueError naming the choices.
+    """
+    if text is None:
+        return USE_CASES[1]
+    wanted = _words(text)
+    hits = [
+        u for u in USE_CASES if wanted and (_words(u.name) == wanted or wanted in _words(u.name))
+    ]
+    if len(hits) == 1:
+        return hits[0]
+    what = "ambiguous" if hits else "unknown"
+    names = "; ".join(u.name for u in USE_CASES)
+    raise ValueError(f"{what} use case {text!r}; choose one of: {names}")
+
+
+def _words(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+@dataclass(frozen=True)
+class Size:
+    """One network size and the figures measured (or modelled) for it on one device."""
+
+    label: str
+    """Preset name, or the widths joined by 'x'."""
+    hidden_dims: str
+    """Widths, '1024,512,256'."""
+    params: int
+    """Exact parameter count: the cost that breaks ties (fewer is cheaper)."""
+    throughput: Score | None = None
+    """Whole-iteration env steps/s; None: not measured."""
+    throughput_note: str = ""
+    """Which case, or how it was extrapolated."""
+    latency: Score | None = None
+    """Batch-1 p99 seconds of the fastest agreeing backend; None: not measured."""
+    latency_note: str = ""
+    """Which backend."""
+    memory_bytes: float | None = None
+    """What training needs on the device (measured, or the sizing model's, see memory_note)."""
+    memory_note: str = ""
+    """Where memory_bytes comes from."""
+    oom: str | None = None
+    """Why this size ran out of memory while training or measuring memory; None: it did not."""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything a decision may read, for one device."""
+
+    device: str
+    """What the figures were measured on (or the device a pick sizes for)."""
+    sizes: tuple[Size, ...]
+    """Every size considered, fewest parameters first."""
+    oos: dict[Dataset, dict[str, OosCell]] = field(default_factory=dict)
+    """Out-of-sample cells per overfit setting, keyed by Size.label."""
+    memory_budget: float | None = None
+    """Bytes a size may need; None: no limit known."""
+    memory_budget_note: str = "no memory limit known"
+    """Where the budget comes from."""
+    gaps: dict[str, str] = field(default_factory=dict)
+    """suite -> why it gave no figures."""
+    source: str = ""
+    """Which runs supplied which suites."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The size chosen for one use case on one device, and why, with the figures."""
+
+    use_case: UseCase
+    """What was asked."""
+    device: str
+    """Evidence.device."""
+    size: Size | None
+    """The chosen size; None when nothing can be recommended."""
+    score: Score | None
+    """The chosen size's objective figure with its interval."""
+    best: str | None
+    """The size with the best point estimate (differs from size.label when within noise)."""
+    runner_up: str | None
+    """The eligible size ranked next to the chosen one."""
+    within_noise: bool | None
+    """True: a cheaper size won because the best does not beat it beyond the noise; False: the
+    chosen size beats the next cheaper eligible size beyond the noise; None: no comparison."""
+    summary: str
+    """One line: the answer and the figures that decided it, or 'no recommendation: <why>'."""
+    details: tuple[str, ...] = ()
+    """The rule, the data used, constraints, exclusions and sizes not measured, a line each."""
+
+    @property
+    def hidden_dims(self) -> str | None:
+        return None if self.size is None else self.size.hidden_dims
+
+
+def recommend(df: pd.DataFrame, budgets: Budgets | None = None) -> list[Decision]:
+    """Every use case for every device in a reports.load frame (runs grouped by device)."""
+    budgets = budgets or Budgets()
+    out = []
+    for device, frame in device_groups(df).items():
+        evidence = evidence_from_frame(frame, budgets, device=device)
+        out.extend(decide(use, evidence, budgets) for use in USE_CASES)
+    return out
+
+
+def evidence_from_frame(
+    frame: pd.DataFrame, budgets: Budgets | None = None, *, device: str | None = None
+) -> Evidence:
+    """The Evidence of one device group: per suite, the newest run that measured it."""
+    from reports.evidence import device_label
+
+    budgets = budgets or Budgets()
+    rows, used = latest_per_suite(frame)
+    summary = preset_summary(rows, budgets.limited_data_bars)
+    sizes = []
+    for s in summary.to_dict("records"):
+        if s.get("params") is None or s.get("hidden_dims") is None:
+            continue
+        oom = [suite for suite in s["oom_suites"] if suite in ("train", "memory", "overfit")]
+        sizes.append(
+            Size(
+                label=str(s["preset"]),
+                hidden_dims=str(s["hidden_dims"]),
+                params=int(s["params"]),
+                throughput=_present(s.get("throughput_score")),
+                throughput_note=str(s.get("throughput_case") or ""),
+                latency=_present(s.get("latency_score")),
+                latency_note=str(s.get("latency_backend") or ""),
+                memory_bytes=_number(s.get("memory_bytes")),
+                memory_note=str(s.get("memory_source") or ""),
+                oom=f"out of memory in the {', '.join(oom)} suite" if oom else None,
+            )
+        )
+    memory_budget, note = budgets.memory_bytes, "given budget"
+    if memory_budget is None:
+        gpu_memory = rows["gpu_memory_bytes"].dropna() if "gpu_memory_bytes" in rows else []
+        on_gpu = rows["device"].astype(str).str.startswith("cuda").any()
+        if on_gpu and len(gpu_memory):
+            memory_budget = float(gpu_memory.iloc[0]) * (1 - MEMORY_SAFETY_MARGIN)
+            note = f"GPU memory minus a {MEMORY_SAFETY_MARGIN:.0%} safety margin"
+        else:
+            note = "no memory limit known (CPU run, no budget given)"
+    runs: dict[str, list[str]] = {}
+    for suite, run in used.items():
+        runs.setdefault(run, []).append(suite)
+    source = "; ".join(f"run {run}: {', '.join(suites)}" for run, suites in runs.items())
+    return Evidence(
+        device=device or device_label(rows),
+        sizes=tuple(sizes),
+        oos=oos_cells(rows),
+        memory_budget=memory_budget,
+        memory_budget_note=note,
+        gaps=suite_gaps(rows),
+        source=source,
+    )
+
+
+def _present(value: object) -> Score | None:
+    return value if isinstance(value, Score) else None
+
+
+def _number(value: object) -> float | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return float(value)  # type: ignore[arg-type]
+
+
+# -- the decision -----------------------------------------------------------------------------
+
+
+def decide(use: UseCase, evidence: Evidence, budgets: Budgets | None = None) -> Decision:
+    """One use case on one device: constraints, then the objective, then noise and cost.
+
+    1. Sizes without the objective's figure are 'not measured' and never chosen.
+    2. Constraints drop sizes (a constraint no size measured is stated as not checked, except
+       the latency budget of live trading, which is the point of that use case).
+    3. The best point estimate is found; the cheapest size (fewest parameters) that the best
+       does not beat beyond the noise (95% interval of the paired difference, and for
+       throughput by at least Budgets.min_throughput_effect) is the answer.
+    """
+    budgets = budgets or Budgets()
+    details = [f"rule: {use.rule}"]
+
+    def none(why: str) -> Decision:
+        return Decision(use, evidence.device, None, None, None, None, None,
+                        f"no recommendation: {why}", tuple(details))  # fmt: skip
+
+    if not evidence.sizes:
+        return none("no per-size records")
+    scores, what, why_missing = _objective(use, evidence, budgets, details)
+    if not scores:
+        return none(why_missing)
+    measured = [s for s in evidence.sizes if s.label in scores]
+    missing = [s.label for s in evidence.sizes if s.label not in scores]
+    if missing:
+        details.append(f"not measured ({what}): {', '.join(missing)}")
+    pool, excluded = _constrain(use, measured, evidence, budgets, details)
+    if excluded:
+        details.append("excluded: " + "; ".join(f"{k} ({v})" for k, v in excluded.items()))
+    if not pool:
+        return none(
+            "no measured size meets the constraints ("
+            + "; ".join(f"{k}: {v}" for k, v in excluded.items())
+            + ")"
+        )
+    min_effect = budgets.min_throughput_effect if use.objective == "throughput" else 0.0
+    best = max(pool, key=lambda s: (scores[s.label].value, -s.params))
+    cheaper = sorted((s for s in pool if s.params < best.params), key=lambda s: s.params)
+    chosen, unknown = best, False
+    for size in cheaper:
+        verdict = scores[best.label].beats(scores[size.label], higher=True, min_effect=min_effect)
+        if not verdict:  # False, or None (no interval): the bigger size has not proven itself
+            chosen = size
+            unknown = verdict is None
+            break
+    others = sorted((s for s in pool if s is not chosen), key=lambda s: -scores[s.label].value)
+    runner = others[0] if others else None
+    within = None if unknown else True if chosen is not best else False if cheaper else None
+    score = scores[chosen.label]
+    summary = f"{chosen.label} [{chosen.hidden_dims}]: {_fmt(use, score)}"
+    if chosen is not best:
+        summary += (
+            f"; within noise of {best.label} ({_fmt(use, scores[best.label])}), so the cheaper size"
+        )
+    elif cheaper:
+        closest = max(cheaper, key=lambda s: scores[s.label].value)
+        summary += (
+            f"; beats every cheaper size beyond the noise (closest: {closest.label}, "
+            f"{_fmt(use, scores[closest.label])})"
+        )
+    elif runner is not None:
+        runner_text = _fmt(use, scores[runner.label])
+        summary += f"; the cheapest eligible size; runner-up {runner.label} ({runner_text})"
+    details.append(f"interval: {score.how}")
+    if evidence.source:
+        details.append(f"from {evidence.source}")
+    return Decision(
+        use_case=use,
+        device=evidence.device,
+        size=chosen,
+        score=score,
+        best=best.label,
+        runner_up=runner.label if runner is not None else None,
+        within_noise=within,
+        summary=summary,
+        details=tuple(details),
+    )
+
+
+def _fmt(use: UseCase, score: Score) -> str:
+    interval = score.interval
+    if use.objective == "throughput":
+        text = f"{score.value:,.0f} env steps/s"
+        span = "" if interval is None else f" [{interval[0]:,.0f}, {interval[1]:,.0f}]"
+    else:
+        text = f"val Sharpe {score.value:.2f}"
+        span = "" if interval is None else f" [{interval[0]:.2f}, {interval[1]:.2f}]"
+    return text + (span or " (no interval)")
+
+
+def _objective(
+    use: UseCase, evidence: Evidence, budgets: Budgets, details: list[str]
+) -> tuple[dict[str, Score], str, str]:
+    """label -> objective Score for every size that measured it; what it is; why none did."""
+    if use.objective == "throughput":
+        scores = {s.label: s.throughput for s in evidence.sizes if s.throughput is not None}
+        why = (
+            "no training throughput measured ("
+            + evidence.gaps.get("train", "no train case finished")
+            + ")"
+        )
+        return scores, "training throughput", why
+    if not evidence.oos:
+        return (
+            {},
+            "",
+            "no out-of-sample figure ("
+            + evidence.gaps.get("overfit", "no overfit case finished")
+            + ")",
+        )
+    dataset, why = _dataset(use.dataset, evidence.oos, budgets)
+    if dataset is None:
+        return {}, "", why
+    cells = evidence.oos[dataset]
+    details.append(f"data: {dataset.text()}; {why}")
+    per_year = dataset.bars_per_year or 1.0
+    if dataset.bars_per_year is None:
+        details.append("bars per year unknown: Sharpe not annualised")
+    scores = oos_scores({k: (c.val_sharpe, c.val_returns) for k, c in cells.items()}, per_year)
+    oracle = [v for c in cells.values() for v in c.oracle_sharpe]
+    if oracle:
+        details.append(f"the oracle's val Sharpe on the same bars: {sum(oracle) / len(oracle):.2f}")
+    return scores, f"out-of-sample Sharpe on {dataset.text()}", ""
+
+
+def _dataset(
+    which: str | None, oos: dict[Dataset, dict[str, OosCell]], budgets: Budgets
+) -> tuple[Dataset | None, str]:
+    """The overfit setting a use case decides on, and why that one."""
+    settings = list(oos)
+
+    def length(d: Dataset) -> tuple:
+        # Unknown durations rank after every known one, then by bars; more sizes measured wins.
+        return (d.years is not None, d.years or 0.0, d.bars, len(oos[d]))
+
+    if which == "longest":
+        return max(settings, key=length), "the longest dataset measured"
+    if which == "longest_budget":
+        budgets_seen = [d.budget for d in settings if d.budget is not None]
+        if not budgets_seen:
+            return max(settings, key=length), "training budget not recorded: the longest dataset"
+        top = [d for d in settings if d.budget == max(budgets_seen)]
+        return max(
+            top, key=length
+        ), f"the longest training budget measured ({max(budgets_seen):,} env steps)"
+    if which == "most_volatile":
+        known = [d for d in settings if d.volatility is not None]
+        if not known:
+            return (
+                None,
+                "no overfit record states its dataset's volatility (rerun the overfit suite)",
+            )
+        best = max(known, key=lambda d: (d.volatility, length(d)))
+        return best, f"the most volatile dataset measured ({best.volatility:.0%} a year)"
+    if which == "short":
+        if budgets.limited_data_bars is not None:
+            short = [d for d in settings if d.bars <= budgets.limited_data_bars]
+            wanted = f"<= {budgets.limited_data_bars:,} bars"
+        else:
+            short = [d for d in settings if d.years is not None and d.years < 1.0]
+            wanted = "under one year of bars"
+        if not short:
+            shortest = min(settings, key=length)
+            return None, f"no dataset {wanted} measured (shortest: {shortest.text()})"
+        return min(short, key=length), f"the shortest dataset {wanted}"
+    raise ValueError(f"UseCase.dataset {which!r} is not one of the known settings")
+
+
+def _constrain(
+    use: UseCase, sizes: list[Size], evidence: Evidence, budgets: Budgets, details: list[str]
+) -> tuple[list[Size], dict[str, str]]:
+    """Apply the use case's constraints: (sizes left, label -> why excluded)."""
+    excluded: dict[str, str] = {}
+    pool = list(sizes)
+    for kind in use.constraints:
+        keep = []
+        for size in pool:
+            why = _violates(kind, size, evidence, budgets)
+            if why:
+                excluded[size.label] = why
+            else:
+                keep.append(size)
+        pool = keep
+        details.append(_constraint_text(kind, evidence, budgets))
+    return pool, excluded
+
+
+def _fastest(evidence: Evidence) -> float | None:
+    rates = [s.throughput.value for s in evidence.sizes if s.throughput is not None]
+    return max(rates) if rates else None
+
+
+def _violates(kind: str, size: Size, evidence: Evidence, budgets: Budgets) -> str | None:
+    if kind == "fits":
+        if size.oom:
+            return size.oom
+        limit = evidence.memory_budget
+        if limit is None:
+            return None
+        if size.memory_bytes is None:
+            return "memory not measured or predicted"
+        if size.memory_bytes > limit:
+            return f"needs {size.memory_bytes / 2**30:.3g} GiB of {limit / 2**30:.3g} GiB"
+        return None
+    if kind == "usable_rate":
+        fastest = _fastest(evidence)
+        if fastest is None:
+            return None  # stated as not checked
+        if size.throughput is None:
+            return "training throughput not measured"
+        floor = budgets.min_throughput_fraction * fastest
+        if size.throughput.value < floor:
+            return f"{size.throughput.value:,.0f} env steps/s < {floor:,.0f}"
+        return None
+    if kind == "latency":
+        if size.latency is None:
+            return "batch-1 latency not measured"
+        if size.latency.value > budgets.latency_p99_s:
+            return (
+                f"p99 {size.latency.value * 1e3:.3g} ms ({size.latency_note}) > "
+                f"{budgets.latency_p99_s * 1e3:g} ms"
+            )
+        return None
+    raise ValueError(f"UseCase.constraints has unknown constraint {kind!r}")
+
+
+def _constraint_text(kind: str, evidence: Evidence, budgets: Budgets) -> str:
+    if kind == "fits":
+        limit = evidence.memory_budget
+        if limit is None:
+            return f"fits: no OOM ({evidence.memory_budget_note})"
+        return f"fits: no OOM, memory <= {limit / 2**30:.3g} GiB ({evidence.memory_budget_note})"
+    if kind == "usable_rate":
+        fastest = _fastest(evidence)
+        if fastest is None:
+            return "usable rate: not checked (no training throughput measured)"
+        return (
+            f"usable rate: >= {budgets.min_throughput_fraction:.0%} of the fastest size's "
+            f"{fastest:,.0f} env steps/s"
+        )
+    return (
+        f"latency: batch-1 p99 of the fastest agreeing backend <= "
+        f"{budgets.latency_p99_s * 1e3:g} ms"
+    )
