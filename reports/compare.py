@@ -516,11 +516,11 @@ def _compare_row(row: dict, alpha: float, tolerance: float) -> dict:
     elif statistic not in ("mean", "value") and min(out["n_a"], out["n_b"]) >= need:
         out["test"] = "Mann-Whitney U" if statistic == "median" else "bootstrap"
     else:
-        few = f"{out['n_a']} vs {out['n_b']} samples; a test of the {statistic} needs " + (
+        few = f"{out['n_a']} vs {out['n_b']} samples; a test needs " + (
             "2 each" if statistic == "mean" else f"{need} each at alpha {alpha}"
         )
-        if statistic == "value":
-            few = f"{out['n_a']} vs {out['n_b']} samples, the value is no statistic of them"
+        if statistic == "value" and min(out["n_a"], out["n_b"]) >= 2:
+            few = "the value is no median, mean or percentile of its samples: no test"
         return _by_tolerance(out, few, samples_a, samples_b)
     out["decided_by"] = "test"
     out["_samples"] = (samples_a, samples_b)
