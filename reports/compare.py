@@ -253,7 +253,7 @@ def print_comparison(table: pd.DataFrame, console=None, *, show_all: bool = Fals
             row["preset"],
             row["case"],
             row["metric"],
-            row["statistic"] or "",
+            _text(row["statistic"]),
             _num(row["a"]),
             _num(row["b"]),
             _ratio(row),
@@ -279,7 +279,7 @@ def comparison_html(table: pd.DataFrame) -> str:
         ci = "" if pd.isna(row["ci_low"]) else f"{row['ci_low']:.3f} &ndash; {row['ci_high']:.3f}"
         loaded_timing = load is not None and load.loaded is not None and row["timing"]
         cells = [html.escape(str(row[k])) for k in ("suite", "preset", "case", "metric")] + [
-            html.escape(row["statistic"] or ""),
+            html.escape(_text(row["statistic"])),
             _num(row["a"]),
             _num(row["b"]),
             html.escape(_ratio(row)),
@@ -606,6 +606,10 @@ def _by_tolerance(out: dict, few: str, samples_a: tuple, samples_b: tuple) -> di
         out["verdict"] = "same"
         out["why"] += ", but the samples of A and B overlap (the change is inside their spread)"
     return out
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _num(value: float) -> str:

@@ -77,5 +77,7 @@ def test_bootstrap_ratio_test_p_is_the_interval_it_implies():
     rng = np.random.default_rng(3)
     a, b = rng.lognormal(0, 0.3, 30), rng.lognormal(0.2, 0.3, 30)
     test = bootstrap_ratio_test(a, b, percentile=99, n_boot=500, seed=7)
-    assert (test.ci_low, test.ci_high) == bootstrap_ratio_ci(a, b, percentile=99, n_boot=500, seed=7)
+    assert (test.ci_low, test.ci_high) == bootstrap_ratio_ci(
+        a, b, percentile=99, n_boot=500, seed=7
+    )
     assert test.ratio == pytest.approx(np.percentile(b, 99) / np.percentile(a, 99))
