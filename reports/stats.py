@@ -103,8 +103,10 @@ class BootstrapRatio:
     ci_high: float
     """Upper end of that interval."""
     p_value: float
-    """Two-sided p of ratio = 1: the smallest 1 - confidence whose interval excludes 1,
-    (2 * min(#ratio* <= 1, #ratio* >= 1) + 2) / (n_boot + 1), so never below 2 / (n_boot + 1)."""
+    """Two-sided p of ratio = 1, the smallest 1 - confidence whose interval excludes 1:
+    (2 * min(#ratio* <= 1, #ratio* >= 1) + 2) / (n_boot + 1). When no resample reaches 1 that
+    count only says p < 2 / (n_boot + 1); the tail beyond is then extrapolated by a normal fit
+    of the log ratios, erfc(|mean| / (sd * sqrt 2)), capped at 2 / (n_boot + 1)."""
 
 
 def bootstrap_ratio_test(
@@ -120,12 +122,20 @@ def bootstrap_ratio_test(
     implies (the same resamples as bootstrap_ratio_ci with the same seed)."""
     ratios = _bootstrap_ratios(a, b, n_boot, seed, percentile, "bootstrap_ratio_test")
     ratios = ratios[~np.isnan(ratios)]  # 0/0: both resampled percentiles zero
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = float(np.percentile(b, percentile) / np.percentile(a, percentile))
+    if len(ratios) == 0:  # every resample was 0/0: no evidence either way
+        return BootstrapRatio(ratio, math.nan, math.nan, 1.0)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(ratios, [tail, 100 - tail])
     below, above = int((ratios <= 1).sum()), int((ratios >= 1).sum())
     p_value = min(1.0, (2 * min(below, above) + 2) / (len(ratios) + 1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = float(np.percentile(b, percentile) / np.percentile(a, percentile))
+    if min(below, above) == 0 and np.isfinite(ratios).all() and (ratios > 0).all():
+        log_ratios = np.log(ratios)
+        spread = float(log_ratios.std(ddof=1)) if len(ratios) > 1 else 0.0
+        centre = abs(float(log_ratios.mean()))
+        normal = 0.0 if spread == 0 else math.erfc(centre / (spread * math.sqrt(2)))
+        p_value = min(p_value, normal)
     return BootstrapRatio(ratio, float(low), float(high), p_value)
 
 

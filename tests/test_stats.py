@@ -66,18 +66,47 @@ def test_benjamini_hochberg_by_hand():
         benjamini_hochberg([0.1, float("nan")])
 
 
+def _resampled_ratios(a, b, percentile, n_boot, seed):
+    """The procedure bootstrap_ratio_test documents, written out: resample A, then B."""
+    rng = np.random.default_rng(seed)
+    stat_a = np.percentile(rng.choice(a, size=(n_boot, len(a))), percentile, axis=1)
+    stat_b = np.percentile(rng.choice(b, size=(n_boot, len(b))), percentile, axis=1)
+    return stat_b / stat_a
+
+
 def test_bootstrap_ratio_test_p_is_the_interval_it_implies():
-    # Constant samples: every resampled ratio is 3/2, none <= 1, so p = (2*0 + 2)/(n_boot + 1).
-    test = bootstrap_ratio_test([2, 2, 2], [3, 3, 3], percentile=99, n_boot=999)
-    assert (test.ratio, test.ci_low, test.ci_high) == (1.5, 1.5, 1.5)
-    assert test.p_value == pytest.approx(2 / 1000)
-    # Identical constants: every ratio is exactly 1, no evidence either way.
-    assert bootstrap_ratio_test([2, 2], [2, 2], percentile=50).p_value == 1.0
-    # The same resamples as bootstrap_ratio_ci with the same seed: the same interval.
+    # Overlapping samples: resamples fall on both sides of 1, p counts the smaller side.
     rng = np.random.default_rng(3)
     a, b = rng.lognormal(0, 0.3, 30), rng.lognormal(0.2, 0.3, 30)
     test = bootstrap_ratio_test(a, b, percentile=99, n_boot=500, seed=7)
-    assert (test.ci_low, test.ci_high) == bootstrap_ratio_ci(
-        a, b, percentile=99, n_boot=500, seed=7
-    )
+    ratios = _resampled_ratios(a, b, 99, 500, 7)
+    smaller_side = min((ratios <= 1).sum(), (ratios >= 1).sum())
+    assert smaller_side > 0
+    assert test.p_value == pytest.approx((2 * smaller_side + 2) / 501)
+    # The same resamples as bootstrap_ratio_ci with the same seed: the same interval.
+    ci = bootstrap_ratio_ci(a, b, percentile=99, n_boot=500, seed=7)
+    assert (test.ci_low, test.ci_high) == ci
     assert test.ratio == pytest.approx(np.percentile(b, 99) / np.percentile(a, 99))
+
+
+def test_bootstrap_ratio_test_extrapolates_beyond_its_last_resample():
+    # B = 3 x A with no overlap: no resampled ratio reaches 1, so the count says only
+    # p < 2/401; the normal fit of the log ratios gives the tail beyond.
+    a = [1.0, 1.1, 1.2, 1.3, 1.4]
+    b = [3 * v for v in a]
+    test = bootstrap_ratio_test(a, b, percentile=50, n_boot=400, seed=0)
+    logs = np.log(_resampled_ratios(a, b, 50, 400, 0))
+    assert (logs > 0).all()
+    expected = math.erfc(abs(logs.mean()) / (logs.std(ddof=1) * math.sqrt(2)))
+    assert test.p_value == pytest.approx(expected)
+    assert test.p_value < 2 / 401
+    # Constant samples: every ratio is 3/2, no spread at all: p = 0 (as Welch's t without spread).
+    constant = bootstrap_ratio_test([2, 2, 2], [3, 3, 3], percentile=99, n_boot=999)
+    assert (constant.ratio, constant.ci_low, constant.ci_high, constant.p_value) == (
+        1.5,
+        1.5,
+        1.5,
+        0,
+    )
+    # Identical constants: every ratio is exactly 1, no evidence either way.
+    assert bootstrap_ratio_test([2, 2], [2, 2], percentile=50).p_value == 1.0
