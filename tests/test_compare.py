@@ -58,23 +58,8 @@ def _oom_preset(preset: str):
 
 
 def _slowed(tmp_path: Path, factor: float) -> Path:
-    """RUN with every train and infer time scaled by `factor` (rates by 1/factor)."""
-    data = json.loads(RUN.read_text())
-    for bench in data["benchmarks"]:
-        record = bench["extra_info"]["archbench"]
-        if record["suite"] not in ("train", "infer"):
-            continue
-        for metric in record["metrics"].values():
-            if metric["value"] is None:
-                continue
-            scale = (
-                factor if metric["unit"] == "s" else 1 / factor if metric["unit"] == "1/s" else 1
-            )
-            metric["value"] *= scale
-            metric["samples"] = [s * scale for s in metric["samples"]]
-    path = tmp_path / "slower.json"
-    path.write_text(json.dumps(data))
-    return path
+    """RUN with every timing figure `factor` times slower (seconds x factor, rates / factor)."""
+    return _edited(tmp_path, "slower.json", _scaled_timing(factor))
 
 
 def test_min_samples_is_where_mann_whitney_can_reach_alpha():
