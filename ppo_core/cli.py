@@ -573,26 +573,52 @@ def _add_reports_commands(subcommands: argparse._SubParsersAction) -> None:
         help="run A vs run B: ratio B/A per preset and metric with a noise-aware verdict",
         description="Compare two benchmark JSON files (two GPUs, two commits). For every "
         "preset, case and metric: the ratio B/A, how many times better or worse B is, and a "
-        "verdict from the raw samples (two-sided Mann-Whitney U at --alpha): improved, "
-        "regressed or same (inside the noise). Figures with too few samples for the test "
-        "(byte counts, one seed) are judged against --tolerance instead, and say so; a case "
-        "that ran in A and went OOM in B is a regression.",
+        "verdict on the statistic the metric reports, from the raw samples: a p99 by a "
+        "bootstrap of the ratio of p99s, a median by a two-sided Mann-Whitney U, a mean by "
+        "Welch's t. The p-values are corrected for the number of rows tested "
+        "(Benjamini-Hochberg, q <= --alpha), and a change smaller than --min-effect is 'same'. "
+        "Figures with too few samples for a test (byte counts, one seed) are judged against "
+        "--tolerance instead, and say so; a case that ran in A and went OOM in B is a "
+        "regression. Each run's host load per core is shown; a run is LOADED when its load "
+        "beyond its own threads (1 per core on a CPU run, 0 on a GPU run) is above 0.5 per "
+        "core and over 2x the other run's.",
     )
     compare.add_argument("a", metavar="A.json", help="baseline run")
     compare.add_argument("b", metavar="B.json", help="candidate run")
     compare.add_argument(
         "--fail-on-regression",
         action="store_true",
-        help="exit 1 when any metric got significantly worse (for CI)",
+        help="exit 1 when any judged metric got significantly worse (for CI). When one run is "
+        "LOADED, its timing rows (seconds, rates, FLOP/s, and ratios of them; not bytes or "
+        "counts) are not judged: one line on stderr says how many were left out, and the exit "
+        "code comes from the other rows; --allow-loaded judges them too",
+    )
+    compare.add_argument(
+        "--allow-loaded",
+        action="store_true",
+        help="with --fail-on-regression: judge timing rows even when one run is LOADED",
     )
     compare.add_argument("--html", metavar="OUT.html", help="also write the table as HTML")
-    compare.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+    compare.add_argument(
+        "--alpha",
+        type=float,
+        default=0.05,
+        help="significance level for the corrected q-values (0.05)",
+    )
+    compare.add_argument(
+        "--min-effect",
+        type=float,
+        default=0.05,
+        help="smallest relative change of a tested statistic that counts as improved or "
+        "regressed, even when significant (0.05 = 5%%; 0 keeps every significant change)",
+    )
     compare.add_argument(
         "--tolerance",
         type=float,
         default=0.10,
         help="relative change that counts as regressed/improved for figures with too few "
-        "samples for the test: single-shot bytes, a few repeats, one seed (0.10 = 10%%)",
+        "samples for the test: single-shot bytes, a few repeats, one seed (0.10 = 10%%); with "
+        "two or more samples each, overlapping samples are 'same'",
     )
     compare.add_argument(
         "--all", action="store_true", help="show every row, not only the ones that changed"
@@ -625,19 +651,45 @@ def _report_command(args: argparse.Namespace) -> int:
 
 
 def _compare_command(args: argparse.Namespace) -> int:
+    import math
+
     from ppo_core.errors import ConfigError
-    from reports.compare import compare_runs, comparison_html, has_regression, print_comparison
+    from reports.compare import (
+        compare_runs,
+        comparison_html,
+        has_regression,
+        print_comparison,
+        unjudged_timing_rows,
+    )
 
     if not 0 < args.alpha < 1:
         raise ConfigError(f"--alpha must be between 0 and 1, got {args.alpha}")
-    table = compare_runs(args.a, args.b, alpha=args.alpha, tolerance=args.tolerance)
+    if not (math.isfinite(args.min_effect) and 0 <= args.min_effect < 1):
+        raise ConfigError(
+            f"--min-effect must be a fraction in [0, 1) (0.05 = 5%), got {args.min_effect}"
+        )
+    table = compare_runs(
+        args.a, args.b, alpha=args.alpha, tolerance=args.tolerance, min_effect=args.min_effect
+    )
     print_comparison(table, console=_console(), show_all=args.all)
     if args.html:
         from reports.render import write_section
 
         path = write_section(comparison_html(table), args.html, title="archbench compare")
         print(f"wrote {path}")
-    if args.fail_on_regression and has_regression(table):
+    if not args.fail_on_regression:
+        return 0
+    skipped = unjudged_timing_rows(table)
+    if len(skipped) and not args.allow_loaded:
+        loaded = table.attrs["host_load"].loaded
+        looks_worse = int((skipped["verdict"] == "regressed").sum())
+        print(
+            f"--fail-on-regression: run {loaded} is LOADED (host load above); its "
+            f"{len(skipped)} timing rows are not judged ({looks_worse} of them look regressed); "
+            "--allow-loaded judges them",
+            file=sys.stderr,
+        )
+    if has_regression(table, allow_loaded=args.allow_loaded):
         print("regression found (--fail-on-regression)", file=sys.stderr)
         return 1
     return 0

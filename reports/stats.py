@@ -1,4 +1,5 @@
-"""Small, dependency-free statistics for noise-aware verdicts: Mann-Whitney U, bootstrap, t CI.
+"""Small, dependency-free statistics for noise-aware verdicts: Mann-Whitney U, Welch t, bootstrap,
+t CI and the Benjamini-Hochberg correction.
 
 numpy only (no scipy), so reports run on any laptop; tests check them against hand-worked values.
 """
@@ -12,12 +13,18 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "BootstrapRatio",
     "MannWhitney",
+    "WelchT",
+    "benjamini_hochberg",
     "bootstrap_percentile_ci",
     "bootstrap_ratio_ci",
+    "bootstrap_ratio_test",
     "mann_whitney_u",
     "mean_ci",
+    "student_t_two_sided_p",
     "t_critical_975",
+    "welch_t_test",
 ]
 
 # Two-sided 95% Student t critical values t_{0.975, df} for df = 1..30 (standard tables).
@@ -79,18 +86,72 @@ def bootstrap_ratio_ci(
 
     P is the median by default; percentile=99 gives the CI of a p99 ratio.
     """
-    x = np.asarray(a, dtype=float)
-    y = np.asarray(b, dtype=float)
-    if len(x) == 0 or len(y) == 0:
-        raise ValueError("bootstrap_ratio_ci needs at least one value in each sample")
-    rng = np.random.default_rng(seed)
-    med_a = np.percentile(rng.choice(x, size=(n_boot, len(x))), percentile, axis=1)
-    med_b = np.percentile(rng.choice(y, size=(n_boot, len(y))), percentile, axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = med_b / med_a
+    ratios = _bootstrap_ratios(a, b, n_boot, seed, percentile, "bootstrap_ratio_ci")
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(ratios, [tail, 100 - tail])
     return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class BootstrapRatio:
+    """A bootstrap test of P(b) / P(a) = 1 for one percentile P (e.g. the p99)."""
+
+    ratio: float
+    """P(b) / P(a) on the samples themselves."""
+    ci_low: float
+    """Lower end of the percentile-bootstrap confidence interval of the ratio."""
+    ci_high: float
+    """Upper end of that interval."""
+    p_value: float
+    """Two-sided p of ratio = 1, the smallest 1 - confidence whose interval excludes 1:
+    (2 * min(#ratio* <= 1, #ratio* >= 1) + 2) / (n_boot + 1). When no resample reaches 1 that
+    count only says p < 2 / (n_boot + 1); the tail beyond is then extrapolated by a normal fit
+    of the log ratios, erfc(|mean| / (sd * sqrt 2)), capped at 2 / (n_boot + 1)."""
+
+
+def bootstrap_ratio_test(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    percentile: float,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> BootstrapRatio:
+    """Ratio of the `percentile`s of b and a, its bootstrap CI, and the p-value that the CI
+    implies (the same resamples as bootstrap_ratio_ci with the same seed)."""
+    ratios = _bootstrap_ratios(a, b, n_boot, seed, percentile, "bootstrap_ratio_test")
+    ratios = ratios[~np.isnan(ratios)]  # 0/0: both resampled percentiles zero
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = float(np.percentile(b, percentile) / np.percentile(a, percentile))
+    if len(ratios) == 0:  # every resample was 0/0: no evidence either way
+        return BootstrapRatio(ratio, math.nan, math.nan, 1.0)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    below, above = int((ratios <= 1).sum()), int((ratios >= 1).sum())
+    p_value = min(1.0, (2 * min(below, above) + 2) / (len(ratios) + 1))
+    if min(below, above) == 0 and np.isfinite(ratios).all() and (ratios > 0).all():
+        log_ratios = np.log(ratios)
+        spread = float(log_ratios.std(ddof=1)) if len(ratios) > 1 else 0.0
+        centre = abs(float(log_ratios.mean()))
+        normal = 0.0 if spread == 0 else math.erfc(centre / (spread * math.sqrt(2)))
+        p_value = min(p_value, normal)
+    return BootstrapRatio(ratio, float(low), float(high), p_value)
+
+
+def _bootstrap_ratios(
+    a: Sequence[float], b: Sequence[float], n_boot: int, seed: int, percentile: float, name: str
+) -> np.ndarray:
+    """n_boot resampled P(b) / P(a), each run resampled independently with one seeded stream."""
+    x = np.asarray(a, dtype=float)
+    y = np.asarray(b, dtype=float)
+    if len(x) == 0 or len(y) == 0:
+        raise ValueError(f"{name} needs at least one value in each sample")
+    rng = np.random.default_rng(seed)
+    stat_a = np.percentile(rng.choice(x, size=(n_boot, len(x))), percentile, axis=1)
+    stat_b = np.percentile(rng.choice(y, size=(n_boot, len(y))), percentile, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return stat_b / stat_a
 
 
 def bootstrap_percentile_ci(
@@ -135,6 +196,100 @@ def t_critical_975(df: int) -> float:
         return _T975[df - 1]
     z = 1.959964
     return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+@dataclass(frozen=True)
+class WelchT:
+    """Result of a two-sided Welch t-test of equal means (unequal variances)."""
+
+    t: float
+    """(mean(b) - mean(a)) / sqrt(var(a)/n_a + var(b)/n_b), sample variances (ddof=1)."""
+    df: float
+    """Welch-Satterthwaite degrees of freedom (not an integer in general)."""
+    p_value: float
+    """Two-sided p from Student's t with `df` degrees of freedom."""
+
+
+def welch_t_test(a: Sequence[float], b: Sequence[float]) -> WelchT:
+    """Two-sided Welch t-test that b and a have the same mean; each needs two or more values.
+
+    With no spread on either side the test is undefined: p = 1 when the means are equal, else 0.
+    """
+    x = np.asarray(a, dtype=float)
+    y = np.asarray(b, dtype=float)
+    if len(x) < 2 or len(y) < 2:
+        raise ValueError("welch_t_test needs at least two values in each sample")
+    se2_a, se2_b = float(x.var(ddof=1)) / len(x), float(y.var(ddof=1)) / len(y)
+    diff = float(y.mean() - x.mean())
+    if se2_a + se2_b == 0:
+        return WelchT(0.0 if diff == 0 else math.copysign(math.inf, diff), math.inf,
+                      1.0 if diff == 0 else 0.0)  # fmt: skip
+    t = diff / math.sqrt(se2_a + se2_b)
+    df = (se2_a + se2_b) ** 2 / (se2_a**2 / (len(x) - 1) + se2_b**2 / (len(y) - 1))
+    return WelchT(t, df, student_t_two_sided_p(t, df))
+
+
+def student_t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with df > 0 degrees of freedom (any real df).
+
+    = I_x(df/2, 1/2) with x = df / (df + t^2), the regularised incomplete beta function.
+    """
+    if not df > 0:
+        raise ValueError(f"degrees of freedom must be > 0, got {df}")
+    if math.isinf(t):
+        return 0.0
+    return _betainc(df / 2, 0.5, df / (df + t * t))
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values), in the input order.
+
+    q_(i) = min over j >= i of p_(j) * m / j (p sorted ascending, capped at 1): rejecting every
+    q <= alpha keeps the expected share of false discoveries among the rejections <= alpha.
+    """
+    p = np.asarray(p_values, dtype=float)
+    if p.ndim != 1 or np.isnan(p).any() or ((p < 0) | (p > 1)).any():
+        raise ValueError(f"benjamini_hochberg needs p-values in [0, 1], got {p_values!r}")
+    m = len(p)
+    if m == 0:
+        return p
+    order = np.argsort(p, kind="mergesort")
+    scaled = p[order] * m / np.arange(1, m + 1)
+    q_sorted = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
+    q = np.empty(m)
+    q[order] = q_sorted
+    return q
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b) by its continued fraction (modified Lentz)."""
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+        + a * math.log(x) + b * math.log1p(-x)
+    )  # fmt: skip
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below the mean; flip
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return math.exp(log_front) * h / a
 
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:
