@@ -281,7 +281,10 @@ def _series(series: Any, where: str) -> dict[str, tuple[float, ...]]:
     for name, values in series.items():
         if not isinstance(values, list):
             raise ReportError(f"{where}: series {name!r} is a {type(values).__name__}, not a list")
-        out[str(name)] = tuple(_number(v, f"{where}: series {name!r} value") for v in values)
+        numbers = tuple(_number(v, f"{where}: series {name!r} value") for v in values)
+        if any(v is None for v in numbers):
+            raise ReportError(f"{where}: series {name!r} has a null value")
+        out[str(name)] = numbers
     return out
 
 

@@ -70,6 +70,10 @@ PARAMS_PER_BAR_MEDIUM = 100
 PARAMS_PER_BAR_HIGH = 1_000
 """... and above this many, 'high'. A rule of thumb, labelled as such wherever it is shown."""
 
+# Rollout-only env steps/s were named `env_steps_per_s` before the train suite measured the
+# whole iteration as `train_env_steps_per_s`; older runs still carry the old name.
+_METRIC_NAMES = {"env_steps_per_s": ("rollout_env_steps_per_s", "env_steps_per_s")}
+
 BASES = (
     "measured",
     "measured (other settings)",
@@ -371,7 +375,9 @@ def _throughput(
         if not run.same and (target_rate is None or source_rate is None):
             continue
         hardware = 0.0 if run.same else abs(math.log(target_rate / source_rate))
-        measured = _measured_ok(run.rows, "train", metric)
+        measured = pd.concat(
+            [_measured_ok(run.rows, "train", name) for name in _METRIC_NAMES.get(metric, (metric,))]
+        )
         for dims_key, hits in measured.groupby("hidden_dims"):
             dims = tuple(int(w) for w in str(dims_key).split(","))
             hits = _dims_rows(hits, dims, config.obs_dim)
