@@ -65,6 +65,12 @@ class Budget:
     """Untimed iterations before the timed ones (allocator, cuBLAS heuristics, caches)."""
     train_iterations: int
     """Timed PPO iterations per case."""
+    train_precisions: tuple[str, ...]
+    """Training precisions measured per size on a GPU (a CPU measures fp32 only; a GPU older
+    than compute capability 8.0 measures fp32 only)."""
+    train_capture: bool
+    """On a GPU, also time the whole iteration with the update captured in a CUDA graph
+    (PPOConfig.capture), at the first of train_precisions, beside the eager reference."""
     big_minibatch: int
     """Minibatch of the large-update case (>= 2048: where the update should near the ceiling)."""
     big_n_envs: int
@@ -129,6 +135,8 @@ BUDGETS: dict[str, Budget] = {
         train_epochs=2,
         train_warmup=1,
         train_iterations=3,
+        train_precisions=("tf32",),
+        train_capture=True,
         big_minibatch=2048,
         big_n_envs=32,
         overfit_bars=(("short", 6_000), ("long", 26_000)),
@@ -161,6 +169,8 @@ BUDGETS: dict[str, Budget] = {
         train_epochs=4,
         train_warmup=2,
         train_iterations=5,
+        train_precisions=("tf32", "bf16", "fp32"),
+        train_capture=True,
         big_minibatch=8192,
         big_n_envs=1024,
         overfit_bars=(("short", 8_760), ("long", 43_800)),
@@ -193,6 +203,8 @@ SMOKE = Budget(
     train_epochs=1,
     train_warmup=0,
     train_iterations=1,
+    train_precisions=("tf32", "bf16"),
+    train_capture=True,
     big_minibatch=64,
     big_n_envs=4,
     overfit_bars=(("short", 1_500),),
@@ -322,12 +334,14 @@ def size_record(
     sizing: Any,
     case: dict[str, Any],
     predicted: dict[str, Any],
+    precision: str | None = None,
 ) -> Record:
-    """A size's record before its metrics: the suite, machine, profile and architecture it
-    measured, so every figure traces back to a config."""
+    """A size's record before its metrics: the suite, machine, profile, architecture and
+    precision it measured, so every figure traces back to a config."""
     return Record(
         suite=suite,
         device=options.device,
+        precision=precision,
         profile=options.profile,
         preset=preset,
         hidden_dims=network.hidden_dims,
@@ -351,6 +365,7 @@ def oom_record(base: Record, **where: Any) -> Record:
         trunk=base.trunk,
         obs_dim=base.obs_dim,
         params=base.params,
+        precision=base.precision,
         status="oom",
         reason=f"out of memory at {at}" if at else "out of memory",
         case=dict(base.case),
