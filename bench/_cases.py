@@ -52,7 +52,8 @@ class Budget:
     infer_batch: int
     """The 'batch n_envs' case: observations per forward, as in a rollout step."""
     infer_backends: tuple[str, ...]
-    """ppo_core.backends names to time; int8 is skipped on a GPU, bf16 and fp16 on a CPU."""
+    """ppo_core.backends names to time; int8 is skipped on a GPU, bf16 and fp16 on a CPU;
+    cuda_graph on a CPU records why it is unavailable."""
     train_n_envs: int
     """Environments in the throughput case."""
     train_n_steps: int
@@ -128,7 +129,7 @@ BUDGETS: dict[str, Budget] = {
         infer_warmup=5,
         infer_rounds=30,
         infer_batch=64,
-        infer_backends=("eager", "onnx", "int8", "bf16", "fp16"),
+        infer_backends=("eager", "onnx", "int8", "bf16", "fp16", "cuda_graph"),
         train_n_envs=8,
         train_n_steps=64,
         train_minibatch=256,
@@ -162,7 +163,7 @@ BUDGETS: dict[str, Budget] = {
         infer_warmup=20,
         infer_rounds=200,
         infer_batch=1024,
-        infer_backends=("eager", "compile", "onnx", "int8", "bf16", "fp16"),
+        infer_backends=("eager", "compile", "onnx", "int8", "bf16", "fp16", "cuda_graph"),
         train_n_envs=1024,
         train_n_steps=128,
         train_minibatch=4096,
@@ -196,7 +197,7 @@ SMOKE = Budget(
     infer_warmup=1,
     infer_rounds=1,
     infer_batch=8,
-    infer_backends=("eager", "onnx", "int8", "bf16"),
+    infer_backends=("eager", "onnx", "int8", "bf16", "cuda_graph"),
     train_n_envs=2,
     train_n_steps=16,
     train_minibatch=16,
