@@ -227,11 +227,14 @@ class PPOTrainer:
                         self._captured = _CapturedStep(self, minibatch)
                     step_stats, approx_kl = self._captured.replay(minibatch)
                 else:
-                    self.optimizer.zero_grad(set_to_none=True)
                     step_stats, approx_kl = self._minibatch_step(*minibatch)
+                    # Free the gradients now, not at the next step: the next minibatch's
+                    # gather and forward then never hold them (sizing's peak model).
+                    self.optimizer.zero_grad(set_to_none=True)
                 # Accumulate on the device; one host sync per epoch instead of per minibatch.
                 sums += step_stats
                 n_minibatches += 1
+                del minibatch  # the next gather must not overlap this minibatch's rows
             epochs_run += 1
             if sums[4].item() > 0:
                 raise TrainingDiverged(
