@@ -110,16 +110,12 @@ class Budget:
     """Bars of the synthetic dataset for the train, memory and env suites."""
 
 
-# Expected duration of `archbench sweep --profile full` (estimated from sizing's FLOP counts
-# at ~50% of each card's dense fp32 peak plus ~2 ms of launch overhead per rollout step; not yet
-# measured on every class). Overfitting dominates (30 synthetic runs of 2M steps, plus sp500 and
-# eurusd-1h when the data extra is installed), then torch.compile's per-shape compilation:
-#   H100 / H200 (67 TFLOP/s fp32)            ~45-60 min
-#   A100 80/40 GB (19.5 TFLOP/s fp32)        ~1.5-2 h
-#   RTX 4090 / L40S (24-48 GB)               ~1-1.5 h
-#   16 GB cards (RTX 4080, A4000, V100 16)   ~2-3 h
-#   T4 (8 TFLOP/s fp32, 16 GB)               ~5-6 h
-#   CPU                                      days; use --profile quick
+# Duration of `archbench sweep --profile full`, measured on one H100 80GB (shared/runs/h100,
+# before the training suite swept precisions): perf suites 3.2 min for 69 cases, SB3 peers
+# 2.0 min, overfitting 16-23 s per case (30 synthetic cases, ~10 min): about 15 min in all; the
+# quick profile 2.0 min. Training now runs fp32, tf32 and bf16 plus the captured update per
+# size, about three times its former cases. Other cards (estimated from FLOP counts, not
+# measured): A100 ~1-1.5 h, RTX 4090 ~1 h, 16 GB cards ~2 h, T4 ~4-5 h; a CPU: days, use quick.
 # The quick profile, measured on 2 AMD EPYC cores (torch 2.13 CPU): 2 min 45 s for 34 cases
 # on an otherwise idle machine; 9-11 min while other jobs kept its load average at 3-6, where
 # OpenMP threads contending for the cores also make the figures themselves unusable (each
