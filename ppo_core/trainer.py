@@ -438,13 +438,20 @@ class PPOTrainer:
         self.policy.load_state_dict(ckpt.policy_state_dict)
         if ckpt.optimizer_state_dict is None:
             raise CheckpointError(f"{path}: has no optimizer state, so training cannot resume")
-        own_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(ckpt.optimizer_state_dict)
-        for group, own in zip(self.optimizer.param_groups, own_lrs, strict=True):
-            # Keep this trainer's kind of step size (a captured graph reads its device tensor).
-            group["lr"] = (
-                own.fill_(float(group["lr"])) if torch.is_tensor(own) else float(group["lr"])
-            )
+        # Run the stored state the way this trainer runs Adam (a GPU's fused, maybe captured
+        # Adam; a CPU's foreach): load_state_dict places each `step` by the groups' flags.
+        stored = ckpt.optimizer_state_dict
+        own = self.optimizer.param_groups
+        flags = ("fused", "foreach", "capturable")
+        groups = [
+            {**group, **{key: mine[key] for key in flags}, "lr": float(group["lr"])}
+            for group, mine in zip(stored["param_groups"], own, strict=True)
+        ]
+        own_lrs = [group["lr"] for group in own]
+        self.optimizer.load_state_dict({**stored, "param_groups": groups})
+        for group, mine in zip(self.optimizer.param_groups, own_lrs, strict=True):
+            if torch.is_tensor(mine):  # a captured graph reads this very tensor
+                group["lr"] = mine.fill_(group["lr"])
         self.iteration = int(ckpt.meta.get("iteration", 0))
         self.global_step = int(ckpt.meta.get("global_step", 0))
 

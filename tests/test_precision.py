@@ -176,3 +176,25 @@ def test_lower_precision_trains_and_leaves_the_process_setting_alone(data, preci
     assert trainer.precision == precision
     assert all(s.train_env_steps_per_s > 0 for s in stats)
     assert torch.get_float32_matmul_precision() == before
+
+
+def test_a_gpu_checkpoint_resumes_with_the_cpus_adam(data, tmp_path):
+    """A checkpoint written by a captured, fused GPU Adam (tensor step size, device steps) keeps
+    its moments and step size but runs with this trainer's foreach Adam."""
+    trainer = _trainer(data, _config())
+    trainer.train_iteration()
+    path = tmp_path / "gpu.pt"
+    trainer.save(path)
+    payload = torch.load(path, weights_only=True)
+    for group in payload["optimizer_state_dict"]["param_groups"]:
+        group.update(fused=True, foreach=None, capturable=True, lr=torch.tensor(group["lr"]))
+    torch.save(payload, path)
+
+    resumed = _trainer(data, _config())
+    resumed.resume(path)
+    group = resumed.optimizer.param_groups[0]
+    assert (group["fused"], group["foreach"], group["capturable"]) == (None, True, False)
+    assert group["lr"] == pytest.approx(trainer.optimizer.param_groups[0]["lr"])
+    assert isinstance(group["lr"], float)
+    resumed.train_iteration()  # the foreach step runs on the loaded state
+    assert resumed.iteration == 2
