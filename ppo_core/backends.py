@@ -427,6 +427,7 @@ def _cuda_graph(
         return Unavailable("cuda_graph", f"CUDA graph capture failed: {_first_line(error)}")
     size = static_in.shape[0]
 
+    @torch.inference_mode()  # the outputs are inference tensors, as every backend's are
     def replay(obs: torch.Tensor | np.ndarray, out: torch.Tensor) -> torch.Tensor:
         if isinstance(obs, np.ndarray):
             obs = torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32))

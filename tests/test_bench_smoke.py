@@ -256,3 +256,24 @@ def test_train_ceiling_after_the_case_falls_back_to_the_session_on_oom(monkeypat
 
     with pytest.raises(ValueError, match="not an OOM"):
         suite.case_ceiling("cpu", 5e10, measure=broken)
+
+
+def test_memory_errors_have_one_sign_and_the_context_is_measured(monkeypatch):
+    suite = _bench_module(monkeypatch, "test_memory")
+    # (measured - predicted) / predicted: positive when the process needed more than predicted.
+    assert suite.error_pct(110.0, 100.0) == pytest.approx(10.0)
+    assert suite.error_pct(90.0, 100.0) == pytest.approx(-10.0)
+    measured = {"memory": {"process_used_bytes": 1_500, "reserved_bytes": 700}}
+    assert suite.cuda_context_of(measured) == 800  # NVML per process minus torch reserved
+    assert (
+        suite.cuda_context_of({"memory": {"process_used_bytes": None, "reserved_bytes": 7}}) is None
+    )
+    assert suite.cuda_context_of({"memory": None}) is None
+
+
+def test_a_latency_below_its_floor_is_flagged_as_a_measurement_problem(monkeypatch):
+    suite = _bench_module(monkeypatch, "test_inference_latency")
+    assert suite.below_floor(2e-4, 1e-4, "memory bandwidth") is None
+    assert suite.below_floor(None, 1e-4, "memory bandwidth") is None  # not timed
+    why = suite.below_floor(0.5e-4, 1e-4, "last-level cache")
+    assert why.startswith("p50 50.0 us is below its last-level cache floor 100.0 us")
