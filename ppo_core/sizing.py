@@ -60,11 +60,13 @@ WORKSPACE_BYTES = {"cuda": 85_000_000, "cpu": 100_000_000}
 """The size-independent part of a training process's peak, by device kind (see
 `SizingEstimate.workspace_bytes`). cuda: torch-allocated bytes no tensor of the model accounts
 for: cuBLAS and cuBLASLt workspaces (32 MiB each on Hopper, PyTorch PR #120925) and the scratch
-of randperm's sort and multinomial; 85 MB fits the 9 allocator peaks measured on an H100
-(tiny..xlarge at the quick and full settings) within 12%. cpu: resident bytes a training
-region adds beyond its tensors: OpenMP thread stacks, oneDNN/MKL kernels and the pages of
-libtorch first touched, glibc arenas; 8-wide calibration runs on 2 EPYC cores measured
-94-104 MB."""
+of randperm's sort and multinomial. Fitted on an H100 (torch 2.11, CUDA 13): with this
+moment-by-moment model applied to the trainer as it ran there (foreach Adam; the previous
+step's gradients and minibatch still alive at the next gather), 85 MB puts all 9 measured
+allocator peaks (tiny..xlarge, quick and full settings) within -10% and +2%.
+cpu: resident bytes a training region adds beyond its tensors: OpenMP thread stacks,
+oneDNN/MKL kernels and the pages of libtorch first touched, glibc arenas; 8-wide calibration
+runs on 2 EPYC cores measured 94-104 MB."""
 
 HOST_SLACK_PER_WEIGHT_BYTE = 0.75
 """On a CPU, resident bytes beyond the live tensors per fp32 weight byte: glibc keeps the heap
