@@ -52,7 +52,8 @@ class Budget:
     infer_batch: int
     """The 'batch n_envs' case: observations per forward, as in a rollout step."""
     infer_backends: tuple[str, ...]
-    """ppo_core.backends names to time; int8 is skipped on a GPU, bf16 and fp16 on a CPU."""
+    """ppo_core.backends names to time; int8 is skipped on a GPU, bf16 and fp16 on a CPU;
+    cuda_graph on a CPU records why it is unavailable."""
     train_n_envs: int
     """Environments in the throughput case."""
     train_n_steps: int
@@ -65,6 +66,12 @@ class Budget:
     """Untimed iterations before the timed ones (allocator, cuBLAS heuristics, caches)."""
     train_iterations: int
     """Timed PPO iterations per case."""
+    train_precisions: tuple[str, ...]
+    """Training precisions measured per size on a GPU (a CPU measures fp32 only; a GPU older
+    than compute capability 8.0 measures fp32 only)."""
+    train_capture: bool
+    """On a GPU, also time the whole iteration with the update captured in a CUDA graph
+    (PPOConfig.capture), at the first of train_precisions, beside the eager reference."""
     big_minibatch: int
     """Minibatch of the large-update case (>= 2048: where the update should near the ceiling)."""
     big_n_envs: int
@@ -103,16 +110,12 @@ class Budget:
     """Bars of the synthetic dataset for the train, memory and env suites."""
 
 
-# Expected duration of `archbench sweep --profile full` (estimated from sizing's FLOP counts
-# at ~50% of each card's dense fp32 peak plus ~2 ms of launch overhead per rollout step; not yet
-# measured on every class). Overfitting dominates (30 synthetic runs of 2M steps, plus sp500 and
-# eurusd-1h when the data extra is installed), then torch.compile's per-shape compilation:
-#   H100 / H200 (67 TFLOP/s fp32)            ~45-60 min
-#   A100 80/40 GB (19.5 TFLOP/s fp32)        ~1.5-2 h
-#   RTX 4090 / L40S (24-48 GB)               ~1-1.5 h
-#   16 GB cards (RTX 4080, A4000, V100 16)   ~2-3 h
-#   T4 (8 TFLOP/s fp32, 16 GB)               ~5-6 h
-#   CPU                                      days; use --profile quick
+# Duration of `archbench sweep --profile full`, measured on one H100 80GB (shared/runs/h100,
+# before the training suite swept precisions): perf suites 3.2 min for 69 cases, SB3 peers
+# 2.0 min, overfitting 16-23 s per case (30 synthetic cases, ~10 min): about 15 min in all; the
+# quick profile 2.0 min. Training now runs fp32, tf32 and bf16 plus the captured update per
+# size, about three times its former cases. Other cards (estimated from FLOP counts, not
+# measured): A100 ~1-1.5 h, RTX 4090 ~1 h, 16 GB cards ~2 h, T4 ~4-5 h; a CPU: days, use quick.
 # The quick profile, measured on 2 AMD EPYC cores (torch 2.13 CPU): 2 min 45 s for 34 cases
 # on an otherwise idle machine; 9-11 min while other jobs kept its load average at 3-6, where
 # OpenMP threads contending for the cores also make the figures themselves unusable (each
@@ -122,13 +125,15 @@ BUDGETS: dict[str, Budget] = {
         infer_warmup=5,
         infer_rounds=30,
         infer_batch=64,
-        infer_backends=("eager", "onnx", "int8", "bf16", "fp16"),
+        infer_backends=("eager", "onnx", "int8", "bf16", "fp16", "cuda_graph"),
         train_n_envs=8,
         train_n_steps=64,
         train_minibatch=256,
         train_epochs=2,
         train_warmup=1,
         train_iterations=3,
+        train_precisions=("tf32",),
+        train_capture=True,
         big_minibatch=2048,
         big_n_envs=32,
         overfit_bars=(("short", 6_000), ("long", 26_000)),
@@ -154,13 +159,15 @@ BUDGETS: dict[str, Budget] = {
         infer_warmup=20,
         infer_rounds=200,
         infer_batch=1024,
-        infer_backends=("eager", "compile", "onnx", "int8", "bf16", "fp16"),
+        infer_backends=("eager", "compile", "onnx", "int8", "bf16", "fp16", "cuda_graph"),
         train_n_envs=1024,
         train_n_steps=128,
         train_minibatch=4096,
         train_epochs=4,
         train_warmup=2,
         train_iterations=5,
+        train_precisions=("tf32", "bf16", "fp32"),
+        train_capture=True,
         big_minibatch=8192,
         big_n_envs=1024,
         overfit_bars=(("short", 8_760), ("long", 43_800)),
@@ -186,13 +193,15 @@ SMOKE = Budget(
     infer_warmup=1,
     infer_rounds=1,
     infer_batch=8,
-    infer_backends=("eager", "onnx", "int8", "bf16"),
+    infer_backends=("eager", "onnx", "int8", "bf16", "cuda_graph"),
     train_n_envs=2,
     train_n_steps=16,
     train_minibatch=16,
     train_epochs=1,
     train_warmup=0,
     train_iterations=1,
+    train_precisions=("tf32", "bf16"),
+    train_capture=True,
     big_minibatch=64,
     big_n_envs=4,
     overfit_bars=(("short", 1_500),),
@@ -322,12 +331,14 @@ def size_record(
     sizing: Any,
     case: dict[str, Any],
     predicted: dict[str, Any],
+    precision: str | None = None,
 ) -> Record:
-    """A size's record before its metrics: the suite, machine, profile and architecture it
-    measured, so every figure traces back to a config."""
+    """A size's record before its metrics: the suite, machine, profile, architecture and
+    precision it measured, so every figure traces back to a config."""
     return Record(
         suite=suite,
         device=options.device,
+        precision=precision,
         profile=options.profile,
         preset=preset,
         hidden_dims=network.hidden_dims,
@@ -351,6 +362,7 @@ def oom_record(base: Record, **where: Any) -> Record:
         trunk=base.trunk,
         obs_dim=base.obs_dim,
         params=base.params,
+        precision=base.precision,
         status="oom",
         reason=f"out of memory at {at}" if at else "out of memory",
         case=dict(base.case),

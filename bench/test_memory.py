@@ -3,7 +3,12 @@
 A child process prepares the data, then builds env, policy, Adam and the rollout buffer and
 runs full iterations; the RSS peak of that training region above the RSS it started at on a CPU
 (data preparation's temporaries excluded), NVML and allocator peaks on a GPU, each beside the
-sizing model's prediction, with the error in %. Checkpoint size is measured from a file.
+sizing model's prediction for that device kind. The CUDA context is measured (NVML per-process
+used minus allocator reserved, in the calibration child) and the NVML prediction uses it.
+Checkpoint size is measured from a file.
+
+Every memory error here has one sign: (measured - predicted) / predicted in %, so a positive
+error means the process needed MORE than the model said (the model under-predicts).
 """
 
 from __future__ import annotations
@@ -50,9 +55,23 @@ def _headline_bytes(result, cuda) -> int | None:
     return result["result"]["train_rss_delta_bytes"]
 
 
+def error_pct(measured: float, predicted: float) -> float:
+    """The one memory-error convention: (measured - predicted) / predicted in %; positive when
+    the process needed more than the model said."""
+    return 100.0 * (measured - predicted) / predicted
+
+
+def cuda_context_of(result) -> int | None:
+    """The CUDA context a measured child held: NVML per-process used minus torch reserved."""
+    report = (result or {}).get("memory") or {}
+    process, reserved = report.get("process_used_bytes"), report.get("reserved_bytes")
+    return None if process is None or reserved is None else process - reserved
+
+
 @pytest.fixture(scope="module")
-def runtime_overhead(options, market):
-    """Measured headline bytes of the 8-wide calibration setup minus its own prediction."""
+def calibration(options, market):
+    """The 8-wide calibration setup, measured once per module: (measured headline bytes minus
+    the model's size-dependent part, or None and why; the CUDA context it held, or None)."""
     from ppo_core.memory import measure_isolated
 
     data = market(options.budget.data_bars)
@@ -64,24 +83,53 @@ def runtime_overhead(options, market):
         budget.memory_n_steps,
         budget.memory_minibatch,
         n_bars=data.features.shape[0],
+        device=options.device,
     )
     result = measure_isolated(WORKLOAD, _workload_kwargs(options, CALIBRATION_DIMS))
+    context = cuda_context_of(result) if options.cuda and result["status"] == "ok" else None
     measured = _headline_bytes(result, options.cuda) if result["status"] == "ok" else None
     if measured is None:
-        return None, f"calibration run failed: {result['reason'] or 'view not measured'}"
-    return measured - sizing.train_bytes, None
+        why = f"calibration run failed: {result['reason'] or 'view not measured'}"
+        return (None, why), context
+    # What the runtime adds beyond the tensors: the measurement net of everything the model
+    # ties to a size, i.e. comparable with its size-independent part (workspace_bytes).
+    size_part = sizing.train_bytes - sizing.workspace_bytes
+    return (measured - size_part, None), context
 
 
-def test_memory(benchmark, emit, options, market, size, runtime_overhead):
+@pytest.fixture(scope="module")
+def runtime_overhead(calibration):
+    return calibration[0]
+
+
+def test_memory(benchmark, emit, options, market, size, calibration):
+    from ppo_core.gpu import resolve_precision
     from ppo_core.memory import measure_isolated
 
+    runtime_overhead, measured_context = calibration
+    context = CUDA_CONTEXT_BYTES if measured_context is None else measured_context
     budget = options.budget
     data = market(budget.data_bars)  # prepared here too, so its bar count is known up front
     network = size.network(data.n_features, data.lookback)
     n_envs, n_steps = budget.memory_n_envs, budget.memory_n_steps
     minibatch = budget.memory_minibatch
-    sizing = estimate(network, n_envs, n_steps, minibatch, n_bars=data.features.shape[0])
-    case = {"n_envs": n_envs, "n_steps": n_steps, "minibatch": minibatch}
+    sizing = estimate(
+        network, n_envs, n_steps, minibatch, n_bars=data.features.shape[0], device=options.device
+    )
+    case = {
+        "n_envs": n_envs,
+        "n_steps": n_steps,
+        "minibatch": minibatch,
+        "peak_phase": sizing.peak_phase,
+        "error_sign": "(measured - predicted) / predicted: positive = model under-predicts",
+        "cuda_context": (
+            None
+            if not options.cuda
+            else "measured (calibration child)"
+            if measured_context is not None
+            else "assumed (sizing.CUDA_CONTEXT_BYTES)"
+        ),
+    }
     base = size_record(
         SUITE,
         options,
@@ -93,11 +141,12 @@ def test_memory(benchmark, emit, options, market, size, runtime_overhead):
             **sizing.memory_components(),
             "params": sizing.params,
             "train_bytes": sizing.train_bytes,
-            "train_bytes_on_gpu": sizing.train_bytes_on_gpu,
-            "cuda_context_bytes": CUDA_CONTEXT_BYTES,
+            "train_bytes_on_gpu": sizing.train_bytes + context,
+            "cuda_context_bytes": context,
             "checkpoint_bytes": sizing.checkpoint_bytes,
             "checkpoint_bytes_no_optimizer": sizing.checkpoint_bytes_no_optimizer,
         },
+        precision=resolve_precision("auto", options.device),  # the workload's default
     )
     kwargs = _workload_kwargs(options, network.hidden_dims)
     # One round: the child's whole life (import excluded from the figure, not from the time).
@@ -107,16 +156,16 @@ def test_memory(benchmark, emit, options, market, size, runtime_overhead):
         return
     if result["status"] != "ok":
         raise AssertionError(f"memory workload for {size.name} failed: {result['reason']}")
-    metrics = _memory_metrics(result, sizing, options.cuda)
+    metrics = _memory_metrics(result, sizing, options.cuda, context)
     metrics.update(_net_of_overhead(result, sizing, options.cuda, runtime_overhead))
     metrics.update(_checkpoint_metrics(network, sizing))
     emit(dataclasses.replace(base, params=result["result"]["params"], metrics=metrics))
 
 
-def _memory_metrics(result, sizing, cuda) -> dict[str, Metric]:
+def _memory_metrics(result, sizing, cuda, context) -> dict[str, Metric]:
     report = result["memory"]
     reasons = report["reasons"]
-    train, on_gpu = sizing.train_bytes, sizing.train_bytes_on_gpu
+    train, on_gpu = sizing.train_bytes, sizing.train_bytes + context
 
     def view(value, reason, predicted=None):
         if value is None:
@@ -150,14 +199,13 @@ def _memory_metrics(result, sizing, cuda) -> dict[str, Metric]:
             headline.unavailable or "not measured", "%", None
         )
     else:
-        error = 100.0 * (headline.value - train) / train
+        error = error_pct(headline.value, train)
         metrics["memory_error_pct"] = Metric.measured(error, "%", None)
-    process, reserved = report["process_used_bytes"], report["reserved_bytes"]
-    if cuda and process is not None and reserved is not None:
-        # What the process holds beyond the allocator's pool: the CUDA context and libraries.
-        metrics["cuda_context_bytes"] = Metric.measured(
-            process - reserved, "B", "lower", (), CUDA_CONTEXT_BYTES
-        )
+    own_context = cuda_context_of(result)
+    if cuda and own_context is not None:
+        # What the process holds beyond the allocator's pool: the CUDA context and libraries,
+        # beside the calibration child's (the prediction every case here uses).
+        metrics["cuda_context_bytes"] = Metric.measured(own_context, "B", "lower", (), context)
     return metrics
 
 
@@ -171,11 +219,12 @@ def _net_of_overhead(result, sizing, cuda, runtime_overhead) -> dict[str, Metric
             "runtime_overhead_bytes": Metric.unavailable_because(reason, "B", None),
             "memory_error_pct_net": Metric.unavailable_because(reason, "%", None),
         }
-    train = sizing.train_bytes
+    # Net: the measured size-independent part replaces the model's constant ones.
+    size_part = sizing.train_bytes - sizing.workspace_bytes
     return {
-        "runtime_overhead_bytes": Metric.measured(overhead, "B", None),
+        "runtime_overhead_bytes": Metric.measured(overhead, "B", None, (), sizing.workspace_bytes),
         "memory_error_pct_net": Metric.measured(
-            100.0 * (measured - overhead - train) / train, "%", None
+            error_pct(measured - overhead, size_part), "%", None
         ),
     }
 

@@ -103,6 +103,7 @@ def test_peer_throughput(benchmark, emit, options, market, peer_preset, kind):
             n_epochs=s.n_epochs,
             minibatch_size=s.minibatch,
             device=options.device,
+            precision="fp32",  # SB3 runs plain fp32: identical settings mean TF32 off too
             network=network,
         )
 

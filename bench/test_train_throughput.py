@@ -1,8 +1,12 @@
-"""Training throughput per size: whole PPO iterations (rollout + GAE + update) on the device.
+"""Training throughput per size and precision: whole PPO iterations (rollout + GAE + update).
 
-Env steps/s, update samples/s, seconds per phase, and the achieved matmul FLOP/s (sizing's
-exact per-sample counts over measured seconds) as a fraction of this run's measured ceiling;
-a second case updates at minibatch >= 2048, where the update should come near that ceiling.
+train_env_steps_per_s is the whole iteration; rollout_env_steps_per_s the rollout alone;
+update samples/s, seconds per phase, and the achieved matmul FLOP/s (sizing's exact per-sample
+counts over measured seconds) as a fraction of the ceiling of the SAME precision (tf32 against
+the TF32 GEMM ceiling, bf16 against bf16). A GPU measures each precision of the profile and,
+beside the eager update, the update replayed from a CUDA graph (PPOConfig.capture); a CPU
+measures fp32 eager only. A second case updates at minibatch >= 2048, where the update should
+come near the ceiling.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
-from _cases import is_oom, oom_record, session_ceilings, size_record, timed_rounds
+from _cases import OPTIONS_KEY, is_oom, oom_record, session_ceilings, size_record, timed_rounds
 
 from ppo_core.record import Metric
 from ppo_core.sizing import estimate
@@ -20,7 +24,34 @@ from ppo_core.sizing import estimate
 SUITE = "train"
 
 
-def test_train_throughput(benchmark, emit, options, market, size):
+def precisions_for(options) -> list[str]:
+    """The budget's training precisions this device can run: fp32 alone on a CPU or on a GPU
+    without TF32/bf16 tensor cores (compute capability < 8.0)."""
+    if not options.cuda:
+        return ["fp32"]
+    import torch
+
+    if torch.cuda.get_device_capability(options.device)[0] < 8:
+        return ["fp32"]
+    return list(options.budget.train_precisions)
+
+
+def pytest_generate_tests(metafunc):
+    options = metafunc.config.stash[OPTIONS_KEY]
+    if "precision" not in metafunc.fixturenames:
+        return
+    precisions = precisions_for(options)
+    combos = [(p, False) for p in precisions]
+    if "update" in metafunc.fixturenames and options.cuda and options.budget.train_capture:
+        combos.insert(1, (precisions[0], True))  # captured beside eager, same precision
+    if "update" in metafunc.fixturenames:
+        ids = [f"{p}-{'captured' if c else 'eager'}" for p, c in combos]
+        metafunc.parametrize(("precision", "update"), combos, ids=ids)
+    else:
+        metafunc.parametrize("precision", precisions)
+
+
+def test_train_throughput(benchmark, emit, options, market, size, precision, update):
     budget = options.budget
     _run_case(
         benchmark,
@@ -31,10 +62,12 @@ def test_train_throughput(benchmark, emit, options, market, size):
         kind="iteration",
         n_envs=budget.train_n_envs,
         minibatch=budget.train_minibatch,
+        precision=precision,
+        capture=update,
     )
 
 
-def test_update_large_minibatch(benchmark, emit, options, market, size):
+def test_update_large_minibatch(benchmark, emit, options, market, size, precision):
     budget = options.budget
     _run_case(
         benchmark,
@@ -45,10 +78,14 @@ def test_update_large_minibatch(benchmark, emit, options, market, size):
         kind="large_minibatch",
         n_envs=budget.big_n_envs,
         minibatch=budget.big_minibatch,
+        precision=precision,
+        capture=False,
     )
 
 
-def _run_case(benchmark, emit, options, market, size, *, kind, n_envs, minibatch):
+def _run_case(
+    benchmark, emit, options, market, size, *, kind, n_envs, minibatch, precision, capture
+):
     from ppo_core.config import PPOConfig
     from ppo_core.env import TradingEnv
     from ppo_core.trainer import PPOTrainer
@@ -66,6 +103,8 @@ def _run_case(benchmark, emit, options, market, size, *, kind, n_envs, minibatch
         "n_steps": n_steps,
         "minibatch": minibatch,
         "n_epochs": budget.train_epochs,
+        "precision": precision,
+        "update": "captured" if capture else "eager",
     }
     base = size_record(
         SUITE,
@@ -81,6 +120,7 @@ def _run_case(benchmark, emit, options, market, size, *, kind, n_envs, minibatch
             "train_bytes": sizing.train_bytes,
             **sizing.memory_components(),
         },
+        precision=precision,
     )
     try:
         config = PPOConfig(
@@ -91,6 +131,8 @@ def _run_case(benchmark, emit, options, market, size, *, kind, n_envs, minibatch
             minibatch_size=minibatch,
             anneal_lr=False,  # a constant step size: every timed iteration does the same work
             device=options.device,
+            precision=precision,
+            capture=capture,
             network=network,
         )
         env = TradingEnv(data, "train", n_envs=n_envs, config=config.env, device=options.device)
@@ -112,19 +154,23 @@ def _run_case(benchmark, emit, options, market, size, *, kind, n_envs, minibatch
     stats = trainer.stats[-len(seconds) :]
     params = sum(p.numel() for p in trainer.policy.parameters())
     del trainer, env  # the ceiling's matmuls below need the memory the case held
-    ceiling, ceiling_metrics = case_ceiling(options.device, ceilings.matmul_flops_per_s)
+    session = ceilings.matmul_flops_per_s_by_dtype.get(precision)
+    ceiling, ceiling_metrics = case_ceiling(options.device, session, precision=precision)
     metrics = _metrics(stats, seconds, sizing, ceiling)
     metrics.update(ceiling_metrics)
     emit(dataclasses.replace(base, params=params, metrics=metrics))
 
 
 def case_ceiling(
-    device: str, session_flops_per_s: float, measure: Callable[..., Any] | None = None
+    device: str,
+    session_flops_per_s: float | None,
+    measure: Callable[..., Any] | None = None,
+    precision: str = "fp32",
 ) -> tuple[float, dict[str, Metric]]:
-    """The matmul ceiling for this case: the session's and one measured right after the case
-    (on a shared machine the session's first measurement may have met other load), the higher
-    of the two. Measured with the case's memory released; where even so it runs out of memory,
-    the session's ceiling is used and the record says so. `measure`: measure_ceilings."""
+    """The `precision` matmul ceiling for this case: the session's and one measured right after
+    the case (on a shared machine the session's first measurement may have met other load), the
+    higher of the two. Measured with the case's memory released; where even so it runs out of
+    memory, the session's ceiling is used and the record says so. `measure`: measure_ceilings."""
     import gc
 
     import torch
@@ -136,8 +182,13 @@ def case_ceiling(
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     try:
-        local: float | None = measure(device, quick=True).matmul_flops_per_s
-        after = Metric.measured(local, "FLOP/s", None)
+        measured = measure(device, quick=True)
+        local: float | None = measured.matmul_flops_per_s_by_dtype.get(precision)
+        if local is None:
+            why = measured.unavailable.get(precision, f"no {precision} ceiling on {device}")
+            after = Metric.unavailable_because(why, "FLOP/s")
+        else:
+            after = Metric.measured(local, "FLOP/s", None)
     except Exception as error:
         if not is_oom(error):
             raise
@@ -147,7 +198,9 @@ def case_ceiling(
             "the session's ceiling is used",
             "FLOP/s",
         )
-    rates = [session_flops_per_s] if local is None else [session_flops_per_s, local]
+    rates = [r for r in (session_flops_per_s, local) if r is not None]
+    if not rates:
+        raise AssertionError(f"no {precision} matmul ceiling was measured on {device}")
     ceiling = max(rates)
     return ceiling, {
         "matmul_ceiling_flops_per_s": Metric.measured(ceiling, "FLOP/s", None, rates),
@@ -164,6 +217,7 @@ def _metrics(stats, seconds, sizing, ceiling) -> dict[str, Metric]:
     iteration_flops = [rollout_flops + u for u in update_flops]
     achieved = [f / t for f, t in zip(iteration_flops, seconds, strict=True)]
     update_rate = [u / s.update_s for u, s in zip(update_flops, stats, strict=True)]
+    whole = [n_envs * n_steps / t for t in seconds]
 
     def median(values):
         return statistics.median(values)
@@ -173,9 +227,11 @@ def _metrics(stats, seconds, sizing, ceiling) -> dict[str, Metric]:
         return Metric.measured(median(values), unit, better, values, predicted)
 
     return {
-        "env_steps_per_s": per_iteration("env_steps_per_s", "1/s", "higher"),
+        # The whole iteration (rollout + GAE + update), timed around train_iteration.
+        "train_env_steps_per_s": Metric.measured(median(whole), "1/s", "higher", whole),
+        "rollout_env_steps_per_s": per_iteration("rollout_env_steps_per_s", "1/s", "higher"),
         "update_samples_per_s": per_iteration("update_samples_per_s", "1/s", "higher"),
-        # Predicted: the roofline floor, every matmul FLOP at the measured fp32 ceiling.
+        # Predicted: the roofline floor, every matmul FLOP at the case precision's ceiling.
         "iteration_s": Metric.measured(
             median(seconds), "s", "lower", seconds, median(iteration_flops) / ceiling
         ),

@@ -1,7 +1,8 @@
 """Inference backends for a trained ActorCritic's live decision (obs -> action logits).
 
-Eager, torch.compile, ONNX Runtime, dynamic int8 (CPU) and bf16/fp16 weights (CUDA); each is
-checked against eager fp32 on held-out observations before anyone may time it.
+Eager, torch.compile, ONNX Runtime, dynamic int8 (CPU), bf16/fp16 weights (CUDA) and a CUDA
+graph replay (CUDA); each is checked against eager fp32 on held-out observations before anyone
+may time it, and each can make the whole decision: host observation in, action on the host out.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ __all__ = [
     "onnx_missing",
 ]
 
-BACKEND_NAMES = ("eager", "compile", "onnx", "int8", "bf16", "fp16")
+BACKEND_NAMES = ("eager", "compile", "onnx", "int8", "bf16", "fp16", "cuda_graph")
 AGREEMENT_THRESHOLD = 0.99
 """A backend whose argmax actions match eager fp32 on fewer decisive observations (see
 DECISIVE_MARGIN) than this is refused: reported as disagreeing, never timed."""
@@ -62,6 +63,18 @@ class Backend:
     """Where the input lives and the logits come back: 'cpu' or 'cuda:N'."""
     detail: str = ""
     """How it runs, e.g. 'onnxruntime 1.32.0 CPUExecutionProvider'."""
+    decide_fn: Callable[[torch.Tensor | np.ndarray], torch.Tensor] | None = None
+    """The whole live decision where a backend has its own (cuda_graph captures the argmax);
+    None: argmax of `run`, brought to the host."""
+    precision: str = "fp32"
+    """The arithmetic of its weights and activations: fp32, bf16, fp16 or int8."""
+
+    def decide(self, obs: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Host observations (B, obs_dim) in, argmax actions (B,) int64 on the host out: the
+        end-to-end decision, every copy and the final device sync included."""
+        if self.decide_fn is not None:
+            return self.decide_fn(obs)
+        return self.run(obs).argmax(-1).cpu()
 
 
 @dataclass(frozen=True)
@@ -371,7 +384,8 @@ def _int8(actor: _Actor, device: torch.device) -> Backend | Unavailable:
             return quantized(_tensor(obs, device))
 
     engine = torch.backends.quantized.engine
-    return Backend("int8", run, str(device), f"quantize_dynamic qint8 Linear ({engine})")
+    detail = f"quantize_dynamic qint8 Linear ({engine})"
+    return Backend("int8", run, str(device), detail, None, "int8")
 
 
 def _half(name: str, actor: _Actor, device: torch.device) -> Backend | Unavailable:
@@ -386,7 +400,58 @@ def _half(name: str, actor: _Actor, device: torch.device) -> Backend | Unavailab
         with torch.inference_mode():
             return half(_tensor(obs, device).to(dtype)).float()
 
-    return Backend(name, run, str(device), f"all weights and activations in {dtype}")
+    return Backend(name, run, str(device), f"all weights and activations in {dtype}", None, name)
+
+
+def _cuda_graph(
+    actor: _Actor, device: torch.device, example: torch.Tensor
+) -> Backend | Unavailable:
+    """The actor's forward and argmax captured once for the example's batch size and replayed:
+    one launch per decision instead of one per layer. Other batch sizes are run in chunks of
+    the captured size (the last one zero-padded)."""
+    if device.type != "cuda":
+        return Unavailable("cuda_graph", f"CUDA graphs need a CUDA device; device is {device}")
+    static_in = torch.zeros_like(example, dtype=torch.float32)  # (B, obs_dim), fixed address
+    try:
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side), torch.inference_mode():
+            for _ in range(3):  # cuBLAS handles and workspaces are made outside the capture
+                actor(static_in)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph):
+            static_logits = actor(static_in)  # (B, n_actions)
+            static_actions = static_logits.argmax(-1)  # (B,)
+    except Exception as error:
+        return Unavailable("cuda_graph", f"CUDA graph capture failed: {_first_line(error)}")
+    size = static_in.shape[0]
+
+    @torch.inference_mode()  # the outputs are inference tensors, as every backend's are
+    def replay(obs: torch.Tensor | np.ndarray, out: torch.Tensor) -> torch.Tensor:
+        if isinstance(obs, np.ndarray):
+            obs = torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32))
+        if obs.shape[0] == size:
+            static_in.copy_(obs, non_blocking=True)  # pinned host memory: an async copy
+            graph.replay()
+            return out.clone()
+        chunks = []
+        for start in range(0, obs.shape[0], size):
+            chunk = obs[start : start + size]
+            static_in.zero_()
+            static_in[: chunk.shape[0]].copy_(chunk, non_blocking=True)
+            graph.replay()
+            chunks.append(out[: chunk.shape[0]].clone())
+        return torch.cat(chunks)
+
+    def run(obs: torch.Tensor | np.ndarray) -> torch.Tensor:
+        return replay(obs, static_logits)
+
+    def decide(obs: torch.Tensor | np.ndarray) -> torch.Tensor:
+        return replay(obs, static_actions).cpu()
+
+    detail = f"torch.cuda.CUDAGraph of forward + argmax at batch {size}, replayed"
+    return Backend("cuda_graph", run, str(device), detail, decide)
 
 
 def build_backend(
@@ -407,6 +472,8 @@ def build_backend(
         return _int8(actor, device)
     if name in ("bf16", "fp16"):
         return _half(name, actor, device)
+    if name == "cuda_graph":
+        return _cuda_graph(actor, device, example)
     raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKEND_NAMES)}")
 
 

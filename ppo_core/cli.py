@@ -276,7 +276,13 @@ def _add_training_commands(subcommands: argparse._SubParsersAction) -> None:
     train.add_argument("--lr", type=float, help="learning rate")
     train.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
-    train.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    train.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "tf32", "bf16"],
+        default="auto",
+        help="matmul precision: fp32, tf32 (fp32 tensors, TF32 matmuls), bf16 (autocast); "
+        "auto: tf32 on a CUDA GPU of compute capability 8.0+, else fp32",
+    )
     train.add_argument("--compile", action="store_true", help="torch.compile the policy")
     train.add_argument("--checkpoint-every", type=int, default=0, metavar="N", help="iterations")
     train.add_argument("--resume", metavar="CKPT", help="continue from this checkpoint")
@@ -333,7 +339,7 @@ def _training_config(args: argparse.Namespace):  # -> PPOConfig
         "learning_rate": args.lr,
     }
     changes = {k: v for k, v in overrides.items() if v is not None}
-    changes.update(seed=args.seed, bf16=args.bf16, compile=args.compile)
+    changes.update(seed=args.seed, precision=args.precision, compile=args.compile)
     if "minibatch_size" not in changes:
         batch = changes.get("n_envs", config.n_envs) * changes.get("n_steps", config.n_steps)
         changes["minibatch_size"] = min(config.minibatch_size, batch)
@@ -368,10 +374,13 @@ def _train(args: argparse.Namespace) -> int:
     from ppo_core.data import Normalizer, load_market_data, prepare
     from ppo_core.env import TradingEnv
     from ppo_core.evaluation import evaluate_with_baselines
+    from ppo_core.gpu import resolve_precision
     from ppo_core.hardware import detect_device
     from ppo_core.trainer import PPOTrainer
 
     config = _training_config(args)
+    device = detect_device(config.device)[0]
+    resolve_precision(config.precision, device)  # refuse tf32/bf16 on a CPU before any work
     market = load_market_data(args.data, bars=args.bars, seed=config.seed, **_signal(args))
     normalizer = None
     if args.resume:
@@ -379,7 +388,6 @@ def _train(args: argparse.Namespace) -> int:
         stored = checkpoint.load(args.resume, config=config.network).obs_norm
         normalizer = Normalizer.from_dict(stored) if stored else None
     data = prepare(market, lookback=config.network.lookback, normalizer=normalizer)
-    device = detect_device(config.device)[0]
     env = TradingEnv(data, "train", config.n_envs, config.env, device=device, seed=config.seed)
     trainer = PPOTrainer(env, config.replace(device=str(device)))
     if args.resume:
@@ -407,7 +415,8 @@ def _train(args: argparse.Namespace) -> int:
         if stats:
             last = stats[-1]
             print(
-                f"last iteration: {last.env_steps_per_s:,.0f} env-steps/s, "
+                f"last iteration: {last.train_env_steps_per_s:,.0f} env-steps/s "
+                f"(whole iteration, {trainer.precision}), "
                 f"{last.update_samples_per_s:,.0f} update samples/s, "
                 f"explained variance {last.explained_variance:.3f}"
             )

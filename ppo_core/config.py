@@ -187,8 +187,13 @@ class PPOConfig:
     """Seeds torch, the environments and the data sampling."""
     device: str = "auto"
     """'auto', 'cpu', 'cuda' or 'cuda:N'."""
-    bf16: bool = False
-    """bf16 autocast for forward and backward passes (CUDA only)."""
+    precision: str = "auto"
+    """Matmul precision of training: 'fp32' (TF32 off), 'tf32' (fp32 tensors, TF32 matmuls),
+    'bf16' (autocast) or 'auto' (tf32 on a CUDA GPU of compute capability 8.0+, else fp32).
+    tf32 and bf16 need such a GPU; the trainer refuses them elsewhere."""
+    capture: bool = False
+    """Replay each update minibatch step (forward, loss, backward, clip, Adam) from a CUDA
+    graph instead of launching its kernels one by one (CUDA only; eager is the reference)."""
     compile: bool = False
     """torch.compile the policy (opt-in: compilation costs seconds to minutes)."""
     obs_buffer: str = "indices"
@@ -226,7 +231,8 @@ class PPOConfig:
         ):
             raise ConfigError(f"{owner}.device must be auto, cpu, cuda or cuda:N; got {device!r}")
         _one_of(owner, "obs_buffer", self.obs_buffer, ("indices", "observations"))
-        for name in ("anneal_lr", "clip_vloss", "norm_adv", "bf16", "compile"):
+        _one_of(owner, "precision", self.precision, ("auto", "fp32", "tf32", "bf16"))
+        for name in ("anneal_lr", "clip_vloss", "norm_adv", "capture", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{owner}.{name} must be true or false")
         if not isinstance(self.network, NetworkConfig):
@@ -253,4 +259,8 @@ class PPOConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PPOConfig:
+        if isinstance(data, dict) and "bf16" in data and "precision" not in data:
+            # Checkpoints written before `precision` existed stored a bf16 flag (false: fp32).
+            data = dict(data)
+            data["precision"] = "bf16" if data.pop("bf16") else "fp32"
         return _from_dict(cls, data, nested={"network": NetworkConfig, "env": EnvConfig})

@@ -15,6 +15,10 @@ from typing import Any
 
 from ppo_core.errors import ConfigError
 
+TRAINING_PRECISIONS = ("fp32", "tf32", "bf16")
+"""Matmul precisions training runs in: fp32 (TF32 off), tf32 (fp32 storage, TF32 tensor-core
+matmuls) and bf16 (autocast: bf16 matmuls, fp32 weights, Adam and loss)."""
+
 __all__ = [
     "NvmlSampler",
     "allocator_peaks",
@@ -23,9 +27,11 @@ __all__ = [
     "cuda_index",
     "cuda_synchronize",
     "gpu_facts",
+    "matmul_precision",
     "nvml_available",
     "nvml_handle_for_torch_device",
     "nvml_session",
+    "resolve_precision",
     "start_cuda_events",
     "stop_cuda_events",
 ]
@@ -490,3 +496,56 @@ def allocator_peaks(device: Any) -> tuple[int, int]:
 
     torch.cuda.synchronize(device)
     return torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_reserved(device)
+
+
+# -- training precision -------------------------------------------------------------------------
+def _capability(device: Any) -> tuple[int, int]:
+    import torch
+
+    return torch.cuda.get_device_capability(device)
+
+
+def resolve_precision(
+    requested: str, device: Any, capability: tuple[int, int] | None = None
+) -> str:
+    """'auto', 'fp32', 'tf32' or 'bf16' on `device` -> the precision training will run in.
+
+    auto: tf32 on a CUDA device of compute capability 8.0+ (Ampere on: TF32 tensor cores),
+    fp32 elsewhere. tf32 and bf16 are refused on a CPU and on older GPUs, with one line.
+    `capability` overrides the device's (tests).
+    """
+    if requested not in ("auto", *TRAINING_PRECISIONS):
+        raise ConfigError(
+            f"precision must be auto, {', '.join(TRAINING_PRECISIONS)}; got {requested!r}"
+        )
+    if not str(device).startswith("cuda"):
+        if requested in ("tf32", "bf16"):
+            raise ConfigError(
+                f"precision {requested} needs a CUDA GPU (compute capability 8.0+); "
+                f"device is {device}: use --precision fp32"
+            )
+        return "fp32"
+    major, minor = capability if capability is not None else _capability(device)
+    if requested == "auto":
+        return "tf32" if major >= 8 else "fp32"
+    if requested in ("tf32", "bf16") and major < 8:
+        raise ConfigError(
+            f"precision {requested} needs compute capability 8.0+; {device} is {major}.{minor}: "
+            "use --precision fp32"
+        )
+    return requested
+
+
+@contextmanager
+def matmul_precision(precision: str) -> Iterator[None]:
+    """Run the block with fp32 matmuls at `precision` ('tf32' lets cuBLAS use TF32 tensor
+    cores; anything else keeps full fp32), then restore the process's setting, so one
+    trainer's choice never leaks into another measurement in the same process."""
+    import torch
+
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)

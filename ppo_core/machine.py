@@ -18,7 +18,14 @@ from ppo_core.hardware import gpu_tier
 from ppo_core.record import Metric
 from ppo_core.timing import time_callable
 
-__all__ = ["MATMUL_DTYPES", "Ceilings", "DeviceInfo", "device_info", "measure_ceilings"]
+__all__ = [
+    "MATMUL_DTYPES",
+    "Ceilings",
+    "DeviceInfo",
+    "device_info",
+    "last_level_cache_bytes",
+    "measure_ceilings",
+]
 
 MATMUL_DTYPES = ("fp32", "tf32", "bf16", "fp16")
 """Matmul precisions a ceiling is reported for; unavailable ones carry a reason."""
@@ -143,13 +150,36 @@ class Ceilings:
     samples: dict[str, tuple[float, ...]]
     """Per-repeat rates behind each median: 'matmul_<dtype>' and 'bandwidth'."""
     unavailable: dict[str, str]
-    """Precision -> why its matmul ceiling was not measured."""
+    """Precision (or 'cache_read') -> why that ceiling was not measured."""
     matmul_n: int
     """Side of the square matrices multiplied."""
     copy_bytes: int
     """Size of the copied buffer (bytes moved per copy: twice this)."""
     threads: int
     """torch CPU threads during the measurement."""
+    cache_bytes: int | None = None
+    """Size of the CPU's last-level cache (sysfs, cpu0); None on a GPU or where unknown."""
+    cache_read_bytes_per_s: float | None = None
+    """Median read rate of a buffer half the last-level cache's size, already resident in it
+    (a reduction over it): the rate a batch-1 forward can stream weights that fit in cache.
+    None on a GPU, where `unavailable["cache_read"]` says why."""
+
+    def read_floor_s(self, n_bytes: int) -> tuple[float, str]:
+        """The least time reading `n_bytes` once can take here, and what bounds it.
+
+        Bytes that fit in a CPU's last-level cache may be served from it between calls, so
+        they are bounded by the cache's read rate ('last-level cache'); anything else by the
+        copy bandwidth ('memory bandwidth'). A measurement below this is a measurement problem.
+        """
+        cached = (
+            self.cache_bytes is not None
+            and self.cache_read_bytes_per_s is not None
+            and n_bytes <= self.cache_bytes
+        )
+        if cached:
+            rate = max(self.cache_read_bytes_per_s, self.bandwidth_bytes_per_s)
+            return n_bytes / rate, "last-level cache"
+        return n_bytes / self.bandwidth_bytes_per_s, "memory bandwidth"
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -171,7 +201,47 @@ class Ceilings:
         metrics["bandwidth_bytes_per_s"] = Metric.measured(
             self.bandwidth_bytes_per_s, "B/s", "higher", self.samples["bandwidth"]
         )
+        if self.cache_read_bytes_per_s is None:
+            why = self.unavailable.get("cache_read", "not measured")
+            metrics["cache_read_bytes_per_s"] = Metric.unavailable_because(why, "B/s")
+            metrics["cache_bytes"] = Metric.unavailable_because(why, "B")
+        else:
+            metrics["cache_read_bytes_per_s"] = Metric.measured(
+                self.cache_read_bytes_per_s, "B/s", "higher", self.samples["cache_read"]
+            )
+            metrics["cache_bytes"] = Metric.measured(self.cache_bytes, "B", None)
         return metrics
+
+
+def last_level_cache_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int | None:
+    """Size of the highest-level data or unified cache of cpu0 from sysfs; None if unknown."""
+    best: tuple[int, int] | None = None
+    try:
+        for index in root.glob("index*"):
+            if (index / "type").read_text().strip() == "Instruction":
+                continue
+            level = int((index / "level").read_text())
+            size = _cache_size((index / "size").read_text().strip())
+            if best is None or level > best[0]:
+                best = (level, size)
+    except (OSError, ValueError):
+        return None
+    return None if best is None else best[1]
+
+
+def _cache_size(text: str) -> int:
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    if text and text[-1].upper() in units:
+        return int(text[:-1]) * units[text[-1].upper()]
+    return int(text)
+
+
+def _cache_read_rates(n_bytes: int, warmup: int, repeats: int) -> list[float]:
+    import torch
+
+    buffer = torch.ones(n_bytes // 4, dtype=torch.float32)  # written once: resident in cache
+    seconds = time_callable(buffer.sum, repeats=repeats, warmup=warmup, device="cpu")
+    return [buffer.nbytes / s for s in seconds]
 
 
 def _cpu_has_native_bf16() -> bool:
@@ -261,8 +331,19 @@ def measure_ceilings(device: Any = "cpu", quick: bool = True) -> Ceilings:
         samples[f"matmul_{name}"] = tuple(rates)
         by_dtype[name] = statistics.median(rates)
     samples["bandwidth"] = tuple(_copy_rates(device, n_bytes, warmup, repeats))
+    cache_bytes, cache_rate = None, None
     if cuda:
         torch.cuda.empty_cache()  # give the probe's buffers back before the benchmarks run
+        unavailable["cache_read"] = (
+            "GPU latency floors use device memory bandwidth (L2-sized reads are launch-bound)"
+        )
+    else:
+        cache_bytes = last_level_cache_bytes()
+        if cache_bytes is None:
+            unavailable["cache_read"] = "the CPU's last-level cache size is not in sysfs"
+        else:
+            samples["cache_read"] = tuple(_cache_read_rates(cache_bytes // 2, 3, 4 * repeats))
+            cache_rate = statistics.median(samples["cache_read"])
     return Ceilings(
         device=device,
         matmul_flops_per_s=by_dtype["fp32"],
@@ -273,4 +354,6 @@ def measure_ceilings(device: Any = "cpu", quick: bool = True) -> Ceilings:
         matmul_n=n,
         copy_bytes=n_bytes,
         threads=torch.get_num_threads(),
+        cache_bytes=cache_bytes,
+        cache_read_bytes_per_s=cache_rate,
     )

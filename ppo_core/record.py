@@ -13,6 +13,7 @@ Schema `archbench/1` (one record per benchmark case)::
      "obs_dim": 5300 | None,
      "params": 6117508 | None,                      # counted on the built network
      "device": "cpu" | "cuda:0",
+     "precision": "fp32" | "tf32" | "bf16" | "fp16" | "int8" | None,  # arithmetic measured
      "profile": "quick" | "full",
      "status": "ok" | "oom" | "error",              # oom/error: `reason` says what happened
      "reason": None | "out of memory at n_envs=4096, minibatch=8192",
@@ -100,6 +101,9 @@ class Record:
     trunk: str | None = None
     obs_dim: int | None = None
     params: int | None = None
+    precision: str | None = None
+    """Arithmetic the case ran in: a training precision (fp32, tf32, bf16) or an inference
+    backend's weights (fp32, bf16, fp16, int8); None where it does not apply (ceilings)."""
     status: str = "ok"
     reason: str | None = None
     case: dict[str, Any] = field(default_factory=dict)
@@ -122,6 +126,7 @@ class Record:
             "obs_dim": self.obs_dim,
             "params": self.params,
             "device": self.device,
+            "precision": self.precision,
             "profile": self.profile,
             "status": self.status,
             "reason": self.reason,

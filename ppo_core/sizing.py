@@ -14,11 +14,18 @@ What is counted, and what is not:
   Backward: a Linear's weight gradient and input gradient each cost as much as its forward,
   except that a layer reading the observation needs no input gradient, which is why
   6 x params overcounts by ~30% for a 5,300-wide input.
-- Training memory is what a PPO update holds at its peak on the device: fp32 weights,
-  gradients, Adam's two moments and its step's temporaries, the activations autograd saves
-  for one minibatch, the
-  gathered minibatch, the rollout buffer and (when n_bars is given) the feature tensor.
-  The CUDA context is a separate stated constant (`CUDA_CONTEXT_BYTES`), never folded in.
+- Training memory is the peak of live bytes over a PPO iteration, moment by moment: always
+  the fp32 weights, Adam's two moments, the rollout buffer, the shuffled sample indices and
+  (when n_bars is given) the feature tensor; on top, whichever of these moments holds most:
+  the rollout step (observations and forward activations of n_envs rows), the minibatch
+  gather (its rows and the int64 window indices), the forward (rows, saved activations and
+  the widest layer's output in flight), the end of backward (rows, every gradient and the
+  first layer's output gradient) or Adam's step (rows, gradients and the step's temporaries:
+  one fp32 copy of the weights for the foreach Adam of a CPU, none for the fused Adam of a
+  GPU). Plus a size-independent part per device kind (`WORKSPACE_BYTES`: cuBLAS workspaces
+  and sort scratch on a GPU; thread pools, kernels and allocator arenas on a CPU), and on a
+  CPU the freed heap pages glibc keeps resident (`HOST_SLACK_PER_WEIGHT_BYTE`). The CUDA
+  context is separate (`CUDA_CONTEXT_BYTES`, a prior: the memory suite measures it).
 """
 
 from __future__ import annotations
@@ -35,17 +42,37 @@ __all__ = [
     "CHECKPOINT_FIXED_BYTES",
     "CHECKPOINT_TENSOR_BYTES",
     "CUDA_CONTEXT_BYTES",
+    "HOST_SLACK_PER_WEIGHT_BYTE",
     "ROLLOUT_SAMPLE_BYTES",
+    "WORKSPACE_BYTES",
     "SizingEstimate",
     "estimate",
 ]
 
-CUDA_CONTEXT_BYTES = 500_000_000
-"""Device memory a CUDA process holds before its first tensor: the driver context, the kernel
-images loaded for it and cuBLAS/cuBLASLt workspaces (32 MiB per handle on Hopper, PyTorch PR
-#120925). About 500 MB with CUDA's lazy module loading (default since CUDA 11.7 / torch 1.13);
-up to ~800 MB without it (pytorch/pytorch#34323). The real figure varies by GPU, driver and
-CUDA version; the memory benchmark measures it (NVML used minus allocator reserved)."""
+CUDA_CONTEXT_BYTES = 780_000_000
+"""Device memory a CUDA process holds outside torch's allocator: the driver context and the
+kernel images loaded for it. A prior for GPUs nobody measured: 778-780 MB on an H100 80GB
+(driver 580, CUDA 13, torch 2.11; shared/runs/h100), where 500 MB had been assumed. It varies
+by GPU, driver and CUDA version; the memory suite measures it on every run (NVML per-process
+used minus allocator reserved) and predicts with the measured figure."""
+
+WORKSPACE_BYTES = {"cuda": 85_000_000, "cpu": 100_000_000}
+"""The size-independent part of a training process's peak, by device kind (see
+`SizingEstimate.workspace_bytes`). cuda: torch-allocated bytes no tensor of the model accounts
+for: cuBLAS and cuBLASLt workspaces (32 MiB each on Hopper, PyTorch PR #120925) and the scratch
+of randperm's sort and multinomial. Fitted on an H100 (torch 2.11, CUDA 13): with this
+moment-by-moment model applied to the trainer as it ran there (foreach Adam; the previous
+step's gradients and minibatch still alive at the next gather), 85 MB puts all 9 measured
+allocator peaks (tiny..xlarge, quick and full settings) within -10% and +2%.
+cpu: resident bytes a training region adds beyond its tensors: OpenMP thread stacks,
+oneDNN/MKL kernels and the pages of libtorch first touched, glibc arenas; 8-wide calibration
+runs on 2 EPYC cores measured 94-104 MB."""
+
+HOST_SLACK_PER_WEIGHT_BYTE = 0.75
+"""On a CPU, resident bytes beyond the live tensors per fp32 weight byte: glibc keeps the heap
+pages of the gradients and Adam temporaries freed every step (set_to_none) resident while the
+next step allocates anew. Fitted: the measured peak RSS beyond the live-tensor model was
+0.6-1.5x the fp32 weights for tiny..large at the quick settings (2 EPYC cores, glibc 2.x)."""
 
 CHECKPOINT_FIXED_BYTES = 2_000
 """Bytes of a `checkpoint.save` file beyond its tensors, independent of the network: the zip
@@ -135,6 +162,9 @@ class SizingEstimate:
     """Bars in the feature tensor kept on the device; None: not known, not counted."""
     obs_buffer: str
     """Rollout layout that train_bytes counts: 'indices' or 'observations'."""
+    device: str
+    """Device kind the training memory is for: 'cuda' (fused Adam, allocator bytes) or 'cpu'
+    (foreach Adam, resident bytes)."""
     params: int
     """Trainable parameters: `sum(p.numel() for p in ActorCritic(config).parameters())`."""
     layer_params: tuple[tuple[str, int], ...]
@@ -150,9 +180,9 @@ class SizingEstimate:
     adam_bytes: int
     """Adam's two fp32 moments (exp_avg, exp_avg_sq)."""
     adam_step_bytes: int
-    """Transient fp32 temporaries of one foreach Adam step (the trainer's and CUDA's default):
-    the denominator sqrt(exp_avg_sq) / bias_correction + eps is built for every parameter at
-    once, one fp32 copy of the weights, while the weights, grads and moments are all live."""
+    """Transient fp32 temporaries of one Adam step while weights, grads and moments are live:
+    on a CPU the trainer's foreach Adam builds sqrt(exp_avg_sq) / bias_correction + eps for
+    every parameter at once (one fp32 copy of the weights); on a GPU its fused Adam none."""
     checkpoint_bytes: int
     """File size of `checkpoint.save` with Adam state: ~12 B per parameter plus overhead."""
     checkpoint_bytes_no_optimizer: int
@@ -171,6 +201,24 @@ class SizingEstimate:
     """The gathered fp32 observations of one minibatch."""
     data_bytes: int | None
     """The fp32 feature tensor (n_bars x n_features) on the device; None when n_bars is None."""
+    index_bytes: int
+    """The int64 permutation of the rollout's samples that every update epoch shuffles."""
+    gather_index_bytes: int
+    """The int64 (minibatch x lookback) bar indices of one minibatch's window gather."""
+    forward_transient_bytes: int
+    """The widest trunk layer's Linear output for a minibatch, alive while its activation is
+    computed (on top of the saved activations)."""
+    first_grad_bytes: int
+    """The gradient of the first trunk layer's output for a minibatch (per trunk), alive at
+    the end of backward with every parameter gradient."""
+    rollout_step_bytes: int
+    """One rollout step's transients: the current, next and episode-end observations of
+    n_envs rows and the forward's activations."""
+    workspace_bytes: int
+    """The size-independent part of the peak on this device kind (WORKSPACE_BYTES)."""
+    host_slack_bytes: int
+    """CPU only (0 on a GPU): freed heap pages the C allocator keeps resident
+    (HOST_SLACK_PER_WEIGHT_BYTE x fp32 weights)."""
 
     @property
     def rollout_bytes(self) -> int:
@@ -179,24 +227,57 @@ class SizingEstimate:
             return self.rollout_bytes_observations
         return self.rollout_bytes_indices
 
-    def memory_components(self) -> dict[str, int]:
-        """Training memory by component; 'data' only when n_bars is known. Sums to train_bytes."""
-        components = {
-            "weights": self.weight_bytes["fp32"],
-            "grads": self.grad_bytes,
-            "adam": self.adam_bytes,
-            "adam_step": self.adam_step_bytes,
-            "activations": self.activation_bytes,
-            "minibatch": self.minibatch_bytes,
-            "rollout": self.rollout_bytes,
+    def phases(self) -> dict[str, dict[str, int]]:
+        """What each moment of an iteration holds on top of the always-live part (weights,
+        Adam moments, rollout buffer, permutation, data, workspace), by component."""
+        minibatch, grads = self.minibatch_bytes, self.grad_bytes
+        return {
+            "rollout step": {"activations": self.rollout_step_bytes},
+            "minibatch gather": {"minibatch": minibatch, "index": self.gather_index_bytes},
+            "forward": {
+                "minibatch": minibatch,
+                "activations": self.activation_bytes + self.forward_transient_bytes,
+            },
+            "end of backward": {
+                "minibatch": minibatch,
+                "grads": grads,
+                "activations": self.first_grad_bytes,
+            },
+            "adam step": {
+                "minibatch": minibatch,
+                "grads": grads,
+                "adam_step": self.adam_step_bytes,
+            },
         }
+
+    @property
+    def peak_phase(self) -> str:
+        """The moment of the iteration that holds the most (the first of equals)."""
+        phases = self.phases()
+        return max(phases, key=lambda name: sum(phases[name].values()))
+
+    def memory_components(self) -> dict[str, int]:
+        """What is live at the peak, by component (0 where a component is not live then);
+        'data' only when n_bars is known. Sums to train_bytes."""
+        components = dict.fromkeys(
+            ("weights", "grads", "adam", "adam_step", "activations", "minibatch"), 0
+        )
+        components.update(
+            weights=self.weight_bytes["fp32"], adam=self.adam_bytes, rollout=self.rollout_bytes
+        )
         if self.data_bytes is not None:
             components["data"] = self.data_bytes
+        components["index"] = self.index_bytes
+        for name, size in self.phases()[self.peak_phase].items():
+            components[name] += size
+        components["workspace"] = self.workspace_bytes
+        components["host_slack"] = self.host_slack_bytes
         return components
 
     @property
     def train_bytes(self) -> int:
-        """Peak device memory of a PPO update, without the CUDA context."""
+        """Peak memory of a PPO training process on `device` (allocator bytes on a GPU, resident
+        bytes beyond the interpreter and imports on a CPU), without the CUDA context."""
         return sum(self.memory_components().values())
 
     @property
@@ -213,6 +294,7 @@ class SizingEstimate:
             "minibatch": self.minibatch,
             "n_bars": self.n_bars,
             "obs_buffer": self.obs_buffer,
+            "device": self.device,
             "obs_dim": self.config.obs_dim,
             "params": self.params,
             "layer_params": [[name, count] for name, count in self.layer_params],
@@ -231,6 +313,14 @@ class SizingEstimate:
             "activation_bytes": self.activation_bytes,
             "minibatch_bytes": self.minibatch_bytes,
             "data_bytes": self.data_bytes,
+            "index_bytes": self.index_bytes,
+            "gather_index_bytes": self.gather_index_bytes,
+            "forward_transient_bytes": self.forward_transient_bytes,
+            "first_grad_bytes": self.first_grad_bytes,
+            "rollout_step_bytes": self.rollout_step_bytes,
+            "workspace_bytes": self.workspace_bytes,
+            "host_slack_bytes": self.host_slack_bytes,
+            "peak_phase": self.peak_phase,
             "memory_components": self.memory_components(),
             "train_bytes": self.train_bytes,
             "cuda_context_bytes": CUDA_CONTEXT_BYTES,
@@ -252,8 +342,10 @@ def estimate(
     minibatch: int = 256,
     n_bars: int | None = None,
     obs_buffer: str = "indices",
+    device: str = "cuda",
 ) -> SizingEstimate:
-    """Size `config` for a PPO run of n_envs x n_steps rollouts and `minibatch`-sample updates."""
+    """Size `config` for a PPO run of n_envs x n_steps rollouts and `minibatch`-sample updates
+    on `device` ('cuda', 'cuda:N' or 'cpu': which Adam runs and what memory is counted)."""
     for name, value in (("n_envs", n_envs), ("n_steps", n_steps), ("minibatch", minibatch)):
         _count(name, value)
     _count("n_bars", n_bars, allow_none=True)
@@ -261,6 +353,9 @@ def estimate(
         raise ConfigError(
             f"sizing.estimate: obs_buffer must be indices or observations, got {obs_buffer!r}"
         )
+    kind = "cuda" if isinstance(device, str) and device.split(":")[0] == "cuda" else device
+    if kind not in WORKSPACE_BYTES:
+        raise ConfigError(f"sizing.estimate: device must be cpu, cuda or cuda:N, got {device!r}")
 
     linears = _linears(config)
     norms = _layer_norms(config)
@@ -282,6 +377,7 @@ def estimate(
 
     samples = n_envs * n_steps
     obs_row = config.obs_dim * _FP32
+    n_trunks = 1 if config.trunk == "shared" else 2
     shared_keys = n_tensors_trunk if config.trunk == "shared" else 0
     checkpoint_no_optimizer = (
         CHECKPOINT_FIXED_BYTES
@@ -299,6 +395,7 @@ def estimate(
         minibatch=minibatch,
         n_bars=n_bars,
         obs_buffer=obs_buffer,
+        device=kind,
         params=params,
         layer_params=tuple(layers),
         first_layer_share=first / params,
@@ -306,7 +403,7 @@ def estimate(
         weight_bytes={dtype: params * size for dtype, size in _DTYPE_BYTES.items()},
         grad_bytes=params * _FP32,
         adam_bytes=2 * params * _FP32,
-        adam_step_bytes=params * _FP32,
+        adam_step_bytes=params * _FP32 if kind == "cpu" else 0,
         checkpoint_bytes=checkpoint_no_optimizer + adam_file,
         checkpoint_bytes_no_optimizer=checkpoint_no_optimizer,
         forward_flops_per_sample=2 * forward_macs,
@@ -316,6 +413,13 @@ def estimate(
         activation_bytes=minibatch * _activation_elements(config) * _FP32,
         minibatch_bytes=minibatch * obs_row,
         data_bytes=None if n_bars is None else n_bars * config.n_features * _FP32,
+        index_bytes=samples * _INT64,
+        gather_index_bytes=minibatch * config.lookback * _INT64,
+        forward_transient_bytes=minibatch * max(config.hidden_dims) * _FP32,
+        first_grad_bytes=n_trunks * minibatch * config.hidden_dims[0] * _FP32,
+        rollout_step_bytes=n_envs * (3 * obs_row + _activation_elements(config) * _FP32),
+        workspace_bytes=WORKSPACE_BYTES[kind],
+        host_slack_bytes=round(HOST_SLACK_PER_WEIGHT_BYTE * params * _FP32) if kind == "cpu" else 0,
     )
 
 

@@ -37,7 +37,7 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "env": ("env_steps_per_s", "forward_over_step"),
     "infer": ("latency_p50_s", "latency_p99_s"),
     "memory": ("torch_allocated_bytes", "peak_rss_bytes", "memory_error_pct"),
-    "train": ("env_steps_per_s", "update_samples_per_s", "ceiling_fraction"),
+    "train": ("train_env_steps_per_s", "update_samples_per_s", "ceiling_fraction"),
     "overfit": ("train_sharpe", "val_sharpe", "oracle_edge_fraction"),
 }
 """Metrics shown on a case's progress line, per suite (the first available ones)."""

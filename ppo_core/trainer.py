@@ -37,8 +37,10 @@ class IterationStats:
     """1-based iteration number within the run (continues across resume)."""
     global_step: int
     """Environment steps collected so far, summed over environments."""
-    env_steps_per_s: float
-    """Rollout throughput: n_envs * n_steps / rollout seconds."""
+    train_env_steps_per_s: float
+    """Whole-iteration throughput: n_envs * n_steps / (rollout + GAE + update seconds)."""
+    rollout_env_steps_per_s: float
+    """Rollout-only throughput: n_envs * n_steps / rollout seconds (policy forward + env)."""
     update_samples_per_s: float
     """Samples through forward+backward+Adam per second in the update phase."""
     rollout_s: float
@@ -47,6 +49,8 @@ class IterationStats:
     """Seconds computing advantages and returns."""
     update_s: float
     """Seconds in the clipped-objective update (all epochs)."""
+    iteration_s: float
+    """Seconds of the whole iteration: rollout + GAE + update."""
     update_samples: int
     """Samples pushed through the update (epochs actually run x rollout size)."""
     policy_loss: float
@@ -88,16 +92,16 @@ class PPOTrainer:
         self.env = env
         self.config = config
         self.device = torch.device(detect_device(config.device)[0])
+        self.precision = gpu.resolve_precision(config.precision, self.device)
+        """The precision training runs in: config.precision with 'auto' resolved."""
+        _check_capture(config, self.device)
         torch.manual_seed(config.seed)
         self.policy = ActorCritic(config.network).to(self.device)
-        # eps=1e-5 as in the PPO implementation-details study (Adam's default 1e-8 is too small).
-        # foreach: torch picks the per-tensor loop on a CPU, ~1.8x slower per step there.
-        self.optimizer = torch.optim.Adam(
-            self.policy.parameters(), lr=config.learning_rate, eps=1e-5, foreach=True
-        )
+        self.optimizer = _adam(self.policy, config, self.device)
         self._forward: nn.Module = torch.compile(self.policy) if config.compile else self.policy
         self._generator = torch.Generator(device=self.device).manual_seed(config.seed)
-        self._autocast = config.bf16 and self.device.type == "cuda"
+        self._autocast = self.precision == "bf16"
+        self._captured: _CapturedStep | None = None
         self.iteration = 0
         self.global_step = 0
         self.stats: list[IterationStats] = []
@@ -210,39 +214,27 @@ class PPOTrainer:
             permutation = torch.randperm(batch, device=self.device, generator=self._generator)
             for start in range(0, batch, cfg.minibatch_size):
                 mb_inds = permutation[start : start + cfg.minibatch_size]
-                mb_obs = self._observations(b_obs[mb_inds])  # (minibatch, obs_dim)
-                with torch.autocast("cuda", torch.bfloat16, enabled=self._autocast):
-                    new_log_prob, entropy, new_value = self._evaluate(mb_obs, b_actions[mb_inds])
-                terms = ppo_loss(
-                    new_log_prob,
+                minibatch = (
+                    self._observations(b_obs[mb_inds]),  # (minibatch, obs_dim)
+                    b_actions[mb_inds],
                     b_log_probs[mb_inds],
                     b_advantages[mb_inds],
-                    new_value,
                     b_values[mb_inds],
                     b_returns[mb_inds],
-                    entropy,
-                    clip_coef=cfg.clip_coef,
-                    vf_coef=cfg.vf_coef,
-                    ent_coef=cfg.ent_coef,
-                    clip_vloss=cfg.clip_vloss,
-                    norm_adv=cfg.norm_adv,
                 )
-                self.optimizer.zero_grad(set_to_none=True)
-                terms.loss.backward()
-                nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
-                approx_kl = terms.approx_kl
+                if self.config.capture:
+                    if self._captured is None:
+                        self._captured = _CapturedStep(self, minibatch)
+                    step_stats, approx_kl = self._captured.replay(minibatch)
+                else:
+                    step_stats, approx_kl = self._minibatch_step(*minibatch)
+                    # Free the gradients now, not at the next step: the next minibatch's
+                    # gather and forward then never hold them (sizing's peak model).
+                    self.optimizer.zero_grad(set_to_none=True)
                 # Accumulate on the device; one host sync per epoch instead of per minibatch.
-                sums += torch.stack(
-                    [
-                        terms.policy_loss.detach(),
-                        terms.value_loss.detach(),
-                        terms.entropy.detach(),
-                        terms.clipfrac,
-                        (~torch.isfinite(terms.loss.detach())).float(),
-                    ]
-                )
+                sums += step_stats
                 n_minibatches += 1
+                del minibatch  # the next gather must not overlap this minibatch's rows
             epochs_run += 1
             if sums[4].item() > 0:
                 raise TrainingDiverged(
@@ -262,6 +254,53 @@ class PPOTrainer:
             "epochs_run": epochs_run,
         }
 
+    def _minibatch_step(
+        self,
+        mb_obs: torch.Tensor,
+        mb_actions: torch.Tensor,
+        mb_log_probs: torch.Tensor,
+        mb_advantages: torch.Tensor,
+        mb_values: torch.Tensor,
+        mb_returns: torch.Tensor,
+        autocast_cache: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss, backward, gradient clip and Adam step on one minibatch (gradients must be
+        None or zero on entry) -> its (policy, value, entropy, clipfrac, non-finite) terms (5,)
+        and approx_kl, both on the device. The one step both the eager and the captured
+        update run; autocast_cache is off while a CUDA graph is captured (torch requires it)."""
+        cfg = self.config
+        with torch.autocast(
+            "cuda", torch.bfloat16, enabled=self._autocast, cache_enabled=autocast_cache
+        ):
+            new_log_prob, entropy, new_value = self._evaluate(mb_obs, mb_actions)
+        terms = ppo_loss(
+            new_log_prob,
+            mb_log_probs,
+            mb_advantages,
+            new_value,
+            mb_values,
+            mb_returns,
+            entropy,
+            clip_coef=cfg.clip_coef,
+            vf_coef=cfg.vf_coef,
+            ent_coef=cfg.ent_coef,
+            clip_vloss=cfg.clip_vloss,
+            norm_adv=cfg.norm_adv,
+        )
+        terms.loss.backward()
+        nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        step_stats = torch.stack(
+            [
+                terms.policy_loss.detach(),
+                terms.value_loss.detach(),
+                terms.entropy.detach(),
+                terms.clipfrac,
+                (~torch.isfinite(terms.loss.detach())).float(),
+            ]
+        )
+        return step_stats, terms.approx_kl
+
     def _evaluate(
         self, obs: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -279,14 +318,16 @@ class PPOTrainer:
 
     def train_iteration(self) -> IterationStats:
         """One rollout, GAE and clipped update; returns (and records) what it cost."""
+        with gpu.matmul_precision(self.precision):
+            return self._train_iteration()
+
+    def _train_iteration(self) -> IterationStats:
         cfg = self.config
         self.iteration += 1
         if cfg.anneal_lr:
             fraction = 1.0 - (self.iteration - 1) / cfg.n_iterations
-            lr = cfg.learning_rate * max(fraction, 0.0)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-        lr = self.optimizer.param_groups[0]["lr"]
+            _set_lr(self.optimizer, cfg.learning_rate * max(fraction, 0.0))
+        lr = float(self.optimizer.param_groups[0]["lr"])
 
         self.policy.eval()
         t0 = self._sync()
@@ -310,11 +351,13 @@ class PPOTrainer:
         stats = IterationStats(
             iteration=self.iteration,
             global_step=self.global_step,
-            env_steps_per_s=cfg.batch_size / (t1 - t0),
+            train_env_steps_per_s=cfg.batch_size / (t3 - t0),
+            rollout_env_steps_per_s=cfg.batch_size / (t1 - t0),
             update_samples_per_s=update_samples / (t3 - t2),
             rollout_s=t1 - t0,
             gae_s=t2 - t1,
             update_s=t3 - t2,
+            iteration_s=t3 - t0,
             update_samples=update_samples,
             policy_loss=update["policy_loss"],
             value_loss=update["value_loss"],
@@ -337,7 +380,8 @@ class PPOTrainer:
         if env.n_envs != cfg.n_envs:
             raise ConfigError(f"value_loss needs {cfg.n_envs} environments, got {env.n_envs}")
         self.policy.eval()
-        _, next_value, _ = self._rollout(env, env.reset())
+        with gpu.matmul_precision(self.precision):
+            _, next_value, _ = self._rollout(env, env.reset())
         _, returns = compute_gae(
             self.buf_rewards, self.buf_values, self.buf_dones, next_value, cfg.gamma, cfg.gae_lambda
         )
@@ -381,7 +425,11 @@ class PPOTrainer:
             self.policy,
             optimizer=self.optimizer,
             obs_norm=self.env.data.normalizer.to_dict(),
-            extra_meta={"iteration": self.iteration, "global_step": self.global_step},
+            extra_meta={
+                "iteration": self.iteration,
+                "global_step": self.global_step,
+                "precision": self.precision,
+            },
         )
 
     def resume(self, path: str | Path) -> None:
@@ -390,9 +438,123 @@ class PPOTrainer:
         self.policy.load_state_dict(ckpt.policy_state_dict)
         if ckpt.optimizer_state_dict is None:
             raise CheckpointError(f"{path}: has no optimizer state, so training cannot resume")
-        self.optimizer.load_state_dict(ckpt.optimizer_state_dict)
+        # Run the stored state the way this trainer runs Adam (a GPU's fused, maybe captured
+        # Adam; a CPU's foreach): load_state_dict places each `step` by the groups' flags.
+        stored = ckpt.optimizer_state_dict
+        own = self.optimizer.param_groups
+        flags = ("fused", "foreach", "capturable")
+        groups = [
+            {**group, **{key: mine[key] for key in flags}, "lr": float(group["lr"])}
+            for group, mine in zip(stored["param_groups"], own, strict=True)
+        ]
+        own_lrs = [group["lr"] for group in own]
+        self.optimizer.load_state_dict({**stored, "param_groups": groups})
+        for group, mine in zip(self.optimizer.param_groups, own_lrs, strict=True):
+            if torch.is_tensor(mine):  # a captured graph reads this very tensor
+                group["lr"] = mine.fill_(group["lr"])
         self.iteration = int(ckpt.meta.get("iteration", 0))
         self.global_step = int(ckpt.meta.get("global_step", 0))
+
+
+def _check_capture(config: PPOConfig, device: torch.device) -> None:
+    if not config.capture:
+        return
+    if device.type != "cuda":
+        raise ConfigError(
+            f"PPOConfig.capture replays CUDA graphs; device is {device}: set it false"
+        )
+    if config.compile:
+        raise ConfigError("PPOConfig.capture and compile are two ways to cut launches: pick one")
+    if config.batch_size % config.minibatch_size:
+        raise ConfigError(
+            f"PPOConfig.capture replays one minibatch shape: minibatch_size "
+            f"{config.minibatch_size} must divide n_envs * n_steps = {config.batch_size}"
+        )
+
+
+def _adam(policy: nn.Module, config: PPOConfig, device: torch.device) -> torch.optim.Adam:
+    """Adam with eps=1e-5, as in the PPO implementation-details study (1e-8 is too small).
+
+    CUDA: the fused kernel (one launch per step instead of a few per parameter tensor);
+    captured, its step size lives in a device tensor so annealing reaches the replayed
+    graph. CPU: foreach (torch would pick the per-tensor loop, ~1.8x slower per step)."""
+    params = policy.parameters()
+    if device.type != "cuda":
+        return torch.optim.Adam(params, lr=config.learning_rate, eps=1e-5, foreach=True)
+    if config.capture:
+        lr = torch.tensor(config.learning_rate, dtype=torch.float32, device=device)
+        return torch.optim.Adam(params, lr=lr, eps=1e-5, fused=True, capturable=True)
+    return torch.optim.Adam(params, lr=config.learning_rate, eps=1e-5, fused=True)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)  # in place: a captured graph reads this very tensor
+        else:
+            group["lr"] = lr
+
+
+class _CapturedStep:
+    """One minibatch step (`PPOTrainer._minibatch_step`) captured in a CUDA graph: replay
+    copies the minibatch into static inputs and relaunches every kernel in one call.
+
+    Capture needs a few warm-up steps (cuBLAS workspaces, Adam's state); they run on copies'
+    worth of the real parameters and Adam state, which `_restore` puts back, so the first
+    replayed step starts from exactly the state the eager update would have started from.
+    """
+
+    WARMUP_STEPS = 3
+
+    def __init__(self, trainer: PPOTrainer, minibatch: tuple[torch.Tensor, ...]) -> None:
+        self._static = tuple(t.detach().clone() for t in minibatch)
+        saved = _snapshot(trainer)
+        side = torch.cuda.Stream(trainer.device)
+        side.wait_stream(torch.cuda.current_stream(trainer.device))
+        with torch.cuda.stream(side):
+            for _ in range(self.WARMUP_STEPS):
+                trainer.optimizer.zero_grad(set_to_none=True)
+                trainer._minibatch_step(*self._static, autocast_cache=False)
+        torch.cuda.current_stream(trainer.device).wait_stream(side)
+        _restore(trainer, saved)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph):
+            self._stats, self._approx_kl = trainer._minibatch_step(
+                *self._static, autocast_cache=False
+            )
+
+    def replay(self, minibatch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        for static, value in zip(self._static, minibatch, strict=True):
+            static.copy_(value)
+        self._graph.replay()
+        return self._stats.clone(), self._approx_kl.clone()
+
+
+def _snapshot(trainer: PPOTrainer) -> dict[str, Any]:
+    """Copies of the parameters and Adam's state (None for state not created yet)."""
+    return {
+        "params": [p.detach().clone() for p in trainer.policy.parameters()],
+        "state": [
+            {k: v.detach().clone() for k, v in trainer.optimizer.state[p].items()}
+            if trainer.optimizer.state.get(p)
+            else None
+            for p in trainer.policy.parameters()
+        ],
+    }
+
+
+def _restore(trainer: PPOTrainer, saved: dict[str, Any]) -> None:
+    """Write `saved` back in place (the graph keeps these tensors' addresses); Adam state that
+    did not exist before becomes zeros, which is exactly what a fresh Adam starts from."""
+    with torch.no_grad():
+        for param, value, state in zip(
+            trainer.policy.parameters(), saved["params"], saved["state"], strict=True
+        ):
+            param.copy_(value)
+            for key, tensor in trainer.optimizer.state[param].items():
+                if isinstance(tensor, torch.Tensor):
+                    tensor.copy_(state[key] if state is not None else torch.zeros_like(tensor))
 
 
 class _ProgressBar:
@@ -424,7 +586,8 @@ class _ProgressBar:
     def advance(self, stats: IterationStats) -> None:
         if self._progress is not None:
             status = (
-                f"{stats.env_steps_per_s:,.0f} env-steps/s  {stats.update_samples_per_s:,.0f} "
+                f"{stats.train_env_steps_per_s:,.0f} env-steps/s  "
+                f"{stats.update_samples_per_s:,.0f} "
                 f"upd/s  vloss {stats.value_loss:.3g}  ent {stats.entropy:.3f}  "
                 f"kl {stats.approx_kl:.4f}"
             )

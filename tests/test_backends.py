@@ -139,3 +139,30 @@ def test_torch_compile_agrees_or_says_why(policy, obs):
     check = agreement(compiled, policy, obs)
     assert check.ok
     assert check.max_abs_logit_diff < 1e-4
+
+
+def test_cuda_graph_is_unavailable_on_cpu_with_a_reason(policy, obs):
+    result = build_backend("cuda_graph", policy, "cpu", obs[:1])
+    assert result == Unavailable("cuda_graph", "CUDA graphs need a CUDA device; device is cpu")
+
+
+def test_decide_is_the_argmax_action_on_the_host(policy, obs):
+    """The end-to-end decision: host observations in, int64 actions on the host out."""
+    eager = build_backend("eager", policy, "cpu", obs[:1])
+    actions = eager.decide(obs[:7].numpy())
+    assert actions.device.type == "cpu"
+    assert actions.dtype == torch.int64
+    assert torch.equal(actions, policy(obs[:7])[0].argmax(-1))
+    assert eager.precision == "fp32"
+
+
+@pytest.mark.gpu
+def test_cuda_graph_agrees_and_decides_at_any_batch(policy, obs):
+    graph = build_backend("cuda_graph", policy, "cuda", obs[:4].cuda())
+    assert isinstance(graph, Backend)
+    check = agreement(graph, policy.cuda(), obs.cuda())  # 512 = 128 replays of the batch of 4
+    assert check.ok
+    assert check.max_abs_logit_diff < 1e-4
+    reference = policy(obs[:7].cuda())[0].argmax(-1).cpu()
+    assert torch.equal(graph.decide(obs[:7].pin_memory()), reference)  # a padded last chunk
+    assert torch.equal(graph.decide(obs[:4].numpy()), reference[:4])  # one replay, from numpy

@@ -65,6 +65,14 @@ def test_every_suite_runs_once_and_writes_a_valid_record(tmp_path):
             if record["trunk"] == "shared":  # peers build SB3's separate trunks
                 assert record["params"] == 1_406_788  # counted on the built net (DESIGN.md)
 
+    train = [e["record"] for e in cases if e["record"]["suite"] == "train"]
+    assert {r["precision"] for r in train} == {"fp32"}  # a CPU trains in fp32 only
+    for record in train:
+        metrics = record["metrics"]
+        assert metrics["train_env_steps_per_s"]["value"] > 0  # the whole iteration
+        assert metrics["rollout_env_steps_per_s"]["value"] > 0  # the rollout alone
+        assert "env_steps_per_s" not in metrics  # the old, rollout-only name is gone
+
     memory = next(e["record"] for e in cases if e["record"]["suite"] == "memory")
     for key in ("weights", "grads", "adam", "rollout", "params", "checkpoint_bytes"):
         assert memory["predicted"][key] > 0
@@ -83,8 +91,10 @@ def test_ids_name_presets_and_custom_sizes():
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     ids = done.stdout.split()
-    assert "bench/test_train_throughput.py::test_train_throughput[tiny]" in ids
-    assert "bench/test_train_throughput.py::test_train_throughput[768x384x192]" in ids
+    # A CPU trains in fp32 and eagerly only; a GPU adds tf32/bf16 and the captured update.
+    assert "bench/test_train_throughput.py::test_train_throughput[tiny-fp32-eager]" in ids
+    assert "bench/test_train_throughput.py::test_train_throughput[768x384x192-fp32-eager]" in ids
+    assert "bench/test_train_throughput.py::test_update_large_minibatch[tiny-fp32]" in ids
     assert "bench/test_memory.py::test_memory[768x384x192]" in ids
     assert "bench/test_inference_latency.py::test_inference_latency[tiny-batch1-eager]" in ids
 
@@ -94,7 +104,7 @@ def test_quick_profile_sweeps_training_on_tiny_and_small_only():
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     train = [i for i in done.stdout.split() if "::test_train_throughput[" in i]
     memory = [i for i in done.stdout.split() if "::test_memory[" in i]
-    assert [i.split("[")[1] for i in train] == ["tiny]", "small]"]
+    assert [i.split("[")[1] for i in train] == ["tiny-fp32-eager]", "small-fp32-eager]"]
     assert [i.split("[")[1] for i in memory] == ["tiny]", "small]", "medium]", "large]"]
 
 
@@ -224,14 +234,54 @@ def test_train_ceiling_after_the_case_falls_back_to_the_session_on_oom(monkeypat
     assert "session's ceiling is used" in after.unavailable
 
     def faster(device, quick):
-        return SimpleNamespace(matmul_flops_per_s=6e10)
+        return SimpleNamespace(
+            matmul_flops_per_s=6e10,
+            matmul_flops_per_s_by_dtype={"fp32": 6e10, "tf32": 4e11, "bf16": None},
+            unavailable={"bf16": "bf16 needs compute capability 8.0+"},
+        )
 
     ceiling, metrics = suite.case_ceiling("cpu", 5e10, measure=faster)
     assert ceiling == 6e10  # the best rate seen
     assert metrics["matmul_ceiling_after_case_flops_per_s"].value == 6e10
+    # A tf32 case is judged against the TF32 ceiling, never the fp32 one.
+    ceiling, metrics = suite.case_ceiling("cuda:0", 3e11, measure=faster, precision="tf32")
+    assert ceiling == 4e11
+    # No bf16 ceiling after the case: the session's is used and the record says why.
+    ceiling, metrics = suite.case_ceiling("cuda:0", 7e11, measure=faster, precision="bf16")
+    assert ceiling == 7e11
+    assert "compute capability" in metrics["matmul_ceiling_after_case_flops_per_s"].unavailable
 
     def broken(device, quick):
         raise ValueError("not an OOM")
 
     with pytest.raises(ValueError, match="not an OOM"):
         suite.case_ceiling("cpu", 5e10, measure=broken)
+
+
+def test_memory_errors_have_one_sign_and_the_context_is_measured(monkeypatch):
+    import importlib.util
+
+    # By path: tests/test_memory.py already holds the module name test_memory in a full run.
+    monkeypatch.syspath_prepend(str(bench_dir()))
+    spec = importlib.util.spec_from_file_location(
+        "bench_test_memory", bench_dir() / "test_memory.py"
+    )
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    # (measured - predicted) / predicted: positive when the process needed more than predicted.
+    assert suite.error_pct(110.0, 100.0) == pytest.approx(10.0)
+    assert suite.error_pct(90.0, 100.0) == pytest.approx(-10.0)
+    measured = {"memory": {"process_used_bytes": 1_500, "reserved_bytes": 700}}
+    assert suite.cuda_context_of(measured) == 800  # NVML per process minus torch reserved
+    assert (
+        suite.cuda_context_of({"memory": {"process_used_bytes": None, "reserved_bytes": 7}}) is None
+    )
+    assert suite.cuda_context_of({"memory": None}) is None
+
+
+def test_a_latency_below_its_floor_is_flagged_as_a_measurement_problem(monkeypatch):
+    suite = _bench_module(monkeypatch, "test_inference_latency")
+    assert suite.below_floor(2e-4, 1e-4, "memory bandwidth") is None
+    assert suite.below_floor(None, 1e-4, "memory bandwidth") is None  # not timed
+    why = suite.below_floor(0.5e-4, 1e-4, "last-level cache")
+    assert why.startswith("p50 50.0 us is below its last-level cache floor 100.0 us")

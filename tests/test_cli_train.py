@@ -25,6 +25,9 @@ def test_train_writes_a_checkpoint_with_the_run_config(trained):
     assert ckpt.ppo_config.n_envs == 4
     assert ckpt.ppo_config.total_timesteps == 256
     assert ckpt.meta["iteration"] == ckpt.ppo_config.n_iterations == 2
+    # The precision asked for (auto) and the one it ran in (a CPU: fp32) are both kept.
+    assert ckpt.ppo_config.precision == "auto"
+    assert ckpt.meta["precision"] == "fp32"
     assert ckpt.obs_norm is not None
 
 
@@ -45,6 +48,8 @@ def test_evaluate_prints_policy_and_baselines(trained, capsys):
         (["train", *SMALL, "--data", "no/such/file.csv"], "no/such/file.csv"),
         (["evaluate", "missing.pt"], "missing.pt"),
         (["train", *SMALL, "--minibatch", "4096", *DATA], "minibatch_size"),
+        (["train", *SMALL, *DATA, "--device", "cpu", "--precision", "bf16"], "needs a CUDA GPU"),
+        (["train", *SMALL, *DATA, "--device", "cpu", "--precision", "tf32"], "--precision fp32"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):

@@ -129,7 +129,8 @@ def test_ppo_batch_properties():
         ({"device": "gpu"}, "device"),
         ({"device": "cuda:x"}, "device"),
         ({"obs_buffer": "frames"}, "obs_buffer"),
-        ({"bf16": "yes"}, "bf16"),
+        ({"precision": "fp16"}, "precision"),
+        ({"capture": "yes"}, "capture"),
         ({"network": {"hidden_dims": [4]}}, "network"),
     ],
 )

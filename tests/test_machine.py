@@ -26,9 +26,12 @@ def test_ceiling_arithmetic_with_planted_timings(monkeypatch):
 
     monkeypatch.setattr(machine, "time_callable", fake_time_callable)
     monkeypatch.setattr(machine, "_cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(machine, "last_level_cache_bytes", lambda: 32 * 2**20)
     c = measure_ceilings("cpu", quick=True)
     assert (c.matmul_n, c.copy_bytes) == (2048, 256 * 2**20)
-    assert calls == [(5, 1), (5, 1)]  # fp32 GEMM, then the copy
+    assert calls == [(5, 1), (5, 1), (20, 3)]  # fp32 GEMM, the copy, the cache read
+    assert c.cache_bytes == 32 * 2**20
+    assert c.cache_read_bytes_per_s == 16 * 2**20 / 0.5  # half the cache, read once
     assert c.matmul_flops_per_s == 2 * 2048**3 / 0.5  # median of the five rates
     assert c.samples["matmul_fp32"][1] == 2 * 2048**3 / 0.25
     assert c.bandwidth_bytes_per_s == 2 * 256 * 2**20 / 0.5
@@ -42,6 +45,44 @@ def test_ceiling_arithmetic_with_planted_timings(monkeypatch):
     assert "no native bf16" in c.unavailable["bf16"]
 
 
+def test_read_floor_is_the_cache_rate_for_bytes_that_fit_in_cache():
+    c = machine.Ceilings(
+        device="cpu",
+        matmul_flops_per_s=1e11,
+        matmul_flops_per_s_by_dtype={"fp32": 1e11},
+        bandwidth_bytes_per_s=2e10,
+        samples={},
+        unavailable={},
+        matmul_n=2048,
+        copy_bytes=2**28,
+        threads=2,
+        cache_bytes=32 * 2**20,
+        cache_read_bytes_per_s=1e11,
+    )
+    assert c.read_floor_s(16 * 2**20) == (16 * 2**20 / 1e11, "last-level cache")
+    assert c.read_floor_s(64 * 2**20) == (64 * 2**20 / 2e10, "memory bandwidth")
+    unknown = machine.Ceilings(**{**c.__dict__, "cache_bytes": None})
+    assert unknown.read_floor_s(16 * 2**20)[1] == "memory bandwidth"
+
+
+def test_last_level_cache_is_the_highest_data_level(tmp_path):
+    for index, (level, kind, size) in enumerate(
+        [
+            (1, "Data", "32K"),
+            (1, "Instruction", "32K"),
+            (2, "Unified", "1024K"),
+            (3, "Unified", "32M"),
+        ]
+    ):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        (folder / "level").write_text(f"{level}\n")
+        (folder / "type").write_text(f"{kind}\n")
+        (folder / "size").write_text(f"{size}\n")
+    assert machine.last_level_cache_bytes(tmp_path) == 32 * 2**20
+    assert machine.last_level_cache_bytes(tmp_path / "missing") is None
+
+
 def test_measure_ceilings_on_this_cpu():
     c = measure_ceilings("cpu", quick=True)
     assert c.device == "cpu"
@@ -52,6 +93,7 @@ def test_measure_ceilings_on_this_cpu():
     assert set(c.matmul_flops_per_s_by_dtype) == set(MATMUL_DTYPES)
     for dtype, value in c.matmul_flops_per_s_by_dtype.items():
         assert (value is None) == (dtype in c.unavailable)
+    assert (c.cache_read_bytes_per_s is None) == ("cache_read" in c.unavailable)
     data = json.loads(json.dumps(c.to_dict()))
     assert data["matmul_flops_per_s"] == c.matmul_flops_per_s
     metrics = c.to_metrics()

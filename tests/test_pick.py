@@ -33,6 +33,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 RATES = ("env_steps_per_s", "update_samples_per_s")
+_STATS = {"env_steps_per_s": "rollout_env_steps_per_s"}
 
 
 def _median_metric(samples: list[float]):
@@ -133,7 +134,12 @@ def cpu_run(tmp_path_factory):
         obs_dim=network.obs_dim,
         params=sum(p.numel() for p in trainer.policy.parameters()),
         case=case,
-        metrics={name: _median_metric([getattr(s, name) for s in stats]) for name in RATES},
+        # The trainer calls the rollout-only rate rollout_env_steps_per_s; records before
+        # issue 15 (which pick reads here) called it env_steps_per_s.
+        metrics={
+            name: _median_metric([getattr(s, _STATS.get(name, name)) for s in stats])
+            for name in RATES
+        },
     )
     policy = trainer.policy.eval()
     obs = torch.randn(1, network.obs_dim)

@@ -20,7 +20,13 @@ from ppo_core.config import NetworkConfig
 from ppo_core.errors import ConfigError
 from ppo_core.network import ActorCritic
 from ppo_core.presets import PRESETS
-from ppo_core.sizing import CUDA_CONTEXT_BYTES, ROLLOUT_SAMPLE_BYTES, estimate
+from ppo_core.sizing import (
+    CUDA_CONTEXT_BYTES,
+    HOST_SLACK_PER_WEIGHT_BYTE,
+    ROLLOUT_SAMPLE_BYTES,
+    WORKSPACE_BYTES,
+    estimate,
+)
 
 
 def _meta_policy(config: NetworkConfig) -> ActorCritic:
@@ -194,7 +200,7 @@ def test_training_memory_components_by_hand():
     assert sizing.weight_bytes == {"fp32": 4 * p, "bf16": 2 * p, "fp16": 2 * p, "int8": p}
     assert sizing.grad_bytes == 4 * p
     assert sizing.adam_bytes == 8 * p
-    assert sizing.adam_step_bytes == 4 * p
+    assert sizing.adam_step_bytes == 0  # a GPU's fused Adam makes no temporaries
     assert ROLLOUT_SAMPLE_BYTES == 32
     assert sizing.rollout_bytes_indices == 8 * 256 * (8 + 32)
     assert sizing.rollout_bytes_observations == 8 * 256 * (5300 * 4 + 32) == 43_483_136
@@ -202,20 +208,62 @@ def test_training_memory_components_by_hand():
     assert sizing.data_bytes == 1000 * 53 * 4
     # relu, shared trunk: one saved row per hidden layer plus one per head's 64-wide layer.
     assert sizing.activation_bytes == 256 * (1024 + 512 + 256 + 64 + 64) * 4
+    assert sizing.index_bytes == 8 * 256 * 8
+    assert sizing.gather_index_bytes == 256 * 100 * 8
+    assert sizing.forward_transient_bytes == sizing.first_grad_bytes == 256 * 1024 * 4
+    assert sizing.rollout_step_bytes == 8 * (3 * 5300 * 4 + (1024 + 512 + 256 + 128) * 4)
+    minibatch = 256 * 5300 * 4
+    assert {name: sum(parts.values()) for name, parts in sizing.phases().items()} == {
+        "rollout step": 8 * (3 * 5300 * 4 + 1920 * 4),
+        "minibatch gather": minibatch + 256 * 100 * 8,
+        "forward": minibatch + 256 * 1920 * 4 + 256 * 1024 * 4,
+        "end of backward": minibatch + 4 * p + 256 * 1024 * 4,
+        "adam step": minibatch + 4 * p,
+    }
+    assert sizing.peak_phase == "end of backward"
     components = sizing.memory_components()
-    assert list(components) == [
-        "weights",
-        "grads",
-        "adam",
-        "adam_step",
-        "activations",
-        "minibatch",
-        "rollout",
-        "data",
-    ]
-    assert components["rollout"] == sizing.rollout_bytes_indices
+    assert components == {
+        "weights": 4 * p,
+        "grads": 4 * p,
+        "adam": 8 * p,
+        "adam_step": 0,
+        "activations": 256 * 1024 * 4,  # the first layer's output gradient
+        "minibatch": minibatch,
+        "rollout": sizing.rollout_bytes_indices,
+        "data": 1000 * 53 * 4,
+        "index": 8 * 256 * 8,
+        "workspace": WORKSPACE_BYTES["cuda"],
+        "host_slack": 0,
+    }
     assert sizing.train_bytes == sum(components.values())
     assert sizing.train_bytes_on_gpu == sizing.train_bytes + CUDA_CONTEXT_BYTES
+
+
+def test_a_cpu_peaks_in_the_foreach_adam_step_and_keeps_freed_pages():
+    cuda = estimate(NetworkConfig(), n_envs=8, n_steps=256, minibatch=256, n_bars=1000)
+    cpu = estimate(NetworkConfig(), n_envs=8, n_steps=256, minibatch=256, n_bars=1000, device="cpu")
+    p = 6_117_508
+    assert cpu.adam_step_bytes == 4 * p  # foreach Adam's sqrt(v) denominator, all at once
+    assert cpu.peak_phase == "adam step"
+    assert cpu.host_slack_bytes == round(HOST_SLACK_PER_WEIGHT_BYTE * 4 * p)
+    parts = cpu.memory_components()
+    assert (parts["grads"], parts["adam_step"], parts["activations"]) == (4 * p, 4 * p, 0)
+    assert parts["workspace"] == WORKSPACE_BYTES["cpu"]
+    assert cpu.train_bytes - cuda.train_bytes == (
+        4 * p
+        - 256 * 1024 * 4
+        + WORKSPACE_BYTES["cpu"]
+        - WORKSPACE_BYTES["cuda"]
+        + cpu.host_slack_bytes
+    )
+    assert estimate(NetworkConfig(), device="cuda:3").device == "cuda"
+
+
+def test_the_peak_is_the_forward_when_activations_outweigh_gradients():
+    # A small net on a huge minibatch: saved activations, not gradients, set the peak.
+    sizing = estimate(NetworkConfig(hidden_dims=(256, 128)), n_envs=64, n_steps=128, minibatch=8192)
+    assert sizing.peak_phase == "forward"
+    assert sizing.memory_components()["grads"] == 0
 
 
 def test_unknown_data_size_is_not_counted_and_observation_buffer_is_selectable():
@@ -267,6 +315,7 @@ def test_to_dict_is_json_safe_and_complete():
         ({"minibatch": 2.5}, "minibatch"),
         ({"n_bars": 0}, "n_bars"),
         ({"obs_buffer": "frames"}, "obs_buffer"),
+        ({"device": "tpu"}, "device"),
     ],
 )
 def test_bad_setup_is_rejected_naming_the_argument(kwargs, named):

@@ -47,7 +47,10 @@ def test_learn_records_every_iteration(data):
     assert [s.iteration for s in stats] == [1, 2, 3, 4]
     assert stats[-1].global_step == config.n_iterations * config.batch_size
     for s in stats:
-        assert s.env_steps_per_s > 0
+        # The headline rate is the whole iteration; the rollout alone is faster than it.
+        assert s.train_env_steps_per_s == pytest.approx(config.batch_size / s.iteration_s)
+        assert s.iteration_s == pytest.approx(s.rollout_s + s.gae_s + s.update_s, rel=1e-3)
+        assert s.rollout_env_steps_per_s > s.train_env_steps_per_s
         assert s.update_samples_per_s > 0
         assert s.update_samples == config.n_epochs * config.batch_size
         assert all(math.isfinite(v) for v in (s.policy_loss, s.value_loss, s.entropy))
