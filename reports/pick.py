@@ -646,6 +646,7 @@ def pick(
             minibatch,
             n_bars=data_bars,
             obs_buffer=obs_buffer,
+            device="cpu" if device.is_cpu else "cuda",
         )
         for dims in all_dims
     }

@@ -34,6 +34,9 @@ _COMPONENTS = (
     "minibatch",
     "rollout",
     "data",
+    "index",
+    "workspace",
+    "host_slack",
 )
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 

@@ -13,10 +13,10 @@ from plotly.offline import get_plotlyjs
 
 from ppo_core.cli import main
 from reports.compare import compare_runs
-from reports.load import load_runs
 from reports.evidence import preset_summary
-from reports.use_cases import recommend
+from reports.load import load_runs
 from reports.render import CHARTS, render_html, render_report
+from reports.use_cases import recommend
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUN = FIXTURES / "run-cpu-quick.json"
