@@ -772,9 +772,11 @@ def _add_pick_commands(subcommands: argparse._SubParsersAction) -> None:
     )
     pick.add_argument(
         "--precision",
-        choices=["fp32", "tf32", "bf16"],
-        default="fp32",
-        help="matmul precision of training: fp32 (archbench train's default) or bf16 (--bf16)",
+        choices=["auto", "fp32", "tf32", "bf16"],
+        default="auto",
+        help="training precision: auto (the default) ranks measured sizes at the precision each "
+        "ran fastest and models tf32 where the card has it (as train's auto); fp32, tf32 or "
+        "bf16 rank only cases trained in it",
     )
     pick.add_argument(
         "--obs-buffer",

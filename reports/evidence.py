@@ -60,12 +60,15 @@ put `bars_per_year` (MarketData.periods_per_year) into its case: synthetic is ho
 (365.25 x 24), equities trade ~252 days a year, hourly EUR/USD ~6,280 bars (weekends absent)."""
 
 
-def preset_summary(frame: pd.DataFrame, limited_data_bars: int | None = None) -> pd.DataFrame:
+def preset_summary(
+    frame: pd.DataFrame, limited_data_bars: int | None = None, precision: str | None = None
+) -> pd.DataFrame:
     """One row per preset of ONE run (or device group) with its measured figures.
 
     Columns: preset, hidden_dims, params, oom (any case OOM), oom_suites (the suites with an
     OOM case), throughput (whole-iteration env steps/s of the size's fastest train case, +_score,
-    _case), latency_p99 (fastest agreeing batch-1 backend, +_score, _backend), memory_bytes
+    _case; only `precision`'s cases when given and measured), latency_p99 (fastest agreeing
+    batch-1 backend, +_score, _backend), memory_bytes
     (+_source: what must fit, with the CUDA context on a GPU run, or 'predicted'),
     memory_check_bytes (+_source, _predicted: the figure
     that checks the sizing model), val_sharpe (+_samples), sharpe_gap (+_samples),
@@ -86,7 +89,7 @@ def preset_summary(frame: pd.DataFrame, limited_data_bars: int | None = None) ->
             "oom": bool(oom_suites),
             "oom_suites": oom_suites,
         }
-        row.update(_throughput(rows_p))
+        row.update(_throughput(rows_p, precision))
         row.update(_latency(rows_p))
         row.update(_memory(rows_p))
         row.update(_overfit(rows_p, datasets))
@@ -118,8 +121,20 @@ def _metric_rows(rows: pd.DataFrame, suite: str, metric: str) -> pd.DataFrame:
     ]
 
 
-def _throughput(rows: pd.DataFrame) -> dict:
-    """Each size's best whole-iteration throughput over the train suite's cases."""
+def _throughput(rows: pd.DataFrame, precision: str | None) -> dict:
+    """Each size's best whole-iteration throughput over the train suite's cases.
+
+    With `precision`, only cases trained in it count, if the run has any (runs before training
+    precision was recorded trained in fp32; a note says the figure is not at the one asked).
+    """
+    note = ""
+    if precision is not None:
+        ran = rows["case_precision"] if "case_precision" in rows else pd.Series(dtype=object)
+        ran = ran.where(ran.notna() | (rows["suite"] != "train"), "fp32")
+        if ((rows["suite"] == "train") & (ran == precision)).any():
+            rows = rows[(rows["suite"] != "train") | (ran == precision)]
+        else:
+            note = f" (no {precision} case measured)"
     per_case = {}
     named = _metric_rows(rows, "train", _THROUGHPUT_METRIC)
     for _, row in named.iterrows():
@@ -137,7 +152,7 @@ def _throughput(rows: pd.DataFrame) -> dict:
     return {
         "throughput": scores[case].value,
         "throughput_score": scores[case],
-        "throughput_case": case,
+        "throughput_case": case + note,
     }
 
 

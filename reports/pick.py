@@ -603,7 +603,7 @@ def pick(
     n_steps: int | None = None,
     minibatch: int | None = None,
     extra_dims: Sequence[tuple[int, ...]] = (),
-    precision: str = "fp32",
+    precision: str = "auto",
     obs_buffer: str = "indices",
     safety_margin: float = DEFAULT_SAFETY_MARGIN,
     network: NetworkConfig | None = None,
@@ -617,6 +617,16 @@ def pick(
     """
     name = resolve_use_case(use_case)
     use = next(u for u in USE_CASES if u.name == name)
+    if precision not in ("auto", "fp32", "tf32", "bf16"):
+        raise ConfigError(f"precision must be auto, fp32, tf32 or bf16, got {precision!r}")
+    # auto: measured figures at whatever precision ran fastest; models at what train's auto
+    # uses (tf32 where the card has it).
+    asked = None if precision == "auto" else precision
+    if precision == "auto":
+        has_tf32 = not device.is_cpu and device.matmul_flops_per_s("tf32") is not None
+        precision = "tf32" if has_tf32 else "fp32"
+    elif device.is_cpu and precision != "fp32":
+        raise ConfigError(f"--precision {precision} needs a GPU; a CPU trains in fp32")
     mode = use.training_mode
     if not 0.0 <= safety_margin < 1.0:
         raise ConfigError(f"safety margin must be in [0, 1), got {safety_margin!r}")
@@ -698,7 +708,7 @@ def pick(
     )
     decision = None
     if run_list:
-        evidence = _evidence(runs, run_list, candidates, device, budgets)
+        evidence = _evidence(runs, run_list, candidates, device, budgets, asked)
         decision = decide(use, evidence, budgets)
         by_dims = {",".join(map(str, c.hidden_dims)): c for c in candidates}
         chosen = None if decision.size is None else by_dims.get(decision.size.hidden_dims)
@@ -789,6 +799,7 @@ def _evidence(
     candidates: list[Candidate],
     device: GpuSpec,
     budgets: Budgets,
+    precision: str | None,
 ) -> Evidence:
     """What the engine decides on for this device.
 
@@ -800,7 +811,7 @@ def _evidence(
     same = [r.run for r in run_list if r.same]
     if same:
         frame = pd.concat([r.rows for r in run_list if r.same])
-        evidence = evidence_from_frame(frame, budgets, device=device.name)
+        evidence = evidence_from_frame(frame, budgets, device=device.name, precision=precision)
         measured = {s.hidden_dims for s in evidence.sizes}
         extra = [
             Size(c.label, ",".join(map(str, c.hidden_dims)), c.params)

@@ -256,14 +256,21 @@ def recommend(df: pd.DataFrame, budgets: Budgets | None = None) -> list[Decision
 
 
 def evidence_from_frame(
-    frame: pd.DataFrame, budgets: Budgets | None = None, *, device: str | None = None
+    frame: pd.DataFrame,
+    budgets: Budgets | None = None,
+    *,
+    device: str | None = None,
+    precision: str | None = None,
 ) -> Evidence:
-    """The Evidence of one device group: per suite, the newest run that measured it."""
+    """The Evidence of one device group: per suite, the newest run that measured it.
+
+    precision: rank throughput at this training precision (pick's --precision); None: each
+    size's fastest case at any precision measured (the report)."""
     from reports.evidence import device_label
 
     budgets = budgets or Budgets()
     rows, used = latest_per_suite(frame)
-    summary = preset_summary(rows, budgets.limited_data_bars)
+    summary = preset_summary(rows, budgets.limited_data_bars, precision)
     sizes = []
     for s in summary.to_dict("records"):
         if s.get("params") is None or s.get("hidden_dims") is None:
