@@ -75,7 +75,7 @@ def preset_summary(
     short_sharpe_gap (+_samples), bars, long_data, short_bars, short_data (the datasets the
     overfit figures come from, with their length in years). Absent columns: no data.
     """
-    sized = frame[frame["preset"].notna()]
+    sized, note = _at_precision(frame[frame["preset"].notna()], precision)
     datasets = _overfit_datasets(frame, limited_data_bars)
     rows = []
     for preset, rows_p in sized.groupby("preset", sort=False):
@@ -89,7 +89,7 @@ def preset_summary(
             "oom": bool(oom_suites),
             "oom_suites": oom_suites,
         }
-        row.update(_throughput(rows_p, precision))
+        row.update(_throughput(rows_p, note))
         row.update(_latency(rows_p))
         row.update(_memory(rows_p))
         row.update(_overfit(rows_p, datasets))
@@ -98,6 +98,21 @@ def preset_summary(
     if len(summary):
         summary = summary.sort_values("params", na_position="last").reset_index(drop=True)
     return summary
+
+
+def _at_precision(rows: pd.DataFrame, precision: str | None) -> tuple[pd.DataFrame, str]:
+    """Only the train cases trained in `precision`, if the run has any; else all, with a note.
+
+    Runs made before training precision was recorded trained in fp32.
+    """
+    if precision is None:
+        return rows, ""
+    ran = rows["case_precision"] if "case_precision" in rows else pd.Series(None, rows.index)
+    train = rows["suite"] == "train"
+    ran = ran.where(ran.notna() | ~train, "fp32")
+    if (train & (ran == precision)).any():
+        return rows[~train | (ran == precision)], ""
+    return rows, f" (no {precision} case measured)"
 
 
 def suite_gaps(frame: pd.DataFrame) -> dict[str, str]:
@@ -121,20 +136,8 @@ def _metric_rows(rows: pd.DataFrame, suite: str, metric: str) -> pd.DataFrame:
     ]
 
 
-def _throughput(rows: pd.DataFrame, precision: str | None) -> dict:
-    """Each size's best whole-iteration throughput over the train suite's cases.
-
-    With `precision`, only cases trained in it count, if the run has any (runs before training
-    precision was recorded trained in fp32; a note says the figure is not at the one asked).
-    """
-    note = ""
-    if precision is not None:
-        ran = rows["case_precision"] if "case_precision" in rows else pd.Series(dtype=object)
-        ran = ran.where(ran.notna() | (rows["suite"] != "train"), "fp32")
-        if ((rows["suite"] == "train") & (ran == precision)).any():
-            rows = rows[(rows["suite"] != "train") | (ran == precision)]
-        else:
-            note = f" (no {precision} case measured)"
+def _throughput(rows: pd.DataFrame, note: str = "") -> dict:
+    """Each size's best whole-iteration throughput over the train suite's cases."""
     per_case = {}
     named = _metric_rows(rows, "train", _THROUGHPUT_METRIC)
     for _, row in named.iterrows():

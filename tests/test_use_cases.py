@@ -352,3 +352,24 @@ def test_every_subset_of_suites_decides_without_a_traceback(tmp_path):
         use = USE_CASES[mask % len(USE_CASES)]  # pick is slower: one use case per subset
         result = pick(device, use_case=use.name, runs=sub_df)
         assert result.recommended is not None or "no recommendation" in result.why[0]
+
+
+def test_an_explicit_precision_ranks_only_the_cases_trained_in_it(tmp_path, h100, h100_paths):
+    perf = copy.deepcopy(h100[0])
+    for bench in list(perf["benchmarks"]):
+        record = bench["extra_info"]["archbench"]
+        if record["suite"] == "train" and record["preset"] == "large":
+            twin = copy.deepcopy(bench)
+            fast = twin["extra_info"]["archbench"]
+            fast["case"]["precision"] = "tf32"
+            metric = fast["metrics"]["iteration_s"]
+            metric["value"] /= 4
+            metric["samples"] = [v / 4 for v in metric["samples"]]
+            perf["benchmarks"].append(twin)
+    df = load_runs([_save(tmp_path, "tf32", perf), h100_paths[1]])
+    gib = float(df["gpu_memory_bytes"].dropna().iloc[0]) / 2**30
+    device = dataclasses.replace(find_gpu(str(df["gpu"].iloc[0]), gib), memory_gib=gib)
+    assert pick(device, use_case="quick", runs=df).recommended.label == "large"
+    assert pick(device, use_case="quick", runs=df, precision="tf32").recommended.label == "large"
+    fp32 = pick(device, use_case="quick", runs=df, precision="fp32")
+    assert fp32.recommended.label != "large"  # the tf32 cases are not fp32 figures
