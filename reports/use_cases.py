@@ -377,7 +377,12 @@ def decide(use: UseCase, evidence: Evidence, budgets: Budgets | None = None) -> 
     within = None if unknown else True if chosen is not best else False if cheaper else None
     score = scores[chosen.label]
     summary = f"{chosen.label} [{chosen.hidden_dims}]: {_fmt(use, score)}"
-    if chosen is not best:
+    if chosen is not best and unknown:
+        summary += (
+            f"; cannot be told apart from {best.label} ({_fmt(use, scores[best.label])}) "
+            "without an interval, so the cheaper size"
+        )
+    elif chosen is not best:
         summary += (
             f"; within noise of {best.label} ({_fmt(use, scores[best.label])}), so the cheaper size"
         )

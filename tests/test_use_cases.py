@@ -373,3 +373,14 @@ def test_an_explicit_precision_ranks_only_the_cases_trained_in_it(tmp_path, h100
     assert pick(device, use_case="quick", runs=df, precision="tf32").recommended.label == "large"
     fp32 = pick(device, use_case="quick", runs=df, precision="fp32")
     assert fp32.recommended.label != "large"  # the tf32 cases are not fp32 figures
+
+
+def test_without_intervals_the_cheaper_size_wins_and_says_why(run_df):
+    # The quick CPU run has one seed and no per-bar returns: no interval for any Sharpe.
+    production = next(d for d in recommend(run_df) if d.use_case.name == "standard production")
+    cells = evidence_from_frame(run_df).oos
+    best = max(next(iter(cells.values())).items(), key=lambda kv: sum(kv[1].val_sharpe))[0]
+    assert production.size.label == "tiny"
+    assert production.within_noise is None
+    if best != "tiny":
+        assert "cannot be told apart" in production.summary
