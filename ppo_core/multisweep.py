@@ -175,7 +175,8 @@ def run_on_devices(
     name = run_name(platform.node(), f"{len(devices)}x-{label}", datetime.now(timezone.utc))
     shard_root = out / f"{name}.shards"
     cpu_shards = sum(d == "cpu" for d in devices)
-    children: list[tuple[int, str, Path, subprocess.Popen]] = []
+    children: list[tuple[int, str, Path, subprocess.Popen, threading.Thread]] = []
+    outputs: dict[int, list[str]] = {}
     lock = threading.Lock()
     echo(f"archbench sweep: {len(devices)} shards on {', '.join(devices)}; shards in {shard_root}")
     for index, device in enumerate(devices):
@@ -189,16 +190,22 @@ def run_on_devices(
             stderr=subprocess.STDOUT,
             text=True,
         )
+        outputs[index] = []
         reader = threading.Thread(
-            target=_relay, args=(child, f"[{index}:{device}] ", echo, lock), daemon=True
+            target=_relay,
+            args=(child, f"[{index}:{device}] ", echo, lock, outputs[index]),
+            daemon=True,
         )
         reader.start()
-        children.append((index, device, folder, child))
-    interrupted = _wait_all([child for *_, child in children], echo)
+        children.append((index, device, folder, child, reader))
+    interrupted = _wait_all([child for *_, child, _reader in children], echo)
     runs, failed = [], []
-    for index, device, folder, child in children:
+    for index, device, folder, child, reader in children:
+        reader.join()
         data = _shard_json(folder)
-        if data is None:
+        if data is None and _had_no_cases("\n".join(outputs[index])):
+            echo(f"shard {index} on {device}: no case fell to it (fewer sizes than shards)")
+        elif data is None:
             failed.append(f"shard {index} on {device}: no JSON (exit {child.returncode})")
         else:
             runs.append(ShardRun(index=index, device=device, data=data))
@@ -227,11 +234,19 @@ def _shard_env(device: str, cpu_shards: int) -> dict[str, str]:
     return env
 
 
-def _relay(child: subprocess.Popen, prefix: str, echo: Callable, lock: threading.Lock) -> None:
+def _relay(
+    child: subprocess.Popen, prefix: str, echo: Callable, lock: threading.Lock, kept: list[str]
+) -> None:
     assert child.stdout is not None
     for line in child.stdout:
+        kept.append(line.rstrip("\n"))
         with lock:
-            echo(prefix + line.rstrip("\n"))
+            echo(prefix + kept[-1])
+
+
+def _had_no_cases(output: str) -> bool:
+    """The shard's sweep said it collected nothing: its share of the sizes was empty."""
+    return re.search(r"^collected 0 cases$", output, re.MULTILINE) is not None
 
 
 def _wait_all(children: list[subprocess.Popen], echo: Callable[[str], None]) -> bool:
@@ -452,7 +467,7 @@ def _run_tasks(
                     shard, accelerator = pending.pop(ref)
                     line, node = _collect(ray, ref, shard, accelerator, shard_root, runs, failed)
                     per_node[node] = per_node.get(node, 0) + 1
-                    progress.console.print(line)
+                    progress.console.print(line, soft_wrap=True)
                     progress.update(
                         bar,
                         advance=1,
@@ -487,6 +502,10 @@ def _collect(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "log.txt").write_text(result["log_tail"], encoding="utf-8")
     where = f"on {result['node']} {result['device']}"
+    if result["json"] is None and _had_no_cases(result["log_tail"]):
+        return f"shard {shard} {where}: no case fell to it (fewer sizes than shards)", result[
+            "node"
+        ]
     if result["json"] is None:
         failed.append(f"shard {shard} {where}: no JSON (exit {result['returncode']})")
         line = f"shard {shard} {where}: no result (exit {result['returncode']}); see {folder}"

@@ -168,7 +168,7 @@ def merge_shards(shards: Sequence[ShardRun]) -> dict[str, Any]:
     """One pytest-benchmark JSON from the shards' (machine_info and commit of the first).
 
     Each archbench record gains where it ran: `device` (the physical device), `device_uuid`,
-    `gpu_name`, `gpu_memory_bytes`, `node` and `shard`; machine_info gains `archbench_shards`,
+    `gpu_name`, `gpu_memory_bytes`, `node`, `cpu_model` and `shard`; machine_info gains `archbench_shards`,
     one entry per shard, and `archbench_device` lists every device.
     """
     if not shards:
@@ -199,6 +199,7 @@ def merge_shards(shards: Sequence[ShardRun]) -> dict[str, Any]:
                     record.update(identity)
                 else:  # a CPU case on a GPU node: that node's CPU, not its GPU
                     record.update(node=node, shard=shard.index)
+                record["cpu_model"] = device_info.get("cpu_model")
             benchmarks.append(bench)
         entries.append(
             {
