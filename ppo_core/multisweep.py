@@ -26,6 +26,7 @@ from typing import Any
 
 from ppo_core.atomic import atomic_path
 from ppo_core.errors import ArchbenchError, ConfigError
+from ppo_core.presets import PRESETS, parse_hidden_dims
 from ppo_core.shards import ShardRun, merge_shards, parse_devices
 from ppo_core.sweep import run_name
 
@@ -62,8 +63,19 @@ class SweepOptions:
     """Extra pytest arguments, passed to every shard."""
 
     def __post_init__(self) -> None:
+        # Checked here, once, so that a typo is one line and not one failed shard per device.
         if self.profile not in ("quick", "full"):
             raise ConfigError(f"profile must be quick or full, got {self.profile!r}")
+        names = [p.strip().lower() for p in (self.presets or "all").split(",") if p.strip()]
+        unknown = [n for n in names if n not in PRESETS and names != ["all"]]
+        if unknown or not names:
+            bad = unknown[0] if unknown else "(none)"
+            raise ConfigError(
+                f"--presets {self.presets!r}: unknown preset {bad!r}; "
+                f"choose from {', '.join(PRESETS)} or 'all'"
+            )
+        for dims in self.hidden_dims:
+            parse_hidden_dims(dims)
 
 
 @dataclass(frozen=True)
@@ -337,12 +349,13 @@ def _import_ray():
 
 def _connect(ray: Any, address: str, init: dict[str, Any]) -> bool:
     """ray.init; True when this call started a local cluster (which it then shuts down)."""
-    if ray.is_initialized():
+    if address != "local":
+        _check_reachable(address)
+    if ray.is_initialized():  # a cluster this process already joined (tests, notebooks)
         return False
     if address == "local":
         ray.init(include_dashboard=False, log_to_driver=False, **init)
         return True
-    _check_reachable(address)
     try:
         ray.init(address=address, log_to_driver=False, **init)
     except (ConnectionError, RuntimeError, ValueError) as error:

@@ -168,8 +168,8 @@ def merge_shards(shards: Sequence[ShardRun]) -> dict[str, Any]:
     """One pytest-benchmark JSON from the shards' (machine_info and commit of the first).
 
     Each archbench record gains where it ran: `device` (the physical device), `device_uuid`,
-    `gpu_name`, `gpu_memory_bytes`, `node`, `cpu_model` and `shard`; machine_info gains `archbench_shards`,
-    one entry per shard, and `archbench_device` lists every device.
+    `gpu_name`, `gpu_memory_bytes`, `node`, `cpu_model` and `shard`; machine_info gains
+    `archbench_shards`, one entry per shard, and `archbench_device` lists every device.
     """
     if not shards:
         raise ConfigError("no shard finished, so there is nothing to merge")
