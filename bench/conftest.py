@@ -109,6 +109,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("size", sizes, ids=[s.name for s in sizes])
 
 
+@pytest.hookimpl(trylast=True)  # after -k/-m: shards split the cases that will run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     shard = config.getoption("archbench_shard")
     if shard:

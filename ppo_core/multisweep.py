@@ -241,8 +241,9 @@ def _shard_env(device: str, cpu_shards: int) -> dict[str, str]:
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the index means what nvidia-smi says
     elif cpu_shards > 1:
         # CPU shards share the cores: give each its part instead of all of them fighting.
-        per_shard = max(1, (os.cpu_count() or 1) // cpu_shards)
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(per_shard)
+        per_shard = str(max(1, (os.cpu_count() or 1) // cpu_shards))
+        env.setdefault("OMP_NUM_THREADS", per_shard)  # a user's own setting wins
+        env.setdefault("MKL_NUM_THREADS", per_shard)
     return env
 
 
