@@ -7,6 +7,7 @@ each is a task asking for one GPU (or one CPU), retried when its node is lost.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 from ppo_core.atomic import atomic_path
 from ppo_core.errors import ArchbenchError, ConfigError
 from ppo_core.presets import PRESETS, parse_hidden_dims
-from ppo_core.shards import ShardRun, merge_shards, parse_devices
+from ppo_core.shards import ShardRun, merge_shards, parse_devices, visible_device
 from ppo_core.sweep import run_name
 
 __all__ = [
@@ -190,6 +191,7 @@ def run_on_devices(
     children: list[tuple[int, str, Path, subprocess.Popen, threading.Thread]] = []
     outputs: dict[int, list[str]] = {}
     lock = threading.Lock()
+    envs = [_shard_env(device, cpu_shards) for device in devices]  # may refuse: before any work
     echo(f"archbench sweep: {len(devices)} shards on {', '.join(devices)}; shards in {shard_root}")
     for index, device in enumerate(devices):
         folder = shard_root / f"shard{index}-{device.replace(':', '')}"
@@ -197,10 +199,13 @@ def run_on_devices(
         seen_as = "cpu" if device == "cpu" else "cuda:0"
         child = subprocess.Popen(
             shard_command(options, seen_as, folder, index, len(devices)),
-            env=_shard_env(device, cpu_shards),
+            env=envs[index],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            # Its own session: a terminal's Ctrl-C reaches the driver only, which then stops
+            # each shard once (a second SIGINT would make the shard's sweep kill its pytest).
+            start_new_session=True,
         )
         outputs[index] = []
         reader = threading.Thread(
@@ -237,8 +242,7 @@ def run_on_devices(
 def _shard_env(device: str, cpu_shards: int) -> dict[str, str]:
     env = dict(os.environ)
     if device != "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = device.split(":")[1]
-        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the index means what nvidia-smi says
+        env["CUDA_VISIBLE_DEVICES"] = visible_device(device, os.environ.get("CUDA_VISIBLE_DEVICES"))
     elif cpu_shards > 1:
         # CPU shards share the cores: give each its part instead of all of them fighting.
         per_shard = str(max(1, (os.cpu_count() or 1) // cpu_shards))
@@ -263,6 +267,30 @@ def _had_no_cases(output: str) -> bool:
 
 
 def _wait_all(children: list[subprocess.Popen], echo: Callable[[str], None]) -> bool:
+    with _terminate_as_interrupt():
+        return _wait_or_stop(children, echo)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop the shards like Ctrl-C, so their finished cases are kept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signals = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {number: signal.signal(number, interrupt) for number in signals}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _wait_or_stop(children: list[subprocess.Popen], echo: Callable[[str], None]) -> bool:
     try:
         while any(child.poll() is None for child in children):
             time.sleep(0.2)
@@ -277,7 +305,7 @@ def _wait_all(children: list[subprocess.Popen], echo: Callable[[str], None]) -> 
         except KeyboardInterrupt:
             for child in children:
                 if child.poll() is None:
-                    child.kill()
+                    os.killpg(child.pid, signal.SIGKILL)  # the shard and its pytest
                     child.wait()
         return True
     return False

@@ -24,6 +24,7 @@ __all__ = [
     "select_shard",
     "shard_items",
     "split_cases",
+    "visible_device",
 ]
 
 # Training-type cases run for seconds to minutes; an inference or memory case for far less.
@@ -162,6 +163,24 @@ def parse_devices(spec: str, cuda_count: int) -> list[str]:
     if len(set(gpus)) != len(gpus):
         raise ConfigError(f"--devices names a GPU twice ({spec!r}); each shard needs its own")
     return devices
+
+
+def visible_device(device: str, parent_visible: str | None) -> str:
+    """CUDA_VISIBLE_DEVICES that pins a shard to the driver's `device` ('cuda:N').
+
+    The driver's cuda:N is the N-th entry of its own CUDA_VISIBLE_DEVICES when one is set
+    (cuda:0 under '2,3' is GPU 2), else GPU N in the same CUDA_DEVICE_ORDER, which the shard
+    inherits.
+    """
+    index = int(device.split(":")[1])
+    if parent_visible is None or not parent_visible.strip():
+        return str(index)
+    entries = [e.strip() for e in parent_visible.split(",") if e.strip()]
+    if index >= len(entries):
+        raise ConfigError(
+            f"--devices: {device} is not among CUDA_VISIBLE_DEVICES={parent_visible!r}"
+        )
+    return entries[index]
 
 
 def merge_shards(shards: Sequence[ShardRun]) -> dict[str, Any]:

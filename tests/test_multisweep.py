@@ -5,7 +5,11 @@ one line before any work starts."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,6 +79,38 @@ def test_two_cpu_devices_merge_into_the_single_process_run(single_run, tmp_path,
     assert [s["device"] for s in machine["archbench_shards"]] == ["cpu", "cpu"]
     assert result.html_path is not None
     assert result.html_path.stat().st_size > 0
+
+
+def test_ctrl_c_keeps_the_shards_finished_cases(tmp_path):
+    code = (
+        "import sys; from ppo_core.cli import main; "
+        f"sys.exit(main(['sweep', '--presets', 'tiny', '--devices', 'cpu,cpu', '--out', "
+        f"{str(tmp_path)!r}, '--no-report', '--', *{list(SELECT)!r}]))"
+    )
+    out = tmp_path / "sweep.out"
+    with out.open("w") as handle:
+        # Its own session, so the SIGINT below reaches the driver as a terminal's Ctrl-C would.
+        child = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        deadline = time.monotonic() + 240
+        while "[1/" not in out.read_text() and child.poll() is None:
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.1)
+        os.killpg(child.pid, signal.SIGINT)
+        returncode = child.wait(timeout=120)
+    text = out.read_text()
+    assert returncode == 130, text
+    assert "interrupted: each shard keeps its finished cases" in text
+    (merged,) = tmp_path.glob("run-*.json")
+    records = _records(merged)
+    assert 1 <= len(records) <= 3
+    assert all(r["status"] == "ok" for r in records)
+    assert not list(tmp_path.rglob("*.partial"))
 
 
 # --- bad input: one line, exit 2, before any work ------------------------------------------

@@ -21,6 +21,7 @@ from ppo_core.shards import (
     parse_shard,
     select_shard,
     split_cases,
+    visible_device,
 )
 from reports.compare import compare_runs, devices_note
 from reports.evidence import device_groups
@@ -86,6 +87,15 @@ def test_devices_are_checked_against_the_machine():
         parse_devices("cuda:0,cuda:0", 2)
     with pytest.raises(ConfigError, match="'gpu1' is not cpu or cuda:N"):
         parse_devices("gpu1", 2)
+
+
+def test_a_shard_is_pinned_to_the_gpu_the_driver_calls_cuda_n():
+    assert visible_device("cuda:1", None) == "1"
+    assert visible_device("cuda:1", "") == "1"
+    assert visible_device("cuda:1", "2,3") == "3"  # the driver's cuda:1 is GPU 3
+    assert visible_device("cuda:0", "GPU-abc, GPU-def") == "GPU-abc"
+    with pytest.raises(ConfigError, match="not among CUDA_VISIBLE_DEVICES='2'"):
+        visible_device("cuda:1", "2")
 
 
 def _h100_run() -> dict:
