@@ -498,7 +498,7 @@ def _add_shard_options(sweep: argparse.ArgumentParser) -> None:
         "--devices",
         metavar="D,D,...",
         help="one shard per device, in parallel, merged into one run: cuda:0,cuda:1, all "
-        "(every GPU) or cpu,cpu; with --ray, how many shards of which kind",
+        "(every GPU) or cpu,cpu; with --ray, cpu,cpu asks for CPU shards",
     )
     shards.add_argument(
         "--ray",
@@ -512,7 +512,10 @@ def _add_shard_options(sweep: argparse.ArgumentParser) -> None:
         help="with --ray: the whole sweep once per Ray accelerator type, e.g. H100,A100,L4",
     )
     shards.add_argument(
-        "--shards", type=int, metavar="N", help="with --ray: shards per sweep (default: GPUs)"
+        "--shards",
+        type=int,
+        metavar="N",
+        help="with --ray: shards per sweep (default: the cluster's GPUs, else its nodes)",
     )
 
 
