@@ -251,3 +251,70 @@ def test_a_gpu_shard_is_pinned_and_named_by_uuid(tmp_path):
     assert {r["device"] for r in records} == {"cuda:0"}
     assert all(str(r["device_uuid"]).startswith(("GPU-", "MIG-")) for r in records)
     assert all(r["gpu_name"] for r in records)
+
+
+class _TypedCluster:
+    """A fake Ray cluster of two H100 nodes and one A100 node; each shard returns its half of
+    a real H100 run's cases, as measured on the GPU type its task asked for."""
+
+    def __init__(self, run: dict) -> None:
+        self.run = run
+        self.asked: list[dict] = []
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def nodes(self) -> list[dict]:
+        node = {"Alive": True}
+        return [
+            {**node, "Resources": {"GPU": 1.0, "accelerator_type:H100": 1.0}},
+            {**node, "Resources": {"GPU": 1.0, "accelerator_type:H100": 1.0}},
+            {**node, "Resources": {"GPU": 1.0, "accelerator_type:A100": 1.0}},
+            {"Alive": False, "Resources": {"GPU": 8.0, "accelerator_type:L4": 1.0}},
+        ]
+
+    def remote(self, function):
+        cluster = self
+
+        class _Task:
+            def options(self, **kwargs):
+                cluster.asked.append(kwargs)
+                return self
+
+            def remote(self, command, gpu):
+                shard, n_shards = command[command.index("--archbench-shard") + 1].split("/")
+                return (int(shard), int(n_shards), cluster.asked[-1]["accelerator_type"])
+
+        return _Task()
+
+    def wait(self, refs, num_returns, timeout):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        shard, n_shards, accelerator = ref
+        run = json.loads(json.dumps(self.run))
+        run["machine_info"]["archbench"]["gpu_name"] = f"NVIDIA {accelerator}"
+        run["benchmarks"] = run["benchmarks"][shard::n_shards]
+        return {"node": f"{accelerator}-{shard}", "device": "cuda:0", "returncode": 0,
+                "json": run, "log_tail": ""}  # fmt: skip
+
+
+def test_accelerator_types_each_get_a_whole_sweep_and_one_report(tmp_path, monkeypatch):
+    import gzip
+
+    fixture = Path(__file__).parent / "fixtures" / "h100" / "full-perf-cuda.json.gz"
+    with gzip.open(fixture, "rt", encoding="utf-8") as handle:
+        cluster = _TypedCluster(json.load(handle))
+    monkeypatch.setattr(multisweep, "_import_ray", lambda: cluster)
+    result = run_on_ray("auto", OPTIONS, accelerators=["H100", "A100"], out_dir=tmp_path)
+    assert (result.shards, result.finished, result.failed) == (3, 3, ())  # 2 H100 + 1 A100
+    assert sorted(a["accelerator_type"] for a in cluster.asked) == ["A100", "H100", "H100"]
+    h100, a100 = result.json_paths
+    assert "ray-h100" in h100.name
+    assert "ray-a100" in a100.name
+    assert len(_records(h100)) == len(_records(a100)) == len(cluster.run["benchmarks"])
+    assert {r["gpu_name"] for r in _records(a100)} == {"NVIDIA A100"}
+    page = result.html_path.read_text()
+    assert "<th>use case</th><th>NVIDIA H100</th><th>NVIDIA A100</th>" in page
+    with pytest.raises(ConfigError, match=r"no GPU of that type \(it has: A100, H100\)"):
+        run_on_ray("auto", OPTIONS, accelerators=["L4"], out_dir=tmp_path)
