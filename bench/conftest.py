@@ -62,6 +62,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="append one JSON line per finished case (progress and partial results)",
     )
+    group.addoption(
+        "--archbench-shard",
+        default=None,
+        metavar="I/N",
+        help="run only shard I of N (0-based); whole sizes per shard (archbench sweep --devices)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -101,6 +107,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         suite = metafunc.module.SUITE
         sizes = sizes_for(suite, metafunc.config.stash[_OPTIONS])
         metafunc.parametrize("size", sizes, ids=[s.name for s in sizes])
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m: shards split the cases that will run
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    shard = config.getoption("archbench_shard")
+    if shard:
+        from ppo_core.errors import ArchbenchError
+        from ppo_core.shards import shard_items
+
+        try:
+            keep = shard_items(items, shard)
+        except ArchbenchError as error:
+            raise pytest.UsageError(str(error)) from None
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
 
 
 # -- fixtures -------------------------------------------------------------------------------

@@ -491,6 +491,7 @@ def _add_benchmarks_commands(subcommands: argparse._SubParsersAction) -> None:
     sweep.add_argument(
         "--no-report", action="store_true", help="write the JSON only; render it later"
     )
+    _add_shard_options(sweep)
     sweep.add_argument(
         "pytest_args",
         nargs="*",
@@ -500,8 +501,40 @@ def _add_benchmarks_commands(subcommands: argparse._SubParsersAction) -> None:
     sweep.set_defaults(handler=_sweep)
 
 
+def _add_shard_options(sweep: argparse.ArgumentParser) -> None:
+    shards = sweep.add_argument_group("several devices (ppo_core.multisweep)")
+    shards.add_argument(
+        "--devices",
+        metavar="D,D,...",
+        help="one shard per device, in parallel, merged into one run: cuda:0,cuda:1, all "
+        "(every GPU) or cpu,cpu; with --ray, cpu,cpu asks for CPU shards",
+    )
+    shards.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run each shard as a Ray task (one GPU each; one CPU on a cluster without GPUs): "
+        "HOST:PORT, ray://HOST:PORT, auto, or local (start a cluster here)",
+    )
+    shards.add_argument(
+        "--accelerator",
+        metavar="TYPE,TYPE,...",
+        help="with --ray: the whole sweep once per Ray accelerator type, e.g. H100,A100,L4",
+    )
+    shards.add_argument(
+        "--shards",
+        type=int,
+        metavar="N",
+        help="with --ray: shards per sweep (default: the cluster's GPUs, else its nodes)",
+    )
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from ppo_core.sweep import run_sweep
+
+    if args.devices or args.ray or args.accelerator or args.shards:
+        from ppo_core.multisweep import sweep_command
+
+        return sweep_command(args)
 
     result = run_sweep(
         profile=args.profile,

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ppo_core.errors import ConfigError
+from reports.evidence import device_groups
 from reports.load import ReportError, case_label, load_runs
 from reports.stats import (
     benjamini_hochberg,
@@ -33,6 +34,7 @@ __all__ = [
     "HostLoad",
     "compare_runs",
     "comparison_html",
+    "devices_note",
     "has_regression",
     "min_samples",
     "print_comparison",
@@ -182,7 +184,19 @@ def compare_runs(
         _median_load(frame_a), _median_load(frame_b), _own_load(frame_a), _own_load(frame_b)
     )
     out.attrs["alpha"] = alpha
+    out.attrs["devices"] = (", ".join(device_groups(frame_a)), ", ".join(device_groups(frame_b)))
     return out
+
+
+def devices_note(table: pd.DataFrame) -> str | None:
+    """A line saying that A and B measured different devices (None when they match)."""
+    device_a, device_b = table.attrs.get("devices", (None, None))
+    if device_a == device_b:
+        return None
+    return (
+        f"A and B ran on different devices (A: {device_a}; B: {device_b}): the changes below "
+        "are differences between the devices, not regressions of the code"
+    )
 
 
 def unjudged_timing_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -231,6 +245,8 @@ def print_comparison(table: pd.DataFrame, console=None, *, show_all: bool = Fals
     if load is not None:
         style = "bold yellow" if load.loaded else "dim"
         console.print(f"[{style}]{escape(load.describe())}[/]")
+    if devices_note(table):
+        console.print(f"[bold cyan]{escape(devices_note(table))}[/]")
     counts = table["verdict"].value_counts()
     summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
     by_tolerance = int((table["decided_by"] == "tolerance").sum())
@@ -304,6 +320,8 @@ def comparison_html(table: pd.DataFrame) -> str:
     if load is not None:
         css = "warn" if load.loaded else "note"
         load_note = f"<p class='{css}'>{html.escape(load.describe())}.</p>"
+    if devices_note(table):
+        load_note += f"<p class='warn'>{html.escape(devices_note(table))}.</p>"
     return (
         f"<p class='note'>A = {html.escape(str(run_a))}, B = {html.escape(str(run_b))}. "
         "Each metric is judged on the statistic it reports: a p99 (any percentile) by a "
@@ -339,8 +357,12 @@ def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
     rows = frame.copy()
     rows["record_case"] = rows["case"]
     rows["preset"] = rows["preset"].fillna(_MACHINE)
+    # CPU threads do not change what a GPU measures (the ceiling case records them): two GPU
+    # hosts with different core counts still compare.
+    on_gpu = rows["device"].astype(str).str.startswith("cuda")
     rows["case"] = [
-        case_label({k: v for k, v in c.items() if k != "seed"}) for c in rows["case_dict"]
+        case_label({k: v for k, v in c.items() if k != "seed" and not (gpu and k == "threads")})
+        for c, gpu in zip(rows["case_dict"], on_gpu, strict=True)
     ]
     return rows
 

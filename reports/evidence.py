@@ -384,11 +384,14 @@ def device_label(rows: pd.DataFrame) -> str:
 def device_groups(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Runs grouped by the device they measured on, in first-seen order.
 
-    A run made on a GPU machine with `--device cpu` belongs to the CPU group.
+    A run made on a GPU machine with `--device cpu` belongs to the CPU group; a run merged
+    from shards on several kinds of device (`archbench sweep --ray`) is split between them.
     """
     groups: dict[str, list[pd.DataFrame]] = {}
     for _, rows in df.groupby("run", sort=False):
-        groups.setdefault(device_label(rows), []).append(rows)
+        kinds = [rows["gpu"].astype(str), rows["cpu_model"].astype(str)]
+        for _, part in rows.groupby(kinds, sort=False):
+            groups.setdefault(device_label(part), []).append(part)
     return {label: pd.concat(frames) for label, frames in groups.items()}
 
 

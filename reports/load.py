@@ -235,6 +235,15 @@ def _record_rows(record: Any, where: str, info: dict[str, Any]) -> list[dict[str
     )
     if record.get("device"):
         base["device"] = record["device"]
+    # A merged multi-device run (archbench sweep --devices/--ray) names each record's GPU and node.
+    for key, column in (
+        ("gpu_name", "gpu"),
+        ("gpu_memory_bytes", "gpu_memory_bytes"),
+        ("node", "machine"),
+        ("cpu_model", "cpu_model"),
+    ):
+        if record.get(key) is not None:
+            base[column] = record[key]
     if record.get("profile"):
         base["profile"] = record["profile"]
     base.update({f"case_{k}": v for k, v in case.items()})

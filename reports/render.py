@@ -17,7 +17,7 @@ from plotly.offline import get_plotlyjs, get_plotlyjs_version
 from plotly.subplots import make_subplots
 
 from ppo_core.atomic import atomic_path
-from reports.evidence import MEMORY_SAFETY_MARGIN, preset_summary
+from reports.evidence import MEMORY_SAFETY_MARGIN, device_label, preset_summary
 from reports.load import ReportError, load_runs, missing_suites, run_info
 from reports.stats import mean_ci
 from reports.use_cases import USE_CASES, Budgets, Decision, recommend
@@ -83,12 +83,13 @@ def render_html(
     recommendations = recommend(df, budgets)
     runs = list(dict.fromkeys(df["run"]))
     devices = list(dict.fromkeys(d.device for d in recommendations))
+    by_device = _runs_by_device(df)
     figures = {
-        "throughput": _throughput_figure(df),
-        "latency": _latency_figure(df),
-        "memory": _memory_figure(df),
-        "overfit": _overfit_figure(df),
-        "pareto": _pareto_figure(df),
+        "throughput": _throughput_figure(by_device),
+        "latency": _latency_figure(by_device),
+        "memory": _memory_figure(by_device),
+        "overfit": _overfit_figure(by_device),
+        "pareto": _pareto_figure(by_device),
     }
     titles = {
         "throughput": "Training throughput vs parameters",
@@ -191,8 +192,24 @@ class _Raw(str):
     """Cell content that is already HTML."""
 
 
+def _runs_by_device(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows, with a run merged from shards on several kinds of device split into one
+    'run (device)' per kind, so that no chart line joins two GPUs' figures."""
+    parts = []
+    for run, rows in df.groupby("run", sort=False):
+        kinds = list(rows.groupby([rows["gpu"].astype(str), rows["cpu_model"].astype(str)]))
+        if len(kinds) == 1:
+            parts.append(rows)
+            continue
+        for _, part in kinds:
+            parts.append(part.assign(run=f"{run} ({device_label(part)})"))
+    return pd.concat(parts) if parts else df
+
+
 def _header(df: pd.DataFrame) -> str:
     info = run_info(df)
+    # A merged multi-device run has these per record: show every value it holds.
+    per_record = ("machine", "gpu", "gpu_memory_bytes", "cpu_model", "device")
     fields = [
         ("machine", "machine"),
         ("GPU", "gpu"),
@@ -211,8 +228,11 @@ def _header(df: pd.DataFrame) -> str:
         cells: list[object] = [label]
         for _, run in info.iterrows():
             value = run[column]
-            if column == "gpu_memory_bytes" and pd.notna(value):
-                value = f"{value / 2**30:.1f} GiB"
+            if column in per_record:
+                values = df.loc[df["run"] == run["run"], column].dropna().unique().tolist()
+                if column == "gpu_memory_bytes":
+                    values = [f"{v / 2**30:.1f} GiB" for v in values]
+                value = ", ".join(str(v) for v in values) if values else None
             if column == "commit" and isinstance(value, str):
                 value = value[:12] + (" (dirty)" if run["dirty"] else "")
             if column == "cuda_version" and value is None:

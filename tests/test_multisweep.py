@@ -1,0 +1,320 @@
+"""`archbench sweep --devices` and `--ray` on the CPU: two CPU shards, on this node and on one
+local Ray cluster, merge into the run a single process makes of the same cases; bad input is
+one line before any work starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ppo_core import multisweep
+from ppo_core.cli import main
+from ppo_core.errors import ArchbenchError, ConfigError
+from ppo_core.multisweep import (
+    RAY_INSTALL_HINT,
+    SweepOptions,
+    check_devices,
+    run_on_devices,
+    run_on_ray,
+)
+from ppo_core.sweep import run_sweep
+from reports.load import load_run
+
+# Two groups the splitter keeps apart (env steps, machine ceilings), in smoke budgets: seconds.
+SELECT = ("-k", "env_step or ceilings", "--benchmark-disable")
+OPTIONS = SweepOptions(presets="tiny", pytest_args=SELECT)
+
+
+def _cases(path: Path) -> list[str]:
+    return sorted(b["fullname"] for b in json.loads(path.read_text())["benchmarks"])
+
+
+def _records(path: Path) -> list[dict]:
+    return [b["extra_info"]["archbench"] for b in json.loads(path.read_text())["benchmarks"]]
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory) -> Path:
+    """The same cases in one ordinary sweep process: what every merged run must equal."""
+    result = run_sweep(
+        presets="tiny",
+        device="cpu",
+        out_dir=tmp_path_factory.mktemp("single"),
+        pytest_args=SELECT,
+        render=False,
+        echo=lambda line: None,
+    )
+    assert result.returncode == 0, result.log_path.read_text()[-3000:]
+    return result.json_path
+
+
+def _assert_same_run(merged: Path, single: Path) -> None:
+    assert _cases(merged) == _cases(single)
+    assert len(_cases(single)) == 3  # env steps at two n_envs, one ceilings case
+    frame = load_run(merged)  # every record valid, or this raises naming it
+    assert set(frame["status"]) == {"ok"}
+    assert set(frame["device"]) == {"cpu"}
+    records = _records(merged)
+    assert {r["shard"] for r in records} == {0, 1}  # both shards did work
+    by_suite = {r["suite"]: r["shard"] for r in records}
+    assert by_suite["env"] != by_suite["ceiling"]
+
+
+def test_two_cpu_devices_merge_into_the_single_process_run(single_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    lines: list[str] = []
+    result = run_on_devices(["cpu", "cpu"], OPTIONS, out_dir=tmp_path, echo=lines.append)
+    assert (result.shards, result.finished, result.failed) == (2, 2, ()), "\n".join(lines)
+    (merged,) = result.json_paths
+    _assert_same_run(merged, single_run)
+    assert any(line.startswith("[1:cpu] ") for line in lines)  # progress names the shard
+    machine = json.loads(merged.read_text())["machine_info"]
+    assert [s["device"] for s in machine["archbench_shards"]] == ["cpu", "cpu"]
+    assert result.html_path is not None
+    assert result.html_path.stat().st_size > 0
+
+
+def test_ctrl_c_keeps_the_shards_finished_cases(tmp_path):
+    code = (
+        "import sys; from ppo_core.cli import main; "
+        f"sys.exit(main(['sweep', '--presets', 'tiny', '--devices', 'cpu,cpu', '--out', "
+        f"{str(tmp_path)!r}, '--no-report', '--', *{list(SELECT)!r}]))"
+    )
+    out = tmp_path / "sweep.out"
+    with out.open("w") as handle:
+        # Its own session, so the SIGINT below reaches the driver as a terminal's Ctrl-C would.
+        child = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        deadline = time.monotonic() + 240
+        while "[1/" not in out.read_text() and child.poll() is None:
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.1)
+        os.killpg(child.pid, signal.SIGINT)
+        returncode = child.wait(timeout=120)
+    text = out.read_text()
+    assert returncode == 130, text
+    assert "interrupted: each shard keeps its finished cases" in text
+    (merged,) = tmp_path.glob("run-*.json")
+    records = _records(merged)
+    assert 1 <= len(records) <= 3
+    assert all(r["status"] == "ok" for r in records)
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+# --- bad input: one line, exit 2, before any work ------------------------------------------
+
+
+def _cli_error(capsys, *argv: str) -> str:
+    assert main(["sweep", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_bad_devices_and_flags_are_one_line(capsys, tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        assert "cuda:0 asked for, but torch sees no CUDA" in _cli_error(
+            capsys, "--devices", "cuda:0", "--out", str(tmp_path)
+        )
+    if (torch.cuda.device_count() if torch.cuda.is_available() else 0) < 8:
+        with pytest.raises(ConfigError, match="cuda:7"):
+            check_devices("cpu,cuda:7")
+    assert "--accelerator needs --ray" in _cli_error(capsys, "--accelerator", "H100")
+    assert "unknown preset 'huge'" in _cli_error(capsys, "--devices", "cpu", "--presets", "huge")
+    assert not list(tmp_path.iterdir())  # nothing was started
+
+
+def test_an_unreachable_ray_address_fails_fast(capsys):
+    pytest.importorskip("ray")
+    err = _cli_error(capsys, "--ray", "127.0.0.1:1", "--devices", "cpu")
+    assert "no Ray cluster answers at 127.0.0.1:1" in err
+    assert "is not an address" in _cli_error(capsys, "--ray", "nowhere")
+
+
+def test_without_ray_installed_ray_says_how_to_get_it(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(ArchbenchError, match="pip install 'ppo-archbench\\[ray\\]'"):
+        run_on_ray("local", OPTIONS)
+    assert RAY_INSTALL_HINT in _cli_error(capsys, "--ray", "local")
+
+
+class _FakeRay:
+    """ray.remote/wait/get over plain values; shard 1's node is lost beyond its retries."""
+
+    def __init__(self) -> None:
+        self.options: list[dict] = []
+
+    def remote(self, function):
+        fake = self
+
+        class _Task:
+            def options(self, **kwargs):
+                fake.options.append(kwargs)
+                return self
+
+            def remote(self, command, gpu):
+                shard = int(command[command.index("--archbench-shard") + 1].split("/")[0])
+                return ("ref", shard, gpu)
+
+        return _Task()
+
+    def wait(self, refs, num_returns, timeout):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        _, shard, _gpu = ref
+        if shard == 1:
+            raise RuntimeError("The node running this task died (NodeDiedError)")
+        if shard == 3:  # more shards than sizes: the sweep collected nothing and wrote no JSON
+            log = "collected 0 cases\n0 cases finished; pytest exit code 5"
+            return {"node": "n3", "device": "cuda:0", "returncode": 1, "json": None,
+                    "log_tail": log}  # fmt: skip
+        data = {"machine_info": {"archbench": {"gpu_uuid": "GPU-x"}}, "benchmarks": []}
+        return {"node": f"n{shard}", "device": "cuda:2", "returncode": 0, "json": data,
+                "log_tail": "done"}  # fmt: skip
+
+
+def test_a_lost_node_costs_only_its_shard_and_an_empty_shard_is_no_failure(tmp_path):
+    fake = _FakeRay()
+    plan = [("H100", "gpu", 4)]
+    runs, failed, interrupted = multisweep._run_tasks(
+        fake, plan, OPTIONS, tmp_path, lambda line: None
+    )
+    assert [r.index for r in runs] == [0, 2]
+    assert all(r.accelerator == "H100" and r.device == "cuda:2" for r in runs)
+    assert len(failed) == 1
+    assert failed[0].startswith("shard 1: RuntimeError")
+    assert not interrupted
+    assert fake.options[0] == {
+        "max_retries": 2,
+        "retry_exceptions": False,
+        "num_gpus": 1,
+        "accelerator_type": "H100",
+    }
+    assert (tmp_path / "shard0" / "run.json").is_file()
+
+
+# --- one local Ray cluster for the rest of the module ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_cpu_shards_merge_into_the_single_process_run(
+    ray_cluster, single_run, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    lines: list[str] = []
+    result = run_on_ray(
+        "local", OPTIONS, shards=2, cpu_only=True, out_dir=tmp_path, echo=lines.append
+    )
+    assert (result.shards, result.finished, result.failed) == (2, 2, ()), "\n".join(lines)
+    (merged,) = result.json_paths
+    _assert_same_run(merged, single_run)
+    assert {r["node"] for r in _records(merged)} == {json.loads(merged.read_text())[
+        "machine_info"]["node"]}  # fmt: skip
+    assert result.html_path is not None
+    assert ray_cluster.is_initialized()  # a cluster the caller started is left running
+
+
+def test_an_accelerator_the_cluster_lacks_is_one_line(ray_cluster, capsys, tmp_path):
+    err = _cli_error(capsys, "--ray", "local", "--accelerator", "H100", "--out", str(tmp_path))
+    assert "--accelerator H100: the Ray cluster has no GPU of that type" in err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.gpu
+def test_a_gpu_shard_is_pinned_and_named_by_uuid(tmp_path):
+    options = SweepOptions(presets="tiny", pytest_args=("-k", "env_step", "--benchmark-disable"))
+    result = run_on_devices(["cuda:0"], options, out_dir=tmp_path, render=False)
+    (merged,) = result.json_paths
+    records = _records(merged)
+    assert {r["device"] for r in records} == {"cuda:0"}
+    assert all(str(r["device_uuid"]).startswith(("GPU-", "MIG-")) for r in records)
+    assert all(r["gpu_name"] for r in records)
+
+
+class _TypedCluster:
+    """A fake Ray cluster of two H100 nodes and one A100 node; each shard returns its half of
+    a real H100 run's cases, as measured on the GPU type its task asked for."""
+
+    def __init__(self, run: dict) -> None:
+        self.run = run
+        self.asked: list[dict] = []
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def nodes(self) -> list[dict]:
+        node = {"Alive": True}
+        return [
+            {**node, "Resources": {"GPU": 1.0, "accelerator_type:H100": 1.0}},
+            {**node, "Resources": {"GPU": 1.0, "accelerator_type:H100": 1.0}},
+            {**node, "Resources": {"GPU": 1.0, "accelerator_type:A100": 1.0}},
+            {"Alive": False, "Resources": {"GPU": 8.0, "accelerator_type:L4": 1.0}},
+        ]
+
+    def remote(self, function):
+        cluster = self
+
+        class _Task:
+            def options(self, **kwargs):
+                cluster.asked.append(kwargs)
+                return self
+
+            def remote(self, command, gpu):
+                shard, n_shards = command[command.index("--archbench-shard") + 1].split("/")
+                return (int(shard), int(n_shards), cluster.asked[-1]["accelerator_type"])
+
+        return _Task()
+
+    def wait(self, refs, num_returns, timeout):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        shard, n_shards, accelerator = ref
+        run = json.loads(json.dumps(self.run))
+        run["machine_info"]["archbench"]["gpu_name"] = f"NVIDIA {accelerator}"
+        run["benchmarks"] = run["benchmarks"][shard::n_shards]
+        return {"node": f"{accelerator}-{shard}", "device": "cuda:0", "returncode": 0,
+                "json": run, "log_tail": ""}  # fmt: skip
+
+
+def test_accelerator_types_each_get_a_whole_sweep_and_one_report(tmp_path, monkeypatch):
+    import gzip
+
+    fixture = Path(__file__).parent / "fixtures" / "h100" / "full-perf-cuda.json.gz"
+    with gzip.open(fixture, "rt", encoding="utf-8") as handle:
+        cluster = _TypedCluster(json.load(handle))
+    monkeypatch.setattr(multisweep, "_import_ray", lambda: cluster)
+    result = run_on_ray("auto", OPTIONS, accelerators=["H100", "A100"], out_dir=tmp_path)
+    assert (result.shards, result.finished, result.failed) == (3, 3, ())  # 2 H100 + 1 A100
+    assert sorted(a["accelerator_type"] for a in cluster.asked) == ["A100", "H100", "H100"]
+    h100, a100 = result.json_paths
+    assert "ray-h100" in h100.name
+    assert "ray-a100" in a100.name
+    assert len(_records(h100)) == len(_records(a100)) == len(cluster.run["benchmarks"])
+    assert {r["gpu_name"] for r in _records(a100)} == {"NVIDIA A100"}
+    page = result.html_path.read_text()
+    assert "<th>use case</th><th>NVIDIA H100</th><th>NVIDIA A100</th>" in page
+    with pytest.raises(ConfigError, match=r"no GPU of that type \(it has: A100, H100\)"):
+        run_on_ray("auto", OPTIONS, accelerators=["L4"], out_dir=tmp_path)
