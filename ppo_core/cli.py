@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 
 from ppo_core import __version__
-from ppo_core.errors import ArchbenchError
+from ppo_core.errors import ArchbenchError, ConfigError
 
 __all__ = ["build_parser", "main"]
 
@@ -20,6 +21,39 @@ __all__ = ["build_parser", "main"]
 def _print_json(data: object) -> None:
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+_MAX_MEMORY_GIB = 16_384.0
+"""Largest device memory a flag may state (16 TiB): anything above is a typo."""
+_MAX_BATCH = 2**31 - 1
+"""Largest env, step or minibatch count a flag may state (a torch index is int64, but tensors
+of more rows than this would not fit any device)."""
+_MAX_SEED = 2**63 - 1
+"""torch.manual_seed's limit."""
+
+
+def _refuse_non_finite(args: argparse.Namespace) -> None:
+    """Every float flag of every command: inf and nan are refused in one line, before work."""
+    for name, value in vars(args).items():
+        for item in value if isinstance(value, list | tuple) else (value,):
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ConfigError(f"--{name.replace('_', '-')} {item}: not a finite number")
+
+
+def _check_range(
+    value: float | None, flag: str, low: float, high: float, *, low_inclusive: bool = False
+) -> None:
+    """`value` (None: not given) inside (low, high] ([low, high] with low_inclusive)."""
+    if value is None:
+        return
+    above_low = value >= low if low_inclusive else value > low
+    if not (above_low and value <= high):
+        bracket = "[" if low_inclusive else "("
+        raise ConfigError(f"{flag} {value:g}: must be in {bracket}{_num(low)}, {_num(high)}]")
+
+
+def _num(x: float) -> str:
+    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
 
 
 # --- sizing: estimate, inspect, diff -----------------------------------------------------
@@ -450,32 +484,18 @@ def _add_benchmarks_commands(subcommands: argparse._SubParsersAction) -> None:
         "latency, peak memory, overfitting, env steps, machine ceilings) over the chosen sizes, "
         "showing one line per finished case. Writes DIR/run-<host>-<device>-<UTC time>.json "
         "(pytest-benchmark JSON with an archbench/1 record per case), the pytest log, and the "
-        "HTML report next to them. Ctrl-C stops the sweep and keeps every finished case. "
+        "HTML report next to them. Every option is checked before pytest starts. Ctrl-C, "
+        "SIGTERM or SIGHUP stop the sweep and pytest and keep every finished case (JSON and "
+        "report). Each finished case is also streamed to DIR/run-...records.jsonl: if the sweep "
+        "itself is killed, `archbench report DIR/run-...records.jsonl` rebuilds the run. "
         "quick: minutes on a laptop CPU (all presets but xlarge for latency and memory; tiny "
         "and small for training and overfitting; one seed). full: every preset, 3 seeds, "
         "longer budgets, sized for a GPU. Needs a source checkout (bench/ is not installed).",
     )
-    sweep.add_argument(
-        "--profile", choices=["quick", "full"], default="quick", help="budget (default: quick)"
-    )
-    sweep.add_argument(
-        "--presets",
-        metavar="P,P,...",
-        help="presets to sweep (tiny,small,medium,large,xlarge or all); default: the profile's",
-    )
-    sweep.add_argument(
-        "--hidden-dims",
-        action="append",
-        default=[],
-        metavar="W,W,...",
-        help="a custom size swept beside the presets, e.g. 768,384,192 (repeatable)",
-    )
-    sweep.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
-    sweep.add_argument(
-        "--data",
-        default="synthetic",
-        help="synthetic, a named dataset (sp500, eurusd-1h, ...) or an OHLCV CSV/Parquet file",
-    )
+    from ppo_core.sweep import SWEEP_OPTIONS
+
+    for option in SWEEP_OPTIONS:  # the same flags, help and parsers as bench/conftest.py's
+        option.declare(sweep.add_argument)
     sweep.add_argument(
         "--out", default="runs", metavar="DIR", help="folder for the JSON, log and report (runs)"
     )
@@ -513,8 +533,8 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"wrote {result.html_path}")
     elif result.report_note:
         print(f"no report: {result.report_note}")
-    if result.interrupted:
-        return 130
+    if result.stopped_by is not None:
+        return 128 + result.stopped_by  # as a shell reports a command ended by that signal
     return 0 if result.returncode == 0 else 1
 
 
@@ -599,11 +619,25 @@ def _add_reports_commands(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _report_command(args: argparse.Namespace) -> int:
+    from ppo_core.atomic import check_output
     from ppo_core.errors import ConfigError
+    from ppo_core.sweep import resolve_run
     from reports.compare import compare_runs, comparison_html
     from reports.recommend import Budgets
     from reports.render import render_report
 
+    _check_range(args.latency_budget_ms, "--latency-budget-ms", 0, 1e6)
+    _check_range(args.memory_budget_gb, "--memory-budget-gb", 0, _MAX_MEMORY_GIB)
+    _check_range(args.max_sharpe_gap, "--max-sharpe-gap", 0, 1e3)
+    inputs = [*args.runs, *(args.compare or ())]
+    check_output(args.output, inputs, flag="-o", example="report.html")
+    runs = []
+    for run in args.runs:  # a killed sweep's records stream becomes its run JSON first
+        path, note = resolve_run(run)
+        if note:
+            print(note)
+        runs.append(path)
+    check_output(args.output, runs, flag="-o", example="report.html")
     try:
         budgets = Budgets(
             latency_p99_s=args.latency_budget_ms / 1e3,
@@ -616,9 +650,9 @@ def _report_command(args: argparse.Namespace) -> int:
     if args.compare:
         section = comparison_html(compare_runs(*args.compare))
     path = render_report(
-        args.runs, args.output, plotlyjs=args.plotlyjs, budgets=budgets, compare_html=section
+        runs, args.output, plotlyjs=args.plotlyjs, budgets=budgets, compare_html=section
     )
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) from {len(args.runs)} run(s)")
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) from {len(runs)} run(s)")
     return 0
 
 
@@ -628,6 +662,11 @@ def _compare_command(args: argparse.Namespace) -> int:
 
     if not 0 < args.alpha < 1:
         raise ConfigError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    _check_range(args.tolerance, "--tolerance", 0, 1e3, low_inclusive=True)
+    if args.html:
+        from ppo_core.atomic import check_output
+
+        check_output(args.html, [args.a, args.b], flag="--html", example="compare.html")
     table = compare_runs(args.a, args.b, alpha=args.alpha, tolerance=args.tolerance)
     print_comparison(table, console=_console(), show_all=args.all)
     if args.html:
@@ -771,16 +810,14 @@ def _pick_device(gpu: str, vram_gb: float | None):  # -> gpus.GpuSpec
 
 
 def _pick(args: argparse.Namespace) -> int:
-    from ppo_core.errors import ConfigError
     from ppo_core.pick import pick
     from ppo_core.presets import parse_hidden_dims
 
-    if args.vram_gb is not None and not args.vram_gb > 0:
-        raise ConfigError(f"--vram-gb must be positive, got {args.vram_gb}")
+    _check_range(args.vram_gb, "--vram-gb", 0, _MAX_MEMORY_GIB)
+    _check_range(args.latency_budget_ms, "--latency-budget-ms", 0, 1e6)
+    _check_range(args.data_bars, "--data-bars", 0, 10**9)
     for flag in ("n_envs", "n_steps", "minibatch"):
-        value = getattr(args, flag)
-        if value is not None and value <= 0:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {value}")
+        _check_range(getattr(args, flag), f"--{flag.replace('_', '-')}", 0, _MAX_BATCH)
     runs = None
     if args.results:
         from reports.load import load_runs
@@ -931,10 +968,11 @@ def _add_export_commands(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from ppo_core import backends
+    from ppo_core.atomic import check_output
 
+    _check_range(args.seed, "--seed", 0, _MAX_SEED, low_inclusive=True)
     missing = backends.onnx_missing()
     if missing:
         raise ArchbenchError(
@@ -946,7 +984,7 @@ def _export(args: argparse.Namespace) -> int:
     from ppo_core import checkpoint
     from ppo_core.network import ActorCritic
 
-    out = Path(args.onnx)
+    out = check_output(args.onnx, [args.checkpoint], flag="--onnx", example="policy.onnx")
     if not out.parent.is_dir():
         raise ArchbenchError(f"cannot write {out}: directory {out.parent} does not exist")
     ckpt = checkpoint.load(args.checkpoint)
@@ -984,6 +1022,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _refuse_non_finite(args)
         return int(args.handler(args) or 0)
     except ArchbenchError as error:
         print(f"archbench {args.command}: error: {error}", file=sys.stderr)
