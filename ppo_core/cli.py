@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from ppo_core import __version__
@@ -406,6 +408,13 @@ def _train(args: argparse.Namespace) -> int:
     from ppo_core.trainer import PPOTrainer
 
     config = _training_config(args)
+    out = _check_train_out(args)
+    device = detect_device(config.device)[0]
+    if config.bf16 and not device.startswith("cuda"):
+        raise ConfigError(
+            f"--bf16 needs a CUDA device; training would run on {device}, where it would be "
+            "silently ignored: drop --bf16 or pass --device cuda"
+        )
     market = load_market_data(args.data, bars=args.bars, seed=config.seed, **_signal(args))
     normalizer = None
     if args.resume:
@@ -413,7 +422,6 @@ def _train(args: argparse.Namespace) -> int:
         stored = checkpoint.load(args.resume, config=config.network).obs_norm
         normalizer = Normalizer.from_dict(stored) if stored else None
     data = prepare(market, lookback=config.network.lookback, normalizer=normalizer)
-    device = detect_device(config.device)[0]
     env = TradingEnv(data, "train", config.n_envs, config.env, device=device, seed=config.seed)
     trainer = PPOTrainer(env, config.replace(device=str(device)))
     if args.resume:
@@ -426,10 +434,27 @@ def _train(args: argparse.Namespace) -> int:
             f"of {config.n_envs} envs x {config.n_steps} steps",
             file=sys.stderr,
         )
-    stats = trainer.learn(checkpoint_path=args.out, checkpoint_every=args.checkpoint_every)
+    with _StopAfterIteration() as stop:
+        try:
+            stats = trainer.learn(
+                checkpoint_path=out,
+                checkpoint_every=args.checkpoint_every,
+                on_iteration=stop.check,
+            )
+        except (_Stopped, KeyboardInterrupt):
+            # A stop keeps the training done so far: the checkpoint resumes with --resume.
+            trainer.save(out)
+            name = signal.Signals(stop.signum or signal.SIGINT).name
+            print(
+                f"archbench train: interrupted by {name} after iteration {trainer.iteration} "
+                f"of {config.n_iterations}; checkpoint written to {out} "
+                f"(continue with --resume {out})",
+                file=sys.stderr,
+            )
+            return 128 + (stop.signum or signal.SIGINT)
     results = evaluate_with_baselines(trainer.policy, data, "validation", config.env.cost_bps)
     summary = {
-        "checkpoint": str(args.out),
+        "checkpoint": str(out),
         "hidden_dims": list(config.network.hidden_dims),
         "iterations": len(stats),
         "last_iteration": stats[-1].to_dict() if stats else None,
@@ -446,21 +471,86 @@ def _train(args: argparse.Namespace) -> int:
                 f"explained variance {last.explained_variance:.3f}"
             )
         _eval_table("validation split", results)
-        print(f"checkpoint written to {args.out}")
+        print(f"checkpoint written to {out}")
     return 0
+
+
+def _check_train_out(args: argparse.Namespace):  # -> Path
+    from pathlib import Path
+
+    from ppo_core.atomic import check_output
+
+    # --out may be --resume's file: the continued run replaces it (atomically), as intended.
+    data = [args.data] if Path(args.data).is_file() else []
+    return check_output(args.out, data, flag="--out", example="model.pt")
+
+
+class _Stopped(Exception):
+    """Raised between PPO iterations once a stop signal has arrived."""
+
+
+class _StopAfterIteration:
+    """SIGINT and SIGTERM during training: the first stops it at the end of the running
+    iteration (weights and Adam state consistent), a second stops it at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _note(self, signum: int, _frame: object) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(
+            f"archbench train: {signal.Signals(signum).name}: stopping after this iteration and "
+            "saving the checkpoint (again to stop at once)",
+            file=sys.stderr,
+        )
+
+    def check(self, _stats: object) -> None:
+        if self.signum is not None:
+            raise _Stopped
+
+    def __enter__(self) -> _StopAfterIteration:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _check_features(ckpt, n_features: int) -> None:  # ckpt: checkpoint.Checkpoint
+    """The policy's input width against the data's, as one ArchitectureMismatch line (torch
+    would say 'mat1 and mat2 shapes cannot be multiplied')."""
+    from ppo_core.errors import ArchitectureMismatch
+
+    config = ckpt.config
+    if config.n_features != n_features:
+        raise ArchitectureMismatch(
+            f"checkpoint {ckpt.path} has n_features {config.n_features} "
+            f"({config.obs_dim} inputs with lookback {config.lookback}); the data gives "
+            f"{n_features} features per bar ({n_features * config.lookback} inputs): it was "
+            "trained on other features, so it cannot be evaluated on these"
+        )
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from ppo_core import checkpoint
-    from ppo_core.data import Normalizer, load_market_data, prepare
+    from ppo_core.data import FEATURE_NAMES, Normalizer, load_market_data, prepare
     from ppo_core.evaluation import evaluate_with_baselines
     from ppo_core.hardware import detect_device
     from ppo_core.network import ActorCritic
 
     ckpt = checkpoint.load(args.checkpoint)
+    _check_range(args.seed, "--seed", 0, _MAX_SEED, low_inclusive=True)
+    _check_features(ckpt, len(FEATURE_NAMES))
     normalizer = Normalizer.from_dict(ckpt.obs_norm) if ckpt.obs_norm else None
     market = load_market_data(args.data, bars=args.bars, seed=args.seed, **_signal(args))
     data = prepare(market, lookback=ckpt.config.lookback, normalizer=normalizer)
+    _check_features(ckpt, data.n_features)
     policy = ActorCritic(ckpt.config)
     policy.load_state_dict(ckpt.policy_state_dict)
     policy.to(detect_device(args.device)[0])
