@@ -387,3 +387,41 @@ def test_a_half_written_benchmark_json_is_not_taken_for_a_result(tmp_path):
     assert _is_complete_json(whole)
     assert not _is_complete_json(half)
     assert not _is_complete_json(tmp_path / "missing.json")
+
+
+def test_cases_without_an_extra_say_why_and_raise_no_benchmark_warnings(tmp_path):
+    # As if the onnx and peers extras were not installed: find_spec() answers None for them.
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "for name in ('onnx', 'onnxruntime', 'onnxscript', 'stable_baselines3'):\n"
+        "    sys.modules[name] = None\n"
+    )
+    records = tmp_path / "records.jsonl"
+    path = os.pathsep.join([str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])
+    command = [sys.executable, "-m", "pytest", str(bench_dir()), "-q", "-p", "no:cacheprovider"]
+    command += ["--presets", "tiny", "--device", "cpu", "--benchmark-disable"]
+    command += ["-k", "onnx or peer", "--archbench-records", str(records)]
+    done = subprocess.run(
+        command,
+        cwd=bench_dir().parent,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path},
+        timeout=600,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "PytestBenchmarkWarning" not in output
+    lines: list[str] = []
+    progress = _Progress(records, lines.append)
+    progress.poll()
+    cases = [line for line in lines if line.startswith("[")]
+    assert len(cases) == progress.collected >= 3
+    for line in cases:
+        if "-onnx]" in line:
+            assert "not measured: onnx, onnxruntime, onnxscript not installed" in line
+        else:  # the peers suite skips as a whole
+            assert "skipped" in line
+            assert "the peers extra is not installed" in line
+            assert "(" not in line.split("s  ", 1)[1].split("(elapsed")[0]  # no raw tuple
