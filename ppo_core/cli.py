@@ -625,7 +625,8 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"no report: {result.report_note}")
     if result.stopped_by is not None:
         return 128 + result.stopped_by  # as a shell reports a command ended by that signal
-    return 0 if result.returncode == 0 else 1
+    report_missing = not args.no_report and result.json_path and result.html_path is None
+    return 0 if result.returncode == 0 and not report_missing else 1
 
 
 # --- reports: report, compare ------------------------------------------------------------

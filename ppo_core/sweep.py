@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -384,7 +385,7 @@ def run_sweep(
     if json_path is None:
         note = "no case finished, so there is nothing to report"
     elif render:
-        html_path, note = _render(json_path)
+        html_path, note = _render(json_path, log_path)
     return SweepResult(
         json_path=json_path,
         html_path=html_path,
@@ -401,7 +402,10 @@ def run_sweep(
 
 
 def _print_now(line: str) -> None:
-    print(line, flush=True)  # a line per case as it ends, even into a pipe or a file
+    try:
+        print(line, flush=True)  # a line per case as it ends, even into a pipe or a file
+    except OSError:  # the terminal hung up (SIGHUP) or the pipe closed: the sweep goes on
+        pass
 
 
 class _Progress:
@@ -680,7 +684,7 @@ def resolve_run(path: str | Path) -> tuple[Path, str | None]:
     return target, f"rebuilt {target} from the streamed records {records}"
 
 
-def _render(json_path: Path) -> tuple[Path | None, str | None]:
+def _render(json_path: Path, log_path: Path) -> tuple[Path | None, str | None]:
     try:
         from reports.render import render_report
     except ImportError as error:
@@ -689,5 +693,13 @@ def _render(json_path: Path) -> tuple[Path | None, str | None]:
             f"`archbench report {json_path}`"
         )
     html_path = json_path.with_suffix(".html")
-    render_report([json_path], html_path)
+    try:
+        render_report([json_path], html_path)
+    except Exception as error:  # the run is safe on disk whatever the report does
+        with log_path.open("a", encoding="utf-8") as log:
+            log.write(f"\n$ archbench report {json_path}\n{traceback.format_exc()}")
+        return None, (
+            f"rendering failed ({type(error).__name__}: {error}; traceback in {log_path}); "
+            f"the run is kept: render it later with `archbench report {json_path}`"
+        )
     return html_path, None

@@ -425,3 +425,21 @@ def test_cases_without_an_extra_say_why_and_raise_no_benchmark_warnings(tmp_path
             assert "skipped" in line
             assert "the peers extra is not installed" in line
             assert "(" not in line.split("s  ", 1)[1].split("(elapsed")[0]  # no raw tuple
+
+
+def test_a_failing_report_keeps_the_run_and_says_where_the_traceback_is(tmp_path, monkeypatch):
+    import reports.render
+    from ppo_core.sweep import _render
+
+    def broken(*_args, **_kwargs):
+        raise KeyError("memory_bytes")
+
+    monkeypatch.setattr(reports.render, "render_report", broken)
+    run, log = tmp_path / "run.json", tmp_path / "run.log"
+    run.write_text("{}")
+    html, note = _render(run, log)
+    assert html is None
+    assert "rendering failed (KeyError: 'memory_bytes'" in note
+    assert f"archbench report {run}" in note
+    assert "Traceback" in log.read_text()
+    assert run.read_text() == "{}"
