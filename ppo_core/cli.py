@@ -427,14 +427,15 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         trainer.resume(args.resume)
     dims = ",".join(map(str, config.network.hidden_dims))
-    if not args.json:
-        print(
-            f"training hidden_dims ({dims}) on {market.name} ({len(market.timestamps):,} bars) "
-            f"for {config.total_timesteps:,} steps on {device}: {config.n_iterations} iterations "
-            f"of {config.n_envs} envs x {config.n_steps} steps",
-            file=sys.stderr,
-        )
     with _StopAfterIteration() as stop:
+        if not args.json:
+            print(
+                f"training hidden_dims ({dims}) on {market.name} ({len(market.timestamps):,} "
+                f"bars) for {config.total_timesteps:,} steps on {device}: "
+                f"{config.n_iterations} iterations of {config.n_envs} envs x "
+                f"{config.n_steps} steps",
+                file=sys.stderr,
+            )
         try:
             stats = trainer.learn(
                 checkpoint_path=out,
