@@ -32,6 +32,8 @@ _MAX_BATCH = 2**31 - 1
 of more rows than this would not fit any device)."""
 _MAX_SEED = 2**63 - 1
 """torch.manual_seed's limit."""
+_MAX_BARS = 10**8
+"""Most bars of data a flag may ask for (10^8 bars of 53 float32 features are ~21 GB)."""
 
 
 def _refuse_non_finite(args: argparse.Namespace) -> None:
@@ -408,6 +410,7 @@ def _train(args: argparse.Namespace) -> int:
     from ppo_core.trainer import PPOTrainer
 
     config = _training_config(args)
+    _check_range(args.bars, "--bars", 1, _MAX_BARS)
     out = _check_train_out(args)
     device = detect_device(config.device)[0]
     if config.bf16 and not device.startswith("cuda"):
@@ -547,6 +550,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     ckpt = checkpoint.load(args.checkpoint)
     _check_range(args.seed, "--seed", 0, _MAX_SEED, low_inclusive=True)
+    _check_range(args.bars, "--bars", 1, _MAX_BARS)
     _check_features(ckpt, len(FEATURE_NAMES))
     normalizer = Normalizer.from_dict(ckpt.obs_norm) if ckpt.obs_norm else None
     market = load_market_data(args.data, bars=args.bars, seed=args.seed, **_signal(args))
@@ -1060,7 +1064,6 @@ def _add_export_commands(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-
     from ppo_core import backends
     from ppo_core.atomic import check_output
 

@@ -51,6 +51,7 @@ def _one_line_error(capsys, argv: list[str]) -> str:
         (["estimate", "--features", "53", "--bars", "10"], None),  # ints pass untouched
         (["train", *SMALL, "--lr", "inf"], "--lr inf: not a finite number"),
         (["train", *SMALL, "--signal-strength", "nan"], "--signal-strength nan"),
+        (["train", *SMALL, "--bars", str(10**12)], "--bars 1e+12: must be in (1, 100,000,000]"),
         (["evaluate", "model.pt", "--seed", "-1"], None),  # the missing checkpoint comes first
     ],
 )
