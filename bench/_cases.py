@@ -14,8 +14,9 @@ import pytest
 
 from ppo_core.config import NetworkConfig
 from ppo_core.errors import is_out_of_memory
-from ppo_core.presets import PRESETS, parse_hidden_dims, preset_name
+from ppo_core.presets import PRESETS, preset_name
 from ppo_core.record import Metric, Record
+from ppo_core.sweep import PROFILES
 
 __all__ = [
     "BUDGETS",
@@ -35,7 +36,6 @@ __all__ = [
     "timed_rounds",
 ]
 
-PROFILES = ("quick", "full")
 OPTIONS_KEY = pytest.StashKey["BenchOptions"]()
 """Where conftest keeps the session's BenchOptions on the pytest config."""
 _TRAINING_SUITES = ("train", "overfit")
@@ -264,25 +264,6 @@ class BenchOptions:
     @property
     def cuda(self) -> bool:
         return self.device.startswith("cuda")
-
-
-def parse_presets(text: str) -> tuple[str, ...]:
-    """'tiny,small' or 'all' -> preset names, each checked."""
-    names = [p.strip().lower() for p in text.split(",") if p.strip()]
-    if names == ["all"]:
-        return tuple(PRESETS)
-    unknown = [n for n in names if n not in PRESETS]
-    if unknown or not names:
-        raise ValueError(
-            f"--presets {text!r}: unknown preset {unknown[0] if unknown else '(none)'!r}; "
-            f"choose from {', '.join(PRESETS)} or 'all'"
-        )
-    return tuple(dict.fromkeys(names))
-
-
-def parse_custom(values: list[str]) -> tuple[tuple[int, ...], ...]:
-    """Repeatable --hidden-dims values ('768,384,192') -> width tuples, duplicates dropped."""
-    return tuple(dict.fromkeys(parse_hidden_dims(v) for v in values))
 
 
 def sizes_for(suite: str, options: BenchOptions) -> list[Size]:

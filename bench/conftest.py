@@ -16,14 +16,13 @@ import pytest
 from _cases import (
     BUDGETS,
     OPTIONS_KEY,
-    PROFILES,
     SMOKE,
     BenchOptions,
-    parse_custom,
-    parse_presets,
     session_ceilings,
     sizes_for,
 )
+
+from ppo_core.sweep import SWEEP_OPTIONS, SweepOptions
 
 _OPTIONS = OPTIONS_KEY
 _STATE = pytest.StashKey[dict[str, Any]]()
@@ -31,31 +30,9 @@ _STATE = pytest.StashKey[dict[str, Any]]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("archbench", "ppo-archbench sweep")
-    group.addoption(
-        "--presets",
-        default=None,
-        help="comma-separated presets (tiny,small,medium,large,xlarge) or 'all'; "
-        "default: the profile's (quick: all but xlarge; tiny and small for training suites)",
-    )
-    group.addoption(
-        "--hidden-dims",
-        action="append",
-        default=[],
-        metavar="W1,W2,...",
-        help="a custom size swept beside the presets, e.g. 768,384,192 (repeatable)",
-    )
-    group.addoption(
-        "--profile",
-        choices=PROFILES,
-        default="quick",
-        help="quick: minutes on a laptop CPU; full: all presets, 3 seeds, sized for a GPU",
-    )
-    group.addoption("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    group.addoption(
-        "--data",
-        default="synthetic",
-        help="synthetic, a named dataset (sp500, eurusd-1h, ...) or an OHLCV CSV/Parquet path",
-    )
+    # The same flags, help and parsers as `archbench sweep` (ppo_core.sweep.SWEEP_OPTIONS).
+    for option in SWEEP_OPTIONS:
+        option.declare(group.addoption)
     group.addoption(
         "--archbench-records",
         default=None,
@@ -75,17 +52,16 @@ def pytest_configure(config: pytest.Config) -> None:
     from ppo_core.hardware import detect_device
 
     try:
-        presets = config.getoption("presets")
+        parsed = SweepOptions.parse(config.getoption)
+        smoke = bool(config.getoption("benchmark_disable"))
         options = BenchOptions(
-            presets=parse_presets(presets) if presets else None,
-            hidden_dims=parse_custom(config.getoption("hidden_dims")),
-            profile=config.getoption("profile"),
-            device=detect_device(config.getoption("device"))[0],
-            data=config.getoption("data"),
-            smoke=bool(config.getoption("benchmark_disable")),
-            budget=SMOKE
-            if config.getoption("benchmark_disable")
-            else BUDGETS[config.getoption("profile")],
+            presets=parsed.presets,
+            hidden_dims=parsed.hidden_dims,
+            profile=parsed.profile,
+            device=detect_device(parsed.device)[0],
+            data=parsed.data,
+            smoke=smoke,
+            budget=SMOKE if smoke else BUDGETS[parsed.profile],
         )
     except (ArchbenchError, ValueError) as error:
         raise pytest.UsageError(str(error)) from None
@@ -192,6 +168,10 @@ def emit(request: pytest.FixtureRequest, benchmark: Any):
         emitted.append(data)
 
     yield _emit
+    if emitted and not getattr(benchmark, "_mode", None):
+        # The record says why nothing was timed (a backend that is not installed, an OOM);
+        # pytest-benchmark's "fixture was not used" warning would only repeat it, as noise.
+        benchmark.skipped = True
     finished = not state["interrupted"] and not getattr(request.node, "_archbench_failed", False)
     if not emitted and finished:
         pytest.fail(f"{nodeid} finished without emitting its archbench record")
@@ -216,7 +196,22 @@ class _Recorder:
         self.config = config
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        _append_line(self.config, {"event": "collected", "count": len(session.items)})
+        # The run's header goes first, so a sweep killed before pytest-benchmark writes its JSON
+        # can still be rebuilt whole from this stream (ppo_core.sweep.rebuild_run).
+        if self.config.stash[_STATE]["records_path"] is None:
+            return
+        opts = self.config.stash[_OPTIONS]
+        _append_line(
+            self.config,
+            {
+                "event": "collected",
+                "count": len(session.items),
+                "device": opts.device,
+                "profile": opts.profile,
+                "machine_info": _machine_info(self.config),
+                "commit_info": _commit_info(),
+            },
+        )
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # One line per finished case: after its call, or after a setup that failed or skipped.
@@ -231,7 +226,7 @@ class _Recorder:
                 "outcome": report.outcome,
                 "duration_s": report.duration,
                 "record": entry["record"] if entry else None,
-                "message": None if report.passed else _short(report.longreprtext),
+                "message": None if report.passed else _why(report),
             },
         )
 
@@ -250,13 +245,42 @@ class _Recorder:
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    machine_info.update(_archbench_machine_info(config))
+
+
+def _archbench_machine_info(config: pytest.Config) -> dict[str, Any]:
     from ppo_core.machine import device_info
 
     opts = config.stash[_OPTIONS]
-    machine_info["archbench"] = device_info(opts.device).to_dict()
-    machine_info["archbench_profile"] = opts.profile
-    machine_info["archbench_smoke"] = opts.smoke  # --benchmark-disable: figures are not for use
-    machine_info["archbench_device"] = opts.device
+    return {
+        "archbench": device_info(opts.device).to_dict(),
+        "archbench_profile": opts.profile,
+        "archbench_smoke": opts.smoke,  # --benchmark-disable: figures are not for use
+        "archbench_device": opts.device,
+    }
+
+
+def _machine_info(config: pytest.Config) -> dict[str, Any]:
+    """The part of pytest-benchmark's machine_info the reports read, for the records stream."""
+    import platform
+
+    return {
+        "node": platform.node(),
+        "processor": platform.processor(),
+        "machine": platform.machine(),
+        "python_version": platform.python_version(),
+        "system": platform.system(),
+        **_archbench_machine_info(config),
+    }
+
+
+def _commit_info() -> dict[str, Any]:
+    try:
+        from pytest_benchmark.utils import get_commit_info
+
+        return get_commit_info()
+    except Exception as error:  # the report shows the commit as unknown, with the reason
+        return {"id": None, "error": f"{type(error).__name__}: {error}"}
 
 
 def pytest_benchmark_update_json(
@@ -289,6 +313,14 @@ def _append_line(config: pytest.Config, data: dict[str, Any]) -> None:
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(data, default=str) + "\n")
         handle.flush()
+
+
+def _why(report: pytest.TestReport) -> str:
+    """One readable line: a skip's reason (its longrepr is a (path, line, reason) tuple), or
+    the last line of a failure."""
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    return _short(report.longreprtext)
 
 
 def _short(text: str) -> str:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path"]
+from ppo_core.errors import ConfigError
+
+__all__ = ["atomic_path", "check_output"]
 
 
 @contextmanager
@@ -31,3 +33,42 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_output(
+    target: str | os.PathLike[str],
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    *,
+    flag: str = "output",
+    example: str = "out",
+) -> Path:
+    """Refuse, before any work starts, an output file that is a directory (or is named like
+    one, 'DIR/'), sits under a file, or is one of `inputs`: one ConfigError naming `flag`, the
+    path and the fix (`example`: a file name to suggest inside a directory). Returns the path;
+    folders that do not exist yet are fine (the writers make them).
+    """
+    raw = os.fspath(target)
+    path = Path(raw).expanduser()
+    if path.is_dir() or raw.endswith(("/", os.sep)):
+        raise ConfigError(
+            f"{flag} {raw}: is a directory; give a file name, e.g. {Path(raw) / example}"
+        )
+    for source in inputs:
+        source_path = Path(source).expanduser()
+        if _same_file(path, source_path):
+            raise ConfigError(
+                f"{flag} {raw}: is also an input ({os.fspath(source)}); writing it would destroy "
+                "that input: give another file name"
+            )
+    for folder in path.resolve().parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(f"{flag} {raw}: {folder} is a file, not a folder")
+            break
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return a.samefile(b)  # hard links and symlinks too
+    return a.resolve() == b.resolve()

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from ppo_core import __version__
-from ppo_core.errors import ArchbenchError
+from ppo_core.errors import ArchbenchError, ConfigError
 
 __all__ = ["build_parser", "main"]
 
@@ -20,6 +23,41 @@ __all__ = ["build_parser", "main"]
 def _print_json(data: object) -> None:
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+_MAX_MEMORY_GIB = 16_384.0
+"""Largest device memory a flag may state (16 TiB): anything above is a typo."""
+_MAX_BATCH = 2**31 - 1
+"""Largest env, step or minibatch count a flag may state (a torch index is int64, but tensors
+of more rows than this would not fit any device)."""
+_MAX_SEED = 2**63 - 1
+"""torch.manual_seed's limit."""
+_MAX_BARS = 10**8
+"""Most bars of data a flag may ask for (10^8 bars of 53 float32 features are ~21 GB)."""
+
+
+def _refuse_non_finite(args: argparse.Namespace) -> None:
+    """Every float flag of every command: inf and nan are refused in one line, before work."""
+    for name, value in vars(args).items():
+        for item in value if isinstance(value, list | tuple) else (value,):
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ConfigError(f"--{name.replace('_', '-')} {item}: not a finite number")
+
+
+def _check_range(
+    value: float | None, flag: str, low: float, high: float, *, low_inclusive: bool = False
+) -> None:
+    """`value` (None: not given) inside (low, high] ([low, high] with low_inclusive)."""
+    if value is None:
+        return
+    above_low = value >= low if low_inclusive else value > low
+    if not (above_low and value <= high):
+        bracket = "[" if low_inclusive else "("
+        raise ConfigError(f"{flag} {value:g}: must be in {bracket}{_num(low)}, {_num(high)}]")
+
+
+def _num(x: float) -> str:
+    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
 
 
 # --- sizing: estimate, inspect, diff -----------------------------------------------------
@@ -379,6 +417,8 @@ def _train(args: argparse.Namespace) -> int:
     from ppo_core.trainer import PPOTrainer
 
     config = _training_config(args)
+    _check_range(args.bars, "--bars", 1, _MAX_BARS)
+    out = _check_train_out(args)
     device = detect_device(config.device)[0]
     resolve_precision(config.precision, device)  # refuse tf32/bf16 on a CPU before any work
     market = load_market_data(args.data, bars=args.bars, seed=config.seed, **_signal(args))
@@ -393,17 +433,35 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         trainer.resume(args.resume)
     dims = ",".join(map(str, config.network.hidden_dims))
-    if not args.json:
-        print(
-            f"training hidden_dims ({dims}) on {market.name} ({len(market.timestamps):,} bars) "
-            f"for {config.total_timesteps:,} steps on {device}: {config.n_iterations} iterations "
-            f"of {config.n_envs} envs x {config.n_steps} steps",
-            file=sys.stderr,
-        )
-    stats = trainer.learn(checkpoint_path=args.out, checkpoint_every=args.checkpoint_every)
+    with _StopAfterIteration() as stop:
+        if not args.json:
+            print(
+                f"training hidden_dims ({dims}) on {market.name} ({len(market.timestamps):,} "
+                f"bars) for {config.total_timesteps:,} steps on {device}: "
+                f"{config.n_iterations} iterations of {config.n_envs} envs x "
+                f"{config.n_steps} steps",
+                file=sys.stderr,
+            )
+        try:
+            stats = trainer.learn(
+                checkpoint_path=out,
+                checkpoint_every=args.checkpoint_every,
+                on_iteration=stop.check,
+            )
+        except (_Stopped, KeyboardInterrupt):
+            # A stop keeps the training done so far: the checkpoint resumes with --resume.
+            trainer.save(out)
+            name = signal.Signals(stop.signum or signal.SIGINT).name
+            print(
+                f"archbench train: interrupted by {name} after iteration {trainer.iteration} "
+                f"of {config.n_iterations}; checkpoint written to {out} "
+                f"(continue with --resume {out})",
+                file=sys.stderr,
+            )
+            return 128 + (stop.signum or signal.SIGINT)
     results = evaluate_with_baselines(trainer.policy, data, "validation", config.env.cost_bps)
     summary = {
-        "checkpoint": str(args.out),
+        "checkpoint": str(out),
         "hidden_dims": list(config.network.hidden_dims),
         "iterations": len(stats),
         "last_iteration": stats[-1].to_dict() if stats else None,
@@ -421,21 +479,87 @@ def _train(args: argparse.Namespace) -> int:
                 f"explained variance {last.explained_variance:.3f}"
             )
         _eval_table("validation split", results)
-        print(f"checkpoint written to {args.out}")
+        print(f"checkpoint written to {out}")
     return 0
+
+
+def _check_train_out(args: argparse.Namespace):  # -> Path
+    from pathlib import Path
+
+    from ppo_core.atomic import check_output
+
+    # --out may be --resume's file: the continued run replaces it (atomically), as intended.
+    data = [args.data] if Path(args.data).is_file() else []
+    return check_output(args.out, data, flag="--out", example="model.pt")
+
+
+class _Stopped(Exception):
+    """Raised between PPO iterations once a stop signal has arrived."""
+
+
+class _StopAfterIteration:
+    """SIGINT and SIGTERM during training: the first stops it at the end of the running
+    iteration (weights and Adam state consistent), a second stops it at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _note(self, signum: int, _frame: object) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(
+            f"archbench train: {signal.Signals(signum).name}: stopping after this iteration and "
+            "saving the checkpoint (again to stop at once)",
+            file=sys.stderr,
+        )
+
+    def check(self, _stats: object) -> None:
+        if self.signum is not None:
+            raise _Stopped
+
+    def __enter__(self) -> _StopAfterIteration:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _check_features(ckpt, n_features: int) -> None:  # ckpt: checkpoint.Checkpoint
+    """The policy's input width against the data's, as one ArchitectureMismatch line (torch
+    would say 'mat1 and mat2 shapes cannot be multiplied')."""
+    from ppo_core.errors import ArchitectureMismatch
+
+    config = ckpt.config
+    if config.n_features != n_features:
+        raise ArchitectureMismatch(
+            f"checkpoint {ckpt.path} has n_features {config.n_features} "
+            f"({config.obs_dim} inputs with lookback {config.lookback}); the data gives "
+            f"{n_features} features per bar ({n_features * config.lookback} inputs): it was "
+            "trained on other features, so it cannot be evaluated on these"
+        )
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from ppo_core import checkpoint
-    from ppo_core.data import Normalizer, load_market_data, prepare
+    from ppo_core.data import FEATURE_NAMES, Normalizer, load_market_data, prepare
     from ppo_core.evaluation import evaluate_with_baselines
     from ppo_core.hardware import detect_device
     from ppo_core.network import ActorCritic
 
     ckpt = checkpoint.load(args.checkpoint)
+    _check_range(args.seed, "--seed", 0, _MAX_SEED, low_inclusive=True)
+    _check_range(args.bars, "--bars", 1, _MAX_BARS)
+    _check_features(ckpt, len(FEATURE_NAMES))
     normalizer = Normalizer.from_dict(ckpt.obs_norm) if ckpt.obs_norm else None
     market = load_market_data(args.data, bars=args.bars, seed=args.seed, **_signal(args))
     data = prepare(market, lookback=ckpt.config.lookback, normalizer=normalizer)
+    _check_features(ckpt, data.n_features)
     policy = ActorCritic(ckpt.config)
     policy.load_state_dict(ckpt.policy_state_dict)
     policy.to(detect_device(args.device)[0])
@@ -459,32 +583,18 @@ def _add_benchmarks_commands(subcommands: argparse._SubParsersAction) -> None:
         "latency, peak memory, overfitting, env steps, machine ceilings) over the chosen sizes, "
         "showing one line per finished case. Writes DIR/run-<host>-<device>-<UTC time>.json "
         "(pytest-benchmark JSON with an archbench/1 record per case), the pytest log, and the "
-        "HTML report next to them. Ctrl-C stops the sweep and keeps every finished case. "
+        "HTML report next to them. Every option is checked before pytest starts. Ctrl-C, "
+        "SIGTERM or SIGHUP stop the sweep and pytest and keep every finished case (JSON and "
+        "report). Each finished case is also streamed to DIR/run-...records.jsonl: if the sweep "
+        "itself is killed, `archbench report DIR/run-...records.jsonl` rebuilds the run. "
         "quick: minutes on a laptop CPU (all presets but xlarge for latency and memory; tiny "
         "and small for training and overfitting; one seed). full: every preset, 3 seeds, "
         "longer budgets, sized for a GPU. Needs a source checkout (bench/ is not installed).",
     )
-    sweep.add_argument(
-        "--profile", choices=["quick", "full"], default="quick", help="budget (default: quick)"
-    )
-    sweep.add_argument(
-        "--presets",
-        metavar="P,P,...",
-        help="presets to sweep (tiny,small,medium,large,xlarge or all); default: the profile's",
-    )
-    sweep.add_argument(
-        "--hidden-dims",
-        action="append",
-        default=[],
-        metavar="W,W,...",
-        help="a custom size swept beside the presets, e.g. 768,384,192 (repeatable)",
-    )
-    sweep.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
-    sweep.add_argument(
-        "--data",
-        default="synthetic",
-        help="synthetic, a named dataset (sp500, eurusd-1h, ...) or an OHLCV CSV/Parquet file",
-    )
+    from ppo_core.sweep import SWEEP_OPTIONS
+
+    for option in SWEEP_OPTIONS:  # the same flags, help and parsers as bench/conftest.py's
+        option.declare(sweep.add_argument)
     sweep.add_argument(
         "--out", default="runs", metavar="DIR", help="folder for the JSON, log and report (runs)"
     )
@@ -555,9 +665,10 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"wrote {result.html_path}")
     elif result.report_note:
         print(f"no report: {result.report_note}")
-    if result.interrupted:
-        return 130
-    return 0 if result.returncode == 0 else 1
+    if result.stopped_by is not None:
+        return 128 + result.stopped_by  # as a shell reports a command ended by that signal
+    report_missing = not args.no_report and result.json_path and result.html_path is None
+    return 0 if result.returncode == 0 and not report_missing else 1
 
 
 # --- reports: report, compare ------------------------------------------------------------
@@ -669,11 +780,25 @@ def _add_reports_commands(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _report_command(args: argparse.Namespace) -> int:
+    from ppo_core.atomic import check_output
     from ppo_core.errors import ConfigError
+    from ppo_core.sweep import resolve_run
     from reports.compare import compare_runs, comparison_html
     from reports.render import render_report
     from reports.use_cases import Budgets
 
+    _check_range(args.latency_budget_ms, "--latency-budget-ms", 0, 1e6)
+    _check_range(args.memory_budget_gb, "--memory-budget-gb", 0, _MAX_MEMORY_GIB)
+    _check_range(args.max_sharpe_gap, "--max-sharpe-gap", 0, 1e3)
+    inputs = [*args.runs, *(args.compare or ())]
+    check_output(args.output, inputs, flag="-o", example="report.html")
+    runs = []
+    for run in args.runs:  # a killed sweep's records stream becomes its run JSON first
+        path, note = resolve_run(run)
+        if note:
+            print(note)
+        runs.append(path)
+    check_output(args.output, runs, flag="-o", example="report.html")
     try:
         budgets = Budgets(
             latency_p99_s=args.latency_budget_ms / 1e3,
@@ -686,9 +811,9 @@ def _report_command(args: argparse.Namespace) -> int:
     if args.compare:
         section = comparison_html(compare_runs(*args.compare))
     path = render_report(
-        args.runs, args.output, plotlyjs=args.plotlyjs, budgets=budgets, compare_html=section
+        runs, args.output, plotlyjs=args.plotlyjs, budgets=budgets, compare_html=section
     )
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) from {len(args.runs)} run(s)")
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) from {len(runs)} run(s)")
     return 0
 
 
@@ -710,6 +835,11 @@ def _compare_command(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--min-effect must be a fraction in [0, 1) (0.05 = 5%), got {args.min_effect}"
         )
+    _check_range(args.tolerance, "--tolerance", 0, 1e3, low_inclusive=True)
+    if args.html:
+        from ppo_core.atomic import check_output
+
+        check_output(args.html, [args.a, args.b], flag="--html", example="compare.html")
     table = compare_runs(
         args.a, args.b, alpha=args.alpha, tolerance=args.tolerance, min_effect=args.min_effect
     )
@@ -869,16 +999,14 @@ def _pick_device(gpu: str, vram_gb: float | None):  # -> gpus.GpuSpec
 
 
 def _pick(args: argparse.Namespace) -> int:
-    from ppo_core.errors import ConfigError
     from ppo_core.presets import parse_hidden_dims
     from reports.pick import pick
 
-    if args.vram_gb is not None and not args.vram_gb > 0:
-        raise ConfigError(f"--vram-gb must be positive, got {args.vram_gb}")
+    _check_range(args.vram_gb, "--vram-gb", 0, _MAX_MEMORY_GIB)
+    _check_range(args.latency_budget_ms, "--latency-budget-ms", 0, 1e6)
+    _check_range(args.data_bars, "--data-bars", 0, 10**9)
     for flag in ("n_envs", "n_steps", "minibatch"):
-        value = getattr(args, flag)
-        if value is not None and value <= 0:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {value}")
+        _check_range(getattr(args, flag), f"--{flag.replace('_', '-')}", 0, _MAX_BATCH)
     runs = None
     if args.results:
         from reports.load import load_runs
@@ -1031,10 +1159,10 @@ def _add_export_commands(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ppo_core import backends
+    from ppo_core.atomic import check_output
 
+    _check_range(args.seed, "--seed", 0, _MAX_SEED, low_inclusive=True)
     missing = backends.onnx_missing()
     if missing:
         raise ArchbenchError(
@@ -1046,7 +1174,7 @@ def _export(args: argparse.Namespace) -> int:
     from ppo_core import checkpoint
     from ppo_core.network import ActorCritic
 
-    out = Path(args.onnx)
+    out = check_output(args.onnx, [args.checkpoint], flag="--onnx", example="policy.onnx")
     if not out.parent.is_dir():
         raise ArchbenchError(f"cannot write {out}: directory {out.parent} does not exist")
     ckpt = checkpoint.load(args.checkpoint)
@@ -1084,6 +1212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _refuse_non_finite(args)
         return int(args.handler(args) or 0)
     except ArchbenchError as error:
         print(f"archbench {args.command}: error: {error}", file=sys.stderr)

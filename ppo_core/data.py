@@ -229,8 +229,9 @@ def load_ohlcv_file(
     n_rows = len(frame)
     if n_rows < min_rows:
         raise DataError(
-            f"{path}: has {n_rows:,} data rows; at least {min_rows:,} are needed "
-            f"(the features need {FEATURE_WARMUP} bars of warm-up)"
+            f"{path}: has {n_rows:,} data rows; at least {min_bars(lookback=100):,} are needed "
+            f"for the default lookback of 100 bars ({FEATURE_WARMUP} bars of feature warm-up, "
+            "the lookback, two embargoes and three splits; see data.min_bars)"
         )
     timestamps = _parse_timestamps(path, frame[columns["timestamp"]], timestamp_format)
     values = np.empty((n_rows, 5), dtype=np.float64)

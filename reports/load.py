@@ -152,6 +152,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ReportError(
             f"{path}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
         ) from None
+    except RecursionError:
+        raise ReportError(f"{path}: not a benchmark file (JSON nested too deeply)") from None
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise ReportError(
             f"{path}: not a pytest-benchmark file (no 'benchmarks' list); "
@@ -178,7 +180,9 @@ def _run_fields(data: dict[str, Any], path: Path) -> dict[str, Any]:
         "device": machine.get("archbench_device"),
         "profile": machine.get("archbench_profile"),
         "cpu_model": cpu_model or None,
-        "gpu_memory_bytes": device.get("gpu_memory_bytes"),
+        "gpu_memory_bytes": _number(
+            device.get("gpu_memory_bytes"), f"{path}: machine_info.archbench.gpu_memory_bytes"
+        ),
         "torch_version": device.get("torch_version"),
         "cuda_version": device.get("cuda_version"),
         "driver_version": device.get("driver_version"),
@@ -215,6 +219,11 @@ def _record_rows(record: Any, where: str, info: dict[str, Any]) -> list[dict[str
         not isinstance(dims, list) or not all(isinstance(w, int) and w > 0 for w in dims)
     ):
         raise ReportError(f"{where}: hidden_dims {dims!r} is not a list of positive widths")
+    predicted = record.get("predicted") or {}
+    if not isinstance(predicted, dict):
+        raise ReportError(
+            f"{where}: record predicted is a {type(predicted).__name__}, not an object"
+        )
     status = record.get("status", "ok")
     if status not in ("ok", "oom", "error"):
         raise ReportError(f"{where}: status {status!r} is not one of ok, oom, error")
@@ -230,7 +239,7 @@ def _record_rows(record: Any, where: str, info: dict[str, Any]) -> list[dict[str
         reason=record.get("reason"),
         case=case_label(case),
         case_dict=dict(case),
-        record_predicted=dict(record.get("predicted") or {}),
+        record_predicted=dict(predicted),
         series=_series(record.get("series"), where),
     )
     if record.get("device"):
@@ -300,7 +309,9 @@ def _series(series: Any, where: str) -> dict[str, tuple[float, ...]]:
 def _integers_stay_integers(column: pd.Series) -> pd.Series:
     """Missing entries would turn whole-number columns (bars=2000) into floats (2000.0)."""
     present = column.dropna()
-    if len(present) and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+    if len(present) and all(
+        isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63 for v in present
+    ):
         return column.astype("Int64")
     return column.infer_objects()
 
@@ -308,6 +319,12 @@ def _integers_stay_integers(column: pd.Series) -> pd.Series:
 def _number(value: Any, where: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ReportError(f"{where} {value!r} is not a finite number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer with hundreds of digits
+        raise ReportError(f"{where} {value!r:.40} is not a finite number") from None
+    if not math.isfinite(number):
+        raise ReportError(f"{where} {value!r} is not a finite number")
+    return number

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ppo_core.backends import LOGIT_TOLERANCE, compare_logits
-from ppo_core.sweep import _write_json_from_records, bench_dir
+from ppo_core.sweep import bench_dir, rebuild_run
 from reports.load import load_run
 
 SUITES = {"ceiling", "env", "infer", "memory", "overfit", "train"}
@@ -79,8 +79,7 @@ def test_every_suite_runs_once_and_writes_a_valid_record(tmp_path):
     checkpoint = memory["metrics"]["checkpoint_bytes"]
     assert abs(checkpoint["value"] - checkpoint["predicted"]) < 0.01 * checkpoint["predicted"]
 
-    run = tmp_path / "run.json"
-    _write_json_from_records(run, cases, "cpu", "quick")
+    run = rebuild_run(records, tmp_path / "run.json")
     frame = load_run(run)  # the reports' own schema checks
     assert set(frame["suite"]) == by_suite
 

@@ -16,7 +16,18 @@ import pytest
 
 import ppo_core
 from ppo_core.errors import ArchbenchError
-from ppo_core.sweep import _Progress, bench_dir, pytest_command, run_name, run_sweep
+from ppo_core.sweep import (
+    SWEEP_OPTIONS,
+    SweepOptions,
+    _headline,
+    _Progress,
+    bench_dir,
+    pytest_command,
+    rebuild_run,
+    resolve_run,
+    run_name,
+    run_sweep,
+)
 from reports.load import load_run
 
 
@@ -27,15 +38,18 @@ def test_run_name_is_file_safe_and_utc():
 
 
 def test_pytest_command_passes_every_option(tmp_path):
+    options = SweepOptions(
+        profile="full",
+        presets=("tiny", "large"),
+        hidden_dims=((768, 384, 192), (64, 32)),
+        device="cuda:1",
+        data="sp500",
+    )
     command = pytest_command(
         Path("/src/bench"),
         tmp_path / "run.json",
         tmp_path / "run.records.jsonl",
-        profile="full",
-        presets="tiny,large",
-        hidden_dims=["768,384,192", "64,32"],
-        device="cuda:1",
-        data="sp500",
+        options,
         extra=["-k", "infer"],
     )
     text = " ".join(command)
@@ -51,6 +65,86 @@ def test_pytest_command_passes_every_option(tmp_path):
     ):
         assert part in text
     assert command[-2:] == ["-k", "infer"]
+
+
+def test_options_parsed_by_the_cli_read_back_the_same_in_pytest():
+    """One parser per option: what the sweep passes to pytest parses to the same options."""
+    import argparse
+
+    raw = {
+        "profile": "FULL",
+        "presets": "small, tiny,small",
+        "hidden_dims": ["768,384,192", "medium", "768,384,192"],
+        "device": "cuda:0",
+        "data": "Synthetic",
+    }
+    options = SweepOptions.parse(raw.__getitem__)
+    assert options == SweepOptions(
+        "full", ("small", "tiny"), ((768, 384, 192), (1024, 512, 256)), "cuda:0", "synthetic"
+    )
+    parser = argparse.ArgumentParser()
+    for option in SWEEP_OPTIONS:
+        option.declare(parser.add_argument)
+    again = SweepOptions.parse(vars(parser.parse_args(options.pytest_args())).__getitem__)
+    assert again == options
+    defaults = SweepOptions.parse(vars(parser.parse_args([])).__getitem__)
+    assert defaults == SweepOptions()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--presets", "nonsense"], "--presets 'nonsense': unknown preset 'nonsense'"),
+        (["--presets", ","], "unknown preset '(none)'"),
+        (["--hidden-dims", "1,2,x"], "--hidden-dims: hidden_dims '1,2,x': 'x' is neither"),
+        (["--hidden-dims", "0"], "width 0 is outside"),
+        (["--device", "gpu"], "--device 'gpu': give auto, cpu, cuda or cuda:N"),
+        (["--device", "cuda:x"], "--device 'cuda:x'"),
+        (["--profile", "slow"], "--profile 'slow': choose quick or full"),
+        (["--data", "/nope.csv"], "--data /nope.csv: no such file, and not a dataset name"),
+    ],
+)
+def test_sweep_refuses_a_bad_option_in_one_line_before_pytest(tmp_path, capsys, argv, message):
+    from ppo_core.cli import main
+
+    out = tmp_path / "runs"
+    assert main(["sweep", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert message in err
+    assert not out.exists()  # nothing started, nothing written
+
+
+def test_sweep_reads_the_data_file_before_pytest(tmp_path, capsys):
+    from ppo_core.cli import main
+
+    few = tmp_path / "few.csv"
+    few.write_text("Date,Open,High,Low,Close,Volume\n2020-01-01,1,1,1,1,1\n")
+    columns = tmp_path / "columns.csv"
+    columns.write_text("a,b\n1,2\n")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    out = tmp_path / "runs"
+    for path, message in (
+        (few, "has 1 data rows; at least 505 are needed"),
+        (columns, "missing column(s) timestamp, open"),
+        (folder, "is a directory"),
+    ):
+        assert main(["sweep", "--data", str(path), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        assert message in err
+    assert not out.exists()
+
+
+def test_sweep_refuses_a_file_as_its_output_folder(tmp_path, capsys):
+    from ppo_core.cli import main
+
+    taken = tmp_path / "runs"
+    taken.write_text("not a folder")
+    assert main(["sweep", "--device", "cpu", "--out", str(taken)]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err
+    assert taken.read_text() == "not a folder"
 
 
 def test_bench_dir_is_found_in_a_checkout_and_explained_outside_one(tmp_path, monkeypatch):
@@ -118,38 +212,170 @@ def test_a_tiny_sweep_writes_a_readable_run(tmp_path, monkeypatch):
         assert result.html_path.stat().st_size > 0
 
 
-def test_ctrl_c_keeps_the_finished_cases(tmp_path):
+# A pytest plugin the interrupt tests load into the sweep's pytest (-p): it holds the second
+# case in its setup, after the first has finished and been streamed, and says so in a file, so
+# the signal always lands between the cases. Nothing depends on how fast a case runs.
+_HOLD_PLUGIN = """
+import os, time
+from pathlib import Path
+
+_started = []
+
+
+def pytest_runtest_setup(item):
+    _started.append(item.nodeid)
+    if len(_started) == 2:
+        Path(os.environ["ARCHBENCH_TEST_HELD"]).write_text(str(os.getpid()))
+        while True:
+            time.sleep(0.05)
+"""
+
+
+def _held_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path, int]:
+    """A sweep of 3 tiny env-step cases, the second held: (sweep, its output, pytest pid)."""
+    (tmp_path / "archbench_hold.py").write_text(_HOLD_PLUGIN)
+    held = tmp_path / "held"
     code = (
         "import sys; from ppo_core.cli import main; "
         f"sys.exit(main(['sweep', '--presets', 'tiny', '--device', 'cpu', '--out', "
-        f"{str(tmp_path)!r}, '--no-report', '--', '-k', 'env_step']))"
+        f"{str(tmp_path)!r}, '--no-report', '--', '-k', 'env_step', '-p', 'archbench_hold']))"
     )
+    path = os.pathsep.join([str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    env["ARCHBENCH_TEST_HELD"] = str(held)
     out = tmp_path / "sweep.out"
     with out.open("w") as handle:
-        # Its own session, so the SIGINT below reaches the sweep and its pytest as a terminal's
-        # Ctrl-C would, and nothing else.
-        child = subprocess.Popen(
+        # Its own session, so a signal sent to its group reaches the sweep as a terminal's
+        # Ctrl-C or hangup would, and nothing else (the sweep's pytest has a session of its own).
+        sweep = subprocess.Popen(
             [sys.executable, "-c", code],
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            env=env,
         )
-        deadline = time.monotonic() + 240
-        while "[1/3]" not in out.read_text() and child.poll() is None:
-            assert time.monotonic() < deadline, out.read_text()
-            time.sleep(0.2)
-        os.killpg(child.pid, signal.SIGINT)
-        returncode = child.wait(timeout=120)
+    deadline = time.monotonic() + 300
+    while not held.is_file() or not held.read_text():
+        assert sweep.poll() is None, out.read_text()
+        assert time.monotonic() < deadline, out.read_text()
+        time.sleep(0.1)
+    return sweep, out, int(held.read_text())
+
+
+def _gone(pid: int, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize(
+    ("signum", "to_group"),
+    [
+        (signal.SIGINT, True),  # a terminal's Ctrl-C: the whole foreground group
+        (signal.SIGTERM, False),  # `kill <sweep pid>`: the sweep alone
+        (signal.SIGHUP, True),  # the terminal closed
+    ],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
+)
+def test_a_stop_signal_keeps_the_finished_cases(tmp_path, signum, to_group):
+    sweep, out, pytest_pid = _held_sweep(tmp_path)
+    if to_group:
+        os.killpg(sweep.pid, signum)
+    else:
+        os.kill(sweep.pid, signum)
+    returncode = sweep.wait(timeout=120)
     text = out.read_text()
-    assert returncode == 130, text
-    assert "interrupted" in text
+    assert returncode == 128 + signum, text
+    assert f"interrupted by {signal.Signals(signum).name}" in text
+    assert _gone(pytest_pid), f"pytest {pytest_pid} outlived the sweep"
     (run,) = tmp_path.glob("run-*.json")
     assert set(load_run(run)["suite"]) == {"env"}
     finished = json.loads(run.read_text())["benchmarks"]
-    assert 1 <= len(finished) < 3
-    assert all(b["extra_info"]["archbench"]["status"] == "ok" for b in finished)
+    assert len(finished) == 1  # the first case, and not the held one
+    assert finished[0]["extra_info"]["archbench"]["status"] == "ok"
+    assert finished[0]["stats"] is not None  # pytest-benchmark's own JSON, not a rebuild
+    assert "[1/3] passed" in text
     assert not list(tmp_path.glob("*.partial"))
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_killed_sweep_is_rebuilt_by_report_from_its_records(tmp_path, capsys):
+    from ppo_core.cli import main
+
+    sweep, _out, pytest_pid = _held_sweep(tmp_path)
+    os.kill(sweep.pid, signal.SIGKILL)
+    sweep.wait(timeout=60)
+    assert _gone(pytest_pid), "pytest outlived a SIGKILLed sweep"
+    assert not list(tmp_path.glob("run-*.json"))
+    (records,) = tmp_path.glob("run-*.records.jsonl")
+    html = tmp_path / "report.html"
+    assert main(["report", str(records), "-o", str(html), "--plotlyjs", "cdn"]) == 0
+    printed = capsys.readouterr().out
+    assert "rebuilt" in printed
+    (run,) = tmp_path.glob("run-*.json")
+    assert run.name == records.name.replace(".records.jsonl", ".json")
+    frame = load_run(run)
+    assert set(frame["suite"]) == {"env"}
+    assert frame["device"].iloc[0] == "cpu"
+    assert frame["profile"].iloc[0] == "quick"
+    assert len(json.loads(run.read_text())["benchmarks"]) == 1
+    assert html.stat().st_size > 0
+
+
+def test_a_missing_run_json_is_rebuilt_from_the_records_beside_it(tmp_path):
+    record = {
+        "schema": "archbench/1",
+        "suite": "env",
+        "status": "ok",
+        "device": "cpu",
+        "metrics": {"env_steps_per_s": {"value": 10.0, "unit": "1/s", "better": "higher"}},
+    }
+    lines = [
+        {"event": "collected", "count": 2, "device": "cpu", "profile": "quick"},
+        {
+            "event": "case",
+            "nodeid": "b.py::t[a]",
+            "outcome": "passed",
+            "duration_s": 1.0,
+            "record": record,
+        },
+    ]
+    records = tmp_path / "run-x.records.jsonl"
+    records.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"event": "ca')
+    path, note = resolve_run(tmp_path / "run-x.json")
+    assert path == tmp_path / "run-x.json"
+    assert "rebuilt" in note
+    assert len(load_run(path)) == 1
+    # Now the JSON exists: it is read as it is, from either name.
+    assert resolve_run(records)[0] == path
+    assert "rather than" in resolve_run(records)[1]
+    assert resolve_run(path) == (path, None)
+    empty = tmp_path / "run-y.records.jsonl"
+    empty.write_text(json.dumps(lines[0]) + "\n")
+    with pytest.raises(ArchbenchError, match="no finished case"):
+        rebuild_run(empty)
+    garbage = tmp_path / "run-z.records.jsonl"
+    garbage.write_text("not json\n")
+    with pytest.raises(ArchbenchError, match="not an archbench records stream"):
+        rebuild_run(garbage)
+
+
+def test_a_case_that_measured_nothing_says_why_on_its_progress_line():
+    why = "onnxruntime not installed (pip install 'ppo-archbench[onnx]')"
+    record = {
+        "suite": "infer",
+        "status": "ok",
+        "metrics": {
+            "latency_p50_s": {"value": None, "unavailable": why, "unit": "s"},
+            "latency_p99_s": {"value": None, "unavailable": why, "unit": "s"},
+        },
+    }
+    assert _headline(record) == f"not measured: {why}"
 
 
 def test_a_half_written_benchmark_json_is_not_taken_for_a_result(tmp_path):
@@ -161,3 +387,59 @@ def test_a_half_written_benchmark_json_is_not_taken_for_a_result(tmp_path):
     assert _is_complete_json(whole)
     assert not _is_complete_json(half)
     assert not _is_complete_json(tmp_path / "missing.json")
+
+
+def test_cases_without_an_extra_say_why_and_raise_no_benchmark_warnings(tmp_path):
+    # As if the onnx and peers extras were not installed: find_spec() answers None for them.
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "for name in ('onnx', 'onnxruntime', 'onnxscript', 'stable_baselines3'):\n"
+        "    sys.modules[name] = None\n"
+    )
+    records = tmp_path / "records.jsonl"
+    path = os.pathsep.join([str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])
+    command = [sys.executable, "-m", "pytest", str(bench_dir()), "-q", "-p", "no:cacheprovider"]
+    command += ["--presets", "tiny", "--device", "cpu", "--benchmark-disable"]
+    command += ["-k", "onnx or peer", "--archbench-records", str(records)]
+    done = subprocess.run(
+        command,
+        cwd=bench_dir().parent,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path},
+        timeout=600,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "PytestBenchmarkWarning" not in output
+    lines: list[str] = []
+    progress = _Progress(records, lines.append)
+    progress.poll()
+    cases = [line for line in lines if line.startswith("[")]
+    assert len(cases) == progress.collected >= 3
+    for line in cases:
+        if "-onnx]" in line:
+            assert "not measured: onnx, onnxruntime, onnxscript not installed" in line
+        else:  # the peers suite skips as a whole
+            assert "skipped" in line
+            assert "the peers extra is not installed" in line
+            assert "(" not in line.split("s  ", 1)[1].split("(elapsed")[0]  # no raw tuple
+
+
+def test_a_failing_report_keeps_the_run_and_says_where_the_traceback_is(tmp_path, monkeypatch):
+    import reports.render
+    from ppo_core.sweep import _render
+
+    def broken(*_args, **_kwargs):
+        raise KeyError("memory_bytes")
+
+    monkeypatch.setattr(reports.render, "render_report", broken)
+    run, log = tmp_path / "run.json", tmp_path / "run.log"
+    run.write_text("{}")
+    html, note = _render(run, log)
+    assert html is None
+    assert "rendering failed (KeyError: 'memory_bytes'" in note
+    assert f"archbench report {run}" in note
+    assert "Traceback" in log.read_text()
+    assert run.read_text() == "{}"
