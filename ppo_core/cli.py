@@ -789,7 +789,7 @@ def _report_command(args: argparse.Namespace) -> int:
 
     _check_range(args.latency_budget_ms, "--latency-budget-ms", 0, 1e6)
     _check_range(args.memory_budget_gb, "--memory-budget-gb", 0, _MAX_MEMORY_GIB)
-    _check_range(args.max_sharpe_gap, "--max-sharpe-gap", 0, 1e3)
+    _check_range(args.min_throughput_fraction, "--min-throughput-fraction", 0, 1)
     inputs = [*args.runs, *(args.compare or ())]
     check_output(args.output, inputs, flag="-o", example="report.html")
     runs = []

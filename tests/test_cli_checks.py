@@ -45,7 +45,7 @@ def _one_line_error(capsys, argv: list[str]) -> str:
         (["pick", "--gpu", "T4", "--safety-margin", "nan"], "--safety-margin nan"),
         (["report", str(RUN), "--latency-budget-ms", "0"], "--latency-budget-ms 0"),
         (["report", str(RUN), "--memory-budget-gb", "1e300"], "--memory-budget-gb 1e+300"),
-        (["report", str(RUN), "--max-sharpe-gap", "inf"], "--max-sharpe-gap inf"),
+        (["report", str(RUN), "--min-throughput-fraction", "inf"], "--min-throughput-fraction inf"),
         (["compare", str(RUN), str(RUN), "--tolerance", "-0.1"], "--tolerance -0.1"),
         (["compare", str(RUN), str(RUN), "--alpha", "nan"], "--alpha nan"),
         (["estimate", "--features", "53", "--bars", "10"], None),  # ints pass untouched
@@ -66,8 +66,9 @@ def test_numbers_are_checked_in_one_line(capsys, tmp_path, monkeypatch, argv, me
 
 def test_bf16_on_a_cpu_is_refused(capsys, tmp_path):
     out = tmp_path / "model.pt"
-    err = _one_line_error(capsys, ["train", *SMALL, *DATA, "--bf16", "--out", str(out)])
-    assert "--bf16 needs a CUDA device; training would run on cpu" in err
+    argv = ["train", *SMALL, *DATA, "--precision", "bf16", "--out", str(out)]
+    err = _one_line_error(capsys, argv)
+    assert "precision bf16 needs a CUDA GPU" in err
     assert not out.exists()
 
 
