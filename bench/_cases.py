@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from instrument.record import Metric, Record
 from ppo_core.config import NetworkConfig
 from ppo_core.errors import is_out_of_memory
 from ppo_core.presets import PRESETS, preset_name
-from ppo_core.record import Metric, Record
-from ppo_core.sweep import PROFILES
+from sweep.runner import PROFILES
 
 __all__ = [
     "BUDGETS",
@@ -52,7 +52,7 @@ class Budget:
     infer_batch: int
     """The 'batch n_envs' case: observations per forward, as in a rollout step."""
     infer_backends: tuple[str, ...]
-    """ppo_core.backends names to time; int8 is skipped on a GPU, bf16 and fp16 on a CPU;
+    """instrument.backends names to time; int8 is skipped on a GPU, bf16 and fp16 on a CPU;
     cuda_graph on a CPU records why it is unavailable."""
     train_n_envs: int
     """Environments in the throughput case."""
@@ -290,8 +290,8 @@ _CEILINGS: dict[tuple[str, bool], Any] = {}
 
 
 def session_ceilings(options: BenchOptions) -> Any:
-    """This machine's Ceilings (ppo_core.machine), measured on first use, then reused."""
-    from ppo_core.machine import measure_ceilings
+    """This machine's Ceilings (instrument.device.machine), measured on first use, then reused."""
+    from instrument.device.machine import measure_ceilings
 
     key = (options.device, options.budget.ceiling_quick)
     if key not in _CEILINGS:
@@ -357,11 +357,11 @@ def timed_rounds(
 ) -> list[float]:
     """Time `fn` through pytest-benchmark's pedantic mode; return the timed rounds' seconds.
 
-    Each call is timed by `ppo_core.timing.Timer` (CUDA events on a GPU, so the figure is the
+    Each call is timed by `instrument.timing.Timer` (CUDA events on a GPU, so the figure is the
     device's, not the launch's); warm-up rounds are run but not returned. Under
     --benchmark-disable pytest-benchmark calls the target once, so warm-up runs here instead.
     """
-    from ppo_core.timing import Timer
+    from instrument.timing import Timer
 
     timer = Timer(device)
     target = timer(fn)
@@ -376,7 +376,7 @@ def timed_rounds(
 
 def latency_metrics(samples: list[float], predicted: float | None = None) -> dict[str, Metric]:
     """p50 and p99 latency (seconds) of raw samples; the floor prediction beside p50."""
-    from ppo_core.timing import Latency
+    from instrument.timing import Latency
 
     stats = Latency.from_samples(samples)
     return {

@@ -22,7 +22,7 @@ from _cases import (
     sizes_for,
 )
 
-from ppo_core.sweep import SWEEP_OPTIONS, SweepOptions
+from sweep.runner import SWEEP_OPTIONS, SweepOptions
 
 _OPTIONS = OPTIONS_KEY
 _STATE = pytest.StashKey[dict[str, Any]]()
@@ -30,7 +30,7 @@ _STATE = pytest.StashKey[dict[str, Any]]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("archbench", "ppo-archbench sweep")
-    # The same flags, help and parsers as `archbench sweep` (ppo_core.sweep.SWEEP_OPTIONS).
+    # The same flags, help and parsers as `archbench sweep` (sweep.runner.SWEEP_OPTIONS).
     for option in SWEEP_OPTIONS:
         option.declare(group.addoption)
     group.addoption(
@@ -48,8 +48,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from ppo_core.device import resolve_device
     from ppo_core.errors import ArchbenchError
-    from ppo_core.hardware import detect_device
 
     try:
         parsed = SweepOptions.parse(config.getoption)
@@ -58,7 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
             presets=parsed.presets,
             hidden_dims=parsed.hidden_dims,
             profile=parsed.profile,
-            device=detect_device(parsed.device)[0],
+            device=resolve_device(parsed.device).device,
             data=parsed.data,
             smoke=smoke,
             budget=SMOKE if smoke else BUDGETS[parsed.profile],
@@ -90,7 +90,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     shard = config.getoption("archbench_shard")
     if shard:
         from ppo_core.errors import ArchbenchError
-        from ppo_core.shards import shard_items
+        from sweep.shards import shard_items
 
         try:
             keep = shard_items(items, shard)
@@ -197,7 +197,7 @@ class _Recorder:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         # The run's header goes first, so a sweep killed before pytest-benchmark writes its JSON
-        # can still be rebuilt whole from this stream (ppo_core.sweep.rebuild_run).
+        # can still be rebuilt whole from this stream (sweep.runner.rebuild_run).
         if self.config.stash[_STATE]["records_path"] is None:
             return
         opts = self.config.stash[_OPTIONS]
@@ -249,7 +249,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
 
 def _archbench_machine_info(config: pytest.Config) -> dict[str, Any]:
-    from ppo_core.machine import device_info
+    from instrument.device.machine import device_info
 
     opts = config.stash[_OPTIONS]
     return {
@@ -334,7 +334,7 @@ def _with_host_load(record: Any) -> Any:
     import dataclasses
     import os
 
-    from ppo_core.record import Metric
+    from instrument.record import Metric
 
     try:
         load = os.getloadavg()[0]

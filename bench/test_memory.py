@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 from _cases import oom_record, size_record
 
+from instrument.record import Metric
 from ppo_core.config import NetworkConfig
-from ppo_core.record import Metric
 from ppo_core.sizing import CUDA_CONTEXT_BYTES, estimate
 
 SUITE = "memory"
-WORKLOAD = "ppo_core.workloads:training_setup"
+WORKLOAD = "instrument.workloads:training_setup"
 
 
 CALIBRATION_DIMS = (8,)
@@ -72,7 +72,7 @@ def cuda_context_of(result) -> int | None:
 def calibration(options, market):
     """The 8-wide calibration setup, measured once per module: (measured headline bytes minus
     the model's size-dependent part, or None and why; the CUDA context it held, or None)."""
-    from ppo_core.memory import measure_isolated
+    from instrument.memory import measure_isolated
 
     data = market(options.budget.data_bars)
     budget = options.budget
@@ -103,8 +103,8 @@ def runtime_overhead(calibration):
 
 
 def test_memory(benchmark, emit, options, market, size, calibration):
-    from ppo_core.gpu import resolve_precision
-    from ppo_core.memory import measure_isolated
+    from instrument.device.gpu import resolve_precision
+    from instrument.memory import measure_isolated
 
     runtime_overhead, measured_context = calibration
     context = CUDA_CONTEXT_BYTES if measured_context is None else measured_context

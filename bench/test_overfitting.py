@@ -14,7 +14,7 @@ import importlib.util
 import pytest
 from _cases import OPTIONS_KEY, is_oom, oom_record, size_record, timed_rounds
 
-from ppo_core.record import Metric
+from instrument.record import Metric
 from ppo_core.sizing import estimate
 
 SUITE = "overfit"

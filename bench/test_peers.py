@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import pytest
 from _cases import OPTIONS_KEY, is_oom, oom_record, size_record
 
+from instrument.record import Metric
 from ppo_core.presets import PRESETS
-from ppo_core.record import Metric
 from ppo_core.sizing import estimate
 
 SUITE = "peer"
@@ -82,7 +82,7 @@ def test_peer_throughput(benchmark, emit, options, market, peer_preset, kind):
     import stable_baselines3
     import torch
 
-    from ppo_core import peers
+    from instrument import peers
     from ppo_core.config import NetworkConfig, PPOConfig
 
     data = market(options.budget.data_bars)

@@ -18,7 +18,7 @@ from typing import Any
 
 from _cases import OPTIONS_KEY, is_oom, oom_record, session_ceilings, size_record, timed_rounds
 
-from ppo_core.record import Metric
+from instrument.record import Metric
 from ppo_core.sizing import estimate
 
 SUITE = "train"
@@ -175,7 +175,7 @@ def case_ceiling(
 
     import torch
 
-    from ppo_core.machine import measure_ceilings
+    from instrument.device.machine import measure_ceilings
 
     measure = measure or measure_ceilings
     gc.collect()

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ppo_core.device import check_device
 from ppo_core.errors import ConfigError
 
 __all__ = ["MAX_WIDTH", "EnvConfig", "NetworkConfig", "PPOConfig"]
@@ -224,12 +225,7 @@ class PPOConfig:
             _finite_number(owner, "target_kl", self.target_kl, 0.0, 1e3)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"{owner}.seed must be a non-negative integer, got {self.seed!r}")
-        device = self.device
-        if not isinstance(device, str) or not (
-            device in ("auto", "cpu", "cuda")
-            or (device.startswith("cuda:") and device[5:].isdigit())
-        ):
-            raise ConfigError(f"{owner}.device must be auto, cpu, cuda or cuda:N; got {device!r}")
+        check_device(self.device, f"{owner}.device")
         _one_of(owner, "obs_buffer", self.obs_buffer, ("indices", "observations"))
         _one_of(owner, "precision", self.precision, ("auto", "fp32", "tf32", "bf16"))
         for name in ("anneal_lr", "clip_vloss", "norm_adv", "capture", "compile"):

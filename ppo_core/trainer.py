@@ -17,11 +17,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from ppo_core import checkpoint, gpu
+from ppo_core import checkpoint
 from ppo_core.config import PPOConfig
+from ppo_core.device import (
+    cuda_synchronize,
+    matmul_precision,
+    resolve_device,
+    resolve_precision,
+)
 from ppo_core.env import TradingEnv
 from ppo_core.errors import CheckpointError, ConfigError, TrainingDiverged
-from ppo_core.hardware import detect_device
 from ppo_core.network import ActorCritic, sample_actions, score_actions
 from ppo_core.ppo import compute_gae, explained_variance, ppo_loss
 from ppo_core.sizing import estimate
@@ -91,8 +96,8 @@ class PPOTrainer:
             )
         self.env = env
         self.config = config
-        self.device = torch.device(detect_device(config.device)[0])
-        self.precision = gpu.resolve_precision(config.precision, self.device)
+        self.device = torch.device(resolve_device(config.device).device)
+        self.precision = resolve_precision(config.precision, self.device)
         """The precision training runs in: config.precision with 'auto' resolved."""
         _check_capture(config, self.device)
         torch.manual_seed(config.seed)
@@ -159,7 +164,7 @@ class PPOTrainer:
 
     def _sync(self) -> float:
         # GPU work is asynchronous: a phase is only over once the device has finished it.
-        gpu.cuda_synchronize(self.device)
+        cuda_synchronize(self.device)
         return time.perf_counter()
 
     def _rollout(
@@ -318,7 +323,7 @@ class PPOTrainer:
 
     def train_iteration(self) -> IterationStats:
         """One rollout, GAE and clipped update; returns (and records) what it cost."""
-        with gpu.matmul_precision(self.precision):
+        with matmul_precision(self.precision):
             return self._train_iteration()
 
     def _train_iteration(self) -> IterationStats:
@@ -380,7 +385,7 @@ class PPOTrainer:
         if env.n_envs != cfg.n_envs:
             raise ConfigError(f"value_loss needs {cfg.n_envs} environments, got {env.n_envs}")
         self.policy.eval()
-        with gpu.matmul_precision(self.precision):
+        with matmul_precision(self.precision):
             _, next_value, _ = self._rollout(env, env.reset())
         _, returns = compute_gae(
             self.buf_rewards, self.buf_values, self.buf_dones, next_value, cfg.gamma, cfg.gae_lambda

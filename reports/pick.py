@@ -14,10 +14,10 @@ from typing import Any
 
 import pandas as pd
 
+from instrument.device.datasheets import GpuSpec, find_gpu
+from instrument.device.tiers import GPU_TIERS, TierRow, gpu_tier
 from ppo_core.config import NetworkConfig
 from ppo_core.errors import ConfigError
-from ppo_core.gpus import GpuSpec, find_gpu
-from ppo_core.hardware import GPU_TIERS, TierRow, gpu_tier
 from ppo_core.presets import PRESETS, TRAINING_MODES, preset_name
 from ppo_core.sizing import CUDA_CONTEXT_BYTES, SizingEstimate, estimate
 from reports.evidence import MEMORY_SAFETY_MARGIN

@@ -1,4 +1,4 @@
-"""A small fake of the pynvml functions ppo_core.gpu calls, for tests on machines without a GPU.
+"""A small fake of the pynvml functions instrument.device.gpu calls, for GPU-less tests.
 
 `make_fake_nvml([FakeGpu(...), ...])` returns a module object to put in sys.modules["pynvml"].
 """

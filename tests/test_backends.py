@@ -10,8 +10,8 @@ import importlib.util
 import pytest
 import torch
 
-from ppo_core import backends
-from ppo_core.backends import Backend, Unavailable, agreement, build_backend, compare_logits
+from instrument import backends
+from instrument.backends import Backend, Unavailable, agreement, build_backend, compare_logits
 from ppo_core.config import NetworkConfig
 from ppo_core.network import ActorCritic
 

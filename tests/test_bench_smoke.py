@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from ppo_core.backends import LOGIT_TOLERANCE, compare_logits
-from ppo_core.sweep import bench_dir, rebuild_run
+from instrument.backends import LOGIT_TOLERANCE, compare_logits
 from reports.load import load_run
+from sweep.runner import bench_dir, rebuild_run
 
 SUITES = {"ceiling", "env", "infer", "memory", "overfit", "train"}
 
@@ -180,9 +180,9 @@ def test_a_disagreeing_backend_gets_an_unavailable_latency_with_the_reason(monke
     """The suite's own path: a real policy, a backend that negates its logits, no timing."""
     import torch
 
+    from instrument.record import Record
     from ppo_core.config import NetworkConfig
     from ppo_core.network import ActorCritic
-    from ppo_core.record import Record
 
     suite = _bench_module(monkeypatch, "test_inference_latency")
     network = NetworkConfig(n_features=4, lookback=8, hidden_dims=(32, 16))

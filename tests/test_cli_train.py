@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from archbench_cli.main import main
 from ppo_core import checkpoint
-from ppo_core.cli import main
 
 SMALL = ["--hidden-dims", "32,16", "--timesteps", "256", "--n-envs", "4", "--n-steps", "32"]
 DATA = ["--data", "synthetic", "--bars", "2000"]

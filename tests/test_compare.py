@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ppo_core.cli import main
+from archbench_cli.main import main
 from ppo_core.errors import ConfigError
 from reports.compare import (
     HOST_LOAD_METRIC,

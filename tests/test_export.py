@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ppo_core import backends
-from ppo_core.cli import main
+from archbench_cli.main import main
+from instrument import backends
 from ppo_core.network import ActorCritic
 
 

@@ -2,8 +2,15 @@
 
 import pytest
 
+from instrument.device.datasheets import (
+    GPUS,
+    PRECISIONS,
+    GpuSpec,
+    custom_spec,
+    find_gpu,
+    known_names,
+)
 from ppo_core.errors import ConfigError
-from ppo_core.gpus import GPUS, PRECISIONS, GpuSpec, custom_spec, find_gpu, known_names
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ import sys
 import pytest
 from fake_nvml import UUID_A, FakeGpu, make_fake_nvml
 
-from ppo_core import gpu, machine
-from ppo_core.machine import MATMUL_DTYPES, device_info, measure_ceilings
+from instrument.device import gpu, machine
+from instrument.device.machine import MATMUL_DTYPES, device_info, measure_ceilings
 
 GiB = 2**30
 

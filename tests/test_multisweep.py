@@ -14,18 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from ppo_core import multisweep
-from ppo_core.cli import main
+from archbench_cli.main import main
 from ppo_core.errors import ArchbenchError, ConfigError
-from ppo_core.multisweep import (
+from reports.load import load_run
+from sweep import multisweep
+from sweep.multisweep import (
     RAY_INSTALL_HINT,
     SweepOptions,
     check_devices,
     run_on_devices,
     run_on_ray,
 )
-from ppo_core.sweep import run_sweep
-from reports.load import load_run
+from sweep.runner import run_sweep
 
 # Two groups the splitter keeps apart (env steps, machine ceilings), in smoke budgets: seconds.
 SELECT = ("-k", "env_step or ceilings", "--benchmark-disable")
@@ -83,7 +83,7 @@ def test_two_cpu_devices_merge_into_the_single_process_run(single_run, tmp_path,
 
 def test_ctrl_c_keeps_the_shards_finished_cases(tmp_path):
     code = (
-        "import sys; from ppo_core.cli import main; "
+        "import sys; from archbench_cli.main import main; "
         f"sys.exit(main(['sweep', '--presets', 'tiny', '--devices', 'cpu,cpu', '--out', "
         f"{str(tmp_path)!r}, '--no-report', '--', *{list(SELECT)!r}]))"
     )

@@ -17,11 +17,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ppo_core.cli import main
+from archbench_cli.main import main
+from instrument.device.datasheets import cpu_spec, custom_spec, find_gpu
+from instrument.device.tiers import config_for_gpu, gpu_tier
 from ppo_core.config import NetworkConfig
 from ppo_core.errors import ConfigError
-from ppo_core.gpus import cpu_spec, custom_spec, find_gpu
-from ppo_core.hardware import config_for_gpu, gpu_tier
 from ppo_core.presets import PRESETS
 from ppo_core.sizing import CUDA_CONTEXT_BYTES, estimate
 from reports.load import load_runs
@@ -37,7 +37,7 @@ _STATS = {"env_steps_per_s": "rollout_env_steps_per_s"}
 
 
 def _median_metric(samples: list[float]):
-    from ppo_core.record import Metric
+    from instrument.record import Metric
 
     return Metric.measured(statistics.median(samples), "1/s", "higher", samples)
 
@@ -67,8 +67,8 @@ def _small_ceilings():
     smaller buffers (1024^2 GEMM, 64 MiB copy) so the fixture takes a second, not fifteen."""
     import torch
 
-    from ppo_core.machine import Ceilings
-    from ppo_core.timing import time_callable
+    from instrument.device.machine import Ceilings
+    from instrument.timing import time_callable
 
     n, n_bytes = 1024, 64 * 2**20
     a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
@@ -100,12 +100,12 @@ def cpu_run(tmp_path_factory):
     """(path of a real results JSON from this CPU, the ceilings measured, the CPU model)."""
     import torch
 
+    from instrument.device.machine import device_info
+    from instrument.record import Metric, Record
+    from instrument.timing import Latency, time_callable
     from ppo_core.config import EnvConfig, PPOConfig
     from ppo_core.data import make_synthetic, min_bars, prepare
     from ppo_core.env import TradingEnv
-    from ppo_core.machine import device_info
-    from ppo_core.record import Metric, Record
-    from ppo_core.timing import Latency, time_callable
     from ppo_core.trainer import PPOTrainer
 
     torch.manual_seed(0)

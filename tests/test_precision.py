@@ -11,7 +11,7 @@ import re
 import pytest
 import torch
 
-from ppo_core import gpu
+from ppo_core import device as device_layer
 from ppo_core.config import EnvConfig, NetworkConfig, PPOConfig
 from ppo_core.data import make_synthetic, prepare
 from ppo_core.env import TradingEnv
@@ -58,7 +58,7 @@ def _trainer(data, config: PPOConfig) -> PPOTrainer:
     ],
 )
 def test_auto_is_tf32_on_ampere_and_later_only(requested, device, capability, expected):
-    assert gpu.resolve_precision(requested, device, capability) == expected
+    assert device_layer.resolve_precision(requested, device, capability) == expected
 
 
 @pytest.mark.parametrize(
@@ -72,7 +72,7 @@ def test_auto_is_tf32_on_ampere_and_later_only(requested, device, capability, ex
 )
 def test_unsupported_precision_is_refused_in_one_line(requested, device, capability, message):
     with pytest.raises(ConfigError, match=re.escape(message)) as caught:
-        gpu.resolve_precision(requested, device, capability)
+        device_layer.resolve_precision(requested, device, capability)
     assert len(str(caught.value).splitlines()) == 1
 
 
@@ -80,7 +80,7 @@ def test_matmul_precision_is_restored_even_on_error():
     before, seen = torch.get_float32_matmul_precision(), []
 
     def fail_inside() -> None:
-        with gpu.matmul_precision("tf32"):
+        with device_layer.matmul_precision("tf32"):
             seen.append(torch.get_float32_matmul_precision())
             raise RuntimeError("boom")
 

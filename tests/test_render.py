@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from plotly.offline import get_plotlyjs
 
-from ppo_core.cli import main
+from archbench_cli.main import main
 from reports.compare import compare_runs
 from reports.evidence import preset_summary
 from reports.load import load_runs

@@ -1,4 +1,4 @@
-"""ppo_core.shards: the splitter keeps each size on one device and loses no case; --devices is
+"""sweep.shards: the splitter keeps each size on one device and loses no case; --devices is
 checked against the machine; the merged run names every record's device and reads back through
 reports.load, split per kind of GPU in the report and in compare."""
 
@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 
 from ppo_core.errors import ConfigError
-from ppo_core.shards import (
+from reports.compare import compare_runs, devices_note
+from reports.evidence import device_groups
+from reports.load import load_run
+from reports.render import render_html
+from sweep.shards import (
     Case,
     ShardRun,
     case_weight,
@@ -23,10 +27,6 @@ from ppo_core.shards import (
     split_cases,
     visible_device,
 )
-from reports.compare import compare_runs, devices_note
-from reports.evidence import device_groups
-from reports.load import load_run
-from reports.render import render_html
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

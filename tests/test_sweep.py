@@ -16,7 +16,8 @@ import pytest
 
 import ppo_core
 from ppo_core.errors import ArchbenchError
-from ppo_core.sweep import (
+from reports.load import load_run
+from sweep.runner import (
     SWEEP_OPTIONS,
     SweepOptions,
     _headline,
@@ -28,7 +29,6 @@ from ppo_core.sweep import (
     run_name,
     run_sweep,
 )
-from reports.load import load_run
 
 
 def test_run_name_is_file_safe_and_utc():
@@ -105,7 +105,7 @@ def test_options_parsed_by_the_cli_read_back_the_same_in_pytest():
     ],
 )
 def test_sweep_refuses_a_bad_option_in_one_line_before_pytest(tmp_path, capsys, argv, message):
-    from ppo_core.cli import main
+    from archbench_cli.main import main
 
     out = tmp_path / "runs"
     assert main(["sweep", *argv, "--out", str(out)]) == 2
@@ -116,7 +116,7 @@ def test_sweep_refuses_a_bad_option_in_one_line_before_pytest(tmp_path, capsys, 
 
 
 def test_sweep_reads_the_data_file_before_pytest(tmp_path, capsys):
-    from ppo_core.cli import main
+    from archbench_cli.main import main
 
     few = tmp_path / "few.csv"
     few.write_text("Date,Open,High,Low,Close,Volume\n2020-01-01,1,1,1,1,1\n")
@@ -138,7 +138,7 @@ def test_sweep_reads_the_data_file_before_pytest(tmp_path, capsys):
 
 
 def test_sweep_refuses_a_file_as_its_output_folder(tmp_path, capsys):
-    from ppo_core.cli import main
+    from archbench_cli.main import main
 
     taken = tmp_path / "runs"
     taken.write_text("not a folder")
@@ -236,7 +236,7 @@ def _held_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path, int]:
     (tmp_path / "archbench_hold.py").write_text(_HOLD_PLUGIN)
     held = tmp_path / "held"
     code = (
-        "import sys; from ppo_core.cli import main; "
+        "import sys; from archbench_cli.main import main; "
         f"sys.exit(main(['sweep', '--presets', 'tiny', '--device', 'cpu', '--out', "
         f"{str(tmp_path)!r}, '--no-report', '--', '-k', 'env_step', '-p', 'archbench_hold']))"
     )
@@ -305,7 +305,7 @@ def test_a_stop_signal_keeps_the_finished_cases(tmp_path, signum, to_group):
 
 
 def test_a_killed_sweep_is_rebuilt_by_report_from_its_records(tmp_path, capsys):
-    from ppo_core.cli import main
+    from archbench_cli.main import main
 
     sweep, _out, pytest_pid = _held_sweep(tmp_path)
     os.kill(sweep.pid, signal.SIGKILL)
@@ -379,7 +379,7 @@ def test_a_case_that_measured_nothing_says_why_on_its_progress_line():
 
 
 def test_a_half_written_benchmark_json_is_not_taken_for_a_result(tmp_path):
-    from ppo_core.sweep import _is_complete_json
+    from sweep.runner import _is_complete_json
 
     whole, half = tmp_path / "whole.json", tmp_path / "half.json"
     whole.write_text('{"benchmarks": []}')
@@ -429,7 +429,7 @@ def test_cases_without_an_extra_say_why_and_raise_no_benchmark_warnings(tmp_path
 
 def test_a_failing_report_keeps_the_run_and_says_where_the_traceback_is(tmp_path, monkeypatch):
     import reports.render
-    from ppo_core.sweep import _render
+    from sweep.runner import _render
 
     def broken(*_args, **_kwargs):
         raise KeyError("memory_bytes")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ppo_core.gpus import cpu_spec, find_gpu
+from instrument.device.datasheets import cpu_spec, find_gpu
 from reports.load import load_runs
 from reports.pick import pick
 from reports.scores import (
@@ -228,7 +228,7 @@ def test_pick_on_the_h100_runs_names_the_measured_fastest(h100_paths):
 
 
 def _cpu_device(df):
-    from ppo_core.machine import Ceilings
+    from instrument.device.machine import Ceilings
 
     model = df["cpu_model"].dropna().iloc[0]
     # Stated rates: only the device's identity and memory matter to a pick of its own runs.

@@ -6,6 +6,7 @@ when there is no driver, no GPU, MIG, or a process list it cannot see.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import threading
@@ -13,11 +14,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from ppo_core.device import Device, cuda_index, cuda_synchronize
 from ppo_core.errors import ConfigError
-
-TRAINING_PRECISIONS = ("fp32", "tf32", "bf16")
-"""Matmul precisions training runs in: fp32 (TF32 off), tf32 (fp32 storage, TF32 tensor-core
-matmuls) and bf16 (autocast: bf16 matmuls, fp32 weights, Adam and loss)."""
 
 __all__ = [
     "NvmlSampler",
@@ -27,13 +25,12 @@ __all__ = [
     "cuda_index",
     "cuda_synchronize",
     "gpu_facts",
-    "matmul_precision",
     "nvml_available",
     "nvml_handle_for_torch_device",
     "nvml_session",
-    "resolve_precision",
     "start_cuda_events",
     "stop_cuda_events",
+    "with_memory",
 ]
 
 _refcount_lock = threading.Lock()
@@ -115,23 +112,6 @@ def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def cuda_index(device: Any) -> int:
-    """The torch CUDA ordinal of 'cuda', 'cuda:N' or a torch.device of type cuda."""
-    text = str(device)
-    if text == "cuda":
-        return _torch_current_device()
-    match = re.fullmatch(r"cuda:(\d+)", text)
-    if not match:
-        raise ConfigError(f"device must be 'cuda' or 'cuda:N' for a GPU view, got {text!r}")
-    return int(match.group(1))
-
-
-def _torch_current_device() -> int:
-    import torch
-
-    return torch.cuda.current_device() if torch.cuda.is_available() else 0
 
 
 def _torch_uuid(index: int) -> str | None:
@@ -451,14 +431,6 @@ class NvmlSampler:
 
 
 # -- CUDA: events, synchronisation, allocator -------------------------------------------------
-def cuda_synchronize(device: Any) -> None:
-    """Wait for all queued work on `device` (no-op for CPU)."""
-    if str(device).startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize(device)
-
-
 def start_cuda_events(device: Any) -> tuple[Any, Any]:
     """A (start, end) pair of timing events, start recorded now on `device`'s current stream."""
     import torch
@@ -498,54 +470,9 @@ def allocator_peaks(device: Any) -> tuple[int, int]:
     return torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_reserved(device)
 
 
-# -- training precision -------------------------------------------------------------------------
-def _capability(device: Any) -> tuple[int, int]:
-    import torch
-
-    return torch.cuda.get_device_capability(device)
-
-
-def resolve_precision(
-    requested: str, device: Any, capability: tuple[int, int] | None = None
-) -> str:
-    """'auto', 'fp32', 'tf32' or 'bf16' on `device` -> the precision training will run in.
-
-    auto: tf32 on a CUDA device of compute capability 8.0+ (Ampere on: TF32 tensor cores),
-    fp32 elsewhere. tf32 and bf16 are refused on a CPU and on older GPUs, with one line.
-    `capability` overrides the device's (tests).
-    """
-    if requested not in ("auto", *TRAINING_PRECISIONS):
-        raise ConfigError(
-            f"precision must be auto, {', '.join(TRAINING_PRECISIONS)}; got {requested!r}"
-        )
-    if not str(device).startswith("cuda"):
-        if requested in ("tf32", "bf16"):
-            raise ConfigError(
-                f"precision {requested} needs a CUDA GPU (compute capability 8.0+); "
-                f"device is {device}: use --precision fp32"
-            )
-        return "fp32"
-    major, minor = capability if capability is not None else _capability(device)
-    if requested == "auto":
-        return "tf32" if major >= 8 else "fp32"
-    if requested in ("tf32", "bf16") and major < 8:
-        raise ConfigError(
-            f"precision {requested} needs compute capability 8.0+; {device} is {major}.{minor}: "
-            "use --precision fp32"
-        )
-    return requested
-
-
-@contextmanager
-def matmul_precision(precision: str) -> Iterator[None]:
-    """Run the block with fp32 matmuls at `precision` ('tf32' lets cuBLAS use TF32 tensor
-    cores; anything else keeps full fp32), then restore the process's setting, so one
-    trainer's choice never leaks into another measurement in the same process."""
-    import torch
-
-    previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(previous)
+def with_memory(device: Device) -> Device:
+    """`device` with NVML's memory total where torch reported none (a GPU only)."""
+    if not device.is_cuda or device.memory_gib:
+        return device
+    memory = gpu_facts(device.device)["memory_bytes"]
+    return dataclasses.replace(device, memory_gib=memory / 2**30 if memory else None)

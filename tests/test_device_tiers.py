@@ -6,18 +6,18 @@ import json
 
 import pytest
 
-from ppo_core.config import PPOConfig
-from ppo_core.errors import ConfigError
-from ppo_core.hardware import (
+from instrument.device.tiers import (
     GPU_TIERS,
     TierRow,
     config_for_gpu,
-    detect_device,
     get_a100_config,
     get_auto_config,
     gpu_tier,
     tiers_from_dicts,
 )
+from ppo_core.config import PPOConfig
+from ppo_core.device import Device, check_device, resolve_device
+from ppo_core.errors import ConfigError
 from ppo_core.presets import PRESETS, TRAINING_MODES
 
 MEDIUM, SMALL, TINY = PRESETS["medium"], PRESETS["small"], PRESETS["tiny"]
@@ -65,7 +65,7 @@ def test_config_for_a_named_card_without_the_card():
 @pytest.mark.parametrize("mode", list(TRAINING_MODES))
 @pytest.mark.parametrize("row", GPU_TIERS, ids=lambda r: r.name)
 def test_every_tier_gives_a_valid_config_in_every_mode(row, mode):
-    from ppo_core.hardware import _config
+    from instrument.device.tiers import _config
 
     cfg = _config(row, "cuda", 10_000, mode)
     assert cfg.minibatch_size <= cfg.batch_size
@@ -84,11 +84,25 @@ def test_auto_config_rejects_unknown_modes_and_devices():
     with pytest.raises(ConfigError, match="training_mode must be one of quick"):
         get_auto_config(1000, "turbo", device="cpu")
     with pytest.raises(ConfigError, match="device must be auto, cpu, cuda"):
-        detect_device("tpu")
+        resolve_device("tpu")
 
 
 def test_detect_cpu():
-    assert detect_device("cpu") == ("cpu", None, None)
+    assert resolve_device("cpu") == Device("cpu", None, None, None)
+
+
+def test_one_validator_names_the_owner_and_the_value():
+    for good in ("auto", "cpu", "cuda", "cuda:3"):
+        assert check_device(good) == good
+    for bad in ("gpu", "cuda:", "cuda:x", "CPU", 0):
+        with pytest.raises(ConfigError, match=r"PPOConfig\.device must be auto, cpu, cuda"):
+            check_device(bad, "PPOConfig.device")
+    with pytest.raises(ConfigError, match=r"PPOConfig\.device"):
+        PPOConfig(device="tpu")
+
+
+def test_the_device_is_resolved_once_per_process():
+    assert resolve_device("cpu") is resolve_device("cpu")
 
 
 def test_detect_cuda_without_cuda_says_why():
@@ -97,8 +111,8 @@ def test_detect_cuda_without_cuda_says_why():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ConfigError, match="torch sees no CUDA device"):
-        detect_device("cuda:0")
-    assert detect_device("auto")[0] == "cpu"
+        resolve_device("cuda:0")
+    assert resolve_device("auto").device == "cpu"
 
 
 def test_a_gpu_needs_its_memory():

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ppo_core.atomic import atomic_path
+from ppo_core.device import check_device, resolve_device
 from ppo_core.errors import ArchbenchError, ConfigError, DataError
 
 __all__ = [
@@ -100,11 +101,11 @@ def parse_hidden_dims_list(values: Sequence[str] | None) -> tuple[tuple[int, ...
 
 
 def parse_device(text: str) -> str:
-    """'auto', 'cpu', 'cuda' or 'cuda:N', checked for form only (detect_device resolves it)."""
-    device = str(text).strip().lower()
-    if device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", device):
-        return device
-    raise ConfigError(f"--device {text!r}: give auto, cpu, cuda or cuda:N")
+    """'auto', 'cpu', 'cuda' or 'cuda:N', checked for form only (resolve_device resolves it)."""
+    try:
+        return check_device(str(text).strip().lower())
+    except ConfigError:
+        raise ConfigError(f"--device {text!r}: give auto, cpu, cuda or cuda:N") from None
 
 
 def parse_data(text: str) -> str:
@@ -203,7 +204,7 @@ class SweepOptions:
     hidden_dims: tuple[tuple[int, ...], ...] = ()
     """Custom sizes swept beside the presets."""
     device: str = "auto"
-    """'auto', 'cpu', 'cuda' or 'cuda:N' (resolved by hardware.detect_device)."""
+    """'auto', 'cpu', 'cuda' or 'cuda:N' (resolved by ppo_core.device.resolve_device)."""
     data: str = "synthetic"
     """'synthetic', a named dataset or an absolute path to an OHLCV file."""
 
@@ -309,9 +310,8 @@ def pytest_command(
 
 def _device_label(device: str) -> tuple[str, str]:
     """(torch device, label for the file name) for --device, e.g. ('cuda:0', 'cuda0-h100')."""
-    from ppo_core.hardware import detect_device
-
-    resolved, gpu_name, _memory = detect_device(device)
+    found = resolve_device(device)
+    resolved, gpu_name = found.device, found.name
     if gpu_name is None:
         return resolved, resolved
     short = gpu_name.replace("NVIDIA", "").strip()

@@ -356,7 +356,7 @@ def _training_config(args: argparse.Namespace):  # -> PPOConfig
     if args.timesteps is not None and args.timesteps <= 0:
         raise ConfigError(f"--timesteps must be positive, got {args.timesteps}")
     if args.auto:
-        from ppo_core.hardware import get_auto_config
+        from instrument.device.tiers import get_auto_config
 
         config = get_auto_config(args.timesteps, args.mode, device=args.device)
     else:
@@ -410,16 +410,15 @@ def _eval_table(title: str, results: dict) -> None:
 def _train(args: argparse.Namespace) -> int:
     from ppo_core import checkpoint
     from ppo_core.data import Normalizer, load_market_data, prepare
+    from ppo_core.device import resolve_device, resolve_precision
     from ppo_core.env import TradingEnv
     from ppo_core.evaluation import evaluate_with_baselines
-    from ppo_core.gpu import resolve_precision
-    from ppo_core.hardware import detect_device
     from ppo_core.trainer import PPOTrainer
 
     config = _training_config(args)
     _check_range(args.bars, "--bars", 1, _MAX_BARS)
     out = _check_train_out(args)
-    device = detect_device(config.device)[0]
+    device = resolve_device(config.device).device
     resolve_precision(config.precision, device)  # refuse tf32/bf16 on a CPU before any work
     market = load_market_data(args.data, bars=args.bars, seed=config.seed, **_signal(args))
     normalizer = None
@@ -548,8 +547,8 @@ def _check_features(ckpt, n_features: int) -> None:  # ckpt: checkpoint.Checkpoi
 def _evaluate(args: argparse.Namespace) -> int:
     from ppo_core import checkpoint
     from ppo_core.data import FEATURE_NAMES, Normalizer, load_market_data, prepare
+    from ppo_core.device import resolve_device
     from ppo_core.evaluation import evaluate_with_baselines
-    from ppo_core.hardware import detect_device
     from ppo_core.network import ActorCritic
 
     ckpt = checkpoint.load(args.checkpoint)
@@ -562,7 +561,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     _check_features(ckpt, data.n_features)
     policy = ActorCritic(ckpt.config)
     policy.load_state_dict(ckpt.policy_state_dict)
-    policy.to(detect_device(args.device)[0])
+    policy.to(resolve_device(args.device).device)
     cost_bps = ckpt.ppo_config.env.cost_bps if ckpt.ppo_config else 1.0
     results = evaluate_with_baselines(policy, data, args.split, cost_bps)
     if args.json:
@@ -591,7 +590,7 @@ def _add_benchmarks_commands(subcommands: argparse._SubParsersAction) -> None:
         "and small for training and overfitting; one seed). full: every preset, 3 seeds, "
         "longer budgets, sized for a GPU. Needs a source checkout (bench/ is not installed).",
     )
-    from ppo_core.sweep import SWEEP_OPTIONS
+    from sweep.runner import SWEEP_OPTIONS
 
     for option in SWEEP_OPTIONS:  # the same flags, help and parsers as bench/conftest.py's
         option.declare(sweep.add_argument)
@@ -612,7 +611,7 @@ def _add_benchmarks_commands(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _add_shard_options(sweep: argparse.ArgumentParser) -> None:
-    shards = sweep.add_argument_group("several devices (ppo_core.multisweep)")
+    shards = sweep.add_argument_group("several devices (sweep.multisweep)")
     shards.add_argument(
         "--devices",
         metavar="D,D,...",
@@ -639,10 +638,10 @@ def _add_shard_options(sweep: argparse.ArgumentParser) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from ppo_core.sweep import run_sweep
+    from sweep.runner import run_sweep
 
     if args.devices or args.ray or args.accelerator or args.shards:
-        from ppo_core.multisweep import sweep_command
+        from sweep.multisweep import sweep_command
 
         return sweep_command(args)
 
@@ -782,10 +781,10 @@ def _add_reports_commands(subcommands: argparse._SubParsersAction) -> None:
 def _report_command(args: argparse.Namespace) -> int:
     from ppo_core.atomic import check_output
     from ppo_core.errors import ConfigError
-    from ppo_core.sweep import resolve_run
     from reports.compare import compare_runs, comparison_html
     from reports.render import render_report
     from reports.use_cases import Budgets
+    from sweep.runner import resolve_run
 
     _check_range(args.latency_budget_ms, "--latency-budget-ms", 0, 1e6)
     _check_range(args.memory_budget_gb, "--memory-budget-gb", 0, _MAX_MEMORY_GIB)
@@ -958,32 +957,34 @@ def _add_pick_commands(subcommands: argparse._SubParsersAction) -> None:
     pick.set_defaults(handler=_pick)
 
 
-def _pick_device(gpu: str, vram_gb: float | None):  # -> gpus.GpuSpec
+def _pick_device(gpu: str, vram_gb: float | None):  # -> datasheets.GpuSpec
     import dataclasses
 
-    from ppo_core import gpus
+    from instrument.device import datasheets
     from ppo_core.errors import ConfigError
 
     wanted = gpu.strip().lower()
     if wanted == "auto" and vram_gb is not None:
-        return gpus.custom_spec(f"GPU with {vram_gb:g} GiB", vram_gb, "--vram-gb; no rates")
+        return datasheets.custom_spec(f"GPU with {vram_gb:g} GiB", vram_gb, "--vram-gb; no rates")
     if wanted == "auto":
-        from ppo_core.hardware import detect_device
+        from instrument.device.gpu import with_memory
+        from ppo_core.device import resolve_device
 
-        _, name, memory_gb = detect_device("auto")
+        found = with_memory(resolve_device("auto"))
+        name, memory_gb = found.name, found.memory_gib
         if name is not None and not memory_gb:
             raise ConfigError(f"detected {name!r} but not its memory; give --vram-gb N")
         if name is not None:
-            spec = gpus.find_gpu(name, memory_gb) or gpus.custom_spec(
+            spec = datasheets.find_gpu(name, memory_gb) or datasheets.custom_spec(
                 name, memory_gb, "detected; not in the GPU table, so no rates"
             )
             # Detected memory is what this device really offers (a MIG slice, reserved memory).
             return dataclasses.replace(spec, memory_gib=memory_gb)
     elif wanted != "cpu":
-        spec = gpus.find_gpu(gpu, vram_gb)
+        spec = datasheets.find_gpu(gpu, vram_gb)
         if spec is None:
             raise ConfigError(
-                f"unknown GPU {gpu!r}; known: {', '.join(gpus.known_names())}; "
+                f"unknown GPU {gpu!r}; known: {', '.join(datasheets.known_names())}; "
                 "for another card give its memory with --vram-gb N"
             )
         return dataclasses.replace(spec, memory_gib=vram_gb) if vram_gb else spec
@@ -991,11 +992,12 @@ def _pick_device(gpu: str, vram_gb: float | None):  # -> gpus.GpuSpec
         raise ConfigError("--vram-gb is for a GPU; --gpu cpu uses this machine's RAM")
     import psutil
 
-    from ppo_core.machine import device_info, measure_ceilings
+    from instrument.device.machine import device_info, measure_ceilings
 
     print("measuring this CPU's matmul and copy rates (a few seconds)...", file=sys.stderr)
     ceilings = measure_ceilings("cpu")
-    return gpus.cpu_spec(ceilings, device_info("cpu").cpu_model, psutil.virtual_memory().total)
+    memory = psutil.virtual_memory().total
+    return datasheets.cpu_spec(ceilings, device_info("cpu").cpu_model, memory)
 
 
 def _pick(args: argparse.Namespace) -> int:
@@ -1159,7 +1161,7 @@ def _add_export_commands(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ppo_core import backends
+    from instrument import backends
     from ppo_core.atomic import check_output
 
     _check_range(args.seed, "--seed", 0, _MAX_SEED, low_inclusive=True)

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from instrument.memory import PeakMemory, reset_peak_rss
 from ppo_core.config import NetworkConfig, PPOConfig
 from ppo_core.data import load_market_data, prepare
 from ppo_core.env import TradingEnv
-from ppo_core.memory import PeakMemory, reset_peak_rss
 from ppo_core.trainer import PPOTrainer
 
 __all__ = ["training_setup"]

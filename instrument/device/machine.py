@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ppo_core import gpu
-from ppo_core.hardware import gpu_tier
-from ppo_core.record import Metric
-from ppo_core.timing import time_callable
+from instrument.device import gpu
+from instrument.device.tiers import gpu_tier
+from instrument.record import Metric
+from instrument.timing import time_callable
 
 __all__ = [
     "MATMUL_DTYPES",

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from instrument.record import Metric
 from ppo_core.atomic import atomic_path
 from ppo_core.errors import ArchbenchError
 from ppo_core.network import ActorCritic
-from ppo_core.record import Metric
 
 __all__ = [
     "AGREEMENT_THRESHOLD",

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from instrument.device import gpu
 from ppo_core.config import NetworkConfig, PPOConfig
+from ppo_core.device import resolve_device
 from ppo_core.errors import ConfigError
 from ppo_core.presets import TRAINING_MODES
 
@@ -18,7 +20,6 @@ __all__ = [
     "GPU_TIERS",
     "TierRow",
     "config_for_gpu",
-    "detect_device",
     "get_a100_config",
     "get_auto_config",
     "gpu_tier",
@@ -128,39 +129,6 @@ def gpu_tier(
     raise ConfigError(f"no tier row matches {what}; add a row for it to the tier table")
 
 
-def detect_device(prefer: str = "auto") -> tuple[str, str | None, float | None]:
-    """(torch device, GPU name or None, GPU memory in GiB or None) for `prefer`.
-
-    `prefer` is 'auto' (the current CUDA device if torch sees one, else the CPU), 'cpu',
-    'cuda' or 'cuda:N'. Name and memory come from torch, which reports the visible device
-    (a MIG slice's own memory, too); NVML's total is used when torch does not give one.
-    """
-    import torch
-
-    from ppo_core import gpu
-
-    if prefer == "cpu":
-        return "cpu", None, None
-    if prefer != "auto" and not (prefer == "cuda" or prefer.startswith("cuda:")):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {prefer!r}")
-    if not torch.cuda.is_available():
-        if prefer == "auto":
-            return "cpu", None, None
-        raise ConfigError(
-            f"device {prefer!r} asked for, but torch sees no CUDA device "
-            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'})"
-        )
-    index = gpu.cuda_index("cuda" if prefer == "auto" else prefer)
-    if index >= torch.cuda.device_count():
-        raise ConfigError(
-            f"device cuda:{index} does not exist: torch sees "
-            f"{torch.cuda.device_count()} CUDA device(s)"
-        )
-    props = torch.cuda.get_device_properties(index)
-    memory = props.total_memory or gpu.gpu_facts(f"cuda:{index}")["memory_bytes"]
-    return f"cuda:{index}", props.name, memory / 2**30 if memory else None
-
-
 def config_for_gpu(
     name: str,
     memory_gb: float,
@@ -191,9 +159,9 @@ def get_auto_config(
     tiers: Sequence[TierRow] = GPU_TIERS,
 ) -> PPOConfig:
     """The PPOConfig for this machine's device (`device` None: detect it)."""
-    torch_device, name, memory_gb = detect_device(device or "auto")
-    row = gpu_tier(name, memory_gb, tiers)
-    return _config(row, torch_device, total_timesteps, training_mode)
+    found = gpu.with_memory(resolve_device(device or "auto"))
+    row = gpu_tier(found.name, found.memory_gib, tiers)
+    return _config(row, found.device, total_timesteps, training_mode)
 
 
 def _config(row: TierRow, device: str, total_timesteps: int, training_mode: str) -> PPOConfig:

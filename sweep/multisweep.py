@@ -1,5 +1,5 @@
 """`archbench sweep --devices` and `--ray`: one shard of the sweep per device, each an ordinary
-single-device `archbench sweep` process, merged into one run (ppo_core.shards) and rendered.
+single-device `archbench sweep` process, merged into one run (sweep.shards) and rendered.
 
 On one node the shards are subprocesses pinned with CUDA_VISIBLE_DEVICES; on a Ray cluster
 each is a task asking for one GPU (or one CPU), retried when its node is lost.
@@ -28,8 +28,8 @@ from typing import Any
 from ppo_core.atomic import atomic_path
 from ppo_core.errors import ArchbenchError, ConfigError
 from ppo_core.presets import PRESETS, parse_hidden_dims
-from ppo_core.shards import ShardRun, merge_shards, parse_devices, visible_device
-from ppo_core.sweep import run_name
+from sweep.runner import run_name
+from sweep.shards import ShardRun, merge_shards, parse_devices, visible_device
 
 __all__ = [
     "RAY_INSTALL_HINT",
@@ -103,7 +103,7 @@ def shard_command(
     options: SweepOptions, device: str, out_dir: Path, index: int, n_shards: int
 ) -> list[str]:
     """The `archbench sweep` invocation of shard `index` (device as the shard sees it)."""
-    command = [sys.executable, "-m", "ppo_core.cli", "sweep", "--profile", options.profile]
+    command = [sys.executable, "-m", "archbench_cli.main", "sweep", "--profile", options.profile]
     command += ["--device", device, "--data", options.data, "--out", str(out_dir), "--no-report"]
     if options.presets:
         command += ["--presets", options.presets]
