@@ -1,0 +1,278 @@
+"""`archbench pick`: the hidden_dims for a GPU (this one, a named one, or a stated memory),
+from measured runs when given, else from the tier table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from archbench_cli._common import MAX_BATCH, MAX_MEMORY_GIB, check_range, print_json, rich_console
+from ppo_core.errors import ConfigError
+
+__all__ = ["add_commands"]
+
+
+def add_commands(subcommands: argparse._SubParsersAction) -> None:
+    pick = subcommands.add_parser(
+        "pick",
+        help="choose hidden_dims, n_envs and minibatch for a GPU and a use case",
+        description="Judge every preset (and any --hidden-dims) on one device: does training "
+        "fit (sizing model + CUDA context under the memory, minus a safety margin), how fast "
+        "it trains (measured from a results file made on this device; else scaled from the "
+        "nearest measured run by matmul-rate and bandwidth ratios, 'extrapolated'; else a "
+        "roofline estimate), batch-1 latency (measured, or the weights/bandwidth floor) and "
+        "overfitting risk for --data-bars (measured Sharpe gap, or a params-per-bar heuristic). "
+        "Prints the recommendation with its reasons, then every candidate. Exit status: 0 with "
+        "a recommendation, 1 when no size qualifies, 2 on bad input.",
+    )
+    where = pick.add_argument_group("device")
+    where.add_argument(
+        "--gpu",
+        default="auto",
+        metavar="auto|NAME",
+        help="'auto' (detect; the default), 'cpu', or a card: T4, L4, A10G, 'RTX 4090', "
+        "A100-80GB, 'NVIDIA H100 80GB HBM3', ... (spelling is loose)",
+    )
+    where.add_argument(
+        "--vram-gb",
+        type=float,
+        metavar="N",
+        help="device memory in GiB: sizes an unlisted card, or overrides a named one's "
+        "(a MIG slice, or to tell A100 40GB from 80GB)",
+    )
+    pick.add_argument(
+        "--use-case",
+        metavar="NAME",
+        help="quick iteration, standard production (default), live trading, complex / volatile "
+        "symbols, limited data, extended training (loose: 'live', 'limited-data')",
+    )
+    pick.add_argument(
+        "--results",
+        action="append",
+        default=[],
+        metavar="RUN.json",
+        help="benchmark JSON from `pytest bench/ --benchmark-json` (repeatable); runs from "
+        "another device are used only for extrapolation",
+    )
+    pick.add_argument("--data-bars", type=int, metavar="N", help="bars of training data")
+    pick.add_argument(
+        "--latency-budget-ms",
+        type=float,
+        metavar="X",
+        help="batch-1 p99 latency budget (live trading defaults to reports' 1 ms)",
+    )
+    pick.add_argument("--n-envs", type=int, metavar="N", help="environments (default: tier's)")
+    pick.add_argument(
+        "--n-steps", type=int, metavar="N", help="steps per env per rollout (default: mode's)"
+    )
+    pick.add_argument(
+        "--minibatch", type=int, metavar="N", help="samples per update (default: tier's)"
+    )
+    pick.add_argument(
+        "--hidden-dims",
+        action="append",
+        default=[],
+        metavar="W,W,...",
+        help="an extra candidate size, e.g. 768,384,192 (repeatable)",
+    )
+    pick.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "tf32", "bf16"],
+        default="auto",
+        help="training precision: auto (the default) ranks measured sizes at the precision each "
+        "ran fastest and models tf32 where the card has it (as train's auto); fp32, tf32 or "
+        "bf16 rank only cases trained in it",
+    )
+    pick.add_argument(
+        "--obs-buffer",
+        choices=["indices", "observations"],
+        default="indices",
+        help="rollout layout sized: bar indices (the trainer's default) or full observation rows",
+    )
+    pick.add_argument(
+        "--safety-margin",
+        type=float,
+        default=0.10,
+        metavar="F",
+        help="share of device memory kept free (default 0.10)",
+    )
+    pick.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    pick.set_defaults(handler=_pick)
+
+
+def _pick_device(gpu: str, vram_gb: float | None):  # -> datasheets.GpuSpec
+    import dataclasses
+
+    from instrument.device import datasheets
+
+    wanted = gpu.strip().lower()
+    if wanted == "auto" and vram_gb is not None:
+        return datasheets.custom_spec(f"GPU with {vram_gb:g} GiB", vram_gb, "--vram-gb; no rates")
+    if wanted == "auto":
+        from instrument.device.gpu import with_memory
+        from ppo_core.device import resolve_device
+
+        found = with_memory(resolve_device("auto"))
+        name, memory_gb = found.name, found.memory_gib
+        if name is not None and not memory_gb:
+            raise ConfigError(f"detected {name!r} but not its memory; give --vram-gb N")
+        if name is not None:
+            spec = datasheets.find_gpu(name, memory_gb) or datasheets.custom_spec(
+                name, memory_gb, "detected; not in the GPU table, so no rates"
+            )
+            # Detected memory is what this device really offers (a MIG slice, reserved memory).
+            return dataclasses.replace(spec, memory_gib=memory_gb)
+    elif wanted != "cpu":
+        spec = datasheets.find_gpu(gpu, vram_gb)
+        if spec is None:
+            raise ConfigError(
+                f"unknown GPU {gpu!r}; known: {', '.join(datasheets.known_names())}; "
+                "for another card give its memory with --vram-gb N"
+            )
+        return dataclasses.replace(spec, memory_gib=vram_gb) if vram_gb else spec
+    elif vram_gb is not None:
+        raise ConfigError("--vram-gb is for a GPU; --gpu cpu uses this machine's RAM")
+    import psutil
+
+    from instrument.device.machine import device_info, measure_ceilings
+
+    print("measuring this CPU's matmul and copy rates (a few seconds)...", file=sys.stderr)
+    ceilings = measure_ceilings("cpu")
+    memory = psutil.virtual_memory().total
+    return datasheets.cpu_spec(ceilings, device_info("cpu").cpu_model, memory)
+
+
+def _pick(args: argparse.Namespace) -> int:
+    from ppo_core.presets import parse_hidden_dims
+    from reports.pick import pick
+
+    check_range(args.vram_gb, "--vram-gb", 0, MAX_MEMORY_GIB)
+    check_range(args.latency_budget_ms, "--latency-budget-ms", 0, 1e6)
+    check_range(args.data_bars, "--data-bars", 0, 10**9)
+    for flag in ("n_envs", "n_steps", "minibatch"):
+        check_range(getattr(args, flag), f"--{flag.replace('_', '-')}", 0, MAX_BATCH)
+    runs = None
+    if args.results:
+        from reports.load import load_runs
+
+        runs = load_runs(args.results)
+    device = _pick_device(args.gpu, args.vram_gb)
+    result = pick(
+        device,
+        use_case=args.use_case,
+        runs=runs,
+        data_bars=args.data_bars,
+        latency_budget_s=None if args.latency_budget_ms is None else args.latency_budget_ms / 1e3,
+        n_envs=args.n_envs,
+        n_steps=args.n_steps,
+        minibatch=args.minibatch,
+        extra_dims=[parse_hidden_dims(d) for d in args.hidden_dims],
+        precision=args.precision,
+        obs_buffer=args.obs_buffer,
+        safety_margin=args.safety_margin,
+    )
+    if args.json:
+        print_json(result.to_dict())
+        return 0 if result.recommended is not None else 1
+    _print_pick(result)
+    return 0 if result.recommended is not None else 1
+
+
+_BASIS_TAGS = {
+    "measured": "measured",
+    "measured (other settings)": "measured*",
+    "extrapolated": "extrapolated",
+    "roofline estimate": "roofline",
+    "floor": "floor",
+    "heuristic": "heuristic",
+    "unavailable": "-",
+}
+
+
+def _figure_text(figure, fmt) -> str:  # figure: pick.Figure
+    if figure.value is None:
+        return "-"
+    return f"{fmt(figure.value)} [dim]{_BASIS_TAGS[figure.basis]}[/dim]"
+
+
+def _print_pick(result) -> None:  # result: pick.PickResult
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = rich_console()
+    device = result.device
+    if result.decision is None and not result.notes:
+        console.print("[bold yellow]no measurements: the tier table's prior[/bold yellow]")
+    variant = f" ({device.variant})" if device.variant else ""
+    console.print(f"[bold]{escape(device.name)}{escape(variant)}[/bold]: {device.source}")
+    rec = result.recommended
+    if rec is None:
+        console.print(f"[bold red]no recommendation[/bold red] for {result.use_case!r}")
+    else:
+        dims = ",".join(map(str, rec.hidden_dims))
+        console.print(
+            f"[bold green]recommended:[/bold green] hidden_dims {dims} ({rec.label}), "
+            f"n_envs {result.n_envs}, minibatch {result.minibatch}"
+        )
+    for line in result.why:
+        console.print(f"  - {escape(line)}")
+
+    title = (
+        f"candidates on {device.name}: n_envs {result.n_envs} x n_steps {result.n_steps}, "
+        f"minibatch {result.minibatch}, {result.precision}, {result.obs_buffer} rollout buffer"
+    )
+    table = Table(title=title)
+    for column in (
+        "size",
+        "hidden_dims",
+        "params",
+        f"memory (of {result.budget_bytes / 1e9:.2f} GB)",
+        "rollout env steps/s",
+        "update samples/s",
+        "train steps/s",
+        "batch-1 latency p50 / p99",
+        "Sharpe gap / data",
+        "excluded because",
+    ):
+        left = column in ("size", "Sharpe gap / data", "excluded because")
+        table.add_column(column, justify="left" if left else "right")
+    for c in result.candidates:
+        style = "bold green" if rec is not None and c.hidden_dims == rec.hidden_dims else None
+        if c.overfit.value is None:
+            overfit = "-"
+        elif c.overfit.basis == "heuristic":
+            overfit = f"{c.overfit_risk}: {c.overfit.value:,.0f} params/bar [dim]heuristic[/dim]"
+        else:
+            overfit = f"gap {c.overfit.value:+.2f} [dim]measured[/dim]"
+        latency = _figure_text(c.latency_p50_s, lambda v: f"{v * 1e3:.3g} ms")
+        if c.latency_p99_s.value is not None:
+            latency += f" / {c.latency_p99_s.value * 1e3:.3g} ms"
+        table.add_row(
+            c.label,
+            ",".join(map(str, c.hidden_dims)),
+            f"{c.params:,}",
+            f"{c.need_bytes / 1e9:.2f} GB " + ("fits" if c.fits else "[red]too big[/red]"),
+            _figure_text(c.env_steps_per_s, lambda v: f"{v:,.0f}"),
+            _figure_text(c.update_samples_per_s, lambda v: f"{v:,.0f}"),
+            _figure_text(c.train_steps_per_s, lambda v: f"{v:,.0f}"),
+            latency,
+            overfit,
+            "; ".join(c.excluded),
+            style=style,
+        )
+    console.print(table)
+    context = "" if device.is_cpu else " + 0.5 GB CUDA context"
+    console.print(
+        f"train memory: sizing model{context}, against {device.memory_gib:.1f} GiB minus a "
+        f"{result.safety_margin:.0%} safety margin. train steps/s: rollout plus "
+        f"{result.n_epochs} update epochs per step."
+    )
+    basis_notes = {}
+    for c in result.candidates:
+        for figure in (c.env_steps_per_s, c.update_samples_per_s, c.latency_p50_s, c.overfit):
+            basis_notes.setdefault(figure.basis, figure.note)
+    for basis, note in basis_notes.items():
+        tag = "unavailable (-)" if basis == "unavailable" else _BASIS_TAGS[basis]
+        console.print(f"[dim]{tag}: e.g. {escape(note)}[/dim]")
+    for note in result.notes:
+        console.print(f"note: {escape(note)}")

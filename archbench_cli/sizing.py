@@ -1,0 +1,213 @@
+"""`archbench estimate`, `inspect` and `diff`: what a size costs, read from the config
+and the checkpoint files, before anything is trained."""
+
+from __future__ import annotations
+
+import argparse
+
+from archbench_cli._common import print_json, rich_console
+
+__all__ = ["add_commands"]
+
+_WRONG_TABLE_NOTE = (
+    "The widely copied sizing table (tiny ~0.4M, small ~1.5M, large 12.6M params / ~148 MB) "
+    "is wrong; these figures are exact for the network archbench builds (tests pin them)."
+)
+
+
+def add_commands(subcommands: argparse._SubParsersAction) -> None:
+    from ppo_core.presets import PRESETS
+
+    estimate = subcommands.add_parser(
+        "estimate",
+        help="exact parameters, bytes, FLOPs and training memory of every network size",
+        description="Size PPO actor-critic networks without building them: exact parameter "
+        "counts, weight bytes, checkpoint file sizes with and without Adam state, matmul FLOPs "
+        "per sample (forward and forward+backward) and the peak training memory of a PPO update. "
+        "By default one row per preset; --preset or --hidden-dims sizes one network.",
+    )
+    size = estimate.add_mutually_exclusive_group()
+    size.add_argument("--preset", choices=list(PRESETS), help="size one preset")
+    size.add_argument("--hidden-dims", metavar="W,W,...", help="size custom widths: 768,384,192")
+    estimate.add_argument("--features", type=int, default=53, help="features per bar (53)")
+    estimate.add_argument("--lookback", type=int, default=100, help="bars per observation (100)")
+    estimate.add_argument("--n-actions", type=int, default=3, help="discrete actions (3)")
+    estimate.add_argument(
+        "--trunk", choices=["shared", "separate"], default="shared", help="trunk layout (shared)"
+    )
+    estimate.add_argument("--layer-norm", action="store_true", help="LayerNorm in the trunk")
+    estimate.add_argument("--n-envs", type=int, default=8, help="environments per rollout (8)")
+    estimate.add_argument("--n-steps", type=int, default=256, help="steps per env per rollout")
+    estimate.add_argument("--minibatch", type=int, default=256, help="samples per update (256)")
+    estimate.add_argument(
+        "--bars", type=int, help="bars of features kept on the device (default: not counted)"
+    )
+    estimate.add_argument("--json", action="store_true", help="print a list of estimate dicts")
+    estimate.set_defaults(handler=_estimate)
+
+    inspect = subcommands.add_parser(
+        "inspect",
+        help="show a checkpoint's architecture, parameters, size and origin",
+        description="Load a checkpoint safely (no pickled code runs) and show its hidden_dims, "
+        "trunk, obs_dim, parameter count, file size beside the sizing model's prediction, "
+        "whether optimizer state is inside, and when and by which version it was written.",
+    )
+    inspect.add_argument("checkpoint", help="a checkpoint file written by archbench")
+    inspect.add_argument("--json", action="store_true", help="print the record as JSON")
+    inspect.set_defaults(handler=_inspect)
+
+    diff = subcommands.add_parser(
+        "diff",
+        help="compare the configs of two checkpoints",
+        description="List the architecture fields (and training fields, when both files carry "
+        "them) that differ between two checkpoints, with both parameter counts. Exit status: "
+        "0 same architecture, 1 different architecture, 2 error.",
+    )
+    diff.add_argument("a", help="first checkpoint")
+    diff.add_argument("b", help="second checkpoint")
+    diff.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    diff.set_defaults(handler=_diff)
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    from ppo_core.config import NetworkConfig
+    from ppo_core.presets import PRESETS, parse_hidden_dims, preset_name
+    from ppo_core.sizing import CUDA_CONTEXT_BYTES, estimate
+
+    if args.preset:
+        sizes = [PRESETS[args.preset]]
+    elif args.hidden_dims is not None:
+        sizes = [parse_hidden_dims(args.hidden_dims)]
+    else:
+        sizes = list(PRESETS.values())
+    estimates = [
+        estimate(
+            NetworkConfig(
+                n_features=args.features,
+                lookback=args.lookback,
+                hidden_dims=dims,
+                n_actions=args.n_actions,
+                trunk=args.trunk,
+                layer_norm=args.layer_norm,
+            ),
+            n_envs=args.n_envs,
+            n_steps=args.n_steps,
+            minibatch=args.minibatch,
+            n_bars=args.bars,
+        )
+        for dims in sizes
+    ]
+    if args.json:
+        print_json([e.to_dict() for e in estimates])
+        return 0
+
+    from rich.table import Table
+
+    first = estimates[0]
+    table = Table(
+        title=f"Exact sizes: obs {args.features} x {args.lookback} = {first.config.obs_dim}, "
+        f"{args.n_actions} actions, {args.trunk} trunk",
+    )
+    for header in ("size", "hidden_dims", "params", "first layer"):
+        table.add_column(header, justify="left" if header != "params" else "right", no_wrap=True)
+    for header in (
+        "fp32 MB",
+        "ckpt MB +Adam",
+        "ckpt MB weights",
+        "MFLOP/sample fwd",
+        "MFLOP/sample fwd+bwd",
+        "train MB",
+    ):
+        table.add_column(header, justify="right", no_wrap=True)
+    for e in estimates:
+        dims = e.config.hidden_dims
+        table.add_row(
+            preset_name(dims),
+            ",".join(str(w) for w in dims),
+            f"{e.params:,}",
+            f"{e.first_layer_share:.1%}",
+            f"{e.weight_bytes['fp32'] / 1e6:.1f}",
+            f"{e.checkpoint_bytes / 1e6:.1f}",
+            f"{e.checkpoint_bytes_no_optimizer / 1e6:.1f}",
+            f"{e.forward_flops_per_sample / 1e6:.1f}",
+            f"{e.train_flops_per_sample / 1e6:.1f}",
+            f"{e.train_bytes / 1e6:.1f}",
+        )
+    console = rich_console()
+    console.print(table)
+    data = f" + {args.bars:,} bars of features" if args.bars else ""
+    for line in (
+        f"train MB: fp32 weights + grads + Adam moments + Adam's step temporaries + saved "
+        f"activations and observations of one "
+        f"{args.minibatch}-sample minibatch + the rollout ({args.n_envs} envs x {args.n_steps} "
+        f"steps, stored as bar indices){data}. MB = 10^6 bytes.",
+        f"On a GPU add the CUDA context, ~{CUDA_CONTEXT_BYTES / 1e6:.0f} MB (stated separately, "
+        "varies by GPU and driver).",
+        _WRONG_TABLE_NOTE,
+    ):
+        console.print(line, soft_wrap=True, highlight=False)
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from ppo_core import checkpoint
+
+    info = checkpoint.inspect(args.checkpoint)
+    if args.json:
+        print_json(info.to_dict())
+        return 0
+
+    from rich.table import Table
+
+    table = Table(title=f"checkpoint {info.path}", show_header=False)
+    table.add_column("field", no_wrap=True)
+    table.add_column("value")
+    rows = {
+        "hidden_dims": ",".join(str(w) for w in info.hidden_dims),
+        "trunk": info.trunk,
+        "obs_dim": f"{info.obs_dim} ({info.n_features} features x {info.lookback} bars)",
+        "n_actions": str(info.n_actions),
+        "activation": info.activation + (" + LayerNorm" if info.layer_norm else ""),
+        "params": f"{info.params:,}",
+        "file size": f"{info.file_bytes:,} B (sizing model predicts {info.predicted_bytes:,})",
+        "optimizer state": "yes" if info.has_optimizer_state else "no",
+        "obs normalisation": "yes" if info.has_obs_norm else "no",
+        "created": info.created or "unknown",
+        "written by": f"ppo-archbench {info.archbench_version}, torch {info.torch_version}",
+        "git commit": info.git_commit or "unknown",
+    }
+    for field, value in rows.items():
+        table.add_row(field, value)
+    rich_console().print(table)
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from ppo_core import checkpoint
+
+    result = checkpoint.diff(args.a, args.b)
+    if args.json:
+        print_json(result.to_dict())
+        return 0 if result.same_architecture else 1
+
+    from rich.table import Table
+
+    console = rich_console()
+    verdict = "same architecture" if result.same_architecture else "different architecture"
+    console.print(
+        f"{verdict}: {result.params_a:,} params in {result.path_a}, "
+        f"{result.params_b:,} in {result.path_b}"
+    )
+    for title, rows in (
+        ("architecture", result.differences),
+        ("training", result.training_differences),
+    ):
+        if rows:
+            console.print(f"{title} fields that differ:", highlight=False)
+            table = Table()
+            for header in ("field", "a", "b"):
+                table.add_column(header)
+            for field, a, b in rows:
+                table.add_row(field, str(a), str(b))
+            console.print(table)
+    return 0 if result.same_architecture else 1
