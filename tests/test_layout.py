@@ -1,0 +1,121 @@
+"""The map of the house holds: each part imports only the parts below it.
+
+Read from the source (AST), every import anywhere in a module, lazy ones inside functions too.
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Bottom to top. A part may import itself and the parts listed for it, nothing else of ours.
+ALLOWED = {
+    "ppo_core": set(),  # the subject: what is measured
+    "instrument": {"ppo_core"},  # the measuring kit
+    "reports": {"ppo_core", "instrument"},  # decisions and pages (no torch: see below)
+    "sweep": {"ppo_core", "instrument", "reports"},  # runs bench/, renders the report
+    "bench": {"ppo_core", "instrument", "sweep"},  # the pytest suites
+    "archbench_cli": {"ppo_core", "instrument", "reports", "sweep"},  # the command line on top
+}
+PARTS = tuple(ALLOWED)
+
+
+def _modules(part: str) -> list[Path]:
+    return sorted((ROOT / part).rglob("*.py"))
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, top_level_only: bool = False) -> set[str]:
+    """Dotted names `path` imports ('from a import b' gives 'a.b' and 'a')."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _file_of(module: str) -> Path | None:
+    base = ROOT.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@cache
+def _imports_torch_at_load(module: str) -> bool:
+    """Importing `module` loads torch (its top-level imports, followed through our modules)."""
+    path = _file_of(module)
+    if path is None:
+        return False
+    names = _imports(path, top_level_only=True)
+    if any(name == "torch" or name.startswith("torch.") for name in names):
+        return True
+    ours = {n for n in names if n.split(".")[0] in PARTS and n != module}
+    return any(_imports_torch_at_load(name) for name in ours)
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_each_part_imports_only_downward(part):
+    wrong = []
+    for path in _modules(part):
+        for name in _imports(path):
+            top = name.split(".")[0]
+            if top in PARTS and top != part and top not in ALLOWED[part]:
+                wrong.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not wrong, f"{part} may import only {sorted(ALLOWED[part])}:\n" + "\n".join(wrong)
+
+
+def test_nothing_imports_the_command_line():
+    wrong = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for part in PARTS
+        if part != "archbench_cli"
+        for path in _modules(part)
+        for name in _imports(path)
+        if name.split(".")[0] == "archbench_cli"
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_reports_never_reach_the_instruments_torch_modules():
+    wrong = [
+        f"{path.relative_to(ROOT)} imports {name}, which loads torch"
+        for path in _modules("reports")
+        for name in _imports(path)
+        if name.split(".")[0] in ("instrument", "ppo_core", "torch")
+        and (name.split(".")[0] == "torch" or _imports_torch_at_load(name))
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_rules_see_a_violation(tmp_path):
+    """The checker itself: a lazy upward import inside a function is found."""
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from reports.render import render_report\n")
+    assert "reports.render.render_report" in _imports(module)
+    assert "reports.render" in _imports(module)
+    assert _imports_torch_at_load("instrument.timing") or _imports_torch_at_load("ppo_core.network")
+    assert not _imports_torch_at_load("instrument.record")
+
+
+def test_the_entry_point_and_the_packages_match_the_layout():
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'archbench = "archbench_cli.main:main"' in text
+    for part in ALLOWED:
+        if part != "bench":
+            assert f'"{part}*"' in text, f"pyproject.toml does not package {part}"
