@@ -331,7 +331,6 @@ def _short(text: str) -> str:
 def _with_host_load(record: Any) -> Any:
     """The record plus the host's 1-minute load per core when it was written: CPU figures
     taken while other work held the cores (load per core near or above 1) are not comparable."""
-    import dataclasses
     import os
 
     from instrument.record import Metric
@@ -343,4 +342,4 @@ def _with_host_load(record: Any) -> Any:
     else:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         metric = Metric.measured(load / (cores or 1), "ratio", None)
-    return dataclasses.replace(record, metrics={**record.metrics, "host_load_per_core": metric})
+    return record.replace(metrics={**record.metrics, "host_load_per_core": metric})

@@ -80,4 +80,4 @@ def test_env_step(benchmark, emit, options, market, n_envs):
         "policy_forward_s": Metric.measured(forward_median, "s", "lower", forward_s),
         "forward_over_step": Metric.measured(forward_median / step_median, "ratio", "higher"),
     }
-    emit(Record(**{**base.__dict__, "metrics": metrics}))
+    emit(base.replace(metrics=metrics))

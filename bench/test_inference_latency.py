@@ -169,9 +169,8 @@ def _end_to_end(built: Any, x: Any, cuda: bool, budget: Any) -> dict[str, Metric
 
 
 def _with(base: Record, **changes: Any) -> Record:
-    import dataclasses
 
-    return dataclasses.replace(base, **changes)
+    return base.replace(**changes)
 
 
 def _unavailable(

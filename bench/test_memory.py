@@ -13,7 +13,6 @@ error means the process needed MORE than the model said (the model under-predict
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -159,7 +158,7 @@ def test_memory(benchmark, emit, options, market, size, calibration):
     metrics = _memory_metrics(result, sizing, options.cuda, context)
     metrics.update(_net_of_overhead(result, sizing, options.cuda, runtime_overhead))
     metrics.update(_checkpoint_metrics(network, sizing))
-    emit(dataclasses.replace(base, params=result["result"]["params"], metrics=metrics))
+    emit(base.replace(params=result["result"]["params"], metrics=metrics))
 
 
 def _memory_metrics(result, sizing, cuda, context) -> dict[str, Metric]:

@@ -11,7 +11,6 @@ come near the ceiling.
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 from collections.abc import Callable
 from typing import Any
@@ -158,7 +157,7 @@ def _run_case(
     ceiling, ceiling_metrics = case_ceiling(options.device, session, precision=precision)
     metrics = _metrics(stats, seconds, sizing, ceiling)
     metrics.update(ceiling_metrics)
-    emit(dataclasses.replace(base, params=params, metrics=metrics))
+    emit(base.replace(params=params, metrics=metrics))
 
 
 def case_ceiling(

@@ -1,7 +1,8 @@
 """The metrics record every benchmark writes into pytest-benchmark's `extra_info`.
 
 One typed constructor per figure (`Metric.measured`, `Metric.unavailable`) and one place that
-serialises to JSON. `reports/` reads these dicts; it never imports this module or torch.
+serialises to JSON. `reports/` reads these dicts and imports SCHEMA and SUITES from here (so
+this module must stay free of torch: a test in tests/test_layout.py checks it).
 
 Schema `archbench/1` (one record per benchmark case)::
 
@@ -30,6 +31,7 @@ so every report can put the prediction next to the measurement that checks it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -115,6 +117,10 @@ class Record:
             raise ValueError(f"Record.suite must be one of {SUITES}, got {self.suite!r}")
         if self.status not in ("ok", "oom", "error"):
             raise ValueError(f"Record.status must be ok, oom or error, got {self.status!r}")
+
+    def replace(self, **changes: Any) -> Record:
+        """A copy with `changes` (validated again): the one way to derive a record."""
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return {

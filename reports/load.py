@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from instrument.record import SCHEMA, SUITES  # the writer's schema: one definition
 from ppo_core.errors import ArchbenchError
 
 __all__ = [
@@ -26,9 +27,6 @@ __all__ = [
     "missing_suites",
     "run_info",
 ]
-
-SCHEMA = "archbench/1"
-SUITES = ("train", "infer", "memory", "overfit", "ceiling", "env", "peer")
 
 # Run-level columns repeat on every row so that any filtered frame still says where it came from.
 RUN_COLUMNS = (

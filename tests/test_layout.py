@@ -119,3 +119,22 @@ def test_the_entry_point_and_the_packages_match_the_layout():
     for part in ALLOWED:
         if part != "bench":
             assert f'"{part}*"' in text, f"pyproject.toml does not package {part}"
+
+
+def test_the_writer_and_the_loader_share_one_schema():
+    from instrument import record
+    from reports import load
+
+    assert (load.SCHEMA, load.SUITES) == (record.SCHEMA, record.SUITES)
+    assert load.SCHEMA is record.SCHEMA  # imported, not retyped
+
+
+def test_a_record_is_copied_with_changes_one_way():
+    from instrument.record import Metric, Record
+
+    base = Record(suite="train", device="cpu", profile="quick", preset="tiny")
+    metric = Metric.measured(1.5, unit="1/s", better="higher")
+    copy = base.replace(metrics={"x": metric})
+    assert (copy.preset, copy.metrics["x"].value, base.metrics) == ("tiny", metric.value, {})
+    with pytest.raises(ValueError, match=r"Record\.suite"):
+        base.replace(suite="nope")
