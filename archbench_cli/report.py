@@ -122,7 +122,7 @@ def _report_command(args: argparse.Namespace) -> int:
     from ppo_core.atomic import check_output
     from reports.compare import compare_runs, comparison_html
     from reports.render import render_report
-    from reports.use_cases import Budgets
+    from reports.use_cases import Limits
     from sweep.runner import resolve_run
 
     check_range(args.latency_budget_ms, "--latency-budget-ms", 0, 1e6)
@@ -138,7 +138,7 @@ def _report_command(args: argparse.Namespace) -> int:
         runs.append(path)
     check_output(args.output, runs, flag="-o", example="report.html")
     try:
-        budgets = Budgets(
+        budgets = Limits(
             latency_p99_s=args.latency_budget_ms / 1e3,
             memory_bytes=None if args.memory_budget_gb is None else args.memory_budget_gb * 2**30,
             min_throughput_fraction=args.min_throughput_fraction,

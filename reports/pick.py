@@ -24,9 +24,9 @@ from reports.evidence import MEMORY_SAFETY_MARGIN
 from reports.scores import point_score
 from reports.use_cases import (
     USE_CASES,
-    Budgets,
     Decision,
     Evidence,
+    Limits,
     Size,
     decide,
     evidence_from_frame,
@@ -644,7 +644,7 @@ def pick(
         )
     n_epochs = int(TRAINING_MODES[mode]["n_epochs"])
     if latency_budget_s is None and "latency" in use.constraints:
-        latency_budget_s = Budgets().latency_p99_s
+        latency_budget_s = Limits().latency_p99_s
     network = network or NetworkConfig()
 
     all_dims = list(dict.fromkeys([*PRESETS.values(), *(tuple(d) for d in extra_dims)]))
@@ -703,8 +703,8 @@ def pick(
                 excluded=tuple(excluded),
             )
         )
-    budgets = Budgets(
-        latency_p99_s=latency_budget_s or Budgets().latency_p99_s, memory_bytes=float(budget)
+    budgets = Limits(
+        latency_p99_s=latency_budget_s or Limits().latency_p99_s, memory_bytes=float(budget)
     )
     decision = None
     if run_list:
@@ -798,7 +798,7 @@ def _evidence(
     run_list: list[_Run],
     candidates: list[Candidate],
     device: GpuSpec,
-    budgets: Budgets,
+    budgets: Limits,
     precision: str | None,
 ) -> Evidence:
     """What the engine decides on for this device.

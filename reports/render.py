@@ -20,7 +20,7 @@ from ppo_core.atomic import atomic_path
 from reports.evidence import MEMORY_SAFETY_MARGIN, device_label, preset_summary
 from reports.load import ReportError, load_runs, missing_suites, run_info
 from reports.stats import mean_ci
-from reports.use_cases import USE_CASES, Budgets, Decision, recommend
+from reports.use_cases import USE_CASES, Decision, Limits, recommend
 
 __all__ = ["CHARTS", "render_html", "render_report", "write_section"]
 
@@ -60,7 +60,7 @@ def render_report(
     out_path: str | Path,
     *,
     plotlyjs: str = "inline",
-    budgets: Budgets | None = None,
+    budgets: Limits | None = None,
     compare_html: str | None = None,
 ) -> Path:
     """Write the HTML report for one or more runs to out_path (atomically); returns the path."""
@@ -73,13 +73,13 @@ def render_html(
     df: pd.DataFrame,
     *,
     plotlyjs: str = "inline",
-    budgets: Budgets | None = None,
+    budgets: Limits | None = None,
     compare_html: str | None = None,
 ) -> str:
     """The report page as a string (see render_report)."""
     if plotlyjs not in ("inline", "cdn"):
         raise ReportError(f"plotlyjs must be 'inline' or 'cdn', got {plotlyjs!r}")
-    budgets = budgets or Budgets()
+    budgets = budgets or Limits()
     recommendations = recommend(df, budgets)
     runs = list(dict.fromkeys(df["run"]))
     devices = list(dict.fromkeys(d.device for d in recommendations))
@@ -282,7 +282,7 @@ def _recommendations_table(decisions: list[Decision], devices: list[str]) -> str
     return _table(["use case", *devices], rows)
 
 
-def _use_case_table(budgets: Budgets) -> str:
+def _use_case_table(budgets: Limits) -> str:
     rows = [(u.name, u.rule) for u in USE_CASES]
     memory = (
         "the run's GPU memory minus a "

@@ -24,9 +24,9 @@ from reports.scores import Score, oos_scores
 
 __all__ = [
     "USE_CASES",
-    "Budgets",
     "Decision",
     "Evidence",
+    "Limits",
     "Size",
     "UseCase",
     "decide",
@@ -37,8 +37,9 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Budgets:
-    """The limits and noise rules decisions are made under; every default is stated."""
+class Limits:
+    """The limits (latency and memory budgets) and noise rules decisions are made under; every
+    default is stated. Not bench's per-profile `Budget`, which is how much work a suite does."""
 
     latency_p99_s: float = 1e-3
     """Live trading: batch-1 p99 budget. 1 ms leaves a bar-close decision room for features
@@ -59,17 +60,17 @@ class Budgets:
         for name in ("latency_p99_s", "min_throughput_fraction"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(f"Budgets.{name} must be a positive number, got {value!r}")
+                raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
         if not 0 <= self.min_throughput_effect < 1:
             effect = self.min_throughput_effect
-            raise ValueError(f"Budgets.min_throughput_effect must be in [0, 1), got {effect!r}")
+            raise ValueError(f"Limits.min_throughput_effect must be in [0, 1), got {effect!r}")
         if self.memory_bytes is not None and not (
             math.isfinite(self.memory_bytes) and self.memory_bytes > 0
         ):
-            raise ValueError(f"Budgets.memory_bytes must be positive, got {self.memory_bytes!r}")
+            raise ValueError(f"Limits.memory_bytes must be positive, got {self.memory_bytes!r}")
         if self.limited_data_bars is not None and not self.limited_data_bars > 0:
             raise ValueError(
-                f"Budgets.limited_data_bars must be positive, got {self.limited_data_bars!r}"
+                f"Limits.limited_data_bars must be positive, got {self.limited_data_bars!r}"
             )
 
 
@@ -245,9 +246,9 @@ class Decision:
         return None if self.size is None else self.size.hidden_dims
 
 
-def recommend(df: pd.DataFrame, budgets: Budgets | None = None) -> list[Decision]:
+def recommend(df: pd.DataFrame, budgets: Limits | None = None) -> list[Decision]:
     """Every use case for every device in a reports.load frame (runs grouped by device)."""
-    budgets = budgets or Budgets()
+    budgets = budgets or Limits()
     out = []
     for device, frame in device_groups(df).items():
         evidence = evidence_from_frame(frame, budgets, device=device)
@@ -257,7 +258,7 @@ def recommend(df: pd.DataFrame, budgets: Budgets | None = None) -> list[Decision
 
 def evidence_from_frame(
     frame: pd.DataFrame,
-    budgets: Budgets | None = None,
+    budgets: Limits | None = None,
     *,
     device: str | None = None,
     precision: str | None = None,
@@ -268,7 +269,7 @@ def evidence_from_frame(
     size's fastest case at any precision measured (the report)."""
     from reports.evidence import device_label
 
-    budgets = budgets or Budgets()
+    budgets = budgets or Limits()
     rows, used = latest_per_suite(frame)
     summary = preset_summary(rows, budgets.limited_data_bars, precision)
     sizes = []
@@ -327,7 +328,7 @@ def _number(value: object) -> float | None:
 # -- the decision -----------------------------------------------------------------------------
 
 
-def decide(use: UseCase, evidence: Evidence, budgets: Budgets | None = None) -> Decision:
+def decide(use: UseCase, evidence: Evidence, budgets: Limits | None = None) -> Decision:
     """One use case on one device: constraints, then the objective, then noise and cost.
 
     1. Sizes without the objective's figure are 'not measured' and never chosen.
@@ -335,9 +336,9 @@ def decide(use: UseCase, evidence: Evidence, budgets: Budgets | None = None) -> 
        the latency budget of live trading, which is the point of that use case).
     3. The best point estimate is found; the cheapest size (fewest parameters) that the best
        does not beat beyond the noise (95% interval of the paired difference, and for
-       throughput by at least Budgets.min_throughput_effect) is the answer.
+       throughput by at least Limits.min_throughput_effect) is the answer.
     """
-    budgets = budgets or Budgets()
+    budgets = budgets or Limits()
     details = [f"rule: {use.rule}"]
 
     def none(why: str) -> Decision:
@@ -423,7 +424,7 @@ def _fmt(use: UseCase, score: Score) -> str:
 
 
 def _objective(
-    use: UseCase, evidence: Evidence, budgets: Budgets, details: list[str]
+    use: UseCase, evidence: Evidence, budgets: Limits, details: list[str]
 ) -> tuple[dict[str, Score], str, str]:
     """label -> objective Score for every size that measured it; what it is; why none did."""
     if use.objective == "throughput":
@@ -458,7 +459,7 @@ def _objective(
 
 
 def _dataset(
-    which: str | None, oos: dict[Dataset, dict[str, OosCell]], budgets: Budgets
+    which: str | None, oos: dict[Dataset, dict[str, OosCell]], budgets: Limits
 ) -> tuple[Dataset | None, str]:
     """The overfit setting a use case decides on, and why that one."""
     settings = list(oos)
@@ -501,7 +502,7 @@ def _dataset(
 
 
 def _constrain(
-    use: UseCase, sizes: list[Size], evidence: Evidence, budgets: Budgets, details: list[str]
+    use: UseCase, sizes: list[Size], evidence: Evidence, budgets: Limits, details: list[str]
 ) -> tuple[list[Size], dict[str, str]]:
     """Apply the use case's constraints: (sizes left, label -> why excluded)."""
     excluded: dict[str, str] = {}
@@ -524,7 +525,7 @@ def _fastest(evidence: Evidence) -> float | None:
     return max(rates) if rates else None
 
 
-def _violates(kind: str, size: Size, evidence: Evidence, budgets: Budgets) -> str | None:
+def _violates(kind: str, size: Size, evidence: Evidence, budgets: Limits) -> str | None:
     if kind == "fits":
         if size.oom:
             return size.oom
@@ -558,7 +559,7 @@ def _violates(kind: str, size: Size, evidence: Evidence, budgets: Budgets) -> st
     raise ValueError(f"UseCase.constraints has unknown constraint {kind!r}")
 
 
-def _constraint_text(kind: str, evidence: Evidence, budgets: Budgets) -> str:
+def _constraint_text(kind: str, evidence: Evidence, budgets: Limits) -> str:
     if kind == "fits":
         limit = evidence.memory_budget
         if limit is None:

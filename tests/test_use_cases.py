@@ -34,7 +34,7 @@ from reports.stats import (
     mean_ci,
     t_critical_975,
 )
-from reports.use_cases import USE_CASES, Budgets, decide, evidence_from_frame, recommend
+from reports.use_cases import USE_CASES, Limits, decide, evidence_from_frame, recommend
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUN = FIXTURES / "run-cpu-quick.json"
@@ -152,8 +152,8 @@ def test_median_scores_need_the_minimum_effect_to_win():
 
 def test_budgets_are_validated():
     for bad in ({"latency_p99_s": -1}, {"min_throughput_effect": 1.5}, {"memory_bytes": 0}):
-        with pytest.raises(ValueError, match="Budgets"):
-            Budgets(**bad)
+        with pytest.raises(ValueError, match="Limits"):
+            Limits(**bad)
 
 
 # -- runs derived from real runs ---------------------------------------------------------------
@@ -222,7 +222,7 @@ def test_pick_on_the_h100_runs_names_the_measured_fastest(h100_paths):
     fastest = max(sizes.values(), key=lambda s: s.throughput.value)
     chosen = sizes[result.recommended.label]
     assert chosen is fastest or not fastest.throughput.beats(
-        chosen.throughput, higher=True, min_effect=Budgets().min_throughput_effect
+        chosen.throughput, higher=True, min_effect=Limits().min_throughput_effect
     )
     assert "env steps/s" in result.why[0]
 
