@@ -17,7 +17,6 @@ __all__ = [
     "check_range",
     "print_json",
     "refuse_non_finite",
-    "rich_console",
 ]
 
 
@@ -59,10 +58,3 @@ def check_range(
 
 def _num(x: float) -> str:
     return f"{x:,}" if isinstance(x, int) else f"{x:g}"
-
-
-def rich_console():  # -> rich.console.Console
-    from rich.console import Console
-
-    # Not a terminal (a pipe, a file, a test): wide enough that no figure is wrapped.
-    return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)

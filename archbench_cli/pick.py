@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from archbench_cli._common import MAX_BATCH, MAX_MEMORY_GIB, check_range, print_json, rich_console
+from archbench_cli._common import MAX_BATCH, MAX_MEMORY_GIB, check_range, print_json
+from archbench_cli.tables import print_pick
 from ppo_core.errors import ConfigError
 
 __all__ = ["add_commands"]
@@ -174,105 +175,5 @@ def _pick(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.to_dict())
         return 0 if result.recommended is not None else 1
-    _print_pick(result)
+    print_pick(result)
     return 0 if result.recommended is not None else 1
-
-
-_BASIS_TAGS = {
-    "measured": "measured",
-    "measured (other settings)": "measured*",
-    "extrapolated": "extrapolated",
-    "roofline estimate": "roofline",
-    "floor": "floor",
-    "heuristic": "heuristic",
-    "unavailable": "-",
-}
-
-
-def _figure_text(figure, fmt) -> str:  # figure: pick.Figure
-    if figure.value is None:
-        return "-"
-    return f"{fmt(figure.value)} [dim]{_BASIS_TAGS[figure.basis]}[/dim]"
-
-
-def _print_pick(result) -> None:  # result: pick.PickResult
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = rich_console()
-    device = result.device
-    if result.decision is None and not result.notes:
-        console.print("[bold yellow]no measurements: the tier table's prior[/bold yellow]")
-    variant = f" ({device.variant})" if device.variant else ""
-    console.print(f"[bold]{escape(device.name)}{escape(variant)}[/bold]: {device.source}")
-    rec = result.recommended
-    if rec is None:
-        console.print(f"[bold red]no recommendation[/bold red] for {result.use_case!r}")
-    else:
-        dims = ",".join(map(str, rec.hidden_dims))
-        console.print(
-            f"[bold green]recommended:[/bold green] hidden_dims {dims} ({rec.label}), "
-            f"n_envs {result.n_envs}, minibatch {result.minibatch}"
-        )
-    for line in result.why:
-        console.print(f"  - {escape(line)}")
-
-    title = (
-        f"candidates on {device.name}: n_envs {result.n_envs} x n_steps {result.n_steps}, "
-        f"minibatch {result.minibatch}, {result.precision}, {result.obs_buffer} rollout buffer"
-    )
-    table = Table(title=title)
-    for column in (
-        "size",
-        "hidden_dims",
-        "params",
-        f"memory (of {result.budget_bytes / 1e9:.2f} GB)",
-        "rollout env steps/s",
-        "update samples/s",
-        "train steps/s",
-        "batch-1 latency p50 / p99",
-        "Sharpe gap / data",
-        "excluded because",
-    ):
-        left = column in ("size", "Sharpe gap / data", "excluded because")
-        table.add_column(column, justify="left" if left else "right")
-    for c in result.candidates:
-        style = "bold green" if rec is not None and c.hidden_dims == rec.hidden_dims else None
-        if c.overfit.value is None:
-            overfit = "-"
-        elif c.overfit.basis == "heuristic":
-            overfit = f"{c.overfit_risk}: {c.overfit.value:,.0f} params/bar [dim]heuristic[/dim]"
-        else:
-            overfit = f"gap {c.overfit.value:+.2f} [dim]measured[/dim]"
-        latency = _figure_text(c.latency_p50_s, lambda v: f"{v * 1e3:.3g} ms")
-        if c.latency_p99_s.value is not None:
-            latency += f" / {c.latency_p99_s.value * 1e3:.3g} ms"
-        table.add_row(
-            c.label,
-            ",".join(map(str, c.hidden_dims)),
-            f"{c.params:,}",
-            f"{c.need_bytes / 1e9:.2f} GB " + ("fits" if c.fits else "[red]too big[/red]"),
-            _figure_text(c.env_steps_per_s, lambda v: f"{v:,.0f}"),
-            _figure_text(c.update_samples_per_s, lambda v: f"{v:,.0f}"),
-            _figure_text(c.train_steps_per_s, lambda v: f"{v:,.0f}"),
-            latency,
-            overfit,
-            "; ".join(c.excluded),
-            style=style,
-        )
-    console.print(table)
-    context = "" if device.is_cpu else " + 0.5 GB CUDA context"
-    console.print(
-        f"train memory: sizing model{context}, against {device.memory_gib:.1f} GiB minus a "
-        f"{result.safety_margin:.0%} safety margin. train steps/s: rollout plus "
-        f"{result.n_epochs} update epochs per step."
-    )
-    basis_notes = {}
-    for c in result.candidates:
-        for figure in (c.env_steps_per_s, c.update_samples_per_s, c.latency_p50_s, c.overfit):
-            basis_notes.setdefault(figure.basis, figure.note)
-    for basis, note in basis_notes.items():
-        tag = "unavailable (-)" if basis == "unavailable" else _BASIS_TAGS[basis]
-        console.print(f"[dim]{tag}: e.g. {escape(note)}[/dim]")
-    for note in result.notes:
-        console.print(f"note: {escape(note)}")

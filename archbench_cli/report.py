@@ -7,7 +7,8 @@ import argparse
 import math
 import sys
 
-from archbench_cli._common import MAX_MEMORY_GIB, check_range, rich_console
+from archbench_cli._common import MAX_MEMORY_GIB, check_range
+from archbench_cli.tables import print_comparison, rich_console
 from ppo_core.errors import ConfigError
 
 __all__ = ["add_commands"]
@@ -162,7 +163,6 @@ def _compare_command(args: argparse.Namespace) -> int:
         compare_runs,
         comparison_html,
         has_regression,
-        print_comparison,
         unjudged_timing_rows,
     )
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from archbench_cli._common import print_json, rich_console
+from archbench_cli._common import print_json
+from archbench_cli.tables import diff_table, estimate_table, inspect_table, rich_console
 
 __all__ = ["add_commands"]
 
@@ -71,7 +72,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
 
 def _estimate(args: argparse.Namespace) -> int:
     from ppo_core.config import NetworkConfig
-    from ppo_core.presets import PRESETS, parse_hidden_dims, preset_name
+    from ppo_core.presets import PRESETS, parse_hidden_dims
     from ppo_core.sizing import CUDA_CONTEXT_BYTES, estimate
 
     if args.preset:
@@ -101,40 +102,13 @@ def _estimate(args: argparse.Namespace) -> int:
         print_json([e.to_dict() for e in estimates])
         return 0
 
-    from rich.table import Table
-
     first = estimates[0]
-    table = Table(
-        title=f"Exact sizes: obs {args.features} x {args.lookback} = {first.config.obs_dim}, "
-        f"{args.n_actions} actions, {args.trunk} trunk",
+    title = (
+        f"Exact sizes: obs {args.features} x {args.lookback} = {first.config.obs_dim}, "
+        f"{args.n_actions} actions, {args.trunk} trunk"
     )
-    for header in ("size", "hidden_dims", "params", "first layer"):
-        table.add_column(header, justify="left" if header != "params" else "right", no_wrap=True)
-    for header in (
-        "fp32 MB",
-        "ckpt MB +Adam",
-        "ckpt MB weights",
-        "MFLOP/sample fwd",
-        "MFLOP/sample fwd+bwd",
-        "train MB",
-    ):
-        table.add_column(header, justify="right", no_wrap=True)
-    for e in estimates:
-        dims = e.config.hidden_dims
-        table.add_row(
-            preset_name(dims),
-            ",".join(str(w) for w in dims),
-            f"{e.params:,}",
-            f"{e.first_layer_share:.1%}",
-            f"{e.weight_bytes['fp32'] / 1e6:.1f}",
-            f"{e.checkpoint_bytes / 1e6:.1f}",
-            f"{e.checkpoint_bytes_no_optimizer / 1e6:.1f}",
-            f"{e.forward_flops_per_sample / 1e6:.1f}",
-            f"{e.train_flops_per_sample / 1e6:.1f}",
-            f"{e.train_bytes / 1e6:.1f}",
-        )
     console = rich_console()
-    console.print(table)
+    console.print(estimate_table(estimates, title))
     data = f" + {args.bars:,} bars of features" if args.bars else ""
     for line in (
         f"train MB: fp32 weights + grads + Adam moments + Adam's step temporaries + saved "
@@ -157,28 +131,7 @@ def _inspect(args: argparse.Namespace) -> int:
         print_json(info.to_dict())
         return 0
 
-    from rich.table import Table
-
-    table = Table(title=f"checkpoint {info.path}", show_header=False)
-    table.add_column("field", no_wrap=True)
-    table.add_column("value")
-    rows = {
-        "hidden_dims": ",".join(str(w) for w in info.hidden_dims),
-        "trunk": info.trunk,
-        "obs_dim": f"{info.obs_dim} ({info.n_features} features x {info.lookback} bars)",
-        "n_actions": str(info.n_actions),
-        "activation": info.activation + (" + LayerNorm" if info.layer_norm else ""),
-        "params": f"{info.params:,}",
-        "file size": f"{info.file_bytes:,} B (sizing model predicts {info.predicted_bytes:,})",
-        "optimizer state": "yes" if info.has_optimizer_state else "no",
-        "obs normalisation": "yes" if info.has_obs_norm else "no",
-        "created": info.created or "unknown",
-        "written by": f"ppo-archbench {info.archbench_version}, torch {info.torch_version}",
-        "git commit": info.git_commit or "unknown",
-    }
-    for field, value in rows.items():
-        table.add_row(field, value)
-    rich_console().print(table)
+    rich_console().print(inspect_table(info))
     return 0
 
 
@@ -189,8 +142,6 @@ def _diff(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.to_dict())
         return 0 if result.same_architecture else 1
-
-    from rich.table import Table
 
     console = rich_console()
     verdict = "same architecture" if result.same_architecture else "different architecture"
@@ -204,10 +155,5 @@ def _diff(args: argparse.Namespace) -> int:
     ):
         if rows:
             console.print(f"{title} fields that differ:", highlight=False)
-            table = Table()
-            for header in ("field", "a", "b"):
-                table.add_column(header)
-            for field, a, b in rows:
-                table.add_row(field, str(a), str(b))
-            console.print(table)
+            console.print(diff_table(rows))
     return 0 if result.same_architecture else 1

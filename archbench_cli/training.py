@@ -9,6 +9,7 @@ import sys
 import threading
 
 from archbench_cli._common import MAX_BARS, MAX_SEED, check_range, print_json
+from archbench_cli.tables import eval_table
 from ppo_core.errors import ConfigError
 
 __all__ = ["add_commands"]
@@ -125,25 +126,6 @@ def _signal(args: argparse.Namespace) -> dict[str, float]:
     return {} if args.signal_strength is None else {"signal_strength": args.signal_strength}
 
 
-def _eval_table(title: str, results: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for column in ("policy", "log return", "Sharpe", "max drawdown", "turnover", "hit rate"):
-        table.add_column(column, justify="right" if column != "policy" else "left")
-    for name, r in results.items():
-        table.add_row(
-            name,
-            f"{r.total_log_return:+.4f}",
-            f"{r.sharpe:+.2f}",
-            f"{r.max_drawdown:.4f}",
-            f"{r.turnover:.3f}",
-            "-" if r.hit_rate is None else f"{r.hit_rate:.3f}",
-        )
-    Console().print(table)
-
-
 def _train(args: argparse.Namespace) -> int:
     from ppo_core import checkpoint
     from ppo_core.data import Normalizer, load_market_data, prepare
@@ -214,7 +196,7 @@ def _train(args: argparse.Namespace) -> int:
                 f"{last.update_samples_per_s:,.0f} update samples/s, "
                 f"explained variance {last.explained_variance:.3f}"
             )
-        _eval_table("validation split", results)
+        eval_table("validation split", results)
         print(f"checkpoint written to {out}")
     return 0
 
@@ -304,5 +286,5 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print_json({name: r.to_dict() for name, r in results.items()})
     else:
-        _eval_table(f"{args.split} split of {market.name}", results)
+        eval_table(f"{args.split} split of {market.name}", results)
     return 0

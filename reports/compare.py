@@ -32,12 +32,14 @@ __all__ = [
     "HOST_LOAD_METRIC",
     "VERDICTS",
     "HostLoad",
+    "cell_text",
     "compare_runs",
     "comparison_html",
     "devices_note",
     "has_regression",
     "min_samples",
-    "print_comparison",
+    "number_text",
+    "ratio_text",
     "unjudged_timing_rows",
     "verdict_text",
 ]
@@ -107,7 +109,7 @@ class HostLoad:
 
     def describe(self) -> str:
         """One line: both loads and, when one run is loaded, which and by what rule."""
-        loads = f"host load per core (median): A {_num(self.a)}, B {_num(self.b)}"
+        loads = f"host load per core (median): A {number_text(self.a)}, B {number_text(self.b)}"
         if self.a is None or self.b is None:
             return f"{loads}; not recorded in both runs, so not checked"
         side = self.loaded
@@ -233,56 +235,6 @@ def verdict_text(row: dict) -> str:
     return verdict
 
 
-def print_comparison(table: pd.DataFrame, console=None, *, show_all: bool = False) -> None:
-    """The comparison as a rich table on the terminal: the changed rows, or all of them."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = console or Console()
-    run_a, run_b = table.attrs.get("runs", ("A", "B"))
-    load = table.attrs.get("host_load")
-    if load is not None:
-        style = "bold yellow" if load.loaded else "dim"
-        console.print(f"[{style}]{escape(load.describe())}[/]")
-    if devices_note(table):
-        console.print(f"[bold cyan]{escape(devices_note(table))}[/]")
-    counts = table["verdict"].value_counts()
-    summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
-    by_tolerance = int((table["decided_by"] == "tolerance").sum())
-    tested = int((table["decided_by"] == "test").sum())
-    summary += (
-        f" ({tested} rows tested, Benjamini-Hochberg q <= {table.attrs.get('alpha', 0.05):g};"
-        f" {by_tolerance} decided by the tolerance, too few samples for a test)"
-    )
-    if not show_all:
-        table = table[table["verdict"].isin(["improved", "regressed"])]
-        if table.empty:
-            console.print(f"A={run_a}  B={run_b}: no significant change. {summary}")
-            return
-    out = Table(title=f"archbench compare: A={run_a}  B={run_b}", show_lines=False)
-    columns = ("suite", "preset", "case", "metric", "statistic", "A", "B", "B/A", "q", "verdict")
-    for column in columns:
-        out.add_column(column, justify="right" if column in ("A", "B", "B/A", "q") else "left")
-    styles = {"improved": "green", "regressed": "bold red", "same": "dim"}
-    for row in table.to_dict("records"):
-        verdict = row["verdict"]
-        out.add_row(
-            row["suite"],
-            row["preset"],
-            row["case"],
-            row["metric"],
-            _text(row["statistic"]),
-            _num(row["a"]),
-            _num(row["b"]),
-            _ratio(row),
-            "" if pd.isna(row["q_value"]) else f"{row['q_value']:.3f}",
-            f"[{styles.get(verdict, 'yellow')}]{escape(verdict_text(row))}[/]",
-        )
-    console.print(out)
-    console.print(summary + ("" if show_all else " (only changed rows shown; --all shows all)"))
-
-
 def comparison_html(table: pd.DataFrame) -> str:
     """The comparison as an HTML section for the report."""
     run_a, run_b = table.attrs.get("runs", ("A", "B"))
@@ -303,10 +255,10 @@ def comparison_html(table: pd.DataFrame) -> str:
             and row["verdict"] in ("improved", "regressed", "same")
         )
         cells = [html.escape(str(row[k])) for k in ("suite", "preset", "case", "metric")] + [
-            html.escape(_text(row["statistic"])),
-            _num(row["a"]),
-            _num(row["b"]),
-            html.escape(_ratio(row)),
+            html.escape(cell_text(row["statistic"])),
+            number_text(row["a"]),
+            number_text(row["b"]),
+            html.escape(ratio_text(row)),
             ci,
             "" if pd.isna(row["p_value"]) else f"{row['p_value']:.3g}",
             "" if pd.isna(row["q_value"]) else f"{row['q_value']:.3g}",
@@ -635,17 +587,17 @@ def _by_tolerance(out: dict, few: str, samples_a: tuple, samples_b: tuple) -> di
     return out
 
 
-def _text(value) -> str:
+def cell_text(value) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _num(value: float) -> str:
+def number_text(value: float) -> str:
     if value is None or pd.isna(value):
         return "-"
     return f"{value:.4g}"
 
 
-def _ratio(row: dict) -> str:
+def ratio_text(row: dict) -> str:
     if pd.isna(row["ratio"]):
         return "-"
     text = f"{row['ratio']:.3f}"

@@ -1,0 +1,274 @@
+"""Every table the terminal shows, in one place: sizes, checkpoints, evaluations, pick's
+candidates and the run comparison. Built with rich; the command modules only pass data in.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "diff_table",
+    "estimate_table",
+    "eval_table",
+    "inspect_table",
+    "print_comparison",
+    "print_pick",
+    "rich_console",
+]
+
+
+def rich_console():  # -> rich.console.Console
+    from rich.console import Console
+
+    # Not a terminal (a pipe, a file, a test): wide enough that no figure is wrapped.
+    return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
+
+
+def _new_table(**options):  # -> rich.table.Table
+    from rich.table import Table
+
+    return Table(**options)
+
+
+def estimate_table(estimates, title: str):  # estimates: list[sizing.SizingEstimate]
+    """`archbench estimate`: exact sizes, bytes and FLOPs per size."""
+    from ppo_core.presets import preset_name
+
+    table = _new_table(title=title)
+    for header in ("size", "hidden_dims", "params", "first layer"):
+        table.add_column(header, justify="left" if header != "params" else "right", no_wrap=True)
+    for header in (
+        "fp32 MB",
+        "ckpt MB +Adam",
+        "ckpt MB weights",
+        "MFLOP/sample fwd",
+        "MFLOP/sample fwd+bwd",
+        "train MB",
+    ):
+        table.add_column(header, justify="right", no_wrap=True)
+    for e in estimates:
+        dims = e.config.hidden_dims
+        table.add_row(
+            preset_name(dims),
+            ",".join(str(w) for w in dims),
+            f"{e.params:,}",
+            f"{e.first_layer_share:.1%}",
+            f"{e.weight_bytes['fp32'] / 1e6:.1f}",
+            f"{e.checkpoint_bytes / 1e6:.1f}",
+            f"{e.checkpoint_bytes_no_optimizer / 1e6:.1f}",
+            f"{e.forward_flops_per_sample / 1e6:.1f}",
+            f"{e.train_flops_per_sample / 1e6:.1f}",
+            f"{e.train_bytes / 1e6:.1f}",
+        )
+    return table
+
+
+def inspect_table(info):  # info: checkpoint.CheckpointInfo
+    """`archbench inspect`: one checkpoint's architecture, size and provenance."""
+    table = _new_table(title=f"checkpoint {info.path}", show_header=False)
+    table.add_column("field", no_wrap=True)
+    table.add_column("value")
+    rows = {
+        "hidden_dims": ",".join(str(w) for w in info.hidden_dims),
+        "trunk": info.trunk,
+        "obs_dim": f"{info.obs_dim} ({info.n_features} features x {info.lookback} bars)",
+        "n_actions": str(info.n_actions),
+        "activation": info.activation + (" + LayerNorm" if info.layer_norm else ""),
+        "params": f"{info.params:,}",
+        "file size": f"{info.file_bytes:,} B (sizing model predicts {info.predicted_bytes:,})",
+        "optimizer state": "yes" if info.has_optimizer_state else "no",
+        "obs normalisation": "yes" if info.has_obs_norm else "no",
+        "created": info.created or "unknown",
+        "written by": f"ppo-archbench {info.archbench_version}, torch {info.torch_version}",
+        "git commit": info.git_commit or "unknown",
+    }
+    for field, value in rows.items():
+        table.add_row(field, value)
+    return table
+
+
+def diff_table(rows):  # rows: [(field, a, b), ...]
+    """`archbench diff`: the fields that differ between two checkpoints."""
+    table = _new_table()
+    for header in ("field", "a", "b"):
+        table.add_column(header)
+    for field, a, b in rows:
+        table.add_row(field, str(a), str(b))
+    return table
+
+
+def eval_table(title: str, results: dict) -> None:
+    table = _new_table(title=title)
+    for column in ("policy", "log return", "Sharpe", "max drawdown", "turnover", "hit rate"):
+        table.add_column(column, justify="right" if column != "policy" else "left")
+    for name, r in results.items():
+        table.add_row(
+            name,
+            f"{r.total_log_return:+.4f}",
+            f"{r.sharpe:+.2f}",
+            f"{r.max_drawdown:.4f}",
+            f"{r.turnover:.3f}",
+            "-" if r.hit_rate is None else f"{r.hit_rate:.3f}",
+        )
+    rich_console().print(table)
+
+
+_BASIS_TAGS = {
+    "measured": "measured",
+    "measured (other settings)": "measured*",
+    "extrapolated": "extrapolated",
+    "roofline estimate": "roofline",
+    "floor": "floor",
+    "heuristic": "heuristic",
+    "unavailable": "-",
+}
+
+
+def _figure_text(figure, fmt) -> str:  # figure: pick.Figure
+    if figure.value is None:
+        return "-"
+    return f"{fmt(figure.value)} [dim]{_BASIS_TAGS[figure.basis]}[/dim]"
+
+
+def print_pick(result) -> None:  # result: pick.PickResult
+    from rich.markup import escape
+
+    console = rich_console()
+    device = result.device
+    if result.decision is None and not result.notes:
+        console.print("[bold yellow]no measurements: the tier table's prior[/bold yellow]")
+    variant = f" ({device.variant})" if device.variant else ""
+    console.print(f"[bold]{escape(device.name)}{escape(variant)}[/bold]: {device.source}")
+    rec = result.recommended
+    if rec is None:
+        console.print(f"[bold red]no recommendation[/bold red] for {result.use_case!r}")
+    else:
+        dims = ",".join(map(str, rec.hidden_dims))
+        console.print(
+            f"[bold green]recommended:[/bold green] hidden_dims {dims} ({rec.label}), "
+            f"n_envs {result.n_envs}, minibatch {result.minibatch}"
+        )
+    for line in result.why:
+        console.print(f"  - {escape(line)}")
+
+    title = (
+        f"candidates on {device.name}: n_envs {result.n_envs} x n_steps {result.n_steps}, "
+        f"minibatch {result.minibatch}, {result.precision}, {result.obs_buffer} rollout buffer"
+    )
+    table = _new_table(title=title)
+    for column in (
+        "size",
+        "hidden_dims",
+        "params",
+        f"memory (of {result.budget_bytes / 1e9:.2f} GB)",
+        "rollout env steps/s",
+        "update samples/s",
+        "train steps/s",
+        "batch-1 latency p50 / p99",
+        "Sharpe gap / data",
+        "excluded because",
+    ):
+        left = column in ("size", "Sharpe gap / data", "excluded because")
+        table.add_column(column, justify="left" if left else "right")
+    for c in result.candidates:
+        style = "bold green" if rec is not None and c.hidden_dims == rec.hidden_dims else None
+        if c.overfit.value is None:
+            overfit = "-"
+        elif c.overfit.basis == "heuristic":
+            overfit = f"{c.overfit_risk}: {c.overfit.value:,.0f} params/bar [dim]heuristic[/dim]"
+        else:
+            overfit = f"gap {c.overfit.value:+.2f} [dim]measured[/dim]"
+        latency = _figure_text(c.latency_p50_s, lambda v: f"{v * 1e3:.3g} ms")
+        if c.latency_p99_s.value is not None:
+            latency += f" / {c.latency_p99_s.value * 1e3:.3g} ms"
+        table.add_row(
+            c.label,
+            ",".join(map(str, c.hidden_dims)),
+            f"{c.params:,}",
+            f"{c.need_bytes / 1e9:.2f} GB " + ("fits" if c.fits else "[red]too big[/red]"),
+            _figure_text(c.env_steps_per_s, lambda v: f"{v:,.0f}"),
+            _figure_text(c.update_samples_per_s, lambda v: f"{v:,.0f}"),
+            _figure_text(c.train_steps_per_s, lambda v: f"{v:,.0f}"),
+            latency,
+            overfit,
+            "; ".join(c.excluded),
+            style=style,
+        )
+    console.print(table)
+    context = "" if device.is_cpu else " + 0.5 GB CUDA context"
+    console.print(
+        f"train memory: sizing model{context}, against {device.memory_gib:.1f} GiB minus a "
+        f"{result.safety_margin:.0%} safety margin. train steps/s: rollout plus "
+        f"{result.n_epochs} update epochs per step."
+    )
+    basis_notes = {}
+    for c in result.candidates:
+        for figure in (c.env_steps_per_s, c.update_samples_per_s, c.latency_p50_s, c.overfit):
+            basis_notes.setdefault(figure.basis, figure.note)
+    for basis, note in basis_notes.items():
+        tag = "unavailable (-)" if basis == "unavailable" else _BASIS_TAGS[basis]
+        console.print(f"[dim]{tag}: e.g. {escape(note)}[/dim]")
+    for note in result.notes:
+        console.print(f"note: {escape(note)}")
+
+
+def print_comparison(table: pd.DataFrame, console=None, *, show_all: bool = False) -> None:
+    """The comparison as a rich table on the terminal: the changed rows, or all of them."""
+    import pandas as pd
+    from rich.markup import escape
+
+    from reports.compare import (
+        VERDICTS,
+        cell_text,
+        devices_note,
+        number_text,
+        ratio_text,
+        verdict_text,
+    )
+
+    console = console or rich_console()
+    run_a, run_b = table.attrs.get("runs", ("A", "B"))
+    load = table.attrs.get("host_load")
+    if load is not None:
+        style = "bold yellow" if load.loaded else "dim"
+        console.print(f"[{style}]{escape(load.describe())}[/]")
+    if devices_note(table):
+        console.print(f"[bold cyan]{escape(devices_note(table))}[/]")
+    counts = table["verdict"].value_counts()
+    summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
+    by_tolerance = int((table["decided_by"] == "tolerance").sum())
+    tested = int((table["decided_by"] == "test").sum())
+    summary += (
+        f" ({tested} rows tested, Benjamini-Hochberg q <= {table.attrs.get('alpha', 0.05):g};"
+        f" {by_tolerance} decided by the tolerance, too few samples for a test)"
+    )
+    if not show_all:
+        table = table[table["verdict"].isin(["improved", "regressed"])]
+        if table.empty:
+            console.print(f"A={run_a}  B={run_b}: no significant change. {summary}")
+            return
+    out = _new_table(title=f"archbench compare: A={run_a}  B={run_b}", show_lines=False)
+    columns = ("suite", "preset", "case", "metric", "statistic", "A", "B", "B/A", "q", "verdict")
+    for column in columns:
+        out.add_column(column, justify="right" if column in ("A", "B", "B/A", "q") else "left")
+    styles = {"improved": "green", "regressed": "bold red", "same": "dim"}
+    for row in table.to_dict("records"):
+        verdict = row["verdict"]
+        out.add_row(
+            row["suite"],
+            row["preset"],
+            row["case"],
+            row["metric"],
+            cell_text(row["statistic"]),
+            number_text(row["a"]),
+            number_text(row["b"]),
+            ratio_text(row),
+            "" if pd.isna(row["q_value"]) else f"{row['q_value']:.3f}",
+            f"[{styles.get(verdict, 'yellow')}]{escape(verdict_text(row))}[/]",
+        )
+    console.print(out)
+    console.print(summary + ("" if show_all else " (only changed rows shown; --all shows all)"))
