@@ -12,6 +12,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -35,14 +36,23 @@ __all__ = [
     "make_splits",
     "make_synthetic",
     "min_bars",
+    "oracle_positions",
     "prepare",
     "walk_forward_folds",
 ]
 
 YEAR_SECONDS = 365.25 * 24 * 3600
 DEFAULT_SIGNAL_STRENGTH = 0.1
-"""Planted edge of the synthetic data: the oracle's expected gross return per bar in units of
-that bar's volatility (a per-bar Sharpe of 0.1, ~9 annualised on hourly 24/7 bars)."""
+"""Planted edge of the synthetic data: the expected gross return per bar inside a trend regime,
+in units of that bar's volatility (0.1: ~4 bp per hourly bar at 40% annual volatility, below
+the default 5 bp cost of a position change, so only holding through a regime pays)."""
+TREND_MEAN_BARS = 40
+"""Mean length of a synthetic trend regime (up, none, down), in bars."""
+TREND_HINT = 0.5
+"""Per-bar strength of the synthetic trend's trace in the opening gap, in units of volatility
+(a noisy hint: a single bar says little, the gaps of the last ten say a lot)."""
+_TREND_SWITCH_QUANTILE = NormalDist().inv_cdf(1 - 1 / TREND_MEAN_BARS)
+"""A standard normal exceeds this with probability 1 / TREND_MEAN_BARS."""
 NORMALIZED_CLIP = 10.0
 """Normalised features are clipped to +-this many train-split standard deviations."""
 SPLIT_NAMES = ("train", "validation", "test")
@@ -77,16 +87,16 @@ class MarketData:
     """Median spacing of consecutive bars, in seconds."""
     source: str
     """Where the bars came from, with the licence that covers them."""
-    oracle_position: np.ndarray | None = None
-    """Synthetic only: (T,) int8 in {-1, 0, 1}, the position with the highest expected return
-    for bar t -> t+1 given bars <= t (the planted signal, ignoring costs); None for real data."""
+    expected_return: np.ndarray | None = None
+    """Synthetic only: (T,) float64, the planted edge E[log_returns[t]] of bar t -> t+1 given
+    the hidden trend regime at t (what `oracle_positions` trades on); None for real data."""
 
     def __post_init__(self) -> None:
         n = len(self.timestamps)
         if self.ohlcv.shape != (n, 5):
             raise DataError(f"{self.name}: ohlcv has shape {self.ohlcv.shape}, expected ({n}, 5)")
-        if self.oracle_position is not None and self.oracle_position.shape != (n,):
-            raise DataError(f"{self.name}: oracle_position must have shape ({n},)")
+        if self.expected_return is not None and self.expected_return.shape != (n,):
+            raise DataError(f"{self.name}: expected_return must have shape ({n},)")
 
     @property
     def n_bars(self) -> int:
@@ -107,14 +117,14 @@ class MarketData:
         """The last `bars` bars."""
         if bars > self.n_bars:
             raise DataError(f"{self.name}: asked for {bars:,} bars but it has {self.n_bars:,}")
-        oracle = None if self.oracle_position is None else self.oracle_position[-bars:]
+        edge = None if self.expected_return is None else self.expected_return[-bars:]
         return MarketData(
             self.name,
             self.timestamps[-bars:],
             self.ohlcv[-bars:],
             _median_spacing(self.timestamps[-bars:]),
             self.source,
-            oracle,
+            edge,
         )
 
 
@@ -131,16 +141,22 @@ def make_synthetic(
     bar_seconds: float = 3600.0,
     annual_vol: float = 0.4,
 ) -> MarketData:
-    """Seeded regime-switching GARCH(1,1) bars with a planted short-term reversal.
+    """Seeded GARCH(1,1) bars with persistent trend regimes: an edge that lasts tens of bars.
 
-    Per bar t: a 3-state Markov chain (stay probability 0.995) picks a volatility regime
+    Volatility: a 3-state Markov chain (stay probability 0.995) picks a volatility regime
     (x0.6, x1.0, x2.0); sigma_t = base * regime * sqrt(h_t) with GARCH h_t = 0.05 + 0.08 *
     h_(t-1) z_(t-1)^2 + 0.87 * h_(t-1), and base = annual_vol * sqrt(bar_seconds / year).
-    The log return is r_t = -signal_strength * sigma_t * sign(r_(t-1)) + sigma_t * z_t with
-    z_t unit-variance Student-t(5). So sign(r_(t-1)), which is feature `ret_1` of bar t-1,
-    predicts bar t: the oracle holds -sign(r_t) for bar t -> t+1 and earns signal_strength
-    * sigma per bar on average before costs. Volume rises with volatility. Same seed, same
-    bars: a short dataset is the prefix of a longer one with the same seed.
+
+    Trend: a second chain s_t in {-1, 0, +1} (down, none, up) leaves its state with probability
+    1 / TREND_MEAN_BARS per bar (regimes last ~40 bars) for one of the other two. The return of
+    bar t -> t+1 is r_(t+1) = signal_strength * s_t * sigma_(t+1) + sigma_(t+1) * z_(t+1), z
+    unit-variance Student-t(5). The state is hidden but leaves traces up to bar t: the drift
+    itself (momentum) and the opening gap, log(o_t / c_(t-1)) = sigma_t * (0.05 n_t + TREND_HINT
+    * s_t), a noisy order-flow-like hint. `expected_return[t]` is the planted edge of bar t ->
+    t+1 given s_t; an oracle that knows it and pays costs (`oracle_positions`) holds through a
+    regime rather than flipping, because one bar's edge (signal_strength sigma) is below a
+    realistic cost while a regime's (~40x) is far above it. Volume rises with volatility.
+    Same seed, same bars: a short dataset is the prefix of a longer one with the same seed.
     """
     if isinstance(bars, bool) or not isinstance(bars, int) or bars < 2:
         raise ConfigError(f"synthetic bars must be an integer >= 2, got {bars!r}")
@@ -157,29 +173,34 @@ def make_synthetic(
     rng = np.random.default_rng(seed)
     # One draw of all per-bar normals, filled in row order, so a longer series with the same
     # seed extends a shorter one bar for bar.
-    n = rng.standard_normal((bars, 12))  # (T, 12)
+    n = rng.standard_normal((bars, 14))  # (T, 14)
     # Unit-variance Student-t(5): a normal over sqrt(chi2_5 / 5), rescaled by sqrt(3/5).
     z = n[:, 0] / np.sqrt((n[:, 1:6] ** 2).sum(axis=1) / 5) * math.sqrt(3 / 5)
-    switch = n[:, 6] > 2.5758  # P = 0.005 per bar: regimes last ~200 bars
+    switch = n[:, 6] > 2.5758  # P = 0.005 per bar: volatility regimes last ~200 bars
+    # P(n > q) = 1 / TREND_MEAN_BARS for a standard normal n.
+    trend_switch = n[:, 12] > _TREND_SWITCH_QUANTILE
     multipliers = (0.6, 1.0, 2.0)
     base = annual_vol * math.sqrt(bar_seconds / YEAR_SECONDS)
     omega, alpha, beta = 0.05, 0.08, 0.87
 
     ret = np.zeros(bars)
     sigma = np.full(bars, base)
-    regime, h = 1, 1.0
+    trend = np.zeros(bars, dtype=np.int8)  # s_t, the state in force for bar t -> t+1
+    regime, h, state = 1, 1.0, 0
     for t in range(1, bars):
         if switch[t]:
             regime = (regime + (1 if n[t, 7] > 0 else 2)) % 3
         h = omega + alpha * h * z[t - 1] ** 2 + beta * h
         sigma[t] = base * multipliers[regime] * math.sqrt(h)
-        drift = -signal_strength * sigma[t] * float(np.sign(ret[t - 1]))
-        ret[t] = drift + sigma[t] * z[t]
+        ret[t] = signal_strength * state * sigma[t] + sigma[t] * z[t]
+        if trend_switch[t]:
+            state = (state + 1 + (1 if n[t, 13] > 0 else 2)) % 3 - 1
+        trend[t] = state
 
     close = 100.0 * np.exp(np.cumsum(ret))
     open_ = np.empty(bars)
     open_[0] = close[0]
-    open_[1:] = close[:-1] * np.exp(0.05 * sigma[1:] * n[1:, 8])
+    open_[1:] = close[:-1] * np.exp(sigma[1:] * (0.05 * n[1:, 8] + TREND_HINT * trend[1:]))
     high = np.maximum(open_, close) * np.exp(0.5 * sigma * np.abs(n[:, 9]))
     low = np.minimum(open_, close) * np.exp(-0.5 * sigma * np.abs(n[:, 10]))
     volume = 1e6 * np.exp(0.8 * np.log(sigma / base) + 0.25 * n[:, 11])
@@ -188,8 +209,8 @@ def make_synthetic(
     timestamps = np.datetime64("2020-01-01T00:00:00", "ns") + np.arange(bars) * np.timedelta64(
         step_ns, "ns"
     )
-    oracle = (-np.sign(ret)).astype(np.int8)
-    oracle[0] = 0
+    expected = np.zeros(bars)
+    expected[:-1] = signal_strength * trend[:-1] * sigma[1:]
     return MarketData(
         name="synthetic",
         timestamps=timestamps,
@@ -200,8 +221,35 @@ def make_synthetic(
             f"{signal_strength}, bar_seconds={bar_seconds}, annual_vol={annual_vol}); "
             "no licence needed"
         ),
-        oracle_position=oracle,
+        expected_return=expected,
     )
+
+
+def oracle_positions(expected_return: np.ndarray, cost_bps: float) -> np.ndarray:
+    """The positions in {-1, 0, 1} that maximise sum(p_t * mu_t - cost * |p_t - p_(t-1)|) over
+    a split, starting flat: an exact dynamic programme over the three positions (Viterbi).
+
+    expected_return (n,) float: mu_t, the planted edge of each decision bar. With costs the
+    oracle holds through a regime and ignores edges too short to pay for the round trip."""
+    mu = np.asarray(expected_return, dtype=np.float64)
+    cost = cost_bps * 1e-4
+    levels = np.array([-1.0, 0.0, 1.0])
+    switch = cost * np.abs(levels[:, None] - levels[None, :])  # (from, to)
+    value = -cost * np.abs(levels)  # entering from flat before the first bar
+    choice = np.zeros((len(mu), 3), dtype=np.int8)  # best previous level for each level
+    for t in range(len(mu)):
+        if t:
+            total = value[:, None] - switch  # (from, to)
+            choice[t] = total.argmax(axis=0)
+            value = total.max(axis=0)
+        value = value + levels * mu[t]
+    path = np.empty(len(mu), dtype=np.int8)
+    if len(mu):
+        level = int(value.argmax())
+        for t in range(len(mu) - 1, -1, -1):
+            path[t] = level - 1
+            level = int(choice[t, level])
+    return path
 
 
 # ------------------------------------------------------------------------- file loading

@@ -177,7 +177,8 @@ def test_time_limit_ends_are_bootstrapped_with_the_value_of_the_next_observation
         _obs, reward, done, info = replay.step(trainer.buf_actions[step])
         expected = reward.clone()
         with torch.no_grad():
-            final_values = trainer.policy.value(replay.observe(info["final_bar_index"]))
+            final_obs = replay.observe(info["final_bar_index"], info["final_account"])
+            final_values = trainer.policy.value(final_obs)
         expected[done] += 0.9 * final_values[done]
         torch.testing.assert_close(trainer.buf_rewards[step], expected)
         assert trainer.buf_dones[step].tolist() == done.float().tolist()
