@@ -398,6 +398,7 @@ class PPOTrainer:
             optimizer=self.optimizer,
             obs_norm=self.env.data.normalizer.to_dict(),
             extra_meta={"iteration": self.iteration, "global_step": self.global_step},
+            data=self.env.data.identity(),
         )
 
     def resume(self, path: str | Path) -> None:
