@@ -52,6 +52,7 @@ def test_file_is_plain_containers_in_the_documented_layout(make_checkpoint, smal
         "policy_state_dict",
         "optimizer_state_dict",
         "obs_norm",
+        "data",
         "meta",
     }
 
@@ -372,7 +373,7 @@ def test_inspect_reports_architecture_size_and_origin(make_checkpoint, small_con
     info = checkpoint.inspect(path)
     sizing = estimate(small_config)
     assert info.hidden_dims == (32, 16)
-    assert (info.trunk, info.obs_dim, info.n_features, info.lookback) == ("shared", 32, 4, 8)
+    assert (info.trunk, info.obs_dim, info.n_features, info.lookback) == ("shared", 35, 4, 8)
     assert (
         info.params
         == sizing.params

@@ -21,7 +21,7 @@ def trained(tmp_path_factory):
 def test_train_writes_a_checkpoint_with_the_run_config(trained):
     ckpt = checkpoint.load(trained)
     assert ckpt.config.hidden_dims == (32, 16)
-    assert ckpt.config.obs_dim == 5300
+    assert ckpt.config.obs_dim == 5303  # 53 x 100 plus the account state
     assert ckpt.ppo_config.n_envs == 4
     assert ckpt.ppo_config.total_timesteps == 256
     assert ckpt.meta["iteration"] == ckpt.ppo_config.n_iterations == 2
