@@ -423,3 +423,19 @@ def test_diff_names_a_bad_file(make_checkpoint, small_config, tmp_path):
     bad.write_bytes(b"\x00" * 10)
     with pytest.raises(CheckpointError, match=str(bad)):
         checkpoint.diff(make_checkpoint(small_config), bad)
+
+
+def test_a_checkpoint_from_before_the_account_state_and_data_fields_still_loads(tmp_path):
+    """Files written before account_state and the data identity existed: their network saw
+    the market window alone, so they load with account_state False and no data."""
+    old = NetworkConfig(n_features=4, lookback=8, hidden_dims=(32, 16), account_state=False)
+    path = tmp_path / "old.pt"
+    checkpoint.save(path, old, ActorCritic(old))
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["network"]["account_state"]
+    del payload["data"]
+    torch.save(payload, path)
+    loaded = checkpoint.load(path)
+    assert loaded.config == old
+    assert loaded.data is None
+    assert loaded.config.obs_dim == 32
