@@ -150,9 +150,11 @@ class EnvConfig:
     cost_bps: float = 5.0
     """Trading cost in basis points per unit of position change (5: a liquid market's spread
     plus fees; above one synthetic bar's edge, so flipping every bar loses)."""
-    reward_scale: float = 100.0
-    """Training rewards are log returns times this (100: percent), so values are O(1);
-    evaluation metrics always use unscaled returns."""
+    reward_scale: float = 10.0
+    """Training rewards are log returns times this; evaluation metrics always use unscaled
+    returns. 10 keeps gamma-0.99 value targets (sums of ~100 rewards) O(1): at 100 the value
+    loss swamped a shared trunk and tiny collapsed to flat on the synthetic market, while at 10
+    it reached a validation Sharpe of 8.3 (lookback 10, 30k steps, seed 0)."""
 
     def __post_init__(self) -> None:
         _positive_int("EnvConfig", "episode_bars", self.episode_bars)

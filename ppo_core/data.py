@@ -47,8 +47,8 @@ __all__ = [
 YEAR_SECONDS = 365.25 * 24 * 3600
 DEFAULT_SIGNAL_STRENGTH = 0.1
 """Planted edge of the synthetic data: the expected gross return per bar inside a trend regime,
-in units of that bar's volatility (0.1: ~4 bp per hourly bar at 40% annual volatility, below
-the default 5 bp cost of a position change, so only holding through a regime pays)."""
+in units of the base per-bar volatility (0.1: 4.3 bp per hourly bar at 40% annual volatility,
+below the default 5 bp cost of a position change, so only holding through a regime pays)."""
 TREND_MEAN_BARS = 40
 """Mean length of a synthetic trend regime (up, none, down), in bars."""
 TREND_HINT = 0.5
@@ -164,12 +164,13 @@ def make_synthetic(
 
     Trend: a second chain s_t in {-1, 0, +1} (down, none, up) leaves its state with probability
     1 / TREND_MEAN_BARS per bar (regimes last ~40 bars) for one of the other two. The return of
-    bar t -> t+1 is r_(t+1) = signal_strength * s_t * sigma_(t+1) + sigma_(t+1) * z_(t+1), z
-    unit-variance Student-t(5). The state is hidden but leaves traces up to bar t: the drift
-    itself (momentum) and the opening gap, log(o_t / c_(t-1)) = sigma_t * (0.05 n_t + TREND_HINT
-    * s_t), a noisy order-flow-like hint. `expected_return[t]` is the planted edge of bar t ->
+    bar t -> t+1 is r_(t+1) = signal_strength * s_t * base + sigma_(t+1) * z_(t+1), z
+    unit-variance Student-t(5): the edge is a fixed fraction of the typical bar's volatility,
+    so a cost above it is above it in every volatility regime. The state is hidden but leaves
+    traces up to bar t: the drift itself (momentum) and the opening gap, log(o_t / c_(t-1)) =
+    sigma_t * (0.05 n_t + TREND_HINT * s_t), an order-flow-like hint. `expected_return[t]` is the planted edge of bar t ->
     t+1 given s_t; an oracle that knows it and pays costs (`oracle_positions`) holds through a
-    regime rather than flipping, because one bar's edge (signal_strength sigma) is below a
+    regime rather than flipping, because one bar's edge (signal_strength * base) is below a
     realistic cost while a regime's (~40x) is far above it. Volume rises with volatility.
     Same seed, same bars: a short dataset is the prefix of a longer one with the same seed.
     """
@@ -207,7 +208,7 @@ def make_synthetic(
             regime = (regime + (1 if n[t, 7] > 0 else 2)) % 3
         h = omega + alpha * h * z[t - 1] ** 2 + beta * h
         sigma[t] = base * multipliers[regime] * math.sqrt(h)
-        ret[t] = signal_strength * state * sigma[t] + sigma[t] * z[t]
+        ret[t] = signal_strength * state * base + sigma[t] * z[t]
         if trend_switch[t]:
             state = (state + 1 + (1 if n[t, 13] > 0 else 2)) % 3 - 1
         trend[t] = state
@@ -225,7 +226,7 @@ def make_synthetic(
         step_ns, "ns"
     )
     expected = np.zeros(bars)
-    expected[:-1] = signal_strength * trend[:-1] * sigma[1:]
+    expected[:-1] = signal_strength * trend[:-1] * base
     return MarketData(
         name="synthetic",
         timestamps=timestamps,

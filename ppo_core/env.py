@@ -31,6 +31,8 @@ ACTION_TO_POSITION = (-1, 0, 1)
 """Action 0 is short, 1 flat, 2 long: position = action - 1."""
 BARS_HELD_SCALE = 100.0
 """Bars held enter the observation divided by this, so a typical holding period is O(1)."""
+UNREALISED_SCALE = 100.0
+"""The unrealised log return enters the observation times this (percent), so it is O(1)."""
 
 
 class TradingEnv:
@@ -39,7 +41,7 @@ class TradingEnv:
     Observation of bar t: feature rows t-lookback+1..t flattened bar-major, i.e.
     obs[:, k * n_features + f] = features[t - lookback + 1 + k, f], then (account_state) the
     account: the position p held into bar t, the unrealised return of the open position,
-    reward_scale * p * log(close[t] / close[entry]), and the bars it has been held / BARS_HELD_SCALE
+    UNREALISED_SCALE * p * log(close[t] / close[entry]), and the bars held / BARS_HELD_SCALE
     (both clipped to +-NORMALIZED_CLIP; 0 when flat). `observe(bar_index, account)` rebuilds it.
     Action a in {0, 1, 2} sets position p = a - 1 for bar t -> t+1; the reward is
     reward_scale * (p * log_returns[t] - cost_bps * 1e-4 * |p - p_prev|), p_prev = 0 at an
@@ -80,7 +82,6 @@ class TradingEnv:
         self.log_returns = torch.as_tensor(data.log_returns, device=self.device)  # (T,) float64
         # log(close[t] / close[0]): an open position's unrealised return is a difference of two.
         self._log_price = torch.cumsum(self.log_returns, 0) - self.log_returns  # (T,) float64
-        self._reward_scale = self.config.reward_scale
         self._n_windows = self.features.shape[0] - self.lookback + 1
         # Gathering (B * lookback) feature rows and reshaping is ~3x faster on a CPU than
         # index_select over an overlapping as_strided window view (a generic strided copy).
@@ -166,7 +167,7 @@ class TradingEnv:
         held = position != 0
         p = position.to(torch.float64)
         unrealised = (
-            self._reward_scale * p * (self._log_price[bar_index] - self._log_price[entry_bar])
+            UNREALISED_SCALE * p * (self._log_price[bar_index] - self._log_price[entry_bar])
         )
         bars_held = torch.where(held, bar_index - entry_bar, 0).to(torch.float64) / BARS_HELD_SCALE
         state = torch.stack([p, unrealised, bars_held], dim=1)  # (B, 3)

@@ -36,11 +36,11 @@ def _window(data, t: int, account=(0.0, 0.0, 0.0)) -> np.ndarray:
     return np.concatenate([*rows, np.asarray(account, dtype=np.float32)])
 
 
-def _account(data, t: int, position: int, entry: int, reward_scale: float = 100.0) -> tuple:
-    """Position, scaled unrealised log return since entry, bars held / 100, the slow way."""
+def _account(data, t: int, position: int, entry: int) -> tuple:
+    """Position, unrealised log return since entry in percent, bars held / 100, the slow way."""
     if position == 0:
         return (0.0, 0.0, 0.0)
-    unrealised = reward_scale * position * data.log_returns[entry:t].sum()
+    unrealised = 100.0 * position * data.log_returns[entry:t].sum()
     return (float(position), float(np.clip(unrealised, -10, 10)), (t - entry) / 100.0)
 
 
@@ -91,7 +91,7 @@ def test_step_matches_a_plain_python_loop(data):
             assert int(info["final_bar_index"][i]) == next_bar
             np.testing.assert_allclose(
                 info["final_account"][i].numpy(),
-                _account(data, next_bar, position, entry[i], 10.0),
+                _account(data, next_bar, position, entry[i]),
                 rtol=1e-5,
                 atol=1e-6,
             )
@@ -105,7 +105,7 @@ def test_step_matches_a_plain_python_loop(data):
             else:
                 bar[i], prev[i] = next_bar, position
             assert int(env.bar_index[i]) == bar[i]
-            account = _account(data, bar[i], prev[i], entry[i], 10.0)
+            account = _account(data, bar[i], prev[i], entry[i])
             np.testing.assert_allclose(
                 obs[i].numpy(), _window(data, bar[i], account), rtol=1e-5, atol=1e-6
             )
