@@ -168,8 +168,8 @@ def make_synthetic(
     unit-variance Student-t(5): the edge is a fixed fraction of the typical bar's volatility,
     so a cost above it is above it in every volatility regime. The state is hidden but leaves
     traces up to bar t: the drift itself (momentum) and the opening gap, log(o_t / c_(t-1)) =
-    sigma_t * (0.05 n_t + TREND_HINT * s_t), an order-flow-like hint. `expected_return[t]` is the planted edge of bar t ->
-    t+1 given s_t; an oracle that knows it and pays costs (`oracle_positions`) holds through a
+    sigma_t * (0.05 n_t + TREND_HINT * s_t), an order-flow-like hint. `expected_return[t]` is
+    the planted edge of bar t -> t+1 given s_t; an oracle that knows it and pays costs (`oracle_positions`) holds through a
     regime rather than flipping, because one bar's edge (signal_strength * base) is below a
     realistic cost while a regime's (~40x) is far above it. Volume rises with volatility.
     Same seed, same bars: a short dataset is the prefix of a longer one with the same seed.
