@@ -162,14 +162,14 @@ def make_synthetic(
     (x0.6, x1.0, x2.0); sigma_t = base * regime * sqrt(h_t) with GARCH h_t = 0.05 + 0.08 *
     h_(t-1) z_(t-1)^2 + 0.87 * h_(t-1), and base = annual_vol * sqrt(bar_seconds / year).
 
-    Trend: a second chain s_t in {-1, 0, +1} (down, none, up) leaves its state with probability
-    1 / TREND_MEAN_BARS per bar (regimes last ~40 bars) for one of the other two. The return of
-    bar t -> t+1 is r_(t+1) = signal_strength * s_t * base + sigma_(t+1) * z_(t+1), z
-    unit-variance Student-t(5): the edge is a fixed fraction of the typical bar's volatility,
-    so a cost above it is above it in every volatility regime. The state is hidden but leaves
-    traces up to bar t: the drift itself (momentum) and the opening gap, log(o_t / c_(t-1)) =
-    sigma_t * (0.05 n_t + TREND_HINT * s_t), an order-flow-like hint. `expected_return[t]` is
-    the planted edge of bar t -> t+1 given s_t; an oracle that knows it and pays costs (`oracle_positions`) holds through a
+    Trend: a second chain s_t in {-1, 0, +1} (down, none, up) leaves its state with probability 1 /
+    TREND_MEAN_BARS per bar (regimes last ~40 bars) for one of the other two. The return of bar t ->
+    t+1 is r_(t+1) = signal_strength * s_t * base + sigma_(t+1) * z_(t+1), z unit-variance
+    Student-t(5): the edge is a fixed fraction of the typical bar's volatility, so a cost above it
+    is above it in every volatility regime. The state is hidden but leaves traces up to bar t: the
+    drift itself (momentum) and the opening gap, log(o_t / c_(t-1)) = sigma_t * (0.05 n_t +
+    TREND_HINT * s_t), an order-flow-like hint. `expected_return[t]` is the planted edge of bar t ->
+    t+1 given s_t; an oracle that knows it and pays costs (`oracle_positions`) holds through a
     regime rather than flipping, because one bar's edge (signal_strength * base) is below a
     realistic cost while a regime's (~40x) is far above it. Volume rises with volatility.
     Same seed, same bars: a short dataset is the prefix of a longer one with the same seed.
