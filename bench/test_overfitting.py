@@ -188,7 +188,10 @@ def test_overfitting(
     if oracle_returns is not None:
         series["oracle_val_net_returns"] = oracle_returns.tolist()
     emit(dataclasses.replace(base, metrics=metrics, series=series))
-    overfit_summary.append((dataset, label, size.name, network.hidden_dims, seed, returns))
+    overfit_summary.append(
+        (dataset, label, size.name, network.hidden_dims, seed, returns, oracle_returns,
+         data.market.periods_per_year)
+    )  # fmt: skip
 
 
 def _annual_volatility(data) -> float:
@@ -284,22 +287,36 @@ def size_interval(per_seed: list[np.ndarray], seed: int = 0) -> tuple[float, flo
     return mean, float(low), float(high)
 
 
+def _sharpe(returns: np.ndarray, bars_per_year: float) -> float:
+    std = float(returns.std(ddof=1)) if len(returns) > 1 else 0.0
+    return float(returns.mean() / std * math.sqrt(bars_per_year)) if std > 0 else 0.0
+
+
 def summary_lines(collected: list) -> list[str]:
     """The end-of-session overfitting summary: intervals per size, and the verdict in words."""
     groups: dict = {}
-    for dataset, label, name, dims, _seed, returns in collected:
-        key = (dataset, label)
-        groups.setdefault(key, {}).setdefault((sum(dims), name), []).append(returns["validation"])
-    lines = ["", "overfitting: validation mean net return per bar, 95% interval (seeds x blocks)"]
+    for dataset, label, name, dims, _seed, returns, oracle, per_year in collected:
+        runs = groups.setdefault((dataset, label), {}).setdefault((sum(dims), name), [])
+        runs.append((returns["validation"], oracle, per_year))
+    lines = [
+        "",
+        "overfitting: validation mean net return per bar, 95% interval (seeds x blocks of "
+        f"{BOOTSTRAP_BLOCK} bars); Sharpe beside the cost-aware oracle's on the same bars",
+    ]
     for (dataset, label), sizes in groups.items():
         ranked = sorted(sizes.items())
         intervals = {}
-        for (_width, name), per_seed in ranked:
+        for (_width, name), runs in ranked:
+            per_seed = [r for r, _, _ in runs]
             mean, low, high = size_interval(per_seed)
             intervals[name] = (mean, low, high)
+            sharpe = np.mean([_sharpe(r, y) for r, _, y in runs])
+            oracles = [_sharpe(o, y) for _, o, y in runs if o is not None]
+            beside = f" (oracle {np.mean(oracles):.1f})" if oracles else " (no oracle: real data)"
             lines.append(
                 f"  {dataset} {label} {name:>8}: {mean * 1e4:+.2f} bp/bar "
-                f"[{low * 1e4:+.2f}, {high * 1e4:+.2f}] over {len(per_seed)} seed(s)"
+                f"[{low * 1e4:+.2f}, {high * 1e4:+.2f}] over {len(per_seed)} seed(s); "
+                f"Sharpe {sharpe:.1f}{beside}"
             )
         if len(ranked) > 1:
             first, last = ranked[0][0][1], ranked[-1][0][1]
