@@ -260,17 +260,25 @@ def market_for():
     return get
 
 
+class _SummaryPlugin:
+    """Prints the overfitting summary in pytest's terminal summary, outside output capture."""
+
+    def __init__(self) -> None:
+        self.collected: list = []
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        for line in summary_lines(self.collected):
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def overfit_summary(request):
-    """Collects every case's validation returns; at the session's end prints, per dataset and
-    length, each size's mean return per bar with its interval, and whether they overlap."""
-    collected: list = []
-    yield collected
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None or not collected:
-        return
-    for line in summary_lines(collected):
-        reporter.write_line(line)
+    """Collects every case's validation returns; at the session's end pytest's terminal summary
+    prints, per dataset and length, each size's mean return per bar with its interval, its
+    Sharpe beside the oracle's, and whether tiny's and the largest size's intervals overlap."""
+    plugin = _SummaryPlugin()
+    request.config.pluginmanager.register(plugin, "archbench-overfit-summary")
+    return plugin.collected
 
 
 def size_interval(per_seed: list[np.ndarray], seed: int = 0) -> tuple[float, float, float]:
@@ -294,6 +302,8 @@ def _sharpe(returns: np.ndarray, bars_per_year: float) -> float:
 
 def summary_lines(collected: list) -> list[str]:
     """The end-of-session overfitting summary: intervals per size, and the verdict in words."""
+    if not collected:
+        return []
     groups: dict = {}
     for dataset, label, name, dims, _seed, returns, oracle, per_year in collected:
         runs = groups.setdefault((dataset, label), {}).setdefault((sum(dims), name), [])
