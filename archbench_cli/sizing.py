@@ -37,6 +37,11 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "--trunk", choices=["shared", "separate"], default="shared", help="trunk layout (shared)"
     )
     estimate.add_argument("--layer-norm", action="store_true", help="LayerNorm in the trunk")
+    estimate.add_argument(
+        "--no-account-state",
+        action="store_true",
+        help="size the market window alone (no position, unrealised return, bars held inputs)",
+    )
     estimate.add_argument("--n-envs", type=int, default=8, help="environments per rollout (8)")
     estimate.add_argument("--n-steps", type=int, default=256, help="steps per env per rollout")
     estimate.add_argument("--minibatch", type=int, default=256, help="samples per update (256)")
@@ -90,6 +95,7 @@ def _estimate(args: argparse.Namespace) -> int:
                 n_actions=args.n_actions,
                 trunk=args.trunk,
                 layer_norm=args.layer_norm,
+                account_state=not args.no_account_state,
             ),
             n_envs=args.n_envs,
             n_steps=args.n_steps,
@@ -104,7 +110,8 @@ def _estimate(args: argparse.Namespace) -> int:
 
     first = estimates[0]
     title = (
-        f"Exact sizes: obs {args.features} x {args.lookback} = {first.config.obs_dim}, "
+        f"Exact sizes: obs {args.features} x {args.lookback}"
+        f"{'' if args.no_account_state else ' + 3 account'} = {first.config.obs_dim}, "
         f"{args.n_actions} actions, {args.trunk} trunk"
     )
     console = rich_console()

@@ -4,9 +4,11 @@ checkpoint against the buy-and-hold and flat baselines."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import threading
+from typing import Any
 
 from archbench_cli._common import MAX_BARS, MAX_SEED, check_range, print_json
 from archbench_cli.tables import eval_table
@@ -42,6 +44,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         default=None,
         help="synthetic data only: the planted edge per bar in units of volatility (default 0.1)",
     )
+    _add_timestamp_options(train)
     train.add_argument("--timesteps", type=int, default=100_000, help="env steps (default 100k)")
     train.add_argument(
         "--mode", choices=list(TRAINING_MODES), default="quick", help="training mode (quick)"
@@ -51,6 +54,18 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     train.add_argument("--minibatch", type=int, help="minibatch size (default 256)")
     train.add_argument("--epochs", type=int, help="update epochs per rollout")
     train.add_argument("--lr", type=float, help="learning rate")
+    train.add_argument("--gamma", type=float, help="discount factor (default 0.99)")
+    train.add_argument("--gae-lambda", type=float, help="GAE lambda (default 0.95)")
+    train.add_argument("--ent-coef", type=float, help="entropy bonus weight (mode's default)")
+    train.add_argument("--clip-coef", type=float, help="PPO ratio clip range (default 0.2)")
+    train.add_argument(
+        "--cost-bps", type=float, help="trading cost per unit of position change, bp (default 5)"
+    )
+    train.add_argument(
+        "--no-account-state",
+        action="store_true",
+        help="observe the market window only, without position, unrealised return, bars held",
+    )
     train.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
     train.add_argument(
@@ -75,16 +90,36 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "Features are normalised with the statistics stored in the checkpoint.",
     )
     evaluate.add_argument("checkpoint", help="a checkpoint written by `archbench train`")
-    evaluate.add_argument("--data", default="synthetic", help=_DATA_HELP + " (default: synthetic)")
+    evaluate.add_argument(
+        "--data", help=_DATA_HELP + " (default: the data the checkpoint was trained on)"
+    )
     evaluate.add_argument("--bars", type=int, help="bars of data (synthetic: length to make)")
     evaluate.add_argument(
         "--signal-strength", type=float, default=None, help="synthetic data only (default 0.1)"
     )
+    _add_timestamp_options(evaluate)
     evaluate.add_argument("--split", choices=["train", "validation", "test"], default="validation")
     evaluate.add_argument("--seed", type=int, default=0, help="synthetic data seed (default 0)")
+    evaluate.add_argument(
+        "--allow-in-sample",
+        action="store_true",
+        help="score a split that overlaps the checkpoint's training bars anyway",
+    )
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.set_defaults(handler=_evaluate)
+
+
+def _add_timestamp_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timestamp-column", metavar="NAME", help="files only: the column holding the bar times"
+    )
+    parser.add_argument(
+        "--timestamp-format",
+        metavar="FMT",
+        help="files only: a strftime pattern ('%%d.%%m.%%Y %%H:%%M'), dayfirst, monthfirst, "
+        "epoch_s or epoch_ms (default: detected)",
+    )
 
 
 def _training_config(args: argparse.Namespace):  # -> PPOConfig
@@ -113,8 +148,16 @@ def _training_config(args: argparse.Namespace):  # -> PPOConfig
         "minibatch_size": args.minibatch,
         "n_epochs": args.epochs,
         "learning_rate": args.lr,
+        "gamma": args.gamma,
+        "gae_lambda": args.gae_lambda,
+        "ent_coef": args.ent_coef,
+        "clip_coef": args.clip_coef,
     }
     changes = {k: v for k, v in overrides.items() if v is not None}
+    if args.cost_bps is not None:
+        changes["env"] = dataclasses.replace(config.env, cost_bps=args.cost_bps)
+    if args.no_account_state:
+        changes["network"] = dataclasses.replace(config.network, account_state=False)
     changes.update(seed=args.seed, precision=args.precision, compile=args.compile)
     if "minibatch_size" not in changes:
         batch = changes.get("n_envs", config.n_envs) * changes.get("n_steps", config.n_steps)
@@ -122,8 +165,16 @@ def _training_config(args: argparse.Namespace):  # -> PPOConfig
     return config.replace(**changes)
 
 
-def _signal(args: argparse.Namespace) -> dict[str, float]:
-    return {} if args.signal_strength is None else {"signal_strength": args.signal_strength}
+def _signal(args: argparse.Namespace) -> dict[str, Any]:
+    """load_market_data's keyword arguments from the command line's data options."""
+    options: dict[str, Any] = {}
+    if args.signal_strength is not None:
+        options["signal_strength"] = args.signal_strength
+    if args.timestamp_column is not None:
+        options["timestamp_column"] = args.timestamp_column
+    if args.timestamp_format is not None:
+        options["timestamp_format"] = args.timestamp_format
+    return options
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -146,7 +197,15 @@ def _train(args: argparse.Namespace) -> int:
         stored = checkpoint.load(args.resume, config=config.network).obs_norm
         normalizer = Normalizer.from_dict(stored) if stored else None
     data = prepare(market, lookback=config.network.lookback, normalizer=normalizer)
-    env = TradingEnv(data, "train", config.n_envs, config.env, device=device, seed=config.seed)
+    env = TradingEnv(
+        data,
+        "train",
+        config.n_envs,
+        config.env,
+        device=device,
+        seed=config.seed,
+        account_state=config.network.account_state,
+    )
     trainer = PPOTrainer(env, config.replace(device=str(device)))
     if args.resume:
         trainer.resume(args.resume)
@@ -157,7 +216,9 @@ def _train(args: argparse.Namespace) -> int:
                 f"training hidden_dims ({dims}) on {market.name} ({len(market.timestamps):,} "
                 f"bars) for {config.total_timesteps:,} steps on {device}: "
                 f"{config.n_iterations} iterations of {config.n_envs} envs x "
-                f"{config.n_steps} steps",
+                f"{config.n_steps} steps; gamma {config.gamma}, gae_lambda "
+                f"{config.gae_lambda}, cost {config.env.cost_bps:g} bp, account state "
+                f"{'on' if config.network.account_state else 'off'}",
                 file=sys.stderr,
             )
         try:
@@ -181,6 +242,10 @@ def _train(args: argparse.Namespace) -> int:
     summary = {
         "checkpoint": str(out),
         "hidden_dims": list(config.network.hidden_dims),
+        "gamma": config.gamma,
+        "gae_lambda": config.gae_lambda,
+        "cost_bps": config.env.cost_bps,
+        "account_state": config.network.account_state,
         "iterations": len(stats),
         "last_iteration": stats[-1].to_dict() if stats else None,
         "validation": {name: r.to_dict() for name, r in results.items()},
@@ -197,6 +262,7 @@ def _train(args: argparse.Namespace) -> int:
                 f"explained variance {last.explained_variance:.3f}"
             )
         eval_table("validation split", results)
+        _sharpe_caveat("validation", results["policy"].n_bars, data.market.periods_per_year)
         print(f"checkpoint written to {out}")
     return 0
 
@@ -263,10 +329,75 @@ def _check_features(ckpt, n_features: int) -> None:  # ckpt: checkpoint.Checkpoi
         )
 
 
+MIN_SHARPE_BARS = 252
+"""Fewest bars for a Sharpe ratio worth printing without a caveat: a year of daily bars, where
+the per-bar Sharpe's standard error is 1 / sqrt(252) = 0.063 (annualised: +-1.0 on daily bars;
+below it the figure is mostly noise, as the +64 of a 2-bar split was)."""
+
+
+def _sharpe_caveat(split: str, n_bars: int, bars_per_year: float) -> None:
+    if n_bars < MIN_SHARPE_BARS:
+        error = (bars_per_year / max(n_bars, 1)) ** 0.5
+        print(
+            f"warning: the {split} split has {n_bars:,} bars; a Sharpe ratio needs at least "
+            f"{MIN_SHARPE_BARS} to mean much (its standard error here is ~+-{error:.1f})",
+            file=sys.stderr,
+        )
+
+
+def _checkpoint_market(args: argparse.Namespace, ckpt):  # -> data.MarketData
+    """The evaluation's bars: --data when given, else the checkpoint's own training data,
+    rebuilt from its recorded origin and checked against its content hash."""
+    from ppo_core.data import load_market_data
+    from ppo_core.errors import DataError
+
+    if args.data is not None:
+        return load_market_data(args.data, bars=args.bars, seed=args.seed, **_signal(args))
+    identity = ckpt.data or {}
+    origin = identity.get("origin")
+    if not isinstance(origin, dict) or "spec" not in origin:
+        raise DataError(
+            f"{args.checkpoint} does not record its training data (written before archbench "
+            "recorded it); pass --data"
+        )
+    options = {k: v for k, v in origin.items() if k != "spec" and v is not None}
+    market = load_market_data(origin["spec"], **options)
+    if market.content_hash() != identity.get("sha256"):
+        raise DataError(
+            f"{args.checkpoint}: its training data {origin['spec']} has changed since training "
+            f"(content hash differs); pass --data to evaluate on it as new data"
+        )
+    return market
+
+
+def _in_sample_overlap(ckpt, data, split: str) -> str | None:
+    """Why `split` of `data` overlaps the checkpoint's training bars, or None when it does not.
+    Bars are the same bars when the data is the same series (same name and, for synthetic
+    data, the same seed and signal): then their times are compared."""
+    import numpy as np
+
+    identity = ckpt.data
+    if not identity or identity.get("name") != data.market.name:
+        return None
+    trained, now = identity.get("origin") or {}, data.market.origin or {}
+    if any(trained.get(k) != now.get(k) for k in ("seed", "signal_strength")):
+        return None
+    first, last = (np.datetime64(t) for t in identity["split_times"]["train"])
+    start, end = data.splits.range(split)
+    lo, hi = data.market.timestamps[start], data.market.timestamps[end - 1]
+    if hi < first or lo > last:
+        return None
+    return (
+        f"the {split} split ({lo} .. {hi}) overlaps the bars {ckpt.path} was trained on "
+        f"({first} .. {last}); pass --allow-in-sample to score it anyway"
+    )
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from ppo_core import checkpoint
-    from ppo_core.data import FEATURE_NAMES, Normalizer, load_market_data, prepare
+    from ppo_core.data import FEATURE_NAMES, Normalizer, prepare
     from ppo_core.device import resolve_device
+    from ppo_core.errors import DataError
     from ppo_core.evaluation import evaluate_with_baselines
     from ppo_core.network import ActorCritic
 
@@ -275,9 +406,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     check_range(args.bars, "--bars", 1, MAX_BARS)
     _check_features(ckpt, len(FEATURE_NAMES))
     normalizer = Normalizer.from_dict(ckpt.obs_norm) if ckpt.obs_norm else None
-    market = load_market_data(args.data, bars=args.bars, seed=args.seed, **_signal(args))
+    market = _checkpoint_market(args, ckpt)
     data = prepare(market, lookback=ckpt.config.lookback, normalizer=normalizer)
-    _check_features(ckpt, data.n_features)
+    overlap = _in_sample_overlap(ckpt, data, args.split)
+    if overlap and not args.allow_in_sample:
+        raise DataError(overlap)
     policy = ActorCritic(ckpt.config)
     policy.load_state_dict(ckpt.policy_state_dict)
     policy.to(resolve_device(args.device).device)
@@ -286,5 +419,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print_json({name: r.to_dict() for name, r in results.items()})
     else:
-        eval_table(f"{args.split} split of {market.name}", results)
+        note = " (in-sample)" if overlap else ""
+        eval_table(f"{args.split} split of {market.name}{note}", results)
+    _sharpe_caveat(args.split, results["policy"].n_bars, market.periods_per_year)
     return 0

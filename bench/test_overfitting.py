@@ -1,29 +1,33 @@
 """What each size buys on a short vs a long dataset: in-sample vs out-of-sample results.
 
-Per size x dataset length x seed: train for a fixed budget, then run the deterministic policy
-over the training split and over the validation split (after the embargo): Sharpe, return,
-the generalisation gap, the share of the oracle's edge captured (synthetic data) and the
-value loss on each split.
+Per size x dataset x length x seed: train for a fixed budget with the shared PPO settings
+(`_cases.ALGORITHM`, as the peers suite), then run the deterministic policy over the training
+split and over the validation split (after the embargo): Sharpe beside the cost-aware oracle's
+on the same bars, mean net return per bar, the share of the oracle's edge captured (synthetic
+data), the value loss on each split, and the per-bar validation returns (`series`) so a report
+can pair sizes on the same bars and bootstrap them. At the end of the session the suite prints,
+per dataset and length, each size's validation mean return with a 95% interval (seeds plus a
+block bootstrap over bars) and says plainly whether tiny's and the largest size's overlap.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
+import math
 
+import numpy as np
 import pytest
-from _cases import OPTIONS_KEY, is_oom, oom_record, size_record, timed_rounds
+from _cases import ALGORITHM, OPTIONS_KEY, is_oom, oom_record, size_record, timed_rounds
 
 from instrument.record import Metric
 from ppo_core.sizing import estimate
 
 SUITE = "overfit"
-LEARNING_RATE = 1e-3
-ENT_COEF = 0.0
-GAMMA = 0.0
-"""The observation holds no position, so an action changes no later observation: the planted
-edge pays on the next bar only and later rewards are noise to its advantage. gamma 0 (as in
-the trainer's learning test) and a larger step size let a short budget learn the signal."""
+BOOTSTRAP_BLOCK = 40
+"""Bars per block of the block bootstrap: the synthetic trend regime's mean length, so a
+block keeps a regime's serial dependence together."""
+BOOTSTRAP_RESAMPLES = 1000
+"""Bootstrap resamples per interval."""
 
 
 def pytest_generate_tests(metafunc):
@@ -62,11 +66,22 @@ def _dataset_id(spec: str) -> str:
     return Path(spec).stem if ("/" in spec or "." in spec) else spec
 
 
-def test_overfitting(benchmark, emit, options, market_for, size, dataset, length, seed):
+def _is_synthetic(dataset: str) -> bool:
+    return dataset.strip().lower() == "synthetic"
 
-    from ppo_core.config import PPOConfig
-    from ppo_core.env import TradingEnv
-    from ppo_core.evaluation import evaluate_with_baselines
+
+def test_overfitting(
+    benchmark, emit, options, market_for, overfit_summary, size, dataset, length, seed
+):
+    from ppo_core.config import EnvConfig, PPOConfig
+    from ppo_core.env import (
+        TradingEnv,
+        baselines,
+        evaluate_positions,
+        net_returns,
+        oracle_split_positions,
+    )
+    from ppo_core.evaluation import greedy_positions
     from ppo_core.trainer import PPOTrainer
 
     budget = options.budget
@@ -74,41 +89,53 @@ def test_overfitting(benchmark, emit, options, market_for, size, dataset, length
     data = market_for(dataset, bars, seed, label, budget.overfit_signal)
     network = size.network(data.n_features, data.lookback)
     sizing = estimate(network)
-    train_start, train_end = data.splits.train
-    case = {
-        "dataset": dataset,
-        "length": label,
-        "bars": int(data.market.n_bars),
-        "bars_per_year": round(float(data.market.periods_per_year), 1),
-        "train_bars": int(train_end - train_start),
-        "seed": seed,
-        "timesteps": budget.overfit_timesteps,
-    }
-    if dataset.strip().lower() == "synthetic":
-        case["signal_strength"] = budget.overfit_signal
-    base = size_record(
-        SUITE,
-        options,
-        size.name,
-        network,
-        sizing,
-        case=case,
-        predicted={"params": sizing.params},
-    )
     config = PPOConfig(
         total_timesteps=budget.overfit_timesteps,
         n_envs=budget.overfit_n_envs,
         n_steps=budget.overfit_n_steps,
         minibatch_size=budget.overfit_minibatch,
-        learning_rate=LEARNING_RATE,
-        ent_coef=ENT_COEF,
-        gamma=GAMMA,
         seed=seed,
         device=options.device,
         network=network,
+        env=EnvConfig(cost_bps=budget.overfit_cost_bps),
+        **ALGORITHM,
+    )
+    train_start, train_end = data.splits.train
+    val_start, val_end = data.splits.validation
+    case = {
+        "dataset": dataset,
+        "length": label,
+        "bars": int(data.market.n_bars),
+        "bars_per_year": round(float(data.market.periods_per_year), 1),
+        "seed": seed,
+        "train_bars": int(train_end - train_start),
+        "val_bars": int(val_end - val_start),
+        "val_start": int(val_start),
+        "train_env_steps": config.n_iterations * config.batch_size,
+        "timesteps": budget.overfit_timesteps,
+        "gamma": config.gamma,
+        "gae_lambda": config.gae_lambda,
+        "ent_coef": config.ent_coef,
+        "learning_rate": config.learning_rate,
+        "cost_bps": config.env.cost_bps,
+        "volatility": round(_annual_volatility(data), 6),
+        "account_state": network.account_state,
+    }
+    if _is_synthetic(dataset):
+        case["signal_strength"] = budget.overfit_signal
+    base = size_record(
+        SUITE, options, size.name, network, sizing, case=case, predicted={"params": sizing.params}
     )
     try:
-        env = TradingEnv(data, "train", config.n_envs, config.env, options.device, seed=seed)
+        env = TradingEnv(
+            data,
+            "train",
+            config.n_envs,
+            config.env,
+            options.device,
+            seed=seed,
+            account_state=network.account_state,
+        )
         trainer = PPOTrainer(env, config)
         # One round that is the whole fixed-budget training run.
         seconds = timed_rounds(
@@ -118,30 +145,89 @@ def test_overfitting(benchmark, emit, options, market_for, size, dataset, length
             warmup=0,
             device=options.device,
         )
-        splits = ("train", "validation")
-        results = {
-            split: evaluate_with_baselines(trainer.policy, data, split, config.env.cost_bps)
-            for split in splits
-        }
+        cost = config.env.cost_bps
+        results, returns = {}, {}
+        for split in ("train", "validation"):
+            positions = greedy_positions(trainer.policy, data, split)
+            results[split] = {
+                "policy": evaluate_positions(positions, data, split, cost),
+                **baselines(data, split, cost),
+            }
+            returns[split] = net_returns(positions, data, split, cost)
+        oracle = oracle_split_positions(data, "validation", cost)
+        oracle_returns = None if oracle is None else net_returns(oracle, data, "validation", cost)
         # Fresh envs seeded apart from training: the same rollout, bootstrap and GAE as
         # training, on each split, so the two value losses are comparable.
         value_loss = {
             split: trainer.value_loss(
-                TradingEnv(data, split, config.n_envs, config.env, options.device, config.seed + 1)
+                TradingEnv(
+                    data,
+                    split,
+                    config.n_envs,
+                    config.env,
+                    options.device,
+                    config.seed + 1,
+                    account_state=network.account_state,
+                )
             )
-            for split in splits
+            for split in ("train", "validation")
         }
     except Exception as error:
         if not is_oom(error):
             raise
         emit(oom_record(base, n_envs=config.n_envs, minibatch=config.minibatch_size))
         return
-    metrics = _metrics(results, value_loss)
+    metrics = _metrics(results, value_loss, returns["validation"], oracle_returns)
+    metrics.update(_intervals(returns["validation"], data.market.periods_per_year, seed))
     metrics["train_s"] = Metric.measured(seconds[0], "s", "lower", seconds)
     metrics["train_env_steps_per_s"] = Metric.measured(
         trainer.global_step / seconds[0], "1/s", "higher"
     )
-    emit(dataclasses.replace(base, metrics=metrics))
+    series = {"val_net_returns": returns["validation"].tolist()}
+    if oracle_returns is not None:
+        series["oracle_val_net_returns"] = oracle_returns.tolist()
+    emit(base.replace(metrics=metrics, series=series))
+    overfit_summary.append(
+        (dataset, label, size.name, network.hidden_dims, seed, returns, oracle_returns,
+         data.market.periods_per_year)
+    )  # fmt: skip
+
+
+def _annual_volatility(data) -> float:
+    """Annualised standard deviation of the dataset's bar log returns (all bars)."""
+    r = data.log_returns[:-1]
+    return float(r.std(ddof=1) * math.sqrt(data.market.periods_per_year))
+
+
+def block_bootstrap_means(
+    returns: np.ndarray,
+    block: int = BOOTSTRAP_BLOCK,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> np.ndarray:
+    """Means of `resamples` circular block-bootstrap resamples of per-bar `returns` (n,):
+    blocks of `block` consecutive bars keep the serial dependence a regime creates."""
+    n = len(returns)
+    block = max(1, min(block, n))
+    rng = np.random.default_rng(seed)
+    n_blocks = math.ceil(n / block)
+    starts = rng.integers(0, n, size=(resamples, n_blocks))  # (R, B)
+    index = (starts[:, :, None] + np.arange(block)) % n  # (R, B, block)
+    return returns[index.reshape(resamples, -1)[:, :n]].mean(axis=1)
+
+
+def _sharpe_interval(returns: np.ndarray, bars_per_year: float, seed: int) -> tuple[float, float]:
+    """95% block-bootstrap interval of the annualised Sharpe of per-bar `returns`."""
+    n = len(returns)
+    block = max(1, min(BOOTSTRAP_BLOCK, n))
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, n, size=(BOOTSTRAP_RESAMPLES, math.ceil(n / block)))
+    index = ((starts[:, :, None] + np.arange(block)) % n).reshape(BOOTSTRAP_RESAMPLES, -1)[:, :n]
+    samples = returns[index]
+    std = samples.std(axis=1, ddof=1)
+    sharpe = np.where(std > 0, samples.mean(axis=1) / np.where(std > 0, std, 1.0), 0.0)
+    low, high = np.percentile(sharpe * math.sqrt(bars_per_year), [2.5, 97.5])
+    return float(low), float(high)
 
 
 @pytest.fixture(scope="session")
@@ -153,7 +239,7 @@ def market_for():
     cache = {}
 
     def get(dataset, bars, seed, label, signal):
-        if dataset.strip().lower() == "synthetic":
+        if _is_synthetic(dataset):
             key = (dataset, bars, seed, signal)
             if key not in cache:
                 market = load_market_data("synthetic", bars=bars, seed=seed, signal_strength=signal)
@@ -173,13 +259,109 @@ def market_for():
     return get
 
 
-def _metrics(results, value_loss) -> dict[str, Metric]:
+class _SummaryPlugin:
+    """Prints the overfitting summary in pytest's terminal summary, outside output capture."""
+
+    def __init__(self) -> None:
+        self.collected: list = []
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        for line in summary_lines(self.collected):
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def overfit_summary(request):
+    """Collects every case's validation returns; at the session's end pytest's terminal summary
+    prints, per dataset and length, each size's mean return per bar with its interval, its
+    Sharpe beside the oracle's, and whether tiny's and the largest size's intervals overlap."""
+    plugin = _SummaryPlugin()
+    request.config.pluginmanager.register(plugin, "archbench-overfit-summary")
+    return plugin.collected
+
+
+def size_interval(per_seed: list[np.ndarray], seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): a size's validation mean net return per bar over its seeds, with a
+    95% interval from resampling seeds and, within each, blocks of bars (seeds x bootstrap)."""
+    rng = np.random.default_rng(seed)
+    boots = [block_bootstrap_means(r, seed=seed + i) for i, r in enumerate(per_seed)]
+    pick = rng.integers(0, len(per_seed), size=(BOOTSTRAP_RESAMPLES, len(per_seed)))
+    column = rng.integers(0, BOOTSTRAP_RESAMPLES, size=pick.shape)
+    stacked = np.stack(boots)  # (seeds, R)
+    samples = stacked[pick, column].mean(axis=1)  # (R,)
+    mean = float(np.mean([r.mean() for r in per_seed]))
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return mean, float(low), float(high)
+
+
+def _sharpe(returns: np.ndarray, bars_per_year: float) -> float:
+    std = float(returns.std(ddof=1)) if len(returns) > 1 else 0.0
+    return float(returns.mean() / std * math.sqrt(bars_per_year)) if std > 0 else 0.0
+
+
+def summary_lines(collected: list) -> list[str]:
+    """The end-of-session overfitting summary: intervals per size, and the verdict in words."""
+    if not collected:
+        return []
+    groups: dict = {}
+    for dataset, label, name, dims, _seed, returns, oracle, per_year in collected:
+        runs = groups.setdefault((dataset, label), {}).setdefault((sum(dims), name), [])
+        runs.append((returns["validation"], oracle, per_year))
+    lines = [
+        "",
+        "overfitting: validation mean net return per bar, 95% interval (seeds x blocks of "
+        f"{BOOTSTRAP_BLOCK} bars); Sharpe beside the cost-aware oracle's on the same bars",
+    ]
+    for (dataset, label), sizes in groups.items():
+        ranked = sorted(sizes.items())
+        intervals = {}
+        for (_width, name), runs in ranked:
+            per_seed = [r for r, _, _ in runs]
+            mean, low, high = size_interval(per_seed)
+            intervals[name] = (mean, low, high)
+            sharpe = np.mean([_sharpe(r, y) for r, _, y in runs])
+            oracles = [_sharpe(o, y) for _, o, y in runs if o is not None]
+            beside = f" (oracle {np.mean(oracles):.1f})" if oracles else " (no oracle: real data)"
+            lines.append(
+                f"  {dataset} {label} {name:>8}: {mean * 1e4:+.2f} bp/bar "
+                f"[{low * 1e4:+.2f}, {high * 1e4:+.2f}] over {len(per_seed)} seed(s); "
+                f"Sharpe {sharpe:.1f}{beside}"
+            )
+        if len(ranked) > 1:
+            first, last = ranked[0][0][1], ranked[-1][0][1]
+            a, b = intervals[first], intervals[last]
+            overlap = a[1] <= b[2] and b[1] <= a[2]
+            verdict = (
+                "OVERLAP: this run cannot tell them apart"
+                if overlap
+                else "separate: the difference exceeds the noise"
+            )
+            lines.append(f"  {dataset} {label}: {first} vs {last} intervals {verdict}")
+    return lines
+
+
+def _intervals(val_returns: np.ndarray, bars_per_year: float, seed: int) -> dict[str, Metric]:
+    """This case's 95% block-bootstrap intervals over its validation bars (one seed's noise;
+    the session summary adds the seeds')."""
+    means = block_bootstrap_means(val_returns, seed=seed)
+    low, high = np.percentile(means, [2.5, 97.5])
+    sharpe_low, sharpe_high = _sharpe_interval(val_returns, bars_per_year, seed)
+    return {
+        "val_mean_return_ci95_low": Metric.measured(float(low), "log/bar", None),
+        "val_mean_return_ci95_high": Metric.measured(float(high), "log/bar", None),
+        "val_sharpe_ci95_low": Metric.measured(sharpe_low, "ratio", None),
+        "val_sharpe_ci95_high": Metric.measured(sharpe_high, "ratio", None),
+    }
+
+
+def _metrics(results, value_loss, val_returns, oracle_returns) -> dict[str, Metric]:
     train, val = results["train"]["policy"], results["validation"]["policy"]
     metrics = {
         "train_sharpe": Metric.measured(train.sharpe, "ratio", "higher"),
         "val_sharpe": Metric.measured(val.sharpe, "ratio", "higher"),
         "train_return": Metric.measured(train.total_log_return, "log", "higher"),
         "val_return": Metric.measured(val.total_log_return, "log", "higher"),
+        "val_mean_return": Metric.measured(float(val_returns.mean()), "log/bar", "higher"),
         # In-sample minus out-of-sample: how much of the training result does not carry over.
         "sharpe_gap": Metric.measured(train.sharpe - val.sharpe, "ratio", "lower"),
         "val_turnover": Metric.measured(val.turnover, "ratio", None),
@@ -191,17 +373,23 @@ def _metrics(results, value_loss) -> dict[str, Metric]:
     }
     oracle = results["validation"].get("oracle")
     if oracle is None:
-        metrics["oracle_edge_fraction"] = Metric.unavailable_because(
-            "real data has no known oracle", "ratio", "higher"
-        )
-    elif oracle.total_log_return <= 0:
-        metrics["oracle_edge_fraction"] = Metric.unavailable_because(
-            f"the oracle lost money on this validation split ({oracle.total_log_return:.4f})",
-            "ratio",
-            "higher",
-        )
+        reason = "real data has no known oracle"
+        for name, unit in (
+            ("oracle_val_sharpe", "ratio"),
+            ("edge_capture", "ratio"),
+            ("oracle_edge_fraction", "ratio"),
+        ):
+            metrics[name] = Metric.unavailable_because(reason, unit, None)
+        return metrics
+    metrics["oracle_val_sharpe"] = Metric.measured(oracle.sharpe, "ratio", None)
+    metrics["val_oracle_sharpe"] = metrics["oracle_val_sharpe"]  # the name sweep.py reads
+    oracle_mean = float(oracle_returns.mean())
+    if oracle_mean <= 0:
+        reason = f"the oracle did not make money on this validation split ({oracle_mean:.2e})"
+        metrics["edge_capture"] = Metric.unavailable_because(reason, "ratio", "higher")
     else:
-        fraction = val.total_log_return / oracle.total_log_return
-        metrics["oracle_edge_fraction"] = Metric.measured(fraction, "ratio", "higher")
-        metrics["val_oracle_sharpe"] = Metric.measured(oracle.sharpe, "ratio", None)
+        metrics["edge_capture"] = Metric.measured(
+            float(val_returns.mean()) / oracle_mean, "ratio", "higher"
+        )
+    metrics["oracle_edge_fraction"] = metrics["edge_capture"]  # the name sweep.py reads
     return metrics

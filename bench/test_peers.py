@@ -11,7 +11,7 @@ import statistics
 from dataclasses import dataclass
 
 import pytest
-from _cases import OPTIONS_KEY, is_oom, oom_record, size_record
+from _cases import ALGORITHM, OPTIONS_KEY, is_oom, oom_record, size_record
 
 from instrument.record import Metric
 from ppo_core.presets import PRESETS
@@ -93,6 +93,7 @@ def test_peer_throughput(benchmark, emit, options, market, peer_preset, kind):
         trunk="separate",  # as SB3's MlpPolicy builds it
     )
     settings = _settings(options, kind)
+    network_cost_bps = PPOConfig().env.cost_bps
 
     def config(framework: str) -> PPOConfig:
         s = settings[framework]
@@ -105,6 +106,7 @@ def test_peer_throughput(benchmark, emit, options, market, peer_preset, kind):
             device=options.device,
             precision="fp32",  # SB3 runs plain fp32: identical settings mean TF32 off too
             network=network,
+            **ALGORITHM,  # the overfitting suite's algorithm and settings
         )
 
     sizing = estimate(network)
@@ -122,6 +124,9 @@ def test_peer_throughput(benchmark, emit, options, market, peer_preset, kind):
             "torch_threads": torch.get_num_threads(),
             "timed": "whole learn(): rollouts, GAE and updates; construction excluded",
             "evaluation": "argmax actions over every validation bar (ppo_core.env)",
+            **ALGORITHM,
+            "cost_bps": network_cost_bps,
+            "account_state": network.account_state,
         },
         predicted={"params": sizing.params},
     )
@@ -146,7 +151,7 @@ def test_peer_throughput(benchmark, emit, options, market, peer_preset, kind):
             raise
         emit(oom_record(base, kind=kind))
         return
-    emit(dataclasses.replace(base, metrics=_metrics(runs)))
+    emit(base.replace(metrics=_metrics(runs)))
 
 
 def _metrics(runs: dict[str, list]) -> dict[str, Metric]:

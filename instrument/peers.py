@@ -91,7 +91,12 @@ def sb3_vec_env(data: PreparedData, config: PPOConfig, split: str = "train") -> 
     class _TradingSB3VecEnv(VecEnv):
         def __init__(self) -> None:
             self.vector = TradingVectorEnv(
-                data, split, num_envs=config.n_envs, config=config.env, seed=config.seed
+                data,
+                split,
+                num_envs=config.n_envs,
+                config=config.env,
+                seed=config.seed,
+                account_state=config.network.account_state,
             )
             self.render_mode = None
             super().__init__(
@@ -200,14 +205,27 @@ def run_ppo_core(data: PreparedData, config: PPOConfig) -> PeerRun:
     from ppo_core.trainer import PPOTrainer
 
     _check_network(config.network)
-    env = TradingEnv(data, "train", config.n_envs, config.env, config.device, config.seed)
+    env = TradingEnv(
+        data,
+        "train",
+        config.n_envs,
+        config.env,
+        config.device,
+        config.seed,
+        account_state=config.network.account_state,
+    )
     trainer = PPOTrainer(env, config)
     start = time.perf_counter()
     trainer.learn(progress=False)  # each iteration ends synchronised with the device
     learn_s = time.perf_counter() - start
     trainer.policy.eval()
     validation = evaluate_policy(
-        greedy_actions(trainer.policy), data, "validation", config.env.cost_bps, trainer.device
+        greedy_actions(trainer.policy),
+        data,
+        "validation",
+        config.env.cost_bps,
+        trainer.device,
+        account_state=config.network.account_state,
     )
     return PeerRun("ppo_core", trainer.global_step, learn_s, _count(trainer.policy), validation)
 
@@ -221,6 +239,11 @@ def run_sb3(data: PreparedData, config: PPOConfig) -> PeerRun:
     learn_s = time.perf_counter() - start
     model.policy.set_training_mode(False)
     validation = evaluate_policy(
-        sb3_greedy_actions(model), data, "validation", config.env.cost_bps, model.device
+        sb3_greedy_actions(model),
+        data,
+        "validation",
+        config.env.cost_bps,
+        model.device,
+        account_state=config.network.account_state,
     )
     return PeerRun("sb3", int(model.num_timesteps), learn_s, _count(model.policy), validation)

@@ -22,7 +22,11 @@ Schema `archbench/1` (one record per benchmark case)::
      "metrics": {NAME: {"value": float | None, "unit": "1/s", "better": "higher" | "lower" | None,
                         "samples": [float, ...], "unavailable": None | "no NVIDIA GPU",
                         "predicted": float | None}},
-     "predicted": {"train_bytes": ..., "checkpoint_bytes": ..., ...}}
+     "predicted": {"train_bytes": ..., "checkpoint_bytes": ..., ...},
+     "series": {"val_net_returns": [...], "oracle_val_net_returns": [...]}}  # optional
+
+`series` (only where a suite writes it: overfit) holds per-bar figures in time order, floats
+rounded to 6 significant digits, so a report can pair sizes on the same bars and bootstrap.
 
 A metric whose value could not be measured has `value: None` and `unavailable` saying why;
 never 0. `predicted` inside a metric is the sizing model's figure for that same quantity,
@@ -91,6 +95,12 @@ class Metric:
         }
 
 
+def _round6(value: float) -> float | None:
+    """A float to 6 significant digits (JSON-sized); None for NaN or inf."""
+    value = float(value)
+    return float(f"{value:.6g}") if math.isfinite(value) else None
+
+
 @dataclass(frozen=True)
 class Record:
     """Everything one benchmark case measured, traceable to its config and machine."""
@@ -111,6 +121,7 @@ class Record:
     case: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Metric] = field(default_factory=dict)
     predicted: dict[str, float] = field(default_factory=dict)
+    series: dict[str, list[float]] | None = None
 
     def __post_init__(self) -> None:
         if self.suite not in SUITES:
@@ -123,7 +134,7 @@ class Record:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "schema": SCHEMA,
             "suite": self.suite,
             "preset": self.preset,
@@ -140,3 +151,6 @@ class Record:
             "metrics": {name: metric.to_dict() for name, metric in self.metrics.items()},
             "predicted": dict(self.predicted),
         }
+        if self.series is not None:
+            out["series"] = {k: [_round6(v) for v in values] for k, values in self.series.items()}
+        return out

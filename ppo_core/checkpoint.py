@@ -9,8 +9,14 @@ and a crafted pickle is refused without running it. Layout (format "ppo-archbenc
      "policy_state_dict": {name: tensor},
      "optimizer_state_dict": torch.optim state_dict | None,
      "obs_norm": {name: tensor | list | float} | None,
+     "data": {"name", "origin" (how load_market_data rebuilds it), "sha256", "n_bars",
+              "first", "last", "lookback", "splits", "split_times"} | None,
      "meta": {"archbench_version", "torch_version", "created" (UTC ISO 8601),
               "git_commit" (None when unknown), ...extra_meta}}
+
+Older checkpoints still load: one without "data" loads with `data` None (evaluation then
+needs --data), and one whose network has no "account_state" was trained on the market window
+alone, so it loads with account_state False.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ _ARCHITECTURE_KEYS = (
     "head_dim",
     "activation",
     "layer_norm",
+    "account_state",
 )
 
 
@@ -80,6 +87,9 @@ class Checkpoint:
     """The optimizer's state_dict (Adam moments and step), when saved."""
     obs_norm: dict[str, Any] | None
     """Observation-normalisation statistics, when saved."""
+    data: dict[str, Any] | None
+    """The training data's identity (PreparedData.identity()): name, origin, content hash, bar
+    count, split boundaries; None in checkpoints written before it was recorded."""
     meta: dict[str, Any]
     """archbench_version, torch_version, created (UTC ISO 8601), git_commit, and extras."""
     file_bytes: int
@@ -238,11 +248,13 @@ def save(
     optimizer: torch.optim.Optimizer | None = None,
     obs_norm: dict[str, Any] | None = None,
     extra_meta: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temp file in the same folder, then rename); return its path.
 
     `config` may be the NetworkConfig alone or the whole PPOConfig of the run; either way the
-    architecture is stored under config["network"]. `extra_meta` must be JSON-safe.
+    architecture is stored under config["network"]. `extra_meta` and `data` (the training
+    data's identity) must be JSON-safe.
     """
     path = Path(path)
     network, ppo = _split_config(config)
@@ -264,6 +276,11 @@ def save(
             meta.update(json.loads(json.dumps(extra_meta)))
         except (TypeError, ValueError) as error:
             raise ConfigError(f"extra_meta must be JSON-safe: {error}") from None
+    if data is not None:
+        try:
+            data = json.loads(json.dumps(data))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"the data identity must be JSON-safe: {error}") from None
     ppo_dict = None
     if ppo is not None:
         ppo_dict = ppo.to_dict()
@@ -274,6 +291,7 @@ def save(
         "policy_state_dict": policy.state_dict(),
         "optimizer_state_dict": optimizer.state_dict() if optimizer is not None else None,
         "obs_norm": _plain(obs_norm, "obs_norm") if obs_norm is not None else None,
+        "data": data,
         "meta": meta,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -347,12 +365,16 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _parse_configs(path: Path, raw: Any) -> tuple[NetworkConfig, PPOConfig | None]:
     try:
-        if not isinstance(raw, dict) or "network" not in raw:
+        if not isinstance(raw, dict) or not isinstance(raw.get("network"), dict):
             raise ConfigError("config must be a dict with a 'network' entry")
-        network = NetworkConfig.from_dict(raw["network"])
+        network_dict = raw["network"]
+        if "account_state" not in network_dict:
+            # Written before the account state existed: trained on the market window alone.
+            network_dict = {**network_dict, "account_state": False}
+        network = NetworkConfig.from_dict(network_dict)
         ppo = None
         if raw.get("ppo") is not None:
-            ppo = PPOConfig.from_dict({**raw["ppo"], "network": raw["network"]})
+            ppo = PPOConfig.from_dict({**raw["ppo"], "network": network_dict})
     except (ConfigError, TypeError) as error:
         raise CheckpointError(f"checkpoint {path} has a bad config: {error}") from None
     return network, ppo
@@ -397,6 +419,7 @@ def load(
         policy_state_dict=state,
         optimizer_state_dict=payload.get("optimizer_state_dict"),
         obs_norm=payload.get("obs_norm"),
+        data=payload.get("data") if isinstance(payload.get("data"), dict) else None,
         meta=dict(payload["meta"]),
         file_bytes=path.stat().st_size,
     )

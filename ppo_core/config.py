@@ -14,9 +14,11 @@ from typing import Any
 from ppo_core.device import check_device
 from ppo_core.errors import ConfigError
 
-__all__ = ["MAX_WIDTH", "EnvConfig", "NetworkConfig", "PPOConfig"]
+__all__ = ["ACCOUNT_DIM", "MAX_WIDTH", "EnvConfig", "NetworkConfig", "PPOConfig"]
 
 MAX_WIDTH = 65_536
+ACCOUNT_DIM = 3
+"""Account-state inputs: signed position, unrealised return of the open position, bars held."""
 ACTIVATIONS = ("relu", "tanh", "gelu")
 TRUNKS = ("shared", "separate")
 
@@ -90,6 +92,9 @@ class NetworkConfig:
     """Nonlinearity after every hidden Linear: relu, tanh or gelu."""
     layer_norm: bool = False
     """LayerNorm after each trunk Linear, before the activation."""
+    account_state: bool = True
+    """Append the account state (position, unrealised return, bars held) to the market window,
+    so the policy can learn cost-aware holding; False: the market window alone."""
 
     def __post_init__(self) -> None:
         owner = "NetworkConfig"
@@ -109,11 +114,25 @@ class NetworkConfig:
         _one_of(owner, "activation", self.activation, ACTIVATIONS)
         if not isinstance(self.layer_norm, bool):
             raise ConfigError(f"{owner}.layer_norm must be true or false, got {self.layer_norm!r}")
+        if not isinstance(self.account_state, bool):
+            raise ConfigError(
+                f"{owner}.account_state must be true or false, got {self.account_state!r}"
+            )
+
+    @property
+    def market_dim(self) -> int:
+        """Width of the market window: features x lookback bars."""
+        return self.n_features * self.lookback
+
+    @property
+    def account_dim(self) -> int:
+        """Width of the account state: ACCOUNT_DIM when account_state, else 0."""
+        return ACCOUNT_DIM if self.account_state else 0
 
     @property
     def obs_dim(self) -> int:
-        """Flattened observation width: features x lookback bars."""
-        return self.n_features * self.lookback
+        """Flattened observation width: the market window plus the account state."""
+        return self.market_dim + self.account_dim
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
@@ -129,11 +148,14 @@ class EnvConfig:
 
     episode_bars: int = 256
     """Bars per training episode before an automatic reset at a new random start."""
-    cost_bps: float = 1.0
-    """Trading cost in basis points per unit of position change."""
-    reward_scale: float = 100.0
-    """Training rewards are log returns times this (100: percent), so values are O(1);
-    evaluation metrics always use unscaled returns."""
+    cost_bps: float = 5.0
+    """Trading cost in basis points per unit of position change (5: a liquid market's spread
+    plus fees; above one synthetic bar's edge, so flipping every bar loses)."""
+    reward_scale: float = 10.0
+    """Training rewards are log returns times this; evaluation metrics always use unscaled
+    returns. 10 keeps gamma-0.99 value targets (sums of ~100 rewards) O(1): at 100 the value
+    loss swamped a shared trunk and tiny collapsed to flat on the synthetic market, while at 10
+    it reached a validation Sharpe of 8.3 (lookback 10, 30k steps, seed 0)."""
 
     def __post_init__(self) -> None:
         _positive_int("EnvConfig", "episode_bars", self.episode_bars)

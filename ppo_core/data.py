@@ -7,11 +7,14 @@ log_returns[t] = log(close[t+1] / close[t]). Every split is a half-open range of
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib.util
 import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -26,6 +29,7 @@ __all__ = [
     "FEATURE_NAMES",
     "NORMALIZED_CLIP",
     "SPLIT_NAMES",
+    "TIMESTAMP_FORMATS",
     "MarketData",
     "Normalizer",
     "PreparedData",
@@ -35,14 +39,23 @@ __all__ = [
     "make_splits",
     "make_synthetic",
     "min_bars",
+    "oracle_positions",
     "prepare",
     "walk_forward_folds",
 ]
 
 YEAR_SECONDS = 365.25 * 24 * 3600
 DEFAULT_SIGNAL_STRENGTH = 0.1
-"""Planted edge of the synthetic data: the oracle's expected gross return per bar in units of
-that bar's volatility (a per-bar Sharpe of 0.1, ~9 annualised on hourly 24/7 bars)."""
+"""Planted edge of the synthetic data: the expected gross return per bar inside a trend regime,
+in units of the base per-bar volatility (0.1: 4.3 bp per hourly bar at 40% annual volatility,
+below the default 5 bp cost of a position change, so only holding through a regime pays)."""
+TREND_MEAN_BARS = 40
+"""Mean length of a synthetic trend regime (up, none, down), in bars."""
+TREND_HINT = 0.5
+"""Per-bar strength of the synthetic trend's trace in the opening gap, in units of volatility
+(a noisy hint: a single bar says little, the gaps of the last ten say a lot)."""
+_TREND_SWITCH_QUANTILE = NormalDist().inv_cdf(1 - 1 / TREND_MEAN_BARS)
+"""A standard normal exceeds this with probability 1 / TREND_MEAN_BARS."""
 NORMALIZED_CLIP = 10.0
 """Normalised features are clipped to +-this many train-split standard deviations."""
 SPLIT_NAMES = ("train", "validation", "test")
@@ -77,16 +90,19 @@ class MarketData:
     """Median spacing of consecutive bars, in seconds."""
     source: str
     """Where the bars came from, with the licence that covers them."""
-    oracle_position: np.ndarray | None = None
-    """Synthetic only: (T,) int8 in {-1, 0, 1}, the position with the highest expected return
-    for bar t -> t+1 given bars <= t (the planted signal, ignoring costs); None for real data."""
+    expected_return: np.ndarray | None = None
+    """Synthetic only: (T,) float64, the planted edge E[log_returns[t]] of bar t -> t+1 given
+    the hidden trend regime at t (what `oracle_positions` trades on); None for real data."""
+    origin: dict[str, Any] | None = None
+    """How `load_market_data` rebuilds these bars (its keyword arguments: spec, bars, seed,
+    signal_strength, timestamp_column, timestamp_format); None when built some other way."""
 
     def __post_init__(self) -> None:
         n = len(self.timestamps)
         if self.ohlcv.shape != (n, 5):
             raise DataError(f"{self.name}: ohlcv has shape {self.ohlcv.shape}, expected ({n}, 5)")
-        if self.oracle_position is not None and self.oracle_position.shape != (n,):
-            raise DataError(f"{self.name}: oracle_position must have shape ({n},)")
+        if self.expected_return is not None and self.expected_return.shape != (n,):
+            raise DataError(f"{self.name}: expected_return must have shape ({n},)")
 
     @property
     def n_bars(self) -> int:
@@ -107,15 +123,24 @@ class MarketData:
         """The last `bars` bars."""
         if bars > self.n_bars:
             raise DataError(f"{self.name}: asked for {bars:,} bars but it has {self.n_bars:,}")
-        oracle = None if self.oracle_position is None else self.oracle_position[-bars:]
+        edge = None if self.expected_return is None else self.expected_return[-bars:]
+        origin = None if self.origin is None else {**self.origin, "bars": bars}
         return MarketData(
             self.name,
             self.timestamps[-bars:],
             self.ohlcv[-bars:],
             _median_spacing(self.timestamps[-bars:]),
             self.source,
-            oracle,
+            edge,
+            origin,
         )
+
+    def content_hash(self) -> str:
+        """sha256 of the timestamps and OHLCV values: the same bars give the same hash."""
+        digest = hashlib.sha256()
+        digest.update(np.ascontiguousarray(self.timestamps.astype("datetime64[ns]")).tobytes())
+        digest.update(np.ascontiguousarray(self.ohlcv, dtype=np.float64).tobytes())
+        return digest.hexdigest()
 
 
 def _median_spacing(timestamps: np.ndarray) -> float:
@@ -131,16 +156,23 @@ def make_synthetic(
     bar_seconds: float = 3600.0,
     annual_vol: float = 0.4,
 ) -> MarketData:
-    """Seeded regime-switching GARCH(1,1) bars with a planted short-term reversal.
+    """Seeded GARCH(1,1) bars with persistent trend regimes: an edge that lasts tens of bars.
 
-    Per bar t: a 3-state Markov chain (stay probability 0.995) picks a volatility regime
+    Volatility: a 3-state Markov chain (stay probability 0.995) picks a volatility regime
     (x0.6, x1.0, x2.0); sigma_t = base * regime * sqrt(h_t) with GARCH h_t = 0.05 + 0.08 *
     h_(t-1) z_(t-1)^2 + 0.87 * h_(t-1), and base = annual_vol * sqrt(bar_seconds / year).
-    The log return is r_t = -signal_strength * sigma_t * sign(r_(t-1)) + sigma_t * z_t with
-    z_t unit-variance Student-t(5). So sign(r_(t-1)), which is feature `ret_1` of bar t-1,
-    predicts bar t: the oracle holds -sign(r_t) for bar t -> t+1 and earns signal_strength
-    * sigma per bar on average before costs. Volume rises with volatility. Same seed, same
-    bars: a short dataset is the prefix of a longer one with the same seed.
+
+    Trend: a second chain s_t in {-1, 0, +1} (down, none, up) leaves its state with probability 1 /
+    TREND_MEAN_BARS per bar (regimes last ~40 bars) for one of the other two. The return of bar t ->
+    t+1 is r_(t+1) = signal_strength * s_t * base + sigma_(t+1) * z_(t+1), z unit-variance
+    Student-t(5): the edge is a fixed fraction of the typical bar's volatility, so a cost above it
+    is above it in every volatility regime. The state is hidden but leaves traces up to bar t: the
+    drift itself (momentum) and the opening gap, log(o_t / c_(t-1)) = sigma_t * (0.05 n_t +
+    TREND_HINT * s_t), an order-flow-like hint. `expected_return[t]` is the planted edge of bar t ->
+    t+1 given s_t; an oracle that knows it and pays costs (`oracle_positions`) holds through a
+    regime rather than flipping, because one bar's edge (signal_strength * base) is below a
+    realistic cost while a regime's (~40x) is far above it. Volume rises with volatility.
+    Same seed, same bars: a short dataset is the prefix of a longer one with the same seed.
     """
     if isinstance(bars, bool) or not isinstance(bars, int) or bars < 2:
         raise ConfigError(f"synthetic bars must be an integer >= 2, got {bars!r}")
@@ -157,29 +189,34 @@ def make_synthetic(
     rng = np.random.default_rng(seed)
     # One draw of all per-bar normals, filled in row order, so a longer series with the same
     # seed extends a shorter one bar for bar.
-    n = rng.standard_normal((bars, 12))  # (T, 12)
+    n = rng.standard_normal((bars, 14))  # (T, 14)
     # Unit-variance Student-t(5): a normal over sqrt(chi2_5 / 5), rescaled by sqrt(3/5).
     z = n[:, 0] / np.sqrt((n[:, 1:6] ** 2).sum(axis=1) / 5) * math.sqrt(3 / 5)
-    switch = n[:, 6] > 2.5758  # P = 0.005 per bar: regimes last ~200 bars
+    switch = n[:, 6] > 2.5758  # P = 0.005 per bar: volatility regimes last ~200 bars
+    # P(n > q) = 1 / TREND_MEAN_BARS for a standard normal n.
+    trend_switch = n[:, 12] > _TREND_SWITCH_QUANTILE
     multipliers = (0.6, 1.0, 2.0)
     base = annual_vol * math.sqrt(bar_seconds / YEAR_SECONDS)
     omega, alpha, beta = 0.05, 0.08, 0.87
 
     ret = np.zeros(bars)
     sigma = np.full(bars, base)
-    regime, h = 1, 1.0
+    trend = np.zeros(bars, dtype=np.int8)  # s_t, the state in force for bar t -> t+1
+    regime, h, state = 1, 1.0, 0
     for t in range(1, bars):
         if switch[t]:
             regime = (regime + (1 if n[t, 7] > 0 else 2)) % 3
         h = omega + alpha * h * z[t - 1] ** 2 + beta * h
         sigma[t] = base * multipliers[regime] * math.sqrt(h)
-        drift = -signal_strength * sigma[t] * float(np.sign(ret[t - 1]))
-        ret[t] = drift + sigma[t] * z[t]
+        ret[t] = signal_strength * state * base + sigma[t] * z[t]
+        if trend_switch[t]:
+            state = (state + 1 + (1 if n[t, 13] > 0 else 2)) % 3 - 1
+        trend[t] = state
 
     close = 100.0 * np.exp(np.cumsum(ret))
     open_ = np.empty(bars)
     open_[0] = close[0]
-    open_[1:] = close[:-1] * np.exp(0.05 * sigma[1:] * n[1:, 8])
+    open_[1:] = close[:-1] * np.exp(sigma[1:] * (0.05 * n[1:, 8] + TREND_HINT * trend[1:]))
     high = np.maximum(open_, close) * np.exp(0.5 * sigma * np.abs(n[:, 9]))
     low = np.minimum(open_, close) * np.exp(-0.5 * sigma * np.abs(n[:, 10]))
     volume = 1e6 * np.exp(0.8 * np.log(sigma / base) + 0.25 * n[:, 11])
@@ -188,8 +225,8 @@ def make_synthetic(
     timestamps = np.datetime64("2020-01-01T00:00:00", "ns") + np.arange(bars) * np.timedelta64(
         step_ns, "ns"
     )
-    oracle = (-np.sign(ret)).astype(np.int8)
-    oracle[0] = 0
+    expected = np.zeros(bars)
+    expected[:-1] = signal_strength * trend[:-1] * base
     return MarketData(
         name="synthetic",
         timestamps=timestamps,
@@ -200,11 +237,48 @@ def make_synthetic(
             f"{signal_strength}, bar_seconds={bar_seconds}, annual_vol={annual_vol}); "
             "no licence needed"
         ),
-        oracle_position=oracle,
+        expected_return=expected,
     )
 
 
+def oracle_positions(expected_return: np.ndarray, cost_bps: float) -> np.ndarray:
+    """The positions in {-1, 0, 1} that maximise sum(p_t * mu_t - cost * |p_t - p_(t-1)|) over
+    a split, starting flat: an exact dynamic programme over the three positions (Viterbi).
+
+    expected_return (n,) float: mu_t, the planted edge of each decision bar. With costs the
+    oracle holds through a regime and ignores edges too short to pay for the round trip."""
+    mu = np.asarray(expected_return, dtype=np.float64)
+    cost = cost_bps * 1e-4
+    levels = np.array([-1.0, 0.0, 1.0])
+    switch = cost * np.abs(levels[:, None] - levels[None, :])  # (from, to)
+    value = -cost * np.abs(levels)  # entering from flat before the first bar
+    choice = np.zeros((len(mu), 3), dtype=np.int8)  # best previous level for each level
+    for t in range(len(mu)):
+        if t:
+            total = value[:, None] - switch  # (from, to)
+            choice[t] = total.argmax(axis=0)
+            value = total.max(axis=0)
+        value = value + levels * mu[t]
+    path = np.empty(len(mu), dtype=np.int8)
+    if len(mu):
+        level = int(value.argmax())
+        for t in range(len(mu) - 1, -1, -1):
+            path[t] = level - 1
+            level = int(choice[t, level])
+    return path
+
+
 # ------------------------------------------------------------------------- file loading
+
+
+TIMESTAMP_FORMATS = ("dayfirst", "monthfirst", "epoch_s", "epoch_ms")
+"""Named timestamp formats besides strftime patterns: day-first or month-first dates
+(13/01/2020, 01/13/2020), and Unix epoch seconds or milliseconds."""
+_TIMESTAMP_FIX = (
+    "pass --timestamp-format (a strftime pattern such as '%d.%m.%Y %H:%M:%S.%f', or one of "
+    + ", ".join(TIMESTAMP_FORMATS)
+    + ")"
+)
 
 
 def load_ohlcv_file(
@@ -213,19 +287,25 @@ def load_ohlcv_file(
     min_rows: int = FEATURE_WARMUP + 2,
     name: str | None = None,
     source: str | None = None,
+    timestamp_column: str | None = None,
 ) -> MarketData:
     """Read and validate an OHLCV CSV (optionally .gz) or Parquet file.
 
-    Needs a timestamp column (timestamp/time/date/datetime/date_time/gmt time/dt) and
-    open/high/low/close/volume (or o/h/l/c/v/vol), matched case-insensitively; other columns,
-    such as 'Adj Close', are ignored because adjusted closes do not fit unadjusted highs and
-    lows. Timestamps are parsed as ISO 8601, then with `timestamp_format` or pandas' inferred
-    format; aware ones are converted to UTC. Any bad row raises one DataError naming the file,
-    the 1-based data row and the problem; nothing is dropped, sorted or repaired.
+    Needs a timestamp column (`timestamp_column`, else one named timestamp/time/date/datetime/
+    date_time/gmt time/dt, else an unnamed first column, as pandas' to_csv writes an index)
+    and open/high/low/close/volume (or o/h/l/c/v/vol), matched case-insensitively; other
+    columns, such as 'Adj Close', are ignored because adjusted closes do not fit unadjusted
+    highs and lows. Timestamps: `timestamp_format` (a strftime pattern or one of
+    TIMESTAMP_FORMATS) when given; otherwise numbers are epoch seconds or milliseconds by their
+    magnitude, and text is tried as ISO 8601, pandas' inferred format, month-first and
+    day-first, keeping the reading that parses every row in increasing order (two different
+    such readings are refused as ambiguous). Aware times are converted to UTC. Any bad row
+    raises one DataError naming the file, the 1-based data row, the problem and the fix;
+    nothing is dropped, sorted or repaired.
     """
     path = Path(path)
     frame = _read_frame(path)
-    columns = _match_columns(path, frame)
+    columns = _match_columns(path, frame, timestamp_column)
     n_rows = len(frame)
     if n_rows < min_rows:
         raise DataError(
@@ -272,11 +352,28 @@ def _read_frame(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _match_columns(path: Path, frame: pd.DataFrame) -> dict[str, Any]:
+def _match_columns(
+    path: Path, frame: pd.DataFrame, timestamp_column: str | None = None
+) -> dict[str, Any]:
     lowered = {str(c).strip().lower(): c for c in frame.columns}
     found: dict[str, Any] = {}
     missing = []
+    if timestamp_column is not None:
+        key = str(timestamp_column).strip().lower()
+        if key not in lowered:
+            raise DataError(
+                f"{path}: no column {timestamp_column!r} for --timestamp-column; found "
+                f"{', '.join(map(str, frame.columns)) or 'none'}"
+            )
+        found["timestamp"] = lowered[key]
+    elif not any(a in lowered for a in _COLUMN_ALIASES["timestamp"]) and len(frame.columns):
+        first = str(frame.columns[0]).strip()
+        # A header cell left empty (pandas' to_csv of a date index) reads as 'Unnamed: 0'.
+        if first == "" or first.lower().startswith("unnamed: 0"):
+            found["timestamp"] = frame.columns[0]
     for role, aliases in _COLUMN_ALIASES.items():
+        if role in found:
+            continue
         hits = [lowered[a] for a in aliases if a in lowered]
         if len(hits) > 1:
             raise DataError(f"{path}: columns {hits} all look like the {role} column; keep one")
@@ -285,42 +382,74 @@ def _match_columns(path: Path, frame: pd.DataFrame) -> dict[str, Any]:
         else:
             missing.append(role)
     if missing:
+        fix = " or name it with --timestamp-column" if "timestamp" in missing else ""
         raise DataError(
             f"{path}: missing column(s) {', '.join(missing)}; found "
             f"{', '.join(map(str, frame.columns)) or 'none'} (expected a timestamp column "
-            "and open, high, low, close, volume, case-insensitive)"
+            f"and open, high, low, close, volume, case-insensitive{fix})"
         )
     return found
+
+
+def _epoch(path: Path, column: pd.Series, unit: str | None) -> pd.Series:
+    """Numbers -> UTC times; unit 's' or 'ms', or None to tell by magnitude (a value above
+    1e11 is milliseconds: as seconds it would lie past the year 5000)."""
+    numeric = pd.to_numeric(column, errors="coerce")
+    bad = np.flatnonzero(numeric.isna().to_numpy())
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(
+            f"{path}: row {i + 1}: timestamp {column.iloc[i]!r} is not an epoch number; "
+            f"{_TIMESTAMP_FIX}"
+        )
+    if unit is None:
+        unit = "ms" if float(numeric.abs().median()) > 1e11 else "s"
+    return pd.to_datetime(numeric, unit=unit, utc=True)
+
+
+def _text_readings(text: pd.Series, fmt: str | None) -> list[tuple[str, pd.Series]]:
+    """(label, parsed) for each way the timestamp text may be read; NaT where one fails.
+    ISO 8601 comes first and, when it reads every row, alone: it is never ambiguous."""
+    if fmt in ("dayfirst", "monthfirst"):
+        tries = [(fmt, None, fmt == "dayfirst")]
+    elif fmt:
+        tries = [(fmt, fmt, False)]
+    else:
+        tries = [("ISO 8601", "ISO8601", False), ("monthfirst", None, False)]
+        tries.append(("dayfirst", None, True))
+    readings = []
+    for label, candidate, dayfirst in tries:
+        with warnings.catch_warnings():
+            # pandas warns when it cannot infer one format; the NaT checks decide.
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                parsed = pd.to_datetime(
+                    text, format=candidate, dayfirst=dayfirst, utc=True, errors="coerce"
+                )
+            except (ValueError, TypeError, OverflowError):
+                continue
+        readings.append((label, parsed))
+        if label == "ISO 8601" and not parsed.isna().any():
+            break
+    return readings
 
 
 def _parse_timestamps(path: Path, column: pd.Series, fmt: str | None) -> np.ndarray:
     if pd.api.types.is_datetime64_any_dtype(column):
         parsed = pd.to_datetime(column, utc=True)
+    elif fmt in ("epoch_s", "epoch_ms"):
+        parsed = _epoch(path, column, fmt[len("epoch_") :])
+    elif fmt is None and pd.api.types.is_numeric_dtype(column):
+        parsed = _epoch(path, column, None)
+    elif fmt is None and pd.to_numeric(column, errors="coerce").notna().all():
+        text = column.astype("string").str.strip()
+        # Whole numbers of 9+ digits are epoch times; 20200113 (8 digits) is a date.
+        if text.str.fullmatch(r"-?\d{9,}(\.\d*)?").all():
+            parsed = _epoch(path, column, None)
+        else:
+            parsed = _parse_text(path, column, fmt)
     else:
-        text = column.astype("string")
-        candidates = [fmt] if fmt else ["ISO8601", None]
-        parsed = None
-        for candidate in candidates:
-            with warnings.catch_warnings():
-                # pandas warns when it cannot infer one format; the NaT check below decides.
-                warnings.simplefilter("ignore", UserWarning)
-                try:
-                    attempt = pd.to_datetime(text, format=candidate, utc=True, errors="coerce")
-                except (ValueError, TypeError):
-                    continue
-            if parsed is None or attempt.isna().sum() < parsed.isna().sum():
-                parsed = attempt
-            if not parsed.isna().any():
-                break
-        if parsed is None:
-            parsed = pd.Series(pd.NaT, index=column.index, dtype="datetime64[ns, UTC]")
-        bad = np.flatnonzero(parsed.isna().to_numpy())
-        if len(bad):
-            i = bad[0]
-            hint = "" if fmt else " (pass timestamp_format, e.g. '%d.%m.%Y %H:%M:%S.%f')"
-            raise DataError(
-                f"{path}: row {i + 1}: timestamp {column.iloc[i]!r} cannot be parsed{hint}"
-            )
+        parsed = _parse_text(path, column, fmt)
     if parsed.isna().any():
         i = int(np.flatnonzero(parsed.isna().to_numpy())[0])
         raise DataError(f"{path}: row {i + 1}: timestamp is missing")
@@ -335,6 +464,39 @@ def _parse_timestamps(path: Path, column: pd.Series, fmt: str | None) -> np.ndar
             f"{stamps[i - 1]} (timestamps must strictly increase)"
         )
     return stamps
+
+
+def _increasing(parsed: pd.Series) -> bool:
+    stamps = parsed.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
+    return bool((np.diff(stamps) > np.timedelta64(0, "ns")).all())
+
+
+def _parse_text(path: Path, column: pd.Series, fmt: str | None) -> pd.Series:
+    text = column.astype("string")
+    readings = _text_readings(text, fmt)
+    complete = [(label, p) for label, p in readings if not p.isna().any()]
+    if not complete:
+        # The reading that parsed most rows names the first row none could parse.
+        best = min((p for _, p in readings), key=lambda p: int(p.isna().sum()), default=None)
+        if best is None:
+            best = pd.Series(pd.NaT, index=column.index, dtype="datetime64[ns, UTC]")
+        i = int(np.flatnonzero(best.isna().to_numpy())[0])
+        hint = f"; {_TIMESTAMP_FIX}" if not fmt else f" with timestamp format {fmt!r}"
+        raise DataError(f"{path}: row {i + 1}: timestamp {column.iloc[i]!r} cannot be parsed{hint}")
+    if len(complete) > 1:
+        ordered = [(label, p) for label, p in complete if _increasing(p)]
+        complete = ordered or complete[:1]
+    label, parsed = complete[0]
+    for other_label, other in complete[1:]:
+        differ = np.flatnonzero((other != parsed).to_numpy())
+        if len(differ):
+            i = int(differ[0])
+            raise DataError(
+                f"{path}: row {i + 1}: timestamp {column.iloc[i]!r} is ambiguous ({label}: "
+                f"{parsed.iloc[i]}, {other_label}: {other.iloc[i]}); pass --timestamp-format "
+                "dayfirst or monthfirst"
+            )
+    return parsed
 
 
 def _check_values(path: Path, timestamps: np.ndarray, v: np.ndarray) -> None:
@@ -424,27 +586,40 @@ def load_market_data(
     bars: int | None = None,
     seed: int = 0,
     signal_strength: float = DEFAULT_SIGNAL_STRENGTH,
+    timestamp_column: str | None = None,
+    timestamp_format: str | None = None,
 ) -> MarketData:
     """'synthetic', a name in DATASETS, or a CSV/Parquet path -> MarketData.
 
     `bars`: the length of synthetic data (default 20,000), or the most recent `bars` bars of
-    real data (default: all of it). `seed` and `signal_strength` apply to synthetic data only.
+    real data (default: all of it). `seed` and `signal_strength` apply to synthetic data only;
+    `timestamp_column` and `timestamp_format` to files only (see load_ohlcv_file). The result's
+    `origin` holds these arguments, so a checkpoint can rebuild the same bars.
     """
     if bars is not None and (isinstance(bars, bool) or not isinstance(bars, int) or bars < 2):
         raise ConfigError(f"bars must be an integer >= 2, got {bars!r}")
     key = str(spec).strip()
     if key.lower() == "synthetic":
-        return make_synthetic(bars or 20_000, seed=seed, signal_strength=signal_strength)
+        market = make_synthetic(bars or 20_000, seed=seed, signal_strength=signal_strength)
+        origin = {"spec": "synthetic", "bars": market.n_bars, "seed": seed}
+        origin["signal_strength"] = signal_strength
+        return dataclasses.replace(market, origin=origin)
     if key.lower() in DATASETS:
         name = key.lower()
         path = _dataset_path(name)
         market = load_ohlcv_file(path, DATASETS[name][2], name=name, source=DATASETS[name][3])
+        origin = {"spec": name, "bars": None}
     elif Path(key).exists():
-        market = load_ohlcv_file(key)
+        market = load_ohlcv_file(
+            key, timestamp_format=timestamp_format, timestamp_column=timestamp_column
+        )
+        origin = {"spec": str(Path(key).resolve()), "bars": None}
+        origin.update(timestamp_column=timestamp_column, timestamp_format=timestamp_format)
     else:
         raise DataError(
             f"{key}: neither a file nor a dataset name (synthetic, {', '.join(DATASETS)})"
         )
+    market = dataclasses.replace(market, origin=origin)
     return market.tail(bars) if bars is not None else market
 
 
@@ -669,7 +844,29 @@ class PreparedData:
 
     @property
     def obs_dim(self) -> int:
+        """Width of the market window (the account state, when on, comes on top)."""
         return self.n_features * self.lookback
+
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint records about its training data, JSON-safe: the name, how to
+        rebuild it, a content hash, the bar count and range, and every split's bars and times."""
+        stamps = self.market.timestamps
+        times = {}
+        for name in SPLIT_NAMES:
+            start, end = self.splits.range(name)
+            times[name] = [str(stamps[start]), str(stamps[end - 1])]
+        return {
+            "name": self.market.name,
+            "origin": self.market.origin,
+            "sha256": self.market.content_hash(),
+            "n_bars": int(self.market.n_bars),
+            "first": str(stamps[0]),
+            "last": str(stamps[-1]),
+            "bars_per_year": float(self.market.periods_per_year),
+            "lookback": int(self.lookback),
+            "splits": self.splits.to_dict(),
+            "split_times": times,
+        }
 
 
 def prepare(

@@ -13,24 +13,40 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ppo_core.config import EnvConfig
-from ppo_core.data import SPLIT_NAMES, PreparedData
+from ppo_core.config import ACCOUNT_DIM, EnvConfig
+from ppo_core.data import NORMALIZED_CLIP, SPLIT_NAMES, PreparedData, oracle_positions
 
-__all__ = ["EvalResult", "TradingEnv", "baselines", "evaluate_policy", "evaluate_positions"]
+__all__ = [
+    "EvalResult",
+    "TradingEnv",
+    "baselines",
+    "evaluate_policy",
+    "evaluate_positions",
+    "net_returns",
+    "oracle_split_positions",
+    "policy_positions",
+]
 
 ACTION_TO_POSITION = (-1, 0, 1)
 """Action 0 is short, 1 flat, 2 long: position = action - 1."""
+BARS_HELD_SCALE = 100.0
+"""Bars held enter the observation divided by this, so a typical holding period is O(1)."""
+UNREALISED_SCALE = 100.0
+"""The unrealised log return enters the observation times this (percent), so it is O(1)."""
 
 
 class TradingEnv:
     """n_envs trading episodes over one split, stepped together on `device`.
 
     Observation of bar t: feature rows t-lookback+1..t flattened bar-major, i.e.
-    obs[:, k * n_features + f] = features[t - lookback + 1 + k, f]; it holds no position
-    or account state, so it is a pure function of t and `observe(bar_index)` rebuilds it.
+    obs[:, k * n_features + f] = features[t - lookback + 1 + k, f], then (account_state) the
+    account: the position p held into bar t, the unrealised return of the open position,
+    UNREALISED_SCALE * p * log(close[t] / close[entry]), and the bars held / BARS_HELD_SCALE
+    (both clipped to +-NORMALIZED_CLIP; 0 when flat). `observe(bar_index, account)` rebuilds it.
     Action a in {0, 1, 2} sets position p = a - 1 for bar t -> t+1; the reward is
     reward_scale * (p * log_returns[t] - cost_bps * 1e-4 * |p - p_prev|), p_prev = 0 at an
-    episode's start. Episodes start at uniformly random bars in
+    episode's start. A position's entry is the bar at which it was taken (a flip re-enters).
+    Episodes start at uniformly random bars in
     [split start, max(split start, split end - episode_bars)] and end after episode_bars
     steps or at the split end, whichever is first; every end is a time-limit truncation.
     """
@@ -45,6 +61,7 @@ class TradingEnv:
         config: EnvConfig | None = None,
         device: str | torch.device = "cpu",
         seed: int = 0,
+        account_state: bool = True,
     ) -> None:
         if split not in SPLIT_NAMES:
             raise ValueError(f"split must be one of {', '.join(SPLIT_NAMES)}; got {split!r}")
@@ -57,11 +74,14 @@ class TradingEnv:
         self.device = torch.device(device)
         self.lookback = data.lookback
         self.n_features = data.n_features
-        self.obs_dim = data.obs_dim
+        self.account_state = bool(account_state)
+        self.obs_dim = data.obs_dim + (ACCOUNT_DIM if self.account_state else 0)
         self.split_start, self.split_end = data.splits.range(split)
 
         self.features = torch.as_tensor(data.features, device=self.device).contiguous()  # (T, F)
         self.log_returns = torch.as_tensor(data.log_returns, device=self.device)  # (T,) float64
+        # log(close[t] / close[0]): an open position's unrealised return is a difference of two.
+        self._log_price = torch.cumsum(self.log_returns, 0) - self.log_returns  # (T,) float64
         self._n_windows = self.features.shape[0] - self.lookback + 1
         # Gathering (B * lookback) feature rows and reshaping is ~3x faster on a CPU than
         # index_select over an overlapping as_strided window view (a generic strided copy).
@@ -75,6 +95,7 @@ class TradingEnv:
         self.bar_index = zeros  # (n_envs,) the bar t of the current observation
         self.start = zeros  # (n_envs,) first bar of each episode
         self.position = zeros  # (n_envs,) position held into bar t, in {-1, 0, 1}
+        self.entry_bar = zeros  # (n_envs,) bar at which the open position was taken
         self.equity = torch.zeros(n_envs, dtype=torch.float64, device=self.device)
         self.trades = zeros  # (n_envs,) position changes so far this episode
 
@@ -89,17 +110,20 @@ class TradingEnv:
         starts = self._random_starts()
         zeros = torch.zeros_like(starts)
         self.start, self.bar_index, self.position, self.trades = starts, starts, zeros, zeros
+        self.entry_bar = starts
         self.equity = torch.zeros(self.n_envs, dtype=torch.float64, device=self.device)
-        return self.observe(self.bar_index)
+        return self.observe(self.bar_index, self.current_account())
 
     def step(
         self, action: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """action (n_envs,) long in {0, 1, 2} -> obs, reward (n_envs,) float32, done (n_envs,)
         bool, info. Where done, obs is already the first observation of a new episode and
-        info["final_bar_index"] is the bar whose observation would have come next.
+        info["final_bar_index"] and info["final_account"] rebuild the observation that would have
+        come next: observe(final_bar_index, final_account).
 
-        info: "final_bar_index" (n_envs,) long; "equity" (n_envs,) float64, the episode's
+        info: "final_bar_index" (n_envs,) long; "final_account" (n_envs, ACCOUNT_DIM) float32;
+        "equity" (n_envs,) float64, the episode's
         cumulative net log return including this step (the final one where done); "trades"
         (n_envs,) long, position changes this episode; "position" (n_envs,) long, the
         position just taken; "episode_bars" (n_envs,) long, steps taken this episode."""
@@ -112,12 +136,14 @@ class TradingEnv:
         reward = (self.config.reward_scale * net).to(torch.float32)
         equity = self.equity + net
         trades = self.trades + (change != 0).long()
+        entry = torch.where(change != 0, t, self.entry_bar)
 
         next_bar = t + 1
         length = next_bar - self.start
         done = (length >= self.config.episode_bars) | (next_bar >= self.split_end)
         info = {
             "final_bar_index": next_bar,
+            "final_account": self.account(next_bar, position, entry),
             "equity": equity,
             "trades": trades,
             "position": position,
@@ -128,12 +154,33 @@ class TradingEnv:
         self.start = torch.where(done, starts, self.start)
         self.bar_index = torch.where(done, starts, next_bar)
         self.position = torch.where(done, 0, position)
+        self.entry_bar = torch.where(done, starts, entry)
         self.equity = torch.where(done, 0.0, equity)
         self.trades = torch.where(done, 0, trades)
-        return self.observe(self.bar_index), reward, done, info
+        return self.observe(self.bar_index, self.current_account()), reward, done, info
 
-    def observe(self, bar_index: torch.Tensor) -> torch.Tensor:
-        """bar_index (B,) long -> obs (B, obs_dim) float32: one gather of feature rows."""
+    def account(
+        self, bar_index: torch.Tensor, position: torch.Tensor, entry_bar: torch.Tensor
+    ) -> torch.Tensor:
+        """The account state at bar t of a position taken at entry_bar -> (B, ACCOUNT_DIM)
+        float32: position, scaled unrealised log return, scaled bars held (0 when flat)."""
+        held = position != 0
+        p = position.to(torch.float64)
+        unrealised = (
+            UNREALISED_SCALE * p * (self._log_price[bar_index] - self._log_price[entry_bar])
+        )
+        bars_held = torch.where(held, bar_index - entry_bar, 0).to(torch.float64) / BARS_HELD_SCALE
+        state = torch.stack([p, unrealised, bars_held], dim=1)  # (B, 3)
+        return state.clamp(-NORMALIZED_CLIP, NORMALIZED_CLIP).to(torch.float32)
+
+    def current_account(self) -> torch.Tensor:
+        """The account state of every environment now -> (n_envs, ACCOUNT_DIM) float32."""
+        return self.account(self.bar_index, self.position, self.entry_bar)
+
+    def observe(self, bar_index: torch.Tensor, account: torch.Tensor | None = None) -> torch.Tensor:
+        """bar_index (B,) long, account (B, ACCOUNT_DIM) -> obs (B, obs_dim) float32: one gather
+        of feature rows, then the account state when the env carries one (None: flat, no
+        position, as at an episode's start)."""
         bar_index = bar_index.to(self.device)
         rows = bar_index - (self.lookback - 1)
         if rows.device.type == "cpu" and rows.numel():
@@ -145,7 +192,12 @@ class TradingEnv:
                     f" got {low + self.lookback - 1}..{high + self.lookback - 1}"
                 )
         bars = (bar_index[:, None] + self._window_offsets).reshape(-1)  # (B * lookback,)
-        return torch.index_select(self.features, 0, bars).reshape(len(rows), self.obs_dim)
+        window = torch.index_select(self.features, 0, bars).reshape(len(rows), -1)  # (B, L*F)
+        if not self.account_state:
+            return window
+        if account is None:
+            account = torch.zeros(len(rows), ACCOUNT_DIM, device=self.device)
+        return torch.cat([window, account.to(self.device, torch.float32)], dim=1)
 
     # ----------------------------------------------------------------------------- private
 
@@ -195,17 +247,28 @@ class EvalResult:
         return asdict(self)
 
 
+def net_returns(
+    positions: np.ndarray, data: PreparedData, split: str = "validation", cost_bps: float = 1.0
+) -> np.ndarray:
+    """positions (n_bars,) in {-1, 0, 1} over `split`, held in sequence from flat -> the net log
+    return of each bar (n_bars,) float64: p_t * log_returns[t] - cost * |p_t - p_(t-1)|."""
+    start, end = data.splits.range(split)
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.shape != (end - start,):
+        raise ValueError(f"expected {end - start} positions for {split}, got {positions.shape}")
+    change = np.abs(np.diff(positions, prepend=0.0))
+    return positions * data.log_returns[start:end] - cost_bps * 1e-4 * change
+
+
 def evaluate_positions(
     positions: np.ndarray, data: PreparedData, split: str = "validation", cost_bps: float = 1.0
 ) -> EvalResult:
     """positions (n_bars,) in {-1, 0, 1}, one per decision bar of `split`, held in sequence."""
     start, end = data.splits.range(split)
+    net = net_returns(positions, data, split, cost_bps)
     positions = np.asarray(positions, dtype=np.float64)
-    if positions.shape != (end - start,):
-        raise ValueError(f"expected {end - start} positions for {split}, got {positions.shape}")
     gross = positions * data.log_returns[start:end]  # (n,)
     change = np.abs(np.diff(positions, prepend=0.0))
-    net = gross - cost_bps * 1e-4 * change
     equity = np.concatenate([[0.0], np.cumsum(net)])
     drawdown = float((np.maximum.accumulate(equity) - equity).max())
     std = float(net.std(ddof=1)) if len(net) > 1 else 0.0
@@ -222,6 +285,52 @@ def evaluate_positions(
     )
 
 
+def _checked(chosen: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    if chosen.shape != shape or chosen.dtype.is_floating_point:
+        raise ValueError(
+            f"policy_fn must return integer actions of shape {shape}, "
+            f"got {chosen.dtype} {tuple(chosen.shape)}"
+        )
+    return chosen.to("cpu", torch.long)
+
+
+def policy_positions(
+    policy_fn: Callable[[torch.Tensor], torch.Tensor],
+    data: PreparedData,
+    split: str = "validation",
+    device: str | torch.device = "cpu",
+    batch_size: int = 4096,
+    account_state: bool = True,
+) -> np.ndarray:
+    """The positions (n_bars,) int64 in {-1, 0, 1} policy_fn (obs (B, obs_dim) float32 ->
+    actions (B,) in {0, 1, 2}) takes over every bar of `split`, starting flat.
+
+    With the account state in the observation each decision depends on the last, so bars are
+    visited one at a time; without it, in batches of `batch_size`."""
+    env = TradingEnv(data, split, n_envs=1, device=device, account_state=account_state)
+    start, end = data.splits.range(split)
+    if account_state:
+        actions = []
+        position = torch.zeros(1, dtype=torch.long, device=env.device)
+        entry = torch.full((1,), start, dtype=torch.long, device=env.device)
+        for t in range(start, end):
+            bar = torch.full((1,), t, dtype=torch.long, device=env.device)
+            chosen = _checked(policy_fn(env.observe(bar, env.account(bar, position, entry))), (1,))
+            new = (chosen - 1).to(env.device)
+            entry = torch.where(new != position, bar, entry)
+            position = new
+            actions.append(chosen)
+    else:
+        actions = []
+        for first in range(start, end, batch_size):
+            bars = torch.arange(first, min(first + batch_size, end), device=env.device)
+            actions.append(_checked(policy_fn(env.observe(bars)), tuple(bars.shape)))
+    all_actions = torch.cat(actions).numpy()
+    if ((all_actions < 0) | (all_actions > 2)).any():
+        raise ValueError("policy_fn must return actions 0 (short), 1 (flat) or 2 (long)")
+    return all_actions - 1
+
+
 def evaluate_policy(
     policy_fn: Callable[[torch.Tensor], torch.Tensor],
     data: PreparedData,
@@ -229,32 +338,31 @@ def evaluate_policy(
     cost_bps: float = 1.0,
     device: str | torch.device = "cpu",
     batch_size: int = 4096,
+    account_state: bool = True,
 ) -> EvalResult:
-    """Run policy_fn (obs (B, obs_dim) float32 -> actions (B,) in {0, 1, 2}) once over every
-    bar of `split`, in batches, then hold the chosen positions in time order."""
-    env = TradingEnv(data, split, n_envs=1, config=EnvConfig(cost_bps=cost_bps), device=device)
+    """Run policy_fn once over every bar of `split` (see `policy_positions`), then hold the
+    chosen positions in time order."""
+    positions = policy_positions(policy_fn, data, split, device, batch_size, account_state)
+    return evaluate_positions(positions, data, split, cost_bps)
+
+
+def oracle_split_positions(
+    data: PreparedData, split: str = "validation", cost_bps: float = 1.0
+) -> np.ndarray | None:
+    """The cost-aware oracle's positions over `split` (data.oracle_positions on the planted
+    edge), or None for data with no planted edge (real markets)."""
+    edge = data.market.expected_return
+    if edge is None:
+        return None
     start, end = data.splits.range(split)
-    actions = []
-    for first in range(start, end, batch_size):
-        bars = torch.arange(first, min(first + batch_size, end), device=env.device)
-        chosen = policy_fn(env.observe(bars))
-        if chosen.shape != bars.shape or chosen.dtype.is_floating_point:
-            raise ValueError(
-                f"policy_fn must return integer actions of shape {tuple(bars.shape)}, "
-                f"got {chosen.dtype} {tuple(chosen.shape)}"
-            )
-        actions.append(chosen.to("cpu", torch.long))
-    all_actions = torch.cat(actions).numpy()
-    if ((all_actions < 0) | (all_actions > 2)).any():
-        raise ValueError("policy_fn must return actions 0 (short), 1 (flat) or 2 (long)")
-    return evaluate_positions(all_actions - 1, data, split, cost_bps)
+    return oracle_positions(edge[start:end], cost_bps)
 
 
 def baselines(
     data: PreparedData, split: str = "validation", cost_bps: float = 1.0, seed: int = 0
 ) -> dict[str, EvalResult]:
     """Reference policies on the same split: always flat, always long, uniformly random
-    positions (seeded), and the oracle where the data planted one."""
+    positions (seeded), and the cost-aware oracle where the data planted an edge."""
     start, end = data.splits.range(split)
     n = end - start
     rng = np.random.default_rng(seed)
@@ -263,7 +371,7 @@ def baselines(
         "buy_and_hold": evaluate_positions(np.ones(n), data, split, cost_bps),
         "random": evaluate_positions(rng.integers(-1, 2, size=n), data, split, cost_bps),
     }
-    oracle = data.market.oracle_position
+    oracle = oracle_split_positions(data, split, cost_bps)
     if oracle is not None:
-        results["oracle"] = evaluate_positions(oracle[start:end], data, split, cost_bps)
+        results["oracle"] = evaluate_positions(oracle, data, split, cost_bps)
     return results

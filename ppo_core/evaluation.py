@@ -7,13 +7,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from ppo_core.data import PreparedData
-from ppo_core.env import EvalResult, baselines, evaluate_policy
+from ppo_core.env import (
+    EvalResult,
+    baselines,
+    evaluate_positions,
+    policy_positions,
+)
 from ppo_core.network import ActorCritic
 
-__all__ = ["evaluate_with_baselines", "greedy_actions"]
+__all__ = ["evaluate_with_baselines", "greedy_actions", "greedy_positions"]
 
 
 def greedy_actions(policy: ActorCritic) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -27,15 +33,28 @@ def greedy_actions(policy: ActorCritic) -> Callable[[torch.Tensor], torch.Tensor
     return act
 
 
-def evaluate_with_baselines(
-    policy: ActorCritic, data: PreparedData, split: str, cost_bps: float
-) -> dict[str, EvalResult]:
-    """{"policy": ..., "flat": ..., "buy_and_hold": ..., "random": ..., "oracle"?: ...}."""
+def greedy_positions(policy: ActorCritic, data: PreparedData, split: str) -> np.ndarray:
+    """The positions (n_bars,) in {-1, 0, 1} the argmax policy takes over every bar of `split`,
+    each decision seeing the account state its predecessors left (when the network has one)."""
     device = next(policy.parameters()).device
     was_training = policy.training
     policy.eval()
     try:
-        result = evaluate_policy(greedy_actions(policy), data, split, cost_bps, device=device)
+        return policy_positions(
+            greedy_actions(policy),
+            data,
+            split,
+            device=device,
+            account_state=policy.config.account_state,
+        )
     finally:
         policy.train(was_training)
+
+
+def evaluate_with_baselines(
+    policy: ActorCritic, data: PreparedData, split: str, cost_bps: float
+) -> dict[str, EvalResult]:
+    """{"policy": ..., "flat": ..., "buy_and_hold": ..., "random": ..., "oracle"?: ...}."""
+    positions = greedy_positions(policy, data, split)
+    result = evaluate_positions(positions, data, split, cost_bps)
     return {"policy": result, **baselines(data, split, cost_bps)}

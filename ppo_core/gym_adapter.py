@@ -38,8 +38,17 @@ class TradingGymEnv(gym.Env):
         split: str = "train",
         config: EnvConfig | None = None,
         seed: int = 0,
+        account_state: bool = True,
     ) -> None:
-        self.env = TradingEnv(data, split, n_envs=1, config=config, device="cpu", seed=seed)
+        self.env = TradingEnv(
+            data,
+            split,
+            n_envs=1,
+            config=config,
+            device="cpu",
+            seed=seed,
+            account_state=account_state,
+        )
         self.observation_space = _observation_space(self.env.obs_dim)
         self.action_space = spaces.Discrete(TradingEnv.n_actions)
 
@@ -54,7 +63,7 @@ class TradingGymEnv(gym.Env):
         obs, reward, done, info = self.env.step(torch.tensor([int(action)]))
         truncated = bool(done[0])
         if truncated:
-            obs = self.env.observe(info["final_bar_index"])
+            obs = self.env.observe(info["final_bar_index"], info["final_account"])
         details = {
             "equity": float(info["equity"][0]),
             "trades": int(info["trades"][0]),
@@ -81,8 +90,17 @@ class TradingVectorEnv(VectorEnv):
         config: EnvConfig | None = None,
         device: str | torch.device = "cpu",
         seed: int = 0,
+        account_state: bool = True,
     ) -> None:
-        self.env = TradingEnv(data, split, n_envs=num_envs, config=config, device=device, seed=seed)
+        self.env = TradingEnv(
+            data,
+            split,
+            n_envs=num_envs,
+            config=config,
+            device=device,
+            seed=seed,
+            account_state=account_state,
+        )
         self.num_envs = num_envs
         self.single_observation_space = _observation_space(self.env.obs_dim)
         self.single_action_space = spaces.Discrete(TradingEnv.n_actions)
@@ -110,7 +128,10 @@ class TradingVectorEnv(VectorEnv):
             infos[key] = info[key].cpu().numpy()
             infos[f"_{key}"] = np.ones(self.num_envs, dtype=bool)
         if done_np.any():
-            final = self.env.observe(info["final_bar_index"][done]).cpu().numpy()
+            final_obs_rows = self.env.observe(
+                info["final_bar_index"][done], info["final_account"][done]
+            )
+            final = final_obs_rows.cpu().numpy()
             final_obs = np.full(self.num_envs, None, dtype=object)
             for row, i in enumerate(np.flatnonzero(done_np)):
                 final_obs[i] = final[row]

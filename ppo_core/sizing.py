@@ -194,7 +194,8 @@ class SizingEstimate:
     rollout_bytes_observations: int
     """Rollout buffer storing every fp32 observation row plus per-sample scalars."""
     rollout_bytes_indices: int
-    """Rollout buffer storing one int64 bar index per sample instead of the row."""
+    """Rollout buffer storing one int64 bar index (and, with account_state, the fp32 account
+    state) per sample instead of the row."""
     activation_bytes: int
     """fp32 tensors autograd saves during one minibatch forward (excluding weights and obs)."""
     minibatch_bytes: int
@@ -409,7 +410,8 @@ def estimate(
         forward_flops_per_sample=2 * forward_macs,
         train_flops_per_sample=2 * train_macs,
         rollout_bytes_observations=samples * (obs_row + ROLLOUT_SAMPLE_BYTES),
-        rollout_bytes_indices=samples * (_INT64 + ROLLOUT_SAMPLE_BYTES),
+        rollout_bytes_indices=samples
+        * (_INT64 + config.account_dim * _FP32 + ROLLOUT_SAMPLE_BYTES),
         activation_bytes=minibatch * _activation_elements(config) * _FP32,
         minibatch_bytes=minibatch * obs_row,
         data_bytes=None if n_bars is None else n_bars * config.n_features * _FP32,

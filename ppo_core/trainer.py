@@ -89,10 +89,14 @@ class PPOTrainer:
             raise ConfigError(
                 f"PPOConfig.n_envs is {config.n_envs} but the environment has {env.n_envs}"
             )
-        if env.obs_dim != config.network.obs_dim:
+        if (
+            env.obs_dim != config.network.obs_dim
+            or env.account_state != config.network.account_state
+        ):
             raise ConfigError(
-                f"environment observations have {env.obs_dim} values but the network expects "
-                f"obs_dim {config.network.obs_dim} (n_features x lookback)"
+                f"environment observations have {env.obs_dim} values (account_state="
+                f"{env.account_state}) but the network expects obs_dim {config.network.obs_dim} "
+                f"(n_features x lookback, account_state={config.network.account_state})"
             )
         self.env = env
         self.config = config
@@ -119,7 +123,8 @@ class PPOTrainer:
         cfg, dev = self.config, self.device
         shape = (cfg.n_steps, cfg.n_envs)
         if cfg.obs_buffer == "indices":
-            # An observation is a window over env.features, so the bar index reproduces it exactly.
+            # An observation is a window over env.features plus the account state, so the bar
+            # index and the account reproduce it exactly.
             self.buf_obs = torch.zeros(shape, dtype=torch.long, device=dev)  # (n_steps, n_envs)
         else:
             self.buf_obs = torch.zeros((*shape, cfg.network.obs_dim), device=dev)
@@ -128,6 +133,8 @@ class PPOTrainer:
         self.buf_values = torch.zeros(shape, device=dev)
         self.buf_rewards = torch.zeros(shape, device=dev)
         self.buf_dones = torch.zeros(shape, device=dev)
+        account_dim = cfg.network.account_dim if cfg.obs_buffer == "indices" else 0
+        self.buf_account = torch.zeros((*shape, account_dim), device=dev)  # (n_steps, n_envs, 3)
 
     @property
     def rollout_buffer_bytes(self) -> int:
@@ -139,6 +146,7 @@ class PPOTrainer:
             self.buf_values,
             self.buf_rewards,
             self.buf_dones,
+            self.buf_account,
         )
         return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -154,10 +162,10 @@ class PPOTrainer:
             "saved": sizing.rollout_bytes_observations - sizing.rollout_bytes_indices,
         }
 
-    def _observations(self, stored: torch.Tensor) -> torch.Tensor:
-        """Buffer entries (any shape) -> observations (..., obs_dim)."""
+    def _observations(self, stored: torch.Tensor, account: torch.Tensor) -> torch.Tensor:
+        """Buffer entries (B,) and their account states (B, account_dim) -> obs (B, obs_dim)."""
         if self.config.obs_buffer == "indices":
-            return self.env.observe(stored.reshape(-1)).reshape(*stored.shape, -1)
+            return self.env.observe(stored, account if account.shape[-1] else None)
         return stored
 
     # -- one iteration ------------------------------------------------------------------
@@ -176,13 +184,20 @@ class PPOTrainer:
         finished_returns: list[torch.Tensor] = []
         with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=self._autocast):
             for step in range(cfg.n_steps):
-                self.buf_obs[step] = env.bar_index if cfg.obs_buffer == "indices" else obs
+                if cfg.obs_buffer == "indices":
+                    self.buf_obs[step] = env.bar_index
+                    if env.account_state:
+                        self.buf_account[step] = env.current_account()
+                else:
+                    self.buf_obs[step] = obs
                 action, log_prob, value = self._act(obs)
                 obs, reward, done, info = env.step(action)
                 if done.any():
                     # Every episode end is a time limit, not a terminal state: bootstrap the
                     # value of the observation the episode would have continued with (as SB3).
-                    final_obs = env.observe(info["final_bar_index"][done])
+                    final_obs = env.observe(
+                        info["final_bar_index"][done], info["final_account"][done]
+                    )
                     reward = reward.clone()
                     reward[done] += cfg.gamma * self._forward.value(final_obs).float()
                     finished_returns.append(info["equity"][done])
@@ -205,6 +220,7 @@ class PPOTrainer:
         cfg = self.config
         batch = cfg.batch_size
         b_obs = self.buf_obs.reshape(batch, *self.buf_obs.shape[2:])
+        b_account = self.buf_account.reshape(batch, -1)
         b_actions = self.buf_actions.reshape(batch)
         b_log_probs = self.buf_log_probs.reshape(batch)
         b_values = self.buf_values.reshape(batch)
@@ -220,7 +236,7 @@ class PPOTrainer:
             for start in range(0, batch, cfg.minibatch_size):
                 mb_inds = permutation[start : start + cfg.minibatch_size]
                 minibatch = (
-                    self._observations(b_obs[mb_inds]),  # (minibatch, obs_dim)
+                    self._observations(b_obs[mb_inds], b_account[mb_inds]),  # (mb, obs_dim)
                     b_actions[mb_inds],
                     b_log_probs[mb_inds],
                     b_advantages[mb_inds],
@@ -435,6 +451,7 @@ class PPOTrainer:
                 "global_step": self.global_step,
                 "precision": self.precision,
             },
+            data=self.env.data.identity(),
         )
 
     def resume(self, path: str | Path) -> None:

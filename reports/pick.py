@@ -645,7 +645,7 @@ def pick(
     n_epochs = int(TRAINING_MODES[mode]["n_epochs"])
     if latency_budget_s is None and "latency" in use.constraints:
         latency_budget_s = Limits().latency_p99_s
-    network = network or NetworkConfig()
+    network = network or _network_of(runs)
 
     all_dims = list(dict.fromkeys([*PRESETS.values(), *(tuple(d) for d in extra_dims)]))
     sizes = {
@@ -843,3 +843,14 @@ def _evidence(
         memory_budget_note=f"{device.name}'s memory minus the safety margin",
         source=f"{evidence.source} (throughput extrapolated to {device.name})",
     )
+
+
+def _network_of(runs: pd.DataFrame | None) -> NetworkConfig:
+    """The default network, without the account state when every result was measured without
+    it (runs made before it was part of the observation): sizes must match the records."""
+    network = NetworkConfig()
+    if runs is None or runs.empty:
+        return network
+    measured = {int(v) for v in runs["obs_dim"].dropna()}
+    without = NetworkConfig(**{**network.to_dict(), "account_state": False})
+    return without if measured == {without.obs_dim} else network

@@ -30,7 +30,8 @@ def policy() -> ActorCritic:
 
 @pytest.fixture
 def obs() -> torch.Tensor:
-    return torch.randn(512, 32, generator=torch.Generator().manual_seed(1))  # (512, obs_dim)
+    # (512, obs_dim): 4 features x 8 bars + 3 account-state inputs
+    return torch.randn(512, 35, generator=torch.Generator().manual_seed(1))
 
 
 def test_eager_is_the_policy_itself(policy, obs):

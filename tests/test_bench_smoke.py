@@ -63,7 +63,23 @@ def test_every_suite_runs_once_and_writes_a_valid_record(tmp_path):
             assert record["preset"] == "tiny"
             assert record["hidden_dims"] == [256, 128, 64]
             if record["trunk"] == "shared":  # peers build SB3's separate trunks
-                assert record["params"] == 1_406_788  # counted on the built net (DESIGN.md)
+                # Counted on the built net: 1,406,788 (DESIGN.md) + 3 x 256 account-state inputs.
+                assert record["params"] == 1_407_556
+
+    overfit = next(e["record"] for e in cases if e["record"]["suite"] == "overfit")
+    case = overfit["case"]
+    for key in ("dataset", "bars", "bars_per_year", "seed", "train_bars", "val_bars"):
+        assert case[key] is not None, key
+    for key in ("val_start", "train_env_steps", "gamma", "gae_lambda", "cost_bps", "volatility"):
+        assert case[key] is not None, key
+    assert case["gamma"] == 0.99
+    assert case["account_state"] is True
+    series = overfit["series"]
+    assert (
+        len(series["val_net_returns"]) == len(series["oracle_val_net_returns"]) == case["val_bars"]
+    )
+    for name in ("oracle_val_sharpe", "edge_capture", "val_mean_return", "val_sharpe_ci95_low"):
+        assert name in overfit["metrics"], name
 
     train = [e["record"] for e in cases if e["record"]["suite"] == "train"]
     assert {r["precision"] for r in train} == {"fp32"}  # a CPU trains in fp32 only

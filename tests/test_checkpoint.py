@@ -52,6 +52,7 @@ def test_file_is_plain_containers_in_the_documented_layout(make_checkpoint, smal
         "policy_state_dict",
         "optimizer_state_dict",
         "obs_norm",
+        "data",
         "meta",
     }
 
@@ -372,7 +373,7 @@ def test_inspect_reports_architecture_size_and_origin(make_checkpoint, small_con
     info = checkpoint.inspect(path)
     sizing = estimate(small_config)
     assert info.hidden_dims == (32, 16)
-    assert (info.trunk, info.obs_dim, info.n_features, info.lookback) == ("shared", 32, 4, 8)
+    assert (info.trunk, info.obs_dim, info.n_features, info.lookback) == ("shared", 35, 4, 8)
     assert (
         info.params
         == sizing.params
@@ -422,3 +423,19 @@ def test_diff_names_a_bad_file(make_checkpoint, small_config, tmp_path):
     bad.write_bytes(b"\x00" * 10)
     with pytest.raises(CheckpointError, match=str(bad)):
         checkpoint.diff(make_checkpoint(small_config), bad)
+
+
+def test_a_checkpoint_from_before_the_account_state_and_data_fields_still_loads(tmp_path):
+    """Files written before account_state and the data identity existed: their network saw
+    the market window alone, so they load with account_state False and no data."""
+    old = NetworkConfig(n_features=4, lookback=8, hidden_dims=(32, 16), account_state=False)
+    path = tmp_path / "old.pt"
+    checkpoint.save(path, old, ActorCritic(old))
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["network"]["account_state"]
+    del payload["data"]
+    torch.save(payload, path)
+    loaded = checkpoint.load(path)
+    assert loaded.config == old
+    assert loaded.data is None
+    assert loaded.config.obs_dim == 32

@@ -25,6 +25,10 @@ def test_estimate_table_lists_every_preset_with_exact_counts(capsys):
         assert name in out
         assert f"{sizing.params:,}" in out
         assert f"{sizing.checkpoint_bytes / 1e6:.1f}" in out
+    # With the account state (position, unrealised return, bars held): 3 x width more.
+    for exact in ("1,407,556", "2,896,644", "6,120,580", "13,650,052"):
+        assert exact in out
+    code, out, _ = _run(capsys, "estimate", "--no-account-state")
     for exact in ("1,406,788", "2,895,108", "6,117,508", "13,643,908"):
         assert exact in out
     assert "widely copied" in out
@@ -36,7 +40,7 @@ def test_estimate_json_is_a_list_of_estimates(capsys):
     assert code == 0
     rows = json.loads(out)
     assert [row["config"]["hidden_dims"] for row in rows] == [list(d) for d in PRESETS.values()]
-    assert rows[3]["params"] == 13_643_908
+    assert rows[3]["params"] == 13_650_052
     assert rows[0]["train_bytes"] == sum(rows[0]["memory_components"].values())
 
 
@@ -75,7 +79,7 @@ def test_estimate_one_custom_size_with_setup(capsys):
 def test_estimate_one_preset_table(capsys):
     code, out, _ = _run(capsys, "estimate", "--preset", "large")
     assert code == 0
-    assert "13,643,908" in out
+    assert "13,650,052" in out
     assert "6,117,508" not in out
 
 

@@ -21,7 +21,7 @@ def trained(tmp_path_factory):
 def test_train_writes_a_checkpoint_with_the_run_config(trained):
     ckpt = checkpoint.load(trained)
     assert ckpt.config.hidden_dims == (32, 16)
-    assert ckpt.config.obs_dim == 5300
+    assert ckpt.config.obs_dim == 5303  # 53 x 100 plus the account state
     assert ckpt.ppo_config.n_envs == 4
     assert ckpt.ppo_config.total_timesteps == 256
     assert ckpt.meta["iteration"] == ckpt.ppo_config.n_iterations == 2
@@ -71,3 +71,79 @@ def test_resume_keeps_the_checkpoints_feature_scaling(trained, tmp_path):
     assert after.meta["iteration"] == 4
     for key, value in before.obs_norm.items():
         assert after.obs_norm[key] == value
+
+
+def test_train_records_discounting_costs_and_the_data(trained):
+    ckpt = checkpoint.load(trained)
+    assert (ckpt.ppo_config.gamma, ckpt.ppo_config.gae_lambda) == (0.99, 0.95)
+    assert ckpt.config.account_state
+    data = ckpt.data
+    assert data["name"] == "synthetic"
+    assert data["origin"] == {"spec": "synthetic", "bars": 2000, "seed": 0, "signal_strength": 0.1}
+    assert data["n_bars"] == 2000
+    assert len(data["sha256"]) == 64
+    assert data["splits"]["train"][0] < data["splits"]["validation"][0]
+    assert data["split_times"]["train"][0].startswith("2020-01-")
+
+
+def test_train_flags_reach_the_config(tmp_path):
+    out = tmp_path / "flags.pt"
+    flags = ["--gamma", "0.5", "--gae-lambda", "0.8", "--ent-coef", "0.02", "--clip-coef", "0.1"]
+    flags += ["--cost-bps", "12", "--no-account-state"]
+    assert main(["train", *SMALL, *DATA, *flags, "--device", "cpu", "--out", str(out)]) == 0
+    ckpt = checkpoint.load(out)
+    ppo = ckpt.ppo_config
+    assert (ppo.gamma, ppo.gae_lambda, ppo.ent_coef, ppo.clip_coef) == (0.5, 0.8, 0.02, 0.1)
+    assert ppo.env.cost_bps == 12.0
+    assert not ckpt.config.account_state
+    assert ckpt.config.obs_dim == 5300
+
+
+def test_evaluate_defaults_to_the_checkpoints_own_data(trained, capsys):
+    capsys.readouterr()
+    # No --data: the 2,000 synthetic bars it was trained on, not 20,000 default ones.
+    assert main(["evaluate", str(trained), "--split", "test", "--device", "cpu", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert (
+        results["policy"]["n_bars"]
+        == checkpoint.load(trained).data["splits"]["test"][1]
+        - (checkpoint.load(trained).data["splits"]["test"][0])
+    )
+
+
+def test_evaluate_refuses_in_sample_bars_in_one_line(trained, capsys):
+    capsys.readouterr()
+    assert main(["evaluate", str(trained), "--split", "train", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "overlaps the bars" in err
+    assert "--allow-in-sample" in err
+    # Fewer bars of the same series: its test split lies inside the training bars.
+    shorter = ["--data", "synthetic", "--bars", "1000", "--split", "test", "--device", "cpu"]
+    assert main(["evaluate", str(trained), *shorter]) == 2
+    assert "overlaps the bars" in capsys.readouterr().err
+    forced = ["--split", "train", "--allow-in-sample", "--device", "cpu", "--json"]
+    assert main(["evaluate", str(trained), *forced]) == 0
+    # Another seed is another series: nothing to overlap.
+    other = ["--data", "synthetic", "--bars", "2000", "--seed", "3", "--split", "train"]
+    assert main(["evaluate", str(trained), *other, "--device", "cpu", "--json"]) == 0
+
+
+def test_evaluate_warns_when_a_split_is_too_short_for_a_sharpe(trained, capsys):
+    capsys.readouterr()
+    short = ["--data", "synthetic", "--bars", "600", "--seed", "5", "--split", "test"]
+    assert main(["evaluate", str(trained), *short, "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the test split has" in err
+    assert "at least 252" in err
+
+
+def test_evaluate_names_changed_training_data(trained, tmp_path, capsys):
+    import torch
+
+    payload = torch.load(trained, weights_only=True)
+    payload["data"]["sha256"] = "0" * 64
+    edited = tmp_path / "edited.pt"
+    torch.save(payload, edited)
+    assert main(["evaluate", str(edited), "--device", "cpu"]) == 2
+    assert "has changed since training" in capsys.readouterr().err

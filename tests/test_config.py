@@ -12,7 +12,10 @@ from ppo_core.errors import ConfigError
 
 def test_network_defaults_are_the_reference_shape():
     config = NetworkConfig()
-    assert config.obs_dim == 53 * 100 == 5300
+    assert config.market_dim == 53 * 100 == 5300
+    assert config.account_state
+    assert config.obs_dim == 5300 + 3  # position, unrealised return, bars held
+    assert NetworkConfig(account_state=False).obs_dim == 5300
     assert config.hidden_dims == (1024, 512, 256)
     assert (config.n_actions, config.head_dim, config.trunk) == (3, 64, "shared")
 

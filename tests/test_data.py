@@ -38,8 +38,8 @@ def test_synthetic_shapes_dtypes_and_bar_invariants():
     assert market.timestamps.dtype == np.dtype("datetime64[ns]")
     assert market.ohlcv.shape == (1000, 5)
     assert market.ohlcv.dtype == np.float64
-    assert market.oracle_position.shape == (1000,)
-    assert set(np.unique(market.oracle_position)) <= {-1, 0, 1}
+    assert market.expected_return.shape == (1000,)
+    assert market.expected_return[-1] == 0.0  # the last bar has no next return
     o, h, lo, c, v = market.ohlcv.T
     assert (h >= np.maximum(o, c)).all()
     assert (lo <= np.minimum(o, c)).all()
@@ -53,28 +53,35 @@ def test_synthetic_shapes_dtypes_and_bar_invariants():
 def test_synthetic_is_deterministic_by_seed_and_short_is_prefix_of_long():
     a, b = make_synthetic(800, seed=7), make_synthetic(800, seed=7)
     assert np.array_equal(a.ohlcv, b.ohlcv)
-    assert np.array_equal(a.oracle_position, b.oracle_position)
+    assert np.array_equal(a.expected_return, b.expected_return)
     assert not np.array_equal(a.ohlcv, make_synthetic(800, seed=8).ohlcv)
     long = make_synthetic(2000, seed=7)
     assert np.array_equal(long.ohlcv[:800], a.ohlcv)
 
 
-def test_oracle_is_the_planted_signal_and_visible_in_the_features():
-    market = make_synthetic(3000, seed=2, signal_strength=1.0)
-    raw = compute_features(market.ohlcv, market.timestamps)
-    ret_1 = raw[:, FEATURE_NAMES.index("ret_1")]
-    # The oracle for bar t -> t+1 is -sign of feature ret_1 at bar t, i.e. a function of bars <= t.
-    assert np.array_equal(market.oracle_position[1:], -np.sign(ret_1[1:]).astype(np.int8))
+def test_the_planted_edge_is_real_persistent_and_visible_in_the_features():
+    market = make_synthetic(20_000, seed=2, signal_strength=0.3)
     r = np.diff(np.log(market.ohlcv[:, 3]))  # r[t] = return of bar t -> t+1
-    edge = market.oracle_position[:-1] * r
-    assert edge.mean() > 5 * edge.std() / np.sqrt(len(edge))  # a large, clean edge
+    mu = market.expected_return[:-1]
+    # The planted edge predicts the next return: E[sign(mu) r] = |mu| on average.
+    edge = np.sign(mu) * r
+    assert edge.mean() > 5 * edge.std() / np.sqrt(len(edge))
+    assert edge.mean() == pytest.approx(np.abs(mu).mean(), rel=0.25)
+    # Regimes last tens of bars (geometric, mean TREND_MEAN_BARS = 40).
+    state = np.sign(mu)
+    runs = np.diff(np.flatnonzero(np.diff(state) != 0))
+    assert 30 < runs.mean() < 50
+    # Visible at bar t in the opening gap of bar t (a function of bars <= t).
+    raw = compute_features(market.ohlcv, market.timestamps)
+    gap = raw[:-1, FEATURE_NAMES.index("gap")]
+    assert np.corrcoef(gap[1:], state[1:])[0, 1] > 0.5
 
 
 def test_no_signal_means_no_edge():
     market = make_synthetic(20_000, seed=4, signal_strength=0.0)
+    assert not market.expected_return.any()
     r = np.diff(np.log(market.ohlcv[:, 3]))
-    edge = market.oracle_position[:-1] * r
-    assert abs(edge.mean()) < 3 * edge.std() / np.sqrt(len(edge))
+    assert abs(r.mean()) < 3 * r.std() / np.sqrt(len(r))
 
 
 @pytest.mark.parametrize(
@@ -114,7 +121,7 @@ def test_loads_csv_with_aliases_and_ignores_adjusted_close(tmp_path):
     assert market.n_bars == len(frame)
     assert market.ohlcv[:, 3] == pytest.approx(frame["Close"].to_numpy())
     assert market.bar_seconds == 3600.0
-    assert market.oracle_position is None
+    assert market.expected_return is None
     assert str(tmp_path) in market.name
 
 
@@ -178,6 +185,68 @@ def test_each_bad_file_gets_one_error_naming_file_row_and_problem(tmp_path, edit
     message = str(caught.value)
     assert message.startswith(str(path))
     assert "\n" not in message
+
+
+def test_day_first_dates_are_detected_and_ambiguous_ones_refused(tmp_path):
+    frame = _frame(300)
+    days = pd.Timestamp("2020-01-01") + pd.to_timedelta(np.arange(300), "D")
+    frame["Date"] = days.strftime("%d/%m/%Y")  # 13/01/2020 from row 13 on
+    market = load_ohlcv_file(_write(tmp_path, frame))
+    assert market.timestamps[12] == np.datetime64("2020-01-13")
+    assert market.bar_seconds == 86400.0
+    named = load_ohlcv_file(_write(tmp_path, frame), timestamp_format="dayfirst")
+    assert np.array_equal(named.timestamps, market.timestamps)
+    # Days equal to months read the same either way: accepted.
+    frame = _frame(24)
+    frame["Date"] = [f"{d:02d}/{d:02d}/2019" for d in range(1, 13)] + [
+        f"{d:02d}/{d:02d}/2020" for d in range(1, 13)
+    ]
+    path = _write(tmp_path, frame, "same.csv")
+    same = load_ohlcv_file(path, min_rows=2)  # 01/01, 02/02, ...: both readings agree
+    assert same.timestamps[1] == np.datetime64("2019-02-02")
+    # Jan 1, Jan 2, Feb 2, Mar 3 or Jan 1, Feb 1, Feb 2, Mar 3: both increase, the file
+    # cannot tell, and the error names the first row the readings disagree on and the fix.
+    frame = frame.iloc[:4].assign(Date=["01/01/2020", "01/02/2020", "02/02/2020", "03/03/2020"])
+    path = _write(tmp_path, frame, "ambiguous.csv")
+    with pytest.raises(DataError, match=r"ambiguous.csv: row 2: .*ambiguous.*dayfirst"):
+        load_ohlcv_file(path, min_rows=2)
+
+
+def test_epoch_seconds_and_milliseconds_are_detected_or_named(tmp_path):
+    frame = _frame()
+    seconds = (pd.to_datetime(frame["Date"]) - pd.Timestamp("1970-01-01")) // pd.Timedelta("1s")
+    for scale, name in ((1, "epoch_s"), (1000, "epoch_ms")):
+        frame["Date"] = seconds * scale
+        path = _write(tmp_path, frame, f"{name}.csv")
+        detected = load_ohlcv_file(path)
+        named = load_ohlcv_file(path, timestamp_format=name)
+        assert detected.timestamps[0] == named.timestamps[0] == np.datetime64("2020-01-01")
+        assert detected.bar_seconds == 3600.0
+
+
+def test_an_unnamed_first_column_of_dates_is_the_timestamp(tmp_path):
+    frame = _frame().set_index("Date")
+    frame.index.name = None
+    path = tmp_path / "indexed.csv"
+    frame.to_csv(path)  # header ",OPEN,High,..." as pandas writes a date index
+    market = load_ohlcv_file(path)
+    assert market.timestamps[0] == np.datetime64("2020-01-01")
+    renamed = _frame().rename(columns={"Date": "When"})
+    path = _write(tmp_path, renamed, "when.csv")
+    with pytest.raises(DataError, match="--timestamp-column"):
+        load_ohlcv_file(path)
+    assert load_ohlcv_file(path, timestamp_column="when").n_bars == len(renamed)
+    with pytest.raises(DataError, match=r"when.csv: no column 'At' for --timestamp-column"):
+        load_ohlcv_file(path, timestamp_column="At")
+
+
+def test_a_bad_timestamp_names_file_row_and_the_fix(tmp_path):
+    frame = _frame()
+    frame["Date"] = frame["Date"].astype(object)
+    frame.loc[16, "Date"] = "yesterday"
+    path = _write(tmp_path, frame)
+    with pytest.raises(DataError, match=r"bars.csv: row 17: .*'yesterday'.*--timestamp-format"):
+        load_ohlcv_file(path)
 
 
 def test_unreadable_and_missing_files(tmp_path):

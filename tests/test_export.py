@@ -30,7 +30,11 @@ def test_export_round_trip_matches_eager(tmp_path, capsys, small_config, make_ch
     policy.load_state_dict(checkpoint.load(ckpt).policy_state_dict)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     for batch in (1, 7):  # the batch axis is dynamic
-        obs = np.random.default_rng(batch).standard_normal((batch, 32)).astype(np.float32)
+        obs = (
+            np.random.default_rng(batch)
+            .standard_normal((batch, small_config.obs_dim))
+            .astype(np.float32)
+        )
         logits, value = session.run(["logits", "value"], {"obs": obs})
         ref_logits, ref_value = policy(torch.from_numpy(obs))
         np.testing.assert_allclose(logits, ref_logits.detach().numpy(), atol=1e-5)
@@ -61,7 +65,7 @@ def test_failed_export_keeps_the_old_file(tmp_path, small_config, monkeypatch):
 
     monkeypatch.setattr(torch.onnx, "export", broken_export)
     with pytest.raises(RuntimeError, match="half way"):
-        backends.export_onnx(ActorCritic(small_config), out, torch.zeros(1, 32))
+        backends.export_onnx(ActorCritic(small_config), out, torch.zeros(1, small_config.obs_dim))
     assert out.read_bytes() == b"previous export"
     assert [p.name for p in tmp_path.iterdir()] == ["policy.onnx"]
 

@@ -36,7 +36,7 @@ def test_gymnasium_env_checker_passes_without_warnings(data):
 def test_single_env_truncates_with_the_next_observation(data):
     env = TradingGymEnv(data, "validation", EnvConfig(episode_bars=3), seed=0)
     obs, info = env.reset(seed=4)
-    assert obs.shape == (10 * 53,)
+    assert obs.shape == (10 * 53 + 3,)  # the window plus the account state
     assert obs.dtype == np.float32
     assert env.observation_space.contains(obs)
     first_bar = info["bar_index"]
@@ -47,9 +47,12 @@ def test_single_env_truncates_with_the_next_observation(data):
         assert truncated == (step == 2)
         assert details["position"] == 1
         assert details["trades"] == 1
-    expected = env.env.observe(torch.tensor([first_bar + 3]))[0].numpy()
-    assert np.array_equal(obs, expected)
-    total = float(data.log_returns[first_bar : first_bar + 3].sum()) - 1e-4
+    # The observation the episode would have continued with: long for 3 bars since first_bar.
+    unrealised = 100.0 * float(data.log_returns[first_bar : first_bar + 3].sum())
+    account = torch.tensor([[1.0, unrealised, 0.03]])
+    expected = env.env.observe(torch.tensor([first_bar + 3]), account)[0].numpy()
+    np.testing.assert_allclose(obs, expected, rtol=1e-6, atol=1e-6)
+    total = float(data.log_returns[first_bar : first_bar + 3].sum()) - 5e-4  # one 5 bp entry
     assert details["equity"] == pytest.approx(total)
 
 
@@ -75,7 +78,7 @@ def test_vector_env_matches_the_native_env(data):
         if truncated.any():
             saw_final = True
             assert np.array_equal(infos["_final_obs"], truncated)
-            finals = native.observe(n_info["final_bar_index"]).numpy()
+            finals = native.observe(n_info["final_bar_index"], n_info["final_account"]).numpy()
             for i in np.flatnonzero(truncated):
                 assert np.array_equal(infos["final_obs"][i], finals[i])
             assert all(infos["final_obs"][i] is None for i in np.flatnonzero(~truncated))

@@ -66,7 +66,9 @@ def test_initial_policy_is_near_uniform():
     # The 0.01-gain policy head makes the first policy close to uniform, as PPO intends.
     torch.manual_seed(0)
     policy = ActorCritic(_config())
-    _, entropy, _ = policy.evaluate(torch.randn(64, 32), torch.zeros(64, dtype=torch.long))
+    _, entropy, _ = policy.evaluate(
+        torch.randn(64, policy.config.obs_dim), torch.zeros(64, dtype=torch.long)
+    )
     assert entropy.min().item() > math.log(3) - 1e-2
 
 

@@ -306,7 +306,8 @@ def test_measured_overfit_gaps_replace_the_heuristic():
     device = find_gpu("H100")
     heuristic = _by_label(pick(device, data_bars=bars))["tiny"]
     assert heuristic.overfit.basis == "heuristic"
-    assert heuristic.overfit.value == pytest.approx(1_406_788 / bars)
+    tiny_params = estimate(NetworkConfig(hidden_dims=PRESETS["tiny"])).params
+    assert heuristic.overfit.value == pytest.approx(tiny_params / bars)
     tiny = _by_label(pick(device, runs=runs, data_bars=bars))["tiny"]
     gaps = overfit[(overfit["preset"] == "tiny") & (overfit["case_bars"] == bars)]["value"]
     assert len(gaps)

@@ -48,7 +48,8 @@ def _design_formula(d: int, hidden: tuple[int, ...], a: int) -> int:
 
 def test_reference_counts_are_pinned():
     params = {
-        name: estimate(NetworkConfig(hidden_dims=dims)).params for name, dims in PRESETS.items()
+        name: estimate(NetworkConfig(hidden_dims=dims, account_state=False)).params
+        for name, dims in PRESETS.items()
     }
     assert params["tiny"] == 1_406_788
     assert params["small"] == 2_895_108
@@ -60,11 +61,26 @@ def test_reference_counts_are_pinned():
     assert megabytes == [16.9, 34.7, 73.4, 163.7]
 
 
+def test_the_account_state_adds_three_inputs_to_the_first_layer():
+    """Default on: position, unrealised return and bars held widen the input to 5,303, which
+    adds 3 x the first width to the parameters (768 for tiny, 6,144 for large)."""
+    for name, dims in PRESETS.items():
+        with_state = estimate(NetworkConfig(hidden_dims=dims))
+        without = estimate(NetworkConfig(hidden_dims=dims, account_state=False))
+        assert with_state.config.obs_dim == 5303
+        assert with_state.params - without.params == 3 * dims[0], name
+        assert with_state.params == _design_formula(5303, dims, 3)
+    assert estimate(NetworkConfig(hidden_dims=PRESETS["tiny"])).params == 1_407_556
+
+
 @pytest.mark.parametrize("name", list(PRESETS))
 @pytest.mark.parametrize("trunk", ["shared", "separate"])
 @pytest.mark.parametrize("layer_norm", [False, True])
-def test_params_equal_the_built_network_for_presets(name, trunk, layer_norm):
-    config = NetworkConfig(hidden_dims=PRESETS[name], trunk=trunk, layer_norm=layer_norm)
+@pytest.mark.parametrize("account_state", [True, False])
+def test_params_equal_the_built_network_for_presets(name, trunk, layer_norm, account_state):
+    config = NetworkConfig(
+        hidden_dims=PRESETS[name], trunk=trunk, layer_norm=layer_norm, account_state=account_state
+    )
     assert estimate(config).params == _numel(_meta_policy(config))
 
 
@@ -78,6 +94,7 @@ _small_configs = st.builds(
     trunk=st.sampled_from(["shared", "separate"]),
     activation=st.sampled_from(["relu", "tanh", "gelu"]),
     layer_norm=st.booleans(),
+    account_state=st.booleans(),
 )
 
 
@@ -196,15 +213,16 @@ def test_checkpoint_bytes_within_one_percent_of_a_saved_file(tmp_path, name, tru
 
 def test_training_memory_components_by_hand():
     sizing = estimate(NetworkConfig(), n_envs=8, n_steps=256, minibatch=256, n_bars=1000)
-    p = 6_117_508
+    p = 6_120_580  # medium with the account state: 6,117,508 + 3 x 1024
     assert sizing.weight_bytes == {"fp32": 4 * p, "bf16": 2 * p, "fp16": 2 * p, "int8": p}
     assert sizing.grad_bytes == 4 * p
     assert sizing.adam_bytes == 8 * p
     assert sizing.adam_step_bytes == 0  # a GPU's fused Adam makes no temporaries
     assert ROLLOUT_SAMPLE_BYTES == 32
-    assert sizing.rollout_bytes_indices == 8 * 256 * (8 + 32)
-    assert sizing.rollout_bytes_observations == 8 * 256 * (5300 * 4 + 32) == 43_483_136
-    assert sizing.minibatch_bytes == 256 * 5300 * 4
+    # A bar index plus the fp32 account state (3 values) per sample.
+    assert sizing.rollout_bytes_indices == 8 * 256 * (8 + 3 * 4 + 32)
+    assert sizing.rollout_bytes_observations == 8 * 256 * (5303 * 4 + 32) == 43_507_712
+    assert sizing.minibatch_bytes == 256 * 5303 * 4
     assert sizing.data_bytes == 1000 * 53 * 4
     # relu, shared trunk: one saved row per hidden layer plus one per head's 64-wide layer.
     assert sizing.activation_bytes == 256 * (1024 + 512 + 256 + 64 + 64) * 4

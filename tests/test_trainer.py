@@ -35,7 +35,15 @@ def _config(**changes) -> PPOConfig:
 
 
 def _trainer(data, config: PPOConfig) -> PPOTrainer:
-    env = TradingEnv(data, "train", config.n_envs, config.env, device="cpu", seed=config.seed)
+    env = TradingEnv(
+        data,
+        "train",
+        config.n_envs,
+        config.env,
+        device="cpu",
+        seed=config.seed,
+        account_state=config.network.account_state,
+    )
     return PPOTrainer(env, config)
 
 
@@ -135,35 +143,42 @@ def test_checkpoint_stores_full_config_and_normaliser(data, tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_preset_learns_the_planted_signal():
-    """The reference 53 x 100 input, the tiny preset, a strong planted reversal: PPO must capture
-    a real share of the oracle's out-of-sample return, which flat and random do not."""
+def test_tiny_learns_to_hold_through_regimes_with_discounting_and_the_account_state():
+    """Tiny, gamma 0.99, the position in the observation, on a market where one bar's edge
+    (0.5 x 42.7 bp) is below the cost of a position change (30 bp) but a regime's (~40 bars)
+    is far above it: the policy must beat flat and buy-and-hold out of sample, capture a
+    tenth of the cost-aware oracle's edge, and trade like a holder, not a flipper.
+
+    Measured (torch 2.13 CPU, 2 cores): validation Sharpe 8.3 vs buy-and-hold 1.9 and the
+    oracle's 24.8; 26% of the oracle's log return; turnover 0.06 per bar vs random's 0.89.
+    Lookback 10 keeps it short (~10 s of training alone, ~45 s under pytest on a busy 2-core
+    box); the learning problem is the reference one's. At this budget gamma 0 does better
+    still (Sharpe 15.7): one bar's credit is easier to assign, see the README."""
     from ppo_core.evaluation import evaluate_with_baselines
     from ppo_core.presets import PRESETS
 
-    data = prepare(make_synthetic(bars=8_000, seed=0, signal_strength=1.0), lookback=100)
+    data = prepare(make_synthetic(bars=20_000, seed=0, signal_strength=0.5), lookback=10)
     config = PPOConfig(
-        total_timesteps=10 * 1024,
+        total_timesteps=30 * 1024,
         n_envs=16,
         n_steps=64,
         minibatch_size=256,
         learning_rate=1e-3,
         ent_coef=0.0,
-        # The planted edge pays on the next bar only and the observation holds no position, so
-        # later rewards are noise to this action's advantage; gamma 0 removes that noise.
-        gamma=0.0,
         device="cpu",
-        network=NetworkConfig(hidden_dims=PRESETS["tiny"]),
-        env=EnvConfig(episode_bars=64),
+        network=NetworkConfig(lookback=10, hidden_dims=PRESETS["tiny"]),
+        env=EnvConfig(cost_bps=30.0),
     )
+    assert (config.gamma, config.gae_lambda, config.network.account_state) == (0.99, 0.95, True)
     trainer = _trainer(data, config)
     trainer.learn(progress=False)
     results = evaluate_with_baselines(trainer.policy, data, "validation", config.env.cost_bps)
-    policy, oracle = results["policy"].total_log_return, results["oracle"].total_log_return
-    assert oracle > 1.0  # the signal is there to be learned
-    margin = 0.25 * oracle  # a quarter of the best achievable edge
-    assert policy > results["flat"].total_log_return + margin
-    assert policy > results["random"].total_log_return + margin
+    policy, oracle = results["policy"], results["oracle"]
+    assert oracle.total_log_return > 3.0  # the edge is there to be learned
+    assert policy.sharpe > results["buy_and_hold"].sharpe + 2.0
+    assert policy.total_log_return > max(0.0, results["buy_and_hold"].total_log_return)
+    assert policy.total_log_return > 0.1 * oracle.total_log_return
+    assert policy.turnover < 0.2 * results["random"].turnover  # holds, does not flip
 
 
 def test_time_limit_ends_are_bootstrapped_with_the_value_of_the_next_observation(data):
@@ -180,7 +195,8 @@ def test_time_limit_ends_are_bootstrapped_with_the_value_of_the_next_observation
         _obs, reward, done, info = replay.step(trainer.buf_actions[step])
         expected = reward.clone()
         with torch.no_grad():
-            final_values = trainer.policy.value(replay.observe(info["final_bar_index"]))
+            final_obs = replay.observe(info["final_bar_index"], info["final_account"])
+            final_values = trainer.policy.value(final_obs)
         expected[done] += 0.9 * final_values[done]
         torch.testing.assert_close(trainer.buf_rewards[step], expected)
         assert trainer.buf_dones[step].tolist() == done.float().tolist()

@@ -1,0 +1,59 @@
+"""The overfitting suite's interval arithmetic: the block bootstrap and the overlap verdict."""
+
+import numpy as np
+import pytest
+
+from sweep.runner import bench_dir
+
+
+@pytest.fixture
+def overfit(monkeypatch):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(bench_dir()))
+    return importlib.import_module("test_overfitting")
+
+
+def test_block_bootstrap_spread_matches_the_standard_error_of_independent_bars(overfit):
+    rng = np.random.default_rng(0)
+    returns = rng.normal(1e-4, 1e-2, size=4000)
+    means = overfit.block_bootstrap_means(returns, block=40, resamples=2000, seed=1)
+    assert means.shape == (2000,)
+    # Independent bars: the bootstrap's spread is the textbook s / sqrt(n), within 10%.
+    assert means.std() == pytest.approx(returns.std() / np.sqrt(4000), rel=0.1)
+    assert means.mean() == pytest.approx(returns.mean(), abs=3e-5)
+
+
+def test_block_bootstrap_widens_for_persistent_returns(overfit):
+    """Regime-like returns (runs of 40 equal bars): a block bootstrap keeps the runs and sees
+    the real, ~sqrt(40)x larger noise that an i.i.d. bootstrap would hide."""
+    rng = np.random.default_rng(2)
+    returns = np.repeat(rng.normal(0, 1e-2, size=100), 40)  # (4000,)
+    blocks = overfit.block_bootstrap_means(returns, block=40, resamples=2000, seed=3)
+    single = overfit.block_bootstrap_means(returns, block=1, resamples=2000, seed=3)
+    assert blocks.std() > 4 * single.std()
+
+
+def _case(dataset, label, name, dims, seed, val, oracle):
+    return (dataset, label, name, dims, seed, {"validation": val}, oracle, 8766.0)
+
+
+def test_summary_says_plainly_whether_intervals_overlap(overfit):
+    rng = np.random.default_rng(4)
+    noise = [rng.normal(0, 1e-3, size=2000) for _ in range(3)]
+    oracle = np.full(2000, 5e-4) + rng.normal(0, 1e-3, size=2000)
+    apart = [_case("synthetic", "short", "tiny", (8,), s, n, oracle) for s, n in enumerate(noise)]
+    apart += [
+        _case("synthetic", "short", "large", (64, 32), s, n + 4e-4, oracle)
+        for s, n in enumerate(noise)
+    ]
+    lines = overfit.summary_lines(apart)
+    assert any("tiny vs large intervals separate" in line for line in lines)
+    assert any("oracle" in line and "Sharpe" in line for line in lines)
+    close = [c for c in apart if c[2] == "tiny"] + [
+        _case("synthetic", "short", "large", (64, 32), s, n + 2e-5, oracle)
+        for s, n in enumerate(noise)
+    ]
+    assert any(
+        "OVERLAP: this run cannot tell them apart" in x for x in overfit.summary_lines(close)
+    )
