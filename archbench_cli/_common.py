@@ -6,6 +6,8 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import MISSING, fields
+from typing import Any
 
 from ppo_core.errors import ConfigError
 
@@ -15,6 +17,7 @@ __all__ = [
     "MAX_MEMORY_GIB",
     "MAX_SEED",
     "check_range",
+    "default",
     "print_json",
     "refuse_non_finite",
 ]
@@ -58,3 +61,12 @@ def check_range(
 
 def _num(x: float) -> str:
     return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+
+
+def default(config_class: type, name: str) -> Any:
+    """The default of `config_class`'s field `name`: argparse takes its defaults from the
+    config dataclasses, so a flag and the library can never disagree."""
+    for item in fields(config_class):
+        if item.name == name and item.default is not MISSING:
+            return item.default
+    raise LookupError(f"{config_class.__name__}.{name} has no plain default")

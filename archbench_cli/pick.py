@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from archbench_cli._common import MAX_BATCH, MAX_MEMORY_GIB, check_range, print_json
+from archbench_cli._common import MAX_BATCH, MAX_MEMORY_GIB, check_range, default, print_json
 from archbench_cli.tables import print_pick
+from ppo_core.config import PPOConfig
 from ppo_core.errors import ConfigError
 
 __all__ = ["add_commands"]
@@ -87,7 +88,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     pick.add_argument(
         "--obs-buffer",
         choices=["indices", "observations"],
-        default="indices",
+        default=default(PPOConfig, "obs_buffer"),
         help="rollout layout sized: bar indices (the trainer's default) or full observation rows",
     )
     pick.add_argument(

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from archbench_cli._common import print_json
+from archbench_cli._common import default, print_json
 from archbench_cli.tables import diff_table, estimate_table, inspect_table, rich_console
+from ppo_core.config import NetworkConfig, PPOConfig
 
 __all__ = ["add_commands"]
 
@@ -30,11 +31,28 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     size = estimate.add_mutually_exclusive_group()
     size.add_argument("--preset", choices=list(PRESETS), help="size one preset")
     size.add_argument("--hidden-dims", metavar="W,W,...", help="size custom widths: 768,384,192")
-    estimate.add_argument("--features", type=int, default=53, help="features per bar (53)")
-    estimate.add_argument("--lookback", type=int, default=100, help="bars per observation (100)")
-    estimate.add_argument("--n-actions", type=int, default=3, help="discrete actions (3)")
+    net = {name: default(NetworkConfig, name) for name in ("n_features", "lookback", "n_actions")}
     estimate.add_argument(
-        "--trunk", choices=["shared", "separate"], default="shared", help="trunk layout (shared)"
+        "--features",
+        type=int,
+        default=net["n_features"],
+        help=f"features per bar ({net['n_features']})",
+    )
+    estimate.add_argument(
+        "--lookback",
+        type=int,
+        default=net["lookback"],
+        help=f"bars per observation ({net['lookback']})",
+    )
+    estimate.add_argument(
+        "--n-actions",
+        type=int,
+        default=net["n_actions"],
+        help=f"discrete actions ({net['n_actions']})",
+    )
+    trunk = default(NetworkConfig, "trunk")
+    estimate.add_argument(
+        "--trunk", choices=["shared", "separate"], default=trunk, help=f"trunk layout ({trunk})"
     )
     estimate.add_argument("--layer-norm", action="store_true", help="LayerNorm in the trunk")
     estimate.add_argument(
@@ -42,9 +60,25 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="size the market window alone (no position, unrealised return, bars held inputs)",
     )
-    estimate.add_argument("--n-envs", type=int, default=8, help="environments per rollout (8)")
-    estimate.add_argument("--n-steps", type=int, default=256, help="steps per env per rollout")
-    estimate.add_argument("--minibatch", type=int, default=256, help="samples per update (256)")
+    ppo = {name: default(PPOConfig, name) for name in ("n_envs", "n_steps", "minibatch_size")}
+    estimate.add_argument(
+        "--n-envs",
+        type=int,
+        default=ppo["n_envs"],
+        help=f"environments per rollout ({ppo['n_envs']})",
+    )
+    estimate.add_argument(
+        "--n-steps",
+        type=int,
+        default=ppo["n_steps"],
+        help=f"steps per env per rollout ({ppo['n_steps']})",
+    )
+    estimate.add_argument(
+        "--minibatch",
+        type=int,
+        default=ppo["minibatch_size"],
+        help=f"samples per update ({ppo['minibatch_size']})",
+    )
     estimate.add_argument(
         "--bars", type=int, help="bars of features kept on the device (default: not counted)"
     )

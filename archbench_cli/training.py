@@ -10,8 +10,10 @@ import sys
 import threading
 from typing import Any
 
-from archbench_cli._common import MAX_BARS, MAX_SEED, check_range, print_json
+from archbench_cli._common import MAX_BARS, MAX_SEED, check_range, default, print_json
 from archbench_cli.tables import eval_table
+from ppo_core.config import EnvConfig, PPOConfig
+from ppo_core.device import TRAINING_PRECISIONS
 from ppo_core.errors import ConfigError
 
 __all__ = ["add_commands"]
@@ -45,33 +47,54 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         help="synthetic data only: the planted edge per bar in units of volatility (default 0.1)",
     )
     _add_timestamp_options(train)
-    train.add_argument("--timesteps", type=int, default=100_000, help="env steps (default 100k)")
+    timesteps = default(PPOConfig, "total_timesteps")
+    train.add_argument(
+        "--timesteps", type=int, default=timesteps, help=f"env steps (default {timesteps:,})"
+    )
     train.add_argument(
         "--mode", choices=list(TRAINING_MODES), default="quick", help="training mode (quick)"
     )
-    train.add_argument("--n-envs", type=int, help="parallel environments (default 8)")
+    train.add_argument(
+        "--n-envs", type=int, help=f"parallel environments (default {default(PPOConfig, 'n_envs')})"
+    )
     train.add_argument("--n-steps", type=int, help="steps per environment per rollout")
-    train.add_argument("--minibatch", type=int, help="minibatch size (default 256)")
+    train.add_argument(
+        "--minibatch",
+        type=int,
+        help=f"minibatch size (default {default(PPOConfig, 'minibatch_size')})",
+    )
     train.add_argument("--epochs", type=int, help="update epochs per rollout")
     train.add_argument("--lr", type=float, help="learning rate")
-    train.add_argument("--gamma", type=float, help="discount factor (default 0.99)")
-    train.add_argument("--gae-lambda", type=float, help="GAE lambda (default 0.95)")
-    train.add_argument("--ent-coef", type=float, help="entropy bonus weight (mode's default)")
-    train.add_argument("--clip-coef", type=float, help="PPO ratio clip range (default 0.2)")
     train.add_argument(
-        "--cost-bps", type=float, help="trading cost per unit of position change, bp (default 5)"
+        "--gamma", type=float, help=f"discount factor (default {default(PPOConfig, 'gamma')})"
+    )
+    train.add_argument(
+        "--gae-lambda", type=float, help=f"GAE lambda (default {default(PPOConfig, 'gae_lambda')})"
+    )
+    train.add_argument("--ent-coef", type=float, help="entropy bonus weight (mode's default)")
+    train.add_argument(
+        "--clip-coef",
+        type=float,
+        help=f"PPO ratio clip range (default {default(PPOConfig, 'clip_coef')})",
+    )
+    train.add_argument(
+        "--cost-bps",
+        type=float,
+        help="trading cost per unit of position change, bp "
+        f"(default {default(EnvConfig, 'cost_bps'):g})",
     )
     train.add_argument(
         "--no-account-state",
         action="store_true",
         help="observe the market window only, without position, unrealised return, bars held",
     )
-    train.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
+    seed, device = default(PPOConfig, "seed"), default(PPOConfig, "device")
+    train.add_argument("--seed", type=int, default=seed, help=f"seed (default {seed})")
+    train.add_argument("--device", default=device, help=f"auto, cpu, cuda or cuda:N ({device})")
     train.add_argument(
         "--precision",
-        choices=["auto", "fp32", "tf32", "bf16"],
-        default="auto",
+        choices=["auto", *TRAINING_PRECISIONS],
+        default=default(PPOConfig, "precision"),
         help="matmul precision: fp32, tf32 (fp32 tensors, TF32 matmuls), bf16 (autocast); "
         "auto: tf32 on a CUDA GPU of compute capability 8.0+, else fp32",
     )
@@ -105,7 +128,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="score a split that overlaps the checkpoint's training bars anyway",
     )
-    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
+    evaluate.add_argument("--device", default=device, help=f"auto, cpu, cuda or cuda:N ({device})")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.set_defaults(handler=_evaluate)
 

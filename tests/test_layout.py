@@ -138,3 +138,30 @@ def test_a_record_is_copied_with_changes_one_way():
     assert (copy.preset, copy.metrics["x"].value, base.metrics) == ("tiny", metric.value, {})
     with pytest.raises(ValueError, match=r"Record\.suite"):
         base.replace(suite="nope")
+
+
+def test_the_command_line_takes_its_defaults_from_the_config_dataclasses():
+    from archbench_cli.main import build_parser
+    from ppo_core.config import NetworkConfig, PPOConfig
+
+    parser, ppo, net = build_parser(), PPOConfig(), NetworkConfig()
+    estimate = parser.parse_args(["estimate"])
+    assert (estimate.features, estimate.lookback, estimate.n_actions, estimate.trunk) == (
+        net.n_features,
+        net.lookback,
+        net.n_actions,
+        net.trunk,
+    )
+    assert (estimate.n_envs, estimate.n_steps, estimate.minibatch) == (
+        ppo.n_envs,
+        ppo.n_steps,
+        ppo.minibatch_size,
+    )
+    train = parser.parse_args(["train"])
+    assert (train.timesteps, train.seed, train.device, train.precision) == (
+        ppo.total_timesteps,
+        ppo.seed,
+        ppo.device,
+        ppo.precision,
+    )
+    assert parser.parse_args(["pick"]).obs_buffer == ppo.obs_buffer
