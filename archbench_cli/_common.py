@@ -20,6 +20,7 @@ __all__ = [
     "default",
     "print_json",
     "refuse_non_finite",
+    "size_options",
 ]
 
 
@@ -70,3 +71,13 @@ def default(config_class: type, name: str) -> Any:
         if item.name == name and item.default is not MISSING:
             return item.default
     raise LookupError(f"{config_class.__name__}.{name} has no plain default")
+
+
+def size_options(parser: argparse.ArgumentParser, preset_help: str, dims_help: str):
+    """--preset or --hidden-dims (one of them) on `parser`; returns the group for more."""
+    from ppo_core.presets import PRESETS
+
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--preset", choices=list(PRESETS), help=preset_help)
+    size.add_argument("--hidden-dims", metavar="W,W,...", help=dims_help)
+    return size

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from archbench_cli._common import default, print_json
+from archbench_cli._common import default, print_json, size_options
 from archbench_cli.tables import diff_table, estimate_table, inspect_table, rich_console
 from ppo_core.config import NetworkConfig, PPOConfig
 
@@ -18,7 +18,6 @@ _WRONG_TABLE_NOTE = (
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
-    from ppo_core.presets import PRESETS
 
     estimate = subcommands.add_parser(
         "estimate",
@@ -28,28 +27,14 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "per sample (forward and forward+backward) and the peak training memory of a PPO update. "
         "By default one row per preset; --preset or --hidden-dims sizes one network.",
     )
-    size = estimate.add_mutually_exclusive_group()
-    size.add_argument("--preset", choices=list(PRESETS), help="size one preset")
-    size.add_argument("--hidden-dims", metavar="W,W,...", help="size custom widths: 768,384,192")
-    net = {name: default(NetworkConfig, name) for name in ("n_features", "lookback", "n_actions")}
-    estimate.add_argument(
-        "--features",
-        type=int,
-        default=net["n_features"],
-        help=f"features per bar ({net['n_features']})",
-    )
-    estimate.add_argument(
-        "--lookback",
-        type=int,
-        default=net["lookback"],
-        help=f"bars per observation ({net['lookback']})",
-    )
-    estimate.add_argument(
-        "--n-actions",
-        type=int,
-        default=net["n_actions"],
-        help=f"discrete actions ({net['n_actions']})",
-    )
+    size_options(estimate, "size one preset", "size custom widths: 768,384,192")
+    for flag, config_class, name, what in (
+        ("--features", NetworkConfig, "n_features", "features per bar"),
+        ("--lookback", NetworkConfig, "lookback", "bars per observation"),
+        ("--n-actions", NetworkConfig, "n_actions", "discrete actions"),
+    ):
+        value = default(config_class, name)
+        estimate.add_argument(flag, type=int, default=value, help=f"{what} ({value})")
     trunk = default(NetworkConfig, "trunk")
     estimate.add_argument(
         "--trunk", choices=["shared", "separate"], default=trunk, help=f"trunk layout ({trunk})"
@@ -60,25 +45,13 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="size the market window alone (no position, unrealised return, bars held inputs)",
     )
-    ppo = {name: default(PPOConfig, name) for name in ("n_envs", "n_steps", "minibatch_size")}
-    estimate.add_argument(
-        "--n-envs",
-        type=int,
-        default=ppo["n_envs"],
-        help=f"environments per rollout ({ppo['n_envs']})",
-    )
-    estimate.add_argument(
-        "--n-steps",
-        type=int,
-        default=ppo["n_steps"],
-        help=f"steps per env per rollout ({ppo['n_steps']})",
-    )
-    estimate.add_argument(
-        "--minibatch",
-        type=int,
-        default=ppo["minibatch_size"],
-        help=f"samples per update ({ppo['minibatch_size']})",
-    )
+    for flag, name, what in (
+        ("--n-envs", "n_envs", "environments per rollout"),
+        ("--n-steps", "n_steps", "steps per env per rollout"),
+        ("--minibatch", "minibatch_size", "samples per update"),
+    ):
+        value = default(PPOConfig, name)
+        estimate.add_argument(flag, type=int, default=value, help=f"{what} ({value})")
     estimate.add_argument(
         "--bars", type=int, help="bars of features kept on the device (default: not counted)"
     )

@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import Any
 
-from archbench_cli._common import MAX_BARS, MAX_SEED, check_range, default, print_json
+from archbench_cli._common import MAX_BARS, MAX_SEED, check_range, default, print_json, size_options
 from archbench_cli.tables import eval_table
 from ppo_core.config import EnvConfig, PPOConfig
 from ppo_core.device import TRAINING_PRECISIONS
@@ -22,7 +22,7 @@ _DATA_HELP = "synthetic, sp500, nasdaq, eurusd-1h (the `data` extra) or a CSV/Pa
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
-    from ppo_core.presets import PRESETS, TRAINING_MODES
+    from ppo_core.presets import TRAINING_MODES
 
     train = subcommands.add_parser(
         "train",
@@ -32,9 +32,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "data) oracle baselines. The checkpoint holds the full config, weights, Adam state and "
         "the training split's normalisation statistics.",
     )
-    size = train.add_mutually_exclusive_group()
-    size.add_argument("--preset", choices=list(PRESETS), help="network size (default: medium)")
-    size.add_argument("--hidden-dims", metavar="W,W,...", help="custom widths, e.g. 768,384,192")
+    size = size_options(train, "network size (default: medium)", "custom widths, e.g. 768,384,192")
     size.add_argument(
         "--auto", action="store_true", help="hidden_dims, n_envs and minibatch from the GPU tier"
     )
