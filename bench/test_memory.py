@@ -102,8 +102,8 @@ def runtime_overhead(calibration):
 
 
 def test_memory(benchmark, emit, options, market, size, calibration):
-    from instrument.device.gpu import resolve_precision
     from instrument.memory import measure_isolated
+    from ppo_core.device import resolve_precision
 
     runtime_overhead, measured_context = calibration
     context = CUDA_CONTEXT_BYTES if measured_context is None else measured_context

@@ -165,3 +165,39 @@ def test_the_command_line_takes_its_defaults_from_the_config_dataclasses():
         ppo.precision,
     )
     assert parser.parse_args(["pick"]).obs_buffer == ppo.obs_buffer
+
+
+def _top_level_names(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def test_every_import_of_our_modules_names_something_that_exists():
+    """Lazy imports inside functions run only on some paths: check them all from the source,
+    so a moved module or function cannot leave a stale import behind."""
+    wrong = []
+    for part in (*PARTS, "tests"):
+        for path in _modules(part):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
+                    continue
+                if node.module.split(".")[0] not in PARTS:
+                    continue
+                target = _file_of(node.module)
+                if target is None:
+                    wrong.append(f"{path.relative_to(ROOT)}: no module {node.module}")
+                    continue
+                defined = _top_level_names(target)
+                for alias in node.names:
+                    if alias.name not in defined and not _file_of(f"{node.module}.{alias.name}"):
+                        wrong.append(f"{path.relative_to(ROOT)}: {node.module} has no {alias.name}")
+    assert not wrong, "\n".join(wrong)
