@@ -5,7 +5,7 @@ Per size: whole-iteration throughput, batch-1 p99, memory; per dataset: out-of-s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -304,8 +304,9 @@ class Dataset:
     """Training budget in env steps; None when the records do not say."""
     bars_per_year: float | None
     """Bar frequency, for annualising and for 'years of data'; None when unknown."""
-    volatility: float | None
-    """Annualised volatility of the dataset's bar returns as recorded; None when not recorded."""
+    volatility: float | None = field(default=None, compare=False)
+    """Annualised volatility of the bar returns as recorded (the first seed's, where each seed
+    draws its own series: not part of the identity); None when not recorded."""
 
     @property
     def years(self) -> float | None:
@@ -338,6 +339,8 @@ def oos_cells(frame: pd.DataFrame) -> dict[Dataset, dict[str, OosCell]]:
         & frame["value"].notna()
     ]
     oracle_by_case = {(r.preset, r.case): float(r.value) for r in oracle.itertuples()}
+    if "case_seed" in rows:  # seed k of every size side by side: scores pair them
+        rows = rows.sort_values("case_seed", kind="stable")
     found: dict[Dataset, dict[str, list]] = {}
     for row in rows.itertuples():
         case = row.case_dict if isinstance(row.case_dict, dict) else {}

@@ -47,6 +47,14 @@ class Score:
         low, high = np.percentile(np.asarray(self.draws), [2.5, 97.5])
         return float(low), float(high)
 
+    def difference(self, other: Score) -> tuple[float, float] | None:
+        """95% interval of self - other from the paired draws; None without draws."""
+        if len(self.draws) < 2 or len(self.draws) != len(other.draws):
+            return None
+        diff = np.asarray(self.draws) - np.asarray(other.draws)
+        low, high = np.percentile(diff, [2.5, 97.5])
+        return float(low), float(high)
+
     def beats(self, other: Score, higher: bool, min_effect: float = 0.0) -> bool | None:
         """Is self better than other beyond the noise (and by at least min_effect, relative)?
 
@@ -125,18 +133,21 @@ def oos_scores(
     """Mean out-of-sample Sharpe over seeds per size, with draws paired across sizes.
 
     cells: size -> (per-seed Sharpe values, per-seed validation net returns or None). Every size
-    with per-bar returns on the same bars is resampled with the SAME block indices (the noise of
-    the validation period is shared, so it cancels in a comparison) and its seeds are resampled
-    independently. Without per-bar returns, only seeds are resampled (a t interval's width).
+    with per-bar returns on the same bars is resampled with the SAME block indices and the SAME
+    seed draws (seed k is the same series for every size, so the validation period's luck
+    cancels in a comparison). Without per-bar returns, only seeds are resampled.
     """
     rng = np.random.default_rng(_SEED)
     lengths = {len(series[0]) for _, series in cells.values() if series is not None}
     shared = {n: circular_block_indices(n, N_BOOT, rng) for n in lengths}
     out = {}
+    seeds_of = {len(values) for values, _ in cells.values()}
+    # Seed k is the same data (and initial seed) for every size: resample seeds jointly too.
+    shared_seeds = {n: rng.integers(0, n, size=(N_BOOT, n)) for n in seeds_of}
     for size, (values, series) in cells.items():
         values = np.asarray(values, dtype=float)
         n_seeds = len(values)
-        seed_draws = rng.integers(0, n_seeds, size=(N_BOOT, n_seeds))
+        seed_draws = shared_seeds[n_seeds]
         if series is not None and len({len(s) for s in series}) == 1:
             bars = np.asarray(series, dtype=float)  # (n_seeds, n_bars)
             idx = shared[bars.shape[1]]

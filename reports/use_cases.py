@@ -391,7 +391,7 @@ def decide(use: UseCase, evidence: Evidence, budgets: Limits | None = None) -> D
         closest = max(cheaper, key=lambda s: scores[s.label].value)
         summary += (
             f"; beats every cheaper size beyond the noise (closest: {closest.label}, "
-            f"{_fmt(use, scores[closest.label])})"
+            f"{_fmt(use, scores[closest.label])}{_paired(use, score, scores[closest.label])})"
         )
     elif runner is not None:
         runner_text = _fmt(use, scores[runner.label])
@@ -410,6 +410,14 @@ def decide(use: UseCase, evidence: Evidence, budgets: Limits | None = None) -> D
         summary=summary,
         details=tuple(details),
     )
+
+
+def _paired(use: UseCase, a: Score, b: Score) -> str:
+    """'; paired difference +4.18 [1.31, 7.52]' when the draws pair (out-of-sample scores)."""
+    span = a.difference(b)
+    if span is None or use.objective != "oos":
+        return ""
+    return f"; paired difference {a.value - b.value:+.2f} [{span[0]:+.2f}, {span[1]:+.2f}]"
 
 
 def _fmt(use: UseCase, score: Score) -> str:
@@ -533,7 +541,9 @@ def _violates(kind: str, size: Size, evidence: Evidence, budgets: Limits) -> str
         if limit is None:
             return None
         if size.memory_bytes is None:
-            return "memory not measured or predicted"
+            # Stated as not checked when no size has a figure (a run without the memory suite)
+            known = any(s.memory_bytes is not None for s in evidence.sizes)
+            return "memory not measured or predicted" if known else None
         if size.memory_bytes > limit:
             return f"needs {size.memory_bytes / 2**30:.3g} GiB of {limit / 2**30:.3g} GiB"
         return None
@@ -564,6 +574,9 @@ def _constraint_text(kind: str, evidence: Evidence, budgets: Limits) -> str:
         limit = evidence.memory_budget
         if limit is None:
             return f"fits: no OOM ({evidence.memory_budget_note})"
+        if all(s.memory_bytes is None for s in evidence.sizes):
+            why = evidence.gaps.get("memory", "no memory figure or prediction")
+            return f"fits: no OOM; memory not checked ({why})"
         return f"fits: no OOM, memory <= {limit / 2**30:.3g} GiB ({evidence.memory_budget_note})"
     if kind == "usable_rate":
         fastest = _fastest(evidence)

@@ -5,6 +5,7 @@ Reads real-run fixtures from tests/make_report_fixtures.py; the browser test che
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -190,3 +191,33 @@ def test_sizing_table_states_the_memory_error_net_of_the_measured_runtime(two_ru
     predicted = rows[rows["metric"] == "peak_rss_bytes"]["predicted"].iloc[0]
     net = value["peak_rss_bytes"] - value["runtime_overhead_bytes"]
     assert f"{(predicted - net) / net * 100:+.1f}%" in table
+
+
+def test_every_subset_of_suites_renders(tmp_path):
+    """Any run that lacks suites renders, and says which are missing (the report used to end
+    in KeyError: 'memory_bytes' on an overfit-only run)."""
+    data = json.loads(RUN.read_text())
+    suites = ["infer", "memory", "overfit", "train"]
+    for mask in range(2 ** len(suites)):
+        keep = {s for i, s in enumerate(suites) if mask >> i & 1} | {"ceiling", "env"}
+        subset = dict(data)
+        subset["benchmarks"] = [
+            b for b in data["benchmarks"] if b["extra_info"]["archbench"]["suite"] in keep
+        ]
+        path = tmp_path / f"subset-{mask}.json"
+        path.write_text(json.dumps(subset))
+        page = render_html(load_runs([path]), plotlyjs="cdn")
+        assert "Recommended hidden_dims" in page
+        for suite in set(suites) - keep:
+            assert f"{suite} suite missing" in page or f"no {suite}" in page
+
+
+def test_an_interrupted_overfit_only_gpu_run_renders(tmp_path):
+    import gzip
+
+    raw = (FIXTURES / "h100" / "full-overfit-partial-cuda.json.gz").read_bytes()
+    path = tmp_path / "full-overfit-partial-cuda.json"
+    path.write_bytes(gzip.decompress(raw))
+    out = render_report([path], tmp_path / "report.html", plotlyjs="cdn")
+    page = out.read_text()
+    assert "memory not checked (memory suite missing from the run)" in html.unescape(page)

@@ -229,10 +229,10 @@ def test_training_memory_components_by_hand():
     assert sizing.index_bytes == 8 * 256 * 8
     assert sizing.gather_index_bytes == 256 * 100 * 8
     assert sizing.forward_transient_bytes == sizing.first_grad_bytes == 256 * 1024 * 4
-    assert sizing.rollout_step_bytes == 8 * (3 * 5300 * 4 + (1024 + 512 + 256 + 128) * 4)
-    minibatch = 256 * 5300 * 4
+    assert sizing.rollout_step_bytes == 8 * (3 * 5303 * 4 + (1024 + 512 + 256 + 128) * 4)
+    minibatch = 256 * 5303 * 4
     assert {name: sum(parts.values()) for name, parts in sizing.phases().items()} == {
-        "rollout step": 8 * (3 * 5300 * 4 + 1920 * 4),
+        "rollout step": 8 * (3 * 5303 * 4 + 1920 * 4),
         "minibatch gather": minibatch + 256 * 100 * 8,
         "forward": minibatch + 256 * 1920 * 4 + 256 * 1024 * 4,
         "end of backward": minibatch + 4 * p + 256 * 1024 * 4,
@@ -260,7 +260,7 @@ def test_training_memory_components_by_hand():
 def test_a_cpu_peaks_in_the_foreach_adam_step_and_keeps_freed_pages():
     cuda = estimate(NetworkConfig(), n_envs=8, n_steps=256, minibatch=256, n_bars=1000)
     cpu = estimate(NetworkConfig(), n_envs=8, n_steps=256, minibatch=256, n_bars=1000, device="cpu")
-    p = 6_117_508
+    p = _design_formula(5303, PRESETS["medium"], 3)  # the market window + 3 account inputs
     assert cpu.adam_step_bytes == 4 * p  # foreach Adam's sqrt(v) denominator, all at once
     assert cpu.peak_phase == "adam step"
     assert cpu.host_slack_bytes == round(HOST_SLACK_PER_WEIGHT_BYTE * 4 * p)

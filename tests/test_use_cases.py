@@ -384,3 +384,22 @@ def test_without_intervals_the_cheaper_size_wins_and_says_why(run_df):
     assert production.within_noise is None
     if best != "tiny":
         assert "cannot be told apart" in production.summary
+
+
+def test_an_overfit_only_gpu_run_still_decides_and_says_memory_was_not_checked(h100_paths):
+    production = _decisions([h100_paths[1]])["standard production"]
+    assert production.size is not None
+    assert any("memory not checked (memory suite missing" in line for line in production.details)
+    assert any("usable rate: not checked" in line for line in production.details)
+
+
+def test_seeds_that_draw_their_own_series_pool_into_one_dataset(tmp_path, h100, h100_paths):
+    overfit = copy.deepcopy(h100[1])
+    for record in _records(overfit):
+        record["case"]["volatility"] = 0.1 + 0.01 * record["case"]["seed"]  # one per series
+    path = _save(tmp_path, "vol", overfit)
+    decisions = _decisions([h100_paths[0], path])
+    production = decisions["standard production"]
+    assert any("bootstrap over 3 seeds" in line for line in production.details)
+    volatile = decisions["complex / volatile symbols"]
+    assert volatile.size is not None  # volatility recorded: the use case can be decided
