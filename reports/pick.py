@@ -617,22 +617,9 @@ def pick(
     """
     name = resolve_use_case(use_case)
     use = next(u for u in USE_CASES if u.name == name)
-    if precision not in ("auto", "fp32", "tf32", "bf16"):
-        raise ConfigError(f"precision must be auto, fp32, tf32 or bf16, got {precision!r}")
-    # auto: measured figures at whatever precision ran fastest; models at what train's auto
-    # uses (tf32 where the card has it).
-    asked = None if precision == "auto" else precision
-    if precision == "auto":
-        has_tf32 = not device.is_cpu and device.matmul_flops_per_s("tf32") is not None
-        precision = "tf32" if has_tf32 else "fp32"
-    elif device.is_cpu and precision != "fp32":
-        raise ConfigError(f"--precision {precision} needs a GPU; a CPU trains in fp32")
+    precision, asked = _precisions(precision, device)
     mode = use.training_mode
-    if not 0.0 <= safety_margin < 1.0:
-        raise ConfigError(f"safety margin must be in [0, 1), got {safety_margin!r}")
-    for label, value in (("--data-bars", data_bars), ("--latency-budget-ms", latency_budget_s)):
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise ConfigError(f"{label} must be a positive finite number, got {value!r}")
+    _check_numbers(safety_margin, data_bars, latency_budget_s)
     tier = gpu_tier(None if device.is_cpu else device.name,
                     None if device.is_cpu else device.memory_gib, tiers)  # fmt: skip
     n_envs = n_envs or tier.n_envs
@@ -664,45 +651,11 @@ def pick(
     budget = int(device.memory_bytes * (1.0 - safety_margin))
     run_list = _runs(runs, device, precision)
 
-    candidates = []
-    for size in sorted(sizes.values(), key=lambda s: s.params):
-        need = size.train_bytes + context
-        fits = need <= budget
-        fit_note = f"{_gb(need)} of {_gb(budget)}"
-        oom = _measured_oom(size, run_list)
-        if oom:
-            fits, fit_note = False, f"{fit_note}; but {oom}"
-        env = _throughput("env_steps_per_s", size, run_list, device, precision, sizes)
-        update = _throughput("update_samples_per_s", size, run_list, device, precision, sizes)
-        p50, p99 = _latency(size, run_list, device, precision)
-        overfit, risk = _overfit(size, run_list, data_bars)
-        excluded = []
-        if not fits:
-            excluded.append("does not fit")
-        if latency_budget_s is not None:
-            if p99.value is not None and p99.value > latency_budget_s:
-                excluded.append(f"p99 latency over the {latency_budget_s * 1e3:g} ms budget")
-            elif p99.value is None and p50.value is not None and p50.value > latency_budget_s:
-                excluded.append(f"latency floor over the {latency_budget_s * 1e3:g} ms budget")
-        candidates.append(
-            Candidate(
-                label=preset_name(size.config.hidden_dims),
-                hidden_dims=size.config.hidden_dims,
-                params=size.params,
-                train_bytes=size.train_bytes,
-                need_bytes=need,
-                fits=fits,
-                fit_note=fit_note,
-                env_steps_per_s=env,
-                update_samples_per_s=update,
-                train_steps_per_s=_combined(env, update, n_epochs),
-                latency_p50_s=p50,
-                latency_p99_s=p99,
-                overfit=overfit,
-                overfit_risk=risk,
-                excluded=tuple(excluded),
-            )
-        )
+    candidates = [
+        _candidate(size, run_list, device, precision, sizes, n_epochs, budget, context,
+                   data_bars, latency_budget_s)
+        for size in sorted(sizes.values(), key=lambda s: s.params)
+    ]  # fmt: skip
     budgets = Limits(
         latency_p99_s=latency_budget_s or Limits().latency_p99_s, memory_bytes=float(budget)
     )
@@ -731,28 +684,7 @@ def pick(
     ]  # fmt: skip
     if chosen is not None:
         size = sizes[",".join(map(str, chosen.hidden_dims))]
-        parts = ", ".join(f"{k} {_gb(v)}" for k, v in size.memory_components().items())
-        context_text = f" + CUDA context {_gb(context)}" if context else ""
-        why.append(
-            f"fits: {_gb(chosen.need_bytes)} ({parts}{context_text}) of {_gb(budget)} "
-            f"= {device.memory_gib:.1f} GiB minus a {safety_margin:.0%} safety margin"
-        )
-        flags = n_envs != tier.n_envs or minibatch != min(tier.minibatch_size, n_envs * n_steps)
-        why.append(
-            f"n_envs {n_envs}, minibatch {minibatch}: "
-            + ("as given" if flags else f"tier {tier.name!r} defaults")
-            + f"; n_steps {n_steps}, {n_epochs} epochs from the {mode!r} training mode"
-        )
-        speed, update = chosen.train_steps_per_s, chosen.update_samples_per_s
-        if speed.value is not None:
-            why.append(
-                f"training ~{speed.value:,.0f} env steps/s ({speed.basis}; update: {update.note})"
-            )
-        if chosen.overfit_risk == "high":
-            why.append(
-                "every eligible size has a high overfitting risk for this much data "
-                f"({chosen.overfit.basis}); more bars, or a smaller network, would help"
-            )
+        why.extend(_fit_and_speed(chosen, size, device, tier, mode, context, budget, safety_margin))
     return PickResult(
         device=device,
         use_case=name,
@@ -774,6 +706,119 @@ def pick(
         candidates=tuple(candidates),
         notes=tuple(notes),
     )
+
+
+def _precisions(precision: str, device: GpuSpec) -> tuple[str, str | None]:
+    """(the precision models and extrapolations use, the one measured cases must have).
+
+    auto: measured figures at whatever precision ran fastest; models at what train's auto
+    uses (tf32 where the card has it)."""
+    if precision not in ("auto", "fp32", "tf32", "bf16"):
+        raise ConfigError(f"precision must be auto, fp32, tf32 or bf16, got {precision!r}")
+    if precision == "auto":
+        has_tf32 = not device.is_cpu and device.matmul_flops_per_s("tf32") is not None
+        return ("tf32" if has_tf32 else "fp32"), None
+    if device.is_cpu and precision != "fp32":
+        raise ConfigError(f"--precision {precision} needs a GPU; a CPU trains in fp32")
+    return precision, precision
+
+
+def _check_numbers(
+    safety_margin: float, data_bars: int | None, latency_budget_s: float | None
+) -> None:
+    if not 0.0 <= safety_margin < 1.0:
+        raise ConfigError(f"safety margin must be in [0, 1), got {safety_margin!r}")
+    for label, value in (("--data-bars", data_bars), ("--latency-budget-ms", latency_budget_s)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{label} must be a positive finite number, got {value!r}")
+
+
+def _candidate(
+    size: SizingEstimate,
+    run_list: list[_Run],
+    device: GpuSpec,
+    precision: str,
+    sizes: dict[str, SizingEstimate],
+    n_epochs: int,
+    budget: int,
+    context: int,
+    data_bars: int | None,
+    latency_budget_s: float | None,
+) -> Candidate:
+    """One size's row of the candidates table: memory, throughput, latency, overfitting."""
+    need = size.train_bytes + context
+    fits = need <= budget
+    fit_note = f"{_gb(need)} of {_gb(budget)}"
+    oom = _measured_oom(size, run_list)
+    if oom:
+        fits, fit_note = False, f"{fit_note}; but {oom}"
+    env = _throughput("env_steps_per_s", size, run_list, device, precision, sizes)
+    update = _throughput("update_samples_per_s", size, run_list, device, precision, sizes)
+    p50, p99 = _latency(size, run_list, device, precision)
+    overfit, risk = _overfit(size, run_list, data_bars)
+    excluded = []
+    if not fits:
+        excluded.append("does not fit")
+    if latency_budget_s is not None:
+        if p99.value is not None and p99.value > latency_budget_s:
+            excluded.append(f"p99 latency over the {latency_budget_s * 1e3:g} ms budget")
+        elif p99.value is None and p50.value is not None and p50.value > latency_budget_s:
+            excluded.append(f"latency floor over the {latency_budget_s * 1e3:g} ms budget")
+    return Candidate(
+        label=preset_name(size.config.hidden_dims),
+        hidden_dims=size.config.hidden_dims,
+        params=size.params,
+        train_bytes=size.train_bytes,
+        need_bytes=need,
+        fits=fits,
+        fit_note=fit_note,
+        env_steps_per_s=env,
+        update_samples_per_s=update,
+        train_steps_per_s=_combined(env, update, n_epochs),
+        latency_p50_s=p50,
+        latency_p99_s=p99,
+        overfit=overfit,
+        overfit_risk=risk,
+        excluded=tuple(excluded),
+    )
+
+
+def _fit_and_speed(
+    chosen: Candidate,
+    size: SizingEstimate,
+    device: GpuSpec,
+    tier: TierRow,
+    mode: str,
+    context: int,
+    budget: int,
+    safety_margin: float,
+) -> list[str]:
+    """The lines under a recommendation: what fits how, which settings, how fast."""
+    parts = ", ".join(f"{k} {_gb(v)}" for k, v in size.memory_components().items())
+    context_text = f" + CUDA context {_gb(context)}" if context else ""
+    n_envs, n_steps, minibatch = size.n_envs, size.n_steps, size.minibatch
+    lines = [
+        f"fits: {_gb(chosen.need_bytes)} ({parts}{context_text}) of {_gb(budget)} "
+        f"= {device.memory_gib:.1f} GiB minus a {safety_margin:.0%} safety margin"
+    ]
+    given = n_envs != tier.n_envs or minibatch != min(tier.minibatch_size, n_envs * n_steps)
+    lines.append(
+        f"n_envs {n_envs}, minibatch {minibatch}: "
+        + ("as given" if given else f"tier {tier.name!r} defaults")
+        + f"; n_steps {n_steps}, {TRAINING_MODES[mode]['n_epochs']} epochs from the "
+        f"{mode!r} training mode"
+    )
+    speed, update = chosen.train_steps_per_s, chosen.update_samples_per_s
+    if speed.value is not None:
+        lines.append(
+            f"training ~{speed.value:,.0f} env steps/s ({speed.basis}; update: {update.note})"
+        )
+    if chosen.overfit_risk == "high":
+        lines.append(
+            "every eligible size has a high overfitting risk for this much data "
+            f"({chosen.overfit.basis}); more bars, or a smaller network, would help"
+        )
+    return lines
 
 
 def _tier_choice(
