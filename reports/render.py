@@ -296,7 +296,7 @@ def _use_case_table(budgets: Limits) -> str:
         else f"<= {budgets.limited_data_bars} bars"
     )
     stated = (
-        f"Budgets: batch-1 p99 latency {budgets.latency_p99_s * 1e3:g} ms; memory {memory}; "
+        f"Limits: batch-1 p99 latency {budgets.latency_p99_s * 1e3:g} ms; memory {memory}; "
         f"a usable rate is >= {budgets.min_throughput_fraction:.0%} of the fastest size's "
         f"whole-iteration throughput; limited data means {limited}. Every score carries a 95% "
         "interval: throughput by a bootstrap of the median iteration, p99 latency by a bootstrap "

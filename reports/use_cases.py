@@ -15,6 +15,7 @@ from reports.evidence import (
     Dataset,
     OosCell,
     device_groups,
+    device_label,
     latest_per_suite,
     oos_cells,
     preset_summary,
@@ -267,8 +268,6 @@ def evidence_from_frame(
 
     precision: rank throughput at this training precision (pick's --precision); None: each
     size's fastest case at any precision measured (the report)."""
-    from reports.evidence import device_label
-
     budgets = budgets or Limits()
     rows, used = latest_per_suite(frame)
     summary = preset_summary(rows, budgets.limited_data_bars, precision)
