@@ -20,6 +20,7 @@ __all__ = [
     "device_groups",
     "device_label",
     "latest_per_suite",
+    "oos_by_length",
     "oos_cells",
     "preset_summary",
     "suite_gaps",
@@ -60,9 +61,7 @@ put `bars_per_year` (MarketData.periods_per_year) into its case: synthetic is ho
 (365.25 x 24), equities trade ~252 days a year, hourly EUR/USD ~6,280 bars (weekends absent)."""
 
 
-def preset_summary(
-    frame: pd.DataFrame, limited_data_bars: int | None = None, precision: str | None = None
-) -> pd.DataFrame:
+def preset_summary(frame: pd.DataFrame, precision: str | None = None) -> pd.DataFrame:
     """One row per preset of ONE run (or device group) with its measured figures.
 
     Columns: preset, hidden_dims, params, oom (any case OOM), oom_suites (the suites with an
@@ -70,13 +69,13 @@ def preset_summary(
     _case; only `precision`'s cases when given and measured), latency_p99 (fastest agreeing
     batch-1 backend, +_score, _backend), memory_bytes
     (+_source: what must fit, with the CUDA context on a GPU run, or 'predicted'),
-    memory_check_bytes (+_source, _predicted: the figure
-    that checks the sizing model), val_sharpe (+_samples), sharpe_gap (+_samples),
-    short_sharpe_gap (+_samples), bars, long_data, short_bars, short_data (the datasets the
-    overfit figures come from, with their length in years). Absent columns: no data.
+    memory_check_bytes (+_source, _predicted: the figure that checks the sizing model),
+    val_sharpe (mean over seeds on the longest overfit setting, oos_by_length's choice).
+    Absent columns: no data.
     """
     sized, note = _at_precision(frame[frame["preset"].notna()], precision)
-    datasets = _overfit_datasets(frame, limited_data_bars)
+    cells = oos_cells(frame)
+    longest = oos_by_length(cells)[-1] if cells else None
     rows = []
     for preset, rows_p in sized.groupby("preset", sort=False):
         dims = rows_p["hidden_dims"].dropna()
@@ -92,7 +91,9 @@ def preset_summary(
         row.update(_throughput(rows_p, note))
         row.update(_latency(rows_p))
         row.update(_memory(rows_p))
-        row.update(_overfit(rows_p, datasets))
+        cell = cells[longest].get(preset) if longest is not None else None
+        if cell is not None:  # the report's pareto chart: mean Sharpe on the longest data
+            row["val_sharpe"] = sum(cell.val_sharpe) / len(cell.val_sharpe)
         rows.append(row)
     summary = pd.DataFrame(rows)
     if len(summary):
@@ -225,73 +226,6 @@ def _bars_per_year(case: dict) -> float | None:
     return KNOWN_BARS_PER_YEAR.get(name.strip().lower()) if isinstance(name, str) else None
 
 
-def _overfit_datasets(frame: pd.DataFrame, limited_data_bars: int | None) -> dict:
-    """Which overfit cases are 'the longest dataset' and which are 'limited data'.
-
-    A case is (dataset, bars): only cases of the same dataset and length are pooled. Length
-    compares in years (bars / bars per year), so 5,000 daily bars are 20 years, not 'short'.
-    Limited data: under one year (or <= limited_data_bars bars when that is set).
-    """
-    rows = frame[(frame["suite"] == "overfit") & (frame["status"] == "ok")]
-    cases: dict[tuple[str, int], float | None] = {}
-    for case in rows["case_dict"]:
-        if not isinstance(case, dict) or not isinstance(case.get("bars"), int | float):
-            continue
-        dataset = str(case.get("dataset", "unnamed dataset"))
-        per_year = _bars_per_year(case)
-        cases[(dataset, int(case["bars"]))] = (
-            None if per_year is None else int(case["bars"]) / per_year
-        )
-    if not cases:
-        return {}
-    # Unknown durations rank by bars after every known one; never mixed into 'limited data'.
-    longest = max(cases, key=lambda k: (cases[k] is not None, cases[k] or 0.0, k[1]))
-    if limited_data_bars is not None:
-        short = [k for k in cases if k[1] <= limited_data_bars]
-    else:
-        short = [k for k in cases if cases[k] is not None and cases[k] < 1.0]
-    known = [k for k in cases if cases[k] is not None]
-    shortest = min(known, key=lambda k: cases[k]) if known else min(cases, key=lambda k: k[1])
-    return {"cases": cases, "longest": longest, "short": short, "shortest": shortest}
-
-
-def _data_text(key: tuple[str, int], years: float | None) -> str:
-    dataset, bars = key
-    length = "unknown bars per year" if years is None else f"{years:.2g} years"
-    return f"{dataset} {bars:,} bars ({length})"
-
-
-def _overfit(rows: pd.DataFrame, datasets: dict) -> dict:
-    if not datasets:
-        return {}
-    cases = datasets["cases"]
-    longest, short = datasets["longest"], datasets["short"]
-    out: dict = {
-        "bars": longest[1],
-        "long_data": _data_text(longest, cases[longest]),
-        "short_bars": max((k[1] for k in short), default=None),
-        "short_data": "; ".join(_data_text(k, cases[k]) for k in short) or None,
-        "shortest_data": _data_text(datasets["shortest"], cases[datasets["shortest"]]),
-    }
-    for column, metric, keys in (
-        ("val_sharpe", "val_sharpe", [longest]),
-        ("sharpe_gap", "sharpe_gap", [longest]),
-        ("short_sharpe_gap", "sharpe_gap", short),
-    ):
-        m = _metric_rows(rows, "overfit", metric)
-        if m.empty or not keys:
-            continue
-        in_keys = [
-            (str(c.get("dataset", "unnamed dataset")), int(c.get("bars", -1))) in keys
-            for c in m["case_dict"]
-        ]
-        m = m[in_keys]
-        if len(m):
-            out[column] = float(m["value"].astype(float).mean())
-            out[f"{column}_samples"] = tuple(float(v) for v in m["value"])
-    return out
-
-
 @dataclass(frozen=True)
 class Dataset:
     """One overfit setting: a dataset at one length and training budget (seeds pool in it)."""
@@ -372,6 +306,12 @@ def oos_cells(frame: pd.DataFrame) -> dict[Dataset, dict[str, OosCell]]:
         }
         for dataset, sizes in found.items()
     }
+
+
+def oos_by_length(cells: dict[Dataset, dict[str, OosCell]]) -> list[Dataset]:
+    """The overfit settings, shortest first: by years (unknown durations after every known
+    one), then bars, then how many sizes were measured on it."""
+    return sorted(cells, key=lambda d: (d.years is not None, d.years or 0.0, d.bars, len(cells[d])))
 
 
 def device_label(rows: pd.DataFrame) -> str:

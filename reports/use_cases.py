@@ -17,6 +17,7 @@ from reports.evidence import (
     device_groups,
     device_label,
     latest_per_suite,
+    oos_by_length,
     oos_cells,
     preset_summary,
     suite_gaps,
@@ -270,7 +271,7 @@ def evidence_from_frame(
     size's fastest case at any precision measured (the report)."""
     budgets = budgets or Limits()
     rows, used = latest_per_suite(frame)
-    summary = preset_summary(rows, budgets.limited_data_bars, precision)
+    summary = preset_summary(rows, precision)
     sizes = []
     for s in summary.to_dict("records"):
         if s.get("params") is None or s.get("hidden_dims") is None:
@@ -469,18 +470,18 @@ def _dataset(
     which: str | None, oos: dict[Dataset, dict[str, OosCell]], budgets: Limits
 ) -> tuple[Dataset | None, str]:
     """The overfit setting a use case decides on, and why that one."""
-    settings = list(oos)
+    settings = oos_by_length(oos)  # shortest first
+    rank = {d: i for i, d in enumerate(settings)}
 
-    def length(d: Dataset) -> tuple:
-        # Unknown durations rank after every known one, then by bars; more sizes measured wins.
-        return (d.years is not None, d.years or 0.0, d.bars, len(oos[d]))
+    def length(d: Dataset) -> int:
+        return rank[d]
 
     if which == "longest":
-        return max(settings, key=length), "the longest dataset measured"
+        return settings[-1], "the longest dataset measured"
     if which == "longest_budget":
         budgets_seen = [d.budget for d in settings if d.budget is not None]
         if not budgets_seen:
-            return max(settings, key=length), "training budget not recorded: the longest dataset"
+            return settings[-1], "training budget not recorded: the longest dataset"
         top = [d for d in settings if d.budget == max(budgets_seen)]
         return max(
             top, key=length
@@ -502,7 +503,7 @@ def _dataset(
             short = [d for d in settings if d.years is not None and d.years < 1.0]
             wanted = "under one year of bars"
         if not short:
-            shortest = min(settings, key=length)
+            shortest = settings[0]
             return None, f"no dataset {wanted} measured (shortest: {shortest.text()})"
         return min(short, key=length), f"the shortest dataset {wanted}"
     raise ValueError(f"UseCase.dataset {which!r} is not one of the known settings")
