@@ -420,7 +420,7 @@ def test_a_measured_out_of_memory_on_this_device_overrides_the_sizing_model():
 
 
 def test_roofline_estimates_follow_their_stated_formula():
-    from reports.pick import (
+    from reports.estimates import (
         ASSUMED_MATMUL_EFFICIENCY,
         ASSUMED_OP_OVERHEAD_S,
         UPDATE_BYTES_PER_PARAM,
