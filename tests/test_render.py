@@ -13,10 +13,11 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from archbench_cli.main import main
+from reports.charts import CHARTS
 from reports.compare import compare_runs
 from reports.evidence import preset_summary
 from reports.load import load_runs
-from reports.render import CHARTS, render_html, render_report
+from reports.render import render_html, render_report
 from reports.use_cases import recommend
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -158,9 +159,9 @@ def test_unmeasured_and_failed_records_never_crash_a_report(tmp_path):
 
 
 def test_the_fastest_agreeing_backend_is_named_per_preset(two_runs):
-    from reports.render import AGREEMENT_THRESHOLD, _backend_table
+    from reports.tables import AGREEMENT_THRESHOLD, backend_table
 
-    table = _backend_table(two_runs)
+    table = backend_table(two_runs)
     infer = two_runs[
         (two_runs["suite"] == "infer")
         & (two_runs["case_batch"] == 1)
@@ -181,9 +182,9 @@ def test_the_fastest_agreeing_backend_is_named_per_preset(two_runs):
 
 
 def test_sizing_table_states_the_memory_error_net_of_the_measured_runtime(two_runs):
-    from reports.render import _sizing_table
+    from reports.tables import sizing_table
 
-    table = _sizing_table(two_runs)
+    table = sizing_table(two_runs)
     assert "error net of runtime" in table
     run = two_runs[two_runs["run"] == "run-cpu-quick"]
     rows = run[(run["suite"] == "memory") & (run["preset"] == "tiny")]

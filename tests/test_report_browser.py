@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from reports.render import CHARTS, render_report
+from reports.charts import CHARTS
+from reports.render import render_report
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUNS = [FIXTURES / "run-cpu-quick.json", FIXTURES / "run-cpu-quick-b.json"]

@@ -29,6 +29,7 @@ def _records(path: Path) -> list[dict]:
 def test_reports_never_import_torch():
     code = (
         "import reports, reports.load, reports.use_cases, reports.pick, reports.render, "
+        "reports.tables, reports.charts, "
         "reports.compare, reports.stats; import sys; "
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
