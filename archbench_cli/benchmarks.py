@@ -24,7 +24,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "and small for training and overfitting; one seed). full: every preset, 3 seeds, "
         "longer budgets, sized for a GPU. Needs a source checkout (bench/ is not installed).",
     )
-    from sweep.runner import SWEEP_OPTIONS
+    from sweep.options import SWEEP_OPTIONS
 
     for option in SWEEP_OPTIONS:  # the same flags, help and parsers as bench/conftest.py's
         option.declare(sweep.add_argument)

@@ -124,7 +124,7 @@ def _report_command(args: argparse.Namespace) -> int:
     from reports.compare import compare_runs, comparison_html
     from reports.render import render_report
     from reports.use_cases import Limits
-    from sweep.runner import resolve_run
+    from sweep.rebuild import resolve_run
 
     check_range(args.latency_budget_ms, "--latency-budget-ms", 0, 1e6)
     check_range(args.memory_budget_gb, "--memory-budget-gb", 0, MAX_MEMORY_GIB)

@@ -16,7 +16,7 @@ from instrument.record import Metric, Record
 from ppo_core.config import NetworkConfig
 from ppo_core.errors import is_out_of_memory
 from ppo_core.presets import PRESETS, preset_name
-from sweep.runner import PROFILES
+from sweep.options import PROFILES
 
 __all__ = [
     "ALGORITHM",

@@ -22,7 +22,7 @@ from _cases import (
     sizes_for,
 )
 
-from sweep.runner import SWEEP_OPTIONS, SweepOptions
+from sweep.options import SWEEP_OPTIONS, SweepOptions
 
 _OPTIONS = OPTIONS_KEY
 _STATE = pytest.StashKey[dict[str, Any]]()
@@ -30,7 +30,7 @@ _STATE = pytest.StashKey[dict[str, Any]]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("archbench", "ppo-archbench sweep")
-    # The same flags, help and parsers as `archbench sweep` (sweep.runner.SWEEP_OPTIONS).
+    # The same flags, help and parsers as `archbench sweep` (sweep.options.SWEEP_OPTIONS).
     for option in SWEEP_OPTIONS:
         option.declare(group.addoption)
     group.addoption(
@@ -197,7 +197,7 @@ class _Recorder:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         # The run's header goes first, so a sweep killed before pytest-benchmark writes its JSON
-        # can still be rebuilt whole from this stream (sweep.runner.rebuild_run).
+        # can still be rebuilt whole from this stream (sweep.rebuild.rebuild_run).
         if self.config.stash[_STATE]["records_path"] is None:
             return
         opts = self.config.stash[_OPTIONS]

@@ -16,7 +16,8 @@ import pytest
 
 from instrument.backends import LOGIT_TOLERANCE, compare_logits
 from reports.load import load_run
-from sweep.runner import bench_dir, rebuild_run
+from sweep.rebuild import rebuild_run
+from sweep.runner import bench_dir
 
 SUITES = {"ceiling", "env", "infer", "memory", "overfit", "train"}
 

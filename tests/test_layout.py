@@ -80,6 +80,29 @@ def test_each_part_imports_only_downward(part):
     assert not wrong, f"{part} may import only {sorted(ALLOWED[part])}:\n" + "\n".join(wrong)
 
 
+# Inside a part, modules split by job import only the ones before them here: the page from
+# its tables and charts, the sweep's run from its options, progress, stop signals and rebuild.
+JOBS_IN_ORDER = {
+    "reports": ("tables", "charts", "render"),
+    "sweep": ("options", "progress", "signals", "rebuild", "runner"),
+}
+
+
+@pytest.mark.parametrize("part", JOBS_IN_ORDER)
+def test_the_modules_split_by_job_import_only_the_ones_below(part):
+    order = JOBS_IN_ORDER[part]
+    wrong = []
+    for i, job in enumerate(order):
+        path = ROOT / part / f"{job}.py"
+        for name in _imports(path):
+            dotted = name.split(".")
+            if dotted[0] == part and len(dotted) > 1 and dotted[1] in order[i:]:
+                wrong.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not wrong, f"{part}: each of {order} imports only the ones before it:\n" + "\n".join(
+        wrong
+    )
+
+
 def test_nothing_imports_the_command_line():
     wrong = [
         f"{path.relative_to(ROOT)} imports {name}"

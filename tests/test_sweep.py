@@ -17,18 +17,10 @@ import pytest
 import ppo_core
 from ppo_core.errors import ArchbenchError
 from reports.load import load_run
-from sweep.runner import (
-    SWEEP_OPTIONS,
-    SweepOptions,
-    _headline,
-    _Progress,
-    bench_dir,
-    pytest_command,
-    rebuild_run,
-    resolve_run,
-    run_name,
-    run_sweep,
-)
+from sweep.options import SWEEP_OPTIONS, SweepOptions
+from sweep.progress import Progress, _headline
+from sweep.rebuild import rebuild_run, resolve_run
+from sweep.runner import bench_dir, pytest_command, run_name, run_sweep
 
 
 def test_run_name_is_file_safe_and_utc():
@@ -158,7 +150,7 @@ def test_bench_dir_is_found_in_a_checkout_and_explained_outside_one(tmp_path, mo
 def test_progress_reads_whole_lines_only(tmp_path):
     path = tmp_path / "records.jsonl"
     lines: list[str] = []
-    progress = _Progress(path, lines.append)
+    progress = Progress(path, lines.append)
     progress.poll()  # no file yet: nothing happens
     record = {
         "suite": "infer",
@@ -379,14 +371,14 @@ def test_a_case_that_measured_nothing_says_why_on_its_progress_line():
 
 
 def test_a_half_written_benchmark_json_is_not_taken_for_a_result(tmp_path):
-    from sweep.runner import _is_complete_json
+    from sweep.rebuild import is_complete_json
 
     whole, half = tmp_path / "whole.json", tmp_path / "half.json"
     whole.write_text('{"benchmarks": []}')
     half.write_text('{"benchmarks": [{"name": "test_')
-    assert _is_complete_json(whole)
-    assert not _is_complete_json(half)
-    assert not _is_complete_json(tmp_path / "missing.json")
+    assert is_complete_json(whole)
+    assert not is_complete_json(half)
+    assert not is_complete_json(tmp_path / "missing.json")
 
 
 def test_cases_without_an_extra_say_why_and_raise_no_benchmark_warnings(tmp_path):
@@ -414,7 +406,7 @@ def test_cases_without_an_extra_say_why_and_raise_no_benchmark_warnings(tmp_path
     assert done.returncode == 0, output[-3000:]
     assert "PytestBenchmarkWarning" not in output
     lines: list[str] = []
-    progress = _Progress(records, lines.append)
+    progress = Progress(records, lines.append)
     progress.poll()
     cases = [line for line in lines if line.startswith("[")]
     assert len(cases) == progress.collected >= 3

@@ -1,0 +1,196 @@
+"""The sweep's options, declared once for `archbench sweep` (argparse) and bench/conftest.py
+(pytest addoption): each flag's parser, default and help, and the parsed SweepOptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ppo_core.device import check_device
+from ppo_core.errors import ConfigError, DataError
+
+__all__ = ["PROFILES", "SWEEP_OPTIONS", "SweepOption", "SweepOptions", "check_data"]
+
+PROFILES = ("quick", "full")
+
+
+def parse_profile(text: str) -> str:
+    """'quick' or 'full' (any case)."""
+    profile = str(text).strip().lower()
+    if profile not in PROFILES:
+        raise ConfigError(f"--profile {text!r}: choose quick or full")
+    return profile
+
+
+def parse_presets(text: str | None) -> tuple[str, ...] | None:
+    """'tiny,small' or 'all' -> preset names, each checked; None: the profile's defaults."""
+    from ppo_core.presets import PRESETS
+
+    if text is None:
+        return None
+    names = [p.strip().lower() for p in str(text).split(",") if p.strip()]
+    if names == ["all"]:
+        return tuple(PRESETS)
+    unknown = [n for n in names if n not in PRESETS]
+    if unknown or not names:
+        raise ConfigError(
+            f"--presets {text!r}: unknown preset {unknown[0] if unknown else '(none)'!r}; "
+            f"choose from {', '.join(PRESETS)} or 'all'"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def parse_hidden_dims_list(values: Sequence[str] | None) -> tuple[tuple[int, ...], ...]:
+    """Repeatable --hidden-dims values ('768,384,192') -> width tuples, duplicates dropped."""
+    from ppo_core.presets import parse_hidden_dims
+
+    parsed = []
+    for value in values or ():
+        try:
+            parsed.append(parse_hidden_dims(value))
+        except ConfigError as error:
+            raise ConfigError(f"--hidden-dims: {error}") from None
+    return tuple(dict.fromkeys(parsed))
+
+
+def parse_device(text: str) -> str:
+    """'auto', 'cpu', 'cuda' or 'cuda:N', checked for form only (resolve_device resolves it)."""
+    try:
+        return check_device(str(text).strip().lower())
+    except ConfigError:
+        raise ConfigError(f"--device {text!r}: give auto, cpu, cuda or cuda:N") from None
+
+
+def parse_data(text: str) -> str:
+    """'synthetic', a named dataset, or an existing file (made absolute: pytest runs elsewhere).
+    Its contents are checked by check_data, which reads it."""
+    from ppo_core.data import DATASETS
+
+    spec = str(text).strip()
+    if spec.lower() == "synthetic" or spec.lower() in DATASETS:
+        return spec.lower()
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"--data {spec}: is a directory; give an OHLCV CSV or Parquet file")
+    if not path.is_file():
+        raise ConfigError(
+            f"--data {spec}: no such file, and not a dataset name "
+            f"(synthetic, {', '.join(DATASETS)})"
+        )
+    return str(path.resolve())
+
+
+@dataclass(frozen=True)
+class SweepOption:
+    """One sweep option, declared once for `archbench sweep` (argparse) and pytest (addoption)."""
+
+    flag: str
+    """The command-line flag, e.g. '--presets'."""
+    parse: Callable[[Any], Any]
+    """The raw value (a list for a repeatable flag) -> its checked value; ConfigError if bad."""
+    default: Any
+    """The raw default (before parse)."""
+    help: str
+    """--help text."""
+    metavar: str
+    """How --help shows the value."""
+    repeatable: bool = False
+    """The flag may be given more than once (its values are collected into a list)."""
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def declare(self, add_option: Callable[..., Any]) -> None:
+        """Declare this flag with argparse's add_argument or pytest's addoption."""
+        if self.repeatable:
+            add_option(self.flag, action="append", default=[], help=self.help, metavar=self.metavar)
+        else:
+            add_option(self.flag, default=self.default, help=self.help, metavar=self.metavar)
+
+
+SWEEP_OPTIONS: tuple[SweepOption, ...] = (
+    SweepOption(
+        "--profile",
+        parse_profile,
+        "quick",
+        "quick: minutes on a laptop CPU; full: all presets, 3 seeds, sized for a GPU "
+        "(default: quick)",
+        "quick|full",
+    ),
+    SweepOption(
+        "--presets",
+        parse_presets,
+        None,
+        "comma-separated presets (tiny,small,medium,large,xlarge) or 'all'; default: the "
+        "profile's (quick: all but xlarge; tiny and small for training suites)",
+        "P,P,...",
+    ),
+    SweepOption(
+        "--hidden-dims",
+        parse_hidden_dims_list,
+        None,
+        "a custom size swept beside the presets, e.g. 768,384,192 (repeatable)",
+        "W,W,...",
+        repeatable=True,
+    ),
+    SweepOption("--device", parse_device, "auto", "auto, cpu, cuda or cuda:N (auto)", "DEVICE"),
+    SweepOption(
+        "--data",
+        parse_data,
+        "synthetic",
+        "synthetic, a named dataset (sp500, eurusd-1h, ...) or an OHLCV CSV/Parquet file",
+        "DATA",
+    ),
+)
+"""Every option the bench suites take, in the order --help shows them."""
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """The sweep's options, parsed and checked by SWEEP_OPTIONS."""
+
+    profile: str = "quick"
+    """'quick' or 'full'."""
+    presets: tuple[str, ...] | None = None
+    """Presets asked for; None: the profile's defaults per suite."""
+    hidden_dims: tuple[tuple[int, ...], ...] = ()
+    """Custom sizes swept beside the presets."""
+    device: str = "auto"
+    """'auto', 'cpu', 'cuda' or 'cuda:N' (resolved by ppo_core.device.resolve_device)."""
+    data: str = "synthetic"
+    """'synthetic', a named dataset or an absolute path to an OHLCV file."""
+
+    @classmethod
+    def parse(cls, get: Callable[[str], Any]) -> SweepOptions:
+        """`get(dest)` -> the raw value of each option (argparse's or pytest's); ConfigError
+        naming the flag and the value for the first bad one."""
+        return cls(**{option.dest: option.parse(get(option.dest)) for option in SWEEP_OPTIONS})
+
+    def pytest_args(self) -> list[str]:
+        """These options as bench/conftest.py reads them back."""
+        args = ["--profile", self.profile, "--device", self.device, "--data", self.data]
+        if self.presets is not None:
+            args += ["--presets", ",".join(self.presets)]
+        for dims in self.hidden_dims:
+            args += ["--hidden-dims", ",".join(map(str, dims))]
+        return args
+
+
+def check_data(spec: str, lookback: int = 100) -> None:
+    """Read --data whole and check that the suites can cut their splits from it (DataError
+    naming the file otherwise), so a bad file stops the sweep before its first case."""
+    from ppo_core.data import load_market_data, min_bars
+
+    if spec == "synthetic":
+        return
+    market = load_market_data(spec)
+    need = min_bars(lookback)
+    if market.n_bars < need:
+        raise DataError(
+            f"--data {spec}: {market.n_bars:,} bars; the suites need at least {need:,} "
+            f"(lookback {lookback}, feature warm-up, embargoes and three splits)"
+        )
