@@ -26,15 +26,6 @@ __all__ = [
     "load_ohlcv_file",
 ]
 
-_COLUMN_ALIASES = {
-    "timestamp": ("timestamp", "time", "date", "datetime", "date_time", "gmt time", "dt"),
-    "open": ("open", "o"),
-    "high": ("high", "h"),
-    "low": ("low", "l"),
-    "close": ("close", "c"),
-    "volume": ("volume", "v", "vol"),
-}
-
 
 # ------------------------------------------------------------------------- file loading
 
@@ -47,6 +38,14 @@ _TIMESTAMP_FIX = (
     + ", ".join(TIMESTAMP_FORMATS)
     + ")"
 )
+_COLUMN_ALIASES = {
+    "timestamp": ("timestamp", "time", "date", "datetime", "date_time", "gmt time", "dt"),
+    "open": ("open", "o"),
+    "high": ("high", "h"),
+    "low": ("low", "l"),
+    "close": ("close", "c"),
+    "volume": ("volume", "v", "vol"),
+}
 
 
 def load_ohlcv_file(
