@@ -200,10 +200,11 @@ def _signal(args: argparse.Namespace) -> dict[str, Any]:
 
 def _train(args: argparse.Namespace) -> int:
     from ppo_core import checkpoint
-    from ppo_core.data import Normalizer, load_market_data, prepare
+    from ppo_core.data import Normalizer, prepare
     from ppo_core.device import resolve_device, resolve_precision
     from ppo_core.env import TradingEnv
     from ppo_core.evaluation import evaluate_with_baselines
+    from ppo_core.loaders import load_market_data
     from ppo_core.trainer import PPOTrainer
 
     config = _training_config(args)
@@ -366,11 +367,11 @@ def _sharpe_caveat(split: str, n_bars: int, bars_per_year: float) -> None:
         )
 
 
-def _checkpoint_market(args: argparse.Namespace, ckpt):  # -> data.MarketData
+def _checkpoint_market(args: argparse.Namespace, ckpt):  # -> market.MarketData
     """The evaluation's bars: --data when given, else the checkpoint's own training data,
     rebuilt from its recorded origin and checked against its content hash."""
-    from ppo_core.data import load_market_data
     from ppo_core.errors import DataError
+    from ppo_core.loaders import load_market_data
 
     if args.data is not None:
         return load_market_data(args.data, bars=args.bars, seed=args.seed, **_signal(args))
@@ -416,10 +417,11 @@ def _in_sample_overlap(ckpt, data, split: str) -> str | None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from ppo_core import checkpoint
-    from ppo_core.data import FEATURE_NAMES, Normalizer, prepare
+    from ppo_core.data import Normalizer, prepare
     from ppo_core.device import resolve_device
     from ppo_core.errors import DataError
     from ppo_core.evaluation import evaluate_with_baselines
+    from ppo_core.features import FEATURE_NAMES
     from ppo_core.network import ActorCritic
 
     ckpt = checkpoint.load(args.checkpoint)

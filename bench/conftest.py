@@ -112,7 +112,8 @@ def options(pytestconfig: pytest.Config) -> BenchOptions:
 @pytest.fixture(scope="session")
 def market(pytestconfig: pytest.Config):
     """`market(bars=None, seed=0)` -> PreparedData of --data, cached per (dataset, bars, seed)."""
-    from ppo_core.data import load_market_data, prepare
+    from ppo_core.data import prepare
+    from ppo_core.loaders import load_market_data
 
     opts = pytestconfig.stash[_OPTIONS]
     cache = pytestconfig.stash[_STATE]["data"]

@@ -51,7 +51,7 @@ hourly FX, both shorter than the synthetic 'short' cut, so each is run whole ('l
 
 
 def _installed_named_datasets(exclude: str) -> list[str]:
-    from ppo_core.data import DATASETS
+    from ppo_core.loaders import DATASETS
 
     return [
         name
@@ -234,7 +234,8 @@ def _sharpe_interval(returns: np.ndarray, bars_per_year: float, seed: int) -> tu
 def market_for():
     """(dataset, bars, seed, label, signal) -> PreparedData; real data: 'short' is its last
     `bars` (the signal strength applies to synthetic data only)."""
-    from ppo_core.data import load_market_data, prepare
+    from ppo_core.data import prepare
+    from ppo_core.loaders import load_market_data
 
     cache = {}
 

@@ -12,8 +12,9 @@ import numpy as np
 
 from instrument.memory import PeakMemory, reset_peak_rss
 from ppo_core.config import NetworkConfig, PPOConfig
-from ppo_core.data import load_market_data, prepare
+from ppo_core.data import prepare
 from ppo_core.env import TradingEnv
+from ppo_core.loaders import load_market_data
 from ppo_core.trainer import PPOTrainer
 
 __all__ = ["training_setup"]

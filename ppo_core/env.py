@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from ppo_core.config import ACCOUNT_DIM, EnvConfig
-from ppo_core.data import NORMALIZED_CLIP, SPLIT_NAMES, PreparedData, oracle_positions
+from ppo_core.data import NORMALIZED_CLIP, SPLIT_NAMES, PreparedData
+from ppo_core.synthetic import oracle_positions
 
 __all__ = [
     "EvalResult",
@@ -349,7 +350,7 @@ def evaluate_policy(
 def oracle_split_positions(
     data: PreparedData, split: str = "validation", cost_bps: float = 1.0
 ) -> np.ndarray | None:
-    """The cost-aware oracle's positions over `split` (data.oracle_positions on the planted
+    """The cost-aware oracle's positions over `split` (synthetic.oracle_positions on the planted
     edge), or None for data with no planted edge (real markets)."""
     edge = data.market.expected_return
     if edge is None:

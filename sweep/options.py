@@ -67,7 +67,7 @@ def parse_device(text: str) -> str:
 def parse_data(text: str) -> str:
     """'synthetic', a named dataset, or an existing file (made absolute: pytest runs elsewhere).
     Its contents are checked by check_data, which reads it."""
-    from ppo_core.data import DATASETS
+    from ppo_core.loaders import DATASETS
 
     spec = str(text).strip()
     if spec.lower() == "synthetic" or spec.lower() in DATASETS:
@@ -183,7 +183,8 @@ class SweepOptions:
 def check_data(spec: str, lookback: int = 100) -> None:
     """Read --data whole and check that the suites can cut their splits from it (DataError
     naming the file otherwise), so a bad file stops the sweep before its first case."""
-    from ppo_core.data import load_market_data, min_bars
+    from ppo_core.data import min_bars
+    from ppo_core.loaders import load_market_data
 
     if spec == "synthetic":
         return

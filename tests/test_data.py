@@ -15,19 +15,17 @@ import pandas as pd
 import pytest
 
 from ppo_core.data import (
-    FEATURE_NAMES,
     Normalizer,
     Splits,
-    load_market_data,
-    load_ohlcv_file,
     make_splits,
-    make_synthetic,
     min_bars,
     prepare,
     walk_forward_folds,
 )
 from ppo_core.errors import ConfigError, DataError
-from ppo_core.features import FEATURE_WARMUP, compute_features
+from ppo_core.features import FEATURE_NAMES, FEATURE_WARMUP, compute_features
+from ppo_core.loaders import load_market_data, load_ohlcv_file
+from ppo_core.synthetic import make_synthetic
 
 # ---------------------------------------------------------------------------- synthetic
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ppo_core.config import EnvConfig
-from ppo_core.data import make_synthetic, prepare
+from ppo_core.data import prepare
 from ppo_core.env import (
     EvalResult,
     TradingEnv,
@@ -21,6 +21,7 @@ from ppo_core.env import (
     evaluate_positions,
     policy_positions,
 )
+from ppo_core.synthetic import make_synthetic
 
 LOOKBACK = 20
 
@@ -257,7 +258,7 @@ def test_oracle_positions_is_the_best_path_by_brute_force():
     """The DP oracle against every one of the 3^n position paths on small random edges."""
     import itertools
 
-    from ppo_core.data import oracle_positions
+    from ppo_core.synthetic import oracle_positions
 
     rng = np.random.default_rng(3)
     for _ in range(20):
@@ -275,7 +276,7 @@ def test_oracle_positions_is_the_best_path_by_brute_force():
 def test_costs_make_flipping_lose_and_the_oracle_hold():
     """On default synthetic data with the default cost, trading the one-bar sign of the edge
     (flipping whenever it turns) loses, while the cost-aware oracle holds through regimes."""
-    from ppo_core.data import oracle_positions
+    from ppo_core.synthetic import oracle_positions
 
     data = prepare(make_synthetic(20_000, seed=1), lookback=LOOKBACK)
     cost = EnvConfig().cost_bps

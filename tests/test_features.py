@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ppo_core.data import make_synthetic
 from ppo_core.features import (
     _SPECS,
     FEATURE_DOCS,
@@ -18,6 +17,7 @@ from ppo_core.features import (
     _Bars,
     compute_features,
 )
+from ppo_core.synthetic import make_synthetic
 
 
 @pytest.fixture(scope="module")

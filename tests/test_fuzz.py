@@ -89,7 +89,7 @@ _CELLS = st.sampled_from(
     suffix=st.sampled_from([".csv", ".csv.gz", ".parquet", ".txt"]),
 )
 def test_the_ohlcv_loader_answers_mutated_csv_with_a_data_error(edits, suffix):
-    from ppo_core.data import load_ohlcv_file
+    from ppo_core.loaders import load_ohlcv_file
 
     text = _CSV
     for start, length, replacement in edits:
@@ -118,7 +118,7 @@ def test_the_ohlcv_loader_answers_mutated_csv_with_a_data_error(edits, suffix):
     )
 )
 def test_the_ohlcv_loader_answers_random_parquet_with_a_data_error(frame):
-    from ppo_core.data import load_ohlcv_file
+    from ppo_core.loaders import load_ohlcv_file
 
     columns = {name: pd.Series(values, dtype=object).astype(str) for name, values in frame}
     with tempfile.TemporaryDirectory() as folder:
@@ -130,7 +130,7 @@ def test_the_ohlcv_loader_answers_random_parquet_with_a_data_error(frame):
 @settings(FUZZ)
 @given(raw=st.binary(max_size=512), suffix=st.sampled_from([".csv", ".parquet", ".csv.gz"]))
 def test_the_ohlcv_loader_answers_random_bytes_with_a_data_error(raw, suffix):
-    from ppo_core.data import load_ohlcv_file
+    from ppo_core.loaders import load_ohlcv_file
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"bars{suffix}"

@@ -15,9 +15,10 @@ gymnasium = pytest.importorskip("gymnasium", reason="gymnasium is in the dev and
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
 from ppo_core.config import EnvConfig  # noqa: E402
-from ppo_core.data import make_synthetic, prepare  # noqa: E402
+from ppo_core.data import prepare  # noqa: E402
 from ppo_core.env import TradingEnv  # noqa: E402
 from ppo_core.gym_adapter import TradingGymEnv, TradingVectorEnv  # noqa: E402
+from ppo_core.synthetic import make_synthetic  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -81,8 +81,10 @@ def test_each_part_imports_only_downward(part):
 
 
 # Inside a part, modules split by job import only the ones before them here: the page from
-# its tables and charts, the sweep's run from its options, progress, stop signals and rebuild.
+# its tables and charts, the sweep's run from its options, progress, stop signals and rebuild,
+# and the market data's loaders from the record, the synthetic market and the splits.
 JOBS_IN_ORDER = {
+    "ppo_core": ("market", "synthetic", "data", "loaders"),
     "reports": ("tables", "charts", "render"),
     "sweep": ("options", "progress", "signals", "rebuild", "runner"),
 }

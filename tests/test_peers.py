@@ -16,8 +16,9 @@ pytest.importorskip("stable_baselines3", reason="the peers extra is not installe
 
 from instrument import peers
 from ppo_core.config import EnvConfig, NetworkConfig, PPOConfig
-from ppo_core.data import load_market_data, prepare
+from ppo_core.data import prepare
 from ppo_core.errors import ConfigError
+from ppo_core.loaders import load_market_data
 from ppo_core.network import ActorCritic
 
 

@@ -104,8 +104,9 @@ def cpu_run(tmp_path_factory):
     from instrument.record import Metric, Record
     from instrument.timing import Latency, time_callable
     from ppo_core.config import EnvConfig, PPOConfig
-    from ppo_core.data import make_synthetic, min_bars, prepare
+    from ppo_core.data import min_bars, prepare
     from ppo_core.env import TradingEnv
+    from ppo_core.synthetic import make_synthetic
     from ppo_core.trainer import PPOTrainer
 
     torch.manual_seed(0)

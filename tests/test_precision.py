@@ -13,9 +13,10 @@ import torch
 
 from ppo_core import device as device_layer
 from ppo_core.config import EnvConfig, NetworkConfig, PPOConfig
-from ppo_core.data import make_synthetic, prepare
+from ppo_core.data import prepare
 from ppo_core.env import TradingEnv
 from ppo_core.errors import ConfigError
+from ppo_core.synthetic import make_synthetic
 from ppo_core.trainer import PPOTrainer, _restore, _snapshot
 
 LOOKBACK = 8

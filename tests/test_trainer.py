@@ -7,9 +7,10 @@ import torch
 
 from ppo_core import checkpoint
 from ppo_core.config import EnvConfig, NetworkConfig, PPOConfig
-from ppo_core.data import make_synthetic, prepare
+from ppo_core.data import prepare
 from ppo_core.env import TradingEnv
 from ppo_core.errors import ArchitectureMismatch, ConfigError, TrainingDiverged
+from ppo_core.synthetic import make_synthetic
 from ppo_core.trainer import PPOTrainer
 
 LOOKBACK = 8  # small windows keep these tests fast; the learning test uses the reference 100
