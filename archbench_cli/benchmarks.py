@@ -24,7 +24,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "and small for training and overfitting; one seed). full: every preset, 3 seeds, "
         "longer budgets, sized for a GPU. Needs a source checkout (bench/ is not installed).",
     )
-    from sweep.options import SWEEP_OPTIONS
+    from archbench_sweep.options import SWEEP_OPTIONS
 
     for option in SWEEP_OPTIONS:  # the same flags, help and parsers as bench/conftest.py's
         option.declare(sweep.add_argument)
@@ -45,7 +45,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _add_shard_options(sweep: argparse.ArgumentParser) -> None:
-    shards = sweep.add_argument_group("several devices (sweep.multisweep)")
+    shards = sweep.add_argument_group("several devices (archbench_sweep.multisweep)")
     shards.add_argument(
         "--devices",
         metavar="D,D,...",
@@ -72,10 +72,10 @@ def _add_shard_options(sweep: argparse.ArgumentParser) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from sweep.runner import run_sweep
+    from archbench_sweep.runner import run_sweep
 
     if args.devices or args.ray or args.accelerator or args.shards:
-        from sweep.multisweep import sweep_command
+        from archbench_sweep.multisweep import sweep_command
 
         return sweep_command(args)
 

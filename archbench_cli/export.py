@@ -32,7 +32,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from instrument import backends
+    from archbench_instrument import backends
     from ppo_core.atomic import check_output
 
     check_range(args.seed, "--seed", 0, MAX_SEED, low_inclusive=True)

@@ -105,13 +105,13 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
 def _pick_device(gpu: str, vram_gb: float | None):  # -> datasheets.GpuSpec
     import dataclasses
 
-    from instrument.device import datasheets
+    from archbench_instrument.device import datasheets
 
     wanted = gpu.strip().lower()
     if wanted == "auto" and vram_gb is not None:
         return datasheets.custom_spec(f"GPU with {vram_gb:g} GiB", vram_gb, "--vram-gb; no rates")
     if wanted == "auto":
-        from instrument.device.gpu import with_memory
+        from archbench_instrument.device.gpu import with_memory
         from ppo_core.device import resolve_device
 
         found = with_memory(resolve_device("auto"))
@@ -136,7 +136,7 @@ def _pick_device(gpu: str, vram_gb: float | None):  # -> datasheets.GpuSpec
         raise ConfigError("--vram-gb is for a GPU; --gpu cpu uses this machine's RAM")
     import psutil
 
-    from instrument.device.machine import device_info, measure_ceilings
+    from archbench_instrument.device.machine import device_info, measure_ceilings
 
     print("measuring this CPU's matmul and copy rates (a few seconds)...", file=sys.stderr)
     ceilings = measure_ceilings("cpu")
@@ -145,8 +145,8 @@ def _pick_device(gpu: str, vram_gb: float | None):  # -> datasheets.GpuSpec
 
 
 def _pick(args: argparse.Namespace) -> int:
+    from archbench_reports.pick import pick
     from ppo_core.presets import parse_hidden_dims
-    from reports.pick import pick
 
     check_range(args.vram_gb, "--vram-gb", 0, MAX_MEMORY_GIB)
     check_range(args.latency_budget_ms, "--latency-budget-ms", 0, 1e6)
@@ -155,7 +155,7 @@ def _pick(args: argparse.Namespace) -> int:
         check_range(getattr(args, flag), f"--{flag.replace('_', '-')}", 0, MAX_BATCH)
     runs = None
     if args.results:
-        from reports.load import load_runs
+        from archbench_reports.load import load_runs
 
         runs = load_runs(args.results)
     device = _pick_device(args.gpu, args.vram_gb)

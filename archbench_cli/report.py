@@ -120,11 +120,11 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _report_command(args: argparse.Namespace) -> int:
+    from archbench_reports.compare import compare_runs, comparison_html
+    from archbench_reports.render import render_report
+    from archbench_reports.use_cases import Limits
+    from archbench_sweep.rebuild import resolve_run
     from ppo_core.atomic import check_output
-    from reports.compare import compare_runs, comparison_html
-    from reports.render import render_report
-    from reports.use_cases import Limits
-    from sweep.rebuild import resolve_run
 
     check_range(args.latency_budget_ms, "--latency-budget-ms", 0, 1e6)
     check_range(args.memory_budget_gb, "--memory-budget-gb", 0, MAX_MEMORY_GIB)
@@ -158,13 +158,13 @@ def _report_command(args: argparse.Namespace) -> int:
 
 def _compare_command(args: argparse.Namespace) -> int:
 
-    from ppo_core.errors import ConfigError
-    from reports.compare import (
+    from archbench_reports.compare import (
         compare_runs,
         comparison_html,
         has_regression,
         unjudged_timing_rows,
     )
+    from ppo_core.errors import ConfigError
 
     if not 0 < args.alpha < 1:
         raise ConfigError(f"--alpha must be between 0 and 1, got {args.alpha}")
@@ -182,7 +182,7 @@ def _compare_command(args: argparse.Namespace) -> int:
     )
     print_comparison(table, console=rich_console(), show_all=args.all)
     if args.html:
-        from reports.render import write_section
+        from archbench_reports.render import write_section
 
         path = write_section(comparison_html(table), args.html, title="archbench compare")
         print(f"wrote {path}")

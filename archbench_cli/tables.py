@@ -221,7 +221,7 @@ def print_comparison(table: pd.DataFrame, console=None, *, show_all: bool = Fals
     import pandas as pd
     from rich.markup import escape
 
-    from reports.compare import (
+    from archbench_reports.compare import (
         VERDICTS,
         cell_text,
         devices_note,

@@ -150,7 +150,7 @@ def _training_config(args: argparse.Namespace):  # -> PPOConfig
     if args.timesteps is not None and args.timesteps <= 0:
         raise ConfigError(f"--timesteps must be positive, got {args.timesteps}")
     if args.auto:
-        from instrument.device.tiers import get_auto_config
+        from archbench_instrument.device.tiers import get_auto_config
 
         config = get_auto_config(args.timesteps, args.mode, device=args.device)
     else:

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from instrument.record import Metric, Record
+from archbench_instrument.record import Metric, Record
+from archbench_sweep.options import PROFILES
 from ppo_core.config import NetworkConfig
 from ppo_core.errors import is_out_of_memory
 from ppo_core.presets import PRESETS, preset_name
-from sweep.options import PROFILES
 
 __all__ = [
     "ALGORITHM",
@@ -64,7 +64,8 @@ class Budget:
     infer_batch: int
     """The 'batch n_envs' case: observations per forward, as in a rollout step."""
     infer_backends: tuple[str, ...]
-    """instrument.backends names to time; int8 is skipped on a GPU, bf16 and fp16 on a CPU;
+    """archbench_instrument.backends names to time; int8 is skipped on a GPU, bf16 and fp16 on a
+    CPU;
     cuda_graph on a CPU records why it is unavailable."""
     train_n_envs: int
     """Environments in the throughput case."""
@@ -313,8 +314,9 @@ _CEILINGS: dict[tuple[str, bool], Any] = {}
 
 
 def session_ceilings(options: BenchOptions) -> Any:
-    """This machine's Ceilings (instrument.device.machine), measured on first use, then reused."""
-    from instrument.device.machine import measure_ceilings
+    """This machine's Ceilings (archbench_instrument.device.machine), measured on first use, then
+    reused."""
+    from archbench_instrument.device.machine import measure_ceilings
 
     key = (options.device, options.budget.ceiling_quick)
     if key not in _CEILINGS:
@@ -380,11 +382,12 @@ def timed_rounds(
 ) -> list[float]:
     """Time `fn` through pytest-benchmark's pedantic mode; return the timed rounds' seconds.
 
-    Each call is timed by `instrument.timing.Timer` (CUDA events on a GPU, so the figure is the
+    Each call is timed by `archbench_instrument.timing.Timer` (CUDA events on a GPU, so the figure
+    is the
     device's, not the launch's); warm-up rounds are run but not returned. Under
     --benchmark-disable pytest-benchmark calls the target once, so warm-up runs here instead.
     """
-    from instrument.timing import Timer
+    from archbench_instrument.timing import Timer
 
     timer = Timer(device)
     target = timer(fn)
@@ -399,7 +402,7 @@ def timed_rounds(
 
 def latency_metrics(samples: list[float], predicted: float | None = None) -> dict[str, Metric]:
     """p50 and p99 latency (seconds) of raw samples; the floor prediction beside p50."""
-    from instrument.timing import Latency
+    from archbench_instrument.timing import Latency
 
     stats = Latency.from_samples(samples)
     return {

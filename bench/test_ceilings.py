@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from _cases import session_ceilings
 
-from instrument.record import Record
+from archbench_instrument.record import Record
 
 SUITE = "ceiling"
 

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 from _cases import oom_record, size_record
 
-from instrument.record import Metric
+from archbench_instrument.record import Metric
 from ppo_core.config import NetworkConfig
 from ppo_core.sizing import CUDA_CONTEXT_BYTES, estimate
 
 SUITE = "memory"
-WORKLOAD = "instrument.workloads:training_setup"
+WORKLOAD = "archbench_instrument.workloads:training_setup"
 
 
 CALIBRATION_DIMS = (8,)
@@ -71,7 +71,7 @@ def cuda_context_of(result) -> int | None:
 def calibration(options, market):
     """The 8-wide calibration setup, measured once per module: (measured headline bytes minus
     the model's size-dependent part, or None and why; the CUDA context it held, or None)."""
-    from instrument.memory import measure_isolated
+    from archbench_instrument.memory import measure_isolated
 
     data = market(options.budget.data_bars)
     budget = options.budget
@@ -102,7 +102,7 @@ def runtime_overhead(calibration):
 
 
 def test_memory(benchmark, emit, options, market, size, calibration):
-    from instrument.memory import measure_isolated
+    from archbench_instrument.memory import measure_isolated
     from ppo_core.device import resolve_precision
 
     runtime_overhead, measured_context = calibration

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from _cases import ALGORITHM, OPTIONS_KEY, is_oom, oom_record, size_record, timed_rounds
 
-from instrument.record import Metric
+from archbench_instrument.record import Metric
 from ppo_core.sizing import estimate
 
 SUITE = "overfit"

@@ -17,7 +17,7 @@ from typing import Any
 
 from _cases import OPTIONS_KEY, is_oom, oom_record, session_ceilings, size_record, timed_rounds
 
-from instrument.record import Metric
+from archbench_instrument.record import Metric
 from ppo_core.sizing import estimate
 
 SUITE = "train"
@@ -174,7 +174,7 @@ def case_ceiling(
 
     import torch
 
-    from instrument.device.machine import measure_ceilings
+    from archbench_instrument.device.machine import measure_ceilings
 
     measure = measure or measure_ceilings
     gc.collect()

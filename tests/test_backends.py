@@ -10,8 +10,14 @@ import importlib.util
 import pytest
 import torch
 
-from instrument import backends
-from instrument.backends import Backend, Unavailable, agreement, build_backend, compare_logits
+from archbench_instrument import backends
+from archbench_instrument.backends import (
+    Backend,
+    Unavailable,
+    agreement,
+    build_backend,
+    compare_logits,
+)
 from ppo_core.config import NetworkConfig
 from ppo_core.network import ActorCritic
 

@@ -1,6 +1,7 @@
 """The CI smoke of the benchmark suites: `pytest bench/ --benchmark-disable` with tiny budgets.
 
-Every case must run once, pass, and leave one valid archbench/1 record that reports/ can read;
+Every case must run once, pass, and leave one valid archbench/1 record that archbench_reports/ can
+read;
 the figures themselves are not judged here (a smoke run measures seconds of work).
 """
 
@@ -14,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from instrument.backends import LOGIT_TOLERANCE, compare_logits
-from reports.load import load_run
-from sweep.rebuild import rebuild_run
-from sweep.runner import bench_dir
+from archbench_instrument.backends import LOGIT_TOLERANCE, compare_logits
+from archbench_reports.load import load_run
+from archbench_sweep.rebuild import rebuild_run
+from archbench_sweep.runner import bench_dir
 
 SUITES = {"ceiling", "env", "infer", "memory", "overfit", "train"}
 
@@ -197,7 +198,7 @@ def test_a_disagreeing_backend_gets_an_unavailable_latency_with_the_reason(monke
     """The suite's own path: a real policy, a backend that negates its logits, no timing."""
     import torch
 
-    from instrument.record import Record
+    from archbench_instrument.record import Record
     from ppo_core.config import NetworkConfig
     from ppo_core.network import ActorCritic
 

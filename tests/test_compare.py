@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from archbench_cli.main import main
-from ppo_core.errors import ConfigError
-from reports.compare import (
+from archbench_reports.compare import (
     HOST_LOAD_METRIC,
     VERDICTS,
     HostLoad,
@@ -24,7 +23,8 @@ from reports.compare import (
     unjudged_timing_rows,
     verdict_text,
 )
-from reports.load import case_label, load_runs
+from archbench_reports.load import case_label, load_runs
+from ppo_core.errors import ConfigError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUN = FIXTURES / "run-cpu-quick.json"

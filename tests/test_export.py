@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from archbench_cli.main import main
-from instrument import backends
+from archbench_instrument import backends
 from ppo_core.network import ActorCritic
 
 

@@ -190,7 +190,7 @@ def _mutate(data: Any, path: tuple, value: Any, delete: bool) -> None:
     )
 )
 def test_the_run_loader_answers_mutated_real_runs_with_a_report_error(mutations):
-    from reports.load import load_run
+    from archbench_reports.load import load_run
 
     data = copy.deepcopy(_RUN)
     for path, value, delete in mutations:
@@ -207,7 +207,7 @@ def test_the_run_loader_answers_mutated_real_runs_with_a_report_error(mutations)
 @settings(FUZZ)
 @given(cut=st.integers(0, 4000), raw=st.binary(max_size=64))
 def test_the_run_loader_answers_cut_or_spliced_json_with_a_report_error(cut, raw):
-    from reports.load import load_run
+    from archbench_reports.load import load_run
 
     text = json.dumps(_RUN).encode()
     with tempfile.TemporaryDirectory() as folder:

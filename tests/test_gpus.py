@@ -2,7 +2,7 @@
 
 import pytest
 
-from instrument.device.datasheets import (
+from archbench_instrument.device.datasheets import (
     GPUS,
     PRECISIONS,
     GpuSpec,

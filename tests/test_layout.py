@@ -16,11 +16,23 @@ ROOT = Path(__file__).resolve().parent.parent
 # Bottom to top. A part may import itself and the parts listed for it, nothing else of ours.
 ALLOWED = {
     "ppo_core": set(),  # the subject: what is measured
-    "instrument": {"ppo_core"},  # the measuring kit
-    "reports": {"ppo_core", "instrument"},  # decisions and pages (no torch: see below)
-    "sweep": {"ppo_core", "instrument", "reports"},  # runs bench/, renders the report
-    "bench": {"ppo_core", "instrument", "sweep"},  # the pytest suites
-    "archbench_cli": {"ppo_core", "instrument", "reports", "sweep"},  # the command line on top
+    "archbench_instrument": {"ppo_core"},  # the measuring kit
+    "archbench_reports": {
+        "ppo_core",
+        "archbench_instrument",
+    },  # decisions and pages (no torch: see below)
+    "archbench_sweep": {
+        "ppo_core",
+        "archbench_instrument",
+        "archbench_reports",
+    },  # runs bench/, renders the report
+    "bench": {"ppo_core", "archbench_instrument", "archbench_sweep"},  # the pytest suites
+    "archbench_cli": {
+        "ppo_core",
+        "archbench_instrument",
+        "archbench_reports",
+        "archbench_sweep",
+    },  # the command line on top
 }
 PARTS = tuple(ALLOWED)
 
@@ -85,8 +97,8 @@ def test_each_part_imports_only_downward(part):
 # and the market data's loaders from the record, the synthetic market and the splits.
 JOBS_IN_ORDER = {
     "ppo_core": ("market", "synthetic", "data", "loaders"),
-    "reports": ("tables", "charts", "render"),
-    "sweep": ("options", "progress", "signals", "rebuild", "runner"),
+    "archbench_reports": ("tables", "charts", "render"),
+    "archbench_sweep": ("options", "progress", "signals", "rebuild", "runner"),
 }
 
 
@@ -120,9 +132,9 @@ def test_nothing_imports_the_command_line():
 def test_reports_never_reach_the_instruments_torch_modules():
     wrong = [
         f"{path.relative_to(ROOT)} imports {name}, which loads torch"
-        for path in _modules("reports")
+        for path in _modules("archbench_reports")
         for name in _imports(path)
-        if name.split(".")[0] in ("instrument", "ppo_core", "torch")
+        if name.split(".")[0] in ("archbench_instrument", "ppo_core", "torch")
         and (name.split(".")[0] == "torch" or _imports_torch_at_load(name))
     ]
     assert not wrong, "\n".join(wrong)
@@ -131,11 +143,13 @@ def test_reports_never_reach_the_instruments_torch_modules():
 def test_the_rules_see_a_violation(tmp_path):
     """The checker itself: a lazy upward import inside a function is found."""
     module = tmp_path / "m.py"
-    module.write_text("def f():\n    from reports.render import render_report\n")
-    assert "reports.render.render_report" in _imports(module)
-    assert "reports.render" in _imports(module)
-    assert _imports_torch_at_load("instrument.timing") or _imports_torch_at_load("ppo_core.network")
-    assert not _imports_torch_at_load("instrument.record")
+    module.write_text("def f():\n    from archbench_reports.render import render_report\n")
+    assert "archbench_reports.render.render_report" in _imports(module)
+    assert "archbench_reports.render" in _imports(module)
+    assert _imports_torch_at_load("archbench_instrument.timing") or _imports_torch_at_load(
+        "ppo_core.network"
+    )
+    assert not _imports_torch_at_load("archbench_instrument.record")
 
 
 def test_the_entry_point_and_the_packages_match_the_layout():
@@ -147,15 +161,15 @@ def test_the_entry_point_and_the_packages_match_the_layout():
 
 
 def test_the_writer_and_the_loader_share_one_schema():
-    from instrument import record
-    from reports import load
+    from archbench_instrument import record
+    from archbench_reports import load
 
     assert (load.SCHEMA, load.SUITES) == (record.SCHEMA, record.SUITES)
     assert load.SCHEMA is record.SCHEMA  # imported, not retyped
 
 
 def test_a_record_is_copied_with_changes_one_way():
-    from instrument.record import Metric, Record
+    from archbench_instrument.record import Metric, Record
 
     base = Record(suite="train", device="cpu", profile="quick", preset="tiny")
     metric = Metric.measured(1.5, unit="1/s", better="higher")

@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 
 from archbench_cli.main import main
-from ppo_core.errors import ArchbenchError, ConfigError
-from reports.load import load_run
-from sweep import multisweep
-from sweep.multisweep import (
+from archbench_reports.load import load_run
+from archbench_sweep import multisweep
+from archbench_sweep.multisweep import (
     RAY_INSTALL_HINT,
     SweepOptions,
     check_devices,
     run_on_devices,
     run_on_ray,
 )
-from sweep.runner import run_sweep
+from archbench_sweep.runner import run_sweep
+from ppo_core.errors import ArchbenchError, ConfigError
 
 # Two groups the splitter keeps apart (env steps, machine ceilings), in smoke budgets: seconds.
 SELECT = ("-k", "env_step or ceilings", "--benchmark-disable")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sweep.runner import bench_dir
+from archbench_sweep.runner import bench_dir
 
 
 @pytest.fixture

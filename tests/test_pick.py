@@ -18,15 +18,15 @@ import pandas as pd
 import pytest
 
 from archbench_cli.main import main
-from instrument.device.datasheets import cpu_spec, custom_spec, find_gpu
-from instrument.device.tiers import config_for_gpu, gpu_tier
+from archbench_instrument.device.datasheets import cpu_spec, custom_spec, find_gpu
+from archbench_instrument.device.tiers import config_for_gpu, gpu_tier
+from archbench_reports.load import load_runs
+from archbench_reports.pick import DEFAULT_SAFETY_MARGIN, pick, resolve_use_case
+from archbench_reports.use_cases import USE_CASES
 from ppo_core.config import NetworkConfig
 from ppo_core.errors import ConfigError
 from ppo_core.presets import PRESETS
 from ppo_core.sizing import CUDA_CONTEXT_BYTES, estimate
-from reports.load import load_runs
-from reports.pick import DEFAULT_SAFETY_MARGIN, pick, resolve_use_case
-from reports.use_cases import USE_CASES
 
 TINY = PRESETS["tiny"]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -37,7 +37,7 @@ _STATS = {"env_steps_per_s": "rollout_env_steps_per_s"}
 
 
 def _median_metric(samples: list[float]):
-    from instrument.record import Metric
+    from archbench_instrument.record import Metric
 
     return Metric.measured(statistics.median(samples), "1/s", "higher", samples)
 
@@ -67,8 +67,8 @@ def _small_ceilings():
     smaller buffers (1024^2 GEMM, 64 MiB copy) so the fixture takes a second, not fifteen."""
     import torch
 
-    from instrument.device.machine import Ceilings
-    from instrument.timing import time_callable
+    from archbench_instrument.device.machine import Ceilings
+    from archbench_instrument.timing import time_callable
 
     n, n_bytes = 1024, 64 * 2**20
     a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
@@ -100,9 +100,9 @@ def cpu_run(tmp_path_factory):
     """(path of a real results JSON from this CPU, the ceilings measured, the CPU model)."""
     import torch
 
-    from instrument.device.machine import device_info
-    from instrument.record import Metric, Record
-    from instrument.timing import Latency, time_callable
+    from archbench_instrument.device.machine import device_info
+    from archbench_instrument.record import Metric, Record
+    from archbench_instrument.timing import Latency, time_callable
     from ppo_core.config import EnvConfig, PPOConfig
     from ppo_core.data import min_bars, prepare
     from ppo_core.env import TradingEnv
@@ -421,7 +421,7 @@ def test_a_measured_out_of_memory_on_this_device_overrides_the_sizing_model():
 
 
 def test_roofline_estimates_follow_their_stated_formula():
-    from reports.estimates import (
+    from archbench_reports.estimates import (
         ASSUMED_MATMUL_EFFICIENCY,
         ASSUMED_OP_OVERHEAD_S,
         UPDATE_BYTES_PER_PARAM,

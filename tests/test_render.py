@@ -13,12 +13,12 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from archbench_cli.main import main
-from reports.charts import CHARTS
-from reports.compare import compare_runs
-from reports.evidence import preset_summary
-from reports.load import load_runs
-from reports.render import render_html, render_report
-from reports.use_cases import recommend
+from archbench_reports.charts import CHARTS
+from archbench_reports.compare import compare_runs
+from archbench_reports.evidence import preset_summary
+from archbench_reports.load import load_runs
+from archbench_reports.render import render_html, render_report
+from archbench_reports.use_cases import recommend
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUN = FIXTURES / "run-cpu-quick.json"
@@ -159,7 +159,7 @@ def test_unmeasured_and_failed_records_never_crash_a_report(tmp_path):
 
 
 def test_the_fastest_agreeing_backend_is_named_per_preset(two_runs):
-    from reports.tables import AGREEMENT_THRESHOLD, backend_table
+    from archbench_reports.tables import AGREEMENT_THRESHOLD, backend_table
 
     table = backend_table(two_runs)
     infer = two_runs[
@@ -182,7 +182,7 @@ def test_the_fastest_agreeing_backend_is_named_per_preset(two_runs):
 
 
 def test_sizing_table_states_the_memory_error_net_of_the_measured_runtime(two_runs):
-    from reports.tables import sizing_table
+    from archbench_reports.tables import sizing_table
 
     table = sizing_table(two_runs)
     assert "error net of runtime" in table

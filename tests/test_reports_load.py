@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from archbench_reports.load import COLUMNS, ReportError, load_runs, missing_suites, run_info
 from ppo_core.errors import ArchbenchError
-from reports.load import COLUMNS, ReportError, load_runs, missing_suites, run_info
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUN = FIXTURES / "run-cpu-quick.json"
@@ -28,9 +28,10 @@ def _records(path: Path) -> list[dict]:
 
 def test_reports_never_import_torch():
     code = (
-        "import reports, reports.load, reports.use_cases, reports.pick, reports.render, "
-        "reports.tables, reports.charts, "
-        "reports.compare, reports.stats; import sys; "
+        "import archbench_reports, archbench_reports.load, archbench_reports.use_cases, "
+        "archbench_reports.pick, archbench_reports.render, "
+        "archbench_reports.tables, archbench_reports.charts, "
+        "archbench_reports.compare, archbench_reports.stats; import sys; "
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -1,6 +1,7 @@
-"""sweep.shards: the splitter keeps each size on one device and loses no case; --devices is
+"""archbench_sweep.shards: the splitter keeps each size on one device and loses no case; --devices
+is
 checked against the machine; the merged run names every record's device and reads back through
-reports.load, split per kind of GPU in the report and in compare."""
+archbench_reports.load, split per kind of GPU in the report and in compare."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from ppo_core.errors import ConfigError
-from reports.compare import compare_runs, devices_note
-from reports.evidence import device_groups
-from reports.load import load_run
-from reports.render import render_html
-from sweep.shards import (
+from archbench_reports.compare import compare_runs, devices_note
+from archbench_reports.evidence import device_groups
+from archbench_reports.load import load_run
+from archbench_reports.render import render_html
+from archbench_sweep.shards import (
     Case,
     ShardRun,
     case_weight,
@@ -27,6 +27,7 @@ from sweep.shards import (
     split_cases,
     visible_device,
 )
+from ppo_core.errors import ConfigError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

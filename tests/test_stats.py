@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from reports.stats import (
+from archbench_reports.stats import (
     benjamini_hochberg,
     bootstrap_ratio_ci,
     bootstrap_ratio_test,

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 import ppo_core
+from archbench_reports.load import load_run
+from archbench_sweep.options import SWEEP_OPTIONS, SweepOptions
+from archbench_sweep.progress import Progress, _headline
+from archbench_sweep.rebuild import rebuild_run, resolve_run
+from archbench_sweep.runner import bench_dir, pytest_command, run_name, run_sweep
 from ppo_core.errors import ArchbenchError
-from reports.load import load_run
-from sweep.options import SWEEP_OPTIONS, SweepOptions
-from sweep.progress import Progress, _headline
-from sweep.rebuild import rebuild_run, resolve_run
-from sweep.runner import bench_dir, pytest_command, run_name, run_sweep
 
 
 def test_run_name_is_file_safe_and_utc():
@@ -199,7 +199,7 @@ def test_a_tiny_sweep_writes_a_readable_run(tmp_path, monkeypatch):
     assert frame["device"].iloc[0] == "cpu"
     assert any("[2/2] passed" in line for line in lines)
     if result.html_path is None:
-        assert "reports.render" in result.report_note
+        assert "archbench_reports.render" in result.report_note
     else:
         assert result.html_path.stat().st_size > 0
 
@@ -371,7 +371,7 @@ def test_a_case_that_measured_nothing_says_why_on_its_progress_line():
 
 
 def test_a_half_written_benchmark_json_is_not_taken_for_a_result(tmp_path):
-    from sweep.rebuild import is_complete_json
+    from archbench_sweep.rebuild import is_complete_json
 
     whole, half = tmp_path / "whole.json", tmp_path / "half.json"
     whole.write_text('{"benchmarks": []}')
@@ -420,13 +420,13 @@ def test_cases_without_an_extra_say_why_and_raise_no_benchmark_warnings(tmp_path
 
 
 def test_a_failing_report_keeps_the_run_and_says_where_the_traceback_is(tmp_path, monkeypatch):
-    import reports.render
-    from sweep.runner import _render
+    import archbench_reports.render
+    from archbench_sweep.runner import _render
 
     def broken(*_args, **_kwargs):
         raise KeyError("memory_bytes")
 
-    monkeypatch.setattr(reports.render, "render_report", broken)
+    monkeypatch.setattr(archbench_reports.render, "render_report", broken)
     run, log = tmp_path / "run.json", tmp_path / "run.log"
     run.write_text("{}")
     html, note = _render(run, log)

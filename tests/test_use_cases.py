@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from instrument.device.datasheets import cpu_spec, find_gpu
-from reports.load import load_runs
-from reports.pick import pick
-from reports.scores import (
+from archbench_instrument.device.datasheets import cpu_spec, find_gpu
+from archbench_reports.load import load_runs
+from archbench_reports.pick import pick
+from archbench_reports.scores import (
     Score,
     annualised_sharpe,
     block_length,
@@ -28,13 +28,13 @@ from reports.scores import (
     median_score,
     oos_scores,
 )
-from reports.stats import (
+from archbench_reports.stats import (
     bootstrap_ratio_ci,
     mann_whitney_u,
     mean_ci,
     t_critical_975,
 )
-from reports.use_cases import USE_CASES, Limits, decide, evidence_from_frame, recommend
+from archbench_reports.use_cases import USE_CASES, Limits, decide, evidence_from_frame, recommend
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUN = FIXTURES / "run-cpu-quick.json"
@@ -228,7 +228,7 @@ def test_pick_on_the_h100_runs_names_the_measured_fastest(h100_paths):
 
 
 def _cpu_device(df):
-    from instrument.device.machine import Ceilings
+    from archbench_instrument.device.machine import Ceilings
 
     model = df["cpu_model"].dropna().iloc[0]
     # Stated rates: only the device's identity and memory matter to a pick of its own runs.

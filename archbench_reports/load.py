@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from instrument.record import SCHEMA, SUITES  # the writer's schema: one definition
+from archbench_instrument.record import SCHEMA, SUITES  # the writer's schema: one definition
 from ppo_core.errors import ArchbenchError
 
 __all__ = [

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
-from instrument.device import gpu
+from archbench_instrument.device import gpu
 
 __all__ = ["NOISY_IQR_RATIO", "Latency", "Timer", "percentile", "time_callable"]
 

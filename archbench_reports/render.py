@@ -1,4 +1,5 @@
-"""The HTML report page: the tables (reports.tables) and charts (reports.charts) in one file,
+"""The HTML report page: the tables (archbench_reports.tables) and charts
+(archbench_reports.charts) in one file,
 written atomically, with plotly.js inlined once or loaded from a CDN (a small file).
 """
 
@@ -12,10 +13,9 @@ from pathlib import Path
 import pandas as pd
 from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
-from ppo_core.atomic import atomic_path
-from reports.charts import CHARTS, TITLES, build_charts
-from reports.load import ReportError, load_runs
-from reports.tables import (
+from archbench_reports.charts import CHARTS, TITLES, build_charts
+from archbench_reports.load import ReportError, load_runs
+from archbench_reports.tables import (
     backend_table,
     header_table,
     missing_note,
@@ -24,7 +24,8 @@ from reports.tables import (
     unavailable_table,
     use_case_table,
 )
-from reports.use_cases import Limits, recommend
+from archbench_reports.use_cases import Limits, recommend
+from ppo_core.atomic import atomic_path
 
 __all__ = ["render_html", "render_report", "write_section"]
 

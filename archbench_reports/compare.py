@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ppo_core.errors import ConfigError
-from reports.evidence import device_groups
-from reports.load import ReportError, case_label, load_runs
-from reports.stats import (
+from archbench_reports.evidence import device_groups
+from archbench_reports.load import ReportError, case_label, load_runs
+from archbench_reports.stats import (
     benjamini_hochberg,
     bootstrap_ratio_ci,
     bootstrap_ratio_test,
     mann_whitney_u,
     welch_t_test,
 )
+from ppo_core.errors import ConfigError
 
 __all__ = [
     "DEFAULT_MIN_EFFECT",

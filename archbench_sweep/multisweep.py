@@ -1,5 +1,5 @@
 """`archbench sweep --devices` and `--ray`: one shard of the sweep per device, each an ordinary
-single-device `archbench sweep` process, merged into one run (sweep.shards) and rendered.
+single-device `archbench sweep` process, merged into one run (archbench_sweep.shards) and rendered.
 
 On one node the shards are subprocesses pinned with CUDA_VISIBLE_DEVICES; on a Ray cluster
 each is a task asking for one GPU (or one CPU), retried when its node is lost.
@@ -25,11 +25,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from archbench_sweep.runner import run_name
+from archbench_sweep.shards import ShardRun, merge_shards, parse_devices, visible_device
 from ppo_core.atomic import atomic_path
 from ppo_core.errors import ArchbenchError, ConfigError
 from ppo_core.presets import PRESETS, parse_hidden_dims
-from sweep.runner import run_name
-from sweep.shards import ShardRun, merge_shards, parse_devices, visible_device
 
 __all__ = [
     "RAY_INSTALL_HINT",
@@ -601,7 +601,7 @@ def _write_merged(path: Path, runs: Sequence[ShardRun]) -> Path:
 
 def _render(paths: Sequence[Path], html_path: Path) -> Path | None:
     try:
-        from reports.render import render_report
+        from archbench_reports.render import render_report
     except ImportError:
         return None
     return render_report(list(paths), html_path)

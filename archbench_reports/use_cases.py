@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from reports.evidence import (
+from archbench_reports.evidence import (
     MEMORY_SAFETY_MARGIN,
     Dataset,
     OosCell,
@@ -22,7 +22,7 @@ from reports.evidence import (
     preset_summary,
     suite_gaps,
 )
-from reports.scores import Score, oos_scores
+from archbench_reports.scores import Score, oos_scores
 
 __all__ = [
     "USE_CASES",
@@ -249,7 +249,8 @@ class Decision:
 
 
 def recommend(df: pd.DataFrame, budgets: Limits | None = None) -> list[Decision]:
-    """Every use case for every device in a reports.load frame (runs grouped by device)."""
+    """Every use case for every device in an archbench_reports.load frame (runs grouped by
+    device)."""
     budgets = budgets or Limits()
     out = []
     for device, frame in device_groups(df).items():

@@ -1,5 +1,6 @@
 """The measuring kit: timing, memory, the device layer, inference backends, peers, workloads
 and the archbench/1 record. Imports the subject (`ppo_core`), never reports or the CLI.
 
-Importing the package is cheap (no torch): `reports` reads `instrument.record` for the schema.
+Importing the package is cheap (no torch): `archbench_reports` reads `archbench_instrument.record`
+for the schema.
 """

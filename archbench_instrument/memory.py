@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from instrument.device import gpu
+from archbench_instrument.device import gpu
 from ppo_core.atomic import atomic_path
 from ppo_core.errors import ConfigError, is_out_of_memory
 
@@ -218,7 +218,7 @@ class PeakMemory:
 # -- isolated measurement in a fresh interpreter ----------------------------------------------
 _BOOTSTRAP = (
     "import json, sys; spec = json.load(open(sys.argv[1])); sys.path[:] = spec['sys_path']; "
-    "from instrument.memory import _child_main; _child_main(spec)"
+    "from archbench_instrument.memory import _child_main; _child_main(spec)"
 )
 
 

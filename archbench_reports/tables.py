@@ -10,9 +10,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from reports.evidence import MEMORY_SAFETY_MARGIN, preset_summary
-from reports.load import missing_suites, run_info
-from reports.use_cases import USE_CASES, Decision, Limits
+from archbench_reports.evidence import MEMORY_SAFETY_MARGIN, preset_summary
+from archbench_reports.load import missing_suites, run_info
+from archbench_reports.use_cases import USE_CASES, Decision, Limits
 
 __all__ = [
     "AGREEMENT_THRESHOLD",

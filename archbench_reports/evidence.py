@@ -1,4 +1,5 @@
-"""The measured figures per network size that every decision reads, from a reports.load frame.
+"""The measured figures per network size that every decision reads, from an archbench_reports.load
+frame.
 
 Per size: whole-iteration throughput, batch-1 p99, memory; per dataset: out-of-sample cells.
 """
@@ -9,8 +10,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from archbench_reports.scores import Score, median_score, percentile_score
 from ppo_core.sizing import CUDA_CONTEXT_BYTES
-from reports.scores import Score, median_score, percentile_score
 
 __all__ = [
     "KNOWN_BARS_PER_YEAR",

@@ -1,7 +1,7 @@
 """Split a sweep's cases into shards, one per device, and merge the shards' pytest-benchmark
 JSON back into one run whose records name the device, node and GPU UUID they ran on.
 
-Pure functions only: the multi-device and Ray runners (sweep.multisweep) do the I/O.
+Pure functions only: the multi-device and Ray runners (archbench_sweep.multisweep) do the I/O.
 """
 
 from __future__ import annotations

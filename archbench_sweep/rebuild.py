@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from archbench_sweep.progress import Progress
 from ppo_core.atomic import atomic_path
 from ppo_core.errors import ArchbenchError
-from sweep.progress import Progress
 
 __all__ = ["is_complete_json", "rebuild_run", "resolve_run", "write_json_from_records"]
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from instrument.record import Metric
+from archbench_instrument.record import Metric
 from ppo_core.atomic import atomic_path
 from ppo_core.errors import ArchbenchError
 from ppo_core.network import ActorCritic

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from instrument.device import gpu
+from archbench_instrument.device import gpu
 from ppo_core.config import NetworkConfig, PPOConfig
 from ppo_core.device import resolve_device
 from ppo_core.errors import ConfigError

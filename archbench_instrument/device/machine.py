@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from instrument.device import gpu
-from instrument.device.tiers import gpu_tier
-from instrument.record import Metric
-from instrument.timing import time_callable
+from archbench_instrument.device import gpu
+from archbench_instrument.device.tiers import gpu_tier
+from archbench_instrument.record import Metric
+from archbench_instrument.timing import time_callable
 
 __all__ = [
     "MATMUL_DTYPES",

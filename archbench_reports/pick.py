@@ -1,6 +1,6 @@
 """Choose hidden_dims, n_envs and minibatch for one device and use case, measured or not.
 
-The choice itself is `reports.use_cases.decide`, the engine the report uses, over the
+The choice itself is `archbench_reports.use_cases.decide`, the engine the report uses, over the
 measurements of this device (or figures extrapolated to it); with no results at all, the GPU
 tier table is the prior and the answer says so. Every figure says where it comes from.
 """
@@ -14,13 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from instrument.device.datasheets import GpuSpec
-from instrument.device.tiers import GPU_TIERS, TierRow, gpu_tier
-from ppo_core.config import NetworkConfig
-from ppo_core.errors import ConfigError
-from ppo_core.presets import PRESETS, TRAINING_MODES, preset_name
-from ppo_core.sizing import CUDA_CONTEXT_BYTES, SizingEstimate, estimate
-from reports.estimates import (
+from archbench_instrument.device.datasheets import GpuSpec
+from archbench_instrument.device.tiers import GPU_TIERS, TierRow, gpu_tier
+from archbench_reports.estimates import (
     Figure,
     ResultsRun,
     combined_figure,
@@ -30,9 +26,9 @@ from reports.estimates import (
     results_runs,
     throughput_figure,
 )
-from reports.evidence import MEMORY_SAFETY_MARGIN
-from reports.scores import point_score
-from reports.use_cases import (
+from archbench_reports.evidence import MEMORY_SAFETY_MARGIN
+from archbench_reports.scores import point_score
+from archbench_reports.use_cases import (
     USE_CASES,
     Decision,
     Evidence,
@@ -42,6 +38,10 @@ from reports.use_cases import (
     evidence_from_frame,
     find_use_case,
 )
+from ppo_core.config import NetworkConfig
+from ppo_core.errors import ConfigError
+from ppo_core.presets import PRESETS, TRAINING_MODES, preset_name
+from ppo_core.sizing import CUDA_CONTEXT_BYTES, SizingEstimate, estimate
 
 __all__ = [
     "DEFAULT_SAFETY_MARGIN",
@@ -54,7 +54,7 @@ __all__ = [
 DEFAULT_SAFETY_MARGIN = MEMORY_SAFETY_MARGIN
 """Share of device memory kept free: allocator fragmentation, cuBLAS workspaces beyond the
 context's, and the gap between the datasheet capacity and what the driver exposes. The same
-figure as `archbench report`'s memory budget (reports.evidence.MEMORY_SAFETY_MARGIN)."""
+figure as `archbench report`'s memory budget (archbench_reports.evidence.MEMORY_SAFETY_MARGIN)."""
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,8 @@ def pick(
 ) -> PickResult:
     """Judge every preset (and `extra_dims`) on `device` and choose one for `use_case`.
 
-    `runs` is a `reports.load.load_runs` frame: runs on this same device give measured figures;
+    `runs` is a `archbench_reports.load.load_runs` frame: runs on this same device give measured
+    figures;
     runs on other devices are scaled by the ratio of matmul rates (update) and bandwidths
     (rollout). With no runs, throughput is a roofline estimate and latency a bandwidth floor.
     """

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from instrument.device.datasheets import GpuSpec, find_gpu
+from archbench_instrument.device.datasheets import GpuSpec, find_gpu
 from ppo_core.config import NetworkConfig
 from ppo_core.errors import ConfigError
 from ppo_core.presets import preset_name

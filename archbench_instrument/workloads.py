@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from instrument.memory import PeakMemory, reset_peak_rss
+from archbench_instrument.memory import PeakMemory, reset_peak_rss
 from ppo_core.config import NetworkConfig, PPOConfig
 from ppo_core.data import prepare
 from ppo_core.env import TradingEnv

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from archbench_sweep.options import SweepOptions, check_data
+from archbench_sweep.progress import Progress, print_now
+from archbench_sweep.rebuild import is_complete_json, write_json_from_records
+from archbench_sweep.signals import STOP_GRACE_S, Stopper, parent_death_signal, signal_group
 from ppo_core.device import resolve_device
 from ppo_core.errors import ArchbenchError, ConfigError
-from sweep.options import SweepOptions, check_data
-from sweep.progress import Progress, print_now
-from sweep.rebuild import is_complete_json, write_json_from_records
-from sweep.signals import STOP_GRACE_S, Stopper, parent_death_signal, signal_group
 
 __all__ = ["SweepResult", "bench_dir", "pytest_command", "run_name", "run_sweep"]
 
@@ -40,7 +40,7 @@ class SweepResult:
     json_path: Path | None
     """The pytest-benchmark JSON (None when no case finished)."""
     html_path: Path | None
-    """The rendered report (None when reports.render is missing or nothing finished)."""
+    """The rendered report (None when archbench_reports.render is missing or nothing finished)."""
     log_path: Path
     """pytest's full output."""
     records_path: Path
@@ -246,10 +246,10 @@ def _run_pytest(
 
 def _render(json_path: Path, log_path: Path) -> tuple[Path | None, str | None]:
     try:
-        from reports.render import render_report
+        from archbench_reports.render import render_report
     except ImportError as error:
         return None, (
-            f"reports.render is not available ({error}); render later with "
+            f"archbench_reports.render is not available ({error}); render later with "
             f"`archbench report {json_path}`"
         )
     html_path = json_path.with_suffix(".html")

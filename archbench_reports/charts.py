@@ -11,9 +11,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from reports.evidence import device_label, preset_summary
-from reports.stats import mean_ci
-from reports.tables import record_predicted
+from archbench_reports.evidence import device_label, preset_summary
+from archbench_reports.stats import mean_ci
+from archbench_reports.tables import record_predicted
 
 __all__ = ["CHARTS", "TITLES", "build_charts"]
 
