@@ -13,7 +13,7 @@ from typing import Any
 __all__ = ["HEADLINES", "Progress", "print_now"]
 
 HEADLINES: dict[str, tuple[str, ...]] = {
-    "ceiling": ("matmul_flops_per_s_fp32", "bandwidth_bytes_per_s"),
+    "ceiling": ("matmul_flops_per_s_fp32", "bandwidth_bytes_per_s", "padded_speedup_out256"),
     "env": ("env_steps_per_s", "forward_over_step"),
     "infer": ("latency_p50_s", "latency_p99_s"),
     "memory": ("torch_allocated_bytes", "peak_rss_bytes", "memory_error_pct"),
