@@ -1,9 +1,8 @@
 """The metrics record every benchmark writes into pytest-benchmark's `extra_info`.
 
 One typed constructor per figure (`Metric.measured`, `Metric.unavailable`) and one place that
-serialises to JSON. `archbench_reports/` reads these dicts and imports SCHEMA and SUITES from here
-(so
-this module must stay free of torch: a test in tests/test_layout.py checks it).
+serialises to JSON. `archbench_reports/` reads these dicts and imports SCHEMA and SUITES from
+here (so this module must stay free of torch: a test in tests/test_layout.py checks it).
 
 Schema `archbench/1` (one record per benchmark case)::
 

@@ -223,10 +223,10 @@ def pick(
 ) -> PickResult:
     """Judge every preset (and `extra_dims`) on `device` and choose one for `use_case`.
 
-    `runs` is a `archbench_reports.load.load_runs` frame: runs on this same device give measured
-    figures;
-    runs on other devices are scaled by the ratio of matmul rates (update) and bandwidths
-    (rollout). With no runs, throughput is a roofline estimate and latency a bandwidth floor.
+    `runs` is an `archbench_reports.load.load_runs` frame: runs on this same device give
+    measured figures; runs on other devices are scaled by the ratio of matmul rates (update)
+    and bandwidths (rollout). With no runs, throughput is a roofline estimate and latency a
+    bandwidth floor.
     """
     name = resolve_use_case(use_case)
     use = next(u for u in USE_CASES if u.name == name)

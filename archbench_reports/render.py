@@ -1,6 +1,6 @@
 """The HTML report page: the tables (archbench_reports.tables) and charts
-(archbench_reports.charts) in one file,
-written atomically, with plotly.js inlined once or loaded from a CDN (a small file).
+(archbench_reports.charts) in one file, written atomically, with plotly.js inlined once or
+loaded from a CDN (a small file).
 """
 
 from __future__ import annotations

@@ -64,9 +64,8 @@ class Budget:
     infer_batch: int
     """The 'batch n_envs' case: observations per forward, as in a rollout step."""
     infer_backends: tuple[str, ...]
-    """archbench_instrument.backends names to time; int8 is skipped on a GPU, bf16 and fp16 on a
-    CPU;
-    cuda_graph on a CPU records why it is unavailable."""
+    """archbench_instrument.backends names to time; int8 is skipped on a GPU, bf16 and fp16 on
+    a CPU; cuda_graph on a CPU records why it is unavailable."""
     train_n_envs: int
     """Environments in the throughput case."""
     train_n_steps: int
@@ -383,8 +382,7 @@ def timed_rounds(
     """Time `fn` through pytest-benchmark's pedantic mode; return the timed rounds' seconds.
 
     Each call is timed by `archbench_instrument.timing.Timer` (CUDA events on a GPU, so the figure
-    is the
-    device's, not the launch's); warm-up rounds are run but not returned. Under
+    is the device's, not the launch's); warm-up rounds are run but not returned. Under
     --benchmark-disable pytest-benchmark calls the target once, so warm-up runs here instead.
     """
     from archbench_instrument.timing import Timer

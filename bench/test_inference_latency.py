@@ -3,8 +3,7 @@
 p50 and p99 of the actor's forward on the device (obs -> logits, latency_p50_s) and of the
 whole decision (host observation in, action on the host out, e2e_latency_p50_s) per backend of
 archbench_instrument.backends (eager; torch.compile; ONNX Runtime with the `onnx` extra; dynamic
-int8 on a
-CPU; bf16/fp16 weights and a CUDA graph replay on a GPU), beside the floor of reading the
+int8 on a CPU; bf16/fp16 weights and a CUDA graph replay on a GPU), beside the floor of reading the
 weights once: from the last-level cache where they fit in it (a CPU; the ceilings suite
 measures its read rate), else at the memory bandwidth. A p50 below that floor is a measurement
 problem, and the record says so. A backend that disagrees with eager fp32 is reported as such

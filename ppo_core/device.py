@@ -67,8 +67,7 @@ def resolve_device(prefer: str = "auto") -> Device:
     """The `Device` for `prefer`: 'auto' (the current CUDA device if torch sees one, else the
     CPU), 'cpu', 'cuda' or 'cuda:N'. Name and memory come from torch, which reports the
     visible device (a MIG slice's own memory, too); `archbench_instrument.device.gpu.with_memory`
-    fills
-    in NVML's total where torch reports none.
+    fills in NVML's total where torch reports none.
     """
     check_device(prefer)
     if prefer == "cpu":

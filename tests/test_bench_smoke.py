@@ -1,8 +1,7 @@
 """The CI smoke of the benchmark suites: `pytest bench/ --benchmark-disable` with tiny budgets.
 
 Every case must run once, pass, and leave one valid archbench/1 record that archbench_reports/ can
-read;
-the figures themselves are not judged here (a smoke run measures seconds of work).
+read; the figures themselves are not judged here (a smoke run measures seconds of work).
 """
 
 from __future__ import annotations

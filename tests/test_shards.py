@@ -1,7 +1,6 @@
-"""archbench_sweep.shards: the splitter keeps each size on one device and loses no case; --devices
-is
-checked against the machine; the merged run names every record's device and reads back through
-archbench_reports.load, split per kind of GPU in the report and in compare."""
+"""archbench_sweep.shards: the splitter keeps each size on one device and loses no case;
+--devices is checked against the machine; the merged run names every record's device and reads
+back through archbench_reports.load, split per kind of GPU in the report and in compare."""
 
 from __future__ import annotations
 
