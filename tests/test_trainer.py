@@ -152,7 +152,8 @@ def test_pad_weights_stay_exactly_zero_through_ppo_training(data, trunk):
 def test_an_env_padded_otherwise_than_the_network_is_refused(data):
     config = _config()
     env = TradingEnv(data, "train", config.n_envs, config.env, input_multiple=1)
-    with pytest.raises(ConfigError, match=r"427 values .*input_multiple=1.* 432 .*input_multiple=8"):
+    wrong = r"427 values .*input_multiple=1.* 432 .*input_multiple=8"
+    with pytest.raises(ConfigError, match=wrong):
         PPOTrainer(env, config)
 
 
