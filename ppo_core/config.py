@@ -93,7 +93,7 @@ class NetworkConfig:
     n_features: int = 53
     """Market features per bar."""
     lookback: int = 100
-    """Bars of history in one observation; obs_dim = n_features * lookback."""
+    """Bars of history in one observation; market_dim = n_features * lookback."""
     hidden_dims: tuple[int, ...] = (1024, 512, 256)
     """Widths of the trunk's Linear layers, input side first."""
     n_actions: int = 3
