@@ -213,7 +213,8 @@ class TradingEnv:
             parts.append(account.to(self.device, torch.float32))  # (B, ACCOUNT_DIM)
         if self.pad_dim:
             parts.append(window.new_zeros(len(rows), self.pad_dim))  # (B, pad_dim)
-        # One cat builds the row: the padding costs no extra copy of the window.
+        # One cat builds the row, so with the account state the padding adds no copy of the
+        # window (without it, this cat is the one copy the padding costs).
         return torch.cat(parts, dim=1) if len(parts) > 1 else window
 
     # ----------------------------------------------------------------------------- private
