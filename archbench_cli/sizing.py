@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from archbench_cli._common import default, print_json, size_options
+from archbench_cli._common import check_range, default, print_json, size_options
 from archbench_cli.tables import diff_table, estimate_table, inspect_table, rich_console
-from ppo_core.config import NetworkConfig, PPOConfig
+from ppo_core.config import MAX_INPUT_MULTIPLE, NetworkConfig, PPOConfig
 
 __all__ = ["add_commands"]
 
@@ -44,6 +44,15 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "--no-account-state",
         action="store_true",
         help="size the market window alone (no position, unrealised return, bars held inputs)",
+    )
+    multiple = default(NetworkConfig, "input_multiple")
+    estimate.add_argument(
+        "--input-multiple",
+        type=int,
+        default=multiple,
+        metavar="N",
+        help=f"zero-pad the observation to a multiple of N inputs, 1 to {MAX_INPUT_MULTIPLE} "
+        f"({multiple}: aligned first-layer GEMMs; 1: no padding, DESIGN.md's counts)",
     )
     for flag, name, what in (
         ("--n-envs", "n_envs", "environments per rollout"),
@@ -87,6 +96,7 @@ def _estimate(args: argparse.Namespace) -> int:
     from ppo_core.presets import PRESETS, parse_hidden_dims
     from ppo_core.sizing import CUDA_CONTEXT_BYTES, estimate
 
+    check_range(args.input_multiple, "--input-multiple", 1, MAX_INPUT_MULTIPLE, low_inclusive=True)
     if args.preset:
         sizes = [PRESETS[args.preset]]
     elif args.hidden_dims is not None:
@@ -103,6 +113,7 @@ def _estimate(args: argparse.Namespace) -> int:
                 trunk=args.trunk,
                 layer_norm=args.layer_norm,
                 account_state=not args.no_account_state,
+                input_multiple=args.input_multiple,
             ),
             n_envs=args.n_envs,
             n_steps=args.n_steps,
@@ -115,10 +126,11 @@ def _estimate(args: argparse.Namespace) -> int:
         print_json([e.to_dict() for e in estimates])
         return 0
 
-    first = estimates[0]
+    first = estimates[0].config
+    pad = f" + {first.pad_dim} zero" if first.pad_dim else ""
     title = (
         f"Exact sizes: obs {args.features} x {args.lookback}"
-        f"{'' if args.no_account_state else ' + 3 account'} = {first.config.obs_dim}, "
+        f"{'' if args.no_account_state else ' + 3 account'}{pad} = {first.obs_dim}, "
         f"{args.n_actions} actions, {args.trunk} trunk"
     )
     console = rich_console()

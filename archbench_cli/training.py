@@ -215,6 +215,14 @@ def _train(args: argparse.Namespace) -> int:
     market = load_market_data(args.data, bars=args.bars, seed=config.seed, **_signal(args))
     normalizer = None
     if args.resume:
+        # The zero padding is a layout detail, not a choice: resume with the checkpoint's own
+        # (a checkpoint made before the padding existed has input_multiple 1).
+        stored_network = checkpoint.load(args.resume).config
+        config = config.replace(
+            network=dataclasses.replace(
+                config.network, input_multiple=stored_network.input_multiple
+            )
+        )
         # Resumed weights were trained on the checkpoint's feature scaling: keep it.
         stored = checkpoint.load(args.resume, config=config.network).obs_norm
         normalizer = Normalizer.from_dict(stored) if stored else None
@@ -227,6 +235,7 @@ def _train(args: argparse.Namespace) -> int:
         device=device,
         seed=config.seed,
         account_state=config.network.account_state,
+        input_multiple=config.network.input_multiple,
     )
     trainer = PPOTrainer(env, config.replace(device=str(device)))
     if args.resume:

@@ -97,6 +97,7 @@ def sb3_vec_env(data: PreparedData, config: PPOConfig, split: str = "train") -> 
                 config=config.env,
                 seed=config.seed,
                 account_state=config.network.account_state,
+                input_multiple=config.network.input_multiple,
             )
             self.render_mode = None
             super().__init__(
@@ -213,6 +214,7 @@ def run_ppo_core(data: PreparedData, config: PPOConfig) -> PeerRun:
         config.device,
         config.seed,
         account_state=config.network.account_state,
+        input_multiple=config.network.input_multiple,
     )
     trainer = PPOTrainer(env, config)
     start = time.perf_counter()
@@ -226,6 +228,7 @@ def run_ppo_core(data: PreparedData, config: PPOConfig) -> PeerRun:
         config.env.cost_bps,
         trainer.device,
         account_state=config.network.account_state,
+        input_multiple=config.network.input_multiple,
     )
     return PeerRun("ppo_core", trainer.global_step, learn_s, _count(trainer.policy), validation)
 
@@ -245,5 +248,6 @@ def run_sb3(data: PreparedData, config: PPOConfig) -> PeerRun:
         config.env.cost_bps,
         model.device,
         account_state=config.network.account_state,
+        input_multiple=config.network.input_multiple,
     )
     return PeerRun("sb3", int(model.num_timesteps), learn_s, _count(model.policy), validation)

@@ -89,7 +89,16 @@ def _build_and_train(
         seed=seed,
         network=network,
     )
-    env = TradingEnv(prepared, "train", n_envs=n_envs, config=config.env, device=device, seed=seed)
+    env = TradingEnv(
+        prepared,
+        "train",
+        n_envs=n_envs,
+        config=config.env,
+        device=device,
+        seed=seed,
+        account_state=network.account_state,
+        input_multiple=network.input_multiple,
+    )
     trainer = PPOTrainer(env, config)
     for _ in range(iterations):
         trainer.train_iteration()  # ends synchronised with the device

@@ -504,11 +504,21 @@ def _evidence(
 
 
 def _network_of(runs: pd.DataFrame | None) -> NetworkConfig:
-    """The default network, without the account state when every result was measured without
-    it (runs made before it was part of the observation): sizes must match the records."""
+    """The default network in the observation layout every result was measured with (runs made
+    before the account state or the zero padding existed: 5,300 or 5,303 inputs), so that sizes
+    match the records; the default when the records agree on none."""
     network = NetworkConfig()
     if runs is None or runs.empty:
         return network
     measured = {int(v) for v in runs["obs_dim"].dropna()}
-    without = NetworkConfig(**{**network.to_dict(), "account_state": False})
-    return without if measured == {without.obs_dim} else network
+    for account_state, input_multiple in ((True, 1), (False, 1)):
+        older = NetworkConfig(
+            **{
+                **network.to_dict(),
+                "account_state": account_state,
+                "input_multiple": input_multiple,
+            }
+        )
+        if measured == {older.obs_dim}:
+            return older
+    return network

@@ -34,11 +34,13 @@ def test_ceilings(benchmark, emit, options):
     )
 
 
-# The first layer holds most of every preset's FLOPs. With the account state the observation is
-# 5,303 floats wide, so its rows (and the first weight's) are not 16-byte aligned; GEMM kernels
-# that need aligned rows fall back to slower ones. Measured on 2 EPYC cores (torch 2.13, batch
-# 2048, out 256): the weight-gradient GEMM ran at 109 GFLOP/s at 5,303 and 153 at 5,304, and a
-# whole tiny update step 13% faster. This case measures that side by side on every device.
+# The first layer holds most of every preset's FLOPs. With the account state the observation's
+# content is 5,303 floats wide (NetworkConfig(input_multiple=1).obs_dim), so unpadded its rows
+# (and the first weight's) are not 16-byte aligned and GEMM kernels that need aligned rows fall
+# back to slower ones. Measured on 2 EPYC cores (torch 2.13, batch 2048, out 256): the
+# weight-gradient GEMM ran at 109 GFLOP/s at 5,303 and 153 at 5,304, and a whole tiny update
+# step 13% faster; hence NetworkConfig.input_multiple = 8 zero-pads the observation to 5,304.
+# This case keeps measuring the unpadded width against the padded one on every device.
 FIRST_WIDTHS = (256, 2048)
 """Output widths of the first layer timed: tiny's and large's."""
 
@@ -50,8 +52,8 @@ def test_input_alignment(benchmark, emit, options):
     from ppo_core.config import NetworkConfig
     from ppo_core.device import matmul_precision
 
-    width = NetworkConfig().obs_dim  # (batch, width): the observation as the trainer feeds it
-    padded = -(-width // 8) * 8
+    width = NetworkConfig(input_multiple=1).obs_dim  # (batch, width): market + account, unpadded
+    padded = NetworkConfig().obs_dim  # the observation as the trainer feeds it
     batch = options.budget.big_minibatch
     precision = "fp32"
     if options.cuda and torch.cuda.get_device_capability(options.device)[0] >= 8:

@@ -41,7 +41,15 @@ def test_env_step(benchmark, emit, options, market, n_envs):
         case={"n_envs": n_envs, "forward_preset": size.name},
     )
     try:
-        env = TradingEnv(data, "train", n_envs=n_envs, device=options.device, seed=0)
+        env = TradingEnv(
+            data,
+            "train",
+            n_envs=n_envs,
+            device=options.device,
+            seed=0,
+            account_state=network.account_state,
+            input_multiple=network.input_multiple,
+        )
         obs = env.reset()
         generator = torch.Generator(device=options.device).manual_seed(0)
         actions = torch.randint(

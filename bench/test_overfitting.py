@@ -135,6 +135,7 @@ def test_overfitting(
             options.device,
             seed=seed,
             account_state=network.account_state,
+            input_multiple=network.input_multiple,
         )
         trainer = PPOTrainer(env, config)
         # One round that is the whole fixed-budget training run.
@@ -168,6 +169,7 @@ def test_overfitting(
                     options.device,
                     config.seed + 1,
                     account_state=network.account_state,
+                    input_multiple=network.input_multiple,
                 )
             )
             for split in ("train", "validation")

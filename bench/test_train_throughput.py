@@ -134,7 +134,15 @@ def _run_case(
             capture=capture,
             network=network,
         )
-        env = TradingEnv(data, "train", n_envs=n_envs, config=config.env, device=options.device)
+        env = TradingEnv(
+            data,
+            "train",
+            n_envs=n_envs,
+            config=config.env,
+            device=options.device,
+            account_state=network.account_state,
+            input_multiple=network.input_multiple,
+        )
         trainer = PPOTrainer(env, config)
         for _ in range(budget.train_warmup):
             trainer.train_iteration()  # allocator, cuBLAS heuristics and caches; never timed

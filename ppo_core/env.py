@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ppo_core.config import ACCOUNT_DIM, EnvConfig
+from ppo_core.config import ACCOUNT_DIM, EnvConfig, pad_width
 from ppo_core.data import NORMALIZED_CLIP, SPLIT_NAMES, PreparedData
 from ppo_core.synthetic import oracle_positions
 
@@ -43,7 +43,8 @@ class TradingEnv:
     obs[:, k * n_features + f] = features[t - lookback + 1 + k, f], then (account_state) the
     account: the position p held into bar t, the unrealised return of the open position,
     UNREALISED_SCALE * p * log(close[t] / close[entry]), and the bars held / BARS_HELD_SCALE
-    (both clipped to +-NORMALIZED_CLIP; 0 when flat). `observe(bar_index, account)` rebuilds it.
+    (both clipped to +-NORMALIZED_CLIP; 0 when flat), then zeros up to a multiple of
+    input_multiple inputs (NetworkConfig.pad_dim). `observe(bar_index, account)` rebuilds it.
     Action a in {0, 1, 2} sets position p = a - 1 for bar t -> t+1; the reward is
     reward_scale * (p * log_returns[t] - cost_bps * 1e-4 * |p - p_prev|), p_prev = 0 at an
     episode's start. A position's entry is the bar at which it was taken (a flip re-enters).
@@ -63,11 +64,18 @@ class TradingEnv:
         device: str | torch.device = "cpu",
         seed: int = 0,
         account_state: bool = True,
+        input_multiple: int = 8,
     ) -> None:
         if split not in SPLIT_NAMES:
             raise ValueError(f"split must be one of {', '.join(SPLIT_NAMES)}; got {split!r}")
         if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
             raise ValueError(f"n_envs must be a positive integer, got {n_envs!r}")
+        if (
+            isinstance(input_multiple, bool)
+            or not isinstance(input_multiple, int)
+            or input_multiple < 1
+        ):
+            raise ValueError(f"input_multiple must be a positive integer, got {input_multiple!r}")
         self.data = data
         self.split = split
         self.n_envs = n_envs
@@ -76,7 +84,11 @@ class TradingEnv:
         self.lookback = data.lookback
         self.n_features = data.n_features
         self.account_state = bool(account_state)
-        self.obs_dim = data.obs_dim + (ACCOUNT_DIM if self.account_state else 0)
+        self.input_multiple = input_multiple
+        unpadded = data.obs_dim + (ACCOUNT_DIM if self.account_state else 0)
+        self.pad_dim = pad_width(unpadded, input_multiple)
+        """Zero columns after the account state (NetworkConfig.pad_dim for the same layout)."""
+        self.obs_dim = unpadded + self.pad_dim
         self.split_start, self.split_end = data.splits.range(split)
 
         self.features = torch.as_tensor(data.features, device=self.device).contiguous()  # (T, F)
@@ -181,7 +193,7 @@ class TradingEnv:
     def observe(self, bar_index: torch.Tensor, account: torch.Tensor | None = None) -> torch.Tensor:
         """bar_index (B,) long, account (B, ACCOUNT_DIM) -> obs (B, obs_dim) float32: one gather
         of feature rows, then the account state when the env carries one (None: flat, no
-        position, as at an episode's start)."""
+        position, as at an episode's start), then pad_dim zero columns."""
         bar_index = bar_index.to(self.device)
         rows = bar_index - (self.lookback - 1)
         if rows.device.type == "cpu" and rows.numel():
@@ -194,11 +206,16 @@ class TradingEnv:
                 )
         bars = (bar_index[:, None] + self._window_offsets).reshape(-1)  # (B * lookback,)
         window = torch.index_select(self.features, 0, bars).reshape(len(rows), -1)  # (B, L*F)
-        if not self.account_state:
-            return window
-        if account is None:
-            account = torch.zeros(len(rows), ACCOUNT_DIM, device=self.device)
-        return torch.cat([window, account.to(self.device, torch.float32)], dim=1)
+        parts = [window]
+        if self.account_state:
+            if account is None:
+                account = torch.zeros(len(rows), ACCOUNT_DIM, device=self.device)
+            parts.append(account.to(self.device, torch.float32))  # (B, ACCOUNT_DIM)
+        if self.pad_dim:
+            parts.append(window.new_zeros(len(rows), self.pad_dim))  # (B, pad_dim)
+        # One cat builds the row, so with the account state the padding adds no copy of the
+        # window (without it, this cat is the one copy the padding costs).
+        return torch.cat(parts, dim=1) if len(parts) > 1 else window
 
     # ----------------------------------------------------------------------------- private
 
@@ -302,13 +319,22 @@ def policy_positions(
     device: str | torch.device = "cpu",
     batch_size: int = 4096,
     account_state: bool = True,
+    input_multiple: int = 8,
 ) -> np.ndarray:
     """The positions (n_bars,) int64 in {-1, 0, 1} policy_fn (obs (B, obs_dim) float32 ->
     actions (B,) in {0, 1, 2}) takes over every bar of `split`, starting flat.
 
     With the account state in the observation each decision depends on the last, so bars are
-    visited one at a time; without it, in batches of `batch_size`."""
-    env = TradingEnv(data, split, n_envs=1, device=device, account_state=account_state)
+    visited one at a time; without it, in batches of `batch_size`. `account_state` and
+    `input_multiple` lay out the observation as the policy's NetworkConfig does."""
+    env = TradingEnv(
+        data,
+        split,
+        n_envs=1,
+        device=device,
+        account_state=account_state,
+        input_multiple=input_multiple,
+    )
     start, end = data.splits.range(split)
     if account_state:
         actions = []
@@ -340,10 +366,13 @@ def evaluate_policy(
     device: str | torch.device = "cpu",
     batch_size: int = 4096,
     account_state: bool = True,
+    input_multiple: int = 8,
 ) -> EvalResult:
     """Run policy_fn once over every bar of `split` (see `policy_positions`), then hold the
     chosen positions in time order."""
-    positions = policy_positions(policy_fn, data, split, device, batch_size, account_state)
+    positions = policy_positions(
+        policy_fn, data, split, device, batch_size, account_state, input_multiple
+    )
     return evaluate_positions(positions, data, split, cost_bps)
 
 

@@ -46,6 +46,7 @@ def greedy_positions(policy: ActorCritic, data: PreparedData, split: str) -> np.
             split,
             device=device,
             account_state=policy.config.account_state,
+            input_multiple=policy.config.input_multiple,
         )
     finally:
         policy.train(was_training)

@@ -39,6 +39,7 @@ class TradingGymEnv(gym.Env):
         config: EnvConfig | None = None,
         seed: int = 0,
         account_state: bool = True,
+        input_multiple: int = 8,
     ) -> None:
         self.env = TradingEnv(
             data,
@@ -48,6 +49,7 @@ class TradingGymEnv(gym.Env):
             device="cpu",
             seed=seed,
             account_state=account_state,
+            input_multiple=input_multiple,
         )
         self.observation_space = _observation_space(self.env.obs_dim)
         self.action_space = spaces.Discrete(TradingEnv.n_actions)
@@ -91,6 +93,7 @@ class TradingVectorEnv(VectorEnv):
         device: str | torch.device = "cpu",
         seed: int = 0,
         account_state: bool = True,
+        input_multiple: int = 8,
     ) -> None:
         self.env = TradingEnv(
             data,
@@ -100,6 +103,7 @@ class TradingVectorEnv(VectorEnv):
             device=device,
             seed=seed,
             account_state=account_state,
+            input_multiple=input_multiple,
         )
         self.num_envs = num_envs
         self.single_observation_space = _observation_space(self.env.obs_dim)

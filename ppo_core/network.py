@@ -20,18 +20,24 @@ __all__ = ["ActorCritic", "sample_actions", "score_actions"]
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
 
-def _linear(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
-    layer = nn.Linear(in_dim, out_dim)
-    nn.init.orthogonal_(layer.weight, gain)
+def _linear(in_dim: int, out_dim: int, gain: float, pad: int = 0) -> nn.Linear:
+    """Linear(in_dim + pad, out_dim), orthogonal over the first in_dim inputs; the weights of the
+    last `pad` inputs are 0. Those inputs are always 0 (the observation's zero padding), so the
+    weights get zero gradients and zero Adam steps and stay 0: the layer computes exactly what
+    Linear(in_dim, out_dim) would, on aligned rows."""
+    layer = nn.Linear(in_dim + pad, out_dim)
+    with torch.no_grad():
+        layer.weight[:, in_dim:] = 0.0
+    nn.init.orthogonal_(layer.weight[:, :in_dim], gain)
     nn.init.zeros_(layer.bias)
     return layer
 
 
 def _trunk(config: NetworkConfig) -> nn.Sequential:
     layers: list[nn.Module] = []
-    widths = [config.obs_dim, *config.hidden_dims]
-    for in_dim, out_dim in itertools.pairwise(widths):
-        layers.append(_linear(in_dim, out_dim, math.sqrt(2)))
+    widths = [config.obs_dim - config.pad_dim, *config.hidden_dims]
+    for i, (in_dim, out_dim) in enumerate(itertools.pairwise(widths)):
+        layers.append(_linear(in_dim, out_dim, math.sqrt(2), pad=config.pad_dim if i == 0 else 0))
         if config.layer_norm:
             layers.append(nn.LayerNorm(out_dim))
         layers.append(_ACTIVATIONS[config.activation]())

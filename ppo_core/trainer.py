@@ -89,14 +89,18 @@ class PPOTrainer:
             raise ConfigError(
                 f"PPOConfig.n_envs is {config.n_envs} but the environment has {env.n_envs}"
             )
+        network = config.network
         if (
-            env.obs_dim != config.network.obs_dim
-            or env.account_state != config.network.account_state
+            env.obs_dim != network.obs_dim
+            or env.account_state != network.account_state
+            or env.pad_dim != network.pad_dim
         ):
             raise ConfigError(
                 f"environment observations have {env.obs_dim} values (account_state="
-                f"{env.account_state}) but the network expects obs_dim {config.network.obs_dim} "
-                f"(n_features x lookback, account_state={config.network.account_state})"
+                f"{env.account_state}, input_multiple={env.input_multiple}) but the network "
+                f"expects obs_dim {network.obs_dim} (n_features x lookback, account_state="
+                f"{network.account_state}, input_multiple={network.input_multiple}): build the "
+                "TradingEnv with the network's account_state and input_multiple"
             )
         self.env = env
         self.config = config

@@ -36,8 +36,9 @@ def policy() -> ActorCritic:
 
 @pytest.fixture
 def obs() -> torch.Tensor:
-    # (512, obs_dim): 4 features x 8 bars + 3 account-state inputs
-    return torch.randn(512, 35, generator=torch.Generator().manual_seed(1))
+    # (512, obs_dim): 4 features x 8 bars + 3 account-state inputs + 5 zeros (input_multiple 8)
+    values = torch.randn(512, 35, generator=torch.Generator().manual_seed(1))
+    return torch.cat([values, torch.zeros(512, 5)], dim=1)
 
 
 def test_eager_is_the_policy_itself(policy, obs):

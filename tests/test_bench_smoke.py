@@ -64,8 +64,10 @@ def test_every_suite_runs_once_and_writes_a_valid_record(tmp_path):
             assert record["preset"] == "tiny"
             assert record["hidden_dims"] == [256, 128, 64]
             if record["trunk"] == "shared":  # peers build SB3's separate trunks
-                # Counted on the built net: 1,406,788 (DESIGN.md) + 3 x 256 account-state inputs.
-                assert record["params"] == 1_407_556
+                # Counted on the built net: 1,406,788 (DESIGN.md) + 3 x 256 account-state
+                # inputs + 1 x 256 zero pad input.
+                assert record["params"] == 1_407_812
+                assert record["obs_dim"] == 5304
 
     overfit = next(e["record"] for e in cases if e["record"]["suite"] == "overfit")
     case = overfit["case"]

@@ -373,7 +373,8 @@ def test_inspect_reports_architecture_size_and_origin(make_checkpoint, small_con
     info = checkpoint.inspect(path)
     sizing = estimate(small_config)
     assert info.hidden_dims == (32, 16)
-    assert (info.trunk, info.obs_dim, info.n_features, info.lookback) == ("shared", 35, 4, 8)
+    # 4 x 8 market + 3 account inputs, zero-padded to 40
+    assert (info.trunk, info.obs_dim, info.n_features, info.lookback) == ("shared", 40, 4, 8)
     assert (
         info.params
         == sizing.params
@@ -428,14 +429,42 @@ def test_diff_names_a_bad_file(make_checkpoint, small_config, tmp_path):
 def test_a_checkpoint_from_before_the_account_state_and_data_fields_still_loads(tmp_path):
     """Files written before account_state and the data identity existed: their network saw
     the market window alone, so they load with account_state False and no data."""
-    old = NetworkConfig(n_features=4, lookback=8, hidden_dims=(32, 16), account_state=False)
+    old = NetworkConfig(
+        n_features=4, lookback=8, hidden_dims=(32, 16), account_state=False, input_multiple=1
+    )
     path = tmp_path / "old.pt"
     checkpoint.save(path, old, ActorCritic(old))
     payload = torch.load(path, weights_only=True)
     del payload["config"]["network"]["account_state"]
+    del payload["config"]["network"]["input_multiple"]
     del payload["data"]
     torch.save(payload, path)
     loaded = checkpoint.load(path)
     assert loaded.config == old
     assert loaded.data is None
     assert loaded.config.obs_dim == 32
+
+
+def test_a_checkpoint_from_before_the_padding_loads_unpadded_and_evaluates(tmp_path):
+    """A file written before input_multiple existed holds a 427-wide first layer (8 x 53 market
+    + 3 account inputs): it loads with input_multiple 1 and evaluates on 427-wide observations."""
+    from ppo_core.data import prepare
+    from ppo_core.evaluation import evaluate_with_baselines
+    from ppo_core.synthetic import make_synthetic
+
+    old = NetworkConfig(lookback=8, hidden_dims=(16,), input_multiple=1)
+    path = tmp_path / "old.pt"
+    checkpoint.save(path, PPOConfig(network=old), ActorCritic(old))
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["network"]["input_multiple"]
+    torch.save(payload, path)
+    loaded = checkpoint.load(path)
+    assert loaded.config == old == loaded.ppo_config.network
+    assert loaded.policy_state_dict["actor_trunk.0.weight"].shape == (16, 427)
+    policy = ActorCritic(loaded.config)
+    policy.load_state_dict(loaded.policy_state_dict)
+    data = prepare(make_synthetic(bars=600, seed=3), lookback=8)
+    results = evaluate_with_baselines(policy, data, "validation", 1.0)
+    assert results["policy"].n_bars == results["flat"].n_bars > 0
+    with pytest.raises(ArchitectureMismatch, match="input_multiple 1; config asks for 8"):
+        checkpoint.load(path, config=NetworkConfig(lookback=8, hidden_dims=(16,)))

@@ -140,7 +140,7 @@ def test_evaluate_on_data_with_another_feature_count_is_an_architecture_mismatch
     config = NetworkConfig(n_features=10, lookback=20, hidden_dims=(16,))
     path = checkpoint.save(tmp_path / "ten.pt", config, ActorCritic(config))
     err = _one_line_error(capsys, ["evaluate", str(path), *DATA, "--device", "cpu"])
-    assert "has n_features 10 (203 inputs with lookback 20)" in err  # 3 account-state inputs
+    assert "has n_features 10 (208 inputs with lookback 20)" in err  # + 3 account + 5 zeros
     assert "the data gives 53 features per bar" in err
     assert "mat1" not in err
 

@@ -25,11 +25,22 @@ def test_estimate_table_lists_every_preset_with_exact_counts(capsys):
         assert name in out
         assert f"{sizing.params:,}" in out
         assert f"{sizing.checkpoint_bytes / 1e6:.1f}" in out
-    # With the account state (position, unrealised return, bars held): 3 x width more.
-    for exact in ("1,407,556", "2,896,644", "6,120,580", "13,650,052"):
+    # With the account state (position, unrealised return, bars held) and one zero input that
+    # pads 5,303 to 5,304: 4 x the first width more than the market window alone.
+    assert "53 x 100 + 3 account + 1 zero = 5304" in out
+    for exact in ("1,407,812", "2,897,156", "6,121,604", "13,652,100"):
         assert exact in out
     code, out, _ = _run(capsys, "estimate", "--no-account-state")
+    assert "53 x 100 + 4 zero = 5304" in out
+    for exact in ("1,407,812", "2,897,156", "6,121,604", "13,652,100"):
+        assert exact in out
+    # Unpadded: DESIGN.md's counts (the market window alone) and the 5,303-wide ones.
+    code, out, _ = _run(capsys, "estimate", "--no-account-state", "--input-multiple", "1")
+    assert "53 x 100 = 5300" in out
     for exact in ("1,406,788", "2,895,108", "6,117,508", "13,643,908"):
+        assert exact in out
+    code, out, _ = _run(capsys, "estimate", "--input-multiple", "1")
+    for exact in ("1,407,556", "2,896,644", "6,120,580", "13,650,052"):
         assert exact in out
     assert "widely copied" in out
     assert "CUDA context" in out
@@ -40,7 +51,8 @@ def test_estimate_json_is_a_list_of_estimates(capsys):
     assert code == 0
     rows = json.loads(out)
     assert [row["config"]["hidden_dims"] for row in rows] == [list(d) for d in PRESETS.values()]
-    assert rows[3]["params"] == 13_650_052
+    assert rows[3]["params"] == 13_652_100
+    assert rows[3]["config"]["input_multiple"] == 8
     assert rows[0]["train_bytes"] == sum(rows[0]["memory_components"].values())
 
 
@@ -79,8 +91,8 @@ def test_estimate_one_custom_size_with_setup(capsys):
 def test_estimate_one_preset_table(capsys):
     code, out, _ = _run(capsys, "estimate", "--preset", "large")
     assert code == 0
-    assert "13,650,052" in out
-    assert "6,117,508" not in out
+    assert "13,652,100" in out
+    assert "6,121,604" not in out
 
 
 @pytest.mark.parametrize(
@@ -88,6 +100,8 @@ def test_estimate_one_preset_table(capsys):
     [
         (["--hidden-dims", "512,abc"], "'abc' is neither a preset"),
         (["--hidden-dims", "0"], "width 0 is outside"),
+        (["--input-multiple", "0"], "--input-multiple 0: must be in [1, 64]"),
+        (["--input-multiple", "65"], "--input-multiple 65: must be in [1, 64]"),
         (["--features", "0"], "NetworkConfig.n_features"),
         (["--minibatch", "-5"], "minibatch must be a positive integer"),
     ],

@@ -21,7 +21,8 @@ def trained(tmp_path_factory):
 def test_train_writes_a_checkpoint_with_the_run_config(trained):
     ckpt = checkpoint.load(trained)
     assert ckpt.config.hidden_dims == (32, 16)
-    assert ckpt.config.obs_dim == 5303  # 53 x 100 plus the account state
+    assert ckpt.config.obs_dim == 5304  # 53 x 100, the account state, one zero
+    assert ckpt.config.input_multiple == 8
     assert ckpt.ppo_config.n_envs == 4
     assert ckpt.ppo_config.total_timesteps == 256
     assert ckpt.meta["iteration"] == ckpt.ppo_config.n_iterations == 2
@@ -96,7 +97,7 @@ def test_train_flags_reach_the_config(tmp_path):
     assert (ppo.gamma, ppo.gae_lambda, ppo.ent_coef, ppo.clip_coef) == (0.5, 0.8, 0.02, 0.1)
     assert ppo.env.cost_bps == 12.0
     assert not ckpt.config.account_state
-    assert ckpt.config.obs_dim == 5300
+    assert ckpt.config.obs_dim == 5304  # the 5,300-wide window and 4 zeros
 
 
 def test_evaluate_defaults_to_the_checkpoints_own_data(trained, capsys):
@@ -147,3 +148,33 @@ def test_evaluate_names_changed_training_data(trained, tmp_path, capsys):
     torch.save(payload, edited)
     assert main(["evaluate", str(edited), "--device", "cpu"]) == 2
     assert "has changed since training" in capsys.readouterr().err
+
+
+def test_resume_of_a_checkpoint_from_before_the_padding_keeps_it_unpadded(trained, tmp_path):
+    """A checkpoint written before input_multiple existed (5,303-wide first layer and Adam
+    moments, no key) resumes as it was built: the padding is a layout, not a choice."""
+    import torch
+
+    payload = torch.load(trained, weights_only=True)
+    del payload["config"]["network"]["input_multiple"]
+
+    cut = {}  # a shared trunk is one tensor under two names: cut it once, keep it shared
+
+    def unpad(tensor):
+        if tensor.shape[-1:] != (5304,):
+            return tensor
+        return cut.setdefault(tensor.data_ptr(), tensor[..., :5303].clone())
+
+    payload["policy_state_dict"] = {k: unpad(v) for k, v in payload["policy_state_dict"].items()}
+    for state in payload["optimizer_state_dict"]["state"].values():
+        state.update({k: unpad(v) for k, v in state.items()})
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    assert checkpoint.load(old).config.obs_dim == 5303
+
+    out = tmp_path / "resumed.pt"
+    more = [a if a != "256" else "512" for a in SMALL]
+    assert main(["train", *more, *DATA, "--resume", str(old), "--out", str(out), "--json"]) == 0
+    resumed = checkpoint.load(out)
+    assert (resumed.config.input_multiple, resumed.config.obs_dim) == (1, 5303)
+    assert resumed.meta["iteration"] == 4

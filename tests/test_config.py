@@ -14,8 +14,13 @@ def test_network_defaults_are_the_reference_shape():
     config = NetworkConfig()
     assert config.market_dim == 53 * 100 == 5300
     assert config.account_state
-    assert config.obs_dim == 5300 + 3  # position, unrealised return, bars held
-    assert NetworkConfig(account_state=False).obs_dim == 5300
+    # + position, unrealised return, bars held, + 1 zero input: 5,304 = 8 x 663
+    assert (config.account_dim, config.pad_dim, config.obs_dim) == (3, 1, 5304)
+    assert config.input_multiple == 8
+    assert NetworkConfig(account_state=False).obs_dim == 5304  # 5,300 + 4 zeros
+    assert NetworkConfig(input_multiple=1).obs_dim == 5303
+    assert NetworkConfig(account_state=False, input_multiple=1).obs_dim == 5300
+    assert NetworkConfig(input_multiple=64).obs_dim == 5312
     assert config.hidden_dims == (1024, 512, 256)
     assert (config.n_actions, config.head_dim, config.trunk) == (3, 64, "shared")
 
@@ -155,3 +160,21 @@ def test_replace_validates_again():
 def test_env_rejects_bad_values(changes, named):
     with pytest.raises(ConfigError, match=f"EnvConfig.{named}"):
         EnvConfig(**changes)
+
+
+@pytest.mark.parametrize("bad", [0, -8, 65, 2.0, True, "8", None])
+def test_input_multiple_is_validated(bad):
+    with pytest.raises(ConfigError, match=r"NetworkConfig\.input_multiple"):
+        NetworkConfig(input_multiple=bad)
+
+
+def test_a_network_dict_without_input_multiple_is_the_unpadded_layout():
+    """Checkpoints and records written before the padding existed have no input_multiple key:
+    their networks were built on the 5,303-wide observation, so they must load as such."""
+    old = NetworkConfig().to_dict()
+    del old["input_multiple"]
+    config = NetworkConfig.from_dict(old)
+    assert (config.input_multiple, config.pad_dim, config.obs_dim) == (1, 0, 5303)
+    ppo = PPOConfig.from_dict({**PPOConfig().to_dict(), "network": old})
+    assert ppo.network.obs_dim == 5303
+    assert NetworkConfig.from_dict(NetworkConfig().to_dict()).obs_dim == 5304

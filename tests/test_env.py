@@ -24,6 +24,7 @@ from ppo_core.env import (
 from ppo_core.synthetic import make_synthetic
 
 LOOKBACK = 20
+MARKET = 53 * LOOKBACK  # 1,060 market inputs; + 3 account inputs = 1,063, padded to 1,064
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +32,13 @@ def data():
     return prepare(make_synthetic(1500, seed=11), lookback=LOOKBACK)
 
 
-def _window(data, t: int, account=(0.0, 0.0, 0.0)) -> np.ndarray:
-    """The observation of bar t built the slow way, bar-major, then the account state."""
+def _window(data, t: int, account=(0.0, 0.0, 0.0), width: int = 1064) -> np.ndarray:
+    """The observation of bar t built the slow way, bar-major, then the account state (None:
+    none), then zeros up to `width` inputs."""
     rows = [data.features[t - LOOKBACK + 1 + k] for k in range(LOOKBACK)]
-    return np.concatenate([*rows, np.asarray(account, dtype=np.float32)])
+    state = [] if account is None else [np.asarray(account, dtype=np.float32)]
+    unpadded = np.concatenate([*rows, *state])
+    return np.concatenate([unpadded, np.zeros(width - len(unpadded), dtype=np.float32)])
 
 
 def _account(data, t: int, position: int, entry: int) -> tuple:
@@ -48,7 +52,7 @@ def _account(data, t: int, position: int, entry: int) -> tuple:
 def test_reset_shapes_dtypes_and_starts(data):
     env = TradingEnv(data, "train", n_envs=16, seed=1)
     obs = env.reset()
-    assert obs.shape == (16, 53 * LOOKBACK + 3) == (16, env.obs_dim)
+    assert obs.shape == (16, 1064) == (16, env.obs_dim)  # 1,060 + 3 account + 1 zero
     assert obs.dtype == torch.float32
     assert env.bar_index.dtype == torch.long
     start, end = data.splits.train
@@ -248,10 +252,42 @@ def test_zero_variance_sharpe_is_zero_and_flat_has_no_hit_rate(data):
 def test_observation_without_the_account_state_is_the_market_window(data):
     env = TradingEnv(data, "train", n_envs=4, seed=2, account_state=False)
     obs = env.reset()
-    assert obs.shape == (4, 53 * LOOKBACK) == (4, env.obs_dim)
+    assert obs.shape == (4, 1064) == (4, env.obs_dim)  # 1,060 + 4 zeros
     obs, _reward, _done, _info = env.step(torch.full((4,), 2))
     for i in range(4):
-        assert np.array_equal(obs[i].numpy(), _window(data, int(env.bar_index[i]))[:-3])
+        assert np.array_equal(obs[i].numpy(), _window(data, int(env.bar_index[i]), None))
+
+
+@pytest.mark.parametrize(
+    ("account_state", "input_multiple", "width"),
+    [(True, 1, 1063), (False, 1, 1060), (True, 8, 1064), (False, 8, 1064), (True, 64, 1088)],
+)
+def test_the_observation_is_zero_padded_to_input_multiple(
+    data, account_state, input_multiple, width
+):
+    """The padding is zeros after the account state; input_multiple 1 is the unpadded layout
+    that checkpoints made before the padding were trained on."""
+    env = TradingEnv(
+        data, "train", n_envs=4, account_state=account_state, input_multiple=input_multiple
+    )
+    assert env.obs_dim == width == env.pad_dim + MARKET + 3 * account_state
+    obs = env.reset()
+    assert obs.shape == (4, width)
+    flat = (0.0, 0.0, 0.0) if account_state else None
+    for i in range(4):
+        assert np.array_equal(obs[i].numpy(), _window(data, int(env.bar_index[i]), flat, width))
+    _obs, _reward, _done, info = env.step(torch.tensor([2, 0, 1, 2]))
+    final = env.observe(info["final_bar_index"], info["final_account"])
+    for i in range(4):
+        account = info["final_account"][i].numpy() if account_state else None
+        expected = _window(data, int(info["final_bar_index"][i]), account, width)
+        assert np.array_equal(final[i].numpy(), expected)
+
+
+@pytest.mark.parametrize("bad", [0, -8, 2.0, True, "8"])
+def test_input_multiple_must_be_a_positive_integer(data, bad):
+    with pytest.raises(ValueError, match="input_multiple must be a positive integer"):
+        TradingEnv(data, "train", n_envs=2, input_multiple=bad)
 
 
 def test_oracle_positions_is_the_best_path_by_brute_force():
@@ -333,7 +369,7 @@ def test_evaluation_feeds_each_decision_its_own_account_state(data):
     flat for one) is evaluated bar by bar, each observation carrying the previous decision."""
 
     def policy(obs: torch.Tensor) -> torch.Tensor:
-        position, bars_held = obs[:, -3], obs[:, -1]
+        position, bars_held = obs[:, MARKET], obs[:, MARKET + 2]
         long_enough = (position == 1) & (bars_held >= 0.03 - 1e-6)
         return torch.where(long_enough, 1, 2)
 

@@ -37,7 +37,9 @@ def test_gymnasium_env_checker_passes_without_warnings(data):
 def test_single_env_truncates_with_the_next_observation(data):
     env = TradingGymEnv(data, "validation", EnvConfig(episode_bars=3), seed=0)
     obs, info = env.reset(seed=4)
-    assert obs.shape == (10 * 53 + 3,)  # the window plus the account state
+    assert obs.shape == (536,)  # the 530-wide window, the account state, 3 zeros
+    assert env.observation_space.shape == (536,)
+    assert not obs[533:].any()
     assert obs.dtype == np.float32
     assert env.observation_space.contains(obs)
     first_bar = info["bar_index"]
@@ -84,3 +86,13 @@ def test_vector_env_matches_the_native_env(data):
                 assert np.array_equal(infos["final_obs"][i], finals[i])
             assert all(infos["final_obs"][i] is None for i in np.flatnonzero(~truncated))
     assert saw_final
+
+
+def test_adapters_follow_the_networks_input_multiple(data):
+    """An unpadded network (input_multiple 1, as checkpoints made before the padding) gets
+    533-wide observations from both adapters."""
+    single = TradingGymEnv(data, "train", input_multiple=1)
+    vector = TradingVectorEnv(data, "train", num_envs=2, input_multiple=1)
+    assert single.observation_space.shape == vector.single_observation_space.shape == (533,)
+    assert single.reset(seed=0)[0].shape == (533,)
+    assert vector.reset(seed=0)[0].shape == (2, 533)

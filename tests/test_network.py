@@ -51,7 +51,8 @@ def test_separate_trunks_give_the_critic_its_own_features():
 
 def test_orthogonal_init_with_ppo_gains():
     policy = ActorCritic(_config(hidden_dims=(16, 8)))
-    first = policy.actor_trunk[0].weight  # (16, 32): rows orthonormal, scaled by sqrt(2)
+    # (16, 40): 32 market + 3 account inputs, orthonormal rows scaled by sqrt(2), + 5 zero columns
+    first = policy.actor_trunk[0].weight
     torch.testing.assert_close(first @ first.T, 2.0 * torch.eye(16), atol=1e-5, rtol=0)
     actor_out = policy.actor_head[2].weight  # (3, 64)
     torch.testing.assert_close(actor_out @ actor_out.T, 1e-4 * torch.eye(3), atol=1e-9, rtol=0)
@@ -125,6 +126,51 @@ def test_every_parameter_gets_a_gradient():
     for name, param in policy.named_parameters():
         assert param.grad is not None, name
         assert torch.isfinite(param.grad).all(), name
+
+
+def _unpadded_copy(padded: ActorCritic) -> ActorCritic:
+    """The same network on the unpadded observation: every weight copied, minus the pad
+    columns of the first Linear of each trunk."""
+    config = padded.config
+    unpadded = ActorCritic(NetworkConfig(**{**config.to_dict(), "input_multiple": 1}))
+    width = unpadded.config.obs_dim
+    state = {
+        name: tensor[:, :width] if tensor.shape[-1:] == (config.obs_dim,) else tensor
+        for name, tensor in padded.state_dict().items()
+    }
+    unpadded.load_state_dict(state)
+    return unpadded
+
+
+@pytest.mark.parametrize("trunk", ["shared", "separate"])
+def test_pad_weights_start_and_stay_zero_and_change_no_output(trunk):
+    """32 market + 3 account inputs are padded to 40: the first Linear's 5 pad columns start at
+    0, get exactly zero gradients and zero Adam steps (their inputs are always 0), and the
+    network's outputs are those of the 35-wide network with the same other weights."""
+    torch.manual_seed(0)
+    policy = ActorCritic(_config(trunk=trunk))
+    config = policy.config
+    assert (config.obs_dim, config.pad_dim) == (40, 5)
+    firsts = [policy.actor_trunk[0], policy.critic_trunk[0]]
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2, eps=1e-5)
+    for _ in range(5):
+        obs = torch.cat([torch.randn(16, 35), torch.zeros(16, 5)], dim=1)  # as TradingEnv pads
+        logits, value = policy(obs)
+        loss = logits.logsumexp(-1).mean() + value.square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(policy.parameters(), 0.5)
+        optimizer.step()
+        for layer in firsts:
+            assert torch.count_nonzero(layer.weight.grad[:, 35:]) == 0
+    for layer in firsts:
+        assert torch.count_nonzero(layer.weight[:, 35:]) == 0
+        assert torch.count_nonzero(layer.weight[:, :35]) == layer.weight[:, :35].numel()
+    obs = torch.randn(9, 35)
+    logits, value = policy(torch.cat([obs, torch.zeros(9, 5)], dim=1))
+    same_logits, same_value = _unpadded_copy(policy)(obs)
+    torch.testing.assert_close(logits, same_logits)
+    torch.testing.assert_close(value, same_value)
 
 
 @pytest.mark.gpu

@@ -46,7 +46,7 @@ def test_sb3_builds_the_same_layers_and_parameter_count(data):
     theirs = sorted(tuple(p.shape) for p in model.policy.parameters())
     assert theirs == shapes
     assert sum(p.numel() for p in model.policy.parameters()) == 2 * (
-        (533 * 32 + 32) + (32 * 16 + 16) + (16 * 64 + 64)
+        (536 * 32 + 32) + (32 * 16 + 16) + (16 * 64 + 64)  # 530 market + 3 account + 3 zeros
     ) + (64 * 3 + 3) + (64 * 1 + 1)
     assert isinstance(model.policy.mlp_extractor.policy_net[1], torch.nn.ReLU)
     assert model.policy.optimizer.defaults["eps"] == 1e-5
@@ -74,7 +74,7 @@ def test_sb3_learning_rate_equals_ppo_core_annealing_at_every_update(data):
 def test_vec_env_marks_time_limits_for_sb3_bootstrap(data):
     env = peers.sb3_vec_env(data, _config(data))
     obs = env.reset()
-    assert obs.shape == (2, 533)
+    assert obs.shape == (2, 536)
     assert obs.dtype == np.float32
     for _ in range(7):
         env.step_async(np.array([2, 0]))

@@ -459,3 +459,35 @@ def test_overfit_gaps_pool_seeds_within_one_dataset_only():
     own = runs[gap_rows & (runs["preset"] == "tiny") & (runs["case_bars"] == bars)]["value"]
     candidates = {own.mean(), own.mean() + 100}
     assert tiny.overfit.value in candidates  # one dataset's seeds, never a blend of the two
+
+
+@pytest.mark.parametrize(
+    ("widths", "layout"),
+    [
+        ([5300, 5300], (False, 1)),  # before the account state (tests/fixtures/h100)
+        ([5303], (True, 1)),  # with the account state, before the padding
+        ([5304], (True, 8)),  # today's default
+        ([5300, 5304], (True, 8)),  # mixed: the default
+    ],
+)
+def test_sizes_follow_the_observation_layout_the_results_were_measured_in(widths, layout):
+    """Records carry obs_dim, not input_multiple: sizes for old runs (5,300 or 5,303 inputs,
+    no padding) must be computed in that layout or no measured row would match them."""
+    from archbench_reports.pick import _network_of
+
+    network = _network_of(pd.DataFrame({"obs_dim": [*widths, None]}))
+    assert (network.account_state, network.input_multiple) == layout
+    assert network.obs_dim == max(widths)
+
+
+def test_h100_results_measured_before_the_padding_still_count_as_measured(tmp_path):
+    """tests/fixtures/h100 was measured on 5,300-wide observations and its records say nothing
+    of input_multiple: pick must still read their figures as measurements on an H100."""
+    import gzip
+
+    path = tmp_path / "full-perf-cuda.json"
+    path.write_bytes(gzip.decompress((FIXTURES / "h100" / "full-perf-cuda.json.gz").read_bytes()))
+    assert "input_multiple" not in path.read_text()
+    runs = load_runs([path])
+    result = pick(find_gpu("H100"), runs=runs)
+    assert "measured" in _by_label(result)["medium"].update_samples_per_s.basis

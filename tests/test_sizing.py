@@ -47,8 +47,11 @@ def _design_formula(d: int, hidden: tuple[int, ...], a: int) -> int:
 
 
 def test_reference_counts_are_pinned():
+    """DESIGN.md's counts: the 5,300-wide market window alone, unpadded (input_multiple=1)."""
     params = {
-        name: estimate(NetworkConfig(hidden_dims=dims, account_state=False)).params
+        name: estimate(
+            NetworkConfig(hidden_dims=dims, account_state=False, input_multiple=1)
+        ).params
         for name, dims in PRESETS.items()
     }
     assert params["tiny"] == 1_406_788
@@ -62,15 +65,38 @@ def test_reference_counts_are_pinned():
 
 
 def test_the_account_state_adds_three_inputs_to_the_first_layer():
-    """Default on: position, unrealised return and bars held widen the input to 5,303, which
-    adds 3 x the first width to the parameters (768 for tiny, 6,144 for large)."""
+    """Position, unrealised return and bars held widen the input to 5,303, which adds 3 x the
+    first width to the parameters (768 for tiny, 6,144 for large)."""
     for name, dims in PRESETS.items():
-        with_state = estimate(NetworkConfig(hidden_dims=dims))
-        without = estimate(NetworkConfig(hidden_dims=dims, account_state=False))
+        with_state = estimate(NetworkConfig(hidden_dims=dims, input_multiple=1))
+        without = estimate(NetworkConfig(hidden_dims=dims, account_state=False, input_multiple=1))
         assert with_state.config.obs_dim == 5303
         assert with_state.params - without.params == 3 * dims[0], name
         assert with_state.params == _design_formula(5303, dims, 3)
-    assert estimate(NetworkConfig(hidden_dims=PRESETS["tiny"])).params == 1_407_556
+    assert estimate(NetworkConfig(hidden_dims=PRESETS["tiny"], input_multiple=1)).params == (
+        1_407_556
+    )
+
+
+def test_the_default_pads_the_input_to_5304_with_one_zero_weight_per_first_width():
+    """input_multiple 8 pads 5,303 inputs with one zero to 5,304 (aligned GEMMs): one more
+    weight per first-layer output, 256 for tiny (+0.02%); without the account state the
+    5,300-wide window gets 4 zeros and the same 5,304-wide first layer."""
+    pinned = {
+        "tiny": 1_407_812,
+        "small": 2_897_156,
+        "medium": 6_121_604,
+        "large": 13_652_100,
+        "xlarge": 32_808_836,
+    }
+    for name, dims in PRESETS.items():
+        padded = estimate(NetworkConfig(hidden_dims=dims))
+        unpadded = estimate(NetworkConfig(hidden_dims=dims, input_multiple=1))
+        assert padded.config.obs_dim == 5304
+        assert padded.params - unpadded.params == dims[0], name
+        assert padded.params == _design_formula(5304, dims, 3) == pinned[name]
+        no_account = estimate(NetworkConfig(hidden_dims=dims, account_state=False))
+        assert no_account.params == padded.params, name
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -95,6 +121,7 @@ _small_configs = st.builds(
     activation=st.sampled_from(["relu", "tanh", "gelu"]),
     layer_norm=st.booleans(),
     account_state=st.booleans(),
+    input_multiple=st.sampled_from([1, 2, 8, 64]),
 )
 
 
@@ -213,7 +240,7 @@ def test_checkpoint_bytes_within_one_percent_of_a_saved_file(tmp_path, name, tru
 
 def test_training_memory_components_by_hand():
     sizing = estimate(NetworkConfig(), n_envs=8, n_steps=256, minibatch=256, n_bars=1000)
-    p = 6_120_580  # medium with the account state: 6,117,508 + 3 x 1024
+    p = 6_121_604  # medium, 5,304 inputs: 6,117,508 + 3 x 1024 (account) + 1 x 1024 (pad)
     assert sizing.weight_bytes == {"fp32": 4 * p, "bf16": 2 * p, "fp16": 2 * p, "int8": p}
     assert sizing.grad_bytes == 4 * p
     assert sizing.adam_bytes == 8 * p
@@ -221,18 +248,18 @@ def test_training_memory_components_by_hand():
     assert ROLLOUT_SAMPLE_BYTES == 32
     # A bar index plus the fp32 account state (3 values) per sample.
     assert sizing.rollout_bytes_indices == 8 * 256 * (8 + 3 * 4 + 32)
-    assert sizing.rollout_bytes_observations == 8 * 256 * (5303 * 4 + 32) == 43_507_712
-    assert sizing.minibatch_bytes == 256 * 5303 * 4
+    assert sizing.rollout_bytes_observations == 8 * 256 * (5304 * 4 + 32) == 43_515_904
+    assert sizing.minibatch_bytes == 256 * 5304 * 4
     assert sizing.data_bytes == 1000 * 53 * 4
     # relu, shared trunk: one saved row per hidden layer plus one per head's 64-wide layer.
     assert sizing.activation_bytes == 256 * (1024 + 512 + 256 + 64 + 64) * 4
     assert sizing.index_bytes == 8 * 256 * 8
     assert sizing.gather_index_bytes == 256 * 100 * 8
     assert sizing.forward_transient_bytes == sizing.first_grad_bytes == 256 * 1024 * 4
-    assert sizing.rollout_step_bytes == 8 * (3 * 5303 * 4 + (1024 + 512 + 256 + 128) * 4)
-    minibatch = 256 * 5303 * 4
+    assert sizing.rollout_step_bytes == 8 * (3 * 5304 * 4 + (1024 + 512 + 256 + 128) * 4)
+    minibatch = 256 * 5304 * 4
     assert {name: sum(parts.values()) for name, parts in sizing.phases().items()} == {
-        "rollout step": 8 * (3 * 5303 * 4 + 1920 * 4),
+        "rollout step": 8 * (3 * 5304 * 4 + 1920 * 4),
         "minibatch gather": minibatch + 256 * 100 * 8,
         "forward": minibatch + 256 * 1920 * 4 + 256 * 1024 * 4,
         "end of backward": minibatch + 4 * p + 256 * 1024 * 4,
@@ -260,7 +287,7 @@ def test_training_memory_components_by_hand():
 def test_a_cpu_peaks_in_the_foreach_adam_step_and_keeps_freed_pages():
     cuda = estimate(NetworkConfig(), n_envs=8, n_steps=256, minibatch=256, n_bars=1000)
     cpu = estimate(NetworkConfig(), n_envs=8, n_steps=256, minibatch=256, n_bars=1000, device="cpu")
-    p = _design_formula(5303, PRESETS["medium"], 3)  # the market window + 3 account inputs
+    p = _design_formula(5304, PRESETS["medium"], 3)  # market window + 3 account + 1 zero
     assert cpu.adam_step_bytes == 4 * p  # foreach Adam's sqrt(v) denominator, all at once
     assert cpu.peak_phase == "adam step"
     assert cpu.host_slack_bytes == round(HOST_SLACK_PER_WEIGHT_BYTE * 4 * p)

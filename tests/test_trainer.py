@@ -44,6 +44,7 @@ def _trainer(data, config: PPOConfig) -> PPOTrainer:
         device="cpu",
         seed=config.seed,
         account_state=config.network.account_state,
+        input_multiple=config.network.input_multiple,
     )
     return PPOTrainer(env, config)
 
@@ -131,6 +132,29 @@ def test_checkpoint_resume_continues_and_refuses_other_architecture(data, tmp_pa
     other = _trainer(data, _config(network=NetworkConfig(lookback=LOOKBACK, hidden_dims=(64, 16))))
     with pytest.raises(ArchitectureMismatch, match=r"\(32, 16\).*\(64, 16\)"):
         other.resume(path)
+
+
+@pytest.mark.parametrize("trunk", ["shared", "separate"])
+def test_pad_weights_stay_exactly_zero_through_ppo_training(data, trunk):
+    """8 x 53 market + 3 account inputs = 427, padded with 5 zeros to 432: after whole PPO
+    iterations (clipped gradients, Adam) the first layers' pad columns are still exactly 0."""
+    network = NetworkConfig(lookback=LOOKBACK, hidden_dims=(32, 16), trunk=trunk)
+    trainer = _trainer(data, _config(network=network, total_timesteps=2 * 64))
+    assert (trainer.env.obs_dim, network.pad_dim) == (432, 5)
+    trainer.learn(progress=False)
+    for layer in (trainer.policy.actor_trunk[0], trainer.policy.critic_trunk[0]):
+        assert torch.count_nonzero(layer.weight[:, 427:]) == 0
+        assert torch.count_nonzero(layer.weight[:, :427]) == 427 * 32
+    state = trainer.optimizer.state[trainer.policy.actor_trunk[0].weight]
+    assert torch.count_nonzero(state["exp_avg"][:, 427:]) == 0
+
+
+def test_an_env_padded_otherwise_than_the_network_is_refused(data):
+    config = _config()
+    env = TradingEnv(data, "train", config.n_envs, config.env, input_multiple=1)
+    wrong = r"427 values .*input_multiple=1.* 432 .*input_multiple=8"
+    with pytest.raises(ConfigError, match=wrong):
+        PPOTrainer(env, config)
 
 
 def test_checkpoint_stores_full_config_and_normaliser(data, tmp_path):
