@@ -217,15 +217,14 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         # The zero padding is a layout detail, not a choice: resume with the checkpoint's own
         # (a checkpoint made before the padding existed has input_multiple 1).
-        stored_network = checkpoint.load(args.resume).config
+        # Read once: a checkpoint with Adam's state can be hundreds of MB.
+        stored = checkpoint.load(args.resume)
         config = config.replace(
-            network=dataclasses.replace(
-                config.network, input_multiple=stored_network.input_multiple
-            )
+            network=dataclasses.replace(config.network, input_multiple=stored.config.input_multiple)
         )
+        stored.check_architecture(config.network)
         # Resumed weights were trained on the checkpoint's feature scaling: keep it.
-        stored = checkpoint.load(args.resume, config=config.network).obs_norm
-        normalizer = Normalizer.from_dict(stored) if stored else None
+        normalizer = Normalizer.from_dict(stored.obs_norm) if stored.obs_norm else None
     data = prepare(market, lookback=config.network.lookback, normalizer=normalizer)
     env = TradingEnv(
         data,

@@ -50,14 +50,12 @@ def test_input_alignment(benchmark, emit, options):
 
     from archbench_instrument.timing import time_callable
     from ppo_core.config import NetworkConfig
-    from ppo_core.device import matmul_precision
+    from ppo_core.device import matmul_precision, resolve_precision
 
     width = NetworkConfig(input_multiple=1).obs_dim  # (batch, width): market + account, unpadded
     padded = NetworkConfig().obs_dim  # the observation as the trainer feeds it
     batch = options.budget.big_minibatch
-    precision = "fp32"
-    if options.cuda and torch.cuda.get_device_capability(options.device)[0] >= 8:
-        precision = "tf32"  # what training runs on such a GPU
+    precision = resolve_precision("auto", options.device)  # what training runs there
     repeats, warmup = (20, 3) if options.profile == "full" else (6, 2)
     generator = torch.Generator(device="cpu").manual_seed(0)
 

@@ -97,6 +97,14 @@ class Checkpoint:
     file_bytes: int
     """Size of the file on disk."""
 
+    def check_architecture(self, config: NetworkConfig | PPOConfig) -> None:
+        """Refuse (ArchitectureMismatch) a config whose architecture differs from the weights'."""
+        mismatch = _architecture_mismatch(
+            f"checkpoint {self.path}", self.config, _split_config(config)[0]
+        )
+        if mismatch is not None:
+            raise mismatch
+
 
 @dataclass(frozen=True)
 class CheckpointInfo:

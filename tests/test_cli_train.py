@@ -74,6 +74,19 @@ def test_resume_keeps_the_checkpoints_feature_scaling(trained, tmp_path):
         assert after.obs_norm[key] == value
 
 
+def test_resume_into_another_architecture_is_refused_before_any_training(
+    trained, tmp_path, capsys
+):
+    out = tmp_path / "other.pt"
+    other = ["--hidden-dims", "64,16", *SMALL[2:]]
+    assert main(["train", *other, *DATA, "--resume", str(trained), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "hidden_dims (32, 16)" in err
+    assert "(64, 16)" in err
+    assert len(err.splitlines()) == 1
+    assert not out.exists()
+
+
 def test_train_records_discounting_costs_and_the_data(trained):
     ckpt = checkpoint.load(trained)
     assert (ckpt.ppo_config.gamma, ckpt.ppo_config.gae_lambda) == (0.99, 0.95)
