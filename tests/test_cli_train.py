@@ -74,9 +74,7 @@ def test_resume_keeps_the_checkpoints_feature_scaling(trained, tmp_path):
         assert after.obs_norm[key] == value
 
 
-def test_resume_into_another_architecture_is_refused_before_any_training(
-    trained, tmp_path, capsys
-):
+def test_resume_into_another_architecture_is_refused_before_any_training(trained, tmp_path, capsys):
     out = tmp_path / "other.pt"
     other = ["--hidden-dims", "64,16", *SMALL[2:]]
     assert main(["train", *other, *DATA, "--resume", str(trained), "--out", str(out)]) == 2
