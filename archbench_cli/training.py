@@ -23,6 +23,7 @@ _DATA_HELP = "synthetic, sp500, nasdaq, eurusd-1h (the `data` extra) or a CSV/Pa
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
     from ppo_core.presets import TRAINING_MODES
+    from ppo_core.synthetic import DEFAULT_SIGNAL_STRENGTH, SYNTHETIC_BARS
 
     train = subcommands.add_parser(
         "train",
@@ -37,12 +38,17 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "--auto", action="store_true", help="hidden_dims, n_envs and minibatch from the GPU tier"
     )
     train.add_argument("--data", default="synthetic", help=_DATA_HELP + " (default: synthetic)")
-    train.add_argument("--bars", type=int, help="bars of data to use (synthetic: length to make)")
+    train.add_argument(
+        "--bars",
+        type=int,
+        help=f"bars of data to use (synthetic: length to make, default {SYNTHETIC_BARS:,})",
+    )
     train.add_argument(
         "--signal-strength",
         type=float,
         default=None,
-        help="synthetic data only: the planted edge per bar in units of volatility (default 0.1)",
+        help="synthetic data only: the planted edge per bar in units of volatility "
+        f"(default {DEFAULT_SIGNAL_STRENGTH:g})",
     )
     _add_timestamp_options(train)
     timesteps = default(PPOConfig, "total_timesteps")
@@ -116,7 +122,10 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument("--bars", type=int, help="bars of data (synthetic: length to make)")
     evaluate.add_argument(
-        "--signal-strength", type=float, default=None, help="synthetic data only (default 0.1)"
+        "--signal-strength",
+        type=float,
+        default=None,
+        help=f"synthetic data only (default {DEFAULT_SIGNAL_STRENGTH:g})",
     )
     _add_timestamp_options(evaluate)
     evaluate.add_argument("--split", choices=["train", "validation", "test"], default="validation")
@@ -215,13 +224,12 @@ def _train(args: argparse.Namespace) -> int:
     market = load_market_data(args.data, bars=args.bars, seed=config.seed, **_signal(args))
     normalizer = None
     if args.resume:
-        # The zero padding is a layout detail, not a choice: resume with the checkpoint's own
-        # (a checkpoint made before the padding existed has input_multiple 1).
-        # Read once: a checkpoint with Adam's state can be hundreds of MB.
+        # The zero padding and the account gain are layout details, not choices: resume with
+        # the checkpoint's own (one made before either existed has input_multiple 1 and
+        # scale_account False). Read once: a checkpoint with Adam's state can be hundreds of MB.
         stored = checkpoint.load(args.resume)
-        config = config.replace(
-            network=dataclasses.replace(config.network, input_multiple=stored.config.input_multiple)
-        )
+        layout = {k: getattr(stored.config, k) for k in ("input_multiple", "scale_account")}
+        config = config.replace(network=dataclasses.replace(config.network, **layout))
         stored.check_architecture(config.network)
         # Resumed weights were trained on the checkpoint's feature scaling: keep it.
         normalizer = Normalizer.from_dict(stored.obs_norm) if stored.obs_norm else None
@@ -233,8 +241,7 @@ def _train(args: argparse.Namespace) -> int:
         config.env,
         device=device,
         seed=config.seed,
-        account_state=config.network.account_state,
-        input_multiple=config.network.input_multiple,
+        network=config.network,
     )
     trainer = PPOTrainer(env, config.replace(device=str(device)))
     if args.resume:

@@ -96,8 +96,7 @@ def sb3_vec_env(data: PreparedData, config: PPOConfig, split: str = "train") -> 
                 num_envs=config.n_envs,
                 config=config.env,
                 seed=config.seed,
-                account_state=config.network.account_state,
-                input_multiple=config.network.input_multiple,
+                network=config.network,
             )
             self.render_mode = None
             super().__init__(
@@ -213,8 +212,7 @@ def run_ppo_core(data: PreparedData, config: PPOConfig) -> PeerRun:
         config.env,
         config.device,
         config.seed,
-        account_state=config.network.account_state,
-        input_multiple=config.network.input_multiple,
+        network=config.network,
     )
     trainer = PPOTrainer(env, config)
     start = time.perf_counter()
@@ -227,8 +225,7 @@ def run_ppo_core(data: PreparedData, config: PPOConfig) -> PeerRun:
         "validation",
         config.env.cost_bps,
         trainer.device,
-        account_state=config.network.account_state,
-        input_multiple=config.network.input_multiple,
+        network=config.network,
     )
     return PeerRun("ppo_core", trainer.global_step, learn_s, _count(trainer.policy), validation)
 
@@ -247,7 +244,6 @@ def run_sb3(data: PreparedData, config: PPOConfig) -> PeerRun:
         "validation",
         config.env.cost_bps,
         model.device,
-        account_state=config.network.account_state,
-        input_multiple=config.network.input_multiple,
+        network=config.network,
     )
     return PeerRun("sb3", int(model.num_timesteps), learn_s, _count(model.policy), validation)

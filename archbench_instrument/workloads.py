@@ -96,8 +96,7 @@ def _build_and_train(
         config=config.env,
         device=device,
         seed=seed,
-        account_state=network.account_state,
-        input_multiple=network.input_multiple,
+        network=network,
     )
     trainer = PPOTrainer(env, config)
     for _ in range(iterations):

@@ -47,8 +47,7 @@ def test_env_step(benchmark, emit, options, market, n_envs):
             n_envs=n_envs,
             device=options.device,
             seed=0,
-            account_state=network.account_state,
-            input_multiple=network.input_multiple,
+            network=network,
         )
         obs = env.reset()
         generator = torch.Generator(device=options.device).manual_seed(0)

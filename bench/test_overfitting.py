@@ -134,8 +134,7 @@ def test_overfitting(
             config.env,
             options.device,
             seed=seed,
-            account_state=network.account_state,
-            input_multiple=network.input_multiple,
+            network=network,
         )
         trainer = PPOTrainer(env, config)
         # One round that is the whole fixed-budget training run.
@@ -168,8 +167,7 @@ def test_overfitting(
                     config.env,
                     options.device,
                     config.seed + 1,
-                    account_state=network.account_state,
-                    input_multiple=network.input_multiple,
+                    network=network,
                 )
             )
             for split in ("train", "validation")

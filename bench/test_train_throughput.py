@@ -140,8 +140,7 @@ def _run_case(
             n_envs=n_envs,
             config=config.env,
             device=options.device,
-            account_state=network.account_state,
-            input_multiple=network.input_multiple,
+            network=network,
         )
         trainer = PPOTrainer(env, config)
         for _ in range(budget.train_warmup):

@@ -17,7 +17,9 @@ and a crafted pickle is refused without running it. Layout (format "ppo-archbenc
 Older checkpoints still load: one without "data" loads with `data` None (evaluation then
 needs --data), and one whose network has no "account_state" was trained on the market window
 alone, so it loads with account_state False; one whose network has no "input_multiple" was
-built on the unpadded observation, so it loads with input_multiple 1 (NetworkConfig.from_dict).
+built on the unpadded observation, so it loads with input_multiple 1, and one with no
+"scale_account" saw the raw account state, so it loads with scale_account False
+(NetworkConfig.from_dict).
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ _ARCHITECTURE_KEYS = (
     "layer_norm",
     "account_state",
     "input_multiple",
+    "scale_account",
 )
 
 

@@ -111,6 +111,13 @@ class NetworkConfig:
     so the policy can learn cost-aware holding; False: the market window alone."""
     input_multiple: int = 8
     """The observation is zero-padded up to a multiple of this many inputs; 1 = no padding."""
+    scale_account: bool = True
+    """Multiply the account state by account_gain = sqrt(market_dim) in the observation: at the
+    orthogonal init each first-layer weight is ~1/sqrt(obs_dim), so the market window moves a
+    unit by O(1) and a raw account input by ~1/73 of that. Under Adam a weight moves ~lr a step
+    whatever its input, so raw, the policy learns to read its own position ~73x more slowly
+    than the market, and learns a position-blind "follow the regime" at gamma 0 as well as at
+    0.99 (README, "The workload"). False: raw, as checkpoints made before it existed."""
 
     def __post_init__(self) -> None:
         owner = "NetworkConfig"
@@ -135,6 +142,10 @@ class NetworkConfig:
                 f"{owner}.account_state must be true or false, got {self.account_state!r}"
             )
         _positive_int(owner, "input_multiple", self.input_multiple, MAX_INPUT_MULTIPLE)
+        if not isinstance(self.scale_account, bool):
+            raise ConfigError(
+                f"{owner}.scale_account must be true or false, got {self.scale_account!r}"
+            )
 
     @property
     def market_dim(self) -> int:
@@ -145,6 +156,20 @@ class NetworkConfig:
     def account_dim(self) -> int:
         """Width of the account state: ACCOUNT_DIM when account_state, else 0."""
         return ACCOUNT_DIM if self.account_state else 0
+
+    @property
+    def account_gain(self) -> float:
+        """The factor the account state enters the observation with (see scale_account)."""
+        return math.sqrt(self.market_dim) if self.scale_account else 1.0
+
+    @property
+    def observation_layout(self) -> dict[str, Any]:
+        """What an environment needs to build this network's observation, beyond the data."""
+        return {
+            "account_state": self.account_state,
+            "account_gain": self.account_gain if self.account_state else None,
+            "pad_dim": self.pad_dim,
+        }
 
     @property
     def pad_dim(self) -> int:
@@ -163,9 +188,9 @@ class NetworkConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NetworkConfig:
-        if isinstance(data, dict) and "input_multiple" not in data:
-            # Written before the padding existed: the network was built without it.
-            data = {**data, "input_multiple": 1}
+        if isinstance(data, dict):
+            # Written before the padding or the account scaling existed: built without them.
+            data = {"input_multiple": 1, "scale_account": False, **data}
         return _from_dict(cls, data)
 
 
@@ -175,14 +200,16 @@ class EnvConfig:
 
     episode_bars: int = 256
     """Bars per training episode before an automatic reset at a new random start."""
-    cost_bps: float = 5.0
-    """Trading cost in basis points per unit of position change (5: a liquid market's spread
-    plus fees; above one synthetic bar's edge, so flipping every bar loses)."""
+    cost_bps: float = 30.0
+    """Trading cost in basis points per unit of position change (30: a taker fee plus spread and
+    slippage on a 40%-volatility market such as the synthetic one; above one synthetic bar's
+    edge, 21 bp, so flipping every bar loses and the policy must hold through a regime). Set
+    your market's own: a liquid index future costs ~1-5 bp."""
     reward_scale: float = 10.0
     """Training rewards are log returns times this; evaluation metrics always use unscaled
     returns. 10 keeps gamma-0.99 value targets (sums of ~100 rewards) O(1): at 100 the value
     loss swamped a shared trunk and tiny collapsed to flat on the synthetic market, while at 10
-    it reached a validation Sharpe of 8.3 (lookback 10, 30k steps, seed 0)."""
+    it reached a validation Sharpe of 8.3 (lookback 10, 30k steps, seed 0, raw account state)."""
 
     def __post_init__(self) -> None:
         _positive_int("EnvConfig", "episode_bars", self.episode_bars)

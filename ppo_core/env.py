@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ppo_core.config import ACCOUNT_DIM, EnvConfig, pad_width
+from ppo_core.config import ACCOUNT_DIM, EnvConfig, NetworkConfig
 from ppo_core.data import NORMALIZED_CLIP, SPLIT_NAMES, PreparedData
+from ppo_core.errors import ConfigError
 from ppo_core.synthetic import oracle_positions
 
 __all__ = [
@@ -43,8 +44,10 @@ class TradingEnv:
     obs[:, k * n_features + f] = features[t - lookback + 1 + k, f], then (account_state) the
     account: the position p held into bar t, the unrealised return of the open position,
     UNREALISED_SCALE * p * log(close[t] / close[entry]), and the bars held / BARS_HELD_SCALE
-    (both clipped to +-NORMALIZED_CLIP; 0 when flat), then zeros up to a multiple of
-    input_multiple inputs (NetworkConfig.pad_dim). `observe(bar_index, account)` rebuilds it.
+    (both clipped to +-NORMALIZED_CLIP; 0 when flat), all three times NetworkConfig.account_gain,
+    then zeros up to a multiple of input_multiple inputs (NetworkConfig.pad_dim): the layout of
+    `network`, the NetworkConfig of the policy that reads it. `observe(bar_index, account)`
+    rebuilds it; `account()` returns the account state unscaled.
     Action a in {0, 1, 2} sets position p = a - 1 for bar t -> t+1; the reward is
     reward_scale * (p * log_returns[t] - cost_bps * 1e-4 * |p - p_prev|), p_prev = 0 at an
     episode's start. A position's entry is the bar at which it was taken (a flip re-enters).
@@ -63,19 +66,20 @@ class TradingEnv:
         config: EnvConfig | None = None,
         device: str | torch.device = "cpu",
         seed: int = 0,
-        account_state: bool = True,
-        input_multiple: int = 8,
+        network: NetworkConfig | None = None,
     ) -> None:
         if split not in SPLIT_NAMES:
             raise ValueError(f"split must be one of {', '.join(SPLIT_NAMES)}; got {split!r}")
         if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
             raise ValueError(f"n_envs must be a positive integer, got {n_envs!r}")
-        if (
-            isinstance(input_multiple, bool)
-            or not isinstance(input_multiple, int)
-            or input_multiple < 1
-        ):
-            raise ValueError(f"input_multiple must be a positive integer, got {input_multiple!r}")
+        if network is None:
+            network = NetworkConfig(n_features=data.n_features, lookback=data.lookback)
+        elif (network.n_features, network.lookback) != (data.n_features, data.lookback):
+            raise ConfigError(
+                f"the network reads {network.n_features} features x {network.lookback} bars but "
+                f"the data was prepared as {data.n_features} x {data.lookback}: prepare it with "
+                f"lookback={network.lookback}"
+            )
         self.data = data
         self.split = split
         self.n_envs = n_envs
@@ -83,12 +87,11 @@ class TradingEnv:
         self.device = torch.device(device)
         self.lookback = data.lookback
         self.n_features = data.n_features
-        self.account_state = bool(account_state)
-        self.input_multiple = input_multiple
-        unpadded = data.obs_dim + (ACCOUNT_DIM if self.account_state else 0)
-        self.pad_dim = pad_width(unpadded, input_multiple)
-        """Zero columns after the account state (NetworkConfig.pad_dim for the same layout)."""
-        self.obs_dim = unpadded + self.pad_dim
+        self.network = network
+        """The network whose observation layout this env builds (account state, gain, padding)."""
+        self.account_state = network.account_state
+        self.pad_dim = network.pad_dim
+        self.obs_dim = network.obs_dim
         self.split_start, self.split_end = data.splits.range(split)
 
         self.features = torch.as_tensor(data.features, device=self.device).contiguous()  # (T, F)
@@ -192,8 +195,8 @@ class TradingEnv:
 
     def observe(self, bar_index: torch.Tensor, account: torch.Tensor | None = None) -> torch.Tensor:
         """bar_index (B,) long, account (B, ACCOUNT_DIM) -> obs (B, obs_dim) float32: one gather
-        of feature rows, then the account state when the env carries one (None: flat, no
-        position, as at an episode's start), then pad_dim zero columns."""
+        of feature rows, then the account state times account_gain when the env carries one (None:
+        flat, no position, as at an episode's start), then pad_dim zero columns."""
         bar_index = bar_index.to(self.device)
         rows = bar_index - (self.lookback - 1)
         if rows.device.type == "cpu" and rows.numel():
@@ -210,7 +213,10 @@ class TradingEnv:
         if self.account_state:
             if account is None:
                 account = torch.zeros(len(rows), ACCOUNT_DIM, device=self.device)
-            parts.append(account.to(self.device, torch.float32))  # (B, ACCOUNT_DIM)
+            account = account.to(self.device, torch.float32)
+            if self.network.scale_account:
+                account = account * self.network.account_gain
+            parts.append(account)  # (B, ACCOUNT_DIM)
         if self.pad_dim:
             parts.append(window.new_zeros(len(rows), self.pad_dim))  # (B, pad_dim)
         # One cat builds the row, so with the account state the padding adds no copy of the
@@ -318,25 +324,17 @@ def policy_positions(
     split: str = "validation",
     device: str | torch.device = "cpu",
     batch_size: int = 4096,
-    account_state: bool = True,
-    input_multiple: int = 8,
+    network: NetworkConfig | None = None,
 ) -> np.ndarray:
     """The positions (n_bars,) int64 in {-1, 0, 1} policy_fn (obs (B, obs_dim) float32 ->
     actions (B,) in {0, 1, 2}) takes over every bar of `split`, starting flat.
 
     With the account state in the observation each decision depends on the last, so bars are
-    visited one at a time; without it, in batches of `batch_size`. `account_state` and
-    `input_multiple` lay out the observation as the policy's NetworkConfig does."""
-    env = TradingEnv(
-        data,
-        split,
-        n_envs=1,
-        device=device,
-        account_state=account_state,
-        input_multiple=input_multiple,
-    )
+    visited one at a time; without it, in batches of `batch_size`. `network` is the policy's
+    NetworkConfig: it lays out the observation (None: the defaults for this data)."""
+    env = TradingEnv(data, split, n_envs=1, device=device, network=network)
     start, end = data.splits.range(split)
-    if account_state:
+    if env.account_state:
         actions = []
         position = torch.zeros(1, dtype=torch.long, device=env.device)
         entry = torch.full((1,), start, dtype=torch.long, device=env.device)
@@ -365,14 +363,11 @@ def evaluate_policy(
     cost_bps: float = 1.0,
     device: str | torch.device = "cpu",
     batch_size: int = 4096,
-    account_state: bool = True,
-    input_multiple: int = 8,
+    network: NetworkConfig | None = None,
 ) -> EvalResult:
     """Run policy_fn once over every bar of `split` (see `policy_positions`), then hold the
     chosen positions in time order."""
-    positions = policy_positions(
-        policy_fn, data, split, device, batch_size, account_state, input_multiple
-    )
+    positions = policy_positions(policy_fn, data, split, device, batch_size, network)
     return evaluate_positions(positions, data, split, cost_bps)
 
 

@@ -45,8 +45,7 @@ def greedy_positions(policy: ActorCritic, data: PreparedData, split: str) -> np.
             data,
             split,
             device=device,
-            account_state=policy.config.account_state,
-            input_multiple=policy.config.input_multiple,
+            network=policy.config,
         )
     finally:
         policy.train(was_training)

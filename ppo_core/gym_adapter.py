@@ -15,15 +15,23 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from ppo_core.config import EnvConfig
+from ppo_core.config import ACCOUNT_DIM, EnvConfig, NetworkConfig
 from ppo_core.data import NORMALIZED_CLIP, PreparedData
 from ppo_core.env import TradingEnv
 
 __all__ = ["TradingGymEnv", "TradingVectorEnv"]
 
 
-def _observation_space(obs_dim: int) -> spaces.Box:
-    return spaces.Box(-NORMALIZED_CLIP, NORMALIZED_CLIP, shape=(obs_dim,), dtype=np.float32)
+def _observation_space(env: TradingEnv, num_envs: int | None = None) -> spaces.Box:
+    """The bounds of env's observations: +-NORMALIZED_CLIP, the account state's times its gain;
+    (num_envs, obs_dim) for a batch of them."""
+    high = np.full(env.obs_dim, NORMALIZED_CLIP, dtype=np.float32)
+    if env.account_state:
+        market_dim = env.obs_dim - ACCOUNT_DIM - env.pad_dim
+        high[market_dim : market_dim + ACCOUNT_DIM] *= env.network.account_gain
+    if num_envs is not None:
+        high = np.tile(high, (num_envs, 1))
+    return spaces.Box(-high, high, dtype=np.float32)
 
 
 class TradingGymEnv(gym.Env):
@@ -38,8 +46,7 @@ class TradingGymEnv(gym.Env):
         split: str = "train",
         config: EnvConfig | None = None,
         seed: int = 0,
-        account_state: bool = True,
-        input_multiple: int = 8,
+        network: NetworkConfig | None = None,
     ) -> None:
         self.env = TradingEnv(
             data,
@@ -48,10 +55,9 @@ class TradingGymEnv(gym.Env):
             config=config,
             device="cpu",
             seed=seed,
-            account_state=account_state,
-            input_multiple=input_multiple,
+            network=network,
         )
-        self.observation_space = _observation_space(self.env.obs_dim)
+        self.observation_space = _observation_space(self.env)
         self.action_space = spaces.Discrete(TradingEnv.n_actions)
 
     def reset(
@@ -92,8 +98,7 @@ class TradingVectorEnv(VectorEnv):
         config: EnvConfig | None = None,
         device: str | torch.device = "cpu",
         seed: int = 0,
-        account_state: bool = True,
-        input_multiple: int = 8,
+        network: NetworkConfig | None = None,
     ) -> None:
         self.env = TradingEnv(
             data,
@@ -102,15 +107,12 @@ class TradingVectorEnv(VectorEnv):
             config=config,
             device=device,
             seed=seed,
-            account_state=account_state,
-            input_multiple=input_multiple,
+            network=network,
         )
         self.num_envs = num_envs
-        self.single_observation_space = _observation_space(self.env.obs_dim)
+        self.single_observation_space = _observation_space(self.env)
         self.single_action_space = spaces.Discrete(TradingEnv.n_actions)
-        self.observation_space = spaces.Box(
-            -NORMALIZED_CLIP, NORMALIZED_CLIP, (num_envs, self.env.obs_dim), np.float32
-        )
+        self.observation_space = _observation_space(self.env, num_envs)
         self.action_space = spaces.MultiDiscrete(np.full(num_envs, TradingEnv.n_actions))
 
     def reset(

@@ -17,7 +17,7 @@ from ppo_core.data import min_bars
 from ppo_core.errors import ConfigError, DataError
 from ppo_core.features import FEATURE_WARMUP
 from ppo_core.market import MarketData, median_spacing
-from ppo_core.synthetic import DEFAULT_SIGNAL_STRENGTH, make_synthetic
+from ppo_core.synthetic import DEFAULT_SIGNAL_STRENGTH, SYNTHETIC_BARS, make_synthetic
 
 __all__ = [
     "DATASETS",
@@ -358,16 +358,16 @@ def load_market_data(
 ) -> MarketData:
     """'synthetic', a name in DATASETS, or a CSV/Parquet path -> MarketData.
 
-    `bars`: the length of synthetic data (default 20,000), or the most recent `bars` bars of
-    real data (default: all of it). `seed` and `signal_strength` apply to synthetic data only;
-    `timestamp_column` and `timestamp_format` to files only (see load_ohlcv_file). The result's
-    `origin` holds these arguments, so a checkpoint can rebuild the same bars.
+    `bars`: the length of synthetic data (default SYNTHETIC_BARS), or the most recent `bars`
+    bars of real data (default: all of it). `seed` and `signal_strength` apply to synthetic
+    data only; `timestamp_column` and `timestamp_format` to files only (see load_ohlcv_file).
+    The result's `origin` holds these arguments, so a checkpoint can rebuild the same bars.
     """
     if bars is not None and (isinstance(bars, bool) or not isinstance(bars, int) or bars < 2):
         raise ConfigError(f"bars must be an integer >= 2, got {bars!r}")
     key = str(spec).strip()
     if key.lower() == "synthetic":
-        market = make_synthetic(bars or 20_000, seed=seed, signal_strength=signal_strength)
+        market = make_synthetic(bars or SYNTHETIC_BARS, seed=seed, signal_strength=signal_strength)
         origin = {"spec": "synthetic", "bars": market.n_bars, "seed": seed}
         origin["signal_strength"] = signal_strength
         return dataclasses.replace(market, origin=origin)

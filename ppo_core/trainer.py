@@ -90,17 +90,12 @@ class PPOTrainer:
                 f"PPOConfig.n_envs is {config.n_envs} but the environment has {env.n_envs}"
             )
         network = config.network
-        if (
-            env.obs_dim != network.obs_dim
-            or env.account_state != network.account_state
-            or env.pad_dim != network.pad_dim
-        ):
+        built, expected = env.network.observation_layout, network.observation_layout
+        if env.obs_dim != network.obs_dim or built != expected:
             raise ConfigError(
-                f"environment observations have {env.obs_dim} values (account_state="
-                f"{env.account_state}, input_multiple={env.input_multiple}) but the network "
-                f"expects obs_dim {network.obs_dim} (n_features x lookback, account_state="
-                f"{network.account_state}, input_multiple={network.input_multiple}): build the "
-                "TradingEnv with the network's account_state and input_multiple"
+                f"environment observations have {env.obs_dim} values ({built}) but the network "
+                f"expects {network.obs_dim} ({expected}): build the TradingEnv with "
+                "network=config.network"
             )
         self.env = env
         self.config = config

@@ -91,7 +91,7 @@ def test_train_records_discounting_costs_and_the_data(trained):
     assert ckpt.config.account_state
     data = ckpt.data
     assert data["name"] == "synthetic"
-    assert data["origin"] == {"spec": "synthetic", "bars": 2000, "seed": 0, "signal_strength": 0.1}
+    assert data["origin"] == {"spec": "synthetic", "bars": 2000, "seed": 0, "signal_strength": 0.5}
     assert data["n_bars"] == 2000
     assert len(data["sha256"]) == 64
     assert data["splits"]["train"][0] < data["splits"]["validation"][0]
@@ -189,3 +189,35 @@ def test_resume_of_a_checkpoint_from_before_the_padding_keeps_it_unpadded(traine
     resumed = checkpoint.load(out)
     assert (resumed.config.input_multiple, resumed.config.obs_dim) == (1, 5303)
     assert resumed.meta["iteration"] == 4
+
+
+@pytest.mark.slow
+def test_the_default_workload_is_learned_and_needs_discounting(tmp_path, capsys):
+    """`archbench train --preset tiny --data synthetic`, every other setting at its default
+    (100,000 bars, signal 0.5, 30 bp, gamma 0.99, the account state at its gain, 100k steps):
+    the policy holds through regimes and beats buy-and-hold and flat on the validation split's
+    20,000 bars; the same run at --gamma 0 does worse. Myopic, a policy that reads its own
+    position never pays 30 bp for one bar's 21 bp edge, so it keeps whatever position it holds.
+
+    Measured (torch 2.13 CPU, one thread per run), validation Sharpe at gamma 0.99 / gamma 0 /
+    buy-and-hold, seeds 0-3: 6.56 / 0.48 / 0.49, 6.33 / 1.49 / -1.64, 2.50 / -0.74 / -0.74,
+    7.40 / 1.85 / 0.64; the policy took 11-24% of the oracle's log return. Seed 0 on two
+    threads (as here on 2 cores) rounds differently and lands at 2.67, 3.7% of the oracle's
+    (README, "The workload"). The margins below hold on all five, as another CPU's must."""
+    summaries = {}
+    for gamma in ([], ["--gamma", "0"]):
+        out = tmp_path / f"gamma{len(gamma)}.pt"
+        argv = ["train", "--preset", "tiny", "--data", "synthetic", "--device", "cpu"]
+        assert main([*argv, *gamma, "--out", str(out), "--json"]) == 0
+        summaries[bool(gamma)] = json.loads(capsys.readouterr().out)
+    discounted, myopic = summaries[False], summaries[True]
+    assert (discounted["gamma"], myopic["gamma"]) == (0.99, 0.0)
+    assert discounted["account_state"] is True
+    ours = discounted["validation"]
+    policy, hold, flat, oracle = (ours[k] for k in ("policy", "buy_and_hold", "flat", "oracle"))
+    assert policy["n_bars"] >= 19_000  # the Sharpe is measured on enough bars to mean something
+    assert policy["sharpe"] > max(hold["sharpe"], flat["sharpe"]) + 1.0
+    assert policy["total_log_return"] > max(hold["total_log_return"], 0.0)
+    assert policy["total_log_return"] > 0.02 * oracle["total_log_return"]
+    assert policy["turnover"] < 0.2  # holds through regimes, does not flip every bar
+    assert myopic["validation"]["policy"]["sharpe"] < policy["sharpe"] - 1.0

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from ppo_core.config import EnvConfig
+from ppo_core.config import EnvConfig, NetworkConfig
 from ppo_core.data import prepare
 from ppo_core.env import (
     EvalResult,
@@ -25,6 +25,7 @@ from ppo_core.synthetic import make_synthetic
 
 LOOKBACK = 20
 MARKET = 53 * LOOKBACK  # 1,060 market inputs; + 3 account inputs = 1,063, padded to 1,064
+GAIN = math.sqrt(MARKET)  # each account input weighs as much as the whole market window
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +33,13 @@ def data():
     return prepare(make_synthetic(1500, seed=11), lookback=LOOKBACK)
 
 
-def _window(data, t: int, account=(0.0, 0.0, 0.0), width: int = 1064) -> np.ndarray:
-    """The observation of bar t built the slow way, bar-major, then the account state (None:
-    none), then zeros up to `width` inputs."""
+def _window(
+    data, t: int, account=(0.0, 0.0, 0.0), width: int = 1064, gain: float = GAIN
+) -> np.ndarray:
+    """The observation of bar t built the slow way, bar-major, then the account state times
+    `gain` (None: none), then zeros up to `width` inputs."""
     rows = [data.features[t - LOOKBACK + 1 + k] for k in range(LOOKBACK)]
-    state = [] if account is None else [np.asarray(account, dtype=np.float32)]
+    state = [] if account is None else [np.asarray(account, np.float32) * np.float32(gain)]
     unpadded = np.concatenate([*rows, *state])
     return np.concatenate([unpadded, np.zeros(width - len(unpadded), dtype=np.float32)])
 
@@ -250,7 +253,8 @@ def test_zero_variance_sharpe_is_zero_and_flat_has_no_hit_rate(data):
 
 
 def test_observation_without_the_account_state_is_the_market_window(data):
-    env = TradingEnv(data, "train", n_envs=4, seed=2, account_state=False)
+    network = NetworkConfig(lookback=LOOKBACK, account_state=False)
+    env = TradingEnv(data, "train", n_envs=4, seed=2, network=network)
     obs = env.reset()
     assert obs.shape == (4, 1064) == (4, env.obs_dim)  # 1,060 + 4 zeros
     obs, _reward, _done, _info = env.step(torch.full((4,), 2))
@@ -259,35 +263,49 @@ def test_observation_without_the_account_state_is_the_market_window(data):
 
 
 @pytest.mark.parametrize(
-    ("account_state", "input_multiple", "width"),
-    [(True, 1, 1063), (False, 1, 1060), (True, 8, 1064), (False, 8, 1064), (True, 64, 1088)],
+    ("account_state", "input_multiple", "scale_account", "width"),
+    [
+        (True, 1, True, 1063),
+        (False, 1, True, 1060),
+        (True, 8, True, 1064),
+        (False, 8, True, 1064),
+        (True, 64, True, 1088),
+        (True, 1, False, 1063),
+    ],
 )
-def test_the_observation_is_zero_padded_to_input_multiple(
-    data, account_state, input_multiple, width
+def test_the_observation_is_laid_out_as_the_network_says(
+    data, account_state, input_multiple, scale_account, width
 ):
-    """The padding is zeros after the account state; input_multiple 1 is the unpadded layout
-    that checkpoints made before the padding were trained on."""
-    env = TradingEnv(
-        data, "train", n_envs=4, account_state=account_state, input_multiple=input_multiple
+    """The account state times its gain, then zeros; input_multiple 1 and scale_account False
+    are the layouts that checkpoints made before the padding and the gain were trained on."""
+    network = NetworkConfig(
+        lookback=LOOKBACK,
+        account_state=account_state,
+        input_multiple=input_multiple,
+        scale_account=scale_account,
     )
-    assert env.obs_dim == width == env.pad_dim + MARKET + 3 * account_state
+    env = TradingEnv(data, "train", n_envs=4, network=network)
+    assert env.obs_dim == width == env.pad_dim + MARKET + 3 * account_state == network.obs_dim
+    gain = GAIN if scale_account else 1.0
     obs = env.reset()
     assert obs.shape == (4, width)
     flat = (0.0, 0.0, 0.0) if account_state else None
     for i in range(4):
-        assert np.array_equal(obs[i].numpy(), _window(data, int(env.bar_index[i]), flat, width))
+        expected = _window(data, int(env.bar_index[i]), flat, width, gain)
+        assert np.array_equal(obs[i].numpy(), expected)
     _obs, _reward, _done, info = env.step(torch.tensor([2, 0, 1, 2]))
     final = env.observe(info["final_bar_index"], info["final_account"])
     for i in range(4):
         account = info["final_account"][i].numpy() if account_state else None
-        expected = _window(data, int(info["final_bar_index"][i]), account, width)
+        expected = _window(data, int(info["final_bar_index"][i]), account, width, gain)
         assert np.array_equal(final[i].numpy(), expected)
 
 
-@pytest.mark.parametrize("bad", [0, -8, 2.0, True, "8"])
-def test_input_multiple_must_be_a_positive_integer(data, bad):
-    with pytest.raises(ValueError, match="input_multiple must be a positive integer"):
-        TradingEnv(data, "train", n_envs=2, input_multiple=bad)
+def test_a_network_of_another_window_is_refused_in_one_line(data):
+    from ppo_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"53 x {LOOKBACK}: prepare it with lookback=100"):
+        TradingEnv(data, "train", n_envs=2, network=NetworkConfig(lookback=100))
 
 
 def test_oracle_positions_is_the_best_path_by_brute_force():
@@ -369,8 +387,8 @@ def test_evaluation_feeds_each_decision_its_own_account_state(data):
     flat for one) is evaluated bar by bar, each observation carrying the previous decision."""
 
     def policy(obs: torch.Tensor) -> torch.Tensor:
-        position, bars_held = obs[:, MARKET], obs[:, MARKET + 2]
-        long_enough = (position == 1) & (bars_held >= 0.03 - 1e-6)
+        position, bars_held = obs[:, MARKET] / GAIN, obs[:, MARKET + 2] / GAIN
+        long_enough = (position > 0.5) & (bars_held >= 0.03 - 1e-6)
         return torch.where(long_enough, 1, 2)
 
     start, end = data.splits.validation

@@ -14,7 +14,7 @@ gymnasium = pytest.importorskip("gymnasium", reason="gymnasium is in the dev and
 
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
-from ppo_core.config import EnvConfig  # noqa: E402
+from ppo_core.config import EnvConfig, NetworkConfig  # noqa: E402
 from ppo_core.data import prepare  # noqa: E402
 from ppo_core.env import TradingEnv  # noqa: E402
 from ppo_core.gym_adapter import TradingGymEnv, TradingVectorEnv  # noqa: E402
@@ -55,7 +55,7 @@ def test_single_env_truncates_with_the_next_observation(data):
     account = torch.tensor([[1.0, unrealised, 0.03]])
     expected = env.env.observe(torch.tensor([first_bar + 3]), account)[0].numpy()
     np.testing.assert_allclose(obs, expected, rtol=1e-6, atol=1e-6)
-    total = float(data.log_returns[first_bar : first_bar + 3].sum()) - 5e-4  # one 5 bp entry
+    total = float(data.log_returns[first_bar : first_bar + 3].sum()) - 30e-4  # one 30 bp entry
     assert details["equity"] == pytest.approx(total)
 
 
@@ -88,11 +88,19 @@ def test_vector_env_matches_the_native_env(data):
     assert saw_final
 
 
-def test_adapters_follow_the_networks_input_multiple(data):
+def test_adapters_follow_the_networks_observation_layout(data):
     """An unpadded network (input_multiple 1, as checkpoints made before the padding) gets
-    533-wide observations from both adapters."""
-    single = TradingGymEnv(data, "train", input_multiple=1)
-    vector = TradingVectorEnv(data, "train", num_envs=2, input_multiple=1)
+    533-wide observations from both adapters, and the spaces bound the account state at its
+    gain: every observation lies inside them."""
+    network = NetworkConfig(lookback=10, input_multiple=1)
+    single = TradingGymEnv(data, "train", network=network)
+    vector = TradingVectorEnv(data, "train", num_envs=2, network=network)
     assert single.observation_space.shape == vector.single_observation_space.shape == (533,)
-    assert single.reset(seed=0)[0].shape == (533,)
+    obs, _info = single.reset(seed=0)
+    assert obs.shape == (533,)
     assert vector.reset(seed=0)[0].shape == (2, 533)
+    for _ in range(20):
+        obs, *_rest = single.step(2)
+        assert single.observation_space.contains(obs)
+    assert obs[530] == np.float32(network.account_gain)  # long, at the gain
+    assert single.observation_space.high[530] == 10 * np.float32(network.account_gain)
