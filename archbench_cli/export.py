@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from archbench_cli._common import MAX_SEED, check_range
+from archbench_cli.tables import observation_words
 from ppo_core.errors import ArchbenchError
 
 __all__ = ["add_commands"]
@@ -59,6 +60,8 @@ def _export(args: argparse.Namespace) -> int:
     obs = torch.randn(_EXPORT_CHECK_BATCH, ckpt.config.obs_dim, generator=generator)
     backends.export_onnx(policy, out, obs)
     check = backends.onnx_agreement(out, policy, obs)
-    print(f"wrote {out} ({out.stat().st_size:,} bytes, {ckpt.config.obs_dim} inputs)")
+    print(f"wrote {out} ({out.stat().st_size:,} bytes)")
+    # A deployment must build this exact input; TradingEnv.observe is the reference.
+    print(f"input 'obs': {observation_words(ckpt.config)}, as ppo_core.env.TradingEnv builds it")
     print(f"onnxruntime {check.describe()}")
     return 0 if check.ok else 1

@@ -15,6 +15,7 @@ __all__ = [
     "estimate_table",
     "eval_table",
     "inspect_table",
+    "observation_words",
     "print_comparison",
     "print_pick",
     "rich_console",
@@ -75,7 +76,7 @@ def inspect_table(info):  # info: checkpoint.CheckpointInfo
     rows = {
         "hidden_dims": ",".join(str(w) for w in info.hidden_dims),
         "trunk": info.trunk,
-        "obs_dim": f"{info.obs_dim} ({info.n_features} features x {info.lookback} bars)",
+        "obs_dim": observation_words(info),
         "n_actions": str(info.n_actions),
         "activation": info.activation + (" + LayerNorm" if info.layer_norm else ""),
         "params": f"{info.params:,}",
@@ -89,6 +90,17 @@ def inspect_table(info):  # info: checkpoint.CheckpointInfo
     for field, value in rows.items():
         table.add_row(field, value)
     return table
+
+
+def observation_words(info) -> str:  # a NetworkConfig or a checkpoint.CheckpointInfo
+    """'5304 (53 features x 100 bars + 3 account inputs at gain 72.8 + 1 zero)'."""
+    parts = [f"{info.n_features} features x {info.lookback} bars"]
+    if info.account_dim:
+        gain = f" at gain {info.account_gain:.1f}" if info.account_gain != 1.0 else ", raw"
+        parts.append(f"{info.account_dim} account inputs{gain}")
+    if info.pad_dim:
+        parts.append(f"{info.pad_dim} zero{'s' if info.pad_dim > 1 else ''}")
+    return f"{info.obs_dim} ({' + '.join(parts)})"
 
 
 def diff_table(rows):  # rows: [(field, a, b), ...]

@@ -195,6 +195,13 @@ def _training_config(args: argparse.Namespace):  # -> PPOConfig
     return config.replace(**changes)
 
 
+def _account_words(network) -> str:  # network: NetworkConfig
+    """'on (gain 72.8)', 'on (raw)' or 'off', for the banner."""
+    if not network.account_state:
+        return "off"
+    return f"on (gain {network.account_gain:.1f})" if network.scale_account else "on (raw)"
+
+
 def _signal(args: argparse.Namespace) -> dict[str, Any]:
     """load_market_data's keyword arguments from the command line's data options."""
     options: dict[str, Any] = {}
@@ -255,7 +262,7 @@ def _train(args: argparse.Namespace) -> int:
                 f"{config.n_iterations} iterations of {config.n_envs} envs x "
                 f"{config.n_steps} steps; gamma {config.gamma}, gae_lambda "
                 f"{config.gae_lambda}, cost {config.env.cost_bps:g} bp, account state "
-                f"{'on' if config.network.account_state else 'off'}",
+                f"{_account_words(config.network)}",
                 file=sys.stderr,
             )
         try:
@@ -283,6 +290,7 @@ def _train(args: argparse.Namespace) -> int:
         "gae_lambda": config.gae_lambda,
         "cost_bps": config.env.cost_bps,
         "account_state": config.network.account_state,
+        "account_gain": config.network.observation_layout["account_gain"],
         "iterations": len(stats),
         "last_iteration": stats[-1].to_dict() if stats else None,
         "validation": {name: r.to_dict() for name, r in results.items()},

@@ -120,6 +120,7 @@ def test_overfitting(
         "cost_bps": config.env.cost_bps,
         "volatility": round(_annual_volatility(data), 6),
         "account_state": network.account_state,
+        "account_gain": network.observation_layout["account_gain"],
     }
     if _is_synthetic(dataset):
         case["signal_strength"] = budget.overfit_signal

@@ -124,11 +124,17 @@ class CheckpointInfo:
     trunk: str
     """'shared' or 'separate'."""
     obs_dim: int
-    """Input width: n_features x lookback."""
+    """Input width: n_features x lookback + account_dim + pad_dim."""
     n_features: int
     """Features per bar."""
     lookback: int
     """Bars per observation."""
+    account_dim: int
+    """Account-state inputs (position, unrealised return, bars held); 0 without them."""
+    account_gain: float
+    """The factor the account state enters the observation with (1.0: raw)."""
+    pad_dim: int
+    """Zero inputs that pad the observation to input_multiple."""
     n_actions: int
     """Discrete actions."""
     activation: str
@@ -469,6 +475,9 @@ def inspect(path: str | os.PathLike[str]) -> CheckpointInfo:
         obs_dim=network.obs_dim,
         n_features=network.n_features,
         lookback=network.lookback,
+        account_dim=network.account_dim,
+        account_gain=network.account_gain,
+        pad_dim=network.pad_dim,
         n_actions=network.n_actions,
         activation=network.activation,
         layer_norm=network.layer_norm,

@@ -1,6 +1,7 @@
 """Checkpoints: round trips, atomic writes, safe loading, one-line errors for bad files."""
 
 import json
+import math
 import os
 import pickle
 from datetime import datetime
@@ -375,6 +376,7 @@ def test_inspect_reports_architecture_size_and_origin(make_checkpoint, small_con
     assert info.hidden_dims == (32, 16)
     # 4 x 8 market + 3 account inputs, zero-padded to 40
     assert (info.trunk, info.obs_dim, info.n_features, info.lookback) == ("shared", 40, 4, 8)
+    assert (info.account_dim, info.account_gain, info.pad_dim) == (3, math.sqrt(32), 5)
     assert (
         info.params
         == sizing.params
@@ -446,17 +448,19 @@ def test_a_checkpoint_from_before_the_account_state_and_data_fields_still_loads(
 
 
 def test_a_checkpoint_from_before_the_padding_loads_unpadded_and_evaluates(tmp_path):
-    """A file written before input_multiple existed holds a 427-wide first layer (8 x 53 market
-    + 3 account inputs): it loads with input_multiple 1 and evaluates on 427-wide observations."""
+    """A file written before input_multiple and scale_account existed holds a 427-wide first
+    layer (8 x 53 market + 3 account inputs) trained on the raw account state: it loads with
+    input_multiple 1 and scale_account False and evaluates on 427-wide, unscaled observations."""
     from ppo_core.data import prepare
     from ppo_core.evaluation import evaluate_with_baselines
     from ppo_core.synthetic import make_synthetic
 
-    old = NetworkConfig(lookback=8, hidden_dims=(16,), input_multiple=1)
+    old = NetworkConfig(lookback=8, hidden_dims=(16,), input_multiple=1, scale_account=False)
     path = tmp_path / "old.pt"
     checkpoint.save(path, PPOConfig(network=old), ActorCritic(old))
     payload = torch.load(path, weights_only=True)
     del payload["config"]["network"]["input_multiple"]
+    del payload["config"]["network"]["scale_account"]
     torch.save(payload, path)
     loaded = checkpoint.load(path)
     assert loaded.config == old == loaded.ppo_config.network
@@ -468,3 +472,6 @@ def test_a_checkpoint_from_before_the_padding_loads_unpadded_and_evaluates(tmp_p
     assert results["policy"].n_bars == results["flat"].n_bars > 0
     with pytest.raises(ArchitectureMismatch, match="input_multiple 1; config asks for 8"):
         checkpoint.load(path, config=NetworkConfig(lookback=8, hidden_dims=(16,)))
+    scaled = NetworkConfig(lookback=8, hidden_dims=(16,), input_multiple=1)
+    with pytest.raises(ArchitectureMismatch, match="scale_account False; config asks for True"):
+        checkpoint.load(path, config=scaled)

@@ -130,6 +130,7 @@ def test_inspect_a_real_checkpoint(capsys, make_checkpoint, small_config):
     params = estimate(small_config).params
     assert f"{params:,}" in out
     assert "32,16" in out
+    assert "40 (4 features x 8 bars + 3 account inputs at gain 5.7 + 5 zeros)" in out
     assert f"{path.stat().st_size:,} B" in out
     assert "optimizer state" in out
     code, out, _ = _run(capsys, "inspect", str(path), "--json")

@@ -162,12 +162,14 @@ def test_evaluate_names_changed_training_data(trained, tmp_path, capsys):
 
 
 def test_resume_of_a_checkpoint_from_before_the_padding_keeps_it_unpadded(trained, tmp_path):
-    """A checkpoint written before input_multiple existed (5,303-wide first layer and Adam
-    moments, no key) resumes as it was built: the padding is a layout, not a choice."""
+    """A checkpoint written before input_multiple and scale_account existed (5,303-wide first
+    layer and Adam moments, no keys) resumes as it was built: the padding and the account gain
+    are a layout, not a choice."""
     import torch
 
     payload = torch.load(trained, weights_only=True)
     del payload["config"]["network"]["input_multiple"]
+    del payload["config"]["network"]["scale_account"]
 
     cut = {}  # a shared trunk is one tensor under two names: cut it once, keep it shared
 
@@ -188,6 +190,7 @@ def test_resume_of_a_checkpoint_from_before_the_padding_keeps_it_unpadded(traine
     assert main(["train", *more, *DATA, "--resume", str(old), "--out", str(out), "--json"]) == 0
     resumed = checkpoint.load(out)
     assert (resumed.config.input_multiple, resumed.config.obs_dim) == (1, 5303)
+    assert (resumed.config.scale_account, resumed.config.account_gain) == (False, 1.0)
     assert resumed.meta["iteration"] == 4
 
 

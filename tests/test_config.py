@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import re
 
 import pytest
@@ -166,6 +167,24 @@ def test_env_rejects_bad_values(changes, named):
 def test_input_multiple_is_validated(bad):
     with pytest.raises(ConfigError, match=r"NetworkConfig\.input_multiple"):
         NetworkConfig(input_multiple=bad)
+
+
+@pytest.mark.parametrize("bad", [1, "yes", None])
+def test_scale_account_is_validated(bad):
+    with pytest.raises(ConfigError, match=r"NetworkConfig\.scale_account must be true or false"):
+        NetworkConfig(scale_account=bad)
+
+
+def test_the_account_gain_follows_the_window_and_old_dicts_load_raw():
+    """Each account input enters at sqrt(market_dim), the whole window's scale at init; a dict
+    written before scale_account existed is a network trained on the raw account state."""
+    assert NetworkConfig().account_gain == math.sqrt(5300)
+    assert NetworkConfig(lookback=10).account_gain == math.sqrt(530)
+    assert NetworkConfig(scale_account=False).account_gain == 1.0
+    old = NetworkConfig().to_dict()
+    del old["scale_account"]
+    assert NetworkConfig.from_dict(old).account_gain == 1.0
+    assert NetworkConfig.from_dict(NetworkConfig().to_dict()).scale_account is True
 
 
 def test_a_network_dict_without_input_multiple_is_the_unpadded_layout():

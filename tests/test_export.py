@@ -20,6 +20,9 @@ def test_export_round_trip_matches_eager(tmp_path, capsys, small_config, make_ch
     assert main(["export", str(ckpt), "--onnx", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"wrote {out}" in printed
+    assert (
+        "input 'obs': 40 (4 features x 8 bars + 3 account inputs at gain 5.7 + 5 zeros)" in printed
+    )
     assert "onnxruntime agrees with eager: 100.0% of " in printed
     assert "(100.0% of all 256)" in printed
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt", "policy.onnx"]  # no temp left
