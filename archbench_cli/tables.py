@@ -96,8 +96,10 @@ def observation_words(info) -> str:  # a NetworkConfig or a checkpoint.Checkpoin
     """'5304 (53 features x 100 bars + 3 account inputs at gain 72.8 + 1 zero)'."""
     parts = [f"{info.n_features} features x {info.lookback} bars"]
     if info.account_dim:
-        gain = f" at gain {info.account_gain:.1f}" if info.account_gain != 1.0 else ", raw"
-        parts.append(f"{info.account_dim} account inputs{gain}")
+        if info.account_gain == 1.0:
+            parts.append(f"{info.account_dim} raw account inputs")
+        else:
+            parts.append(f"{info.account_dim} account inputs at gain {info.account_gain:.1f}")
     if info.pad_dim:
         parts.append(f"{info.pad_dim} zero{'s' if info.pad_dim > 1 else ''}")
     return f"{info.obs_dim} ({' + '.join(parts)})"

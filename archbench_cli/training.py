@@ -37,7 +37,9 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     size.add_argument(
         "--auto", action="store_true", help="hidden_dims, n_envs and minibatch from the GPU tier"
     )
-    train.add_argument("--data", default="synthetic", help=_DATA_HELP + " (default: synthetic)")
+    train.add_argument(
+        "--data", help=_DATA_HELP + " (default: synthetic; with --resume, the checkpoint's data)"
+    )
     train.add_argument(
         "--bars",
         type=int,
@@ -120,12 +122,16 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--data", help=_DATA_HELP + " (default: the data the checkpoint was trained on)"
     )
-    evaluate.add_argument("--bars", type=int, help="bars of data (synthetic: length to make)")
+    evaluate.add_argument(
+        "--bars",
+        type=int,
+        help=f"with --data: bars to use (synthetic: length to make, default {SYNTHETIC_BARS:,})",
+    )
     evaluate.add_argument(
         "--signal-strength",
         type=float,
         default=None,
-        help=f"synthetic data only (default {DEFAULT_SIGNAL_STRENGTH:g})",
+        help=f"with --data synthetic: the planted edge (default {DEFAULT_SIGNAL_STRENGTH:g})",
     )
     _add_timestamp_options(evaluate)
     evaluate.add_argument("--split", choices=["train", "validation", "test"], default="validation")
@@ -199,7 +205,7 @@ def _account_words(network) -> str:  # network: NetworkConfig
     """'on (gain 72.8)', 'on (raw)' or 'off', for the banner."""
     if not network.account_state:
         return "off"
-    return f"on (gain {network.account_gain:.1f})" if network.scale_account else "on (raw)"
+    return "on (raw)" if network.account_gain == 1.0 else f"on (gain {network.account_gain:.1f})"
 
 
 def _signal(args: argparse.Namespace) -> dict[str, Any]:
@@ -228,18 +234,25 @@ def _train(args: argparse.Namespace) -> int:
     out = _check_train_out(args)
     device = resolve_device(config.device).device
     resolve_precision(config.precision, device)  # refuse tf32/bf16 on a CPU before any work
-    market = load_market_data(args.data, bars=args.bars, seed=config.seed, **_signal(args))
-    normalizer = None
+    normalizer, stored = None, None
     if args.resume:
-        # The zero padding and the account gain are layout details, not choices: resume with
-        # the checkpoint's own (one made before either existed has input_multiple 1 and
-        # scale_account False). Read once: a checkpoint with Adam's state can be hundreds of MB.
+        # Read once (a checkpoint with Adam's state can be hundreds of MB). The zero padding
+        # and the account gain are layout details, not choices: resume with the checkpoint's
+        # own (one made before either existed has input_multiple 1 and scale_account False).
         stored = checkpoint.load(args.resume)
         layout = {k: getattr(stored.config, k) for k in ("input_multiple", "scale_account")}
         config = config.replace(network=dataclasses.replace(config.network, **layout))
         stored.check_architecture(config.network)
+        if args.cost_bps is None and stored.ppo_config is not None:
+            # The run continues on its own task (costs, episodes) unless told otherwise.
+            config = config.replace(env=stored.ppo_config.env)
         # Resumed weights were trained on the checkpoint's feature scaling: keep it.
         normalizer = Normalizer.from_dict(stored.obs_norm) if stored.obs_norm else None
+    if stored is not None and args.data is None:
+        market = _checkpoint_market(args, stored, args.resume)
+    else:
+        data_spec = args.data or "synthetic"
+        market = load_market_data(data_spec, bars=args.bars, seed=config.seed, **_signal(args))
     data = prepare(market, lookback=config.network.lookback, normalizer=normalizer)
     env = TradingEnv(
         data,
@@ -251,8 +264,8 @@ def _train(args: argparse.Namespace) -> int:
         network=config.network,
     )
     trainer = PPOTrainer(env, config.replace(device=str(device)))
-    if args.resume:
-        trainer.resume(args.resume)
+    if stored is not None:
+        trainer.resume(stored)
     dims = ",".join(map(str, config.network.hidden_dims))
     with _StopAfterIteration() as stop:
         if not args.json:
@@ -318,7 +331,7 @@ def _check_train_out(args: argparse.Namespace):  # -> Path
     from ppo_core.atomic import check_output
 
     # --out may be --resume's file: the continued run replaces it (atomically), as intended.
-    data = [args.data] if Path(args.data).is_file() else []
+    data = [args.data] if args.data and Path(args.data).is_file() else []
     return check_output(args.out, data, flag="--out", example="model.pt")
 
 
@@ -390,9 +403,10 @@ def _sharpe_caveat(split: str, n_bars: int, bars_per_year: float) -> None:
         )
 
 
-def _checkpoint_market(args: argparse.Namespace, ckpt):  # -> market.MarketData
-    """The evaluation's bars: --data when given, else the checkpoint's own training data,
-    rebuilt from its recorded origin and checked against its content hash."""
+def _checkpoint_market(args: argparse.Namespace, ckpt, path: str):  # -> market.MarketData
+    """The bars to evaluate on or resume with: --data when given, else the checkpoint's own
+    training data (the checkpoint at `path`), rebuilt from its recorded origin and checked
+    against its content hash."""
     from ppo_core.errors import DataError
     from ppo_core.loaders import load_market_data
 
@@ -402,14 +416,14 @@ def _checkpoint_market(args: argparse.Namespace, ckpt):  # -> market.MarketData
     origin = identity.get("origin")
     if not isinstance(origin, dict) or "spec" not in origin:
         raise DataError(
-            f"{args.checkpoint} does not record its training data (written before archbench "
+            f"{path} does not record its training data (written before archbench "
             "recorded it); pass --data"
         )
     options = {k: v for k, v in origin.items() if k != "spec" and v is not None}
     market = load_market_data(origin["spec"], **options)
     if market.content_hash() != identity.get("sha256"):
         raise DataError(
-            f"{args.checkpoint}: its training data {origin['spec']} has changed since training "
+            f"{path}: its training data {origin['spec']} has changed since training "
             f"(content hash differs); pass --data to evaluate on it as new data"
         )
     return market
@@ -452,7 +466,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     check_range(args.bars, "--bars", 1, MAX_BARS)
     _check_features(ckpt, len(FEATURE_NAMES))
     normalizer = Normalizer.from_dict(ckpt.obs_norm) if ckpt.obs_norm else None
-    market = _checkpoint_market(args, ckpt)
+    market = _checkpoint_market(args, ckpt, args.checkpoint)
     data = prepare(market, lookback=ckpt.config.lookback, normalizer=normalizer)
     overlap = _in_sample_overlap(ckpt, data, args.split)
     if overlap and not args.allow_in_sample:

@@ -127,6 +127,7 @@ def test_peer_throughput(benchmark, emit, options, market, peer_preset, kind):
             **ALGORITHM,
             "cost_bps": network_cost_bps,
             "account_state": network.account_state,
+            "account_gain": network.observation_layout["account_gain"],
         },
         predicted={"params": sizing.params},
     )

@@ -21,7 +21,6 @@ __all__ = [
     "EnvConfig",
     "NetworkConfig",
     "PPOConfig",
-    "pad_width",
 ]
 
 MAX_WIDTH = 65_536
@@ -53,7 +52,7 @@ def _one_of(owner: str, name: str, value: Any, allowed: tuple[str, ...]) -> None
         raise ConfigError(f"{owner}.{name} must be one of {', '.join(allowed)}; got {value!r}")
 
 
-def pad_width(width: int, multiple: int) -> int:
+def _pad_width(width: int, multiple: int) -> int:
     """Zero inputs that round `width` up to a multiple of `multiple` (0 when it already is)."""
     return -width % multiple
 
@@ -112,12 +111,8 @@ class NetworkConfig:
     input_multiple: int = 8
     """The observation is zero-padded up to a multiple of this many inputs; 1 = no padding."""
     scale_account: bool = True
-    """Multiply the account state by account_gain = sqrt(market_dim) in the observation: at the
-    orthogonal init each first-layer weight is ~1/sqrt(obs_dim), so the market window moves a
-    unit by O(1) and a raw account input by ~1/73 of that. Under Adam a weight moves ~lr a step
-    whatever its input, so raw, the policy learns to read its own position ~73x more slowly
-    than the market, and learns a position-blind "follow the regime" at gamma 0 as well as at
-    0.99 (README, "The workload"). False: raw, as checkpoints made before it existed."""
+    """Enter the account state at account_gain, the whole window's scale at init, so the policy
+    reads its own position (README, "The workload"); False: raw, as older checkpoints."""
 
     def __post_init__(self) -> None:
         owner = "NetworkConfig"
@@ -159,8 +154,9 @@ class NetworkConfig:
 
     @property
     def account_gain(self) -> float:
-        """The factor the account state enters the observation with (see scale_account)."""
-        return math.sqrt(self.market_dim) if self.scale_account else 1.0
+        """The factor the account state enters the observation with: sqrt(market_dim) when
+        scale_account (each first-layer weight is ~1/sqrt(obs_dim) at init), else 1.0."""
+        return math.sqrt(self.market_dim) if self.scale_account and self.account_state else 1.0
 
     @property
     def observation_layout(self) -> dict[str, Any]:
@@ -176,7 +172,7 @@ class NetworkConfig:
         """Zero inputs after the account state that round obs_dim up to input_multiple: 5,303
         inputs are padded to 5,304, so every row of the observation batch and of the first
         Linear's weight is 32-byte aligned and BLAS picks its fast GEMM kernels."""
-        return pad_width(self.market_dim + self.account_dim, self.input_multiple)
+        return _pad_width(self.market_dim + self.account_dim, self.input_multiple)
 
     @property
     def obs_dim(self) -> int:
@@ -201,10 +197,8 @@ class EnvConfig:
     episode_bars: int = 256
     """Bars per training episode before an automatic reset at a new random start."""
     cost_bps: float = 30.0
-    """Trading cost in basis points per unit of position change (30: a taker fee plus spread and
-    slippage on a 40%-volatility market such as the synthetic one; above one synthetic bar's
-    edge, 21 bp, so flipping every bar loses and the policy must hold through a regime). Set
-    your market's own: a liquid index future costs ~1-5 bp."""
+    """Trading cost in basis points per unit of position change: above one synthetic bar's
+    edge (21 bp), so only holding through a regime pays. Set your market's own."""
     reward_scale: float = 10.0
     """Training rewards are log returns times this; evaluation metrics always use unscaled
     returns. 10 keeps gamma-0.99 value targets (sums of ~100 rewards) O(1): at 100 the value

@@ -90,6 +90,7 @@ class TradingEnv:
         self.network = network
         """The network whose observation layout this env builds (account state, gain, padding)."""
         self.account_state = network.account_state
+        self._account_gain = network.account_gain
         self.pad_dim = network.pad_dim
         self.obs_dim = network.obs_dim
         self.split_start, self.split_end = data.splits.range(split)
@@ -214,8 +215,8 @@ class TradingEnv:
             if account is None:
                 account = torch.zeros(len(rows), ACCOUNT_DIM, device=self.device)
             account = account.to(self.device, torch.float32)
-            if self.network.scale_account:
-                account = account * self.network.account_gain
+            if self._account_gain != 1.0:
+                account = account * self._account_gain
             parts.append(account)  # (B, ACCOUNT_DIM)
         if self.pad_dim:
             parts.append(window.new_zeros(len(rows), self.pad_dim))  # (B, pad_dim)

@@ -27,7 +27,7 @@ def _observation_space(env: TradingEnv, num_envs: int | None = None) -> spaces.B
     (num_envs, obs_dim) for a batch of them."""
     high = np.full(env.obs_dim, NORMALIZED_CLIP, dtype=np.float32)
     if env.account_state:
-        market_dim = env.obs_dim - ACCOUNT_DIM - env.pad_dim
+        market_dim = env.network.market_dim
         high[market_dim : market_dim + ACCOUNT_DIM] *= env.network.account_gain
     if num_envs is not None:
         high = np.tile(high, (num_envs, 1))

@@ -17,14 +17,11 @@ __all__ = ["DEFAULT_SIGNAL_STRENGTH", "SYNTHETIC_BARS", "make_synthetic", "oracl
 DEFAULT_SIGNAL_STRENGTH = 0.5
 """Planted edge of the synthetic data: the expected gross return per bar inside a trend regime,
 in units of the base per-bar volatility (0.5: 21 bp per hourly bar at 40% annual volatility,
-below the default 30 bp cost of a position change, so only holding through a regime pays; a
-regime's edge, ~850 bp, is far above it). At 0.1 tiny learned nothing in 100k steps at either
-gamma (validation Sharpe -4.7 and -3.2): the edge was below what 100k samples of a 5,304-input
-window can tell from noise."""
+below the default 30 bp cost, while a regime's ~850 bp is far above it; README, "The
+workload", says why not the old 0.1)."""
 SYNTHETIC_BARS = 100_000
 """Default length of the synthetic data: 11 years of hourly bars, so the validation split's
-20,000 bars measure a Sharpe to about +-0.7 (at 20,000 bars, +-1.7: one seed in four of tiny's
-default training fell short of buy-and-hold there; README, "The workload")."""
+20,000 bars measure a Sharpe to about +-0.7 (README, "The workload")."""
 TREND_MEAN_BARS = 40
 """Mean length of a synthetic trend regime (up, none, down), in bars."""
 TREND_HINT = 0.5

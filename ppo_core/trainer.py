@@ -85,18 +85,7 @@ class PPOTrainer:
     """Trains an ActorCritic on a TradingEnv with PPO; `stats` holds every iteration's figures."""
 
     def __init__(self, env: TradingEnv, config: PPOConfig) -> None:
-        if env.n_envs != config.n_envs:
-            raise ConfigError(
-                f"PPOConfig.n_envs is {config.n_envs} but the environment has {env.n_envs}"
-            )
-        network = config.network
-        built, expected = env.network.observation_layout, network.observation_layout
-        if env.obs_dim != network.obs_dim or built != expected:
-            raise ConfigError(
-                f"environment observations have {env.obs_dim} values ({built}) but the network "
-                f"expects {network.obs_dim} ({expected}): build the TradingEnv with "
-                "network=config.network"
-            )
+        _check_env(env, config)
         self.env = env
         self.config = config
         self.device = torch.device(resolve_device(config.device).device)
@@ -397,8 +386,7 @@ class PPOTrainer:
         the validation split), collected, bootstrapped and discounted exactly as in training.
         It reuses the rollout buffer: call it between iterations, not inside one."""
         cfg = self.config
-        if env.n_envs != cfg.n_envs:
-            raise ConfigError(f"value_loss needs {cfg.n_envs} environments, got {env.n_envs}")
+        _check_env(env, cfg)
         self.policy.eval()
         with matmul_precision(self.precision):
             _, next_value, _ = self._rollout(env, env.reset())
@@ -453,12 +441,17 @@ class PPOTrainer:
             data=self.env.data.identity(),
         )
 
-    def resume(self, path: str | Path) -> None:
-        """Continue from a checkpoint of the same architecture (ArchitectureMismatch otherwise)."""
-        ckpt = checkpoint.load(path, config=self.config.network)
+    def resume(self, source: str | Path | checkpoint.Checkpoint) -> None:
+        """Continue from a checkpoint (a path, or one already loaded) of the same architecture
+        (ArchitectureMismatch otherwise)."""
+        if isinstance(source, checkpoint.Checkpoint):
+            ckpt = source
+            ckpt.check_architecture(self.config.network)
+        else:
+            ckpt = checkpoint.load(source, config=self.config.network)
         self.policy.load_state_dict(ckpt.policy_state_dict)
         if ckpt.optimizer_state_dict is None:
-            raise CheckpointError(f"{path}: has no optimizer state, so training cannot resume")
+            raise CheckpointError(f"{ckpt.path}: has no optimizer state, so training cannot resume")
         # Run the stored state the way this trainer runs Adam (a GPU's fused, maybe captured
         # Adam; a CPU's foreach): load_state_dict places each `step` by the groups' flags.
         stored = ckpt.optimizer_state_dict
@@ -475,6 +468,23 @@ class PPOTrainer:
                 group["lr"] = mine.fill_(group["lr"])
         self.iteration = int(ckpt.meta.get("iteration", 0))
         self.global_step = int(ckpt.meta.get("global_step", 0))
+
+
+def _check_env(env: TradingEnv, config: PPOConfig) -> None:
+    """Refuse an env of another width or observation layout than the network's: with the same
+    width, a layout mismatch (the account gain) would train on inputs the network misreads."""
+    if env.n_envs != config.n_envs:
+        raise ConfigError(
+            f"PPOConfig.n_envs is {config.n_envs} but the environment has {env.n_envs}"
+        )
+    network = config.network
+    built, expected = env.network.observation_layout, network.observation_layout
+    if env.obs_dim != network.obs_dim or built != expected:
+        raise ConfigError(
+            f"environment observations have {env.obs_dim} values ({built}) but the network "
+            f"expects {network.obs_dim} ({expected}): build the TradingEnv with "
+            "network=config.network"
+        )
 
 
 def _check_capture(config: PPOConfig, device: torch.device) -> None:

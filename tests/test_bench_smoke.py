@@ -77,9 +77,8 @@ def test_every_suite_runs_once_and_writes_a_valid_record(tmp_path):
         assert case[key] is not None, key
     assert case["gamma"] == 0.99
     assert case["account_state"] is True
-    assert case["account_gain"] == pytest.approx(
-        5300**0.5
-    )  # each account input at the window's scale
+    # Each account input enters at the whole window's scale.
+    assert case["account_gain"] == pytest.approx(5300**0.5)
     series = overfit["series"]
     assert (
         len(series["val_net_returns"]) == len(series["oracle_val_net_returns"]) == case["val_bars"]

@@ -21,6 +21,7 @@ from ppo_core.env import (
     evaluate_positions,
     policy_positions,
 )
+from ppo_core.errors import ConfigError
 from ppo_core.synthetic import make_synthetic
 
 LOOKBACK = 20
@@ -302,8 +303,6 @@ def test_the_observation_is_laid_out_as_the_network_says(
 
 
 def test_a_network_of_another_window_is_refused_in_one_line(data):
-    from ppo_core.errors import ConfigError
-
     with pytest.raises(ConfigError, match=f"53 x {LOOKBACK}: prepare it with lookback=100"):
         TradingEnv(data, "train", n_envs=2, network=NetworkConfig(lookback=100))
 

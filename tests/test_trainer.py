@@ -254,5 +254,8 @@ def test_value_loss_on_another_split_leaves_training_where_it_was(data):
     torch.testing.assert_close(trainer._next_obs, next_obs)
     torch.testing.assert_close(trainer.env.bar_index, bars)
     assert trainer.train_iteration().iteration == 2
-    with pytest.raises(ConfigError, match="value_loss needs 4 environments"):
+    with pytest.raises(ConfigError, match="n_envs is 4 but the environment has 2"):
         trainer.value_loss(TradingEnv(data, "validation", 2, config.env))
+    raw = dataclasses.replace(config.network, scale_account=False)  # same width, misread
+    with pytest.raises(ConfigError, match=r"'account_gain': 1\.0"):
+        trainer.value_loss(TradingEnv(data, "validation", 4, config.env, network=raw))
