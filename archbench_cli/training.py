@@ -23,7 +23,6 @@ _DATA_HELP = "synthetic, sp500, nasdaq, eurusd-1h (the `data` extra) or a CSV/Pa
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
     from ppo_core.presets import TRAINING_MODES
-    from ppo_core.synthetic import DEFAULT_SIGNAL_STRENGTH, SYNTHETIC_BARS
 
     train = subcommands.add_parser(
         "train",
@@ -37,22 +36,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     size.add_argument(
         "--auto", action="store_true", help="hidden_dims, n_envs and minibatch from the GPU tier"
     )
-    train.add_argument(
-        "--data", help=_DATA_HELP + " (default: synthetic; with --resume, the checkpoint's data)"
-    )
-    train.add_argument(
-        "--bars",
-        type=int,
-        help=f"bars of data to use (synthetic: length to make, default {SYNTHETIC_BARS:,})",
-    )
-    train.add_argument(
-        "--signal-strength",
-        type=float,
-        default=None,
-        help="synthetic data only: the planted edge per bar in units of volatility "
-        f"(default {DEFAULT_SIGNAL_STRENGTH:g})",
-    )
-    _add_timestamp_options(train)
+    _add_data_options(train, "synthetic; with --resume, the checkpoint's data")
     timesteps = default(PPOConfig, "total_timesteps")
     train.add_argument(
         "--timesteps", type=int, default=timesteps, help=f"env steps (default {timesteps:,})"
@@ -119,21 +103,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "Features are normalised with the statistics stored in the checkpoint.",
     )
     evaluate.add_argument("checkpoint", help="a checkpoint written by `archbench train`")
-    evaluate.add_argument(
-        "--data", help=_DATA_HELP + " (default: the data the checkpoint was trained on)"
-    )
-    evaluate.add_argument(
-        "--bars",
-        type=int,
-        help=f"with --data: bars to use (synthetic: length to make, default {SYNTHETIC_BARS:,})",
-    )
-    evaluate.add_argument(
-        "--signal-strength",
-        type=float,
-        default=None,
-        help=f"with --data synthetic: the planted edge (default {DEFAULT_SIGNAL_STRENGTH:g})",
-    )
-    _add_timestamp_options(evaluate)
+    _add_data_options(evaluate, "the data the checkpoint was trained on")
     evaluate.add_argument("--split", choices=["train", "validation", "test"], default="validation")
     evaluate.add_argument("--seed", type=int, default=0, help="synthetic data seed (default 0)")
     evaluate.add_argument(
@@ -144,6 +114,25 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--device", default=device, help=f"auto, cpu, cuda or cuda:N ({device})")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.set_defaults(handler=_evaluate)
+
+
+def _add_data_options(parser: argparse.ArgumentParser, default_data: str) -> None:
+    """--data and the options that shape the data it names."""
+    from ppo_core.synthetic import DEFAULT_SIGNAL_STRENGTH, SYNTHETIC_BARS
+
+    parser.add_argument("--data", help=f"{_DATA_HELP} (default: {default_data})")
+    parser.add_argument(
+        "--bars",
+        type=int,
+        help=f"bars of the data to use (synthetic: length to make, default {SYNTHETIC_BARS:,})",
+    )
+    parser.add_argument(
+        "--signal-strength",
+        type=float,
+        help="synthetic data: the planted edge per bar in units of volatility "
+        f"(default {DEFAULT_SIGNAL_STRENGTH:g})",
+    )
+    _add_timestamp_options(parser)
 
 
 def _add_timestamp_options(parser: argparse.ArgumentParser) -> None:
@@ -412,6 +401,11 @@ def _checkpoint_market(args: argparse.Namespace, ckpt, path: str):  # -> market.
 
     if args.data is not None:
         return load_market_data(args.data, bars=args.bars, seed=args.seed, **_signal(args))
+    if args.bars is not None or _signal(args):
+        raise ConfigError(
+            "--bars, --signal-strength and the timestamp options shape the data --data names; "
+            f"without --data the checkpoint's own data is used ({path})"
+        )
     identity = ckpt.data or {}
     origin = identity.get("origin")
     if not isinstance(origin, dict) or "spec" not in origin:

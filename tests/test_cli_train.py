@@ -209,6 +209,9 @@ def test_resume_continues_on_the_checkpoints_own_data_and_costs(tmp_path):
     assert after.data["origin"] == before.data["origin"]
     assert after.data["sha256"] == before.data["sha256"]
     assert after.meta["iteration"] == 4
+    again = ["train", *more, "--device", "cpu", "--resume", str(first), "--bars", "3000"]
+    assert main([*again, "--out", str(tmp_path / "no.pt")]) == 2
+    assert not (tmp_path / "no.pt").exists()
 
 
 @pytest.mark.slow
