@@ -214,10 +214,7 @@ class TradingEnv:
         if self.account_state:
             if account is None:
                 account = torch.zeros(len(rows), ACCOUNT_DIM, device=self.device)
-            account = account.to(self.device, torch.float32)
-            if self._account_gain != 1.0:
-                account = account * self._account_gain
-            parts.append(account)  # (B, ACCOUNT_DIM)
+            parts.append(account.to(self.device, torch.float32) * self._account_gain)  # (B, 3)
         if self.pad_dim:
             parts.append(window.new_zeros(len(rows), self.pad_dim))  # (B, pad_dim)
         # One cat builds the row, so with the account state the padding adds no copy of the
