@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 from archbench_cli._common import MAX_BARS, MAX_SEED, check_range, default, print_json, size_options
-from archbench_cli.tables import eval_table
+from archbench_cli.tables import eval_table, observation_words
 from ppo_core.config import EnvConfig, PPOConfig
 from ppo_core.device import TRAINING_PRECISIONS
 from ppo_core.errors import ConfigError
@@ -190,13 +190,6 @@ def _training_config(args: argparse.Namespace):  # -> PPOConfig
     return config.replace(**changes)
 
 
-def _account_words(network) -> str:  # network: NetworkConfig
-    """'on (gain 72.8)', 'on (raw)' or 'off', for the banner."""
-    if not network.account_state:
-        return "off"
-    return "on (raw)" if network.account_gain == 1.0 else f"on (gain {network.account_gain:.1f})"
-
-
 def _signal(args: argparse.Namespace) -> dict[str, Any]:
     """load_market_data's keyword arguments from the command line's data options."""
     options: dict[str, Any] = {}
@@ -263,8 +256,8 @@ def _train(args: argparse.Namespace) -> int:
                 f"bars) for {config.total_timesteps:,} steps on {device}: "
                 f"{config.n_iterations} iterations of {config.n_envs} envs x "
                 f"{config.n_steps} steps; gamma {config.gamma}, gae_lambda "
-                f"{config.gae_lambda}, cost {config.env.cost_bps:g} bp, account state "
-                f"{_account_words(config.network)}",
+                f"{config.gae_lambda}, cost {config.env.cost_bps:g} bp, input "
+                f"{observation_words(config.network)}",
                 file=sys.stderr,
             )
         try:
