@@ -70,8 +70,9 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--cost-bps",
         type=float,
-        help="trading cost per unit of position change, bp "
-        f"(default {default(EnvConfig, 'cost_bps'):g})",
+        help="trading cost per unit of position change, bp (default: the data's: "
+        f"synthetic {default(EnvConfig, 'cost_bps'):g}, eurusd-1h 1, sp500/nasdaq/googl 5; a file "
+        f"{default(EnvConfig, 'cost_bps'):g} with a warning)",
     )
     train.add_argument(
         "--no-account-state",
@@ -110,6 +111,12 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "--allow-in-sample",
         action="store_true",
         help="score a split that overlaps the checkpoint's training bars anyway",
+    )
+    evaluate.add_argument(
+        "--cost-bps",
+        type=float,
+        help="trading cost per unit of position change, bp (default: the checkpoint's on its own "
+        "data, else the data's: eurusd-1h 1, sp500/nasdaq/googl 5, synthetic 30)",
     )
     evaluate.add_argument("--device", default=device, help=f"auto, cpu, cuda or cuda:N ({device})")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -207,7 +214,7 @@ def _train(args: argparse.Namespace) -> int:
     from ppo_core.data import Normalizer, prepare
     from ppo_core.device import resolve_device, resolve_precision
     from ppo_core.env import TradingEnv
-    from ppo_core.evaluation import evaluate_with_baselines
+    from ppo_core.evaluation import EvalContext, evaluate_with_baselines
     from ppo_core.loaders import load_market_data
     from ppo_core.trainer import PPOTrainer
 
@@ -235,6 +242,8 @@ def _train(args: argparse.Namespace) -> int:
     else:
         data_spec = args.data or "synthetic"
         market = load_market_data(data_spec, bars=args.bars, seed=config.seed, **_signal(args))
+    cost = _train_cost(args, market, stored)
+    config = config.replace(env=dataclasses.replace(config.env, cost_bps=cost.bps))
     data = prepare(market, lookback=config.network.lookback, normalizer=normalizer)
     env = TradingEnv(
         data,
@@ -278,6 +287,7 @@ def _train(args: argparse.Namespace) -> int:
             )
             return 128 + (stop.signum or signal.SIGINT)
     results = evaluate_with_baselines(trainer.policy, data, "validation", config.env.cost_bps)
+    context = EvalContext.of(data, "validation", cost, results["policy"])
     summary = {
         "checkpoint": str(out),
         "hidden_dims": list(config.network.hidden_dims),
@@ -289,6 +299,7 @@ def _train(args: argparse.Namespace) -> int:
         "iterations": len(stats),
         "last_iteration": stats[-1].to_dict() if stats else None,
         "validation": {name: r.to_dict() for name, r in results.items()},
+        "validation_context": context.to_dict(),
     }
     if args.json:
         print_json(summary)
@@ -301,9 +312,9 @@ def _train(args: argparse.Namespace) -> int:
                 f"{last.update_samples_per_s:,.0f} update samples/s, "
                 f"explained variance {last.explained_variance:.3f}"
             )
-        eval_table("validation split", results)
-        _sharpe_caveat("validation", results["policy"].n_bars, data.market.periods_per_year)
+        eval_table(f"validation split of {market.name}", results, context)
         print(f"checkpoint written to {out}")
+    _warn_about(context)
     return 0
 
 
@@ -369,20 +380,46 @@ def _check_features(ckpt, n_features: int) -> None:  # ckpt: checkpoint.Checkpoi
         )
 
 
-MIN_SHARPE_BARS = 252
-"""Fewest bars for a Sharpe ratio worth printing without a caveat: a year of daily bars, where
-the per-bar Sharpe's standard error is 1 / sqrt(252) = 0.063 (annualised: +-1.0 on daily bars;
-below it the figure is mostly noise, as the +64 of a 2-bar split was)."""
+def _train_cost(args: argparse.Namespace, market, stored):  # -> TradingCost
+    """The cost training pays: --cost-bps, else a resumed run's own (`stored`, the checkpoint
+    or None), else the data's default (a property of the data: 1 bp on hourly EUR/USD is not
+    the synthetic market's 30 bp)."""
+    from ppo_core.loaders import default_cost
+    from ppo_core.market import TradingCost
+
+    if args.cost_bps is not None:
+        return TradingCost(args.cost_bps, "--cost-bps")
+    if stored is not None and stored.ppo_config is not None:
+        return TradingCost(stored.ppo_config.env.cost_bps, f"the cost {args.resume} was trained at")
+    return default_cost(market)
 
 
-def _sharpe_caveat(split: str, n_bars: int, bars_per_year: float) -> None:
-    if n_bars < MIN_SHARPE_BARS:
-        error = (bars_per_year / max(n_bars, 1)) ** 0.5
-        print(
-            f"warning: the {split} split has {n_bars:,} bars; a Sharpe ratio needs at least "
-            f"{MIN_SHARPE_BARS} to mean much (its standard error here is ~+-{error:.1f})",
-            file=sys.stderr,
-        )
+def _evaluate_cost(args: argparse.Namespace, ckpt, market):  # -> TradingCost
+    """The cost a checkpoint is scored at: --cost-bps, else the cost it was trained at when
+    scored on its own data series, else the data's default."""
+    from ppo_core.loaders import default_cost
+    from ppo_core.market import TradingCost
+
+    if args.cost_bps is not None:
+        return TradingCost(args.cost_bps, "--cost-bps")
+    default = default_cost(market)
+    # The same series: the same recorded spec (a file's resolved path, a dataset's name).
+    trained = (ckpt.data or {}).get("origin") or {}
+    if ckpt.ppo_config is None or trained.get("spec") != (market.origin or {}).get("spec"):
+        return default
+    bps = ckpt.ppo_config.env.cost_bps
+    source = f"the cost {args.checkpoint} was trained at"
+    if bps != default.bps:
+        return TradingCost(bps, source)
+    # The data's default, said as such; on a file, the synthetic default keeps its warning.
+    return TradingCost(bps, f"{source}, {default.source}", default.warning)
+
+
+def _warn_about(context) -> None:  # context: evaluation.EvalContext
+    """The cost warning and the Sharpe caveat on stderr, so that --json output stays clean."""
+    for message in (context.cost.warning, context.caveat):
+        if message:
+            print(f"warning: {message}", file=sys.stderr)
 
 
 def _checkpoint_market(args: argparse.Namespace, ckpt, path: str):  # -> market.MarketData
@@ -444,13 +481,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ppo_core.data import Normalizer, prepare
     from ppo_core.device import resolve_device
     from ppo_core.errors import DataError
-    from ppo_core.evaluation import evaluate_with_baselines
+    from ppo_core.evaluation import EvalContext, evaluate_with_baselines
     from ppo_core.features import FEATURE_NAMES
     from ppo_core.network import ActorCritic
 
     ckpt = checkpoint.load(args.checkpoint)
     check_range(args.seed, "--seed", 0, MAX_SEED, low_inclusive=True)
     check_range(args.bars, "--bars", 1, MAX_BARS)
+    check_range(args.cost_bps, "--cost-bps", 0.0, 10_000.0, low_inclusive=True)
     _check_features(ckpt, len(FEATURE_NAMES))
     normalizer = Normalizer.from_dict(ckpt.obs_norm) if ckpt.obs_norm else None
     market = _checkpoint_market(args, ckpt, args.checkpoint)
@@ -461,12 +499,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     policy = ActorCritic(ckpt.config)
     policy.load_state_dict(ckpt.policy_state_dict)
     policy.to(resolve_device(args.device).device)
-    cost_bps = ckpt.ppo_config.env.cost_bps if ckpt.ppo_config else 1.0
-    results = evaluate_with_baselines(policy, data, args.split, cost_bps)
+    cost = _evaluate_cost(args, ckpt, market)
+    results = evaluate_with_baselines(policy, data, args.split, cost.bps)
+    context = EvalContext.of(data, args.split, cost, results["policy"])
     if args.json:
-        print_json({name: r.to_dict() for name, r in results.items()})
+        print_json(
+            {
+                "checkpoint": str(args.checkpoint),
+                "data": market.name,
+                "in_sample": bool(overlap),
+                **context.to_dict(),
+                "results": {name: r.to_dict() for name, r in results.items()},
+            }
+        )
     else:
         note = " (in-sample)" if overlap else ""
-        eval_table(f"{args.split} split of {market.name}{note}", results)
-    _sharpe_caveat(args.split, results["policy"].n_bars, market.periods_per_year)
+        eval_table(f"{args.split} split of {market.name}{note}", results, context)
+    _warn_about(context)
     return 0
