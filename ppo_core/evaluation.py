@@ -110,7 +110,8 @@ class EvalContext:
     cost: TradingCost
     """The cost every figure is net of, where it came from, and any warning about it."""
     sharpe_standard_error: float
-    """The policy Sharpe's standard error (`sharpe_standard_error`)."""
+    """The policy Sharpe's standard error (`sharpe_standard_error`); inf under two bars
+    (None in `to_dict`, which JSON can carry)."""
     caveat: str | None
     """Why the Sharpe figures are mostly noise, when the error exceeds SHARPE_ERROR_LIMIT."""
     baselines: dict[str, str]
@@ -148,4 +149,7 @@ class EvalContext:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if not math.isfinite(self.sharpe_standard_error):
+            out["sharpe_standard_error"] = None
+        return out

@@ -3,6 +3,7 @@ kind of data, and the Sharpe's standard error, checked against a simulation."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -117,6 +118,9 @@ def test_the_context_dates_the_split_and_caveats_a_noisy_sharpe(data):
     assert "standard error" in context.caveat
     assert set(context.baselines) >= set(results)
     assert context.to_dict()["cost"] == {"bps": 30.0, "source": "test", "warning": None}
+    # Under two bars there is no error to give: JSON gets null, not Infinity.
+    undefined = dataclasses.replace(context, sharpe_standard_error=math.inf)
+    assert undefined.to_dict()["sharpe_standard_error"] is None
 
 
 def test_a_long_enough_split_has_no_caveat():
