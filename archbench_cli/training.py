@@ -243,6 +243,7 @@ def _train(args: argparse.Namespace) -> int:
         data_spec = args.data or "synthetic"
         market = load_market_data(data_spec, bars=args.bars, seed=config.seed, **_signal(args))
     cost = _train_cost(args, market, stored)
+    _warn(cost.warning)  # before the training it would spoil
     config = config.replace(env=dataclasses.replace(config.env, cost_bps=cost.bps))
     data = prepare(market, lookback=config.network.lookback, normalizer=normalizer)
     env = TradingEnv(
@@ -314,7 +315,7 @@ def _train(args: argparse.Namespace) -> int:
             )
         eval_table(f"validation split of {market.name}", results, context)
         print(f"checkpoint written to {out}")
-    _warn_about(context)
+    _warn(context.caveat)
     return 0
 
 
@@ -415,11 +416,10 @@ def _evaluate_cost(args: argparse.Namespace, ckpt, market):  # -> TradingCost
     return TradingCost(bps, f"{source}, {default.source}", default.warning)
 
 
-def _warn_about(context) -> None:  # context: evaluation.EvalContext
-    """The cost warning and the Sharpe caveat on stderr, so that --json output stays clean."""
-    for message in (context.cost.warning, context.caveat):
-        if message:
-            print(f"warning: {message}", file=sys.stderr)
+def _warn(message: str | None) -> None:
+    """A cost warning or a Sharpe caveat, on stderr so that --json output stays clean."""
+    if message:
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def _checkpoint_market(args: argparse.Namespace, ckpt, path: str):  # -> market.MarketData
@@ -500,6 +500,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     policy.load_state_dict(ckpt.policy_state_dict)
     policy.to(resolve_device(args.device).device)
     cost = _evaluate_cost(args, ckpt, market)
+    _warn(cost.warning)
     results = evaluate_with_baselines(policy, data, args.split, cost.bps)
     context = EvalContext.of(data, args.split, cost, results["policy"])
     if args.json:
@@ -515,5 +516,5 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         note = " (in-sample)" if overlap else ""
         eval_table(f"{args.split} split of {market.name}{note}", results, context)
-    _warn_about(context)
+    _warn(context.caveat)
     return 0
