@@ -361,7 +361,9 @@ def default_cost(market: MarketData) -> TradingCost:
     from ppo_core.config import EnvConfig
 
     synthetic = EnvConfig().cost_bps
-    if market.expected_return is not None or market.name.startswith("synthetic"):
+    # By its spec, not its name: a file's name is its path, which may start with 'synthetic'.
+    spec = str((market.origin or {}).get("spec", ""))
+    if market.expected_return is not None or spec.startswith("synthetic"):
         return TradingCost(synthetic, "the synthetic market's default (EnvConfig.cost_bps)")
     if market.name in DATASET_COSTS:
         bps, why = DATASET_COSTS[market.name]

@@ -132,7 +132,7 @@ def test_a_long_enough_split_has_no_caveat():
     assert context.caveat is None
 
 
-def test_default_cost_is_a_property_of_the_data(tmp_path):
+def test_default_cost_is_a_property_of_the_data(tmp_path, monkeypatch):
     assert default_cost(make_synthetic(bars=500, seed=0)).bps == 30.0
     # A file: the synthetic default, with a warning that names it and the file's volatility.
     frame = pd.DataFrame(
@@ -142,9 +142,11 @@ def test_default_cost_is_a_property_of_the_data(tmp_path):
         }
     )
     frame = frame.assign(open=frame.close, high=frame.close, low=frame.close, volume=1.0)
-    path = tmp_path / "fx.csv"
-    frame.to_csv(path, index=False)
-    cost = default_cost(load_market_data(str(path)))
+    frame.to_csv(tmp_path / "synthetic-fx.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    market = load_market_data("synthetic-fx.csv")  # a file, whatever its name says
+    assert market.name == "synthetic-fx.csv"
+    cost = default_cost(market)
     assert cost.bps == 30.0
     assert "no --cost-bps" in cost.warning
     assert "per-bar volatility (10." in cost.warning  # 1e-3 a bar: 10 bp
