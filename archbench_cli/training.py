@@ -1,5 +1,5 @@
 """`archbench train` and `archbench evaluate`: train a policy on a dataset and score a
-checkpoint against the buy-and-hold and flat baselines."""
+checkpoint against the baselines a trader uses, at the data's cost."""
 
 from __future__ import annotations
 
@@ -28,9 +28,10 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "train",
         help="train one network size with PPO on market data and save a checkpoint",
         description="Train an actor-critic of one size with PPO on the trading environment, "
-        "then print its validation metrics beside the flat, buy-and-hold, random and (synthetic "
-        "data) oracle baselines. The checkpoint holds the full config, weights, Adam state and "
-        "the training split's normalisation statistics.",
+        "then print its validation metrics beside the flat, buy-and-hold, trend-rule, "
+        "matched-turnover random and (synthetic data) oracle baselines, with the cost, the period, "
+        "bars per year and the Sharpe's standard error. The checkpoint holds the full config, "
+        "weights, Adam state and the training split's normalisation statistics.",
     )
     size = size_options(train, "network size (default: medium)", "custom widths, e.g. 768,384,192")
     size.add_argument(
@@ -100,8 +101,11 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "evaluate",
         help="evaluate a checkpoint on a data split against baselines",
         description="Run a checkpoint's deterministic policy over a whole split and print total "
-        "log return, annualised Sharpe, max drawdown, turnover and hit rate beside the baselines. "
-        "Features are normalised with the statistics stored in the checkpoint.",
+        "log return, annualised Sharpe, max drawdown, turnover and hit rate beside the baselines "
+        "(flat, buy-and-hold, a trend rule, random at the policy's own turnover), with the cost "
+        "and where it came from, the split's period, bars per year and the Sharpe's standard "
+        "error (a warning above 1). Features are normalised with the statistics stored in the "
+        "checkpoint.",
     )
     evaluate.add_argument("checkpoint", help="a checkpoint written by `archbench train`")
     _add_data_options(evaluate, "the data the checkpoint was trained on")
