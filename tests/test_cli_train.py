@@ -353,3 +353,49 @@ def test_train_defaults_to_the_tiny_preset_and_says_why(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "default: tiny, which trains in minutes on a CPU" in help_text
     assert "with --resume, steps MORE than the checkpoint has run" in help_text
+
+
+def test_evaluate_refuses_nan_weights_in_one_line(trained, tmp_path, capsys):
+    import torch
+
+    payload = torch.load(trained, weights_only=True)
+    for tensor in payload["policy_state_dict"].values():
+        tensor.fill_(float("nan"))
+    diverged = tmp_path / "diverged.pt"
+    torch.save(payload, diverged)
+    capsys.readouterr()
+    assert main(["evaluate", str(diverged), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "NaN or inf weights" in err
+    assert main(["inspect", str(diverged), "--json"]) == 0  # inspect still shows what it is
+    assert json.loads(capsys.readouterr().out)["non_finite"] > 0
+
+
+def test_inspect_shows_the_training_config_and_data(trained, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    capsys.readouterr()
+    assert main(["inspect", str(trained)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "256 steps, 256 done (iteration 2 of 2); 4 envs x 32 steps" in text
+    assert "gamma 0.99, gae_lambda 0.95" in text
+    assert "cost 30 bp" in text
+    assert "synthetic (synthetic; bars 2000, seed 0, signal_strength 0.5): 2,000 bars" in text
+    assert checkpoint.load(trained).data["sha256"][:16] in text
+
+
+def test_diff_lists_two_different_datasets(trained, tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setenv("COLUMNS", "250")
+    payload = torch.load(trained, weights_only=True)
+    payload["data"]["origin"]["seed"] = 7
+    payload["data"]["sha256"] = "f" * 64
+    other = tmp_path / "other.pt"
+    torch.save(payload, other)
+    capsys.readouterr()
+    assert main(["diff", str(trained), str(other)]) == 0
+    text = capsys.readouterr().out
+    assert "training data fields that differ" in text
+    assert "data.origin.seed" in text
+    assert "data.sha256" in text
