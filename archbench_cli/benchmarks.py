@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from archbench_cli._common import output_folder
+
 __all__ = ["add_commands"]
 
 
@@ -74,6 +76,7 @@ def _add_shard_options(sweep: argparse.ArgumentParser) -> None:
 def _sweep(args: argparse.Namespace) -> int:
     from archbench_sweep.runner import run_sweep
 
+    output_folder(args.out, flag="--out")
     if args.devices or args.ray or args.accelerator or args.shards:
         from archbench_sweep.multisweep import sweep_command
 

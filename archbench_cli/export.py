@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from archbench_cli._common import MAX_SEED, check_range
+from archbench_cli._common import output_file
 from archbench_cli.tables import observation_words
 from ppo_core.errors import ArchbenchError
 
@@ -34,9 +34,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     from archbench_instrument import backends
-    from ppo_core.atomic import check_output
 
-    check_range(args.seed, "--seed", 0, MAX_SEED, low_inclusive=True)
     missing = backends.onnx_missing()
     if missing:
         raise ArchbenchError(
@@ -48,9 +46,7 @@ def _export(args: argparse.Namespace) -> int:
     from ppo_core import checkpoint
     from ppo_core.network import ActorCritic
 
-    out = check_output(args.onnx, [args.checkpoint], flag="--onnx", example="policy.onnx")
-    if not out.parent.is_dir():
-        raise ArchbenchError(f"cannot write {out}: directory {out.parent} does not exist")
+    out = output_file(args.onnx, [args.checkpoint], flag="--onnx", example="policy.onnx")
     ckpt = checkpoint.load(args.checkpoint)
     policy = ActorCritic(ckpt.config)
     policy.load_state_dict(ckpt.policy_state_dict)

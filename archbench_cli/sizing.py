@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from archbench_cli._common import check_range, default, print_json, size_options
+from archbench_cli._common import default, print_json, size_options
 from archbench_cli.tables import diff_table, estimate_table, inspect_table, rich_console
 from ppo_core.config import MAX_INPUT_MULTIPLE, NetworkConfig, PPOConfig
 
@@ -96,7 +96,6 @@ def _estimate(args: argparse.Namespace) -> int:
     from ppo_core.presets import PRESETS, parse_hidden_dims
     from ppo_core.sizing import CUDA_CONTEXT_BYTES, estimate
 
-    check_range(args.input_multiple, "--input-multiple", 1, MAX_INPUT_MULTIPLE, low_inclusive=True)
     if args.preset:
         sizes = [PRESETS[args.preset]]
     elif args.hidden_dims is not None:

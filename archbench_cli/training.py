@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import Any
 
-from archbench_cli._common import MAX_BARS, MAX_SEED, check_range, default, print_json, size_options
+from archbench_cli._common import default, output_file, print_json, size_options
 from archbench_cli.tables import eval_table, observation_words
 from ppo_core.config import EnvConfig, PPOConfig
 from ppo_core.device import TRAINING_PRECISIONS
@@ -212,7 +212,6 @@ def _train(args: argparse.Namespace) -> int:
     from ppo_core.trainer import PPOTrainer
 
     config = _training_config(args)
-    check_range(args.bars, "--bars", 1, MAX_BARS)
     out = _check_train_out(args)
     device = resolve_device(config.device).device
     resolve_precision(config.precision, device)  # refuse tf32/bf16 on a CPU before any work
@@ -310,11 +309,9 @@ def _train(args: argparse.Namespace) -> int:
 def _check_train_out(args: argparse.Namespace):  # -> Path
     from pathlib import Path
 
-    from ppo_core.atomic import check_output
-
     # --out may be --resume's file: the continued run replaces it (atomically), as intended.
     data = [args.data] if args.data and Path(args.data).is_file() else []
-    return check_output(args.out, data, flag="--out", example="model.pt")
+    return output_file(args.out, data, flag="--out", example="model.pt")
 
 
 class _Stopped(Exception):
@@ -449,8 +446,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ppo_core.network import ActorCritic
 
     ckpt = checkpoint.load(args.checkpoint)
-    check_range(args.seed, "--seed", 0, MAX_SEED, low_inclusive=True)
-    check_range(args.bars, "--bars", 1, MAX_BARS)
     _check_features(ckpt, len(FEATURE_NAMES))
     normalizer = Normalizer.from_dict(ckpt.obs_norm) if ckpt.obs_norm else None
     market = _checkpoint_market(args, ckpt, args.checkpoint)
