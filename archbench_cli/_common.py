@@ -14,11 +14,12 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ppo_core.config import MAX_INPUT_MULTIPLE, MAX_WIDTH
+from ppo_core.config import MAX_INPUT_MULTIPLE, MAX_SEED, MAX_WIDTH
 from ppo_core.errors import ConfigError
 
 __all__ = [
     "FLAG_RANGES",
+    "LOOKBACK_HELP",
     "MAX_BARS",
     "MAX_BATCH",
     "MAX_MEMORY_GIB",
@@ -45,10 +46,15 @@ MAX_MEMORY_GIB = 16_384.0
 MAX_BATCH = 2**31 - 1
 """Largest env, step or minibatch count a flag may state (a torch index is int64, but tensors
 of more rows than this would not fit any device)."""
-MAX_SEED = 2**63 - 1
-"""torch.manual_seed's limit."""
 MAX_BARS = 10**8
 """Most bars of data a flag may ask for (10^8 bars of 53 float32 features are ~21 GB)."""
+
+
+LOOKBACK_HELP = (
+    "bars of market features the network sees per decision (default 100, the reference "
+    "shape); data needs 3 bars per bar of lookback on top of the 199-bar feature warm-up, so a "
+    "short file takes a shorter lookback (its error names the longest that fits)"
+)
 
 
 def _refuse_non_finite(args: argparse.Namespace) -> None:
@@ -178,10 +184,7 @@ def check_data_flags(args: argparse.Namespace) -> None:
                 f"--data FILE; {given}"
             )
     if getattr(args, "signal_strength", None) is not None and kind not in (None, "synthetic"):
-        raise ConfigError(
-            f"--signal-strength shapes synthetic data; --data {data} is {kind} data, whose "
-            "edge is whatever it is"
-        )
+        raise ConfigError(f"--signal-strength shapes synthetic data, not --data {data}")
 
 
 def _data_kind(spec: str) -> str:

@@ -8,6 +8,7 @@ import argparse
 from archbench_cli._common import default, print_json, size_options
 from archbench_cli.tables import diff_table, estimate_table, inspect_table, rich_console
 from ppo_core.config import MAX_INPUT_MULTIPLE, NetworkConfig, PPOConfig
+from ppo_core.errors import ConfigError
 
 __all__ = ["add_commands"]
 
@@ -96,6 +97,11 @@ def _estimate(args: argparse.Namespace) -> int:
     from ppo_core.presets import PRESETS, parse_hidden_dims
     from ppo_core.sizing import CUDA_CONTEXT_BYTES, estimate
 
+    rollout = args.n_envs * args.n_steps
+    if args.minibatch > rollout:  # as train and pick refuse it: a PPO update could not run
+        raise ConfigError(
+            f"--minibatch {args.minibatch} exceeds the rollout n_envs x n_steps = {rollout}"
+        )
     if args.preset:
         sizes = [PRESETS[args.preset]]
     elif args.hidden_dims is not None:

@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import Any
 
-from archbench_cli._common import default, output_file, print_json, size_options
+from archbench_cli._common import LOOKBACK_HELP, default, output_file, print_json, size_options
 from archbench_cli.tables import eval_table, observation_words
 from ppo_core.config import EnvConfig, PPOConfig
 from ppo_core.device import TRAINING_PRECISIONS
@@ -18,7 +18,9 @@ from ppo_core.errors import ConfigError
 
 __all__ = ["add_commands"]
 
-_DATA_HELP = "synthetic, sp500, nasdaq, eurusd-1h (the `data` extra) or a CSV/Parquet OHLCV file"
+_DATA_HELP = (
+    "synthetic, sp500, nasdaq, eurusd-1h, googl (the `data` extra) or a CSV/Parquet OHLCV file"
+)
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
@@ -37,6 +39,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "--auto", action="store_true", help="hidden_dims, n_envs and minibatch from the GPU tier"
     )
     _add_data_options(train, "synthetic; with --resume, the checkpoint's data")
+    train.add_argument("--lookback", type=int, metavar="BARS", help=LOOKBACK_HELP)
     timesteps = default(PPOConfig, "total_timesteps")
     train.add_argument(
         "--timesteps", type=int, default=timesteps, help=f"env steps (default {timesteps:,})"
@@ -181,8 +184,11 @@ def _training_config(args: argparse.Namespace):  # -> PPOConfig
     changes = {k: v for k, v in overrides.items() if v is not None}
     if args.cost_bps is not None:
         changes["env"] = dataclasses.replace(config.env, cost_bps=args.cost_bps)
-    if args.no_account_state:
-        changes["network"] = dataclasses.replace(config.network, account_state=False)
+    network = {"account_state": False} if args.no_account_state else {}
+    if args.lookback is not None:
+        network["lookback"] = args.lookback
+    if network:
+        changes["network"] = dataclasses.replace(config.network, **network)
     changes.update(seed=args.seed, precision=args.precision, compile=args.compile)
     if "minibatch_size" not in changes:
         batch = changes.get("n_envs", config.n_envs) * changes.get("n_steps", config.n_steps)

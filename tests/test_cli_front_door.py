@@ -1,0 +1,129 @@
+"""Commands behave alike (issue 25): every numeric flag is range-checked by one table, every
+command that writes makes its missing folders, and a closed stdout ends a command quietly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from archbench_cli._common import FLAG_RANGES
+from archbench_cli.main import build_parser, main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RUN = FIXTURES / "run-cpu-quick.json"
+SMALL = ["--hidden-dims", "16", "--n-envs", "2", "--n-steps", "16", "--device", "cpu"]
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err
+
+
+def test_every_numeric_flag_of_every_command_has_a_range():
+    subcommands = next(a for a in build_parser()._actions if a.dest == "command")
+    unlisted = [
+        f"{name} {action.option_strings[0]}"
+        for name, parser in subcommands.choices.items()
+        for action in parser._actions
+        if action.type in (int, float) and action.dest not in FLAG_RANGES
+    ]
+    assert not unlisted, f"add these to archbench_cli._common.FLAG_RANGES: {unlisted}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--seed", str(2**64)], f"--seed {2**64}: must be in [0, 9,223,372,036,"),
+        (["evaluate", "m.pt", "--seed", str(2**63)], f"--seed {2**63}: must be in [0,"),
+        (["export", "m.pt", "--onnx", "x.onnx", "--seed", "-1"], "--seed -1: must be in [0,"),
+        (["train", "--lr", "0"], "--lr 0: must be in (0, 1]"),
+        (["train", "--clip-coef", "0"], "--clip-coef 0: must be in (0, 10]"),
+        (["train", "--checkpoint-every", "-1"], "--checkpoint-every -1: must be in [0,"),
+        (["train", "--timesteps", "0"], "--timesteps 0: must be in (0,"),
+        (["train", "--gamma", "1.5"], "--gamma 1.5: must be in [0, 1]"),
+        (["estimate", "--lookback", "0"], "--lookback 0: must be in (0, 65,536]"),
+        (["estimate", "--minibatch", "100000"], "--minibatch 100000 exceeds the rollout"),
+        (["sweep", "--shards", "0"], "--shards 0: must be in (0,"),
+        (["compare", str(RUN), str(RUN), "--alpha", "1"], "--alpha 1: must be in (0, 1)"),
+        (["compare", str(RUN), str(RUN), "--min-effect", "1"], "--min-effect 1: must be in [0,"),
+        (["pick", "--gpu", "T4", "--safety-margin", "1"], "--safety-margin 1: must be in [0, 1)"),
+        (["train", "--timestamp-format", "dayfirst"], "--timestamp-format reads the times of"),
+        (["train", "--data", "synthetic", "--timestamp-column", "t"], "--data synthetic is not"),
+        (["evaluate", "m.pt", "--timestamp-format", "epoch_s"], "given with --data FILE; no --"),
+        (["train", "--data", "sp500", "--signal-strength", "1"], "shapes synthetic data, not"),
+    ],
+)
+def test_out_of_range_flags_are_one_line_before_any_work(
+    capsys, tmp_path, monkeypatch, argv, message
+):
+    monkeypatch.chdir(tmp_path)
+    assert message in _one_line_error(capsys, argv)
+    assert not list(tmp_path.iterdir())  # nothing started, nothing written
+
+
+def test_the_largest_seed_is_accepted(capsys):
+    assert main(["estimate", "--preset", "tiny", "--json"]) == 0  # control: estimate runs
+    capsys.readouterr()
+    # 2^63 - 1 passes the range check; the command then fails only on the missing checkpoint.
+    err = _one_line_error(capsys, ["evaluate", "missing.pt", "--seed", str(2**63 - 1)])
+    assert "--seed" not in err
+
+
+def _closed_stdout(argv: list[str], cwd: Path) -> tuple[int, str]:
+    """Run `archbench argv` with its stdout's reader gone before it writes (what `| head -1`
+    does to a longer output): (exit status, stderr)."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "archbench_cli.main", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    child.stdout.close()
+    err = child.stderr.read().decode()
+    return child.wait(timeout=240), err
+
+
+def test_json_commands_end_quietly_when_stdout_closes(tmp_path, make_checkpoint):
+    from ppo_core.config import NetworkConfig
+
+    model = make_checkpoint(NetworkConfig(lookback=8, hidden_dims=(16,)))
+    for argv in (
+        ["estimate", "--json"],
+        ["pick", "--gpu", "T4", "--json"],
+        ["evaluate", str(model), "--data", "synthetic", "--bars", "600", "--device", "cpu"],
+    ):
+        argv = [*argv, "--json"] if argv[0] == "evaluate" else argv
+        code, err = _closed_stdout(argv, tmp_path)
+        assert (code, err) == (141, ""), (argv, code, err)
+
+
+def test_every_writer_creates_its_missing_folders(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    report = tmp_path / "missing" / "dir" / "r.html"
+    assert main(["report", str(RUN), "-o", str(report), "--plotlyjs", "cdn"]) == 0
+    assert report.is_file()
+    html = tmp_path / "other" / "c.html"
+    assert main(["compare", str(RUN), str(RUN), "--html", str(html)]) == 0
+    assert html.is_file()
+    model = tmp_path / "missing" / "t.pt"
+    argv = ["train", *SMALL, "--data", "synthetic", "--bars", "600", "--lookback", "8"]
+    assert main([*argv, "--timesteps", "32", "--out", str(model)]) == 0
+    assert model.is_file()
+    capsys.readouterr()
+
+
+def test_a_file_where_a_folder_should_be_is_one_line(capsys, tmp_path):
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file")
+    err = _one_line_error(capsys, ["sweep", "--out", str(blocker)])
+    assert f"--out {blocker}: is a file; give a folder" in err
+    err = _one_line_error(capsys, ["report", str(RUN), "-o", str(blocker / "r.html")])
+    assert "is a file, not a folder" in err
+    assert blocker.read_text() == "a file"
