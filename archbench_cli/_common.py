@@ -29,6 +29,7 @@ __all__ = [
     "check_range",
     "default",
     "exit_on_closed_pipe",
+    "make_parent",
     "output_file",
     "output_folder",
     "print_json",
@@ -204,31 +205,38 @@ def output_file(
     example: str,
 ) -> Path:
     """The one output-path policy of every command that writes a file (report -o, compare
-    --html, train --out, export --onnx): ppo_core.atomic.check_output's refusals (a folder, a
-    path under a file, one of `inputs`), then its missing folders are created, as `sweep --out`
-    always has, before any work starts. Returns the path."""
+    --html, train --out, export --onnx) or a folder (sweep --out): missing folders are made
+    when the file is written (make_parent), as `sweep --out runs` always has; what cannot work
+    is refused before any work starts: check_output's cases (a folder, a path under a file, one
+    of `inputs`) and a folder that could not be made. Returns the path."""
     from ppo_core.atomic import check_output
 
     path = check_output(target, inputs, flag=flag, example=example)
-    _make_folder(path.parent, f"{flag} {os.fspath(target)}")
+    _check_creatable(path.parent, f"{flag} {os.fspath(target)}")
     return path
 
 
 def output_folder(target: str | os.PathLike[str], *, flag: str) -> Path:
-    """output_file's policy for a command that writes a folder of files (sweep --out): a file
-    there is refused, a missing folder is created."""
+    """output_file's policy for a folder of files (sweep --out): a file there is refused."""
     path = Path(target).expanduser()
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{flag} {os.fspath(target)}: is a file; give a folder")
-    _make_folder(path, f"{flag} {os.fspath(target)}")
+    _check_creatable(path, f"{flag} {os.fspath(target)}")
     return path
 
 
-def _make_folder(folder: Path, what: str) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"{what}: cannot create the folder {folder}: {error.strerror}") from None
+def make_parent(path: Path) -> Path:
+    """Make the folders `path` will be written in (output_file has checked that they can be)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _check_creatable(folder: Path, what: str) -> None:
+    existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{what}: {existing} is a file, not a folder")
+    if existing != folder.absolute() and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what}: cannot create folders in {existing} (no write permission)")
 
 
 def exit_on_closed_pipe() -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from archbench_cli._common import output_file
+from archbench_cli._common import make_parent, output_file
 from archbench_cli.tables import observation_words
 from ppo_core.errors import ArchbenchError
 
@@ -54,7 +54,7 @@ def _export(args: argparse.Namespace) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     # Normalised features are clipped z-scores, so a standard normal batch is in range.
     obs = torch.randn(_EXPORT_CHECK_BATCH, ckpt.config.obs_dim, generator=generator)
-    backends.export_onnx(policy, out, obs)
+    backends.export_onnx(policy, make_parent(out), obs)
     check = backends.onnx_agreement(out, policy, obs)
     print(f"wrote {out} ({out.stat().st_size:,} bytes)")
     # A deployment must build this exact input; TradingEnv.observe is the reference.

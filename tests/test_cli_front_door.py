@@ -127,3 +127,15 @@ def test_a_file_where_a_folder_should_be_is_one_line(capsys, tmp_path):
     err = _one_line_error(capsys, ["report", str(RUN), "-o", str(blocker / "r.html")])
     assert "is a file, not a folder" in err
     assert blocker.read_text() == "a file"
+
+
+def test_a_refused_command_makes_no_folder(capsys, tmp_path):
+    new = tmp_path / "new" / "deeper"
+    err = _one_line_error(
+        capsys, ["report", str(tmp_path / "none.json"), "-o", str(new / "r.html")]
+    )
+    assert "none.json" in err
+    assert not (tmp_path / "new").exists()
+    assert main(["sweep", "--data", str(tmp_path / "none.csv"), "--out", str(new)]) == 2
+    assert not (tmp_path / "new").exists()
+    capsys.readouterr()

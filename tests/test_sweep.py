@@ -118,7 +118,7 @@ def test_sweep_reads_the_data_file_before_pytest(tmp_path, capsys):
     folder.mkdir()
     out = tmp_path / "runs"
     for path, message in (
-        (few, "has 1 data rows; at least 505 are needed"),
+        (few, "has 1 data rows; no lookback fits: even --lookback 1 needs 208 rows"),
         (columns, "missing column(s) timestamp, open"),
         (folder, "is a directory"),
     ):
