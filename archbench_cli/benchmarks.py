@@ -23,8 +23,9 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "report). Each finished case is also streamed to DIR/run-...records.jsonl: if the sweep "
         "itself is killed, `archbench report DIR/run-...records.jsonl` rebuilds the run. "
         "quick: minutes on a laptop CPU (all presets but xlarge for latency and memory; tiny "
-        "and small for training and overfitting; one seed). full: every preset, 3 seeds, "
-        "longer budgets, sized for a GPU. Needs a source checkout (bench/ is not installed).",
+        "and small for training and overfitting; one seed). full: every preset, 5 overfitting "
+        "seeds, longer budgets, sized for a GPU. Needs a source checkout (bench/ is not "
+        "installed).",
     )
     from archbench_sweep.options import SWEEP_OPTIONS
 
@@ -88,6 +89,8 @@ def _sweep(args: argparse.Namespace) -> int:
         hidden_dims=args.hidden_dims,
         device=args.device,
         data=args.data,
+        cost_bps=args.cost_bps,
+        lookback=args.lookback,
         out_dir=args.out,
         pytest_args=args.pytest_args,
         render=not args.no_report,

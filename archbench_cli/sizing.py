@@ -53,7 +53,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         default=multiple,
         metavar="N",
         help=f"zero-pad the observation to a multiple of N inputs, 1 to {MAX_INPUT_MULTIPLE} "
-        f"({multiple}: aligned first-layer GEMMs; 1: no padding, DESIGN.md's counts)",
+        f"({multiple}: aligned first-layer GEMMs; 1: no padding, the unpadded counts)",
     )
     for flag, name, what in (
         ("--n-envs", "n_envs", "environments per rollout"),

@@ -139,3 +139,59 @@ def test_a_refused_command_makes_no_folder(capsys, tmp_path):
     assert main(["sweep", "--data", str(tmp_path / "none.csv"), "--out", str(new)]) == 2
     assert not (tmp_path / "new").exists()
     capsys.readouterr()
+
+
+def test_sweep_cost_and_lookback_reach_the_overfitting_record(tmp_path, capsys, monkeypatch):
+    import json
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # seconds of tiny work; see test_bench_smoke
+    argv = ["sweep", "--device", "cpu", "--presets", "tiny", "--out", str(tmp_path)]
+    argv += ["--cost-bps", "5", "--lookback", "20", "--no-report"]
+    assert main([*argv, "--", "-k", "overfit", "--benchmark-disable"]) == 0
+    capsys.readouterr()
+    (records,) = tmp_path.glob("*.records.jsonl")
+    events = [json.loads(line) for line in records.read_text().splitlines()]
+    (record,) = [e["record"] for e in events if e["event"] == "case"]
+    assert record["suite"] == "overfit"
+    assert record["case"]["cost_bps"] == 5.0
+    assert record["obs_dim"] == 53 * 20 + 3 + 1  # the window follows --lookback (+ pad to 8)
+
+
+def test_sweep_help_states_the_seeds_the_full_profile_runs(capsys):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
+    try:
+        from _cases import BUDGETS
+    finally:
+        sys.path.pop(0)
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"full: every preset, {len(BUDGETS['full'].overfit_seeds)} overfitting seeds" in text
+    assert f"all presets, {len(BUDGETS['full'].overfit_seeds)} overfitting seeds" in text
+
+
+def test_help_names_every_dataset_and_no_file_outside_the_repository(capsys):
+    from ppo_core.loaders import DATASETS
+
+    for command in ("train", "evaluate", "estimate"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "DESIGN.md" not in text
+        if command != "estimate":
+            assert all(name in text for name in DATASETS), text
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "DESIGN.md" not in readme
+
+
+def test_shards_run_the_sweep_with_its_cost_and_lookback(tmp_path):
+    from archbench_sweep.multisweep import SweepOptions, shard_command
+    from ppo_core.errors import ConfigError
+
+    options = SweepOptions(data="sp500", cost_bps="2", lookback="30")
+    command = shard_command(options, "cuda:0", tmp_path, 0, 2)
+    text = " ".join(command)
+    assert "--cost-bps 2 --lookback 30 --" in text
+    assert "--cost-bps" not in " ".join(shard_command(SweepOptions(), "cpu", tmp_path, 0, 1))
+    with pytest.raises(ConfigError, match="--lookback 0: must be in"):
+        SweepOptions(lookback="0")

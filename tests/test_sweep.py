@@ -69,10 +69,18 @@ def test_options_parsed_by_the_cli_read_back_the_same_in_pytest():
         "hidden_dims": ["768,384,192", "medium", "768,384,192"],
         "device": "cuda:0",
         "data": "Synthetic",
+        "cost_bps": "2.5",
+        "lookback": "20",
     }
     options = SweepOptions.parse(raw.__getitem__)
     assert options == SweepOptions(
-        "full", ("small", "tiny"), ((768, 384, 192), (1024, 512, 256)), "cuda:0", "synthetic"
+        "full",
+        ("small", "tiny"),
+        ((768, 384, 192), (1024, 512, 256)),
+        "cuda:0",
+        "synthetic",
+        cost_bps=2.5,
+        lookback=20,
     )
     parser = argparse.ArgumentParser()
     for option in SWEEP_OPTIONS:
