@@ -425,6 +425,8 @@ def _in_sample_overlap(ckpt, data, split: str) -> str | None:
     data, the same seed and signal): then their times are compared."""
     import numpy as np
 
+    from ppo_core.data import format_time
+
     identity = ckpt.data
     if not identity or identity.get("name") != data.market.name:
         return None
@@ -436,6 +438,7 @@ def _in_sample_overlap(ckpt, data, split: str) -> str | None:
     lo, hi = data.market.timestamps[start], data.market.timestamps[end - 1]
     if hi < first or lo > last:
         return None
+    lo, hi, first, last = map(format_time, (lo, hi, first, last))
     return (
         f"the {split} split ({lo} .. {hi}) overlaps the bars {ckpt.path} was trained on "
         f"({first} .. {last}); pass --allow-in-sample to score it anyway"

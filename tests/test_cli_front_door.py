@@ -195,3 +195,17 @@ def test_shards_run_the_sweep_with_its_cost_and_lookback(tmp_path):
     assert "--cost-bps" not in " ".join(shard_command(SweepOptions(), "cpu", tmp_path, 0, 1))
     with pytest.raises(ConfigError, match="--lookback 0: must be in"):
         SweepOptions(lookback="0")
+
+
+def test_times_in_messages_are_not_padded_to_nanoseconds(capsys, tmp_path):
+    import re
+
+    model = tmp_path / "m.pt"
+    argv = ["train", *SMALL, "--data", "synthetic", "--bars", "600", "--lookback", "8"]
+    assert main([*argv, "--timesteps", "32", "--out", str(model)]) == 0
+    capsys.readouterr()
+    err = _one_line_error(capsys, ["evaluate", str(model), "--split", "train", "--device", "cpu"])
+    assert "overlaps the bars" in err
+    times = re.findall(r"\d{4}-\d\d-\d\d[^ );]*", err)
+    assert len(times) == 4, err
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", t) for t in times), times
