@@ -184,6 +184,16 @@ def test_help_names_every_dataset_and_no_file_outside_the_repository(capsys):
     assert "DESIGN.md" not in readme
 
 
+def test_the_lookback_help_states_what_min_bars_computes():
+    from archbench_cli._common import LOOKBACK_HELP
+    from ppo_core.data import min_bars
+    from ppo_core.features import FEATURE_WARMUP
+
+    assert f"on top of the {FEATURE_WARMUP}-bar feature warm-up" in LOOKBACK_HELP
+    assert "3 bars per bar of lookback" in LOOKBACK_HELP
+    assert min_bars(51) - min_bars(50) == 3
+
+
 def test_shards_run_the_sweep_with_its_cost_and_lookback(tmp_path):
     from archbench_sweep.multisweep import SweepOptions, shard_command
     from ppo_core.errors import ConfigError
