@@ -235,8 +235,8 @@ def _check_creatable(folder: Path, what: str) -> None:
     existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
     if not existing.is_dir():
         raise ConfigError(f"{what}: {existing} is a file, not a folder")
-    if existing != folder.absolute() and not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what}: cannot create folders in {existing} (no write permission)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what}: cannot write in {existing} (no write permission)")
 
 
 def exit_on_closed_pipe() -> int:
