@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from archbench_cli._common import output_folder
+
 __all__ = ["add_commands"]
 
 
@@ -21,8 +23,9 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "report). Each finished case is also streamed to DIR/run-...records.jsonl: if the sweep "
         "itself is killed, `archbench report DIR/run-...records.jsonl` rebuilds the run. "
         "quick: minutes on a laptop CPU (all presets but xlarge for latency and memory; tiny "
-        "and small for training and overfitting; one seed). full: every preset, 3 seeds, "
-        "longer budgets, sized for a GPU. Needs a source checkout (bench/ is not installed).",
+        "and small for training and overfitting; one seed). full: every preset, 5 overfitting "
+        "seeds, longer budgets, sized for a GPU. Needs a source checkout (bench/ is not "
+        "installed).",
     )
     from archbench_sweep.options import SWEEP_OPTIONS
 
@@ -74,6 +77,7 @@ def _add_shard_options(sweep: argparse.ArgumentParser) -> None:
 def _sweep(args: argparse.Namespace) -> int:
     from archbench_sweep.runner import run_sweep
 
+    output_folder(args.out, flag="--out")
     if args.devices or args.ray or args.accelerator or args.shards:
         from archbench_sweep.multisweep import sweep_command
 
@@ -85,6 +89,8 @@ def _sweep(args: argparse.Namespace) -> int:
         hidden_dims=args.hidden_dims,
         device=args.device,
         data=args.data,
+        cost_bps=args.cost_bps,
+        lookback=args.lookback,
         out_dir=args.out,
         pytest_args=args.pytest_args,
         render=not args.no_report,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from archbench_cli._common import MAX_SEED, check_range
+from archbench_cli._common import make_parent, output_file
 from archbench_cli.tables import observation_words
 from ppo_core.errors import ArchbenchError
 
@@ -34,9 +34,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     from archbench_instrument import backends
-    from ppo_core.atomic import check_output
 
-    check_range(args.seed, "--seed", 0, MAX_SEED, low_inclusive=True)
     missing = backends.onnx_missing()
     if missing:
         raise ArchbenchError(
@@ -48,9 +46,7 @@ def _export(args: argparse.Namespace) -> int:
     from ppo_core import checkpoint
     from ppo_core.network import ActorCritic
 
-    out = check_output(args.onnx, [args.checkpoint], flag="--onnx", example="policy.onnx")
-    if not out.parent.is_dir():
-        raise ArchbenchError(f"cannot write {out}: directory {out.parent} does not exist")
+    out = output_file(args.onnx, [args.checkpoint], flag="--onnx", example="policy.onnx")
     ckpt = checkpoint.load(args.checkpoint)
     policy = ActorCritic(ckpt.config)
     policy.load_state_dict(ckpt.policy_state_dict)
@@ -58,7 +54,7 @@ def _export(args: argparse.Namespace) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     # Normalised features are clipped z-scores, so a standard normal batch is in range.
     obs = torch.randn(_EXPORT_CHECK_BATCH, ckpt.config.obs_dim, generator=generator)
-    backends.export_onnx(policy, out, obs)
+    backends.export_onnx(policy, make_parent(out), obs)
     check = backends.onnx_agreement(out, policy, obs)
     print(f"wrote {out} ({out.stat().st_size:,} bytes)")
     # A deployment must build this exact input; TradingEnv.observe is the reference.

@@ -1,6 +1,7 @@
 """The `archbench` command line: one subcommand per job, each a thin layer over the library.
 
-Every error the tool raises on purpose is printed as one line and exits 2; no tracebacks.
+Every error the tool raises on purpose is printed as one line and exits 2; no tracebacks. A
+reader that closes stdout early (`| head -1`) ends the command quietly with status 141.
 Heavy imports (torch, plotly) happen inside the handlers so `--help` stays instant.
 """
 
@@ -11,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from archbench_cli import benchmarks, export, pick, report, sizing, training
-from archbench_cli._common import refuse_non_finite
+from archbench_cli._common import check_data_flags, check_numbers, exit_on_closed_pipe
 from ppo_core import __version__
 from ppo_core.errors import ArchbenchError
 
@@ -35,8 +36,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        refuse_non_finite(args)
-        return int(args.handler(args) or 0)
+        check_numbers(args)
+        check_data_flags(args)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
+        return code
+    except BrokenPipeError:
+        return exit_on_closed_pipe()
     except ArchbenchError as error:
         print(f"archbench {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from archbench_cli._common import MAX_BATCH, MAX_MEMORY_GIB, check_range, default, print_json
+from archbench_cli._common import default, print_json
 from archbench_cli.tables import print_pick
 from ppo_core.config import PPOConfig
 from ppo_core.errors import ConfigError
@@ -148,11 +148,6 @@ def _pick(args: argparse.Namespace) -> int:
     from archbench_reports.pick import pick
     from ppo_core.presets import parse_hidden_dims
 
-    check_range(args.vram_gb, "--vram-gb", 0, MAX_MEMORY_GIB)
-    check_range(args.latency_budget_ms, "--latency-budget-ms", 0, 1e6)
-    check_range(args.data_bars, "--data-bars", 0, 10**9)
-    for flag in ("n_envs", "n_steps", "minibatch"):
-        check_range(getattr(args, flag), f"--{flag.replace('_', '-')}", 0, MAX_BATCH)
     runs = None
     if args.results:
         from archbench_reports.load import load_runs

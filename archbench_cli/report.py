@@ -4,10 +4,9 @@ and an exit code between two runs."""
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
-from archbench_cli._common import MAX_MEMORY_GIB, check_range
+from archbench_cli._common import output_file
 from archbench_cli.tables import print_comparison, rich_console
 from ppo_core.errors import ConfigError
 
@@ -124,20 +123,16 @@ def _report_command(args: argparse.Namespace) -> int:
     from archbench_reports.render import render_report
     from archbench_reports.use_cases import Limits
     from archbench_sweep.rebuild import resolve_run
-    from ppo_core.atomic import check_output
 
-    check_range(args.latency_budget_ms, "--latency-budget-ms", 0, 1e6)
-    check_range(args.memory_budget_gb, "--memory-budget-gb", 0, MAX_MEMORY_GIB)
-    check_range(args.min_throughput_fraction, "--min-throughput-fraction", 0, 1)
     inputs = [*args.runs, *(args.compare or ())]
-    check_output(args.output, inputs, flag="-o", example="report.html")
+    output_file(args.output, inputs, flag="-o", example="report.html")
     runs = []
     for run in args.runs:  # a killed sweep's records stream becomes its run JSON first
         path, note = resolve_run(run)
         if note:
             print(note)
         runs.append(path)
-    check_output(args.output, runs, flag="-o", example="report.html")
+    output_file(args.output, runs, flag="-o", example="report.html")
     try:
         budgets = Limits(
             latency_p99_s=args.latency_budget_ms / 1e3,
@@ -164,19 +159,9 @@ def _compare_command(args: argparse.Namespace) -> int:
         has_regression,
         unjudged_timing_rows,
     )
-    from ppo_core.errors import ConfigError
 
-    if not 0 < args.alpha < 1:
-        raise ConfigError(f"--alpha must be between 0 and 1, got {args.alpha}")
-    if not (math.isfinite(args.min_effect) and 0 <= args.min_effect < 1):
-        raise ConfigError(
-            f"--min-effect must be a fraction in [0, 1) (0.05 = 5%), got {args.min_effect}"
-        )
-    check_range(args.tolerance, "--tolerance", 0, 1e3, low_inclusive=True)
     if args.html:
-        from ppo_core.atomic import check_output
-
-        check_output(args.html, [args.a, args.b], flag="--html", example="compare.html")
+        output_file(args.html, [args.a, args.b], flag="--html", example="compare.html")
     table = compare_runs(
         args.a, args.b, alpha=args.alpha, tolerance=args.tolerance, min_effect=args.min_effect
     )

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-from archbench_cli._common import check_range, default, print_json, size_options
+from archbench_cli._common import default, print_json, size_options
 from archbench_cli.tables import diff_table, estimate_table, inspect_table, rich_console
 from ppo_core.config import MAX_INPUT_MULTIPLE, NetworkConfig, PPOConfig
+from ppo_core.errors import ConfigError
 
 __all__ = ["add_commands"]
 
@@ -52,7 +53,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         default=multiple,
         metavar="N",
         help=f"zero-pad the observation to a multiple of N inputs, 1 to {MAX_INPUT_MULTIPLE} "
-        f"({multiple}: aligned first-layer GEMMs; 1: no padding, DESIGN.md's counts)",
+        f"({multiple}: aligned first-layer GEMMs; 1: no padding, the unpadded counts)",
     )
     for flag, name, what in (
         ("--n-envs", "n_envs", "environments per rollout"),
@@ -98,7 +99,11 @@ def _estimate(args: argparse.Namespace) -> int:
     from ppo_core.presets import PRESETS, parse_hidden_dims
     from ppo_core.sizing import CUDA_CONTEXT_BYTES, estimate
 
-    check_range(args.input_multiple, "--input-multiple", 1, MAX_INPUT_MULTIPLE, low_inclusive=True)
+    rollout = args.n_envs * args.n_steps
+    if args.minibatch > rollout:  # as train and pick refuse it: a PPO update could not run
+        raise ConfigError(
+            f"--minibatch {args.minibatch} exceeds the rollout n_envs x n_steps = {rollout}"
+        )
     if args.preset:
         sizes = [PRESETS[args.preset]]
     elif args.hidden_dims is not None:

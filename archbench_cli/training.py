@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import Any
 
-from archbench_cli._common import MAX_BARS, MAX_SEED, check_range, default, print_json, size_options
+from archbench_cli._common import LOOKBACK_HELP, default, output_file, print_json, size_options
 from archbench_cli.tables import eval_table, observation_words
 from ppo_core.config import EnvConfig, PPOConfig
 from ppo_core.device import TRAINING_PRECISIONS
@@ -18,7 +18,9 @@ from ppo_core.errors import ConfigError
 
 __all__ = ["add_commands"]
 
-_DATA_HELP = "synthetic, sp500, nasdaq, eurusd-1h (the `data` extra) or a CSV/Parquet OHLCV file"
+_DATA_HELP = (
+    "synthetic, sp500, nasdaq, eurusd-1h, googl (the `data` extra) or a CSV/Parquet OHLCV file"
+)
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
@@ -43,6 +45,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "--auto", action="store_true", help="hidden_dims, n_envs and minibatch from the GPU tier"
     )
     _add_data_options(train, "synthetic; with --resume, the checkpoint's data")
+    train.add_argument("--lookback", type=int, metavar="BARS", help=LOOKBACK_HELP)
     timesteps = default(PPOConfig, "total_timesteps")
     train.add_argument(
         "--timesteps",
@@ -214,8 +217,11 @@ def _training_config(args: argparse.Namespace, stored=None):  # -> PPOConfig
     changes = {k: v for k, v in overrides.items() if v is not None}
     if args.cost_bps is not None:
         changes["env"] = dataclasses.replace(config.env, cost_bps=args.cost_bps)
-    if args.no_account_state and stored is None:
-        changes["network"] = dataclasses.replace(config.network, account_state=False)
+    network = {"account_state": False} if args.no_account_state else {}
+    if args.lookback is not None:
+        network["lookback"] = args.lookback
+    if network and stored is None:  # a resumed run's architecture is the checkpoint's
+        changes["network"] = dataclasses.replace(config.network, **network)
     changes.update(seed=args.seed, precision=args.precision, compile=args.compile)
     if "minibatch_size" not in changes:
         batch = changes.get("n_envs", config.n_envs) * changes.get("n_steps", config.n_steps)
@@ -241,6 +247,8 @@ def _resumed_config(args: argparse.Namespace, stored):  # -> PPOConfig
         wanted = dataclasses.replace(wanted, hidden_dims=dims)
     if args.no_account_state:
         wanted = dataclasses.replace(wanted, account_state=False)
+    if args.lookback is not None:
+        wanted = dataclasses.replace(wanted, lookback=args.lookback)
     stored.check_architecture(wanted)
     if stored.ppo_config is None:  # saved with its network alone: today's defaults train it
         config = PPOConfig(network=stored.config, **TRAINING_MODES[args.mode or "quick"])
@@ -288,7 +296,6 @@ def _train(args: argparse.Namespace) -> int:
     from ppo_core.loaders import load_market_data
     from ppo_core.trainer import PPOTrainer
 
-    check_range(args.bars, "--bars", 1, MAX_BARS)
     # Read once (a checkpoint with Adam's state can be hundreds of MB).
     stored = checkpoint.load(args.resume) if args.resume else None
     config = _training_config(args, stored)
@@ -381,12 +388,10 @@ def _train(args: argparse.Namespace) -> int:
 def _check_train_out(args: argparse.Namespace):  # -> Path
     from pathlib import Path
 
-    from ppo_core.atomic import check_output
-
     # --out may be --resume's file: the continued run replaces it (atomically), as intended.
     data = [args.data] if args.data and Path(args.data).is_file() else []
     out = args.out or args.resume or "model.pt"
-    return check_output(out, data, flag="--out", example="model.pt")
+    return output_file(out, data, flag="--out", example="model.pt")
 
 
 def _banner(config, market, device, done: int, resumed: str | None) -> str:
@@ -541,6 +546,8 @@ def _in_sample_overlap(ckpt, data, split: str) -> str | None:
     data, the same seed and signal): then their times are compared."""
     import numpy as np
 
+    from ppo_core.data import format_time
+
     identity = ckpt.data
     if not identity or identity.get("name") != data.market.name:
         return None
@@ -552,6 +559,7 @@ def _in_sample_overlap(ckpt, data, split: str) -> str | None:
     lo, hi = data.market.timestamps[start], data.market.timestamps[end - 1]
     if hi < first or lo > last:
         return None
+    lo, hi, first, last = map(format_time, (lo, hi, first, last))
     return (
         f"the {split} split ({lo} .. {hi}) overlaps the bars {ckpt.path} was trained on "
         f"({first} .. {last}); pass --allow-in-sample to score it anyway"
@@ -568,9 +576,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ppo_core.network import ActorCritic
 
     ckpt = checkpoint.load(args.checkpoint)
-    check_range(args.seed, "--seed", 0, MAX_SEED, low_inclusive=True)
-    check_range(args.bars, "--bars", 1, MAX_BARS)
-    check_range(args.cost_bps, "--cost-bps", 0.0, 10_000.0, low_inclusive=True)
     _check_features(ckpt, len(FEATURE_NAMES))
     normalizer = Normalizer.from_dict(ckpt.obs_norm) if ckpt.obs_norm else None
     market = _checkpoint_market(args, ckpt, args.checkpoint)

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from archbench_sweep.options import parse_cost_bps, parse_lookback
 from archbench_sweep.runner import run_name
 from archbench_sweep.shards import ShardRun, merge_shards, parse_devices, visible_device
 from ppo_core.atomic import atomic_path
@@ -60,6 +61,10 @@ class SweepOptions:
     """--hidden-dims values as given."""
     data: str = "synthetic"
     """--data as given (a file path must exist on every node)."""
+    cost_bps: str | None = None
+    """--cost-bps as given, or None for the suites' own."""
+    lookback: str | None = None
+    """--lookback as given, or None for the reference 100."""
     pytest_args: tuple[str, ...] = ()
     """Extra pytest arguments, passed to every shard."""
 
@@ -77,6 +82,8 @@ class SweepOptions:
             )
         for dims in self.hidden_dims:
             parse_hidden_dims(dims)
+        parse_cost_bps(self.cost_bps)
+        parse_lookback(self.lookback)
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,9 @@ def shard_command(
         command += ["--presets", options.presets]
     for dims in options.hidden_dims:
         command += ["--hidden-dims", dims]
+    for flag, value in (("--cost-bps", options.cost_bps), ("--lookback", options.lookback)):
+        if value is not None:
+            command += [flag, str(value)]
     return [*command, "--", "--archbench-shard", f"{index}/{n_shards}", *options.pytest_args]
 
 
@@ -132,6 +142,8 @@ def sweep_command(args: Any) -> int:
         presets=args.presets,
         hidden_dims=tuple(args.hidden_dims),
         data=str(Path(args.data).resolve()) if Path(args.data).exists() else args.data,
+        cost_bps=getattr(args, "cost_bps", None),
+        lookback=getattr(args, "lookback", None),
         pytest_args=tuple(args.pytest_args),
     )
     if args.ray:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,35 @@ def parse_data(text: str) -> str:
     return str(path.resolve())
 
 
+def parse_cost_bps(text: str | None) -> float | None:
+    """Trading cost of the overfitting cases in bp per unit of position change, [0, 10,000];
+    None: the suites' own (EnvConfig's default, what the synthetic market is built around)."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--cost-bps {text!r}: not a number") from None
+    if not (math.isfinite(value) and 0 <= value <= 10_000):
+        raise ConfigError(f"--cost-bps {text}: must be in [0, 10,000]")
+    return value
+
+
+def parse_lookback(text: str | None) -> int | None:
+    """Bars per observation of every suite's network, (0, 65,536]; None: the reference 100."""
+    from ppo_core.config import MAX_WIDTH
+
+    if text is None:
+        return None
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise ConfigError(f"--lookback {text!r}: not a whole number") from None
+    if not 0 < value <= MAX_WIDTH:
+        raise ConfigError(f"--lookback {text}: must be in (0, {MAX_WIDTH:,}]")
+    return value
+
+
 @dataclass(frozen=True)
 class SweepOption:
     """One sweep option, declared once for `archbench sweep` (argparse) and pytest (addoption)."""
@@ -117,7 +147,7 @@ SWEEP_OPTIONS: tuple[SweepOption, ...] = (
         "--profile",
         parse_profile,
         "quick",
-        "quick: minutes on a laptop CPU; full: all presets, 3 seeds, sized for a GPU "
+        "quick: minutes on a laptop CPU; full: all presets, 5 overfitting seeds, sized for a GPU "
         "(default: quick)",
         "quick|full",
     ),
@@ -145,6 +175,22 @@ SWEEP_OPTIONS: tuple[SweepOption, ...] = (
         "synthetic, a named dataset (sp500, eurusd-1h, ...) or an OHLCV CSV/Parquet file",
         "DATA",
     ),
+    SweepOption(
+        "--cost-bps",
+        parse_cost_bps,
+        None,
+        "trading cost of the overfitting cases, bp per unit of position change: your market's "
+        "(default: 30, the synthetic market's); recorded in each case",
+        "BP",
+    ),
+    SweepOption(
+        "--lookback",
+        parse_lookback,
+        None,
+        "bars per observation of every suite's network (default 100, the reference shape); a "
+        "short --data file takes a shorter one",
+        "BARS",
+    ),
 )
 """Every option the bench suites take, in the order --help shows them."""
 
@@ -163,6 +209,10 @@ class SweepOptions:
     """'auto', 'cpu', 'cuda' or 'cuda:N' (resolved by ppo_core.device.resolve_device)."""
     data: str = "synthetic"
     """'synthetic', a named dataset or an absolute path to an OHLCV file."""
+    cost_bps: float | None = None
+    """Cost of the overfitting cases in bp; None: the suites' own."""
+    lookback: int | None = None
+    """Bars per observation of every network; None: the reference 100."""
 
     @classmethod
     def parse(cls, get: Callable[[str], Any]) -> SweepOptions:
@@ -177,10 +227,14 @@ class SweepOptions:
             args += ["--presets", ",".join(self.presets)]
         for dims in self.hidden_dims:
             args += ["--hidden-dims", ",".join(map(str, dims))]
+        if self.cost_bps is not None:
+            args += ["--cost-bps", repr(self.cost_bps)]
+        if self.lookback is not None:
+            args += ["--lookback", str(self.lookback)]
         return args
 
 
-def check_data(spec: str, lookback: int = 100) -> None:
+def check_data(spec: str, lookback: int | None = None) -> None:
     """Read --data whole and check that the suites can cut their splits from it (DataError
     naming the file otherwise), so a bad file stops the sweep before its first case."""
     from ppo_core.data import min_bars
@@ -188,10 +242,21 @@ def check_data(spec: str, lookback: int = 100) -> None:
 
     if spec == "synthetic":
         return
+    lookback = lookback or 100  # the reference shape, as the suites use by default
     market = load_market_data(spec)
     need = min_bars(lookback)
     if market.n_bars < need:
         raise DataError(
             f"--data {spec}: {market.n_bars:,} bars; the suites need at least {need:,} "
-            f"(lookback {lookback}, feature warm-up, embargoes and three splits)"
+            f"(lookback {lookback}, feature warm-up, embargoes and three splits); "
+            + _fitting_lookback(market.n_bars)
         )
+
+
+def _fitting_lookback(n_bars: int) -> str:
+    from ppo_core.data import longest_lookback, min_bars
+
+    fits = longest_lookback(n_bars)
+    if fits == 0:
+        return f"no lookback fits: even --lookback 1 needs {min_bars(1):,} bars"
+    return f"--lookback {fits} or less fits these bars"

@@ -129,6 +129,8 @@ def run_sweep(
     hidden_dims: Sequence[str] = (),
     device: str = "auto",
     data: str = "synthetic",
+    cost_bps: str | float | None = None,
+    lookback: str | int | None = None,
     out_dir: str | Path = "runs",
     pytest_args: Sequence[str] = (),
     render: bool = True,
@@ -143,12 +145,14 @@ def run_sweep(
         "hidden_dims": list(hidden_dims),
         "device": device,
         "data": data,
+        "cost_bps": cost_bps,
+        "lookback": lookback,
     }
     options = SweepOptions.parse(raw.__getitem__)
     bench = bench_dir()
     resolved, label = _device_label(options.device)
     options = dataclasses.replace(options, device=resolved)
-    check_data(options.data)
+    check_data(options.data, options.lookback)
     out = _output_folder(out_dir)
     name = run_name(platform.node(), label, datetime.now(timezone.utc))
     json_path = out / f"{name}.json"

@@ -283,7 +283,10 @@ class BenchOptions:
     smoke: bool
     """--benchmark-disable: every case once with the SMOKE budget."""
     budget: Budget = field(repr=False)
-    """The budget in force (SMOKE when smoke, else the profile's)."""
+    """The budget in force (SMOKE when smoke, else the profile's; --cost-bps replaces its
+    overfit_cost_bps)."""
+    lookback: int = 100
+    """Bars per observation of every network (--lookback; 100 is the reference shape)."""
 
     @property
     def cuda(self) -> bool:

@@ -7,6 +7,7 @@ the case measured nothing (OOM, unavailable backend) or the session was interrup
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -54,6 +55,9 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         parsed = SweepOptions.parse(config.getoption)
         smoke = bool(config.getoption("benchmark_disable"))
+        budget = SMOKE if smoke else BUDGETS[parsed.profile]
+        if parsed.cost_bps is not None:  # the user's market's cost, recorded in each case
+            budget = dataclasses.replace(budget, overfit_cost_bps=parsed.cost_bps)
         options = BenchOptions(
             presets=parsed.presets,
             hidden_dims=parsed.hidden_dims,
@@ -61,7 +65,8 @@ def pytest_configure(config: pytest.Config) -> None:
             device=resolve_device(parsed.device).device,
             data=parsed.data,
             smoke=smoke,
-            budget=SMOKE if smoke else BUDGETS[parsed.profile],
+            budget=budget,
+            lookback=parsed.lookback or BenchOptions.lookback,
         )
     except (ArchbenchError, ValueError) as error:
         raise pytest.UsageError(str(error)) from None
@@ -124,7 +129,8 @@ def market(pytestconfig: pytest.Config):
             bars, seed = None, 0  # a real dataset is used whole; it has no seed
         key = (opts.data, bars, seed)
         if key not in cache:
-            cache[key] = prepare(load_market_data(opts.data, bars=bars, seed=key[2]))
+            market = load_market_data(opts.data, bars=bars, seed=key[2])
+            cache[key] = prepare(market, lookback=opts.lookback)
         return cache[key]
 
     return get

@@ -232,9 +232,9 @@ def _sharpe_interval(returns: np.ndarray, bars_per_year: float, seed: int) -> tu
 
 
 @pytest.fixture(scope="session")
-def market_for():
-    """(dataset, bars, seed, label, signal) -> PreparedData; real data: 'short' is its last
-    `bars` (the signal strength applies to synthetic data only)."""
+def market_for(options):
+    """(dataset, bars, seed, label, signal) -> PreparedData at --lookback; real data: 'short'
+    is its last `bars` (the signal strength applies to synthetic data only)."""
     from ppo_core.data import prepare
     from ppo_core.loaders import load_market_data
 
@@ -245,7 +245,7 @@ def market_for():
             key = (dataset, bars, seed, signal)
             if key not in cache:
                 market = load_market_data("synthetic", bars=bars, seed=seed, signal_strength=signal)
-                cache[key] = prepare(market)
+                cache[key] = prepare(market, lookback=options.lookback)
             return cache[key]
         key = (dataset, label)
         if key not in cache:
@@ -253,9 +253,9 @@ def market_for():
             if label == "long" or full.n_bars <= bars:
                 if label != "long":
                     pytest.skip(f"{dataset} has only {full.n_bars:,} bars; no shorter cut")
-                cache[key] = prepare(full)
+                cache[key] = prepare(full, lookback=options.lookback)
             else:
-                cache[key] = prepare(full.tail(bars))
+                cache[key] = prepare(full.tail(bars), lookback=options.lookback)
         return cache[key]
 
     return get

@@ -25,6 +25,8 @@ __all__ = [
 
 MAX_WIDTH = 65_536
 MAX_INPUT_MULTIPLE = 64
+MAX_SEED = 2**63 - 1
+"""Largest seed torch.manual_seed takes (an int64)."""
 ACCOUNT_DIM = 3
 """Account-state inputs: signed position, unrealised return of the open position, bars held."""
 ACTIVATIONS = ("relu", "tanh", "gelu")
@@ -293,8 +295,10 @@ class PPOConfig:
         _finite_number(owner, "max_grad_norm", self.max_grad_norm, 0.0, 1e6)
         if self.target_kl is not None:
             _finite_number(owner, "target_kl", self.target_kl, 0.0, 1e3)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"{owner}.seed must be a non-negative integer, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"{owner}.seed must be an integer, got {self.seed!r}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"{owner}.seed must be in [0, 2**63 - 1] (torch's), got {self.seed}")
         check_device(self.device, f"{owner}.device")
         _one_of(owner, "obs_buffer", self.obs_buffer, ("indices", "observations"))
         _one_of(owner, "precision", self.precision, ("auto", "fp32", "tf32", "bf16"))

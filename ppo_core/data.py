@@ -23,6 +23,8 @@ __all__ = [
     "Normalizer",
     "PreparedData",
     "Splits",
+    "format_time",
+    "longest_lookback",
     "make_splits",
     "min_bars",
     "prepare",
@@ -98,6 +100,21 @@ def _resolve_embargo(lookback: int, embargo: int | None) -> int:
     if isinstance(embargo, bool) or not isinstance(embargo, int) or embargo < lookback:
         raise ConfigError(f"embargo must be an integer >= lookback ({lookback}), got {embargo!r}")
     return embargo
+
+
+def format_time(stamp: np.datetime64) -> str:
+    """A bar time at its natural resolution: '2020-01-17' for a daily bar, '2020-01-17T15:00:00'
+    for an hourly one, fractions of a second only when it has them (numpy pads to ns)."""
+    for unit in ("D", "s", "ms", "us"):
+        if stamp.astype(f"datetime64[{unit}]") == stamp:
+            return np.datetime_as_string(stamp, unit=unit)
+    return np.datetime_as_string(stamp, unit="ns")
+
+
+def longest_lookback(n_bars: int, warmup: int = FEATURE_WARMUP) -> int:
+    """The longest lookback whose min_bars (embargo = lookback) fits in `n_bars`; 0: none."""
+    # min_bars grows by 3 per bar of lookback: the window and two embargoes of its length.
+    return max(0, (n_bars - min_bars(1, warmup=warmup)) // 3 + 1)
 
 
 def min_bars(lookback: int, embargo: int | None = None, warmup: int = FEATURE_WARMUP) -> int:
@@ -192,8 +209,13 @@ class Normalizer:
                 f"Normalizer has {len(self.mean)} means but {len(self.std)} standard deviations"
             )
         for i, (m, s) in enumerate(zip(self.mean, self.std, strict=True)):
-            if not (math.isfinite(m) and math.isfinite(s) and s > 0):
+            if not (math.isfinite(m) and math.isfinite(s)):
                 raise ConfigError(f"Normalizer feature {i}: mean {m!r}, std {s!r} must be finite")
+            if s <= 0:
+                raise ConfigError(
+                    f"Normalizer feature {i}: std is {s!r}; it divides the feature, so it must be "
+                    "positive (fit stores 1.0 for a feature that is constant)"
+                )
 
     @classmethod
     def fit(cls, raw: np.ndarray) -> Normalizer:
@@ -267,19 +289,26 @@ class PreparedData:
         times = {}
         for name in SPLIT_NAMES:
             start, end = self.splits.range(name)
-            times[name] = [str(stamps[start]), str(stamps[end - 1])]
+            times[name] = [format_time(stamps[start]), format_time(stamps[end - 1])]
         return {
             "name": self.market.name,
             "origin": self.market.origin,
             "sha256": self.market.content_hash(),
             "n_bars": int(self.market.n_bars),
-            "first": str(stamps[0]),
-            "last": str(stamps[-1]),
+            "first": format_time(stamps[0]),
+            "last": format_time(stamps[-1]),
             "bars_per_year": float(self.market.periods_per_year),
             "lookback": int(self.lookback),
             "splits": self.splits.to_dict(),
             "split_times": times,
         }
+
+
+def _shorter_lookback(n_bars: int) -> str:
+    fits = longest_lookback(n_bars)
+    if fits == 0:
+        return f"no lookback fits: even --lookback 1 needs {min_bars(1):,} bars"
+    return f"--lookback {fits} or less fits these bars (archbench train, sweep)"
 
 
 def prepare(
@@ -300,6 +329,7 @@ def prepare(
         raise DataError(
             f"{market.name}: has {market.n_bars:,} bars; lookback {lookback} needs at least "
             f"{need:,} (feature warm-up {FEATURE_WARMUP}, 2 embargoes, 3 splits)"
+            + ("" if embargo is not None else f"; {_shorter_lookback(market.n_bars)}")
         )
     splits = make_splits(market.n_bars, lookback, fractions, embargo)
     raw = compute_features(market.ohlcv, market.timestamps)  # (T, 53)

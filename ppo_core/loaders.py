@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ppo_core.data import min_bars
+from ppo_core.data import format_time, longest_lookback, min_bars
 from ppo_core.errors import ConfigError, DataError
 from ppo_core.features import FEATURE_WARMUP
 from ppo_core.market import MarketData, TradingCost, median_spacing
@@ -74,14 +74,11 @@ def load_ohlcv_file(
     """
     path = Path(path)
     frame = _read_frame(path)
+    _check_last_row(path, frame)
     columns = _match_columns(path, frame, timestamp_column)
     n_rows = len(frame)
     if n_rows < min_rows:
-        raise DataError(
-            f"{path}: has {n_rows:,} data rows; at least {min_bars(lookback=100):,} are needed "
-            f"for the default lookback of 100 bars ({FEATURE_WARMUP} bars of feature warm-up, "
-            "the lookback, two embargoes and three splits; see data.min_bars)"
-        )
+        raise DataError(f"{path}: has {n_rows:,} data rows; {_too_short(n_rows)}")
     timestamps = _parse_timestamps(path, frame[columns["timestamp"]], timestamp_format)
     values = np.empty((n_rows, 5), dtype=np.float64)
     for j, role in enumerate(("open", "high", "low", "close", "volume")):
@@ -91,7 +88,8 @@ def load_ohlcv_file(
         if len(bad):
             i = bad[0]
             raise DataError(
-                f"{path}: row {i + 1} ({timestamps[i]}): {role} is not a number ({raw.iloc[i]!r})"
+                f"{path}: row {i + 1} ({format_time(timestamps[i])}): {role} is not a number "
+                f"({raw.iloc[i]!r})"
             )
         values[:, j] = numeric
     _check_values(path, timestamps, values)
@@ -102,6 +100,36 @@ def load_ohlcv_file(
         bar_seconds=median_spacing(timestamps),
         source=source or f"file {path}",
     )
+
+
+def _too_short(n_rows: int) -> str:
+    """What a file of `n_rows` bars lacks, and the --lookback that would fit it (if any)."""
+    need = f"{FEATURE_WARMUP} bars of feature warm-up, the lookback, two embargoes, three splits"
+    fits = longest_lookback(n_rows)
+    if fits == 0:
+        return (
+            f"no lookback fits: even --lookback 1 needs {min_bars(1):,} rows ({need}; the "
+            f"reference lookback of 100 needs {min_bars(100):,})"
+        )
+    return f"the reference lookback of 100 needs {min_bars(100):,} ({need}); --lookback {fits} fits"
+
+
+def _check_last_row(path: Path, frame: pd.DataFrame) -> None:
+    """A CSV cut mid-row (an interrupted download or copy) ends without a newline and with its
+    last row short of fields: say so, instead of blaming the half timestamp or number."""
+    if frame.empty or path.suffix.lower() in (".parquet", ".pq", ".gz"):
+        return
+    filled = frame.iloc[-1].notna().to_numpy()
+    if filled.all():
+        return
+    with path.open("rb") as handle:
+        handle.seek(-1, 2)
+        ends_with_newline = handle.read(1) in (b"\n", b"\r")
+    if not ends_with_newline:
+        raise DataError(
+            f"{path}: row {len(frame)} (the last) is cut off: the file ends mid-row, without a "
+            "newline (an interrupted download or copy?); fetch the file again or delete that row"
+        )
 
 
 def _read_frame(path: Path) -> pd.DataFrame:
@@ -229,8 +257,8 @@ def _parse_timestamps(path: Path, column: pd.Series, fmt: str | None) -> np.ndar
         i = bad[0] + 1
         problem = "duplicates" if stamps[i] == stamps[i - 1] else "is earlier than"
         raise DataError(
-            f"{path}: row {i + 1}: timestamp {stamps[i]} {problem} row {i}'s "
-            f"{stamps[i - 1]} (timestamps must strictly increase)"
+            f"{path}: row {i + 1}: timestamp {format_time(stamps[i])} {problem} row {i}'s "
+            f"{format_time(stamps[i - 1])} (timestamps must strictly increase)"
         )
     return stamps
 
@@ -285,7 +313,7 @@ def _check_values(path: Path, timestamps: np.ndarray, v: np.ndarray) -> None:
         bad = np.flatnonzero(mask)
         if len(bad):
             i = int(bad[0])
-            raise DataError(f"{path}: row {i + 1} ({timestamps[i]}): {describe(i)}")
+            raise DataError(f"{path}: row {i + 1} ({format_time(timestamps[i])}): {describe(i)}")
 
 
 def _which_nonfinite(row: np.ndarray, names: tuple[str, ...]) -> str:

@@ -39,7 +39,10 @@ def _one_line_error(capsys, argv: list[str]) -> str:
         (["pick", "--gpu", "T4", "--vram-gb", "nan"], "--vram-gb nan: not a finite number"),
         (["pick", "--gpu", "T4", "--vram-gb", "-1"], "--vram-gb -1: must be in (0"),
         (["pick", "--gpu", "T4", "--n-envs", "0"], "--n-envs 0: must be in (0, 2,147,483,647]"),
-        (["pick", "--gpu", "T4", "--minibatch", str(10**30)], "--minibatch 1e+30"),
+        (
+            ["pick", "--gpu", "T4", "--minibatch", str(10**30)],
+            f"--minibatch {10**30}: must be in (0,",
+        ),
         (["pick", "--gpu", "T4", "--data-bars", "-5"], "--data-bars -5"),
         (["pick", "--gpu", "T4", "--latency-budget-ms=-inf"], "--latency-budget-ms -inf"),
         (["pick", "--gpu", "T4", "--safety-margin", "nan"], "--safety-margin nan"),
@@ -51,7 +54,7 @@ def _one_line_error(capsys, argv: list[str]) -> str:
         (["estimate", "--features", "53", "--bars", "10"], None),  # ints pass untouched
         (["train", *SMALL, "--lr", "inf"], "--lr inf: not a finite number"),
         (["train", *SMALL, "--signal-strength", "nan"], "--signal-strength nan"),
-        (["train", *SMALL, "--bars", str(10**12)], "--bars 1e+12: must be in (1, 100,000,000]"),
+        (["train", *SMALL, "--bars", str(10**12)], f"--bars {10**12}: must be in (1, 100,000,000]"),
         (["evaluate", "model.pt", "--seed", "-1"], None),  # the missing checkpoint comes first
     ],
 )
@@ -145,14 +148,44 @@ def test_evaluate_on_data_with_another_feature_count_is_an_architecture_mismatch
     assert "mat1" not in err
 
 
+def _ohlcv_csv(path: Path, n_rows: int) -> Path:
+    import numpy as np
+
+    days = np.datetime64("2000-01-01") + np.arange(n_rows)
+    rows = [
+        f"{day},{100 + i % 7},{108 + i % 7},{95 + i % 7},{101 + i % 7},5"
+        for i, day in enumerate(days)
+    ]
+    path.write_text("Date,Open,High,Low,Close,Volume\n" + "\n".join(rows) + "\n")
+    return path
+
+
 def test_too_few_rows_states_the_real_minimum(capsys, tmp_path):
     from ppo_core.data import min_bars
 
-    path = tmp_path / "three.csv"
-    rows = [f"2020-01-0{d},1,1,1,1,1" for d in (1, 2, 3)]
-    path.write_text("Date,Open,High,Low,Close,Volume\n" + "\n".join(rows) + "\n")
+    path = _ohlcv_csv(tmp_path / "three.csv", 3)
     err = _one_line_error(capsys, ["train", *SMALL, "--data", str(path), "--out", "x.pt"])
-    assert f"has 3 data rows; at least {min_bars(100):,} are needed" in err
+    assert f"has 3 data rows; no lookback fits: even --lookback 1 needs {min_bars(1)} rows" in err
+    assert f"the reference lookback of 100 needs {min_bars(100)}" in err
+
+
+def test_a_short_file_like_btcusd_monthly_is_pointed_at_lookback(capsys, tmp_path):
+    # 156 monthly bars (BTCUSD 2010-2023) cannot feed the 199-bar feature warm-up at any
+    # lookback; 300 bars can, with --lookback 31 or less, and the message says so.
+    monthly = _ohlcv_csv(tmp_path / "btcusd.csv", 156)
+    err = _one_line_error(capsys, ["train", *SMALL, "--data", str(monthly), "--out", "x.pt"])
+    assert "has 156 data rows; no lookback fits" in err
+    assert "min_bars" not in err
+    assert "default lookback" not in err
+    longer = _ohlcv_csv(tmp_path / "longer.csv", 300)
+    err = _one_line_error(capsys, ["train", *SMALL, "--data", str(longer), "--out", "x.pt"])
+    assert "has 300 bars; lookback 100 needs at least 505" in err
+    assert "--lookback 31 or less fits these bars" in err
+    out = tmp_path / "short.pt"
+    argv = ["train", *SMALL, "--data", str(longer), "--lookback", "31", "--timesteps", "256"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert checkpoint.load(out).config.lookback == 31
+    capsys.readouterr()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -102,8 +102,8 @@ def test_estimate_one_preset_table(capsys):
         (["--hidden-dims", "0"], "width 0 is outside"),
         (["--input-multiple", "0"], "--input-multiple 0: must be in [1, 64]"),
         (["--input-multiple", "65"], "--input-multiple 65: must be in [1, 64]"),
-        (["--features", "0"], "NetworkConfig.n_features"),
-        (["--minibatch", "-5"], "minibatch must be a positive integer"),
+        (["--features", "0"], "--features 0: must be in (0, 65,536]"),
+        (["--minibatch", "-5"], "--minibatch -5: must be in (0,"),
     ],
 )
 def test_estimate_bad_input_is_one_line_and_exit_2(capsys, argv, phrase):

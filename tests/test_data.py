@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import itertools
+import math
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,8 @@ import pytest
 from ppo_core.data import (
     Normalizer,
     Splits,
+    format_time,
+    longest_lookback,
     make_splits,
     min_bars,
     prepare,
@@ -183,6 +186,35 @@ def test_each_bad_file_gets_one_error_naming_file_row_and_problem(tmp_path, edit
     message = str(caught.value)
     assert message.startswith(str(path))
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("keep", [5, 12, 19, 30, 60])
+def test_a_csv_cut_mid_row_is_named_as_cut_not_as_a_bad_timestamp(tmp_path, keep):
+    text = _write(tmp_path, _frame()).read_text()
+    head, last = text.rstrip("\n").rsplit("\n", 1)
+    path = tmp_path / "cut.csv"
+    path.write_text(f"{head}\n{last[:keep]}")  # an interrupted download: no final newline
+    with pytest.raises(DataError) as caught:
+        load_ohlcv_file(path)
+    message = str(caught.value)
+    assert message == (
+        f"{path}: row 260 (the last) is cut off: the file ends mid-row, without a newline (an "
+        "interrupted download or copy?); fetch the file again or delete that row"
+    )
+    path.write_text(f"{head}\n{last}")  # whole, without the newline: fine
+    assert load_ohlcv_file(path).n_bars == 260
+
+
+def test_times_in_messages_have_their_natural_resolution(tmp_path):
+    assert format_time(np.datetime64("2020-01-17T00:00:00.000000000")) == "2020-01-17"
+    assert format_time(np.datetime64("2020-01-17T15:00:00.000000000")) == "2020-01-17T15:00:00"
+    assert format_time(np.datetime64("2020-01-17T15:00:00.25", "ns")) == "2020-01-17T15:00:00.250"
+    path = _write(tmp_path, _corrupt("Close", 40, np.nan)(_frame()))
+    with pytest.raises(DataError, match=r"row 40 \(2020-01-02T15:00:00\): close is nan"):
+        load_ohlcv_file(path)
+    identity = prepare(make_synthetic(600), lookback=20).identity()
+    assert "000000" not in identity["first"]
+    assert np.datetime64(identity["split_times"]["test"][1]) == make_synthetic(600).timestamps[-2]
 
 
 def test_day_first_dates_are_detected_and_ambiguous_ones_refused(tmp_path):
@@ -396,12 +428,29 @@ def test_normaliser_round_trip_and_validation(prepared):
     assert Normalizer.from_dict(normalizer.to_dict()) == normalizer
     with pytest.raises(ConfigError, match="exactly 'mean' and 'std'"):
         Normalizer.from_dict({"mean": [0.0]})
-    with pytest.raises(ConfigError, match="feature 0"):
+    with pytest.raises(ConfigError, match=r"feature 0: std is 0\.0; it divides the feature, so it"):
         Normalizer((0.0,), (0.0,))
+    with pytest.raises(ConfigError, match=r"feature 1: mean nan, std 1.0 must be finite"):
+        Normalizer((0.0, math.nan), (1.0, 1.0))
     with pytest.raises(DataError, match="columns"):
         normalizer.apply(np.zeros((3, 7)))
 
 
 def test_prepare_names_the_data_when_too_short():
-    with pytest.raises(DataError, match="synthetic: has 300 bars"):
+    with pytest.raises(DataError, match="synthetic: has 300 bars") as caught:
         prepare(make_synthetic(300), lookback=100)
+    assert str(caught.value).endswith(
+        "--lookback 31 or less fits these bars (archbench train, sweep)"
+    )
+    prepare(make_synthetic(300), lookback=31)  # and it does
+    with pytest.raises(DataError, match="lookback 32 needs at least 301"):
+        prepare(make_synthetic(300), lookback=32)
+
+
+@pytest.mark.parametrize("n_bars", [100, 207, 208, 209, 211, 300, 505, 10_000])
+def test_longest_lookback_is_the_largest_that_min_bars_allows(n_bars):
+    fits = longest_lookback(n_bars)
+    if fits:
+        assert min_bars(fits) <= n_bars < min_bars(fits + 1)
+    else:
+        assert n_bars < min_bars(1)

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ppo_core.errors import ArchbenchError
+from ppo_core.errors import ArchbenchError, ConfigError, DataError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FUZZ = settings(
@@ -103,6 +103,52 @@ def test_the_ohlcv_loader_answers_mutated_csv_with_a_data_error(edits, suffix):
         else:
             path.write_text(text, encoding="utf-8", errors="surrogatepass")
         _answers_with_a_project_error(load_ohlcv_file, path)
+
+
+_HEADER_END = _CSV.index("\n") + 1
+
+
+@settings(FUZZ)
+@given(cut=st.integers(_HEADER_END + 1, len(_CSV) - 1))
+def test_a_csv_cut_anywhere_mid_row_is_named_as_cut(cut):
+    from ppo_core.loaders import load_ohlcv_file
+
+    text = _CSV[:cut]
+    last = text.rsplit("\n", 1)[-1]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "bars.csv"
+        path.write_text(text)
+        if last and (last.count(",") < 5 or last.endswith(",")):  # the row lost fields
+            with pytest.raises(DataError, match=r"^.*bars.csv: row \d+ \(the last\) is cut off"):
+                load_ohlcv_file(path)
+        else:  # whole rows, or whole fields (maybe a shortened number): like any other file
+            _answers_with_a_project_error(load_ohlcv_file, path)
+
+
+@settings(FUZZ)
+@given(data=st.data())
+def test_every_numeric_flag_is_refused_exactly_outside_its_range(data):
+    import argparse
+
+    from archbench_cli._common import FLAG_RANGES, check_numbers
+
+    name = data.draw(st.sampled_from(sorted(FLAG_RANGES)))
+    bound = FLAG_RANGES[name]
+    value = data.draw(
+        st.integers(-(2**70), 2**70)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.sampled_from([bound.low, bound.high, 0, -1, 1])
+    )
+    above = value >= bound.low if bound.low_inclusive else value > bound.low
+    below = value <= bound.high if bound.high_inclusive else value < bound.high
+    flag = f"--{name.replace('_', '-')}"
+    args = argparse.Namespace(**{name: value})
+    if above and below:
+        check_numbers(args)
+        return
+    with pytest.raises(ConfigError, match=rf"^{flag} \S+: must be in [\[(]") as caught:
+        check_numbers(args)
+    assert "\n" not in str(caught.value)
 
 
 @settings(FUZZ)

@@ -69,10 +69,18 @@ def test_options_parsed_by_the_cli_read_back_the_same_in_pytest():
         "hidden_dims": ["768,384,192", "medium", "768,384,192"],
         "device": "cuda:0",
         "data": "Synthetic",
+        "cost_bps": "2.5",
+        "lookback": "20",
     }
     options = SweepOptions.parse(raw.__getitem__)
     assert options == SweepOptions(
-        "full", ("small", "tiny"), ((768, 384, 192), (1024, 512, 256)), "cuda:0", "synthetic"
+        "full",
+        ("small", "tiny"),
+        ((768, 384, 192), (1024, 512, 256)),
+        "cuda:0",
+        "synthetic",
+        cost_bps=2.5,
+        lookback=20,
     )
     parser = argparse.ArgumentParser()
     for option in SWEEP_OPTIONS:
@@ -118,7 +126,7 @@ def test_sweep_reads_the_data_file_before_pytest(tmp_path, capsys):
     folder.mkdir()
     out = tmp_path / "runs"
     for path, message in (
-        (few, "has 1 data rows; at least 505 are needed"),
+        (few, "has 1 data rows; no lookback fits: even --lookback 1 needs 208 rows"),
         (columns, "missing column(s) timestamp, open"),
         (folder, "is a directory"),
     ):
