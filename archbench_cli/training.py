@@ -309,10 +309,11 @@ def _train(args: argparse.Namespace) -> int:
     else:
         data_spec = args.data or "synthetic"
         market = load_market_data(data_spec, bars=args.bars, seed=config.seed, **_signal(args))
+    # Data that cannot be used is refused before any warning about how it would be traded.
+    data = prepare(market, lookback=config.network.lookback, normalizer=normalizer)
     cost = _train_cost(args, market, stored)
     _warn(cost.warning)  # before the training it would spoil
     config = config.replace(env=dataclasses.replace(config.env, cost_bps=cost.bps))
-    data = prepare(market, lookback=config.network.lookback, normalizer=normalizer)
     env = TradingEnv(
         data,
         "train",
