@@ -88,7 +88,9 @@ def test_compare_keeps_its_two_run_rule_from_the_shared_module():
 def test_loaded_timings_leave_the_decisions_and_say_why(tmp_path):
     df = load_runs([with_host_load(tmp_path, 4.0)])
     (load,) = run_loads(df)
-    assert load.loaded and load.median == 4.0 and load.loaded_records == load.records > 0
+    assert load.loaded
+    assert load.median == 4.0
+    assert load.loaded_records == load.records > 0
     decided = decision_rows(df)
     timing = timing_rows(decided)
     measured = df["value"].notna()
