@@ -29,6 +29,7 @@ __all__ = [
     "missing_suites",
     "run_info",
     "run_name",
+    "suite_verdict",
 ]
 
 # Run-level columns repeat on every row so that any filtered frame still says where it came from.
@@ -142,6 +143,31 @@ def missing_suites(df: pd.DataFrame) -> dict[str, list[str]]:
 def run_info(df: pd.DataFrame) -> pd.DataFrame:
     """One row per run with the header facts: machine, GPU, torch, CUDA, commit, date, profile."""
     return df.drop_duplicates("run")[list(RUN_COLUMNS)].reset_index(drop=True)
+
+
+_SUMMARY_HEAD = "overfitting: validation mean net return per bar"
+
+
+def suite_verdict(path: str | Path) -> list[str] | None:
+    """The overfitting suite's own end-of-session summary (its intervals per size and the
+    verdict, e.g. 'tiny vs small intervals OVERLAP'), from the pytest log the sweep writes
+    beside the run (DIR/NAME.log); None when there is no such log or it has no summary."""
+    path = Path(path)
+    log = path.with_name(run_name(path) + ".log")
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(_SUMMARY_HEAD)), None)
+    if start is None:
+        return None
+    body = [lines[start]]
+    for line in lines[start + 1 :]:
+        if not line.startswith("  "):
+            break
+        body.append(line.strip())
+    return body
 
 
 def case_label(case: dict[str, Any]) -> str:
