@@ -110,7 +110,7 @@ def missing_note(df: pd.DataFrame) -> str:
         return "<p class='note'>Every suite recorded results.</p>"
     items = []
     for run, suites in missing.items():
-        shown = [f"{_e(s)} ({_e(_SUITE_SHOWS[s])} say 'no data')" for s in suites
+        shown = [f"{_e(s)} suite (empty without it: {_e(_SUITE_SHOWS[s])})" for s in suites
                  if _SUITE_SHOWS.get(s)]  # fmt: skip
         silent = [s for s in suites if not _SUITE_SHOWS.get(s)]
         parts = []
@@ -406,6 +406,8 @@ def peer_table(df: pd.DataFrame) -> str:
         "environment, sizes and PPO settings (the case says which); Sharpe on the validation "
         "bars.</p>"
     )
+    if not (df["suite"] == "peer").any():
+        return "<p class='note'>no data: no run has the SB3 peer suite (the [peers] extra).</p>"
     return _metric_section(df, "peer", ["case_kind"], _PEER_METRICS, "SB3 peer") + note
 
 

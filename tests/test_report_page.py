@@ -182,7 +182,7 @@ def test_figures_not_measured_are_one_line_per_reason():
 def test_the_missing_suite_banner_only_says_need_where_a_figure_needs_it():
     df = load_runs([RUN])
     note = missing_note(df[~df["suite"].isin(["peer", "ceiling"])])
-    assert "no peer (the SB3 peer section say" in note
+    assert "no peer suite (empty without it: the SB3 peer section)" in note
     assert "ceiling suite (nothing on this page needs it)" in note
     assert "need" not in note.replace("needs it", "")
 
