@@ -402,9 +402,10 @@ _OOS_METRICS = (
 def peer_table(df: pd.DataFrame) -> str:
     """The peer suite: ppo_core against Stable-Baselines3 on the same PPO (steps/s, Sharpe)."""
     note = (
-        "<p class='note'>speedup = ppo_core's whole-learn() rate over SB3's on the same "
-        "environment, sizes and PPO settings (the case says which); Sharpe on the validation "
-        "bars.</p>"
+        "<p class='note'>speedup = the median over rounds of ppo_core's whole-learn() rate "
+        "over SB3's in the same round (both run back to back, so a busy spell hits both); it "
+        "can differ from the ratio of the two median rates beside it. Same environment, sizes "
+        "and PPO settings (the kind says which); Sharpe on the validation bars.</p>"
     )
     if not (df["suite"] == "peer").any():
         return "<p class='note'>no data: no run has the SB3 peer suite (the [peers] extra).</p>"
