@@ -14,7 +14,14 @@ import pandas as pd
 from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
 from archbench_reports.charts import CHARTS, TITLES, build_charts
-from archbench_reports.host_load import RunLoad, decision_rows, mark_loaded, run_loads
+from archbench_reports.host_load import (
+    HOST_LOAD_METRIC,
+    RunLoad,
+    decision_rows,
+    mark_loaded,
+    run_loads,
+    timing_rows,
+)
 from archbench_reports.load import ReportError, case_label, load_runs, suite_verdict
 from archbench_reports.tables import (
     backend_table,
@@ -52,7 +59,7 @@ pre{white-space:pre-wrap;background:#f8f8f8;padding:8px;font-size:.85em}
 th,td{padding:2px 4px;overflow-wrap:anywhere}table{font-size:.8em}}
 """
 # Charts whose figures are timings: a loaded host moves them (host_load).
-_TIMING_CHARTS = ("throughput", "latency", "pareto")
+_TIMING_CHARTS = {"throughput": ("train",), "latency": ("infer",), "pareto": ("infer",)}
 
 
 def render_report(
@@ -123,7 +130,7 @@ def render_html(
         _wrap(sizing_table(df)),
         "<h2>Fastest agreeing backend for a live decision (batch 1)</h2>",
         _wrap(backend_table(df)),
-        *_chart_parts(df, loads),
+        *_chart_parts(df),
         "<h2>Environment steps (env suite)</h2>",
         _wrap(env_table(df)),
         "<h2>ppo_core against Stable-Baselines3 (peer suite)</h2>",
@@ -144,19 +151,13 @@ def _wrap(table_html: str) -> str:
     return f"<div class='wide'>{table_html}</div>"
 
 
-def _chart_parts(df: pd.DataFrame, loads: list[RunLoad]) -> list[str]:
+def _chart_parts(df: pd.DataFrame) -> list[str]:
     figures = build_charts(df)
-    loaded = [load for load in loads if load.loaded or load.loaded_records]
     parts = []
     for name in CHARTS:
         parts.append(f"<h2>{html.escape(TITLES[name])}</h2>")
-        if name in _TIMING_CHARTS and loaded and not isinstance(figures[name], str):
-            runs = ", ".join(f"{load.run} ({load.median:.2f} per core)" for load in loaded)
-            parts.append(
-                f"<p class='warn loaded'>Timings here from {html.escape(runs)} were taken on a "
-                "loaded host: they measure the other work on the machine as much as the "
-                "network.</p>"
-            )
+        if not isinstance(figures[name], str):
+            parts += _loaded_chart_note(df, _TIMING_CHARTS.get(name, ()))
         figure = figures[name]
         if isinstance(figure, str):
             parts.append(
@@ -174,6 +175,21 @@ def _chart_parts(df: pd.DataFrame, loads: list[RunLoad]) -> list[str]:
             )
         )
     return parts
+
+
+def _loaded_chart_note(df: pd.DataFrame, suites: tuple[str, ...]) -> list[str]:
+    """A warning above a chart whose timings include some taken on a loaded host."""
+    rows = df[df["suite"].isin(suites) & df["loaded_host"] & timing_rows(df)]
+    if rows.empty:
+        return []
+    runs = ", ".join(
+        f"{run} ({group['case'].nunique()} case(s), up to {group['host_load'].max():.2f} per core)"
+        for run, group in rows.groupby("run", sort=False)
+    )
+    return [
+        f"<p class='warn loaded'>Timings here from {html.escape(runs)} were taken on a loaded "
+        "host: they measure the other work on the machine as much as the network.</p>"
+    ]
 
 
 def _top_notes(
@@ -202,13 +218,24 @@ def _top_notes(
             if allow_loaded
             else "They are left out of the recommendations (--allow-loaded uses them)."
         )
-        items = "".join(f"<li>{html.escape(load.describe())}</li>" for load in loaded)
+        items = "".join(f"<li>{html.escape(_load_line(df, load))}</li>" for load in loaded)
         parts.append(
-            "<div class='warn loaded'><b>Taken on a loaded host</b>: the timings of these runs "
+            "<div class='warn loaded'><b>Taken on a loaded host</b>: these timings "
             f"shared the cores with other work and are marked where shown. {use}"
             f"<ul>{items}</ul></div>"
         )
     return parts
+
+
+def _load_line(df: pd.DataFrame, load: RunLoad) -> str:
+    """The run's load, and which records were above the rule when the run as a whole is not."""
+    if load.loaded:
+        return load.describe()
+    rows = df[(df["run"] == load.run) & df["loaded_host"] & (df["metric"] == HOST_LOAD_METRIC)]
+    cases = [f"{suite} {preset or ''} {case}".replace("  ", " ") for suite, preset, case
+             in rows[["suite", "preset", "case"]].itertuples(index=False)]  # fmt: skip
+    more = f" and {len(cases) - 4} more" if len(cases) > 4 else ""
+    return f"{load.describe()}: {'; '.join(cases[:4])}{more}"
 
 
 def _run_states(df: pd.DataFrame) -> list[tuple[str, dict]]:

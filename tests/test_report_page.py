@@ -220,3 +220,15 @@ def test_the_page_fits_a_narrow_window():
     assert "name='viewport'" in page
     assert "@media (max-width:900px)" in page
     assert "<div class='wide'>" + "<table>" in page
+
+
+def test_a_few_busy_records_are_named_and_only_their_figures_marked():
+    # A GPU run (own load 0) at 0.42 per core median; its ceiling and one env record at 0.54.
+    df = load_runs([FIXTURES / "h100" / "full-perf-cuda.json.gz"])
+    page = render_html(df, plotlyjs="cdn")
+    top = _text(page[: page.index("<h2>")])
+    assert "2 of 69 records taken above it: ceiling" in top
+    assert "env forward_preset=tiny, n_envs=1" in top
+    assert "loaded host" not in _section(page, "Training throughput vs parameters")
+    assert "loaded host" not in _section(page, "Fastest agreeing backend")
+    assert _section(page, "Environment steps").count("(loaded host 0.5)") == 4  # one record
