@@ -103,7 +103,8 @@ def render_html(
         raise ReportError(f"plotlyjs must be 'inline' or 'cdn', got {plotlyjs!r}")
     budgets = budgets or Limits()
     df = mark_loaded(_shareable(df))
-    recommendations = recommend(decision_rows(df, allow_loaded=allow_loaded), budgets)
+    decided = decision_rows(df, allow_loaded=allow_loaded)
+    recommendations = recommend(decided, budgets)
     runs = list(dict.fromkeys(df["run"]))
     devices = list(dict.fromkeys(d.device for d in recommendations))
     loads = run_loads(df)
@@ -121,6 +122,7 @@ def render_html(
         _wrap(header_table(df)),
         missing_note(df),
         "<h2>Recommended hidden_dims</h2>",
+        *_left_out_note(df, decided),
         _wrap(recommendations_table(recommendations, devices)),
         use_case_table(budgets),
         "<h2>Out of sample: each size beside buy-and-hold and the oracle</h2>",
@@ -225,6 +227,18 @@ def _top_notes(
             f"<ul>{items}</ul></div>"
         )
     return parts
+
+
+def _left_out_note(df: pd.DataFrame, decided: pd.DataFrame) -> list[str]:
+    """Says that loaded timings were left out, so that 'not measured' below is understood."""
+    left_out = int((df["value"].notna() & decided["value"].isna()).sum())
+    if not left_out:
+        return []
+    return [
+        f"<p class='warn loaded'>{left_out} timings taken on a loaded host are left out of "
+        "these decisions, so a use case that needs them says 'not measured' "
+        "(--allow-loaded uses them).</p>"
+    ]
 
 
 def _load_line(df: pd.DataFrame, load: RunLoad) -> str:

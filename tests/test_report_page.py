@@ -70,6 +70,7 @@ def test_a_loaded_run_says_so_at_the_top_and_beside_each_timing(tmp_path):
     assert "taken on a loaded host" in _section(page, "Training throughput vs parameters")
     quick = _section(page, "Recommended hidden_dims")
     assert "no training throughput measured" in _text(quick)  # the timing was left out
+    assert "timings taken on a loaded host are left out of these decisions" in _text(quick)
     allowed = render_html(busy, plotlyjs="cdn", allow_loaded=True)
     assert "used in the recommendations anyway" in allowed
     assert "no training throughput measured" not in _text(
