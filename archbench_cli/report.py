@@ -173,25 +173,29 @@ def _report_command(args: argparse.Namespace) -> int:
 
 
 def _source_notes(path: Path, note: str | None) -> tuple[str | None, list[str]]:
-    """What report says about where a run file came from, and the page's note when its records
-    stream shows the sweep stopped before every collected case finished."""
-    from archbench_sweep.progress import Progress
-
+    """What report says about where a run file came from, and the page's note when the records
+    stream beside it shows the sweep stopped before every collected case finished."""
     records = path.with_name(path.name.removesuffix(".json") + ".records.jsonl")
-    if not _rebuilt(path):
-        return note, []
-    if note is None or "the sweep wrote it" in note:
+    if _rebuilt(path) and (note is None or "the sweep wrote it" in note):
         # resolve_run found the JSON complete, but an earlier report rebuilt it, not the sweep.
         note = f"read {path}, rebuilt earlier from the records stream {records.name}"
+    return note, _stopped_early(path, records)
+
+
+def _stopped_early(path: Path, records: Path) -> list[str]:
+    from archbench_sweep.progress import Progress
+
+    if not records.is_file():
+        return []
     progress = Progress(records, lambda _line: None)
     try:
         progress.poll()
     except (OSError, ValueError, KeyError, TypeError):
-        return note, []  # the stream is gone or damaged; the JSON says what it holds
+        return []  # a damaged stream: the JSON says what it holds
     if progress.collected is None or progress.finished >= progress.collected:
-        return note, []
+        return []
     lost = progress.collected - progress.finished
-    return note, [
+    return [
         f"{path.name} is incomplete: its records stream says the sweep collected "
         f"{progress.collected} cases and {progress.finished} finished; the other {lost} never "
         "ran (the sweep was stopped), so their figures are missing from this page."

@@ -233,3 +233,14 @@ def test_a_few_busy_records_are_named_and_only_their_figures_marked():
     assert "loaded host" not in _section(page, "Training throughput vs parameters")
     assert "loaded host" not in _section(page, "Fastest agreeing backend")
     assert _section(page, "Environment steps").count("(loaded host 0.5)") == 4  # one record
+
+
+def test_a_sweep_json_beside_a_stream_that_stopped_early_is_incomplete(tmp_path, capsys):
+    _stream(tmp_path, collected=len(_data()["benchmarks"]) + 2)
+    run = _write(tmp_path, _data(), "run-x")  # pytest-benchmark's own file, written on SIGTERM
+    out = tmp_path / "r.html"
+    assert main(["report", str(run), "-o", str(out), "--plotlyjs", "cdn"]) == 0
+    assert "rebuilt" not in capsys.readouterr().out
+    top = _text(out.read_text()[: out.read_text().index("<h2>")])
+    assert "run-x.json is incomplete" in top
+    assert "the other 2 never ran" in top
