@@ -386,8 +386,8 @@ _PEER_METRICS = (
 )
 _ENV_METRICS = (
     ("env_steps_per_s", "env steps/s", "{:,.0f}"),
-    ("env_step_s", "one env step ms", "{:.3f}", 1e3),
-    ("policy_forward_s", "policy forward ms", "{:.3f}", 1e3),
+    ("env_step_s", "env step, all envs ms", "{:.3f}", 1e3),
+    ("policy_forward_s", "policy forward, all envs ms", "{:.3f}", 1e3),
     ("forward_over_step", "forward / env step", "{:.2f}x"),
 )
 _OOS_METRICS = (
@@ -431,14 +431,16 @@ def _metric_section(
     rows_in = df[df["suite"] == suite]
     if rows_in.empty:
         return f"<p class='note'>no data: no run has the {name} suite.</p>"
+    # The env suite names the network it times in its case (forward_preset), not as a preset.
+    keys = ["run", *(["preset"] if rows_in["preset"].notna().any() else []), *keys]
     keys = [k for k in keys if k in rows_in]
     rows = []
-    for key, group in rows_in.groupby(["run", "preset", *keys], sort=False, dropna=False):
+    for key, group in rows_in.groupby(keys, sort=False, dropna=False):
         cells: list[object] = list(key)
         for metric, _label, fmt, *scale in metrics:
             cells.append(_metric_cell(group[group["metric"] == metric], fmt, scale, mean))
         rows.append(cells)
-    headers = ["run", "preset", *(k.removeprefix("case_") for k in keys)]
+    headers = [k.removeprefix("case_") for k in keys]
     headers += [label for _, label, *_ in metrics]
     width = len(headers) - len(metrics)
     return _table(headers, rows, numeric=range(width, len(headers)))
