@@ -201,6 +201,8 @@ def _top_notes(
     run file came to be."""
     parts = [f"<p class='warn'>{html.escape(note)}</p>" for note in notes]
     for run, state in _run_states(df):
+        for mismatch in state.get("mismatch", []):
+            parts.append(f"<p class='warn'>{html.escape(run)}: {html.escape(mismatch)}</p>")
         if not state.get("incomplete"):
             continue
         lost = "".join(
@@ -211,8 +213,6 @@ def _top_notes(
             f"<div class='warn incomplete'><b>{html.escape(run)} is incomplete</b>: the sweep "
             f"stopped before every case ran; what is lost:{detail}</div>"
         )
-        for mismatch in state.get("mismatch", []):
-            parts.append(f"<p class='warn'>{html.escape(run)}: {html.escape(mismatch)}</p>")
     loaded = [load for load in loads if load.loaded or load.loaded_records]
     if loaded:
         use = (

@@ -96,8 +96,15 @@ def test_an_incomplete_run_says_so_at_the_top_with_what_is_lost(tmp_path):
     top = _text(page[: page.index("<h2>")])
     assert "run is incomplete" in top
     assert "test_memory[large]: SIGTERM before it finished" in top
-    data["archbench_run"] = {"incomplete": False, "lost": [], "shards": [], "mismatch": []}
-    assert "incomplete" not in render_html(load_runs([_write(tmp_path, data)]), plotlyjs="cdn")
+    data["archbench_run"] = {
+        "incomplete": False,
+        "lost": [],
+        "shards": [],
+        "mismatch": ["shard 1 ran torch 2.12, shard 0 torch 2.13"],
+    }
+    page = render_html(load_runs([_write(tmp_path, data)]), plotlyjs="cdn")
+    assert "incomplete" not in page
+    assert "shard 1 ran torch 2.12, shard 0 torch 2.13" in page[: page.index("<h2>")]
 
 
 def _stream(tmp_path: Path, collected: int) -> Path:
