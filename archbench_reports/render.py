@@ -56,7 +56,8 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .wide table{font-size:.85em}
 pre{white-space:pre-wrap;background:#f8f8f8;padding:8px;font-size:.85em}
 @media (max-width:900px){body{margin:8px;padding:0 4px}
-th,td{padding:2px 4px;overflow-wrap:anywhere}table{font-size:.8em}}
+th,td{padding:2px 4px;overflow-wrap:break-word;hyphens:auto}table{font-size:.8em}
+.sizing th,.sizing td{overflow-wrap:anywhere}}
 """
 # Charts whose figures are timings: a loaded host moves them (host_load).
 _TIMING_CHARTS = {"throughput": ("train",), "latency": ("infer",), "pareto": ("infer",)}
@@ -129,7 +130,7 @@ def render_html(
         _wrap(oos_table(df)),
         _suite_verdicts(df),
         "<h2>Sizing: predicted vs measured</h2>",
-        _wrap(sizing_table(df)),
+        _wrap(sizing_table(df), "sizing"),
         "<h2>Fastest agreeing backend for a live decision (batch 1)</h2>",
         _wrap(backend_table(df)),
         *_chart_parts(df),
@@ -148,9 +149,9 @@ def render_html(
     return "\n".join(parts)
 
 
-def _wrap(table_html: str) -> str:
+def _wrap(table_html: str, name: str = "") -> str:
     """A wide table scrolls inside its own box, never the page (an 800 px window)."""
-    return f"<div class='wide'>{table_html}</div>"
+    return f"<div class='wide {name}'>{table_html}</div>".replace(" '>", "'>")
 
 
 def _chart_parts(df: pd.DataFrame) -> list[str]:
