@@ -151,7 +151,7 @@ def render_html(
 
 def _wrap(table_html: str, name: str = "") -> str:
     """A wide table scrolls inside its own box, never the page (an 800 px window)."""
-    return f"<div class='wide {name}'>{table_html}</div>".replace(" '>", "'>")
+    return f"<div class='{f'wide {name}'.strip()}'>{table_html}</div>"
 
 
 def _chart_parts(df: pd.DataFrame) -> list[str]:
