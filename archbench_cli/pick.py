@@ -56,6 +56,12 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         help="benchmark JSON from `pytest bench/ --benchmark-json` (repeatable); runs from "
         "another device are used only for extrapolation",
     )
+    pick.add_argument(
+        "--allow-loaded",
+        action="store_true",
+        help="with --results: use timings taken on a loaded host (by default they are left "
+        "out, and the answer says so; the rule report and compare use)",
+    )
     pick.add_argument("--data-bars", type=int, metavar="N", help="bars of training data")
     pick.add_argument(
         "--latency-budget-ms",
@@ -148,11 +154,14 @@ def _pick(args: argparse.Namespace) -> int:
     from archbench_reports.pick import pick
     from ppo_core.presets import parse_hidden_dims
 
-    runs = None
+    runs, loaded = None, []
     if args.results:
+        from archbench_reports.host_load import decision_rows, run_loads
         from archbench_reports.load import load_runs
 
         runs = load_runs(args.results)
+        loaded = [load for load in run_loads(runs) if load.loaded or load.loaded_records]
+        runs = decision_rows(runs, allow_loaded=args.allow_loaded)
     device = _pick_device(args.gpu, args.vram_gb)
     result = pick(
         device,
@@ -168,8 +177,12 @@ def _pick(args: argparse.Namespace) -> int:
         obs_buffer=args.obs_buffer,
         safety_margin=args.safety_margin,
     )
+    used = "used anyway (--allow-loaded)" if args.allow_loaded else "left out (--allow-loaded)"
+    host = [f"{load.describe()}; its timings {used}" for load in loaded]
     if args.json:
-        print_json(result.to_dict())
+        print_json({**result.to_dict(), "loaded_host": host})
         return 0 if result.recommended is not None else 1
     print_pick(result)
+    for line in host:
+        print(f"taken on a loaded host: {line}")
     return 0 if result.recommended is not None else 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from archbench_cli._common import output_file
 from archbench_cli.tables import print_comparison, rich_console
@@ -51,6 +52,13 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         metavar="F",
         help="production and extended training: a size must train at >= F x the fastest "
         "size's whole-iteration rate (0.25)",
+    )
+    report.add_argument(
+        "--allow-loaded",
+        action="store_true",
+        help="use timings taken on a loaded host in the recommendations (by default they are "
+        "marked on the page and left out: a record whose host load per core is more than 0.5 "
+        "beyond its own threads', 1 on a CPU run and 0 on a GPU run, the rule compare uses)",
     )
     report.add_argument(
         "--compare",
@@ -126,11 +134,13 @@ def _report_command(args: argparse.Namespace) -> int:
 
     inputs = [*args.runs, *(args.compare or ())]
     output_file(args.output, inputs, flag="-o", example="report.html")
-    runs = []
+    runs, notes = [], []
     for run in args.runs:  # a killed sweep's records stream becomes its run JSON first
         path, note = resolve_run(run)
+        note, stopped = _source_notes(path, note)
         if note:
             print(note)
+        notes += stopped
         runs.append(path)
     output_file(args.output, runs, flag="-o", example="report.html")
     try:
@@ -145,10 +155,57 @@ def _report_command(args: argparse.Namespace) -> int:
     if args.compare:
         section = comparison_html(compare_runs(*args.compare))
     path = render_report(
-        runs, args.output, plotlyjs=args.plotlyjs, budgets=budgets, compare_html=section
+        runs,
+        args.output,
+        plotlyjs=args.plotlyjs,
+        budgets=budgets,
+        compare_html=section,
+        allow_loaded=args.allow_loaded,
+        notes=notes,
     )
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) from {len(runs)} run(s)")
     return 0
+
+
+def _source_notes(path: Path, note: str | None) -> tuple[str | None, list[str]]:
+    """What report says about where a run file came from, and the page's note when the records
+    stream beside it shows the sweep stopped before every collected case finished."""
+    records = path.with_name(path.name.removesuffix(".json") + ".records.jsonl")
+    if _rebuilt(path) and (note is None or "the sweep wrote it" in note):
+        # resolve_run found the JSON complete, but an earlier report rebuilt it, not the sweep.
+        note = f"read {path}, rebuilt earlier from the records stream {records.name}"
+    return note, _stopped_early(path, records)
+
+
+def _stopped_early(path: Path, records: Path) -> list[str]:
+    from archbench_sweep.progress import Progress
+
+    if not records.is_file():
+        return []
+    progress = Progress(records, lambda _line: None)
+    try:
+        progress.poll()
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # a damaged stream: the JSON says what it holds
+    if progress.collected is None or progress.finished >= progress.collected:
+        return []
+    lost = progress.collected - progress.finished
+    return [
+        f"{path.name} is incomplete: its records stream says the sweep collected "
+        f"{progress.collected} cases and {progress.finished} finished; the other {lost} never "
+        "ran (the sweep was stopped), so their figures are missing from this page."
+    ]
+
+
+def _rebuilt(path: Path) -> bool:
+    """True for a run JSON that rebuild wrote from a records stream, not pytest-benchmark."""
+    import json
+
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return json.load(handle).get("version") == "archbench-records"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _compare_command(args: argparse.Namespace) -> int:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import html
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from archbench_reports.evidence import device_groups
+from archbench_reports.host_load import HOST_LOAD_METRIC, HostLoad, is_timing, median_load, own_load
 from archbench_reports.load import ReportError, case_label, load_runs
 from archbench_reports.stats import (
     benjamini_hochberg,
@@ -48,23 +48,10 @@ VERDICTS = ("improved", "regressed", "same", "insufficient samples", "not compar
 _MACHINE = "(machine)"
 _STATUS = "(status)"
 _FAILED = ("oom", "error")
-HOST_LOAD_METRIC = "host_load_per_core"
-"""The record metric that carries the host's 1-minute load average per core during the case."""
-
 DEFAULT_MIN_EFFECT = 0.05
 """Smallest relative change of a tested statistic that is a verdict: a significant change whose
 B/A gain lies between 1 - 0.05 and 1 / (1 - 0.05) is 'same' (too small to act on)."""
 
-# Host load rule (see HostLoad): a CPU run's own threads keep every core busy (load 1 per core);
-# a GPU run's host work is one thread of many cores (taken as 0).
-_OWN_LOAD_CPU = 1.0
-_LOADED_EXCESS = 0.5
-_LOADED_RATIO = 2.0
-# Dimensionless figures derived from timings: they move with the host load like the timings do.
-_TIMING_RATIOS = frozenset(
-    {"ceiling_fraction", "update_ceiling_fraction", "floor_fraction", "forward_over_step",
-     "speedup_ratio_vs_sb3"}
-)  # fmt: skip
 # Resamples per bootstrap test (seed 0): cheap on a laptop for 200-sample p99s; beyond the
 # 2 / 1001 a count of resamples can show, the p-value is a normal fit of their log ratios.
 _BOOTSTRAP_RESAMPLES = 1000
@@ -74,53 +61,6 @@ DEFAULT_TOLERANCE = 0.10
 """Relative change that counts as improved or regressed for a figure with too few samples for
 Mann-Whitney (single-shot bytes, 3 quick-profile repeats, one seed): a stated threshold, not a
 test, and every verdict it decides says so."""
-
-
-@dataclass(frozen=True)
-class HostLoad:
-    """Each run's host load per core (median over its records) and whether one run is loaded.
-
-    Rule: a run's excess load is its median load per core minus what the benchmark itself puts
-    there (1 on a CPU run, whose threads use every core; 0 on a GPU run). A run is loaded when
-    its excess is above 0.5 per core and more than 2x the other run's: its timings shared the
-    cores with other work the other run did not see, so a timing difference is not the code's.
-    """
-
-    a: float | None
-    """Run A's median host_load_per_core; None when its records do not carry one."""
-    b: float | None
-    """Run B's median host_load_per_core; None when its records do not carry one."""
-    own_a: float
-    """Load per core run A's own benchmark threads account for (1 on a CPU run, 0 on a GPU)."""
-    own_b: float
-    """The same for run B."""
-
-    @property
-    def loaded(self) -> str | None:
-        """'A' or 'B' when that run is loaded by the rule above, else None."""
-        if self.a is None or self.b is None:
-            return None
-        excess_a, excess_b = max(0.0, self.a - self.own_a), max(0.0, self.b - self.own_b)
-        if excess_a > _LOADED_EXCESS and excess_a > _LOADED_RATIO * excess_b:
-            return "A"
-        if excess_b > _LOADED_EXCESS and excess_b > _LOADED_RATIO * excess_a:
-            return "B"
-        return None
-
-    def describe(self) -> str:
-        """One line: both loads and, when one run is loaded, which and by what rule."""
-        loads = f"host load per core (median): A {number_text(self.a)}, B {number_text(self.b)}"
-        if self.a is None or self.b is None:
-            return f"{loads}; not recorded in both runs, so not checked"
-        side = self.loaded
-        if side is None:
-            return f"{loads}; not materially different"
-        own = self.own_a if side == "A" else self.own_b
-        return (
-            f"{loads}: run {side} is LOADED (its load beyond its own {own:g} per core is above "
-            f"{_LOADED_EXCESS:g} and over {_LOADED_RATIO:g}x the other run's), so its timing "
-            "rows (seconds, rates, FLOP/s) measure the other work as much as the code"
-        )
 
 
 def min_samples(alpha: float = 0.05) -> int:
@@ -183,7 +123,10 @@ def compare_runs(
     out = pd.DataFrame(rows, columns=_COLUMNS)
     out.attrs["runs"] = (_name(frame_a), _name(frame_b))
     out.attrs["host_load"] = HostLoad(
-        _median_load(frame_a), _median_load(frame_b), _own_load(frame_a), _own_load(frame_b)
+        median_load(frame_a),
+        median_load(frame_b),
+        own_load(frame_a["device"]),
+        own_load(frame_b["device"]),
     )
     out.attrs["alpha"] = alpha
     out.attrs["devices"] = (", ".join(device_groups(frame_a)), ", ".join(device_groups(frame_b)))
@@ -386,17 +329,6 @@ def _pooled(frame: pd.DataFrame) -> pd.DataFrame:
     )  # fmt: skip
 
 
-def _median_load(frame: pd.DataFrame) -> float | None:
-    values = frame.loc[frame["metric"] == HOST_LOAD_METRIC, "value"].dropna()
-    return float(values.median()) if len(values) else None
-
-
-def _own_load(frame: pd.DataFrame) -> float:
-    devices = frame["device"].dropna().astype(str)
-    on_gpu = devices.str.startswith("cuda").any()
-    return 0.0 if on_gpu else _OWN_LOAD_CPU
-
-
 _COLUMNS = [
     "suite", "preset", "case", "metric", "unit", "better", "statistic", "test", "timing", "a",
     "b", "ratio", "gain", "ci_low", "ci_high", "p_value", "q_value", "n_a", "n_b", "status_a",
@@ -419,13 +351,6 @@ def _statistic(metric: str, value: float, samples: tuple) -> str:
     return "value"
 
 
-def _is_timing(metric: str, unit: str | None) -> bool:
-    """Seconds, rates (1/s, FLOP/s, B/s) and ratios of them; not bytes, counts or scores."""
-    return (
-        unit == "s" or (isinstance(unit, str) and unit.endswith("/s")) or (metric in _TIMING_RATIOS)
-    )
-
-
 def _compare_row(row: dict, alpha: float, tolerance: float) -> dict:
     a, b = row["value_a"], row["value_b"]
     better = row["better_a"] if isinstance(row["better_a"], str) else row["better_b"]
@@ -439,7 +364,7 @@ def _compare_row(row: dict, alpha: float, tolerance: float) -> dict:
         "better": better if isinstance(better, str) else None,
         "statistic": None,
         "test": None,
-        "timing": _is_timing(row["metric"], unit),
+        "timing": is_timing(row["metric"], unit),
         "a": a,
         "b": b,
         "ratio": np.nan,

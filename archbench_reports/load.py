@@ -5,8 +5,10 @@ One row per (run, record, metric); every malformed file or entry raises `ReportE
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ __all__ = [
     "load_runs",
     "missing_suites",
     "run_info",
+    "run_name",
+    "suite_verdict",
 ]
 
 # Run-level columns repeat on every row so that any filtered frame still says where it came from.
@@ -44,6 +48,7 @@ RUN_COLUMNS = (
     "commit",
     "dirty",
     "datetime",
+    "run_state",
 )
 RECORD_COLUMNS = (
     "suite",
@@ -73,10 +78,10 @@ def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
     if not paths:
         raise ReportError("no benchmark JSON given: pass at least one run.json")
     frames = [load_run(p) for p in paths]
-    names = [p.stem for p in paths]
+    names = [run_name(p) for p in paths]
     if len(set(names)) != len(names):
         # Same file stem in two folders (e.g. a/run.json, b/run.json): keep them apart.
-        folders = [f"{p.parent.name}/{p.stem}" for p in paths]
+        folders = [f"{p.parent.name}/{run_name(p)}" for p in paths]
         if len(set(folders)) == len(folders):
             names = folders
         else:  # the same file twice
@@ -86,8 +91,18 @@ def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def run_name(path: str | Path) -> str:
+    """The run's name: its file name without .json or .json.gz (run-x.json.gz -> run-x)."""
+    name = Path(path).name
+    for suffix in (".json.gz", ".gz", ".json"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name.removesuffix(suffix)
+    return name
+
+
 def load_run(path: str | Path) -> pd.DataFrame:
-    """One pytest-benchmark JSON file -> tidy frame; the run is named by the file stem."""
+    """One pytest-benchmark JSON file (.json or gzip'd .json.gz) -> tidy frame; the run is
+    named by run_name."""
     path = Path(path)
     data = _read_json(path)
     info = _run_fields(data, path)
@@ -130,18 +145,57 @@ def run_info(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop_duplicates("run")[list(RUN_COLUMNS)].reset_index(drop=True)
 
 
+_SUMMARY_HEAD = "overfitting: validation mean net return per bar"
+
+
+def suite_verdict(path: str | Path) -> list[str] | None:
+    """The overfitting suite's own end-of-session summary (its intervals per size and the
+    verdict, e.g. 'tiny vs small intervals OVERLAP'), from the pytest log the sweep writes
+    beside the run (DIR/NAME.log); None when there is no such log or it has no summary."""
+    path = Path(path)
+    log = path.with_name(run_name(path) + ".log")
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(_SUMMARY_HEAD)), None)
+    if start is None:
+        return None
+    body = [lines[start]]
+    for line in lines[start + 1 :]:
+        if not line.startswith("  "):
+            break
+        body.append(line.strip())
+    return body
+
+
 def case_label(case: dict[str, Any]) -> str:
     """A stable, readable key for a benchmark case: 'batch=1, backend=eager'."""
     return ", ".join(f"{k}={case[k]}" for k in sorted(case))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_text(path: Path) -> str:
+    """The file's text; gzip'd files (by their magic bytes, whatever the name) are unpacked."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ReportError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:
         raise ReportError(f"{path}: cannot read ({error})") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as error:
+            raise ReportError(f"{path}: a damaged or cut gzip file ({error})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ReportError(f"{path}: not a text JSON file ({error})") from None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    text = _read_text(path)
     if not text.strip():
         raise ReportError(f"{path}: file is empty (did the benchmark run finish?)")
     try:
@@ -171,7 +225,7 @@ def _run_fields(data: dict[str, Any], path: Path) -> dict[str, Any]:
     cpu = machine.get("cpu") if isinstance(machine.get("cpu"), dict) else {}
     cpu_model = device.get("cpu_model") or cpu.get("brand_raw") or machine.get("processor")
     return {
-        "run": path.stem,
+        "run": run_name(path),
         "path": str(path),
         "machine": machine.get("node") or "unknown machine",
         "gpu": device.get("gpu_name") or "no GPU",
@@ -187,6 +241,29 @@ def _run_fields(data: dict[str, Any], path: Path) -> dict[str, Any]:
         "commit": commit.get("id") if isinstance(commit, dict) else None,
         "dirty": commit.get("dirty") if isinstance(commit, dict) else None,
         "datetime": data.get("datetime"),
+        "run_state": _run_state(data, path),
+    }
+
+
+def _run_state(data: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    """The sweep's own account of the run (top-level "archbench_run"): incomplete, lost cases,
+    shards, mismatches; None when the file has none (written before the sweep recorded it)."""
+    state = data.get("archbench_run")
+    if state is None:
+        return None
+    if not isinstance(state, dict):
+        raise ReportError(f"{path}: archbench_run is a {type(state).__name__}, expected an object")
+    lost = state.get("lost") or []
+    if not isinstance(lost, list) or not all(isinstance(x, dict) for x in lost):
+        raise ReportError(f"{path}: archbench_run.lost is not a list of objects")
+    mismatch = state.get("mismatch") or []
+    if not isinstance(mismatch, list):
+        raise ReportError(f"{path}: archbench_run.mismatch is not a list")
+    return {
+        "incomplete": bool(state.get("incomplete")) or bool(lost),
+        "lost": [{"case": str(x.get("case")), "reason": str(x.get("reason"))} for x in lost],
+        "shards": state.get("shards") or [],
+        "mismatch": [str(m) for m in mismatch],
     }
 
 

@@ -11,14 +11,19 @@ import numpy as np
 import pandas as pd
 
 from archbench_reports.evidence import MEMORY_SAFETY_MARGIN, preset_summary
+from archbench_reports.host_load import timing_rows
 from archbench_reports.load import missing_suites, run_info
 from archbench_reports.use_cases import USE_CASES, Decision, Limits
 
 __all__ = [
     "AGREEMENT_THRESHOLD",
     "backend_table",
+    "env_table",
     "header_table",
+    "loaded_mark",
     "missing_note",
+    "oos_table",
+    "peer_table",
     "recommendations_table",
     "record_predicted",
     "sizing_table",
@@ -87,17 +92,34 @@ def header_table(df: pd.DataFrame) -> str:
     return _table(["", *info["run"]], rows)
 
 
+_SUITE_SHOWS = {
+    "train": "the training throughput chart and the throughput decisions",
+    "infer": "the latency chart, the backend table and the latency decisions",
+    "memory": "the measured memory in the sizing table and chart",
+    "overfit": "the overfitting chart, the out-of-sample table and Sharpe decisions",
+    "ceiling": None,  # only `archbench pick` reads it, to scale to unmeasured GPUs
+    "env": "the env-step section",
+    "peer": "the SB3 peer section",
+}
+
+
 def missing_note(df: pd.DataFrame) -> str:
-    """Which runs lack which suites (their figures say 'no data'), or that none does."""
+    """Which runs lack which suites and what on the page is empty for it, or that none does."""
     missing = {run: suites for run, suites in missing_suites(df).items() if suites}
     if not missing:
         return "<p class='note'>Every suite recorded results.</p>"
-    items = "".join(
-        f"<li><b>{_e(run)}</b>: no {_e(', '.join(suites))} suite(s); the figures that need "
-        "them say 'no data'.</li>"
-        for run, suites in missing.items()
-    )
-    return f"<div class='warn'>Missing suites:<ul>{items}</ul></div>"
+    items = []
+    for run, suites in missing.items():
+        shown = [f"{_e(s)} suite (empty without it: {_e(_SUITE_SHOWS[s])})" for s in suites
+                 if _SUITE_SHOWS.get(s)]  # fmt: skip
+        silent = [s for s in suites if not _SUITE_SHOWS.get(s)]
+        parts = []
+        if shown:
+            parts.append("no " + "; no ".join(shown))
+        if silent:
+            parts.append(f"no {_e(', '.join(silent))} suite (nothing on this page needs it)")
+        items.append(f"<li><b>{_e(run)}</b>: {'; '.join(parts)}.</li>")
+    return f"<div class='warn'>Missing suites:<ul>{''.join(items)}</ul></div>"
 
 
 def recommendations_table(decisions: list[Decision], devices: list[str]) -> str:
@@ -248,49 +270,78 @@ not a candidate, however fast (the bench gates timing on the same figure)."""
 
 def backend_table(df: pd.DataFrame) -> str:
     """Per run and preset: the backend with the lowest batch-1 p99 among those that agree with
-    eager, its p99 next to eager's and to the weight-bytes/bandwidth floor."""
+    eager, its p99 next to eager's and to its own weight-bytes/bandwidth floor, and any problem
+    the suite found with the measurement."""
     infer = df[(df["suite"] == "infer") & (df["status"] == "ok")]
     if infer.empty or "case_batch" not in infer:
         return "<p class='note'>no data: the infer suite is missing from every run.</p>"
     infer = infer[infer["case_batch"] == 1]
-    rows = []
-    for (run, preset), group in infer.groupby(["run", "preset"], sort=False):
-        wide = group.pivot_table(
-            index="case_backend", columns="metric", values="value", aggfunc="first"
-        )
-        if "latency_p99_s" not in wide:
-            continue
-        timed = wide[wide["latency_p99_s"].notna()]
-        if "action_agreement" in timed:
-            timed = timed[timed["action_agreement"].fillna(1.0) >= AGREEMENT_THRESHOLD]
-        if timed.empty:
-            continue
-        best = timed["latency_p99_s"].idxmin()
-        # The floor is the prediction the suite puts beside the p50 (one forward's bytes).
-        floor = group[group["metric"] == "latency_p50_s"]["predicted"].dropna()
-        floor_s = float(floor.iloc[0]) if len(floor) else None
-        p99 = float(timed.loc[best, "latency_p99_s"])
-        eager = wide["latency_p99_s"].get("eager")
-        rows.append(
-            (
-                run,
-                preset,
-                best,
-                f"{p99 * 1e3:.3f}",
-                "-" if eager is None or pd.isna(eager) else f"{eager * 1e3:.3f}",
-                "-" if floor_s is None else f"{floor_s * 1e3:.3f}",
-                "-" if not floor_s else f"{p99 / floor_s:.2f}x",
-            )
-        )
+    rows = [row for key, group in infer.groupby(["run", "preset"], sort=False)
+            if (row := _backend_row(key, group)) is not None]  # fmt: skip
     if not rows:
         return "<p class='note'>no data: no backend was timed at batch 1.</p>"
     headers = ["run", "preset", "fastest agreeing backend", "p99 ms", "eager p99 ms",
-               "floor ms", "p99 / floor"]  # fmt: skip
-    return _table(headers, rows, numeric=(3, 4, 5, 6))
+               "floor ms", "p99 / floor", "measurement"]  # fmt: skip
+    return _table(headers, rows, numeric=(3, 4, 5, 6)) + (
+        "<p class='note'>floor = the chosen backend's own weight bytes over the memory "
+        "bandwidth (the prediction its record puts beside the p50). A p99 below the floor is "
+        "a measurement problem, not a fast backend; the suite's own account is shown.</p>"
+    )
+
+
+def _backend_row(key: tuple, group: pd.DataFrame) -> list | None:
+    wide = group.pivot_table(
+        index="case_backend", columns="metric", values="value", aggfunc="first"
+    )
+    if "latency_p99_s" not in wide:
+        return None
+    timed = wide[wide["latency_p99_s"].notna()]
+    if "action_agreement" in timed:
+        timed = timed[timed["action_agreement"].fillna(1.0) >= AGREEMENT_THRESHOLD]
+    if timed.empty:
+        return None
+    best = timed["latency_p99_s"].idxmin()
+    own = group[group["case_backend"] == best]
+    # The floor is the prediction the suite puts beside this backend's p50 (its forward's bytes).
+    floor = own[own["metric"] == "latency_p50_s"]["predicted"].dropna()
+    floor_s = float(floor.iloc[0]) if len(floor) else None
+    p99 = float(timed.loc[best, "latency_p99_s"])
+    eager = wide["latency_p99_s"].get("eager")
+    problems = own["case_measurement_problem"].dropna() if "case_measurement_problem" in own else []
+    problem = str(problems.iloc[0]) if len(problems) else None
+    if problem is None and floor_s and p99 < floor_s:
+        problem = "p99 below the floor: the timing or the floor is wrong, not the backend fast"
+    return [
+        key[0],
+        key[1],
+        best,
+        _Raw(_e(f"{p99 * 1e3:.3f}") + loaded_mark(own, "latency_p99_s")),
+        "-" if eager is None or pd.isna(eager) else f"{eager * 1e3:.3f}",
+        "-" if floor_s is None else f"{floor_s * 1e3:.3f}",
+        "-" if not floor_s else f"{p99 / floor_s:.2f}x",
+        problem or "ok",
+    ]
+
+
+def loaded_mark(rows: pd.DataFrame, metric: str | None = None) -> str:
+    """HTML to put beside a timing taken on a loaded host (see host_load): the load per core;
+    empty when the rows carry no mark or were not loaded."""
+    if "loaded_host" not in rows:
+        return ""
+    if metric is not None:
+        rows = rows[rows["metric"] == metric]
+    loaded = rows[rows["loaded_host"].astype(bool) & timing_rows(rows)]
+    if loaded.empty:
+        return ""
+    load = float(loaded["host_load"].max())
+    return (
+        f" <span class='bad' title='host load per core {load:.2f}'>(loaded host {load:.1f})</span>"
+    )
 
 
 def unavailable_table(df: pd.DataFrame) -> str:
-    """Every metric not measured and every case that did not pass, with the reason."""
+    """Every metric not measured and every case that did not pass: one line per run, suite and
+    reason, naming the presets and metrics it covers (the cases differ only in their knobs)."""
     unavailable = df[df["unavailable"].notna()]
     failed = df[df["status"] != "ok"].drop_duplicates(["run", "suite", "preset", "case"])
     rows = [
@@ -301,4 +352,107 @@ def unavailable_table(df: pd.DataFrame) -> str:
     ]
     if not rows:
         return "<p class='note'>Every figure was measured.</p>"
-    return _table(["run", "suite", "preset", "case", "metric", "why"], rows)
+    frame = pd.DataFrame(rows, columns=["run", "suite", "preset", "case", "metric", "why"])
+    lines = []
+    for (run, suite, why), group in frame.groupby(
+        ["run", "suite", "why"], sort=False, dropna=False
+    ):
+        lines.append(
+            (
+                run,
+                suite,
+                _some(group["preset"]),
+                _some(group["metric"]),
+                group["case"].nunique(),
+                why,
+            )
+        )
+    return _table(["run", "suite", "presets", "metrics", "cases", "why"], lines, numeric=(4,))
+
+
+def _some(values: pd.Series, most: int = 6) -> str:
+    """Distinct values in order, the first `most` of them and how many more."""
+    distinct = [str(v) for v in dict.fromkeys(values.dropna())]
+    more = len(distinct) - most
+    return ", ".join(distinct[:most]) + (f" and {more} more" if more > 0 else "")
+
+
+_PEER_METRICS = (
+    ("speedup_ratio_vs_sb3", "speedup vs SB3", "{:.2f}x"),
+    ("env_steps_per_s_ppo_core", "ppo_core steps/s", "{:,.0f}"),
+    ("env_steps_per_s_sb3", "SB3 steps/s", "{:,.0f}"),
+    ("validation_sharpe_ppo_core", "ppo_core val Sharpe", "{:.2f}"),
+    ("validation_sharpe_sb3", "SB3 val Sharpe", "{:.2f}"),
+)
+_ENV_METRICS = (
+    ("env_steps_per_s", "env steps/s", "{:,.0f}"),
+    ("env_step_s", "env step, all envs ms", "{:.3f}", 1e3),
+    ("policy_forward_s", "policy forward, all envs ms", "{:.3f}", 1e3),
+    ("forward_over_step", "forward / env step", "{:.2f}x"),
+)
+_OOS_METRICS = (
+    ("val_sharpe", "validation Sharpe", "{:.2f}"),
+    ("val_buy_and_hold_sharpe", "buy-and-hold", "{:.2f}"),
+    ("val_oracle_sharpe", "oracle", "{:.2f}"),
+    ("train_sharpe", "train Sharpe", "{:.2f}"),
+    ("sharpe_gap", "gap (train - val)", "{:+.2f}"),
+)
+
+
+def peer_table(df: pd.DataFrame) -> str:
+    """The peer suite: ppo_core against Stable-Baselines3 on the same PPO (steps/s, Sharpe)."""
+    note = (
+        "<p class='note'>speedup = the median over rounds of ppo_core's whole-learn() rate "
+        "over SB3's in the same round (both run back to back, so a busy spell hits both); it "
+        "can differ from the ratio of the two median rates beside it. Same environment, sizes "
+        "and PPO settings (the kind says which); Sharpe on the validation bars.</p>"
+    )
+    if not (df["suite"] == "peer").any():
+        return "<p class='note'>no data: no run has the SB3 peer suite (the [peers] extra).</p>"
+    return _metric_section(df, "peer", ["case_kind"], _PEER_METRICS, "SB3 peer") + note
+
+
+def env_table(df: pd.DataFrame) -> str:
+    """The env-step suite: environment steps per second and the policy forward beside them."""
+    return _metric_section(df, "env", ["case_forward_preset", "case_n_envs"], _ENV_METRICS, "env")
+
+
+def oos_table(df: pd.DataFrame) -> str:
+    """Each size's validation Sharpe beside buy-and-hold's and the oracle's on the same bars
+    (mean over seeds), and its train Sharpe and gap: what the out-of-sample picks stand on."""
+    return _metric_section(
+        df, "overfit", ["case_dataset", "case_length"], _OOS_METRICS, "overfitting", mean=True
+    )
+
+
+def _metric_section(
+    df: pd.DataFrame, suite: str, keys: list[str], metrics: tuple, name: str, *, mean=False
+) -> str:
+    rows_in = df[df["suite"] == suite]
+    if rows_in.empty:
+        return f"<p class='note'>no data: no run has the {name} suite.</p>"
+    # The env suite names the network it times in its case (forward_preset), not as a preset.
+    keys = ["run", *(["preset"] if rows_in["preset"].notna().any() else []), *keys]
+    keys = [k for k in keys if k in rows_in]
+    rows = []
+    for key, group in rows_in.groupby(keys, sort=False, dropna=False):
+        cells: list[object] = list(key)
+        for metric, _label, fmt, *scale in metrics:
+            cells.append(_metric_cell(group[group["metric"] == metric], fmt, scale, mean))
+        rows.append(cells)
+    headers = [k.removeprefix("case_") for k in keys]
+    headers += [label for _, label, *_ in metrics]
+    width = len(headers) - len(metrics)
+    return _table(headers, rows, numeric=range(width, len(headers)))
+
+
+def _metric_cell(rows: pd.DataFrame, fmt: str, scale: list, mean: bool) -> object:
+    """One figure (the mean over seeds when `mean`), marked when taken on a loaded host, or
+    why it is missing."""
+    values = rows["value"].dropna()
+    if values.empty:
+        why = rows["unavailable"].dropna()
+        return _Raw(f"<span class='note'>{_e(why.iloc[0])}</span>") if len(why) else None
+    value = float(values.mean() if mean else values.iloc[0]) * (scale[0] if scale else 1.0)
+    seeds = f" ({len(values)} seeds)" if mean and len(values) > 1 else ""
+    return _Raw(_e(fmt.format(value) + seeds) + loaded_mark(rows))

@@ -5,6 +5,7 @@ every chart drawn (plotly SVG nodes counted in the rendered DOM), and a screensh
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -118,3 +119,24 @@ def test_report_renders_in_headless_chromium_without_errors(tmp_path):
     assert shot.returncode == 0, shot.stderr[-2000:]
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert screenshot.stat().st_size > 50_000  # a blank page compresses to a few kB
+
+
+def test_at_800_px_no_table_scrolls_sideways(tmp_path):
+    report = render_report(RUNS, tmp_path / "report.html", plotlyjs="cdn")
+    probe = """<script>window.addEventListener('load', function () {
+      var wide = [];
+      document.querySelectorAll('div.wide').forEach(function (box, i) {
+        if (box.scrollWidth > box.clientWidth + 1) { wide.push(i + ':' + box.scrollWidth); } });
+      var out = document.createElement('pre'); out.id = 'too-wide';
+      out.setAttribute('data-page', String(document.documentElement.scrollWidth));
+      out.textContent = wide.join(','); document.body.appendChild(out); });</script>"""
+    probed = tmp_path / "probed.html"
+    probed.write_text(report.read_text(encoding="utf-8").replace("</body>", probe + "</body>"))
+    dump = _chromium(
+        "--window-size=800,2000", "--dump-dom", probed.as_uri(), user_data=tmp_path / "p800"
+    )
+    assert dump.returncode == 0, dump.stderr[-2000:]
+    found = re.search(r"<pre id=\"too-wide\" data-page=\"(\d+)\">([^<]*)</pre>", dump.stdout)
+    assert found, "the probe never ran"
+    assert int(found.group(1)) <= 800
+    assert found.group(2) == "", f"tables wider than the window: {found.group(2)}"
