@@ -72,7 +72,8 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         help="show a checkpoint's architecture, parameters, size and origin",
         description="Load a checkpoint safely (no pickled code runs) and show its hidden_dims, "
         "trunk, obs_dim, parameter count, file size beside the sizing model's prediction, "
-        "whether optimizer state is inside, and when and by which version it was written.",
+        "whether optimizer state is inside, when and by which version it was written, the "
+        "training config (budget, lr, gamma, cost...) and the data it was trained on.",
     )
     inspect.add_argument("checkpoint", help="a checkpoint file written by archbench")
     inspect.add_argument("--json", action="store_true", help="print the record as JSON")
@@ -82,7 +83,8 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "diff",
         help="compare the configs of two checkpoints",
         description="List the architecture fields (and training fields, when both files carry "
-        "them) that differ between two checkpoints, with both parameter counts. Exit status: "
+        "them, and the training data's identity) that differ between two checkpoints, with both "
+        "parameter counts. Exit status: "
         "0 same architecture, 1 different architecture, 2 error.",
     )
     diff.add_argument("a", help="first checkpoint")
@@ -178,6 +180,7 @@ def _diff(args: argparse.Namespace) -> int:
     for title, rows in (
         ("architecture", result.differences),
         ("training", result.training_differences),
+        ("training data", result.data_differences),
     ):
         if rows:
             console.print(f"{title} fields that differ:", highlight=False)

@@ -86,10 +86,49 @@ def inspect_table(info):  # info: checkpoint.CheckpointInfo
         "created": info.created or "unknown",
         "written by": f"ppo-archbench {info.archbench_version}, torch {info.torch_version}",
         "git commit": info.git_commit or "unknown",
+        "training": _training_words(info.training, info.progress),
+        "data": _data_words(info.data),
+        "weights": "all finite"
+        if not info.non_finite
+        else f"{info.non_finite:,} NaN or inf: diverged, cannot be evaluated or exported",
     }
     for field, value in rows.items():
         table.add_row(field, value)
     return table
+
+
+def _training_words(training: dict | None, progress: dict | None) -> str:
+    """inspect's line for the run config a checkpoint records (gamma, cost, lr, budget...)."""
+    if training is None:
+        return "not recorded (saved with the network alone)"
+    t = training
+    budget = f"{t['total_timesteps']:,} steps"
+    if progress is not None:
+        iterations = max(1, t["total_timesteps"] // (t["n_envs"] * t["n_steps"]))
+        budget += f", {progress['global_step']:,} done (iteration {progress['iteration']} of "
+        budget += f"{iterations})"
+    return (
+        f"{budget}; {t['n_envs']} envs x {t['n_steps']} steps, {t['n_epochs']} epochs, "
+        f"minibatch {t['minibatch_size']}; lr {t['learning_rate']:g}"
+        f"{' annealed' if t['anneal_lr'] else ''}, gamma {t['gamma']}, gae_lambda "
+        f"{t['gae_lambda']}, clip {t['clip_coef']}, ent_coef {t['ent_coef']}; cost "
+        f"{t['env']['cost_bps']:g} bp, episodes of {t['env']['episode_bars']} bars; seed "
+        f"{t['seed']}, precision {t['precision']}"
+    )
+
+
+def _data_words(data: dict | None) -> str:
+    """inspect's line for the training data a checkpoint records: what, where from, which bars."""
+    if data is None:
+        return "not recorded (written before archbench recorded it; pass --data to evaluate)"
+    origin = data.get("origin") or {}
+    source = ", ".join(f"{k} {v}" for k, v in origin.items() if k != "spec" and v is not None)
+    spec = origin.get("spec", data.get("name"))
+    when = [str(data.get(k, "?")).split(".")[0].replace("T", " ") for k in ("first", "last")]
+    return (
+        f"{data.get('name')} ({spec}{'; ' + source if source else ''}): {data.get('n_bars', 0):,} "
+        f"bars {when[0]} .. {when[1]}, sha256 {str(data.get('sha256'))[:16]}"
+    )
 
 
 def observation_words(info) -> str:  # a NetworkConfig or a checkpoint.CheckpointInfo

@@ -32,17 +32,27 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "data) oracle baselines. The checkpoint holds the full config, weights, Adam state and "
         "the training split's normalisation statistics.",
     )
-    size = size_options(train, "network size (default: medium)", "custom widths, e.g. 768,384,192")
+    size = size_options(
+        train,
+        "network size (default: tiny, which trains in minutes on a CPU; medium, the reference "
+        "size, wants a GPU; with --resume, the checkpoint's)",
+        "custom widths, e.g. 768,384,192",
+    )
     size.add_argument(
         "--auto", action="store_true", help="hidden_dims, n_envs and minibatch from the GPU tier"
     )
     _add_data_options(train, "synthetic; with --resume, the checkpoint's data")
     timesteps = default(PPOConfig, "total_timesteps")
     train.add_argument(
-        "--timesteps", type=int, default=timesteps, help=f"env steps (default {timesteps:,})"
+        "--timesteps",
+        type=int,
+        help=f"env steps (default {timesteps:,}); with --resume, steps MORE than the checkpoint "
+        "has run (default: what is left of its own budget)",
     )
     train.add_argument(
-        "--mode", choices=list(TRAINING_MODES), default="quick", help="training mode (quick)"
+        "--mode",
+        choices=list(TRAINING_MODES),
+        help="training mode (default quick; with --resume, the checkpoint's settings)",
     )
     train.add_argument(
         "--n-envs", type=int, help=f"parallel environments (default {default(PPOConfig, 'n_envs')})"
@@ -90,8 +100,15 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--compile", action="store_true", help="torch.compile the policy")
     train.add_argument("--checkpoint-every", type=int, default=0, metavar="N", help="iterations")
-    train.add_argument("--resume", metavar="CKPT", help="continue from this checkpoint")
-    train.add_argument("--out", default="model.pt", help="checkpoint path (default model.pt)")
+    train.add_argument(
+        "--resume",
+        metavar="CKPT",
+        help="continue this checkpoint's run: its architecture, data, costs and settings, for "
+        "what is left of its budget (or --timesteps more steps)",
+    )
+    train.add_argument(
+        "--out", help="checkpoint path (default model.pt; with --resume, the checkpoint itself)"
+    )
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
     train.set_defaults(handler=_train)
 
@@ -147,25 +164,30 @@ def _add_timestamp_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _training_config(args: argparse.Namespace):  # -> PPOConfig
+def _training_config(args: argparse.Namespace, stored=None):  # -> PPOConfig
+    """The run's PPOConfig: a new run's from the size options and --mode, a resumed run's
+    (`stored`, its checkpoint) from the checkpoint; then every flag given overrides."""
     from ppo_core.config import NetworkConfig, PPOConfig
     from ppo_core.presets import PRESETS, TRAINING_MODES, parse_hidden_dims
 
     if args.timesteps is not None and args.timesteps <= 0:
         raise ConfigError(f"--timesteps must be positive, got {args.timesteps}")
-    if args.auto:
+    timesteps = args.timesteps or default(PPOConfig, "total_timesteps")
+    if stored is not None:
+        config = _resumed_config(args, stored)
+    elif args.auto:
         from archbench_instrument.device.tiers import get_auto_config
 
-        config = get_auto_config(args.timesteps, args.mode, device=args.device)
+        config = get_auto_config(timesteps, args.mode or "quick", device=args.device)
     else:
-        dims = parse_hidden_dims(args.hidden_dims) if args.hidden_dims else PRESETS["medium"]
+        dims = parse_hidden_dims(args.hidden_dims) if args.hidden_dims else PRESETS["tiny"]
         if args.preset:
             dims = PRESETS[args.preset]
         config = PPOConfig(
-            total_timesteps=args.timesteps,
+            total_timesteps=timesteps,
             network=NetworkConfig(hidden_dims=dims),
             device=args.device,
-            **TRAINING_MODES[args.mode],
+            **TRAINING_MODES[args.mode or "quick"],
         )
     overrides = {
         "n_envs": args.n_envs,
@@ -181,13 +203,57 @@ def _training_config(args: argparse.Namespace):  # -> PPOConfig
     changes = {k: v for k, v in overrides.items() if v is not None}
     if args.cost_bps is not None:
         changes["env"] = dataclasses.replace(config.env, cost_bps=args.cost_bps)
-    if args.no_account_state:
+    if args.no_account_state and stored is None:
         changes["network"] = dataclasses.replace(config.network, account_state=False)
     changes.update(seed=args.seed, precision=args.precision, compile=args.compile)
     if "minibatch_size" not in changes:
         batch = changes.get("n_envs", config.n_envs) * changes.get("n_steps", config.n_steps)
         changes["minibatch_size"] = min(config.minibatch_size, batch)
-    return config.replace(**changes)
+    config = config.replace(**changes)
+    return config if stored is None else _resumed_budget(config, stored, args.timesteps)
+
+
+def _resumed_config(args: argparse.Namespace, stored):  # -> PPOConfig
+    """The checkpoint's run: its architecture (a size flag that asks for another one is refused
+    in one line), data layout, costs and settings; --mode, when given, resets what modes set."""
+    from ppo_core.config import PPOConfig
+    from ppo_core.presets import TRAINING_MODES, parse_hidden_dims
+
+    if args.auto:
+        raise ConfigError(
+            f"--auto picks a size for a new run; --resume continues {stored.path} at its own "
+            f"size {tuple(stored.config.hidden_dims)}: drop --auto"
+        )
+    wanted = stored.config
+    if args.preset or args.hidden_dims:
+        dims = parse_hidden_dims(args.preset or args.hidden_dims)
+        wanted = dataclasses.replace(wanted, hidden_dims=dims)
+    if args.no_account_state:
+        wanted = dataclasses.replace(wanted, account_state=False)
+    stored.check_architecture(wanted)
+    if stored.ppo_config is None:  # saved with its network alone: today's defaults train it
+        config = PPOConfig(network=stored.config, **TRAINING_MODES[args.mode or "quick"])
+    else:
+        config = stored.ppo_config.replace(network=stored.config)
+        if args.mode:
+            config = config.replace(**TRAINING_MODES[args.mode])
+    return config.replace(device=args.device)
+
+
+def _resumed_budget(config, stored, more: int | None):  # -> PPOConfig
+    """A resumed run's total_timesteps: `more` steps past the checkpoint's iterations, or
+    (`more` None) what is left of its own budget; a finished run is refused, nothing written."""
+    done = int(stored.meta.get("iteration", 0))
+    if more is None:
+        more = config.total_timesteps - int(stored.meta.get("global_step", 0))
+        if more < config.batch_size:
+            raise ConfigError(
+                f"{stored.path} has run its whole budget ({config.total_timesteps:,} steps, "
+                f"iteration {done}): nothing is left to resume; add --timesteps N to train "
+                "N more steps"
+            )
+    iterations = done + max(1, more // config.batch_size)
+    return config.replace(total_timesteps=iterations * config.batch_size)
 
 
 def _signal(args: argparse.Namespace) -> dict[str, Any]:
@@ -211,25 +277,15 @@ def _train(args: argparse.Namespace) -> int:
     from ppo_core.loaders import load_market_data
     from ppo_core.trainer import PPOTrainer
 
-    config = _training_config(args)
     check_range(args.bars, "--bars", 1, MAX_BARS)
+    # Read once (a checkpoint with Adam's state can be hundreds of MB).
+    stored = checkpoint.load(args.resume) if args.resume else None
+    config = _training_config(args, stored)
     out = _check_train_out(args)
     device = resolve_device(config.device).device
     resolve_precision(config.precision, device)  # refuse tf32/bf16 on a CPU before any work
-    normalizer, stored = None, None
-    if args.resume:
-        # Read once (a checkpoint with Adam's state can be hundreds of MB). The zero padding
-        # and the account gain are layout details, not choices: resume with the checkpoint's
-        # own (one made before either existed has input_multiple 1 and scale_account False).
-        stored = checkpoint.load(args.resume)
-        layout = {k: getattr(stored.config, k) for k in ("input_multiple", "scale_account")}
-        config = config.replace(network=dataclasses.replace(config.network, **layout))
-        stored.check_architecture(config.network)
-        if args.cost_bps is None and stored.ppo_config is not None:
-            # The run continues on its own task (costs, episodes) unless told otherwise.
-            config = config.replace(env=stored.ppo_config.env)
-        # Resumed weights were trained on the checkpoint's feature scaling: keep it.
-        normalizer = Normalizer.from_dict(stored.obs_norm) if stored.obs_norm else None
+    # Resumed weights were trained on the checkpoint's feature scaling: keep it.
+    normalizer = Normalizer.from_dict(stored.obs_norm) if stored and stored.obs_norm else None
     if stored is not None and args.data is None:
         market = _checkpoint_market(args, stored, args.resume)
     else:
@@ -248,18 +304,9 @@ def _train(args: argparse.Namespace) -> int:
     trainer = PPOTrainer(env, config.replace(device=str(device)))
     if stored is not None:
         trainer.resume(stored)
-    dims = ",".join(map(str, config.network.hidden_dims))
     with _StopAfterIteration() as stop:
         if not args.json:
-            print(
-                f"training hidden_dims ({dims}) on {market.name} ({len(market.timestamps):,} "
-                f"bars) for {config.total_timesteps:,} steps on {device}: "
-                f"{config.n_iterations} iterations of {config.n_envs} envs x "
-                f"{config.n_steps} steps; gamma {config.gamma}, gae_lambda "
-                f"{config.gae_lambda}, cost {config.env.cost_bps:g} bp, input "
-                f"{observation_words(config.network)}",
-                file=sys.stderr,
-            )
+            print(_banner(config, market, device, trainer.iteration, args.resume), file=sys.stderr)
         try:
             stats = trainer.learn(
                 checkpoint_path=out,
@@ -273,11 +320,19 @@ def _train(args: argparse.Namespace) -> int:
             print(
                 f"archbench train: interrupted by {name} after iteration {trainer.iteration} "
                 f"of {config.n_iterations}; checkpoint written to {out} "
-                f"(continue with --resume {out})",
+                f"(continue with: archbench train --resume {out})",
                 file=sys.stderr,
             )
             return 128 + (stop.signum or signal.SIGINT)
-    results = evaluate_with_baselines(trainer.policy, data, "validation", config.env.cost_bps)
+    try:
+        results = evaluate_with_baselines(trainer.policy, data, "validation", config.env.cost_bps)
+    except KeyboardInterrupt:
+        print(
+            "archbench train: interrupted during the final validation pass; the trained "
+            f"checkpoint {out} was kept (score it with: archbench evaluate {out})",
+            file=sys.stderr,
+        )
+        return 128 + signal.SIGINT
     summary = {
         "checkpoint": str(out),
         "hidden_dims": list(config.network.hidden_dims),
@@ -314,7 +369,22 @@ def _check_train_out(args: argparse.Namespace):  # -> Path
 
     # --out may be --resume's file: the continued run replaces it (atomically), as intended.
     data = [args.data] if args.data and Path(args.data).is_file() else []
-    return check_output(args.out, data, flag="--out", example="model.pt")
+    out = args.out or args.resume or "model.pt"
+    return check_output(out, data, flag="--out", example="model.pt")
+
+
+def _banner(config, market, device, done: int, resumed: str | None) -> str:
+    """What `train` is about to do, on one line: size, data, budget, discounting, cost, input."""
+    dims = ",".join(map(str, config.network.hidden_dims))
+    todo = config.n_iterations - done
+    start = f"resuming {resumed} after iteration {done}: training" if resumed else "training"
+    return (
+        f"{start} hidden_dims ({dims}) on {market.name} ({len(market.timestamps):,} bars) for "
+        f"{todo * config.batch_size:,} steps on {device}: {todo} iterations of "
+        f"{config.n_envs} envs x {config.n_steps} steps; gamma {config.gamma}, gae_lambda "
+        f"{config.gae_lambda}, cost {config.env.cost_bps:g} bp, input "
+        f"{observation_words(config.network)}"
+    )
 
 
 class _Stopped(Exception):
@@ -389,8 +459,10 @@ def _checkpoint_market(args: argparse.Namespace, ckpt, path: str):  # -> market.
     """The bars to evaluate on or resume with: --data when given, else the checkpoint's own
     training data (the checkpoint at `path`), rebuilt from its recorded origin and checked
     against its content hash."""
+    from pathlib import Path
+
     from ppo_core.errors import DataError
-    from ppo_core.loaders import load_market_data
+    from ppo_core.loaders import DATASETS, load_market_data
 
     if args.data is not None:
         return load_market_data(args.data, bars=args.bars, seed=args.seed, **_signal(args))
@@ -406,11 +478,17 @@ def _checkpoint_market(args: argparse.Namespace, ckpt, path: str):  # -> market.
             f"{path} does not record its training data (written before archbench "
             "recorded it); pass --data"
         )
+    spec = str(origin["spec"])
+    if spec.lower() not in ("synthetic", *DATASETS) and not Path(spec).exists():
+        raise DataError(
+            f"{path} was trained on the file {spec}, which is no longer there (moved or "
+            "deleted); pass --data with the file's path now to use it"
+        )
     options = {k: v for k, v in origin.items() if k != "spec" and v is not None}
-    market = load_market_data(origin["spec"], **options)
+    market = load_market_data(spec, **options)
     if market.content_hash() != identity.get("sha256"):
         raise DataError(
-            f"{path}: its training data {origin['spec']} has changed since training "
+            f"{path}: its training data {spec} has changed since training "
             f"(content hash differs); pass --data to evaluate on it as new data"
         )
     return market

@@ -155,6 +155,16 @@ class CheckpointInfo:
     """torch version that wrote it."""
     git_commit: str | None
     """Commit of the archbench source that wrote it, when known."""
+    non_finite: int = 0
+    """Weights that are NaN or inf (such a checkpoint cannot be evaluated, resumed or exported)."""
+    training: dict[str, Any] | None = None
+    """The run's PPOConfig without its network (gamma, cost, lr, budget, ...); None when the file
+    was saved with its network alone."""
+    progress: dict[str, int] | None = None
+    """{"iteration", "global_step"} the run had reached when saved; None when not recorded."""
+    data: dict[str, Any] | None = None
+    """The training data's identity (name, origin, sha256, bars, split times); None when the
+    file was written before archbench recorded it."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -174,6 +184,9 @@ class CheckpointDiff:
     """(NetworkConfig field, value in a, value in b) for every architecture field that differs."""
     training_differences: tuple[tuple[str, Any, Any], ...]
     """(PPOConfig field, a, b) where both files carry a training config and the values differ."""
+    data_differences: tuple[tuple[str, Any, Any], ...]
+    """(data identity field, a, b) where the training data differ (name, origin, sha256, bars,
+    splits; None on the side that does not record its data)."""
     params_a: int
     """Parameters stored in a."""
     params_b: int
@@ -191,6 +204,7 @@ class CheckpointDiff:
             "same_architecture": self.same_architecture,
             "differences": [list(d) for d in self.differences],
             "training_differences": [list(d) for d in self.training_differences],
+            "data_differences": [list(d) for d in self.data_differences],
             "params_a": self.params_a,
             "params_b": self.params_b,
         }
@@ -399,22 +413,39 @@ def _parse_configs(path: Path, raw: Any) -> tuple[NetworkConfig, PPOConfig | Non
     return network, ppo
 
 
+def _storage_key(tensor: torch.Tensor) -> tuple[int, int, tuple[int, ...]]:
+    """Equal for two names of one tensor (a shared trunk is stored under both)."""
+    return (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+
+
 def _stored_params(state_dict: dict[str, torch.Tensor]) -> int:
     """Parameters in a state dict, counting tensors that share storage (a shared trunk) once."""
     seen = set()
     total = 0
     for tensor in state_dict.values():
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        key = _storage_key(tensor)
         if key not in seen:
             seen.add(key)
             total += tensor.numel()
     return total
 
 
+def _non_finite(state_dict: dict[str, torch.Tensor]) -> tuple[int, list[str]]:
+    """NaN or inf weights in a state dict: their count and the tensors that hold them."""
+    bad = {name: int((~torch.isfinite(t)).sum()) for name, t in state_dict.items()}
+    names = [name for name, count in bad.items() if count]
+    seen = {_storage_key(state_dict[name]): bad[name] for name in names}  # shared trunk: once
+    return sum(seen.values()), names
+
+
 def load(
-    path: str | os.PathLike[str], config: NetworkConfig | PPOConfig | None = None
+    path: str | os.PathLike[str],
+    config: NetworkConfig | PPOConfig | None = None,
+    *,
+    allow_non_finite: bool = False,
 ) -> Checkpoint:
-    """Read a checkpoint safely; with `config`, refuse one of another architecture."""
+    """Read a checkpoint safely; with `config`, refuse one of another architecture. Weights
+    that are NaN or inf are refused (CheckpointError) unless allow_non_finite (inspect, diff)."""
     path = Path(path)
     payload = _read(path)
     network, ppo = _parse_configs(path, payload["config"])
@@ -431,6 +462,14 @@ def load(
             f"checkpoint {path} holds {stored:,} parameters but its own config "
             f"{tuple(network.hidden_dims)} has {expected:,}: the file is inconsistent"
         )
+    if not allow_non_finite:
+        count, names = _non_finite(state)
+        if count:
+            raise CheckpointError(
+                f"checkpoint {path} has {count:,} NaN or inf weights (of {stored:,}; first in "
+                f"{names[0]}): its training diverged, so it cannot be evaluated, resumed or "
+                "exported; use an earlier checkpoint"
+            )
     return Checkpoint(
         path=path,
         config=network,
@@ -460,10 +499,17 @@ def load_into(policy: nn.Module, path: str | os.PathLike[str]) -> Checkpoint:
 
 def inspect(path: str | os.PathLike[str]) -> CheckpointInfo:
     """Summarise a checkpoint file: architecture, parameters, size, optimizer state, origin."""
-    checkpoint = load(path)
+    checkpoint = load(path, allow_non_finite=True)
     network, meta = checkpoint.config, checkpoint.meta
     has_optimizer = checkpoint.optimizer_state_dict is not None
     sizing = estimate(network)
+    training = None
+    if checkpoint.ppo_config is not None:
+        training = checkpoint.ppo_config.to_dict()
+        del training["network"]
+    progress = None
+    if "iteration" in meta and "global_step" in meta:
+        progress = {"iteration": int(meta["iteration"]), "global_step": int(meta["global_step"])}
     return CheckpointInfo(
         path=str(checkpoint.path),
         file_bytes=checkpoint.file_bytes,
@@ -488,6 +534,10 @@ def inspect(path: str | os.PathLike[str]) -> CheckpointInfo:
         archbench_version=meta.get("archbench_version"),
         torch_version=meta.get("torch_version"),
         git_commit=meta.get("git_commit"),
+        non_finite=_non_finite(checkpoint.policy_state_dict)[0],
+        training=training,
+        progress=progress,
+        data=checkpoint.data,
     )
 
 
@@ -509,8 +559,9 @@ def _differences(a: dict[str, Any], b: dict[str, Any]) -> tuple[tuple[str, Any, 
 
 
 def diff(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> CheckpointDiff:
-    """Config fields that differ between two checkpoints, and both parameter counts."""
-    first, second = load(a), load(b)
+    """Config and training-data fields that differ between two checkpoints, and both
+    parameter counts."""
+    first, second = load(a, allow_non_finite=True), load(b, allow_non_finite=True)
     training: tuple[tuple[str, Any, Any], ...] = ()
     if first.ppo_config is not None and second.ppo_config is not None:
         ppo_a, ppo_b = first.ppo_config.to_dict(), second.ppo_config.to_dict()
@@ -521,6 +572,7 @@ def diff(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> CheckpointDiff
         path_b=str(second.path),
         differences=_differences(first.config.to_dict(), second.config.to_dict()),
         training_differences=training,
+        data_differences=_differences({"data": first.data or None}, {"data": second.data or None}),
         params_a=_stored_params(first.policy_state_dict),
         params_b=_stored_params(second.policy_state_dict),
     )

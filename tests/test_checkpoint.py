@@ -475,3 +475,90 @@ def test_a_checkpoint_from_before_the_padding_loads_unpadded_and_evaluates(tmp_p
     scaled = NetworkConfig(lookback=8, hidden_dims=(16,), input_multiple=1)
     with pytest.raises(ArchitectureMismatch, match="scale_account False; config asks for True"):
         checkpoint.load(path, config=scaled)
+
+
+def _poisoned(path: Path, value: float, which: str | None = None) -> Path:
+    """A copy of the checkpoint at `path` whose weights (or the tensor `which`) are `value`,
+    changed in place so a shared trunk stays one tensor."""
+    payload = torch.load(path, weights_only=True)
+    for name, tensor in payload["policy_state_dict"].items():
+        if which is None or name == which:
+            tensor.fill_(value)
+    out = path.with_name(f"poisoned-{which or 'all'}.pt")
+    torch.save(payload, out)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("value", "which"),
+    [(math.nan, None), (math.inf, "actor_head.2.bias"), (-math.inf, "critic_head.0.weight")],
+)
+def test_non_finite_weights_are_refused_on_load_in_one_line(
+    make_checkpoint, small_config, value, which
+):
+    path = _poisoned(make_checkpoint(small_config), value, which)
+    with pytest.raises(CheckpointError) as caught:
+        checkpoint.load(path)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1
+    assert f"checkpoint {path} has " in message
+    assert "NaN or inf weights" in message
+    assert "cannot be evaluated, resumed or exported" in message
+    if which is not None:
+        assert f"first in {which}" in message
+    with pytest.raises(CheckpointError, match="NaN or inf"):
+        checkpoint.load_into(ActorCritic(small_config), path)
+
+
+def test_inspect_and_diff_still_read_a_diverged_checkpoint(make_checkpoint, small_config):
+    good = make_checkpoint(small_config)
+    bad = _poisoned(good, math.nan)
+    info = checkpoint.inspect(bad)
+    assert info.non_finite == estimate(small_config).params  # the shared trunk counted once
+    assert checkpoint.inspect(good).non_finite == 0
+    assert checkpoint.diff(good, bad).same_architecture
+
+
+def test_inspect_shows_the_training_config_progress_and_data(tmp_path, small_config):
+    config = PPOConfig(network=small_config, learning_rate=1e-3, gamma=0.9, total_timesteps=512)
+    identity = {"name": "synthetic", "origin": {"spec": "synthetic", "seed": 3}, "sha256": "ab"}
+    path = checkpoint.save(
+        tmp_path / "run.pt",
+        config,
+        ActorCritic(small_config),
+        extra_meta={"iteration": 1, "global_step": 256},
+        data=identity,
+    )
+    info = checkpoint.inspect(path)
+    assert info.training["gamma"] == 0.9
+    assert info.training["learning_rate"] == 1e-3
+    assert info.training["total_timesteps"] == 512
+    assert info.training["env"]["cost_bps"] == config.env.cost_bps
+    assert "network" not in info.training
+    assert info.progress == {"iteration": 1, "global_step": 256}
+    assert info.data == identity
+    assert json.loads(json.dumps(info.to_dict()))["data"]["origin"]["seed"] == 3
+    bare = checkpoint.inspect(
+        checkpoint.save(tmp_path / "bare.pt", small_config, ActorCritic(small_config))
+    )
+    assert (bare.training, bare.progress, bare.data) == (None, None, None)
+
+
+def test_diff_lists_two_different_datasets(tmp_path, small_config):
+    policy = ActorCritic(small_config)
+
+    def saved(name, data):
+        return checkpoint.save(tmp_path / name, small_config, policy, data=data)
+
+    a = saved("a.pt", {"name": "synthetic", "sha256": "aa", "n_bars": 2000})
+    b = saved("b.pt", {"name": "prices", "sha256": "bb", "n_bars": 2000})
+    result = checkpoint.diff(a, b)
+    assert result.same_architecture
+    assert result.data_differences == (
+        ("data.name", "synthetic", "prices"),
+        ("data.sha256", "aa", "bb"),
+    )
+    assert checkpoint.diff(a, a).data_differences == ()
+    unknown = checkpoint.diff(a, saved("c.pt", None)).data_differences
+    assert ("data.sha256", "aa", None) in unknown
+    assert json.loads(json.dumps(result.to_dict()))["data_differences"][0][0] == "data.name"

@@ -64,7 +64,7 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path, monke
 
 def test_resume_keeps_the_checkpoints_feature_scaling(trained, tmp_path):
     out = tmp_path / "resumed.pt"
-    more = [a if a != "256" else "512" for a in SMALL]  # two more iterations
+    more = SMALL  # --timesteps on a resume is more steps: two more iterations
     other_data = ["--data", "synthetic", "--bars", "2500"]  # would fit another normaliser
     resume = ["--resume", str(trained), "--out", str(out), "--json"]
     assert main(["train", *more, *other_data, *resume]) == 0
@@ -186,7 +186,7 @@ def test_resume_of_a_checkpoint_from_before_the_padding_keeps_it_unpadded(traine
     assert checkpoint.load(old).config.obs_dim == 5303
 
     out = tmp_path / "resumed.pt"
-    more = [a if a != "256" else "512" for a in SMALL]
+    more = SMALL  # two more iterations
     assert main(["train", *more, *DATA, "--resume", str(old), "--out", str(out), "--json"]) == 0
     resumed = checkpoint.load(out)
     assert (resumed.config.input_multiple, resumed.config.obs_dim) == (1, 5303)
@@ -200,7 +200,7 @@ def test_resume_continues_on_the_checkpoints_own_data_and_costs(tmp_path):
     first, resumed = tmp_path / "first.pt", tmp_path / "resumed.pt"
     task = ["--data", "synthetic", "--bars", "2000", "--signal-strength", "0.3", "--cost-bps", "12"]
     assert main(["train", *SMALL, *task, "--device", "cpu", "--out", str(first), "--json"]) == 0
-    more = [a if a != "256" else "512" for a in SMALL]
+    more = SMALL  # two more iterations
     argv = ["train", *more, "--device", "cpu", "--resume", str(first), "--out", str(resumed)]
     assert main([*argv, "--json"]) == 0
     before, after = checkpoint.load(first), checkpoint.load(resumed)
@@ -252,3 +252,150 @@ def test_the_default_workload_is_learned_and_needs_discounting(tmp_path, capsys)
     assert mean["gamma 0.99"] > mean["baseline"] + 0.5, sharpe
     assert mean["gamma 0.99"] > mean["gamma 0"] + 0.5, sharpe
     assert sum(returns["gamma 0.99"]) > 0.05 * sum(returns["oracle"]), returns
+
+
+def _stop_after_first_iteration(monkeypatch) -> None:
+    """Ctrl-C during iteration 1: the handler stops the run once that iteration is done."""
+    from archbench_cli import training
+
+    def check(_self, stats):
+        if stats.iteration == 1:
+            raise training._Stopped
+
+    monkeypatch.setattr(training._StopAfterIteration, "check", check)
+
+
+def test_the_ctrl_c_hint_resumes_as_printed(tmp_path, monkeypatch, capsys):
+    """The printed `archbench train --resume X` continues the run as it was: its architecture,
+    settings, data and remaining budget; run again, it refuses, as nothing is left."""
+    monkeypatch.chdir(tmp_path)
+    _stop_after_first_iteration(monkeypatch)
+    four = [a if a != "256" else "512" for a in SMALL]  # 4 iterations of 4 x 32 steps
+    assert main(["train", *four, *DATA, "--device", "cpu", "--out", "run.pt"]) == 130
+    err = capsys.readouterr().err
+    assert "after iteration 1 of 4" in err
+    hint = err.split("continue with: ")[1].split(")")[0]
+    assert hint == "archbench train --resume run.pt"
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+
+    assert main(hint.split()[1:]) == 0
+    assert "resuming run.pt after iteration 1: training hidden_dims (32,16)" in (
+        capsys.readouterr().err
+    )
+    resumed = checkpoint.load("run.pt")
+    assert resumed.config.hidden_dims == (32, 16)
+    assert (resumed.ppo_config.n_envs, resumed.ppo_config.n_steps) == (4, 32)
+    assert resumed.ppo_config.total_timesteps == 512
+    assert (resumed.meta["iteration"], resumed.meta["global_step"]) == (4, 512)
+    assert resumed.data["origin"]["bars"] == 2000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]
+
+    written = (tmp_path / "run.pt").read_bytes()
+    assert main(hint.split()[1:]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "run.pt has run its whole budget (512 steps, iteration 4)" in err
+    assert "--timesteps N" in err
+    assert len(err.splitlines()) == 1
+    assert (tmp_path / "run.pt").read_bytes() == written  # not rewritten
+
+    # --timesteps on a resume is more steps: 128 is one more iteration, not a total of 128.
+    assert main([*hint.split()[1:], "--timesteps", "128", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["iterations"] == 1
+    assert checkpoint.load("run.pt").meta["iteration"] == 5
+
+
+def test_resume_refuses_auto_sizing(trained, capsys):
+    assert main(["train", "--auto", "--resume", str(trained), "--out", "x.pt"]) == 2
+    assert "drop --auto" in capsys.readouterr().err
+
+
+def test_an_interrupt_in_the_final_evaluation_says_the_checkpoint_was_kept(
+    tmp_path, monkeypatch, capsys
+):
+    from ppo_core import evaluation
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluation, "evaluate_with_baselines", interrupted)
+    out = tmp_path / "kept.pt"
+    assert main(["train", *SMALL, *DATA, "--device", "cpu", "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert f"the trained checkpoint {out} was kept" in err
+    assert f"archbench evaluate {out}" in err
+    assert checkpoint.load(out).meta["iteration"] == 2
+
+
+def test_a_moved_training_file_names_the_recorded_path_and_the_fix(trained, tmp_path, capsys):
+    import torch
+
+    payload = torch.load(trained, weights_only=True)
+    payload["data"]["origin"] = {"spec": str(tmp_path / "gone" / "prices.csv"), "bars": None}
+    moved = tmp_path / "moved.pt"
+    torch.save(payload, moved)
+    assert main(["evaluate", str(moved), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"was trained on the file {tmp_path / 'gone' / 'prices.csv'}" in err
+    assert "pass --data" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_train_defaults_to_the_tiny_preset_and_says_why(capsys):
+    from archbench_cli.main import build_parser
+    from archbench_cli.training import _training_config
+    from ppo_core.presets import PRESETS
+
+    args = build_parser().parse_args(["train"])
+    assert _training_config(args).network.hidden_dims == PRESETS["tiny"]
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "default: tiny, which trains in minutes on a CPU" in help_text
+    assert "with --resume, steps MORE than the checkpoint has run" in help_text
+
+
+def test_evaluate_refuses_nan_weights_in_one_line(trained, tmp_path, capsys):
+    import torch
+
+    payload = torch.load(trained, weights_only=True)
+    for tensor in payload["policy_state_dict"].values():
+        tensor.fill_(float("nan"))
+    diverged = tmp_path / "diverged.pt"
+    torch.save(payload, diverged)
+    capsys.readouterr()
+    assert main(["evaluate", str(diverged), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "NaN or inf weights" in err
+    assert main(["inspect", str(diverged), "--json"]) == 0  # inspect still shows what it is
+    assert json.loads(capsys.readouterr().out)["non_finite"] > 0
+
+
+def test_inspect_shows_the_training_config_and_data(trained, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    capsys.readouterr()
+    assert main(["inspect", str(trained)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "256 steps, 256 done (iteration 2 of 2); 4 envs x 32 steps" in text
+    assert "gamma 0.99, gae_lambda 0.95" in text
+    assert "cost 30 bp" in text
+    assert "synthetic (synthetic; bars 2000, seed 0, signal_strength 0.5): 2,000 bars" in text
+    assert checkpoint.load(trained).data["sha256"][:16] in text
+
+
+def test_diff_lists_two_different_datasets(trained, tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setenv("COLUMNS", "250")
+    payload = torch.load(trained, weights_only=True)
+    payload["data"]["origin"]["seed"] = 7
+    payload["data"]["sha256"] = "f" * 64
+    other = tmp_path / "other.pt"
+    torch.save(payload, other)
+    capsys.readouterr()
+    assert main(["diff", str(trained), str(other)]) == 0
+    text = capsys.readouterr().out
+    assert "training data fields that differ" in text
+    assert "data.origin.seed" in text
+    assert "data.sha256" in text

@@ -80,3 +80,22 @@ def test_export_into_a_missing_directory_is_a_clear_error(
     out = tmp_path / "nowhere" / "policy.onnx"
     assert main(["export", str(make_checkpoint(small_config)), "--onnx", str(out)]) == 2
     assert f"directory {out.parent} does not exist" in capsys.readouterr().err
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_before_anything_is_written(
+    tmp_path, capsys, small_config, make_checkpoint, monkeypatch
+):
+    # Refused whether or not the onnx extra is here: the weights are read before any export.
+    monkeypatch.setattr(backends, "onnx_missing", lambda: [])
+    path = make_checkpoint(small_config)
+    payload = torch.load(path, weights_only=True)
+    for tensor in payload["policy_state_dict"].values():
+        tensor.fill_(float("nan"))
+    torch.save(payload, path)
+    out = tmp_path / "policy.onnx"
+    assert main(["export", str(path), "--onnx", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "NaN or inf weights" in err
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
