@@ -154,20 +154,39 @@ def diff_table(rows):  # rows: [(field, a, b), ...]
     return table
 
 
-def eval_table(title: str, results: dict) -> None:
+def eval_table(title: str, results: dict, context=None) -> None:  # context: EvalContext
+    """The policy beside its baselines, then (with `context`) the cost, period, annualisation
+    and Sharpe standard error the figures must be read with, and what each baseline trades."""
     table = _new_table(title=title)
     for column in ("policy", "log return", "Sharpe", "max drawdown", "turnover", "hit rate"):
         table.add_column(column, justify="right" if column != "policy" else "left")
     for name, r in results.items():
+        spread = getattr(r, "sharpe_sd", None)  # a random policy: the draws' spread
         table.add_row(
             name,
             f"{r.total_log_return:+.4f}",
-            f"{r.sharpe:+.2f}",
+            f"{r.sharpe:+.2f}" + (f" (sd {spread:.2f})" if spread is not None else ""),
             f"{r.max_drawdown:.4f}",
             f"{r.turnover:.3f}",
             "-" if r.hit_rate is None else f"{r.hit_rate:.3f}",
         )
-    rich_console().print(table)
+    console = rich_console()
+    console.print(table)
+    for line in [] if context is None else _context_lines(context, results):
+        console.print(line, highlight=False)
+
+
+def _context_lines(context, results: dict) -> list[str]:  # context: evaluation.EvalContext
+    cost = context.cost
+    lines = [
+        f"cost: {cost.bps:g} bp per unit of position change ({cost.source})",
+        f"period: {context.first_bar} .. {context.last_bar}, {context.n_bars:,} bars = "
+        f"{context.years:.2f} years at {context.bars_per_year:,.0f} bars per year",
+        f"policy Sharpe standard error: +-{context.sharpe_standard_error:.2f} "
+        "(iid bars: ~1 / sqrt(years))",
+    ]
+    lines += [f"{name}: {note}" for name, note in context.baselines.items() if name in results]
+    return lines
 
 
 _BASIS_TAGS = {

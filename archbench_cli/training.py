@@ -1,5 +1,5 @@
 """`archbench train` and `archbench evaluate`: train a policy on a dataset and score a
-checkpoint against the buy-and-hold and flat baselines."""
+checkpoint against the baselines a trader uses, at the data's cost."""
 
 from __future__ import annotations
 
@@ -28,9 +28,10 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "train",
         help="train one network size with PPO on market data and save a checkpoint",
         description="Train an actor-critic of one size with PPO on the trading environment, "
-        "then print its validation metrics beside the flat, buy-and-hold, random and (synthetic "
-        "data) oracle baselines. The checkpoint holds the full config, weights, Adam state and "
-        "the training split's normalisation statistics.",
+        "then print its validation metrics beside the flat, buy-and-hold, trend-rule, "
+        "matched-turnover random and (synthetic data) oracle baselines, with the cost, the period, "
+        "bars per year and the Sharpe's standard error. The checkpoint holds the full config, "
+        "weights, Adam state and the training split's normalisation statistics.",
     )
     size = size_options(
         train,
@@ -80,8 +81,9 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--cost-bps",
         type=float,
-        help="trading cost per unit of position change, bp "
-        f"(default {default(EnvConfig, 'cost_bps'):g})",
+        help="trading cost per unit of position change, bp (default: the data's: "
+        f"synthetic {default(EnvConfig, 'cost_bps'):g}, eurusd-1h 1, sp500/nasdaq/googl 5; a file "
+        f"{default(EnvConfig, 'cost_bps'):g} with a warning)",
     )
     train.add_argument(
         "--no-account-state",
@@ -116,8 +118,11 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "evaluate",
         help="evaluate a checkpoint on a data split against baselines",
         description="Run a checkpoint's deterministic policy over a whole split and print total "
-        "log return, annualised Sharpe, max drawdown, turnover and hit rate beside the baselines. "
-        "Features are normalised with the statistics stored in the checkpoint.",
+        "log return, annualised Sharpe, max drawdown, turnover and hit rate beside the baselines "
+        "(flat, buy-and-hold, a trend rule, random at the policy's own turnover), with the cost "
+        "and where it came from, the split's period, bars per year and the Sharpe's standard "
+        "error (a warning above 1). Features are normalised with the statistics stored in the "
+        "checkpoint.",
     )
     evaluate.add_argument("checkpoint", help="a checkpoint written by `archbench train`")
     _add_data_options(evaluate, "the data the checkpoint was trained on")
@@ -127,6 +132,12 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "--allow-in-sample",
         action="store_true",
         help="score a split that overlaps the checkpoint's training bars anyway",
+    )
+    evaluate.add_argument(
+        "--cost-bps",
+        type=float,
+        help="trading cost per unit of position change, bp (default: the checkpoint's on its own "
+        "data, else the data's: eurusd-1h 1, sp500/nasdaq/googl 5, synthetic 30)",
     )
     evaluate.add_argument("--device", default=device, help=f"auto, cpu, cuda or cuda:N ({device})")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -273,7 +284,7 @@ def _train(args: argparse.Namespace) -> int:
     from ppo_core.data import Normalizer, prepare
     from ppo_core.device import resolve_device, resolve_precision
     from ppo_core.env import TradingEnv
-    from ppo_core.evaluation import evaluate_with_baselines
+    from ppo_core.evaluation import EvalContext, evaluate_with_baselines
     from ppo_core.loaders import load_market_data
     from ppo_core.trainer import PPOTrainer
 
@@ -291,6 +302,9 @@ def _train(args: argparse.Namespace) -> int:
     else:
         data_spec = args.data or "synthetic"
         market = load_market_data(data_spec, bars=args.bars, seed=config.seed, **_signal(args))
+    cost = _train_cost(args, market, stored)
+    _warn(cost.warning)  # before the training it would spoil
+    config = config.replace(env=dataclasses.replace(config.env, cost_bps=cost.bps))
     data = prepare(market, lookback=config.network.lookback, normalizer=normalizer)
     env = TradingEnv(
         data,
@@ -333,6 +347,7 @@ def _train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 128 + signal.SIGINT
+    context = EvalContext.of(data, "validation", cost, results["policy"])
     summary = {
         "checkpoint": str(out),
         "hidden_dims": list(config.network.hidden_dims),
@@ -344,6 +359,7 @@ def _train(args: argparse.Namespace) -> int:
         "iterations": len(stats),
         "last_iteration": stats[-1].to_dict() if stats else None,
         "validation": {name: r.to_dict() for name, r in results.items()},
+        "validation_context": context.to_dict(),
     }
     if args.json:
         print_json(summary)
@@ -356,9 +372,9 @@ def _train(args: argparse.Namespace) -> int:
                 f"{last.update_samples_per_s:,.0f} update samples/s, "
                 f"explained variance {last.explained_variance:.3f}"
             )
-        eval_table("validation split", results)
-        _sharpe_caveat("validation", results["policy"].n_bars, data.market.periods_per_year)
+        eval_table(f"validation split of {market.name}", results, context)
         print(f"checkpoint written to {out}")
+    _warn(context.caveat)
     return 0
 
 
@@ -439,20 +455,45 @@ def _check_features(ckpt, n_features: int) -> None:  # ckpt: checkpoint.Checkpoi
         )
 
 
-MIN_SHARPE_BARS = 252
-"""Fewest bars for a Sharpe ratio worth printing without a caveat: a year of daily bars, where
-the per-bar Sharpe's standard error is 1 / sqrt(252) = 0.063 (annualised: +-1.0 on daily bars;
-below it the figure is mostly noise, as the +64 of a 2-bar split was)."""
+def _train_cost(args: argparse.Namespace, market, stored):  # -> TradingCost
+    """The cost training pays: --cost-bps, else a resumed run's own (`stored`, the checkpoint
+    or None), else the data's default (a property of the data: 1 bp on hourly EUR/USD is not
+    the synthetic market's 30 bp)."""
+    from ppo_core.loaders import default_cost
+    from ppo_core.market import TradingCost
+
+    if args.cost_bps is not None:
+        return TradingCost(args.cost_bps, "--cost-bps")
+    if stored is not None and stored.ppo_config is not None:
+        return TradingCost(stored.ppo_config.env.cost_bps, f"the cost {args.resume} was trained at")
+    return default_cost(market)
 
 
-def _sharpe_caveat(split: str, n_bars: int, bars_per_year: float) -> None:
-    if n_bars < MIN_SHARPE_BARS:
-        error = (bars_per_year / max(n_bars, 1)) ** 0.5
-        print(
-            f"warning: the {split} split has {n_bars:,} bars; a Sharpe ratio needs at least "
-            f"{MIN_SHARPE_BARS} to mean much (its standard error here is ~+-{error:.1f})",
-            file=sys.stderr,
-        )
+def _evaluate_cost(args: argparse.Namespace, ckpt, market):  # -> TradingCost
+    """The cost a checkpoint is scored at: --cost-bps, else the cost it was trained at when
+    scored on its own data series, else the data's default."""
+    from ppo_core.loaders import default_cost
+    from ppo_core.market import TradingCost
+
+    if args.cost_bps is not None:
+        return TradingCost(args.cost_bps, "--cost-bps")
+    default = default_cost(market)
+    # The same series: the same recorded spec (a file's resolved path, a dataset's name).
+    trained = (ckpt.data or {}).get("origin") or {}
+    if ckpt.ppo_config is None or trained.get("spec") != (market.origin or {}).get("spec"):
+        return default
+    bps = ckpt.ppo_config.env.cost_bps
+    source = f"the cost {args.checkpoint} was trained at"
+    if bps != default.bps:
+        return TradingCost(bps, source)
+    # The data's default, said as such; on a file, the synthetic default keeps its warning.
+    return TradingCost(bps, f"{source}, {default.source}", default.warning)
+
+
+def _warn(message: str | None) -> None:
+    """A cost warning or a Sharpe caveat, on stderr so that --json output stays clean."""
+    if message:
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def _checkpoint_market(args: argparse.Namespace, ckpt, path: str):  # -> market.MarketData
@@ -522,13 +563,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ppo_core.data import Normalizer, prepare
     from ppo_core.device import resolve_device
     from ppo_core.errors import DataError
-    from ppo_core.evaluation import evaluate_with_baselines
+    from ppo_core.evaluation import EvalContext, evaluate_with_baselines
     from ppo_core.features import FEATURE_NAMES
     from ppo_core.network import ActorCritic
 
     ckpt = checkpoint.load(args.checkpoint)
     check_range(args.seed, "--seed", 0, MAX_SEED, low_inclusive=True)
     check_range(args.bars, "--bars", 1, MAX_BARS)
+    check_range(args.cost_bps, "--cost-bps", 0.0, 10_000.0, low_inclusive=True)
     _check_features(ckpt, len(FEATURE_NAMES))
     normalizer = Normalizer.from_dict(ckpt.obs_norm) if ckpt.obs_norm else None
     market = _checkpoint_market(args, ckpt, args.checkpoint)
@@ -539,12 +581,22 @@ def _evaluate(args: argparse.Namespace) -> int:
     policy = ActorCritic(ckpt.config)
     policy.load_state_dict(ckpt.policy_state_dict)
     policy.to(resolve_device(args.device).device)
-    cost_bps = ckpt.ppo_config.env.cost_bps if ckpt.ppo_config else 1.0
-    results = evaluate_with_baselines(policy, data, args.split, cost_bps)
+    cost = _evaluate_cost(args, ckpt, market)
+    _warn(cost.warning)
+    results = evaluate_with_baselines(policy, data, args.split, cost.bps)
+    context = EvalContext.of(data, args.split, cost, results["policy"])
     if args.json:
-        print_json({name: r.to_dict() for name, r in results.items()})
+        print_json(
+            {
+                "checkpoint": str(args.checkpoint),
+                "data": market.name,
+                "in_sample": bool(overlap),
+                **context.to_dict(),
+                "results": {name: r.to_dict() for name, r in results.items()},
+            }
+        )
     else:
         note = " (in-sample)" if overlap else ""
-        eval_table(f"{args.split} split of {market.name}{note}", results)
-    _sharpe_caveat(args.split, results["policy"].n_bars, market.periods_per_year)
+        eval_table(f"{args.split} split of {market.name}{note}", results, context)
+    _warn(context.caveat)
     return 0

@@ -27,6 +27,7 @@ __all__ = [
     "run_ppo_core",
     "run_sb3",
     "sb3_greedy_actions",
+    "sb3_loss_settings",
     "sb3_policy_kwargs",
     "sb3_vec_env",
 ]
@@ -152,8 +153,21 @@ def _sb3_learning_rate(config: PPOConfig) -> float | Callable[[float], float]:
     return lambda remaining: config.learning_rate * min(1.0, remaining + step)
 
 
+_SB3_VF_COEF_REASON = (
+    "SB3's value loss is F.mse_loss (the mean squared error) and ppo_core's is 0.5 x MSE, "
+    "so SB3 gets half of vf_coef: both then weigh the critic's error the same"
+)
+
+
+def sb3_loss_settings(config: PPOConfig) -> dict[str, Any]:
+    """The loss coefficients SB3 is given to minimise ppo_core's loss, with the reason, as the
+    peer record states them: {"sb3_vf_coef": ..., "sb3_vf_coef_reason": ...}."""
+    return {"sb3_vf_coef": 0.5 * config.vf_coef, "sb3_vf_coef_reason": _SB3_VF_COEF_REASON}
+
+
 def build_sb3_ppo(data: PreparedData, config: PPOConfig) -> Any:
-    """stable_baselines3.PPO with ppo_core's network and every PPO setting of `config`."""
+    """stable_baselines3.PPO with ppo_core's network and every PPO setting of `config`, its
+    loss matched to ppo_core's (see `sb3_loss_settings`)."""
     from stable_baselines3 import PPO
 
     lower_precision = config.precision in ("tf32", "bf16")
@@ -175,7 +189,7 @@ def build_sb3_ppo(data: PreparedData, config: PPOConfig) -> Any:
         clip_range_vf=None,
         normalize_advantage=config.norm_adv,
         ent_coef=config.ent_coef,
-        vf_coef=config.vf_coef,
+        vf_coef=sb3_loss_settings(config)["sb3_vf_coef"],
         max_grad_norm=config.max_grad_norm,
         policy_kwargs=sb3_policy_kwargs(config.network),
         seed=config.seed,

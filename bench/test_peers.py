@@ -125,6 +125,7 @@ def test_peer_throughput(benchmark, emit, options, market, peer_preset, kind):
             "timed": "whole learn(): rollouts, GAE and updates; construction excluded",
             "evaluation": "argmax actions over every validation bar (ppo_core.env)",
             **ALGORITHM,
+            **peers.sb3_loss_settings(config("sb3")),
             "cost_bps": network_cost_bps,
             "account_state": network.account_state,
             "account_gain": network.observation_layout["account_gain"],

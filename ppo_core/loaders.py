@@ -16,12 +16,14 @@ import pandas as pd
 from ppo_core.data import min_bars
 from ppo_core.errors import ConfigError, DataError
 from ppo_core.features import FEATURE_WARMUP
-from ppo_core.market import MarketData, median_spacing
+from ppo_core.market import MarketData, TradingCost, median_spacing
 from ppo_core.synthetic import DEFAULT_SIGNAL_STRENGTH, SYNTHETIC_BARS, make_synthetic
 
 __all__ = [
     "DATASETS",
+    "DATASET_COSTS",
     "TIMESTAMP_FORMATS",
+    "default_cost",
     "load_market_data",
     "load_ohlcv_file",
 ]
@@ -330,6 +332,51 @@ DATASETS: dict[str, tuple[str, str, str | None, str]] = {
     ),
 }
 """Named real datasets read offline from files inside installed packages (the `data` extra)."""
+
+
+_EQUITY_COST = (
+    5.0,
+    "US equities on daily bars: spread, commission and slippage of a liquid stock or index "
+    "tracker come to about 5 bp per unit traded",
+)
+DATASET_COSTS: dict[str, tuple[float, str]] = {
+    "sp500": _EQUITY_COST,
+    "nasdaq": _EQUITY_COST,
+    "googl": _EQUITY_COST,
+    "eurusd-1h": (
+        1.0,
+        "EUR/USD spot on hourly bars: a 0.5-1 pip spread plus slippage is about 1 bp "
+        "(a pip is 0.9 bp at 1.10)",
+    ),
+}
+"""The default cost of each named dataset (bp per unit of position change) and why."""
+
+
+def default_cost(market: MarketData) -> TradingCost:
+    """The cost `market` is traded at unless told otherwise: the synthetic market's own 30 bp
+    (EnvConfig's default), a named dataset's realistic cost, and for a file the synthetic
+    default with a warning. A file's cost is not guessed from its bars: spread estimators
+    (Roll, Corwin-Schultz) are biased on bars of unknown asset and spacing, and the user knows
+    the broker's price."""
+    from ppo_core.config import EnvConfig
+
+    synthetic = EnvConfig().cost_bps
+    # By its spec, not its name: a file's name is its path, which may start with 'synthetic'.
+    spec = str((market.origin or {}).get("spec", ""))
+    if market.expected_return is not None or spec.startswith("synthetic"):
+        return TradingCost(synthetic, "the synthetic market's default (EnvConfig.cost_bps)")
+    if market.name in DATASET_COSTS:
+        bps, why = DATASET_COSTS[market.name]
+        return TradingCost(bps, f"{market.name}'s default: {why}")
+    returns = np.diff(np.log(market.ohlcv[:, 3]))
+    volatility = float(np.std(returns)) * 1e4 if len(returns) > 1 else float("nan")
+    return TradingCost(
+        synthetic,
+        "the synthetic market's default (no --cost-bps)",
+        f"{market.name}: no --cost-bps, so the synthetic market's {synthetic:g} bp is used; it is "
+        f"{synthetic / volatility:.1f}x this file's per-bar volatility ({volatility:.1f} bp) and "
+        "may swamp any edge: pass your market's own (FX majors ~1 bp, liquid equities ~5 bp)",
+    )
 
 
 def _dataset_path(name: str) -> Path:

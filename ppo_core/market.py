@@ -12,7 +12,7 @@ import numpy as np
 
 from ppo_core.errors import DataError
 
-__all__ = ["YEAR_SECONDS", "MarketData", "median_spacing"]
+__all__ = ["YEAR_SECONDS", "MarketData", "TradingCost", "median_spacing"]
 
 YEAR_SECONDS = 365.25 * 24 * 3600
 """Seconds in a year of 365.25 days: the year every annualisation divides by."""
@@ -83,6 +83,18 @@ class MarketData:
         digest.update(np.ascontiguousarray(self.timestamps.astype("datetime64[ns]")).tobytes())
         digest.update(np.ascontiguousarray(self.ohlcv, dtype=np.float64).tobytes())
         return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class TradingCost:
+    """A cost per unit of position change, why it is that, and any doubt about it."""
+
+    bps: float
+    """Basis points per unit of position change (flat to long costs 1x, short to long 2x)."""
+    source: str
+    """Where it comes from: a flag, a checkpoint, or a dataset's default with its reason."""
+    warning: str | None = None
+    """Why it may not fit the data (the synthetic default used on a file); None when it fits."""
 
 
 def median_spacing(timestamps: np.ndarray) -> float:

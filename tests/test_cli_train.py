@@ -36,10 +36,14 @@ def test_evaluate_prints_policy_and_baselines(trained, capsys):
     capsys.readouterr()
     code = main(["evaluate", str(trained), *DATA, "--split", "test", "--device", "cpu", "--json"])
     assert code == 0
-    results = json.loads(capsys.readouterr().out)
-    assert set(results) == {"policy", "flat", "buy_and_hold", "random", "oracle"}
+    summary = json.loads(capsys.readouterr().out)
+    results = summary["results"]
+    assert set(results) == {"policy", "flat", "buy_and_hold", "trend", "random_matched", "oracle"}
     assert results["flat"]["total_log_return"] == 0.0
-    assert results["policy"]["n_bars"] == results["oracle"]["n_bars"] > 0
+    assert results["policy"]["n_bars"] == results["oracle"]["n_bars"] == summary["n_bars"] > 0
+    assert summary["cost"]["bps"] == 30.0  # the synthetic market's, as trained
+    assert summary["split"] == "test"
+    assert summary["first_bar"] < summary["last_bar"]
 
 
 @pytest.mark.parametrize(
@@ -115,7 +119,7 @@ def test_evaluate_defaults_to_the_checkpoints_own_data(trained, capsys):
     capsys.readouterr()
     # No --data: the 2,000 synthetic bars it was trained on, not 100,000 default ones.
     assert main(["evaluate", str(trained), "--split", "test", "--device", "cpu", "--json"]) == 0
-    results = json.loads(capsys.readouterr().out)
+    results = json.loads(capsys.readouterr().out)["results"]
     assert (
         results["policy"]["n_bars"]
         == checkpoint.load(trained).data["splits"]["test"][1]
@@ -147,7 +151,7 @@ def test_evaluate_warns_when_a_split_is_too_short_for_a_sharpe(trained, capsys):
     assert main(["evaluate", str(trained), *short, "--device", "cpu"]) == 0
     err = capsys.readouterr().err
     assert "warning: the test split has" in err
-    assert "at least 252" in err
+    assert "Sharpe's standard error is" in err
 
 
 def test_evaluate_names_changed_training_data(trained, tmp_path, capsys):

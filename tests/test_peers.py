@@ -103,3 +103,47 @@ def test_both_runners_train_and_evaluate_on_validation(data):
         assert run.validation.n_bars == end - start
         assert math.isfinite(run.validation.sharpe)
     assert runs[0].params == runs[1].params
+
+
+def test_sb3_minimises_ppo_core_loss_with_half_the_value_coefficient(data):
+    """SB3's value loss is F.mse_loss, ppo_core's 0.5 x MSE: with vf_coef halved, SB3's loss on
+    one minibatch equals ppo_core's ppo_loss, and so do the gradients it steps with."""
+    from ppo_core.ppo import ppo_loss
+
+    config = _config(data, total_timesteps=32, ent_coef=0.01, max_grad_norm=1e6)
+    assert config.batch_size == config.minibatch_size * 2  # two minibatches: use one
+    config = config.replace(minibatch_size=config.batch_size)  # one minibatch, one step
+    model = peers.build_sb3_ppo(data, config)
+    assert model.vf_coef == 0.5 * config.vf_coef
+    assert peers.sb3_loss_settings(config)["sb3_vf_coef"] == model.vf_coef
+    step, seen = model.policy.optimizer.step, {}
+
+    def capture(*args, **kwargs):
+        # Before the step: the weights the loss was taken at and the gradient SB3 steps with.
+        seen["weights"] = [p.detach().clone() for p in model.policy.parameters()]
+        seen["grads"] = [p.grad.detach().clone() for p in model.policy.parameters()]
+        return step(*args, **kwargs)
+
+    model.policy.optimizer.step = capture
+    model.learn(total_timesteps=config.batch_size)
+    sb3_loss = model.logger.name_to_value["train/loss"]
+
+    buffer = model.rollout_buffer  # flattened by SB3's get(): (batch, ...)
+    with torch.no_grad():
+        for p, w in zip(model.policy.parameters(), seen["weights"], strict=True):
+            p.copy_(w)
+    model.policy.zero_grad()
+    flat = lambda a: torch.as_tensor(a).reshape(-1)  # noqa: E731
+    obs, actions = torch.as_tensor(buffer.observations), flat(buffer.actions).long()
+    values, log_prob, entropy = model.policy.evaluate_actions(obs, actions)
+    terms = ppo_loss(
+        log_prob, flat(buffer.log_probs), flat(buffer.advantages), values.flatten(),
+        flat(buffer.values), flat(buffer.returns), entropy,
+        clip_coef=config.clip_coef, vf_coef=config.vf_coef, ent_coef=config.ent_coef,
+    )  # fmt: skip
+    # Without the halving the two would differ by 0.5 x vf_coef x MSE = vf_coef x value_loss.
+    assert config.vf_coef * terms.value_loss.item() > 1e-3
+    assert terms.loss.item() == pytest.approx(sb3_loss, rel=1e-5, abs=1e-7)
+    terms.loss.backward()
+    for p, theirs in zip(model.policy.parameters(), seen["grads"], strict=True):
+        torch.testing.assert_close(p.grad, theirs, rtol=1e-4, atol=1e-7)

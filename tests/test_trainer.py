@@ -216,7 +216,8 @@ def test_tiny_learns_to_hold_through_regimes_with_discounting_and_the_account_st
     assert policy.sharpe > results["buy_and_hold"].sharpe + 2.0
     assert policy.total_log_return > max(0.0, results["buy_and_hold"].total_log_return)
     assert policy.total_log_return > 0.1 * oracle.total_log_return
-    assert policy.turnover < 0.2 * results["random"].turnover  # holds, does not flip
+    # Holds, does not flip: uniformly random positions turn over 8/9 per bar.
+    assert policy.turnover < 0.2 * 8 / 9
 
 
 def test_time_limit_ends_are_bootstrapped_with_the_value_of_the_next_observation(data):
