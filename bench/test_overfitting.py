@@ -290,7 +290,8 @@ class _Scored:
 
 def _score_chosen(chosen: _Curve, data, config, network, device) -> _Scored:
     """Load the validation-chosen weights and judge them once on train, validation and test."""
-    from ppo_core.env import baselines, evaluate_positions, net_returns, oracle_split_positions
+    from ppo_core.baselines import trader_baselines
+    from ppo_core.env import evaluate_positions, net_returns, oracle_split_positions
     from ppo_core.evaluation import greedy_positions
     from ppo_core.network import ActorCritic
 
@@ -300,9 +301,10 @@ def _score_chosen(chosen: _Curve, data, config, network, device) -> _Scored:
     results, returns, oracle = {}, {}, {}
     for split in ("train", "validation", "test"):
         positions = greedy_positions(policy, data, split)
+        judged = evaluate_positions(positions, data, split, cost)
         results[split] = {
-            "policy": evaluate_positions(positions, data, split, cost),
-            **baselines(data, split, cost),
+            "policy": judged,
+            **trader_baselines(data, split, cost, judged.turnover, seed=config.seed),
         }
         returns[split] = net_returns(positions, data, split, cost)
         planted = oracle_split_positions(data, split, cost)
@@ -326,6 +328,8 @@ def _test_metrics(scored: _Scored, bars_per_year: float, seed: int) -> dict[str,
         "test_sharpe_ci95_low": Metric.measured(low, "ratio", None),
         "test_sharpe_ci95_high": Metric.measured(high, "ratio", None),
         "test_buy_and_hold_sharpe": Metric.measured(test["buy_and_hold"].sharpe, "ratio", None),
+        "test_trend_sharpe": Metric.measured(test["trend"].sharpe, "ratio", None),
+        "test_random_matched_sharpe": Metric.measured(test["random_matched"].sharpe, "ratio", None),
         "test_turnover": Metric.measured(test["policy"].turnover, "ratio", None),
     }
     if "oracle" in test:
@@ -616,6 +620,7 @@ def _metrics(results, value_loss, val_returns, oracle_returns) -> dict[str, Metr
         "val_buy_and_hold_sharpe": Metric.measured(
             results["validation"]["buy_and_hold"].sharpe, "ratio", None
         ),
+        "val_trend_sharpe": Metric.measured(results["validation"]["trend"].sharpe, "ratio", None),
         "train_value_loss": Metric.measured(value_loss["train"], "1", "lower"),
         "val_value_loss": Metric.measured(value_loss["validation"], "1", "lower"),
     }
