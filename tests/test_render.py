@@ -126,8 +126,8 @@ def test_a_real_bench_run_loads_recommends_and_renders(tmp_path):
     summary = preset_summary(df)
     assert (summary["memory_check_source"] == "peak_rss_bytes").all()
     page = render_report(df, tmp_path / "bench.html").read_text()
-    for name in CHARTS:
-        assert f'id="chart-{name}"' in page, name
+    for name in CHARTS:  # drawn, or a 'no data' note in the chart's place
+        assert f"id='chart-{name}'" in page or f'id="chart-{name}"' in page, name
 
 
 def test_unmeasured_and_failed_records_never_crash_a_report(tmp_path):
