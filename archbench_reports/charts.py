@@ -17,7 +17,7 @@ from archbench_reports.tables import record_predicted
 
 __all__ = ["CHARTS", "TITLES", "build_charts"]
 
-CHARTS = ("throughput", "latency", "memory", "overfit", "pareto")
+CHARTS = ("throughput", "latency", "memory", "overfit", "curves", "pareto")
 """The charts in page order; each is the div with id 'chart-NAME'."""
 
 _COMPONENTS = (
@@ -40,6 +40,7 @@ TITLES = {
     "latency": "Inference latency p50 / p99 per preset and backend",
     "memory": "Training memory by component: predicted vs measured",
     "overfit": "Overfitting: Sharpe gap (train - validation) per dataset length",
+    "curves": "Learning curves: train vs validation Sharpe per size, at the chosen step size",
     "pareto": "Pareto front: batch-1 p99 latency vs out-of-sample Sharpe",
 }
 """The heading each chart gets on the page."""
@@ -53,6 +54,7 @@ def build_charts(df: pd.DataFrame) -> dict[str, go.Figure | str]:
         "latency": _latency_figure(by_device),
         "memory": _memory_figure(by_device),
         "overfit": _overfit_figure(by_device),
+        "curves": _curves_figure(by_device),
         "pareto": _pareto_figure(by_device),
     }
 
@@ -271,6 +273,71 @@ def _overfit_figure(df: pd.DataFrame) -> go.Figure | str:
     fig.update_xaxes(title="dataset length (bars)", type="log")
     fig.update_yaxes(title="train - validation Sharpe (mean, 95% t CI over seeds)")
     return fig
+
+
+def _curves_figure(df: pd.DataFrame) -> go.Figure | str:
+    """One panel per dataset and length: per size, the mean validation (solid) and training
+    (dotted) Sharpe over seeds and folds at each point of the budget, with 95% t intervals; the
+    legend says which step size(s) validation chose for that size."""
+    m = df[(df["suite"] == "overfit") & (df["metric"] == "val_sharpe")]
+    m = m[m["series"].map(lambda s: bool(s.get("curve_val_sharpe")))]
+    if m.empty:
+        return "no learning curve in any run (overfit records written before the curves)"
+    dataset = m["case_dataset"] if "case_dataset" in m else pd.Series("data", index=m.index)
+    m = m.assign(setting=dataset.fillna("data") + " " + m["case_length"].fillna("").astype(str))
+    settings = list(dict.fromkeys(m["setting"]))
+    fig = make_subplots(rows=1, cols=len(settings), subplot_titles=settings)
+    many = m["run"].nunique() > 1
+    for col, setting in enumerate(settings, start=1):
+        rows = m[m["setting"] == setting]
+        for i, ((run, preset), group) in enumerate(rows.groupby(["run", "preset"], sort=False)):
+            name = f"{_label(run, preset, many)} (lr {_chosen_rates(group)})"
+            for key, split in (("curve_val_sharpe", "validation"), ("curve_train_sharpe", "train")):
+                trace = _curve_trace(group, key, name, split, _PALETTE[i % len(_PALETTE)])
+                trace.showlegend = split == "validation" and col == 1
+                fig.add_trace(trace, row=1, col=col)
+        fig.update_xaxes(title="env steps", row=1, col=col)
+    fig.update_yaxes(title="Sharpe (solid validation, dotted train)", row=1, col=1)
+    return fig
+
+
+def _curve_trace(group: pd.DataFrame, key: str, name: str, split: str, color: str) -> go.Scatter:
+    x, mean, low, high = _curve_band(group, key)
+    return go.Scatter(
+        x=x,
+        y=mean,
+        mode="lines+markers",
+        legendgroup=name,
+        name=name if split == "validation" else f"{name} train",
+        line={"color": color, "dash": None if split == "validation" else "dot"},
+        error_y={
+            "type": "data",
+            "symmetric": False,
+            "array": np.nan_to_num(high - mean),
+            "arrayminus": np.nan_to_num(mean - low),
+        },
+        hovertemplate=f"{split}<br>%{{x:,}} env steps<br>Sharpe %{{y:.2f}}<extra></extra>",
+    )
+
+
+def _curve_band(group: pd.DataFrame, key: str) -> tuple[np.ndarray, ...]:
+    """x (env steps of the first record) and the mean with its 95% t interval over records at
+    each point; records of another length of curve are left out rather than misaligned."""
+    curves = [(s["curve_env_steps"], s[key]) for s in group["series"] if key in s]
+    steps = curves[0][0]
+    values = np.array([v for x, v in curves if len(x) == len(steps)])  # (records, points)
+    stats = [mean_ci(values[:, j]) for j in range(values.shape[1])]
+    mean, low, high = (np.array(v, dtype=float) for v in zip(*stats, strict=True))
+    return np.array(steps), mean, low, high
+
+
+def _chosen_rates(group: pd.DataFrame) -> str:
+    """'0.001 x3, 0.003 x1': the step sizes validation chose, with how many seed-folds each."""
+    rates = group["series"].map(lambda s: s.get("lr_sweep_learning_rate"))
+    best = group["series"].map(lambda s: s.get("lr_sweep_best_val_sharpe"))
+    chosen = [r[int(np.argmax(b))] for r, b in zip(rates, best, strict=True) if r and b]
+    counts = pd.Series(chosen, dtype=float).value_counts().sort_index()
+    return ", ".join(f"{rate:g} x{n}" for rate, n in counts.items()) or "not recorded"
 
 
 def _pareto_figure(df: pd.DataFrame) -> go.Figure | str:

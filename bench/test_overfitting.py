@@ -13,7 +13,9 @@ block bootstrap over bars) and says plainly whether tiny's and the largest size'
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -43,6 +45,9 @@ def pytest_generate_tests(metafunc):
     if "seed" in metafunc.fixturenames:
         seeds = options.budget.overfit_seeds
         metafunc.parametrize("seed", seeds, ids=[f"seed{s}" for s in seeds])
+    if "fold" in metafunc.fixturenames:
+        folds = range(options.budget.overfit_folds)
+        metafunc.parametrize("fold", folds, ids=[f"fold{k}" for k in folds])
 
 
 REAL_DATASETS = ("sp500", "eurusd-1h")
@@ -71,52 +76,105 @@ def _is_synthetic(dataset: str) -> bool:
 
 
 def test_overfitting(
-    benchmark, emit, options, market_for, overfit_summary, size, dataset, length, seed
+    benchmark, emit, options, market_for, overfit_summary, size, dataset, length, seed, fold
 ):
     from ppo_core.config import EnvConfig, PPOConfig
-    from ppo_core.env import (
-        TradingEnv,
-        baselines,
-        evaluate_positions,
-        net_returns,
-        oracle_split_positions,
-    )
-    from ppo_core.evaluation import greedy_positions
-    from ppo_core.trainer import PPOTrainer
 
     budget = options.budget
     label, bars = length
-    data = market_for(dataset, bars, seed, label, budget.overfit_signal)
+    data = market_for(dataset, bars, seed, label, budget.overfit_signal, fold)
     network = size.network(data.n_features, data.lookback)
     sizing = estimate(network)
-    config = PPOConfig(
-        total_timesteps=budget.overfit_timesteps,
-        n_envs=budget.overfit_n_envs,
-        n_steps=budget.overfit_n_steps,
-        minibatch_size=budget.overfit_minibatch,
-        seed=seed,
-        device=options.device,
-        network=network,
-        env=EnvConfig(cost_bps=budget.overfit_cost_bps),
-        **ALGORITHM,
+
+    def config_at(learning_rate: float) -> PPOConfig:
+        return PPOConfig(
+            total_timesteps=budget.overfit_timesteps,
+            n_envs=budget.overfit_n_envs,
+            n_steps=budget.overfit_n_steps,
+            minibatch_size=budget.overfit_minibatch,
+            seed=seed,
+            device=options.device,
+            network=network,
+            env=EnvConfig(cost_bps=budget.overfit_cost_bps),
+            **{**ALGORITHM, "learning_rate": learning_rate},
+        )
+
+    config = config_at(ALGORITHM["learning_rate"])
+    case = _case(data, dataset, label, seed, fold, config, network, budget)
+    base = size_record(
+        SUITE, options, size.name, network, sizing, case=case, predicted={"params": sizing.params}
     )
-    train_start, train_end = data.splits.train
-    val_start, val_end = data.splits.validation
+    curves: list[_Curve] = []
+    try:
+        seconds = timed_rounds(
+            benchmark,
+            lambda: curves.extend(
+                _train_with_curve(data, config_at(lr), budget.overfit_curve_points)
+                for lr in budget.overfit_learning_rates
+            ),
+            rounds=1,
+            warmup=0,
+            device=options.device,
+        )
+        chosen = max(curves, key=lambda c: c.best_val_sharpe)
+        scored = _score_chosen(chosen, data, config, network, options.device)
+    except Exception as error:
+        if not is_oom(error):
+            raise
+        emit(oom_record(base, n_envs=config.n_envs, minibatch=config.minibatch_size))
+        return
+    metrics = _metrics(
+        scored.results, scored.value_loss, scored.returns["validation"], scored.oracle["validation"]
+    )
+    metrics.update(_test_metrics(scored, data.market.periods_per_year, seed))
+    metrics.update(_intervals(scored.returns["validation"], data.market.periods_per_year, seed))
+    train_s = sum(c.train_s for c in curves)
+    metrics["train_s"] = Metric.measured(train_s, "s", "lower", [c.train_s for c in curves])
+    metrics["train_env_steps_per_s"] = Metric.measured(
+        sum(c.env_steps for c in curves) / train_s, "1/s", "higher"
+    )
+    metrics["case_s"] = Metric.measured(seconds[0], "s", None)
+    metrics["chosen_learning_rate"] = Metric.measured(chosen.learning_rate, "1", None)
+    metrics["chosen_env_steps"] = Metric.measured(chosen.steps[chosen.best], "1", None)
+    emit(base.replace(metrics=metrics, series=_series(curves, chosen, scored)))
+    overfit_summary.append(
+        _Finished(
+            dataset,
+            label,
+            size.name,
+            network.hidden_dims,
+            seed,
+            fold,
+            scored.returns,
+            scored.oracle["test"],
+            data.market.periods_per_year,
+            chosen.learning_rate,
+        )
+    )
+
+
+def _case(data, dataset, label, seed, fold, config, network, budget) -> dict:
+    """The record's case: what the data, the fold, the budget and the algorithm were."""
     case = {
         "dataset": dataset,
         "length": label,
         "bars": int(data.market.n_bars),
         "bars_per_year": round(float(data.market.periods_per_year), 1),
         "seed": seed,
-        "train_bars": int(train_end - train_start),
-        "val_bars": int(val_end - val_start),
-        "val_start": int(val_start),
+        "fold": fold,
+        "n_folds": budget.overfit_folds,
+        "train_bars": int(np.subtract(*data.splits.train[::-1])),
+        "val_bars": int(np.subtract(*data.splits.validation[::-1])),
+        "test_bars": int(np.subtract(*data.splits.test[::-1])),
+        "val_start": int(data.splits.validation[0]),
+        "test_start": int(data.splits.test[0]),
         "train_env_steps": config.n_iterations * config.batch_size,
         "timesteps": budget.overfit_timesteps,
         "gamma": config.gamma,
         "gae_lambda": config.gae_lambda,
         "ent_coef": config.ent_coef,
-        "learning_rate": config.learning_rate,
+        "learning_rates": list(budget.overfit_learning_rates),
+        "curve_points": budget.overfit_curve_points,
         "cost_bps": config.env.cost_bps,
         "volatility": round(_annual_volatility(data), 6),
         "account_state": network.account_state,
@@ -124,74 +182,198 @@ def test_overfitting(
     }
     if _is_synthetic(dataset):
         case["signal_strength"] = budget.overfit_signal
-    base = size_record(
-        SUITE, options, size.name, network, sizing, case=case, predicted={"params": sizing.params}
+    return case
+
+
+@dataclass
+class _Curve:
+    """One step size's training run, scored at evenly spaced points of its budget."""
+
+    learning_rate: float
+    steps: list[int] = field(default_factory=list)
+    train_sharpe: list[float] = field(default_factory=list)
+    val_sharpe: list[float] = field(default_factory=list)
+    train_value_loss: list[float] = field(default_factory=list)
+    val_value_loss: list[float] = field(default_factory=list)
+    best: int = -1
+    """Index of the point with the best validation Sharpe (the model this run offers)."""
+    best_state: dict | None = None
+    """The policy's weights at that point, on the CPU."""
+    train_s: float = 0.0
+    """Seconds spent training (the scoring at curve points excluded)."""
+    env_steps: int = 0
+
+    @property
+    def best_val_sharpe(self) -> float:
+        return self.val_sharpe[self.best]
+
+
+def _train_with_curve(data, config, points: int) -> _Curve:
+    """Train at `config`, scoring train and validation (Sharpe of the greedy policy, value
+    loss) at `points` evenly spaced iterations; keep the weights at the best validation point."""
+    import time
+
+    from ppo_core.env import TradingEnv, evaluate_positions
+    from ppo_core.evaluation import greedy_positions
+    from ppo_core.trainer import PPOTrainer
+
+    env = TradingEnv(
+        data,
+        "train",
+        config.n_envs,
+        config.env,
+        config.device,
+        seed=config.seed,
+        network=config.network,
     )
-    try:
-        env = TradingEnv(
-            data,
-            "train",
-            config.n_envs,
-            config.env,
-            options.device,
-            seed=seed,
-            network=network,
-        )
-        trainer = PPOTrainer(env, config)
-        # One round that is the whole fixed-budget training run.
-        seconds = timed_rounds(
-            benchmark,
-            lambda: trainer.learn(progress=False),
-            rounds=1,
-            warmup=0,
-            device=options.device,
-        )
-        cost = config.env.cost_bps
-        results, returns = {}, {}
-        for split in ("train", "validation"):
+    trainer = PPOTrainer(env, config)
+    n = config.n_iterations
+    at = {max(1, round(n * (k + 1) / points)) for k in range(points)}
+    curve = _Curve(config.learning_rate)
+    scoring = 0.0
+
+    def score(stats) -> None:
+        nonlocal scoring
+        if trainer.iteration not in at:
+            return
+        began = time.perf_counter()
+        curve.steps.append(trainer.global_step)
+        for split, sharpes, losses in (
+            ("train", curve.train_sharpe, curve.train_value_loss),
+            ("validation", curve.val_sharpe, curve.val_value_loss),
+        ):
             positions = greedy_positions(trainer.policy, data, split)
-            results[split] = {
-                "policy": evaluate_positions(positions, data, split, cost),
-                **baselines(data, split, cost),
+            sharpes.append(evaluate_positions(positions, data, split, config.env.cost_bps).sharpe)
+            losses.append(trainer.value_loss(_fresh_env(data, split, config)))
+        if curve.best < 0 or curve.val_sharpe[-1] > curve.val_sharpe[curve.best]:
+            curve.best = len(curve.val_sharpe) - 1
+            curve.best_state = {
+                k: v.detach().cpu().clone() for k, v in trainer.policy.state_dict().items()
             }
-            returns[split] = net_returns(positions, data, split, cost)
-        oracle = oracle_split_positions(data, "validation", cost)
-        oracle_returns = None if oracle is None else net_returns(oracle, data, "validation", cost)
-        # Fresh envs seeded apart from training: the same rollout, bootstrap and GAE as
-        # training, on each split, so the two value losses are comparable.
-        value_loss = {
-            split: trainer.value_loss(
-                TradingEnv(
-                    data,
-                    split,
-                    config.n_envs,
-                    config.env,
-                    options.device,
-                    config.seed + 1,
-                    network=network,
-                )
-            )
-            for split in ("train", "validation")
-        }
-    except Exception as error:
-        if not is_oom(error):
-            raise
-        emit(oom_record(base, n_envs=config.n_envs, minibatch=config.minibatch_size))
-        return
-    metrics = _metrics(results, value_loss, returns["validation"], oracle_returns)
-    metrics.update(_intervals(returns["validation"], data.market.periods_per_year, seed))
-    metrics["train_s"] = Metric.measured(seconds[0], "s", "lower", seconds)
-    metrics["train_env_steps_per_s"] = Metric.measured(
-        trainer.global_step / seconds[0], "1/s", "higher"
+        scoring += time.perf_counter() - began
+
+    began = time.perf_counter()
+    trainer.learn(progress=False, on_iteration=score)
+    curve.train_s = time.perf_counter() - began - scoring
+    curve.env_steps = trainer.global_step
+    return curve
+
+
+def _fresh_env(data, split, config):
+    """Envs seeded apart from training: the same rollout, bootstrap and GAE as training, on
+    `split`, so the value losses of the two splits are comparable."""
+    from ppo_core.env import TradingEnv
+
+    return TradingEnv(
+        data,
+        split,
+        config.n_envs,
+        config.env,
+        config.device,
+        config.seed + 1,
+        network=config.network,
     )
-    series = {"val_net_returns": returns["validation"].tolist()}
-    if oracle_returns is not None:
-        series["oracle_val_net_returns"] = oracle_returns.tolist()
-    emit(base.replace(metrics=metrics, series=series))
-    overfit_summary.append(
-        (dataset, label, size.name, network.hidden_dims, seed, returns, oracle_returns,
-         data.market.periods_per_year)
-    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """The chosen model on every split: results beside baselines, per-bar net returns, value
+    losses, and the oracle's per-bar returns where the data planted an edge."""
+
+    results: dict
+    returns: dict
+    value_loss: dict
+    oracle: dict
+
+
+def _score_chosen(chosen: _Curve, data, config, network, device) -> _Scored:
+    """Load the validation-chosen weights and judge them once on train, validation and test."""
+    from ppo_core.baselines import trader_baselines
+    from ppo_core.env import evaluate_positions, net_returns, oracle_split_positions
+    from ppo_core.evaluation import greedy_positions
+    from ppo_core.network import ActorCritic
+
+    policy = ActorCritic(network).to(device)
+    policy.load_state_dict(chosen.best_state)
+    cost = config.env.cost_bps
+    results, returns, oracle = {}, {}, {}
+    for split in ("train", "validation", "test"):
+        positions = greedy_positions(policy, data, split)
+        judged = evaluate_positions(positions, data, split, cost)
+        results[split] = {
+            "policy": judged,
+            **trader_baselines(data, split, cost, judged.turnover, seed=config.seed),
+        }
+        returns[split] = net_returns(positions, data, split, cost)
+        planted = oracle_split_positions(data, split, cost)
+        oracle[split] = None if planted is None else net_returns(planted, data, split, cost)
+    value_loss = {
+        "train": chosen.train_value_loss[chosen.best],
+        "validation": chosen.val_value_loss[chosen.best],
+    }
+    return _Scored(results, returns, value_loss, oracle)
+
+
+def _test_metrics(scored: _Scored, bars_per_year: float, seed: int) -> dict[str, Metric]:
+    """The once-only judgement of the validation-chosen model on the test split."""
+    test = scored.results["test"]
+    low, high = _sharpe_interval(scored.returns["test"], bars_per_year, seed)
+    metrics = {
+        "test_sharpe": Metric.measured(test["policy"].sharpe, "ratio", "higher"),
+        "test_mean_return": Metric.measured(
+            float(scored.returns["test"].mean()), "log/bar", "higher"
+        ),
+        "test_sharpe_ci95_low": Metric.measured(low, "ratio", None),
+        "test_sharpe_ci95_high": Metric.measured(high, "ratio", None),
+        "test_buy_and_hold_sharpe": Metric.measured(test["buy_and_hold"].sharpe, "ratio", None),
+        "test_trend_sharpe": Metric.measured(test["trend"].sharpe, "ratio", None),
+        "test_random_matched_sharpe": Metric.measured(test["random_matched"].sharpe, "ratio", None),
+        "test_turnover": Metric.measured(test["policy"].turnover, "ratio", None),
+    }
+    if "oracle" in test:
+        metrics["test_oracle_sharpe"] = Metric.measured(test["oracle"].sharpe, "ratio", None)
+    else:
+        metrics["test_oracle_sharpe"] = Metric.unavailable_because(
+            "real data has no known oracle", "ratio", None
+        )
+    return metrics
+
+
+def _series(curves: list[_Curve], chosen: _Curve, scored: _Scored) -> dict[str, list[float]]:
+    """Per-bar returns for pairing sizes on the same bars, the chosen step size's learning
+    curve, and each step size's best validation Sharpe."""
+    series = {
+        "val_net_returns": scored.returns["validation"].tolist(),
+        "test_net_returns": scored.returns["test"].tolist(),
+        "curve_env_steps": [float(s) for s in chosen.steps],
+        "curve_train_sharpe": chosen.train_sharpe,
+        "curve_val_sharpe": chosen.val_sharpe,
+        "curve_train_value_loss": chosen.train_value_loss,
+        "curve_val_value_loss": chosen.val_value_loss,
+        "lr_sweep_learning_rate": [c.learning_rate for c in curves],
+        "lr_sweep_best_val_sharpe": [c.best_val_sharpe for c in curves],
+    }
+    for split in ("validation", "test"):
+        if scored.oracle[split] is not None:
+            key = "oracle_val_net_returns" if split == "validation" else "oracle_test_net_returns"
+            series[key] = scored.oracle[split].tolist()
+    return series
+
+
+@dataclass(frozen=True)
+class _Finished:
+    """What the session summary keeps of a finished case."""
+
+    dataset: str
+    length: str
+    size: str
+    hidden_dims: tuple[int, ...]
+    seed: int
+    fold: int
+    returns: dict
+    oracle_test: np.ndarray | None
+    bars_per_year: float
+    learning_rate: float
 
 
 def _annual_volatility(data) -> float:
@@ -233,29 +415,33 @@ def _sharpe_interval(returns: np.ndarray, bars_per_year: float, seed: int) -> tu
 
 @pytest.fixture(scope="session")
 def market_for(options):
-    """(dataset, bars, seed, label, signal) -> PreparedData at --lookback; real data: 'short'
-    is its last `bars` (the signal strength applies to synthetic data only)."""
-    from ppo_core.data import prepare
+    """(dataset, bars, seed, label, signal, fold) -> PreparedData of that walk-forward fold at
+    --lookback; real data: 'short' is its last `bars` (the signal strength applies to synthetic
+    data only). The normaliser is fitted on the fold's own training bars."""
+    from ppo_core.data import prepare, walk_forward_folds
     from ppo_core.loaders import load_market_data
 
-    cache = {}
+    markets, cache = {}, {}
 
-    def get(dataset, bars, seed, label, signal):
+    def market(dataset, bars, seed, label, signal):
         if _is_synthetic(dataset):
-            key = (dataset, bars, seed, signal)
-            if key not in cache:
-                market = load_market_data("synthetic", bars=bars, seed=seed, signal_strength=signal)
-                cache[key] = prepare(market, lookback=options.lookback)
-            return cache[key]
-        key = (dataset, label)
-        if key not in cache:
+            return load_market_data("synthetic", bars=bars, seed=seed, signal_strength=signal)
+        if (dataset, label) not in markets:
             full = load_market_data(dataset)
             if label == "long" or full.n_bars <= bars:
                 if label != "long":
                     pytest.skip(f"{dataset} has only {full.n_bars:,} bars; no shorter cut")
-                cache[key] = prepare(full, lookback=options.lookback)
+                markets[dataset, label] = full
             else:
-                cache[key] = prepare(full.tail(bars), lookback=options.lookback)
+                markets[dataset, label] = full.tail(bars)
+        return markets[dataset, label]
+
+    def get(dataset, bars, seed, label, signal, fold):
+        key = (dataset, bars, seed if _is_synthetic(dataset) else None, label, signal, fold)
+        if key not in cache:
+            data = market(dataset, bars, seed, label, signal)
+            folds = walk_forward_folds(data.n_bars, options.lookback, options.budget.overfit_folds)
+            cache[key] = prepare(data, lookback=options.lookback, splits=folds[fold])
         return cache[key]
 
     return get
@@ -301,34 +487,42 @@ def _sharpe(returns: np.ndarray, bars_per_year: float) -> float:
     return float(returns.mean() / std * math.sqrt(bars_per_year)) if std > 0 else 0.0
 
 
-def summary_lines(collected: list) -> list[str]:
-    """The end-of-session overfitting summary: intervals per size, and the verdict in words."""
+def summary_lines(collected: list[_Finished]) -> list[str]:
+    """The end-of-session overfitting summary, on the test split of each fold (the model chosen
+    on validation): intervals per size, the step size each got, the spread across folds, the
+    minimum detectable difference between neighbouring sizes, and the verdict in words."""
     if not collected:
         return []
     groups: dict = {}
-    for dataset, label, name, dims, _seed, returns, oracle, per_year in collected:
-        runs = groups.setdefault((dataset, label), {}).setdefault((sum(dims), name), [])
-        runs.append((returns["validation"], oracle, per_year))
+    for done in collected:
+        groups.setdefault((done.dataset, done.length), {}).setdefault(
+            (sum(done.hidden_dims), done.size), []
+        ).append(done)
     lines = [
         "",
-        "overfitting: validation mean net return per bar, 95% interval (seeds x blocks of "
-        f"{BOOTSTRAP_BLOCK} bars); Sharpe beside the cost-aware oracle's on the same bars",
+        "overfitting: test mean net return per bar of the validation-chosen model, 95% interval "
+        f"(seeds and folds x blocks of {BOOTSTRAP_BLOCK} bars); Sharpe beside the cost-aware "
+        "oracle's on the same bars",
     ]
     for (dataset, label), sizes in groups.items():
         ranked = sorted(sizes.items())
         intervals = {}
         for (_width, name), runs in ranked:
-            per_seed = [r for r, _, _ in runs]
-            mean, low, high = size_interval(per_seed)
+            per_run = [r.returns["test"] for r in runs]
+            mean, low, high = size_interval(per_run)
             intervals[name] = (mean, low, high)
-            sharpe = np.mean([_sharpe(r, y) for r, _, y in runs])
-            oracles = [_sharpe(o, y) for _, o, y in runs if o is not None]
+            sharpes = [_sharpe(r.returns["test"], r.bars_per_year) for r in runs]
+            oracles = [
+                _sharpe(r.oracle_test, r.bars_per_year) for r in runs if r.oracle_test is not None
+            ]
             beside = f" (oracle {np.mean(oracles):.1f})" if oracles else " (no oracle: real data)"
+            rates = ", ".join(f"{lr:g} x{n}" for lr, n in _counts(r.learning_rate for r in runs))
             lines.append(
                 f"  {dataset} {label} {name:>8}: {mean * 1e4:+.2f} bp/bar "
-                f"[{low * 1e4:+.2f}, {high * 1e4:+.2f}] over {len(per_seed)} seed(s); "
-                f"Sharpe {sharpe:.1f}{beside}"
+                f"[{low * 1e4:+.2f}, {high * 1e4:+.2f}] over {len(runs)} seed-fold(s); "
+                f"Sharpe {np.mean(sharpes):.1f}{_fold_spread(runs)}{beside}; lr {rates}"
             )
+        lines += _neighbour_lines(dataset, label, ranked)
         if len(ranked) > 1:
             first, last = ranked[0][0][1], ranked[-1][0][1]
             a, b = intervals[first], intervals[last]
@@ -339,6 +533,60 @@ def summary_lines(collected: list) -> list[str]:
                 else "separate: the difference exceeds the noise"
             )
             lines.append(f"  {dataset} {label}: {first} vs {last} intervals {verdict}")
+    return lines
+
+
+def _counts(values) -> list[tuple[float, int]]:
+    counts: dict[float, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return sorted(counts.items())
+
+
+def _fold_spread(runs: list[_Finished]) -> str:
+    """' (folds 1.2..3.4)': the range of the per-fold mean test Sharpe, when there are folds."""
+    by_fold: dict[int, list[float]] = {}
+    for r in runs:
+        by_fold.setdefault(r.fold, []).append(_sharpe(r.returns["test"], r.bars_per_year))
+    if len(by_fold) < 2:
+        return ""
+    means = [float(np.mean(v)) for v in by_fold.values()]
+    return f" (folds {min(means):.1f}..{max(means):.1f})"
+
+
+MDE_Z = 1.959964 + 0.841621
+"""z_(0.975) + z_(0.80): a paired difference this many standard errors from 0 is found at
+alpha 0.05 (two-sided) with 80% power (normal approximation)."""
+
+
+def minimum_detectable_difference(differences: list[float]) -> float | None:
+    """The smallest mean paired difference that `differences` (one per seed and fold) would
+    detect at alpha 0.05 with 80% power, from their own spread; None under 3 pairs."""
+    if len(differences) < 3:
+        return None
+    return float(MDE_Z * np.std(differences, ddof=1) / math.sqrt(len(differences)))
+
+
+def _neighbour_lines(dataset: str, label: str, ranked: list) -> list[str]:
+    """Per pair of neighbouring sizes: the paired test Sharpe difference (on the seeds and folds
+    both ran) and the minimum difference those pairs can detect."""
+    lines = []
+    for ((_w, small), a_runs), ((_v, big), b_runs) in itertools.pairwise(ranked):
+        a = {(r.seed, r.fold): _sharpe(r.returns["test"], r.bars_per_year) for r in a_runs}
+        b = {(r.seed, r.fold): _sharpe(r.returns["test"], r.bars_per_year) for r in b_runs}
+        diffs = [b[k] - a[k] for k in sorted(a.keys() & b.keys())]
+        if not diffs:
+            continue
+        mde = minimum_detectable_difference(diffs)
+        detect = (
+            f"minimum detectable difference {mde:.2f} Sharpe"
+            if mde is not None
+            else "too few pairs for a minimum detectable difference (need 3)"
+        )
+        lines.append(
+            f"  {dataset} {label}: {big} - {small} test Sharpe {np.mean(diffs):+.2f} over "
+            f"{len(diffs)} paired seed-fold(s); {detect}"
+        )
     return lines
 
 
@@ -370,6 +618,7 @@ def _metrics(results, value_loss, val_returns, oracle_returns) -> dict[str, Metr
         "val_buy_and_hold_sharpe": Metric.measured(
             results["validation"]["buy_and_hold"].sharpe, "ratio", None
         ),
+        "val_trend_sharpe": Metric.measured(results["validation"]["trend"].sharpe, "ratio", None),
         "train_value_loss": Metric.measured(value_loss["train"], "1", "lower"),
         "val_value_loss": Metric.measured(value_loss["validation"], "1", "lower"),
     }

@@ -317,8 +317,12 @@ def prepare(
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
     embargo: int | None = None,
     normalizer: Normalizer | None = None,
+    splits: Splits | None = None,
 ) -> PreparedData:
     """Features, splits and the train-only normaliser for `market`.
+
+    `splits` replaces the fractional cut (a walk-forward fold from `walk_forward_folds`); the
+    normaliser is then fitted on that fold's training bars, so no fold sees its future.
 
     The normaliser is fitted on every feature row a train observation can see:
     rows train.start - lookback + 1 .. train.end - 1. Pass the `normalizer` stored with a
@@ -331,7 +335,14 @@ def prepare(
             f"{need:,} (feature warm-up {FEATURE_WARMUP}, 2 embargoes, 3 splits)"
             + ("" if embargo is not None else f"; {_shorter_lookback(market.n_bars)}")
         )
-    splits = make_splits(market.n_bars, lookback, fractions, embargo)
+    if splits is None:
+        splits = make_splits(market.n_bars, lookback, fractions, embargo)
+    elif splits.embargo < lookback or splits.test[1] > market.n_bars:
+        raise DataError(
+            f"{market.name}: the given splits need embargo >= lookback {lookback} and at most "
+            f"{market.n_bars:,} bars; got embargo {splits.embargo}, test ending at "
+            f"{splits.test[1]:,}"
+        )
     raw = compute_features(market.ohlcv, market.timestamps)  # (T, 53)
     raw[:FEATURE_WARMUP] = np.nan  # no observation window reaches these rows; they become 0
     train_start, train_end = splits.train

@@ -85,6 +85,29 @@ def test_every_suite_runs_once_and_writes_a_valid_record(tmp_path):
     )
     for name in ("oracle_val_sharpe", "edge_capture", "val_mean_return", "val_sharpe_ci95_low"):
         assert name in overfit["metrics"], name
+    # The validation-chosen model is judged once on the fold's test split; the record carries
+    # its learning curve and each step size's best validation Sharpe.
+    assert case["fold"] == 0
+    assert case["test_start"] >= case["val_start"] + case["val_bars"]
+    assert len(series["test_net_returns"]) == case["test_bars"]
+    for name in (
+        "test_sharpe",
+        "test_sharpe_ci95_low",
+        "test_oracle_sharpe",
+        "chosen_learning_rate",
+    ):
+        assert overfit["metrics"][name]["value"] is not None, name
+    points = case["curve_points"]
+    for name in (
+        "curve_env_steps",
+        "curve_train_sharpe",
+        "curve_val_sharpe",
+        "curve_val_value_loss",
+    ):
+        assert len(series[name]) == points, name
+    assert series["curve_env_steps"] == sorted(series["curve_env_steps"])
+    assert series["lr_sweep_learning_rate"] == case["learning_rates"]
+    assert overfit["metrics"]["chosen_learning_rate"]["value"] in case["learning_rates"]
 
     train = [e["record"] for e in cases if e["record"]["suite"] == "train"]
     assert {r["precision"] for r in train} == {"fp32"}  # a CPU trains in fp32 only

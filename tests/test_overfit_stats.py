@@ -34,26 +34,64 @@ def test_block_bootstrap_widens_for_persistent_returns(overfit):
     assert blocks.std() > 4 * single.std()
 
 
-def _case(dataset, label, name, dims, seed, val, oracle):
-    return (dataset, label, name, dims, seed, {"validation": val}, oracle, 8766.0)
+def _case(overfit, dataset, label, name, dims, seed, test, oracle, fold=0, lr=1e-3):
+    return overfit._Finished(
+        dataset, label, name, dims, seed, fold, {"test": test}, oracle, 8766.0, lr
+    )
 
 
 def test_summary_says_plainly_whether_intervals_overlap(overfit):
     rng = np.random.default_rng(4)
     noise = [rng.normal(0, 1e-3, size=2000) for _ in range(3)]
     oracle = np.full(2000, 5e-4) + rng.normal(0, 1e-3, size=2000)
-    apart = [_case("synthetic", "short", "tiny", (8,), s, n, oracle) for s, n in enumerate(noise)]
+    apart = [
+        _case(overfit, "synthetic", "short", "tiny", (8,), s, n, oracle)
+        for s, n in enumerate(noise)
+    ]
     apart += [
-        _case("synthetic", "short", "large", (64, 32), s, n + 4e-4, oracle)
+        _case(overfit, "synthetic", "short", "large", (64, 32), s, n + 4e-4, oracle)
         for s, n in enumerate(noise)
     ]
     lines = overfit.summary_lines(apart)
     assert any("tiny vs large intervals separate" in line for line in lines)
     assert any("oracle" in line and "Sharpe" in line for line in lines)
-    close = [c for c in apart if c[2] == "tiny"] + [
-        _case("synthetic", "short", "large", (64, 32), s, n + 2e-5, oracle)
+    close = [c for c in apart if c.size == "tiny"] + [
+        _case(overfit, "synthetic", "short", "large", (64, 32), s, n + 2e-5, oracle)
         for s, n in enumerate(noise)
     ]
     assert any(
         "OVERLAP: this run cannot tell them apart" in x for x in overfit.summary_lines(close)
     )
+
+
+def test_summary_names_each_sizes_step_size_and_the_detectable_difference(overfit):
+    """The summary says which learning rate each size was chosen at, the spread across folds,
+    and, per neighbouring pair, the paired difference and the smallest one its pairs detect."""
+    rng = np.random.default_rng(5)
+    runs = []
+    for seed in range(3):
+        for fold in range(2):
+            noise = rng.normal(0, 1e-3, size=1500)
+            runs.append(_case(overfit, "synthetic", "long", "tiny", (8,), seed, noise, None,
+                              fold=fold, lr=3e-4))  # fmt: skip
+            runs.append(_case(overfit, "synthetic", "long", "small", (16,), seed, noise + 1e-4,
+                              None, fold=fold, lr=1e-3))  # fmt: skip
+    lines = overfit.summary_lines(runs)
+    tiny = next(line for line in lines if " tiny:" in line)
+    assert "lr 0.0003 x6" in tiny
+    assert "over 6 seed-fold(s)" in tiny
+    assert "(folds " in tiny
+    pair = next(line for line in lines if "small - tiny" in line)
+    assert "over 6 paired seed-fold(s)" in pair
+    assert "minimum detectable difference" in pair
+
+
+def test_minimum_detectable_difference_is_the_paired_power_formula(overfit):
+    """2.80 standard errors of the mean paired difference (alpha 0.05 two-sided, power 0.8),
+    computed by hand; under three pairs there is no spread to speak of."""
+    diffs = [1.0, 3.0, 2.0, 6.0]
+    sd = np.std(diffs, ddof=1)  # 2.160
+    assert overfit.minimum_detectable_difference(diffs) == pytest.approx(
+        (1.959964 + 0.841621) * sd / 2.0
+    )
+    assert overfit.minimum_detectable_difference([1.0, 2.0]) is None
