@@ -311,6 +311,9 @@ class BenchOptions:
     overfit_cost_bps)."""
     lookback: int = 100
     """Bars per observation of every network (--lookback; 100 is the reference shape)."""
+    cost_bps: float | None = None
+    """--cost-bps as given; None: synthetic data at the budget's cost, a real dataset at its
+    own (ppo_core.loaders.default_cost)."""
 
     @property
     def cuda(self) -> bool:

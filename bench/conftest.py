@@ -67,6 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
             smoke=smoke,
             budget=budget,
             lookback=parsed.lookback or BenchOptions.lookback,
+            cost_bps=parsed.cost_bps,
         )
     except (ArchbenchError, ValueError) as error:
         raise pytest.UsageError(str(error)) from None

@@ -95,7 +95,7 @@ def test_overfitting(
             seed=seed,
             device=options.device,
             network=network,
-            env=EnvConfig(cost_bps=budget.overfit_cost_bps),
+            env=EnvConfig(cost_bps=_cost_bps(options, dataset, data)),
             **{**ALGORITHM, "learning_rate": learning_rate},
         )
 
@@ -151,6 +151,18 @@ def test_overfitting(
             chosen.learning_rate,
         )
     )
+
+
+def _cost_bps(options, dataset: str, data) -> float:
+    """--cost-bps when given; else the synthetic market's budget cost, or a real dataset's own
+    cost (30 bp, calibrated on the synthetic market, would swamp an FX edge)."""
+    from ppo_core.loaders import default_cost
+
+    if options.cost_bps is not None:
+        return options.cost_bps
+    if _is_synthetic(dataset):
+        return options.budget.overfit_cost_bps
+    return default_cost(data.market).bps
 
 
 def _case(data, dataset, label, seed, fold, config, network, budget) -> dict:
