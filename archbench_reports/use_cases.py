@@ -418,6 +418,7 @@ def decide(use: UseCase, evidence: Evidence, budgets: Limits | None = None) -> D
         if not pool:
             best = max(skill_excluded, key=lambda k: scores[k].value)
             details.append("excluded: " + "; ".join(f"{k} ({v})" for k, v in excluded.items()))
+            details.append(f"interval: {scores[best].how}")
             return none(
                 f"no size shows skill on this data (best, for information: {best}, "
                 f"{_fmt(use, scores[best])})"
