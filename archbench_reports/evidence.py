@@ -159,7 +159,7 @@ def workload_text(row: pd.Series | dict) -> str:
     """
     work = row.get("workload")
     if isinstance(work, dict) and work:
-        keys = ("obs_dim", "market", "gamma", "cost_bps", "budget")
+        keys = ("observation", "obs_dim", "market", "gamma", "cost_bps", "budget")
         return "; ".join(f"{k} {_plain(work.get(k))}" for k in keys if work.get(k) is not None)
     case = row.get("case_dict") if isinstance(row.get("case_dict"), dict) else {}
     obs = row.get("obs_dim")
