@@ -196,17 +196,22 @@ def quantile_interval(
     """Distribution-free interval of the q-th percentile from two order statistics.
 
     [x_(l), x_(u)] covers the true quantile with probability P(l <= B < u), B ~ Bin(n, q/100),
-    for any continuous distribution; each tail is kept <= (1 - confidence) / 2. None when n is
-    too small for that (3 samples cannot give a 95% interval of a median; 200 cannot of a p99).
+    for any continuous distribution; the upper tail is kept <= (1 - confidence) / 2 and the
+    lower takes the rest of 1 - confidence. None when n is too small for that (3 samples
+    cannot give a 95% interval of a median; 200 cannot of a p99).
     """
     x = np.sort(np.asarray(values, dtype=float))
-    n, p, tail = len(x), q / 100, (1 - confidence) / 2
+    n, p, alpha = len(x), q / 100, 1 - confidence
     cdf = _binomial_cdf(n, p)  # cdf[k] = P(B <= k)
-    lows = np.nonzero(cdf <= tail)[0]  # P(B < l) = cdf[l - 1] <= tail
-    highs = np.nonzero(1 - cdf <= tail)[0]  # P(B >= u) = 1 - cdf[u - 1] <= tail
-    if n == 0 or not len(lows) or not len(highs) or highs[0] + 1 > n:
+    highs = np.nonzero(1 - cdf <= alpha / 2)[0]  # P(B >= u) = 1 - cdf[u - 1] <= alpha / 2
+    if n == 0 or highs[0] + 1 > n:
         return None
-    low_rank, high_rank = int(lows[-1]) + 1, int(highs[0]) + 1  # 1-based ranks
+    high_rank = int(highs[0]) + 1  # 1-based
+    # The lower tail takes what the discrete upper one left unused, so coverage stays near 95%.
+    lows = np.nonzero(cdf <= alpha - (1 - cdf[high_rank - 1]))[0]  # P(B < l) = cdf[l - 1]
+    if not len(lows):
+        return None
+    low_rank = int(lows[-1]) + 1
     return float(x[low_rank - 1]), float(x[high_rank - 1])
 
 
@@ -227,8 +232,8 @@ def _binomial_cdf(n: int, p: float) -> np.ndarray:
     k = np.arange(n + 1)
     if p <= 0 or p >= 1:
         return np.where(k >= (n if p >= 1 else 0), 1.0, 0.0)
-    log_choose = np.array([math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
-                           for i in k])  # fmt: skip
+    # log C(n, k) = sum over j <= k of log((n - j + 1) / j)
+    log_choose = np.concatenate([[0.0], np.cumsum(np.log((n - k[1:] + 1) / k[1:]))])
     pmf = np.exp(log_choose + k * math.log(p) + (n - k) * math.log1p(-p))
     return np.minimum(1.0, np.cumsum(pmf))
 
