@@ -93,6 +93,14 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     )
     compare.add_argument("--html", metavar="OUT.html", help="also write the table as HTML")
     compare.add_argument(
+        "--drift",
+        type=float,
+        default=None,
+        help="run-to-run drift allowed for timings (default 0.15, measured between two runs "
+        "of one commit on one GPU): a common shift of every tested timing row within it is "
+        "taken as drift and each row is judged relative to it; 0 judges the shift too",
+    )
+    compare.add_argument(
         "--alpha",
         type=float,
         default=0.05,
@@ -159,6 +167,7 @@ def _report_command(args: argparse.Namespace) -> int:
 def _compare_command(args: argparse.Namespace) -> int:
 
     from archbench_reports.compare import (
+        DEFAULT_DRIFT,
         compare_runs,
         comparison_html,
         has_regression,
@@ -177,8 +186,16 @@ def _compare_command(args: argparse.Namespace) -> int:
         from ppo_core.atomic import check_output
 
         check_output(args.html, [args.a, args.b], flag="--html", example="compare.html")
+    drift = DEFAULT_DRIFT if args.drift is None else args.drift
+    if not (math.isfinite(drift) and 0 <= drift < 1):
+        raise ConfigError(f"--drift must be a fraction in [0, 1) (0.15 = 15%), got {args.drift}")
     table = compare_runs(
-        args.a, args.b, alpha=args.alpha, tolerance=args.tolerance, min_effect=args.min_effect
+        args.a,
+        args.b,
+        alpha=args.alpha,
+        tolerance=args.tolerance,
+        min_effect=args.min_effect,
+        drift=drift,
     )
     print_comparison(table, console=rich_console(), show_all=args.all)
     if args.html:

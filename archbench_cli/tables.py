@@ -23,9 +23,15 @@ __all__ = [
 
 
 def rich_console():  # -> rich.console.Console
+    import os
+
     from rich.console import Console
 
-    # Not a terminal (a pipe, a file, a test): wide enough that no figure is wrapped.
+    # COLUMNS, when set, is the width asked for, terminal or not; else a terminal's own width;
+    # else (a pipe, a file, a test) wide enough that no figure is wrapped.
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return Console(file=sys.stdout, width=int(columns))
     return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
 
 
@@ -241,6 +247,7 @@ def print_comparison(table: pd.DataFrame, console=None, *, show_all: bool = Fals
         devices_note,
         number_text,
         ratio_text,
+        setup_note,
         verdict_text,
     )
 
@@ -252,6 +259,13 @@ def print_comparison(table: pd.DataFrame, console=None, *, show_all: bool = Fals
         console.print(f"[{style}]{escape(load.describe())}[/]")
     if devices_note(table):
         console.print(f"[bold cyan]{escape(devices_note(table))}[/]")
+    shift = table.attrs.get("run_shift")
+    if shift is not None:
+        console.print(
+            f"[{'dim' if shift.within_drift else 'bold yellow'}]{escape(shift.describe())}[/]"
+        )
+    if setup_note(table):
+        console.print(f"[bold cyan]{escape(setup_note(table))}[/]")
     counts = table["verdict"].value_counts()
     summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
     by_tolerance = int((table["decided_by"] == "tolerance").sum())

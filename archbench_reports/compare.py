@@ -27,19 +27,23 @@ from archbench_reports.stats import (
 from ppo_core.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_DRIFT",
     "DEFAULT_MIN_EFFECT",
     "DEFAULT_TOLERANCE",
     "HOST_LOAD_METRIC",
     "VERDICTS",
     "HostLoad",
+    "RunShift",
     "cell_text",
     "compare_runs",
     "comparison_html",
     "devices_note",
     "has_regression",
+    "judge_rows",
     "min_samples",
     "number_text",
     "ratio_text",
+    "setup_note",
     "unjudged_timing_rows",
     "verdict_text",
 ]
@@ -69,6 +73,14 @@ _TIMING_RATIOS = frozenset(
 # 2 / 1001 a count of resamples can show, the p-value is a normal fit of their log ratios.
 _BOOTSTRAP_RESAMPLES = 1000
 _PERCENTILE_NAME = re.compile(r"(?:^|_)p(\d{1,2}(?:\.\d+)?)(?:_|$)")
+
+DEFAULT_DRIFT = 0.15
+"""Run-to-run drift allowed for timings: two runs of one commit on one H200, 4.5 minutes apart at
+equal host load, differed by up to 15% on every train case (README, H200 runs). Two runs that
+were not interleaved share no clock: a common shift of every timing row no larger than this is
+taken as drift, and each row is judged relative to it; a larger one is judged as it stands."""
+# A common shift is the median over at least this many tested timing rows, or none is taken.
+_MIN_SHIFT_ROWS = 8
 
 DEFAULT_TOLERANCE = 0.10
 """Relative change that counts as improved or regressed for a figure with too few samples for
@@ -123,6 +135,36 @@ class HostLoad:
         )
 
 
+@dataclass(frozen=True)
+class RunShift:
+    """The common change of every tested timing row between two runs: drift or a real change."""
+
+    gain: float
+    """Median over the tested timing rows of how many times better B is (< 1: B slower)."""
+    rows: int
+    """How many rows the median is over."""
+    drift: float
+    """The run-to-run drift allowed (relative)."""
+
+    @property
+    def within_drift(self) -> bool:
+        """True: the shift is no larger than the drift, so rows are judged relative to it."""
+        return 1 - self.drift <= self.gain <= 1 / (1 - self.drift)
+
+    def describe(self) -> str:
+        change = f"B is {abs(self.gain - 1):.1%} {'faster' if self.gain > 1 else 'slower'}"
+        where = f"on the median of {self.rows} tested timing rows"
+        if self.within_drift:
+            return (
+                f"run-level shift: {change} {where}, within the {self.drift:.0%} run-to-run drift "
+                "of two runs of one commit: not a verdict; each timing row is judged relative to it"
+            )
+        return (
+            f"run-level shift: {change} {where}, beyond the {self.drift:.0%} run-to-run drift: "
+            "rows are judged as they stand"
+        )
+
+
 def min_samples(alpha: float = 0.05) -> int:
     """Smallest n (each side) with which a two-sided Mann-Whitney U can reach p <= alpha."""
     for n in range(2, 50):
@@ -138,6 +180,7 @@ def compare_runs(
     alpha: float = 0.05,
     tolerance: float = DEFAULT_TOLERANCE,
     min_effect: float = DEFAULT_MIN_EFFECT,
+    drift: float = DEFAULT_DRIFT,
 ) -> pd.DataFrame:
     """One row per (suite, preset, case, metric) present in either run.
 
@@ -151,8 +194,12 @@ def compare_runs(
     Mann-Whitney U, a mean by Welch's t (decided_by 'test'). Their p-values are corrected for
     the number of rows tested by Benjamini-Hochberg (`q_value`), and a change significant at
     q <= alpha but smaller than `min_effect` is 'same'. Figures with too few samples for a test
-    are judged by `tolerance` (decided_by 'tolerance'). host_load_per_core is not a row: it is
-    `table.attrs["host_load"]` (a HostLoad), and `timing` marks the rows a loaded host moves.
+    are judged by `tolerance` (decided_by 'tolerance'), except timings, which are 'insufficient
+    samples': run-to-run noise is larger than a tolerance can tell. A common shift of every
+    tested timing row within `drift` is taken as run-to-run drift (`table.attrs["run_shift"]`,
+    a RunShift) and each timing row is tested relative to it. host_load_per_core is not a row:
+    it is `table.attrs["host_load"]` (a HostLoad), and `timing` marks the rows a loaded host
+    moves.
     """
     if not (isinstance(alpha, int | float) and 0 < alpha < 1):
         raise ConfigError(f"compare alpha must be between 0 and 1, got {alpha!r}")
@@ -164,6 +211,8 @@ def compare_runs(
             f"compare min_effect must be a finite fraction in [0, 1), e.g. 0.05 for 5%; "
             f"got {min_effect!r}"
         )
+    if not (isinstance(drift, int | float) and 0 <= drift < 1):
+        raise ConfigError(f"compare drift must be a fraction in [0, 1), e.g. 0.15; got {drift!r}")
     frame_a, frame_b = _frame(a), _frame(b)
     table_a, table_b = _pooled(frame_a), _pooled(frame_b)
     keys = ["suite", "preset", "case", "metric"]
@@ -179,8 +228,10 @@ def compare_runs(
         status_b, on=keys[:3], how="left", suffixes=("_a", "_b")
     )
     rows = [_compare_row(row, alpha, tolerance) for row in merged.to_dict("records")]
-    _test_rows(rows, alpha, min_effect)
+    shift = judge_rows(rows, alpha, min_effect, drift)
     out = pd.DataFrame(rows, columns=_COLUMNS)
+    out.attrs["run_shift"] = shift
+    out.attrs["setup"] = (_setup(frame_a), _setup(frame_b))
     out.attrs["runs"] = (_name(frame_a), _name(frame_b))
     out.attrs["host_load"] = HostLoad(
         _median_load(frame_a), _median_load(frame_b), _own_load(frame_a), _own_load(frame_b)
@@ -188,6 +239,57 @@ def compare_runs(
     out.attrs["alpha"] = alpha
     out.attrs["devices"] = (", ".join(device_groups(frame_a)), ", ".join(device_groups(frame_b)))
     return out
+
+
+def judge_rows(
+    rows: list[dict], alpha: float, min_effect: float, drift: float = DEFAULT_DRIFT
+) -> RunShift | None:
+    """Sets every tested row's verdict (rows from _compare_row): the run-level shift first,
+    then each row's test relative to it where it is within the drift. Returns the shift."""
+    shift = _run_shift(rows, drift)
+    if shift is not None and shift.within_drift:
+        for row in rows:
+            if row["decided_by"] == "test" and row["timing"] and row["better"] is not None:
+                a, b = row["_samples"]
+                factor = shift.gain if row["better"] == "lower" else 1 / shift.gain
+                row["_samples"] = (a, tuple(v * factor for v in b))
+                row["_gain"] = row["gain"] / shift.gain
+    _test_rows(rows, alpha, min_effect)
+    return shift
+
+
+def _run_shift(rows: list[dict], drift: float) -> RunShift | None:
+    gains = [
+        row["gain"]
+        for row in rows
+        if row["decided_by"] == "test" and row["timing"] and row["gain"] > 0
+    ]
+    if len(gains) < _MIN_SHIFT_ROWS:
+        return None
+    return RunShift(float(np.exp(np.median(np.log(gains)))), len(gains), drift)
+
+
+def _setup(frame: pd.DataFrame) -> dict[str, str]:
+    """What each run ran with that moves timings without being the code: torch threads, and
+    the machines (shards) its records came from."""
+    threads = set()
+    for work in frame.get("workload", pd.Series(dtype=object)).dropna():
+        if isinstance(work, dict) and work.get("torch_threads") is not None:
+            threads.add(str(work["torch_threads"]))
+    machines = sorted({str(m) for m in frame["machine"].dropna()})
+    return {
+        "torch threads": ", ".join(sorted(threads)) or "not recorded",
+        "machines (shards)": f"{len(machines)}: {', '.join(machines)}",
+    }
+
+
+def setup_note(table: pd.DataFrame) -> str | None:
+    """A line naming what differs between the runs' setups (torch threads, shard layout)."""
+    setup_a, setup_b = table.attrs.get("setup", ({}, {}))
+    differ = [k for k in setup_a if setup_a.get(k) != setup_b.get(k)]
+    if not differ:
+        return None
+    return "setups differ: " + "; ".join(f"{k}: A {setup_a[k]}, B {setup_b.get(k)}" for k in differ)
 
 
 def devices_note(table: pd.DataFrame) -> str | None:
@@ -202,12 +304,15 @@ def devices_note(table: pd.DataFrame) -> str | None:
 
 
 def unjudged_timing_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The timing rows `has_regression` leaves out without allow_loaded: all of them when one
-    run is loaded (HostLoad), none otherwise."""
+    """The timing rows `has_regression` leaves out without allow_loaded: when one run is loaded
+    (HostLoad), those in which the loaded run is the slower one; none otherwise. A loaded run
+    that is still faster is judged: the load cannot have made it so."""
     load = table.attrs.get("host_load")
     if load is None or load.loaded is None:
         return table.iloc[0:0]
-    return table[table["timing"]]
+    gain = table["gain"]
+    loaded_slower = (gain < 1) if load.loaded == "B" else (gain > 1)
+    return table[table["timing"] & (loaded_slower | gain.isna())]
 
 
 def has_regression(table: pd.DataFrame, *, allow_loaded: bool = False) -> bool:
@@ -274,6 +379,12 @@ def comparison_html(table: pd.DataFrame) -> str:
         load_note = f"<p class='{css}'>{html.escape(load.describe())}.</p>"
     if devices_note(table):
         load_note += f"<p class='warn'>{html.escape(devices_note(table))}.</p>"
+    shift = table.attrs.get("run_shift")
+    if shift is not None:
+        css = "note" if shift.within_drift else "warn"
+        load_note += f"<p class='{css}'>{html.escape(shift.describe())}.</p>"
+    if setup_note(table):
+        load_note += f"<p class='warn'>{html.escape(setup_note(table))}.</p>"
     return (
         f"<p class='note'>A = {html.escape(str(run_a))}, B = {html.escape(str(run_b))}. "
         "Each metric is judged on the statistic it reports: a p99 (any percentile) by a "
@@ -538,7 +649,7 @@ def _test_rows(rows: list[dict], alpha: float, min_effect: float) -> None:
     directed = [row for row in tested if row["better"] is not None]
     for row, q in zip(directed, benjamini_hochberg([r["p_value"] for r in directed]), strict=True):
         row["q_value"] = float(q)
-        gain = row["gain"]
+        gain = row.pop("_gain", row["gain"])
         if q > alpha:
             row["verdict"] = "same"
         elif pd.isna(gain) or 1 - min_effect <= gain <= 1 / (1 - min_effect):
@@ -561,6 +672,9 @@ def _by_tolerance(out: dict, few: str, samples_a: tuple, samples_b: tuple) -> di
     a, b, tolerance = out["a"], out["b"], out["tolerance"]
     out["verdict"] = "insufficient samples"
     out["why"] = few
+    if out["timing"]:  # two runs of one commit drift 5-15%: a tolerance would only guess
+        out["why"] += "; a timing is not judged by a tolerance"
+        return out
     if out["better"] is None:
         out["why"] += "; the metric has no better direction for a tolerance to judge"
         return out

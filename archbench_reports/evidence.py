@@ -159,6 +159,11 @@ def workload_text(row: pd.Series | dict) -> str:
     """
     work = row.get("workload")
     if isinstance(work, dict) and work:
+        # Not the identity: the commit and threads (provenance), and the market's seed, since
+        # seeds that draw their own series are repeats of one task.
+        market = work.get("market")
+        if isinstance(market, dict):
+            work = {**work, "market": {k: v for k, v in market.items() if k != "seed"}}
         keys = ("observation", "obs_dim", "market", "gamma", "cost_bps", "budget")
         return "; ".join(f"{k} {_plain(work.get(k))}" for k in keys if work.get(k) is not None)
     case = row.get("case_dict") if isinstance(row.get("case_dict"), dict) else {}
