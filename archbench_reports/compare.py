@@ -40,6 +40,7 @@ __all__ = [
     "devices_note",
     "has_regression",
     "judge_rows",
+    "judge_samples",
     "min_samples",
     "number_text",
     "ratio_text",
@@ -242,10 +243,16 @@ def compare_runs(
 
 
 def judge_rows(
-    rows: list[dict], alpha: float, min_effect: float, drift: float = DEFAULT_DRIFT
+    rows: list[dict],
+    alpha: float,
+    min_effect: float,
+    drift: float = DEFAULT_DRIFT,
+    *,
+    intervals: bool = True,
 ) -> RunShift | None:
     """Sets every tested row's verdict (rows from _compare_row): the run-level shift first,
-    then each row's test relative to it where it is within the drift. Returns the shift."""
+    then each row's test relative to it where it is within the drift. Returns the shift.
+    intervals=False skips the medians' ratio intervals, which are shown, never decide."""
     shift = _run_shift(rows, drift)
     if shift is not None and shift.within_drift:
         for row in rows:
@@ -254,8 +261,36 @@ def judge_rows(
                 factor = shift.gain if row["better"] == "lower" else 1 / shift.gain
                 row["_samples"] = (a, tuple(v * factor for v in b))
                 row["_gain"] = row["gain"] / shift.gain
-    _test_rows(rows, alpha, min_effect)
+    _test_rows(rows, alpha, min_effect, intervals)
     return shift
+
+
+def judge_samples(
+    cases: list[dict],
+    *,
+    alpha: float = 0.05,
+    tolerance: float = DEFAULT_TOLERANCE,
+    min_effect: float = DEFAULT_MIN_EFFECT,
+    drift: float = DEFAULT_DRIFT,
+) -> list[dict]:
+    """compare_runs' verdicts on bare samples, for simulations: each case is {"metric",
+    "unit", "better", "samples_a", "samples_b"} (the value is the statistic the metric's name
+    says: a pNN, else the median). Returns the judged rows (keys as compare_runs' columns)."""
+    rows = []
+    for i, case in enumerate(cases):
+        match = _PERCENTILE_NAME.search(case["metric"])
+        q = float(match.group(1)) if match else 50.0
+        merged = {"suite": "sim", "preset": str(i), "case": "", "metric": case["metric"]}
+        for side in ("a", "b"):
+            samples = tuple(float(v) for v in case[f"samples_{side}"])
+            merged.update({
+                f"value_{side}": float(np.percentile(samples, q)), f"samples_{side}": samples,
+                f"better_{side}": case["better"], f"unit_{side}": case["unit"],
+                f"status_{side}": "ok", f"reason_{side}": None, f"unavailable_{side}": None,
+            })  # fmt: skip
+        rows.append(_compare_row(merged, alpha, tolerance))
+    judge_rows(rows, alpha, min_effect, drift, intervals=False)
+    return rows
 
 
 def _run_shift(rows: list[dict], drift: float) -> RunShift | None:
@@ -620,7 +655,7 @@ def _compare_row(row: dict, alpha: float, tolerance: float) -> dict:
     return out
 
 
-def _test_rows(rows: list[dict], alpha: float, min_effect: float) -> None:
+def _test_rows(rows: list[dict], alpha: float, min_effect: float, intervals: bool = True) -> None:
     """Runs each row's test, corrects the p-values for their number, and sets the verdicts.
 
     Benjamini-Hochberg rather than Holm: a quick run tests ~35 rows, and the smallest p a
@@ -636,7 +671,7 @@ def _test_rows(rows: list[dict], alpha: float, min_effect: float) -> None:
             row["p_value"] = welch_t_test(samples_a, samples_b).p_value
         elif row["test"] == "Mann-Whitney U":
             row["p_value"] = mann_whitney_u(samples_b, samples_a).p_value
-            if np.median(samples_a) != 0:
+            if intervals and np.median(samples_a) != 0:
                 row["ci_low"], row["ci_high"] = bootstrap_ratio_ci(
                     samples_a, samples_b, n_boot=_BOOTSTRAP_RESAMPLES, confidence=1 - alpha
                 )
