@@ -184,11 +184,11 @@ def print_pick(result) -> None:  # result: pick.PickResult
         "size",
         "hidden_dims",
         "params",
-        f"memory (of {result.budget_bytes / 1e9:.2f} GB)",
+        f"memory (of {result.budget_bytes / 2**30:.2f} GiB)",
         "rollout env steps/s",
         "update samples/s",
         "train steps/s",
-        "batch-1 latency p50 / p99",
+        "batch-1 latency p50 / p99 (fastest agreeing backend)",
         "Sharpe gap / data",
         "excluded because",
     ):
@@ -209,7 +209,7 @@ def print_pick(result) -> None:  # result: pick.PickResult
             c.label,
             ",".join(map(str, c.hidden_dims)),
             f"{c.params:,}",
-            f"{c.need_bytes / 1e9:.2f} GB " + ("fits" if c.fits else "[red]too big[/red]"),
+            f"{c.need_bytes / 2**30:.2f} GiB " + ("fits" if c.fits else "[red]too big[/red]"),
             _figure_text(c.env_steps_per_s, lambda v: f"{v:,.0f}"),
             _figure_text(c.update_samples_per_s, lambda v: f"{v:,.0f}"),
             _figure_text(c.train_steps_per_s, lambda v: f"{v:,.0f}"),
@@ -219,7 +219,9 @@ def print_pick(result) -> None:  # result: pick.PickResult
             style=style,
         )
     console.print(table)
-    context = "" if device.is_cpu else " + 0.5 GB CUDA context"
+    from ppo_core.sizing import CUDA_CONTEXT_BYTES
+
+    context = "" if device.is_cpu else f" + {CUDA_CONTEXT_BYTES / 2**30:.2f} GiB CUDA context"
     console.print(
         f"train memory: sizing model{context}, against {device.memory_gib:.1f} GiB minus a "
         f"{result.safety_margin:.0%} safety margin. train steps/s: rollout plus "

@@ -201,7 +201,8 @@ def resolve_use_case(text: str | None) -> str:
 
 
 def _gb(n: float) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+    """Binary units throughout, as the device's memory is stated (GiB), never GB beside GiB."""
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def pick(
@@ -235,6 +236,11 @@ def pick(
     _check_numbers(safety_margin, data_bars, latency_budget_s)
     tier = gpu_tier(None if device.is_cpu else device.name,
                     None if device.is_cpu else device.memory_gib, tiers)  # fmt: skip
+    run_list = results_runs(runs, device, precision)
+    settings = "as given" if n_envs or minibatch else None
+    if n_envs is None and minibatch is None:  # recommend the settings that were measured
+        n_envs, minibatch = _measured_settings(run_list)
+        settings = "the case measured on this device" if n_envs else None
     n_envs = n_envs or tier.n_envs
     n_steps = n_steps or int(TRAINING_MODES[mode]["n_steps"])
     minibatch = minibatch or min(tier.minibatch_size, n_envs * n_steps)
@@ -262,7 +268,6 @@ def pick(
     }
     context = 0 if device.is_cpu else CUDA_CONTEXT_BYTES
     budget = int(device.memory_bytes * (1.0 - safety_margin))
-    run_list = results_runs(runs, device, precision)
 
     candidates = [
         _candidate(size, run_list, device, precision, sizes, n_epochs, budget, context,
@@ -297,7 +302,17 @@ def pick(
     ]  # fmt: skip
     if chosen is not None:
         size = sizes[",".join(map(str, chosen.hidden_dims))]
-        why.extend(_fit_and_speed(chosen, size, device, tier, mode, context, budget, safety_margin))
+        settings = settings or f"tier {tier.name!r} defaults"
+        lines = _fit_and_speed(chosen, size, device, settings, mode, context, budget, safety_margin)
+        measured = None if decision is None or decision.size is None else decision.size.throughput
+        if measured is not None:  # one figure per size: the engine's, on the case it names
+            note = decision.size.throughput_note
+            lines = [
+                f"training {measured.value:,.0f} env steps/s (measured, wall-clock, {note})"
+                if line.startswith("training ~") else line
+                for line in lines
+            ]  # fmt: skip
+        why.extend(lines)
     return PickResult(
         device=device,
         use_case=name,
@@ -334,6 +349,27 @@ def _precisions(precision: str, device: GpuSpec) -> tuple[str, str | None]:
     if device.is_cpu and precision != "fp32":
         raise ConfigError(f"--precision {precision} needs a GPU; a CPU trains in fp32")
     return precision, precision
+
+
+def _measured_settings(run_list: list[ResultsRun]) -> tuple[int | None, int | None]:
+    """n_envs and minibatch of the train case most sizes measured on this device (the one the
+    engine compares them on); (None, None) when none was."""
+    rows = [r.rows for r in run_list if r.same]
+    if not rows:
+        return None, None
+    train = pd.concat(rows)
+    train = train[(train["suite"] == "train") & (train["status"] == "ok")]
+    if train.empty or not {"case_n_envs", "case_minibatch"} <= set(train.columns):
+        return None, None
+    counts = (
+        train.dropna(subset=["case_n_envs", "case_minibatch"])
+        .groupby(["case_n_envs", "case_minibatch"])["preset"]
+        .nunique()
+    )
+    if counts.empty:
+        return None, None
+    n_envs, minibatch = counts.idxmax()
+    return int(n_envs), int(minibatch)
 
 
 def _check_numbers(
@@ -400,7 +436,7 @@ def _fit_and_speed(
     chosen: Candidate,
     size: SizingEstimate,
     device: GpuSpec,
-    tier: TierRow,
+    settings: str,
     mode: str,
     context: int,
     budget: int,
@@ -414,10 +450,8 @@ def _fit_and_speed(
         f"fits: {_gb(chosen.need_bytes)} ({parts}{context_text}) of {_gb(budget)} "
         f"= {device.memory_gib:.1f} GiB minus a {safety_margin:.0%} safety margin"
     ]
-    given = n_envs != tier.n_envs or minibatch != min(tier.minibatch_size, n_envs * n_steps)
     lines.append(
-        f"n_envs {n_envs}, minibatch {minibatch}: "
-        + ("as given" if given else f"tier {tier.name!r} defaults")
+        f"n_envs {n_envs}, minibatch {minibatch}: {settings}"
         + f"; n_steps {n_steps}, {TRAINING_MODES[mode]['n_epochs']} epochs from the "
         f"{mode!r} training mode"
     )
@@ -477,7 +511,8 @@ def _evidence(
             if ",".join(map(str, c.hidden_dims)) not in measured
         ]
         sizes = sorted((*evidence.sizes, *extra), key=lambda s: s.params)
-        return replace(evidence, sizes=tuple(sizes))
+        note = f"{device.name}'s {device.memory_gib:.1f} GiB minus the safety margin"
+        return replace(evidence, sizes=tuple(sizes), memory_budget_note=note)
     evidence = evidence_from_frame(runs, budgets, device=device.name)
     sizes = []
     for c in candidates:
