@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from archbench_instrument.resample import annualised_sharpe, block_length, circular_block_indices
 from archbench_reports.stats import mean_ci, quantile_interval, quantile_upper_bound, t_critical_975
 
 __all__ = [
@@ -146,33 +147,6 @@ def percentile_score(samples: Sequence[float], q: float) -> Score:
     else:
         how = f"p{q:g} of {len(x)} samples, order-statistic 95% bounds"
     return Score(value, (), how, bounds, upper)
-
-
-def annualised_sharpe(returns: np.ndarray, bars_per_year: float) -> np.ndarray:
-    """Sharpe ratio of per-bar returns along the last axis, times sqrt(bars per year).
-
-    A flat series (zero spread) scores 0: it earned nothing, whatever its mean.
-    """
-    returns = np.asarray(returns, dtype=float)
-    mean = returns.mean(axis=-1)
-    std = returns.std(axis=-1, ddof=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(std > 0, mean / std, 0.0)
-    return ratio * math.sqrt(bars_per_year)
-
-
-def block_length(n_bars: int) -> int:
-    """Circular block bootstrap block length: sqrt(n), so regimes of tens of bars stay whole."""
-    return max(1, min(n_bars, round(math.sqrt(n_bars))))
-
-
-def circular_block_indices(n_bars: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_boot, n_bars) bar indices: blocks of block_length(n) from random starts, wrapping."""
-    block = block_length(n_bars)
-    n_blocks = math.ceil(n_bars / block)
-    starts = rng.integers(0, n_bars, size=(n_boot, n_blocks, 1))
-    idx = (starts + np.arange(block)) % n_bars  # (n_boot, n_blocks, block)
-    return idx.reshape(n_boot, -1)[:, :n_bars]
 
 
 def oos_scores(

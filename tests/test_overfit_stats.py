@@ -57,3 +57,17 @@ def test_summary_says_plainly_whether_intervals_overlap(overfit):
     assert any(
         "OVERLAP: this run cannot tell them apart" in x for x in overfit.summary_lines(close)
     )
+
+
+def test_the_suite_and_the_reports_share_one_block_bootstrap_and_one_sharpe(overfit):
+    from archbench_instrument import resample
+    from archbench_reports import scores
+
+    assert overfit.annualised_sharpe is scores.annualised_sharpe is resample.annualised_sharpe
+    assert overfit.circular_block_indices is scores.circular_block_indices
+    returns = np.random.default_rng(4).normal(3e-4, 1e-2, size=1652)
+    # the suite's per-case interval and the report's one-seed interval on the same bars
+    suite = overfit._sharpe_interval(returns, 8766.0, seed=0)
+    sharpe = float(scores.annualised_sharpe(returns, 8766.0))
+    report = scores.oos_scores({"a": ([sharpe], [returns])}, 8766.0)["a"].interval
+    assert suite == pytest.approx(report, abs=0.15 * (report[1] - report[0]))
