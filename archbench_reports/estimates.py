@@ -205,7 +205,7 @@ def throughput_figure(
     runs: list[ResultsRun],
     device: GpuSpec,
     precision: str,
-    sizes: dict[str, SizingEstimate],
+    sizes: dict[tuple[int, ...], SizingEstimate],
 ) -> Figure:
     """Measured on this device; else scaled from the nearest measured run; else roofline."""
     update = metric == "update_samples_per_s"
@@ -225,7 +225,7 @@ def throughput_figure(
             hits = _dims_rows(hits, dims, config.obs_dim)
             if hits.empty:
                 continue
-            source = sizes.get(dims_key) or estimate(
+            source = sizes.get(dims) or estimate(
                 NetworkConfig(**{**config.to_dict(), "hidden_dims": dims}),
                 size.n_envs,
                 size.n_steps,

@@ -255,7 +255,7 @@ def pick(
 
     all_dims = list(dict.fromkeys([*PRESETS.values(), *(tuple(d) for d in extra_dims)]))
     sizes = {
-        ",".join(map(str, dims)): estimate(
+        tuple(dims): estimate(
             NetworkConfig(**{**network.to_dict(), "hidden_dims": dims}),
             n_envs,
             n_steps,
@@ -281,8 +281,8 @@ def pick(
     if run_list:
         evidence = _evidence(runs, run_list, candidates, device, budgets, asked)
         decision = decide(use, evidence, budgets)
-        by_dims = {",".join(map(str, c.hidden_dims)): c for c in candidates}
-        chosen = None if decision.size is None else by_dims.get(decision.size.hidden_dims)
+        by_dims = {c.hidden_dims: c for c in candidates}
+        chosen = None if decision.size is None else by_dims.get(decision.size.dims)
         reason = decision.summary
     else:
         tier_params = estimate(
@@ -301,7 +301,7 @@ def pick(
         for r in run_list
     ]  # fmt: skip
     if chosen is not None:
-        size = sizes[",".join(map(str, chosen.hidden_dims))]
+        size = sizes[chosen.hidden_dims]
         settings = settings or f"tier {tier.name!r} defaults"
         lines = _fit_and_speed(chosen, size, device, settings, mode, context, budget, safety_margin)
         measured = None if decision is None or decision.size is None else decision.size.throughput
@@ -387,7 +387,7 @@ def _candidate(
     run_list: list[ResultsRun],
     device: GpuSpec,
     precision: str,
-    sizes: dict[str, SizingEstimate],
+    sizes: dict[tuple[int, ...], SizingEstimate],
     n_epochs: int,
     budget: int,
     context: int,
@@ -504,12 +504,9 @@ def _evidence(
     if same:
         frame = pd.concat([r.rows for r in run_list if r.same])
         evidence = evidence_from_frame(frame, budgets, device=device.name, precision=precision)
-        measured = {s.hidden_dims for s in evidence.sizes}
-        extra = [
-            Size(c.label, ",".join(map(str, c.hidden_dims)), c.params)
-            for c in candidates
-            if ",".join(map(str, c.hidden_dims)) not in measured
-        ]
+        measured = {s.dims for s in evidence.sizes}
+        extra = [Size(c.label, c.hidden_dims, c.params) for c in candidates
+                 if c.hidden_dims not in measured]  # fmt: skip
         sizes = sorted((*evidence.sizes, *extra), key=lambda s: s.params)
         note = f"{device.name}'s {device.memory_gib:.1f} GiB minus the safety margin"
         return replace(evidence, sizes=tuple(sizes), memory_budget_note=note)
@@ -521,7 +518,7 @@ def _evidence(
         sizes.append(
             Size(
                 label=c.label,
-                hidden_dims=",".join(map(str, c.hidden_dims)),
+                dims=c.hidden_dims,
                 params=c.params,
                 throughput=point_score(speed.value, speed.note) if usable else None,
                 throughput_note=speed.note,

@@ -185,8 +185,8 @@ class Size:
 
     label: str
     """Preset name, or the widths joined by 'x'."""
-    hidden_dims: str
-    """Widths, '1024,512,256'."""
+    dims: tuple[int, ...]
+    """Widths, (1024, 512, 256): the key sizes are matched by (pick's candidates too)."""
     params: int
     """Exact parameter count: the cost that breaks ties (fewer is cheaper)."""
     throughput: Score | None = None
@@ -207,6 +207,11 @@ class Size:
     """Cases that ran out of memory ('suite: case'): those settings are excluded, not the size."""
     runs: tuple[tuple[str, str], ...] = ()
     """(figure, run) pairs: which run each figure came from."""
+
+    @property
+    def hidden_dims(self) -> str:
+        """The widths as shown and passed on a command line, '1024,512,256'."""
+        return ",".join(map(str, self.dims))
 
 
 @dataclass(frozen=True)
@@ -317,7 +322,7 @@ def _size(s: dict) -> Size:
     note = str(s.get("throughput_case") or "") + (f"; {workload}" if workload else "")
     return Size(
         label=str(s["preset"]),
-        hidden_dims=str(s["hidden_dims"]),
+        dims=tuple(int(w) for w in str(s["hidden_dims"]).split(",")),
         params=int(s["params"]),
         throughput=_present(s.get("throughput_score")),
         throughput_note=note,
