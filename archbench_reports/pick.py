@@ -26,7 +26,7 @@ from archbench_reports.estimates import (
     results_runs,
     throughput_figure,
 )
-from archbench_reports.evidence import MEMORY_SAFETY_MARGIN
+from archbench_reports.evidence import MEMORY_SAFETY_MARGIN, combine_per_case, oos_cells
 from archbench_reports.scores import point_score
 from archbench_reports.use_cases import (
     USE_CASES,
@@ -509,7 +509,9 @@ def _evidence(
                  if c.hidden_dims not in measured]  # fmt: skip
         sizes = sorted((*evidence.sizes, *extra), key=lambda s: s.params)
         note = f"{device.name}'s {device.memory_gib:.1f} GiB minus the safety margin"
-        return replace(evidence, sizes=tuple(sizes), memory_budget_note=note)
+        # Out-of-sample figures do not depend on the device: every run's count.
+        oos = oos_cells(combine_per_case(runs)[0])
+        return replace(evidence, sizes=tuple(sizes), memory_budget_note=note, oos=oos)
     evidence = evidence_from_frame(runs, budgets, device=device.name)
     sizes = []
     for c in candidates:

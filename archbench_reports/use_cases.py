@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
@@ -260,6 +260,9 @@ class Decision:
     """One line: the answer and the figures that decided it, or 'no recommendation: <why>'."""
     details: tuple[str, ...] = ()
     """The rule, the data used, constraints, exclusions and sizes not measured, a line each."""
+    skill_shown: bool | None = None
+    """Out of sample: False when no size beat the baselines beyond the noise (the answer is
+    'no size shows skill'), True when the chosen one did; None: not an out-of-sample use case."""
 
     @property
     def hidden_dims(self) -> str | None:
@@ -424,10 +427,8 @@ def decide(use: UseCase, evidence: Evidence, budgets: Limits | None = None) -> D
             best = max(skill_excluded, key=lambda k: scores[k].value)
             details.append("excluded: " + "; ".join(f"{k} ({v})" for k, v in excluded.items()))
             details.append(f"interval: {scores[best].how}")
-            return none(
-                f"no size shows skill on this data (best, for information: {best}, "
-                f"{_fmt(use, scores[best])})"
-            )
+            why = f"no size shows skill on this data (best, for information: {best}, "
+            return replace(none(f"{why}{_fmt(use, scores[best])})"), skill_shown=False)
     if excluded:
         details.append("excluded: " + "; ".join(f"{k} ({v})" for k, v in excluded.items()))
     if not pool:
@@ -436,7 +437,8 @@ def decide(use: UseCase, evidence: Evidence, budgets: Limits | None = None) -> D
             + "; ".join(f"{k}: {v}" for k, v in excluded.items())
             + ")"
         )
-    return _choose(use, evidence, ranking, pool, details)
+    decision = _choose(use, evidence, ranking, pool, details)
+    return replace(decision, skill_shown=True) if ranking.cells else decision
 
 
 def _choose(

@@ -195,3 +195,20 @@ def test_mixed_workloads_are_ranked_apart_and_the_answer_says_which(runs, tmp_pa
         record["workload"] = {"obs_dim": 5303, "gamma": 0.99, "commit": "abc" if i % 2 else "def"}
     cells = oos_cells(load_runs([_save(tmp_path, "tagged", tagged)]))
     assert len(cells) == 1  # the commit is provenance, not the task
+
+
+def test_pick_reads_another_gpu_s_out_of_sample_figures_and_exits_3_without_skill(
+    runs, tmp_path, capsys
+):
+    from archbench_cli.main import main
+
+    h100 = Path(__file__).parent / "fixtures" / "h100" / "full-overfit-partial-cuda.json.gz"
+    overfit = _save(tmp_path, "h100-overfit", json.loads(gzip.decompress(h100.read_bytes())))
+    perf = _save(tmp_path, "h200-perf", runs["issue15-targets-cuda"])
+    args = ["pick", "--gpu", "h200", "--results", str(perf), "--results", str(overfit)]
+    # The Sharpe does not depend on the GPU: the H100's overfit run decides on the H200 too,
+    # and none of its sizes beats flat and buy-and-hold beyond the noise: exit status 3.
+    assert main([*args, "--use-case", "production"]) == 3
+    out = capsys.readouterr().out
+    assert "no out-of-sample figure" not in out
+    assert "no size shows skill" in out
