@@ -20,6 +20,7 @@ from archbench_reports.compare import (
     comparison_html,
     has_regression,
     min_samples,
+    setup_note,
     unjudged_timing_rows,
     verdict_text,
 )
@@ -458,3 +459,21 @@ def test_a_bad_min_effect_is_one_clear_line(value, capsys):
     assert "not a finite number" in err[0] or "must be a fraction in [0, 1)" in err[0]
     with pytest.raises(ConfigError, match="min_effect"):
         compare_runs(RUN, RUN_B, min_effect=float(value))
+
+
+def test_a_different_thread_count_is_named_and_a_drift_sized_shift_is_not_a_verdict(tmp_path):
+    def threads(n: int):
+        def edit(record: dict) -> None:
+            record["workload"] = {"observation": {"obs_dim": record["obs_dim"]}, "torch_threads": n}
+
+        return edit
+
+    a = _edited(tmp_path, "two.json", threads(2))
+    b = _edited(tmp_path, "eight.json", _both(threads(8), _scaled_timing(1.10)))
+    table = compare_runs(a, b)
+    assert setup_note(table) == "setups differ: torch threads: A 2, B 8"
+    shift = table.attrs["run_shift"]
+    assert shift.gain == pytest.approx(1 / 1.10, rel=0.02)  # every timing 10% slower
+    assert shift.within_drift
+    assert not has_regression(table)  # 10% on every row is inside two runs' drift
+    assert setup_note(compare_runs(a, a)) is None
