@@ -154,6 +154,13 @@ def _figure_text(figure, fmt) -> str:  # figure: pick.Figure
     return f"{fmt(figure.value)} [dim]{_BASIS_TAGS[figure.basis]}[/dim]"
 
 
+def _context_text(device) -> str:  # device: datasheets.GpuSpec
+    """The CUDA context pick adds on a GPU, in the unit of the line it stands on."""
+    from ppo_core.sizing import CUDA_CONTEXT_BYTES
+
+    return "" if device.is_cpu else f" + {CUDA_CONTEXT_BYTES / 2**30:.2f} GiB CUDA context"
+
+
 def print_pick(result) -> None:  # result: pick.PickResult
     from rich.markup import escape
 
@@ -219,9 +226,7 @@ def print_pick(result) -> None:  # result: pick.PickResult
             style=style,
         )
     console.print(table)
-    from ppo_core.sizing import CUDA_CONTEXT_BYTES
-
-    context = "" if device.is_cpu else f" + {CUDA_CONTEXT_BYTES / 2**30:.2f} GiB CUDA context"
+    context = _context_text(device)
     console.print(
         f"train memory: sizing model{context}, against {device.memory_gib:.1f} GiB minus a "
         f"{result.safety_margin:.0%} safety margin. train steps/s: rollout plus "

@@ -304,15 +304,7 @@ def pick(
         size = sizes[chosen.hidden_dims]
         settings = settings or f"tier {tier.name!r} defaults"
         lines = _fit_and_speed(chosen, size, device, settings, mode, context, budget, safety_margin)
-        measured = None if decision is None or decision.size is None else decision.size.throughput
-        if measured is not None:  # one figure per size: the engine's, on the case it names
-            note = decision.size.throughput_note
-            lines = [
-                f"training {measured.value:,.0f} env steps/s (measured, wall-clock, {note})"
-                if line.startswith("training ~") else line
-                for line in lines
-            ]  # fmt: skip
-        why.extend(lines)
+        why.extend(_engine_speed(lines, decision))
     return PickResult(
         device=device,
         use_case=name,
@@ -334,6 +326,19 @@ def pick(
         candidates=tuple(candidates),
         notes=tuple(notes),
     )
+
+
+def _engine_speed(lines: list[str], decision: Decision | None) -> list[str]:
+    """One figure per size: the engine's wall-clock rate on the case it names replaces the
+    candidate table's estimate of the training rate."""
+    measured = None if decision is None or decision.size is None else decision.size.throughput
+    if measured is None:
+        return lines
+    text = (
+        f"training {measured.value:,.0f} env steps/s "
+        f"(measured, wall-clock, {decision.size.throughput_note})"
+    )
+    return [text if line.startswith("training ~") else line for line in lines]
 
 
 def _precisions(precision: str, device: GpuSpec) -> tuple[str, str | None]:
