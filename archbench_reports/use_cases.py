@@ -193,6 +193,8 @@ class Size:
     """Whole-iteration env steps/s; None: not measured."""
     throughput_note: str = ""
     """Which case, or how it was extrapolated."""
+    throughput_workload: str = ""
+    """The workload the throughput was measured on (evidence.workload_text); '' if unknown."""
     latency: Score | None = None
     """Batch-1 p99 seconds of the fastest agreeing backend; None: not measured."""
     latency_note: str = ""
@@ -321,14 +323,16 @@ def _size(s: dict) -> Size:
     """One preset_summary row as a Size, each figure with the run it came from."""
     oom = [suite for suite in s["oom_suites"] if suite in ("train", "memory", "overfit")]
     runs = [(f, s.get(f"{f}_run")) for f in ("throughput", "latency")]
-    workload = s.get("throughput_workload")
-    note = str(s.get("throughput_case") or "") + (f"; {workload}" if workload else "")
+    workload, case = (s.get(k) for k in ("throughput_workload", "throughput_case"))
+    workload = workload if isinstance(workload, str) else ""  # NaN: not measured
+    note = (case if isinstance(case, str) else "") + (f"; {workload}" if workload else "")
     return Size(
         label=str(s["preset"]),
         dims=tuple(int(w) for w in str(s["hidden_dims"]).split(",")),
         params=int(s["params"]),
         throughput=_present(s.get("throughput_score")),
         throughput_note=note,
+        throughput_workload=workload,
         latency=_present(s.get("latency_score")),
         latency_note=str(s.get("latency_backend") or ""),
         memory_bytes=_number(s.get("memory_bytes")),
@@ -597,6 +601,9 @@ def _objective(
     others = {d.workload for d in evidence.oos if d.workload != dataset.workload}
     if others:
         details.append(f"not pooled: other workloads measured ({'; '.join(sorted(others))})")
+    perf = {s.throughput_workload for s in evidence.sizes if s.throughput_workload}
+    if perf - {dataset.workload} and "usable_rate" in use.constraints:
+        details.append(f"the usable-rate check reads throughput of {'; '.join(sorted(perf))}")
     per_year = dataset.bars_per_year or 1.0
     if dataset.bars_per_year is None:
         details.append("bars per year unknown: Sharpe not annualised")

@@ -77,6 +77,10 @@ def test_every_subset_gives_supported_answers_that_name_their_runs(tmp_path, run
                 limited = decisions["limited data"]
                 assert limited.size is None, subset
                 assert "no size shows skill" in limited.summary
+                if {"issue15-targets-cuda", "captured-update-large-xlarge"} & set(subset):
+                    # 5,303-input Sharpes, 5,300-input throughput: said, not silently pooled
+                    production = " ".join(decisions["standard production"].details)
+                    assert "the usable-rate check reads throughput of obs_dim 5300" in production
 
 
 def test_a_size_measured_in_two_runs_takes_each_case_from_the_newest(runs, tmp_path):
