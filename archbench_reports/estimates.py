@@ -431,12 +431,28 @@ def overfit_figure(
     return Figure(per_bar, "heuristic", note), risk
 
 
-def measured_oom(size: SizingEstimate, runs: list[ResultsRun]) -> str | None:
+def measured_oom(
+    size: SizingEstimate, runs: list[ResultsRun], precision: str | None = None
+) -> str | None:
+    """Why this size ran out of memory on this device at settings no larger than the size's
+    (n_envs, minibatch) in `precision`; None when no such case did. An OOM excludes the
+    settings it happened at, not the size: a bf16 OOM says nothing of a tf32 pick."""
     for run in runs:
         if not run.same:
             continue
         rows = _dims_rows(run.rows, size.config.hidden_dims, size.config.obs_dim)
         oom = rows[rows["status"] == "oom"]
-        if not oom.empty:
-            return f"out of memory in run {run.run}: {oom['reason'].iloc[0]}"
+        for reason, case in zip(oom["reason"], oom["case_dict"], strict=True):
+            if _covers(case if isinstance(case, dict) else {}, size, precision):
+                return f"out of memory in run {run.run}: {reason}"
     return None
+
+
+def _covers(case: dict, size: SizingEstimate, precision: str | None) -> bool:
+    """Did the OOM case use no more than the size's settings (unknown settings count)?"""
+    n_envs, minibatch, ran = case.get("n_envs"), case.get("minibatch"), case.get("precision")
+    return (
+        (not isinstance(n_envs, int | float) or n_envs <= size.n_envs)
+        and (not isinstance(minibatch, int | float) or minibatch <= size.minibatch)
+        and (precision is None or ran is None or ran == precision)
+    )

@@ -403,7 +403,7 @@ def _candidate(
     need = size.train_bytes + context
     fits = need <= budget
     fit_note = f"{_gb(need)} of {_gb(budget)}"
-    oom = measured_oom(size, run_list)
+    oom = measured_oom(size, run_list, precision)
     if oom:
         fits, fit_note = False, f"{fit_note}; but {oom}"
     env = throughput_figure("env_steps_per_s", size, run_list, device, precision, sizes)

@@ -216,3 +216,19 @@ def test_pick_reads_another_gpu_s_out_of_sample_figures_and_exits_3_without_skil
     out = capsys.readouterr().out
     assert "no out-of-sample figure" not in out
     assert "no size shows skill" in out
+
+
+def test_pick_keeps_a_size_whose_only_oom_was_at_another_precision(runs, tmp_path):
+    from archbench_instrument.device.datasheets import find_gpu
+    from archbench_reports.pick import pick
+
+    perf = copy.deepcopy(runs["captured-update-large-xlarge"])
+    for record in _records(perf, "train", "large"):
+        if record["case"]["precision"] == "bf16":
+            record.update(status="oom", reason="CUDA out of memory (derived)", metrics={})
+    frame = load_runs([_save(tmp_path, "bf16-oom", perf)])
+    device = find_gpu("h200", None)
+    large = {c.label: c for c in pick(device, use_case="quick", runs=frame).candidates}["large"]
+    assert large.fits  # the tf32 pick is not excluded by a bf16 OOM
+    bf16 = pick(device, use_case="quick", runs=frame, precision="bf16").candidates
+    assert not {c.label: c for c in bf16}["large"].fits  # at bf16 it is
