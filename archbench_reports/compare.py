@@ -305,21 +305,22 @@ def _run_shift(rows: list[dict], drift: float) -> RunShift | None:
 
 
 def _setup(frame: pd.DataFrame) -> dict[str, str]:
-    """What each run ran with that moves timings without being the code: torch threads, and
-    the machines (shards) its records came from."""
+    """What each run ran with that moves timings without being the code: the profile (warm-up
+    and repeats), torch threads, and the machines (shards) its records came from."""
     threads = set()
     for work in frame.get("workload", pd.Series(dtype=object)).dropna():
         if isinstance(work, dict) and work.get("torch_threads") is not None:
             threads.add(str(work["torch_threads"]))
     machines = sorted({str(m) for m in frame["machine"].dropna()})
     return {
+        "profile": ", ".join(sorted({str(p) for p in frame["profile"].dropna()})) or "unknown",
         "torch threads": ", ".join(sorted(threads)) or "not recorded",
         "machines (shards)": f"{len(machines)}: {', '.join(machines)}",
     }
 
 
 def setup_note(table: pd.DataFrame) -> str | None:
-    """A line naming what differs between the runs' setups (torch threads, shard layout)."""
+    """A line naming what differs between the runs' setups (profile, torch threads, shards)."""
     setup_a, setup_b = table.attrs.get("setup", ({}, {}))
     differ = [k for k in setup_a if setup_a.get(k) != setup_b.get(k)]
     if not differ:
