@@ -126,6 +126,7 @@ FLAG_RANGES: dict[str, Range] = {
     "alpha": Range(0, 1, high_inclusive=False),
     "min_effect": Range(0, 1, low_inclusive=True, high_inclusive=False),
     "tolerance": Range(0, 1e3, low_inclusive=True),
+    "drift": Range(0, 1, low_inclusive=True, high_inclusive=False),
 }
 """argparse dest -> the range of that flag, checked by check_numbers for every command."""
 

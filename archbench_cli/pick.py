@@ -25,7 +25,8 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "roofline estimate), batch-1 latency (measured, or the weights/bandwidth floor) and "
         "overfitting risk for --data-bars (measured Sharpe gap, or a params-per-bar heuristic). "
         "Prints the recommendation with its reasons, then every candidate. Exit status: 0 with "
-        "a recommendation, 1 when no size qualifies, 2 on bad input.",
+        "a recommendation, 1 when no size qualifies, 2 on bad input, 3 when sizes were measured "
+        "out of sample but none beat flat and buy-and-hold beyond the noise (no skill).",
     )
     where = pick.add_argument_group("device")
     where.add_argument(
@@ -181,8 +182,11 @@ def _pick(args: argparse.Namespace) -> int:
     host = [f"{load.describe()}; its timings {used}" for load in loaded]
     if args.json:
         print_json({**result.to_dict(), "loaded_host": host})
-        return 0 if result.recommended is not None else 1
-    print_pick(result)
-    for line in host:
-        print(f"taken on a loaded host: {line}")
-    return 0 if result.recommended is not None else 1
+    else:
+        print_pick(result)
+        for line in host:
+            print(f"taken on a loaded host: {line}")
+    if result.recommended is not None:
+        return 0
+    # 3: measured, but no size beat flat and buy-and-hold beyond the noise
+    return 3 if result.decision is not None and result.decision.skill_shown is False else 1

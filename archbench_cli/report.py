@@ -100,6 +100,14 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     )
     compare.add_argument("--html", metavar="OUT.html", help="also write the table as HTML")
     compare.add_argument(
+        "--drift",
+        type=float,
+        default=None,
+        help="run-to-run drift allowed for timings (default 0.15, measured between two runs "
+        "of one commit on one GPU): a common shift of every tested timing row within it is "
+        "taken as drift and each row is judged relative to it; 0 judges the shift too",
+    )
+    compare.add_argument(
         "--alpha",
         type=float,
         default=0.05,
@@ -211,6 +219,7 @@ def _rebuilt(path: Path) -> bool:
 def _compare_command(args: argparse.Namespace) -> int:
 
     from archbench_reports.compare import (
+        DEFAULT_DRIFT,
         compare_runs,
         comparison_html,
         has_regression,
@@ -219,8 +228,14 @@ def _compare_command(args: argparse.Namespace) -> int:
 
     if args.html:
         output_file(args.html, [args.a, args.b], flag="--html", example="compare.html")
+    drift = DEFAULT_DRIFT if args.drift is None else args.drift
     table = compare_runs(
-        args.a, args.b, alpha=args.alpha, tolerance=args.tolerance, min_effect=args.min_effect
+        args.a,
+        args.b,
+        alpha=args.alpha,
+        tolerance=args.tolerance,
+        min_effect=args.min_effect,
+        drift=drift,
     )
     print_comparison(table, console=rich_console(), show_all=args.all)
     if args.html:

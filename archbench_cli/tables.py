@@ -23,9 +23,15 @@ __all__ = [
 
 
 def rich_console():  # -> rich.console.Console
+    import os
+
     from rich.console import Console
 
-    # Not a terminal (a pipe, a file, a test): wide enough that no figure is wrapped.
+    # COLUMNS, when set, is the width asked for, terminal or not; else a terminal's own width;
+    # else (a pipe, a file, a test) wide enough that no figure is wrapped.
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return Console(file=sys.stdout, width=int(columns))
     return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
 
 
@@ -206,6 +212,13 @@ def _figure_text(figure, fmt) -> str:  # figure: pick.Figure
     return f"{fmt(figure.value)} [dim]{_BASIS_TAGS[figure.basis]}[/dim]"
 
 
+def _context_text(device) -> str:  # device: datasheets.GpuSpec
+    """The CUDA context pick adds on a GPU, in the unit of the line it stands on."""
+    from ppo_core.sizing import CUDA_CONTEXT_BYTES
+
+    return "" if device.is_cpu else f" + {CUDA_CONTEXT_BYTES / 2**30:.2f} GiB CUDA context"
+
+
 def print_pick(result) -> None:  # result: pick.PickResult
     from rich.markup import escape
 
@@ -236,11 +249,11 @@ def print_pick(result) -> None:  # result: pick.PickResult
         "size",
         "hidden_dims",
         "params",
-        f"memory (of {result.budget_bytes / 1e9:.2f} GB)",
+        f"memory (of {result.budget_bytes / 2**30:.2f} GiB)",
         "rollout env steps/s",
         "update samples/s",
         "train steps/s",
-        "batch-1 latency p50 / p99",
+        "batch-1 latency p50 / p99 (fastest agreeing backend)",
         "Sharpe gap / data",
         "excluded because",
     ):
@@ -261,7 +274,7 @@ def print_pick(result) -> None:  # result: pick.PickResult
             c.label,
             ",".join(map(str, c.hidden_dims)),
             f"{c.params:,}",
-            f"{c.need_bytes / 1e9:.2f} GB " + ("fits" if c.fits else "[red]too big[/red]"),
+            f"{c.need_bytes / 2**30:.2f} GiB " + ("fits" if c.fits else "[red]too big[/red]"),
             _figure_text(c.env_steps_per_s, lambda v: f"{v:,.0f}"),
             _figure_text(c.update_samples_per_s, lambda v: f"{v:,.0f}"),
             _figure_text(c.train_steps_per_s, lambda v: f"{v:,.0f}"),
@@ -271,7 +284,7 @@ def print_pick(result) -> None:  # result: pick.PickResult
             style=style,
         )
     console.print(table)
-    context = "" if device.is_cpu else " + 0.5 GB CUDA context"
+    context = _context_text(device)
     console.print(
         f"train memory: sizing model{context}, against {device.memory_gib:.1f} GiB minus a "
         f"{result.safety_margin:.0%} safety margin. train steps/s: rollout plus "
@@ -299,6 +312,7 @@ def print_comparison(table: pd.DataFrame, console=None, *, show_all: bool = Fals
         devices_note,
         number_text,
         ratio_text,
+        setup_note,
         verdict_text,
     )
 
@@ -310,6 +324,13 @@ def print_comparison(table: pd.DataFrame, console=None, *, show_all: bool = Fals
         console.print(f"[{style}]{escape(load.describe())}[/]")
     if devices_note(table):
         console.print(f"[bold cyan]{escape(devices_note(table))}[/]")
+    shift = table.attrs.get("run_shift")
+    if shift is not None:
+        console.print(
+            f"[{'dim' if shift.within_drift else 'bold yellow'}]{escape(shift.describe())}[/]"
+        )
+    if setup_note(table):
+        console.print(f"[bold cyan]{escape(setup_note(table))}[/]")
     counts = table["verdict"].value_counts()
     summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
     by_tolerance = int((table["decided_by"] == "tolerance").sum())

@@ -23,7 +23,16 @@ Schema `archbench/1` (one record per benchmark case)::
                         "samples": [float, ...], "unavailable": None | "no NVIDIA GPU",
                         "predicted": float | None}},
      "predicted": {"train_bytes": ..., "checkpoint_bytes": ..., ...},
-     "series": {"val_net_returns": [...], "oracle_val_net_returns": [...]}}  # optional
+     "series": {"val_net_returns": [...], "oracle_val_net_returns": [...]},  # optional
+     "workload": {"observation": {market_dim, account_state, scale_account, input_multiple,
+                                  obs_dim},
+                  "market": {"name": "synthetic", "seed": 0, "signal": 0.5, "bars": 8760}
+                            | {"name": "sp500", "origin": PATH, "sha256": HEX},
+                  "gamma": 0.99, "cost_bps": 30.0, "budget": {"timesteps": N} | {...},
+                  "commit": SHA | None, "torch_threads": 16}}  # optional
+
+`workload` (written by bench/conftest.py since issue 23) says which task was measured, so a
+report never pools different tasks; records written before it have none ("unknown").
 
 `series` (only where a suite writes it: overfit) holds per-bar figures in time order, floats
 rounded to 6 significant digits, so a report can pair sizes on the same bars and bootstrap.
@@ -122,6 +131,9 @@ class Record:
     metrics: dict[str, Metric] = field(default_factory=dict)
     predicted: dict[str, float] = field(default_factory=dict)
     series: dict[str, list[float]] | None = None
+    workload: dict[str, Any] | None = None
+    """The task measured (observation layout, market, gamma, cost, budget) and its provenance
+    (commit, torch threads); None: not recorded."""
 
     def __post_init__(self) -> None:
         if self.suite not in SUITES:
@@ -153,4 +165,6 @@ class Record:
         }
         if self.series is not None:
             out["series"] = {k: [_round6(v) for v in values] for k, values in self.series.items()}
+        if self.workload is not None:
+            out["workload"] = dict(self.workload)
         return out

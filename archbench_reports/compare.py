@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,19 +28,24 @@ from archbench_reports.stats import (
 from ppo_core.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_DRIFT",
     "DEFAULT_MIN_EFFECT",
     "DEFAULT_TOLERANCE",
     "HOST_LOAD_METRIC",
     "VERDICTS",
     "HostLoad",
+    "RunShift",
     "cell_text",
     "compare_runs",
     "comparison_html",
     "devices_note",
     "has_regression",
+    "judge_rows",
+    "judge_samples",
     "min_samples",
     "number_text",
     "ratio_text",
+    "setup_note",
     "unjudged_timing_rows",
     "verdict_text",
 ]
@@ -57,10 +63,48 @@ B/A gain lies between 1 - 0.05 and 1 / (1 - 0.05) is 'same' (too small to act on
 _BOOTSTRAP_RESAMPLES = 1000
 _PERCENTILE_NAME = re.compile(r"(?:^|_)p(\d{1,2}(?:\.\d+)?)(?:_|$)")
 
+DEFAULT_DRIFT = 0.15
+"""Run-to-run drift allowed for timings: two runs of one commit on one H200, 4.5 minutes apart at
+equal host load, differed by up to 15% on every train case (README, H200 runs). Two runs that
+were not interleaved share no clock: a common shift of every timing row no larger than this is
+taken as drift, and each row is judged relative to it; a larger one is judged as it stands."""
+# A common shift is the median over at least this many tested timing rows, or none is taken.
+_MIN_SHIFT_ROWS = 8
+
 DEFAULT_TOLERANCE = 0.10
 """Relative change that counts as improved or regressed for a figure with too few samples for
 Mann-Whitney (single-shot bytes, 3 quick-profile repeats, one seed): a stated threshold, not a
 test, and every verdict it decides says so."""
+
+
+@dataclass(frozen=True)
+class RunShift:
+    """The common change of every tested timing row between two runs: drift or a real change."""
+
+    gain: float
+    """Median over the tested timing rows of how many times better B is (< 1: B slower)."""
+    rows: int
+    """How many rows the median is over."""
+    drift: float
+    """The run-to-run drift allowed (relative)."""
+
+    @property
+    def within_drift(self) -> bool:
+        """True: the shift is no larger than the drift, so rows are judged relative to it."""
+        return 1 - self.drift <= self.gain <= 1 / (1 - self.drift)
+
+    def describe(self) -> str:
+        change = f"B is {abs(self.gain - 1):.1%} {'faster' if self.gain > 1 else 'slower'}"
+        where = f"on the median of {self.rows} tested timing rows"
+        if self.within_drift:
+            return (
+                f"run-level shift: {change} {where}, within the {self.drift:.0%} run-to-run drift "
+                "of two runs of one commit: not a verdict; each timing row is judged relative to it"
+            )
+        return (
+            f"run-level shift: {change} {where}, beyond the {self.drift:.0%} run-to-run drift: "
+            "rows are judged as they stand"
+        )
 
 
 def min_samples(alpha: float = 0.05) -> int:
@@ -78,6 +122,7 @@ def compare_runs(
     alpha: float = 0.05,
     tolerance: float = DEFAULT_TOLERANCE,
     min_effect: float = DEFAULT_MIN_EFFECT,
+    drift: float = DEFAULT_DRIFT,
 ) -> pd.DataFrame:
     """One row per (suite, preset, case, metric) present in either run.
 
@@ -91,8 +136,12 @@ def compare_runs(
     Mann-Whitney U, a mean by Welch's t (decided_by 'test'). Their p-values are corrected for
     the number of rows tested by Benjamini-Hochberg (`q_value`), and a change significant at
     q <= alpha but smaller than `min_effect` is 'same'. Figures with too few samples for a test
-    are judged by `tolerance` (decided_by 'tolerance'). host_load_per_core is not a row: it is
-    `table.attrs["host_load"]` (a HostLoad), and `timing` marks the rows a loaded host moves.
+    are judged by `tolerance` (decided_by 'tolerance'), except timings, which are 'insufficient
+    samples': run-to-run noise is larger than a tolerance can tell. A common shift of every
+    tested timing row within `drift` is taken as run-to-run drift (`table.attrs["run_shift"]`,
+    a RunShift) and each timing row is tested relative to it. host_load_per_core is not a row:
+    it is `table.attrs["host_load"]` (a HostLoad), and `timing` marks the rows a loaded host
+    moves.
     """
     if not (isinstance(alpha, int | float) and 0 < alpha < 1):
         raise ConfigError(f"compare alpha must be between 0 and 1, got {alpha!r}")
@@ -104,6 +153,8 @@ def compare_runs(
             f"compare min_effect must be a finite fraction in [0, 1), e.g. 0.05 for 5%; "
             f"got {min_effect!r}"
         )
+    if not (isinstance(drift, int | float) and 0 <= drift < 1):
+        raise ConfigError(f"compare drift must be a fraction in [0, 1), e.g. 0.15; got {drift!r}")
     frame_a, frame_b = _frame(a), _frame(b)
     table_a, table_b = _pooled(frame_a), _pooled(frame_b)
     keys = ["suite", "preset", "case", "metric"]
@@ -119,8 +170,10 @@ def compare_runs(
         status_b, on=keys[:3], how="left", suffixes=("_a", "_b")
     )
     rows = [_compare_row(row, alpha, tolerance) for row in merged.to_dict("records")]
-    _test_rows(rows, alpha, min_effect)
+    shift = judge_rows(rows, alpha, min_effect, drift)
     out = pd.DataFrame(rows, columns=_COLUMNS)
+    out.attrs["run_shift"] = shift
+    out.attrs["setup"] = (_setup(frame_a), _setup(frame_b))
     out.attrs["runs"] = (_name(frame_a), _name(frame_b))
     out.attrs["host_load"] = HostLoad(
         median_load(frame_a),
@@ -131,6 +184,92 @@ def compare_runs(
     out.attrs["alpha"] = alpha
     out.attrs["devices"] = (", ".join(device_groups(frame_a)), ", ".join(device_groups(frame_b)))
     return out
+
+
+def judge_rows(
+    rows: list[dict],
+    alpha: float,
+    min_effect: float,
+    drift: float = DEFAULT_DRIFT,
+    *,
+    intervals: bool = True,
+) -> RunShift | None:
+    """Sets every tested row's verdict (rows from _compare_row): the run-level shift first,
+    then each row's test relative to it where it is within the drift. Returns the shift.
+    intervals=False skips the medians' ratio intervals, which are shown, never decide."""
+    shift = _run_shift(rows, drift)
+    if shift is not None and shift.within_drift:
+        for row in rows:
+            if row["decided_by"] == "test" and row["timing"] and row["better"] is not None:
+                a, b = row["_samples"]
+                factor = shift.gain if row["better"] == "lower" else 1 / shift.gain
+                row["_samples"] = (a, tuple(v * factor for v in b))
+                row["_gain"] = row["gain"] / shift.gain
+    _test_rows(rows, alpha, min_effect, intervals)
+    return shift
+
+
+def judge_samples(
+    cases: list[dict],
+    *,
+    alpha: float = 0.05,
+    tolerance: float = DEFAULT_TOLERANCE,
+    min_effect: float = DEFAULT_MIN_EFFECT,
+    drift: float = DEFAULT_DRIFT,
+) -> list[dict]:
+    """compare_runs' verdicts on bare samples, for simulations: each case is {"metric",
+    "unit", "better", "samples_a", "samples_b"} (the value is the statistic the metric's name
+    says: a pNN, else the median). Returns the judged rows (keys as compare_runs' columns)."""
+    rows = []
+    for i, case in enumerate(cases):
+        match = _PERCENTILE_NAME.search(case["metric"])
+        q = float(match.group(1)) if match else 50.0
+        merged = {"suite": "sim", "preset": str(i), "case": "", "metric": case["metric"]}
+        for side in ("a", "b"):
+            samples = tuple(float(v) for v in case[f"samples_{side}"])
+            merged.update({
+                f"value_{side}": float(np.percentile(samples, q)), f"samples_{side}": samples,
+                f"better_{side}": case["better"], f"unit_{side}": case["unit"],
+                f"status_{side}": "ok", f"reason_{side}": None, f"unavailable_{side}": None,
+            })  # fmt: skip
+        rows.append(_compare_row(merged, alpha, tolerance))
+    judge_rows(rows, alpha, min_effect, drift, intervals=False)
+    return rows
+
+
+def _run_shift(rows: list[dict], drift: float) -> RunShift | None:
+    gains = [
+        row["gain"]
+        for row in rows
+        if row["decided_by"] == "test" and row["timing"] and row["gain"] > 0
+    ]
+    if len(gains) < _MIN_SHIFT_ROWS:
+        return None
+    return RunShift(float(np.exp(np.median(np.log(gains)))), len(gains), drift)
+
+
+def _setup(frame: pd.DataFrame) -> dict[str, str]:
+    """What each run ran with that moves timings without being the code: the profile (warm-up
+    and repeats), torch threads, and the machines (shards) its records came from."""
+    threads = set()
+    for work in frame.get("workload", pd.Series(dtype=object)).dropna():
+        if isinstance(work, dict) and work.get("torch_threads") is not None:
+            threads.add(str(work["torch_threads"]))
+    machines = sorted({str(m) for m in frame["machine"].dropna()})
+    return {
+        "profile": ", ".join(sorted({str(p) for p in frame["profile"].dropna()})) or "unknown",
+        "torch threads": ", ".join(sorted(threads)) or "not recorded",
+        "machines (shards)": f"{len(machines)}: {', '.join(machines)}",
+    }
+
+
+def setup_note(table: pd.DataFrame) -> str | None:
+    """A line naming what differs between the runs' setups (profile, torch threads, shards)."""
+    setup_a, setup_b = table.attrs.get("setup", ({}, {}))
+    differ = [k for k in setup_a if setup_a.get(k) != setup_b.get(k)]
+    if not differ:
+        return None
+    return "setups differ: " + "; ".join(f"{k}: A {setup_a[k]}, B {setup_b.get(k)}" for k in differ)
 
 
 def devices_note(table: pd.DataFrame) -> str | None:
@@ -145,12 +284,15 @@ def devices_note(table: pd.DataFrame) -> str | None:
 
 
 def unjudged_timing_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The timing rows `has_regression` leaves out without allow_loaded: all of them when one
-    run is loaded (HostLoad), none otherwise."""
+    """The timing rows `has_regression` leaves out without allow_loaded: when one run is loaded
+    (HostLoad), those in which the loaded run is the slower one; none otherwise. A loaded run
+    that is still faster is judged: the load cannot have made it so."""
     load = table.attrs.get("host_load")
     if load is None or load.loaded is None:
         return table.iloc[0:0]
-    return table[table["timing"]]
+    gain = table["gain"]
+    loaded_slower = (gain < 1) if load.loaded == "B" else (gain > 1)
+    return table[table["timing"] & (loaded_slower | gain.isna())]
 
 
 def has_regression(table: pd.DataFrame, *, allow_loaded: bool = False) -> bool:
@@ -217,6 +359,12 @@ def comparison_html(table: pd.DataFrame) -> str:
         load_note = f"<p class='{css}'>{html.escape(load.describe())}.</p>"
     if devices_note(table):
         load_note += f"<p class='warn'>{html.escape(devices_note(table))}.</p>"
+    shift = table.attrs.get("run_shift")
+    if shift is not None:
+        css = "note" if shift.within_drift else "warn"
+        load_note += f"<p class='{css}'>{html.escape(shift.describe())}.</p>"
+    if setup_note(table):
+        load_note += f"<p class='warn'>{html.escape(setup_note(table))}.</p>"
     return (
         f"<p class='note'>A = {html.escape(str(run_a))}, B = {html.escape(str(run_b))}. "
         "Each metric is judged on the statistic it reports: a p99 (any percentile) by a "
@@ -434,7 +582,7 @@ def _compare_row(row: dict, alpha: float, tolerance: float) -> dict:
     return out
 
 
-def _test_rows(rows: list[dict], alpha: float, min_effect: float) -> None:
+def _test_rows(rows: list[dict], alpha: float, min_effect: float, intervals: bool = True) -> None:
     """Runs each row's test, corrects the p-values for their number, and sets the verdicts.
 
     Benjamini-Hochberg rather than Holm: a quick run tests ~35 rows, and the smallest p a
@@ -450,7 +598,7 @@ def _test_rows(rows: list[dict], alpha: float, min_effect: float) -> None:
             row["p_value"] = welch_t_test(samples_a, samples_b).p_value
         elif row["test"] == "Mann-Whitney U":
             row["p_value"] = mann_whitney_u(samples_b, samples_a).p_value
-            if np.median(samples_a) != 0:
+            if intervals and np.median(samples_a) != 0:
                 row["ci_low"], row["ci_high"] = bootstrap_ratio_ci(
                     samples_a, samples_b, n_boot=_BOOTSTRAP_RESAMPLES, confidence=1 - alpha
                 )
@@ -463,7 +611,7 @@ def _test_rows(rows: list[dict], alpha: float, min_effect: float) -> None:
     directed = [row for row in tested if row["better"] is not None]
     for row, q in zip(directed, benjamini_hochberg([r["p_value"] for r in directed]), strict=True):
         row["q_value"] = float(q)
-        gain = row["gain"]
+        gain = row.pop("_gain", row["gain"])
         if q > alpha:
             row["verdict"] = "same"
         elif pd.isna(gain) or 1 - min_effect <= gain <= 1 / (1 - min_effect):
@@ -486,6 +634,9 @@ def _by_tolerance(out: dict, few: str, samples_a: tuple, samples_b: tuple) -> di
     a, b, tolerance = out["a"], out["b"], out["tolerance"]
     out["verdict"] = "insufficient samples"
     out["why"] = few
+    if out["timing"]:  # two runs of one commit drift 5-15%: a tolerance would only guess
+        out["why"] += "; a timing is not judged by a tolerance"
+        return out
     if out["better"] is None:
         out["why"] += "; the metric has no better direction for a tolerance to judge"
         return out

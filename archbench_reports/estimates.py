@@ -205,7 +205,7 @@ def throughput_figure(
     runs: list[ResultsRun],
     device: GpuSpec,
     precision: str,
-    sizes: dict[str, SizingEstimate],
+    sizes: dict[tuple[int, ...], SizingEstimate],
 ) -> Figure:
     """Measured on this device; else scaled from the nearest measured run; else roofline."""
     update = metric == "update_samples_per_s"
@@ -225,7 +225,7 @@ def throughput_figure(
             hits = _dims_rows(hits, dims, config.obs_dim)
             if hits.empty:
                 continue
-            source = sizes.get(dims_key) or estimate(
+            source = sizes.get(dims) or estimate(
                 NetworkConfig(**{**config.to_dict(), "hidden_dims": dims}),
                 size.n_envs,
                 size.n_steps,
@@ -333,21 +333,10 @@ def latency_figures(
     size: SizingEstimate, runs: list[ResultsRun], device: GpuSpec, precision: str
 ) -> tuple[Figure, Figure]:
     for run in runs:
-        if not run.same:
-            continue
-        figures = []
-        for metric in ("latency_p50_s", "latency_p99_s"):
-            hits = _dims_rows(_measured_ok(run.rows, "infer", metric), size.config.hidden_dims,
-                              size.config.obs_dim)  # fmt: skip
-            if "case_batch" in hits and "case_backend" in hits:
-                hits = hits[(hits["case_batch"] == 1) & (hits["case_backend"] == "eager")]
-            else:
-                hits = hits.iloc[0:0]
-            if not hits.empty:
-                row = hits.iloc[0]
-                figures.append(Figure(float(row["value"]), "measured", f"run {run.run}"))
-        if len(figures) == 2:
-            return figures[0], figures[1]
+        if run.same:
+            figures = _measured_latency(size, run)
+            if figures is not None:
+                return figures
     bandwidth = device.bandwidth_bytes_per_s
     not_measured = _unavailable("not measured on this device (bench infer suite, batch=1)")
     if bandwidth is None:
@@ -356,6 +345,32 @@ def latency_figures(
     floor = size.weight_bytes[dtype] / bandwidth
     note = f"{dtype} weight bytes / bandwidth: a lower bound (kernel launches come on top)"
     return Figure(floor, "floor", note), not_measured
+
+
+def _measured_latency(size: SizingEstimate, run: ResultsRun) -> tuple[Figure, Figure] | None:
+    """Batch-1 p50 and p99 of the backend the decision engine reads: the fastest p99 among the
+    backends whose actions agree with eager (>= 99%)."""
+
+    def rows(metric: str) -> pd.DataFrame:
+        hits = _dims_rows(_measured_ok(run.rows, "infer", metric), size.config.hidden_dims,
+                          size.config.obs_dim)  # fmt: skip
+        if "case_batch" not in hits or "case_backend" not in hits:
+            return hits.iloc[0:0]
+        return hits[hits["case_batch"] == 1]
+
+    p99 = rows("latency_p99_s")
+    agreement = rows("action_agreement")
+    p99 = p99[~p99["case"].isin(set(agreement.loc[agreement["value"] < 0.99, "case"]))]
+    if p99.empty:
+        return None
+    best = p99.loc[p99["value"].astype(float).idxmin()]
+    p50 = rows("latency_p50_s")
+    p50 = p50[p50["case"] == best["case"]]
+    if p50.empty:
+        return None
+    note = f"run {run.run}, {best['case_backend']} backend (the fastest agreeing)"
+    return (Figure(float(p50["value"].iloc[0]), "measured", note),
+            Figure(float(best["value"]), "measured", note))  # fmt: skip
 
 
 def overfit_figure(
@@ -416,12 +431,28 @@ def overfit_figure(
     return Figure(per_bar, "heuristic", note), risk
 
 
-def measured_oom(size: SizingEstimate, runs: list[ResultsRun]) -> str | None:
+def measured_oom(
+    size: SizingEstimate, runs: list[ResultsRun], precision: str | None = None
+) -> str | None:
+    """Why this size ran out of memory on this device at settings no larger than the size's
+    (n_envs, minibatch) in `precision`; None when no such case did. An OOM excludes the
+    settings it happened at, not the size: a bf16 OOM says nothing of a tf32 pick."""
     for run in runs:
         if not run.same:
             continue
         rows = _dims_rows(run.rows, size.config.hidden_dims, size.config.obs_dim)
         oom = rows[rows["status"] == "oom"]
-        if not oom.empty:
-            return f"out of memory in run {run.run}: {oom['reason'].iloc[0]}"
+        for reason, case in zip(oom["reason"], oom["case_dict"], strict=True):
+            if _covers(case if isinstance(case, dict) else {}, size, precision):
+                return f"out of memory in run {run.run}: {reason}"
     return None
+
+
+def _covers(case: dict, size: SizingEstimate, precision: str | None) -> bool:
+    """Did the OOM case use no more than the size's settings (unknown settings count)?"""
+    n_envs, minibatch, ran = case.get("n_envs"), case.get("minibatch"), case.get("precision")
+    return (
+        (not isinstance(n_envs, int | float) or n_envs <= size.n_envs)
+        and (not isinstance(minibatch, int | float) or minibatch <= size.minibatch)
+        and (precision is None or ran is None or ran == precision)
+    )

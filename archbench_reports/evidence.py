@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from archbench_reports.scores import Score, median_score, percentile_score
+from archbench_reports.scores import percentile_score, rate_score
 from ppo_core.sizing import CUDA_CONTEXT_BYTES
 
 __all__ = [
@@ -18,13 +18,15 @@ __all__ = [
     "MEMORY_SAFETY_MARGIN",
     "Dataset",
     "OosCell",
+    "combine_per_case",
     "device_groups",
     "device_label",
-    "latest_per_suite",
     "oos_by_length",
     "oos_cells",
     "preset_summary",
+    "run_to_run_drift",
     "suite_gaps",
+    "workload_text",
 ]
 
 # Does a size fit? Trust what the driver charged the process first, then what the allocator
@@ -63,33 +65,32 @@ put `bars_per_year` (MarketData.periods_per_year) into its case: synthetic is ho
 
 
 def preset_summary(frame: pd.DataFrame, precision: str | None = None) -> pd.DataFrame:
-    """One row per preset of ONE run (or device group) with its measured figures.
+    """One row per preset of ONE run (or combined device group) with its measured figures.
 
-    Columns: preset, hidden_dims, params, oom (any case OOM), oom_suites (the suites with an
-    OOM case), throughput (whole-iteration env steps/s of the size's fastest train case, +_score,
-    _case; only `precision`'s cases when given and measured), latency_p99 (fastest agreeing
-    batch-1 backend, +_score, _backend), memory_bytes
-    (+_source: what must fit, with the CUDA context on a GPU run, or 'predicted'),
-    memory_check_bytes (+_source, _predicted: the figure that checks the sizing model),
-    val_sharpe (mean over seeds on the longest overfit setting, oos_by_length's choice).
-    Absent columns: no data.
+    Columns: preset, hidden_dims, params, oom (any case OOM), oom_suites (the suites in which
+    every case the size ran was OOM), oom_cases (the OOM cases, 'suite: case'), throughput
+    (wall-clock env steps/s on the one train case every size is compared on, +_score, _case,
+    _run; only `precision`'s cases when given and measured), latency_p99 (fastest agreeing
+    batch-1 backend, +_score, _backend), memory_bytes (+_source: what must fit, with the CUDA
+    context on a GPU run, or 'predicted'), memory_check_bytes (+_source, _predicted: the figure
+    that checks the sizing model), val_sharpe (mean over seeds on the longest overfit setting,
+    oos_by_length's choice). Absent columns: no data.
     """
     sized, note = _at_precision(frame[frame["preset"].notna()], precision)
     cells = oos_cells(frame)
     longest = oos_by_length(cells)[-1] if cells else None
+    throughput = _throughput(sized, note)
     rows = []
     for preset, rows_p in sized.groupby("preset", sort=False):
         dims = rows_p["hidden_dims"].dropna()
         params = rows_p["params"].dropna()
-        oom_suites = tuple(dict.fromkeys(rows_p.loc[rows_p["status"] == "oom", "suite"]))
         row = {
             "preset": preset,
             "hidden_dims": dims.iloc[0] if len(dims) else None,
             "params": int(params.iloc[0]) if len(params) else None,
-            "oom": bool(oom_suites),
-            "oom_suites": oom_suites,
+            **_oom(rows_p),
         }
-        row.update(_throughput(rows_p, note))
+        row.update(throughput.get(preset, {}))
         row.update(_latency(rows_p))
         row.update(_memory(rows_p))
         cell = cells[longest].get(preset) if longest is not None else None
@@ -100,6 +101,18 @@ def preset_summary(frame: pd.DataFrame, precision: str | None = None) -> pd.Data
     if len(summary):
         summary = summary.sort_values("params", na_position="last").reset_index(drop=True)
     return summary
+
+
+def _oom(rows: pd.DataFrame) -> dict:
+    """An OOM excludes the settings it happened at: the suites where nothing else ran, and the
+    cases by name."""
+    failed = rows[rows["status"] == "oom"].drop_duplicates(["suite", "case"])
+    ok_suites = set(rows.loc[rows["status"] == "ok", "suite"])
+    return {
+        "oom": bool(len(failed)),
+        "oom_suites": tuple(dict.fromkeys(s for s in failed["suite"] if s not in ok_suites)),
+        "oom_cases": tuple(f"{r.suite}: {r.case}" for r in failed.itertuples()),
+    }
 
 
 def _at_precision(rows: pd.DataFrame, precision: str | None) -> tuple[pd.DataFrame, str]:
@@ -138,27 +151,89 @@ def _metric_rows(rows: pd.DataFrame, suite: str, metric: str) -> pd.DataFrame:
     ]
 
 
-def _throughput(rows: pd.DataFrame, note: str = "") -> dict:
-    """Each size's best whole-iteration throughput over the train suite's cases."""
-    per_case = {}
-    named = _metric_rows(rows, "train", _THROUGHPUT_METRIC)
-    for _, row in named.iterrows():
-        per_case[row["case"]] = tuple(row["samples"]) or (float(row["value"]),)
+def workload_text(row: pd.Series | dict) -> str:
+    """What task a record measured, as text that only equal workloads share.
+
+    From the record's `workload` when it has one; older records give their observation width
+    and whatever the case states (gamma, cost), and say the rest is unknown.
+    """
+    work = row.get("workload")
+    if isinstance(work, dict) and work:
+        # Not the identity: the commit and threads (provenance), and the market's seed, since
+        # seeds that draw their own series are repeats of one task.
+        market = work.get("market")
+        if isinstance(market, dict):
+            work = {**work, "market": {k: v for k, v in market.items() if k != "seed"}}
+        keys = ("observation", "obs_dim", "market", "gamma", "cost_bps", "budget")
+        return "; ".join(f"{k} {_plain(work.get(k))}" for k in keys if work.get(k) is not None)
+    case = row.get("case_dict") if isinstance(row.get("case_dict"), dict) else {}
+    obs = row.get("obs_dim")
+    parts = [f"obs_dim {int(obs)}" if isinstance(obs, int | float) and obs == obs else "obs_dim ?"]
+    parts += [f"{k} {_plain(case[k])}" for k in ("gamma", "cost_bps") if k in case]
+    return "; ".join(parts) + " (workload not recorded)"
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={_plain(v)}" for k, v in sorted(value.items())) + "}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _train_rates(rows: pd.DataFrame) -> dict[tuple[str, str], dict[str, tuple]]:
+    """(case, workload) -> preset -> (per-iteration env steps/s, run) of every train case."""
+    found: dict[tuple[str, str], dict[str, tuple]] = {}
+    for _, row in _metric_rows(rows, "train", _THROUGHPUT_METRIC).iterrows():
+        rates = tuple(row["samples"]) or (float(row["value"]),)
+        key = (row["case"], workload_text(row))
+        found.setdefault(key, {})[row["preset"]] = (rates, row["run"])
     for _, row in _metric_rows(rows, "train", "iteration_s").iterrows():
         case = row["case_dict"] if isinstance(row["case_dict"], dict) else {}
         steps = (case.get("n_envs") or 0) * (case.get("n_steps") or 0)
-        if row["case"] not in per_case and steps > 0:
+        key = (row["case"], workload_text(row))
+        if steps > 0 and row["preset"] not in found.get(key, {}):
             seconds = tuple(row["samples"]) or (float(row["value"]),)
-            per_case[row["case"]] = tuple(steps / s for s in seconds if s > 0)
-    scores = {case: median_score(v, "median iteration") for case, v in per_case.items() if v}
-    if not scores:
+            rates = tuple(steps / s for s in seconds if s > 0)
+            if rates:
+                found.setdefault(key, {})[row["preset"]] = (rates, row["run"])
+    return found
+
+
+def _throughput(rows: pd.DataFrame, note: str = "") -> dict[str, dict]:
+    """preset -> its wall-clock throughput on the ONE train case (and workload) that most sizes
+    measured, the fastest such case on a tie: sizes are compared like for like, never each on
+    its own best case."""
+    table = _train_rates(rows)
+    if not table:
         return {}
-    case = max(scores, key=lambda c: scores[c].value)
-    return {
-        "throughput": scores[case].value,
-        "throughput_score": scores[case],
-        "throughput_case": case + note,
-    }
+    key = max(table, key=lambda k: (len(table[k]), max(_wall(r) for r, _ in table[k].values())))
+    case, workload = key
+    out = {}
+    for preset, (rates, run) in table[key].items():
+        score = rate_score(rates, "env steps over total time")
+        out[preset] = {
+            "throughput": score.value,
+            "throughput_score": score,
+            "throughput_case": f"{case}{note}",
+            "throughput_workload": workload,
+            "throughput_run": run,
+        }
+    return out
+
+
+def run_to_run_drift(frame: pd.DataFrame) -> float | None:
+    """The largest relative change of one train case's wall-clock rate between two runs of it
+    (1 - slower / faster); None when no case was measured twice."""
+    per_case: dict[tuple, list[float]] = {}
+    for _, rows in frame[frame["preset"].notna()].groupby("run", sort=False):
+        for (case, workload), sizes in _train_rates(rows).items():
+            for preset, (rates, _) in sizes.items():
+                per_case.setdefault((preset, case, workload), []).append(_wall(rates))
+    drifts = [1 - min(r) / max(r) for r in per_case.values() if len(r) > 1]
+    return max(drifts) if drifts else None
+
+
+def _wall(rates: tuple) -> float:
+    return len(rates) / sum(1.0 / r for r in rates)
 
 
 def _latency(rows: pd.DataFrame) -> dict:
@@ -171,16 +246,17 @@ def _latency(rows: pd.DataFrame) -> dict:
     m = m[~m["case"].isin(low_agreement)]
     if m.empty:
         return {}
-    best = m.loc[m["value"].astype(float).idxmin()]
+    # The fastest backend whose count supports an upper bound; the fastest at all otherwise.
+    scored = [(r, percentile_score(tuple(r["samples"]), 99.0) if r["samples"] else None)
+              for _, r in m.iterrows()]  # fmt: skip
+    bounded = [(r, sc) for r, sc in scored if sc is not None and sc.upper is not None]
+    best, score = min(bounded or scored, key=lambda x: x[1].upper if bounded else x[0]["value"])
     backend = best.get("case_backend")
-    raw = tuple(best["samples"])
-    score = percentile_score(raw, 99.0) if raw else None
-    if score is not None:
-        score = Score(float(best["value"]), score.draws, score.how)
     return {
         "latency_p99": float(best["value"]),
         "latency_score": score,
         "latency_backend": backend if isinstance(backend, str) else "eager",
+        "latency_run": best["run"],
     }
 
 
@@ -242,6 +318,8 @@ class Dataset:
     volatility: float | None = field(default=None, compare=False)
     """Annualised volatility of the bar returns as recorded (the first seed's, where each seed
     draws its own series: not part of the identity); None when not recorded."""
+    workload: str = ""
+    """workload_text of the records: sizes are only ranked against sizes of the same task."""
 
     @property
     def years(self) -> float | None:
@@ -250,7 +328,7 @@ class Dataset:
     def text(self) -> str:
         length = "unknown bars per year" if self.years is None else f"{self.years:.3g} years"
         budget = "" if self.budget is None else f", {self.budget:,} env steps"
-        return f"{self.name} {self.bars:,} bars ({length}{budget})"
+        return f"{self.name} {self.bars:,} bars ({length}{budget}; {self.workload})"
 
 
 @dataclass(frozen=True)
@@ -263,50 +341,80 @@ class OosCell:
     """Per seed, the net log-return of each validation bar in time order; None if not recorded."""
     oracle_sharpe: tuple[float, ...]
     """The cost-aware oracle's validation Sharpe on the same bars (synthetic data only)."""
+    seeds: tuple[int | None, ...] = ()
+    """The seed of each entry above (None: not recorded); sizes are paired on common seeds."""
+    buy_and_hold: tuple[float | None, ...] = ()
+    """Buy-and-hold's validation Sharpe on each seed's bars (None: not recorded)."""
+    runs: tuple[str, ...] = ()
+    """The runs these figures came from."""
+
+    def by_seed(self) -> dict[int | None, int]:
+        """seed -> its position; positions stand in for seeds where none was recorded."""
+        known = all(s is not None for s in self.seeds) and len(set(self.seeds)) == len(self.seeds)
+        keys = self.seeds if known and self.seeds else range(len(self.val_sharpe))
+        return {k: i for i, k in enumerate(keys)}
 
 
 def oos_cells(frame: pd.DataFrame) -> dict[Dataset, dict[str, OosCell]]:
-    """Overfit suite records -> per Dataset, per preset, the seeds' out-of-sample figures."""
+    """Overfit suite records -> per Dataset (and workload), per preset, the seeds' figures."""
     rows = _metric_rows(frame[frame["preset"].notna()], "overfit", "val_sharpe")
-    oracle = frame[
-        (frame["suite"] == "overfit")
-        & frame["metric"].isin(("oracle_val_sharpe", "val_oracle_sharpe"))
-        & frame["value"].notna()
-    ]
-    oracle_by_case = {(r.preset, r.case): float(r.value) for r in oracle.itertuples()}
-    if "case_seed" in rows:  # seed k of every size side by side: scores pair them
+    side = frame[(frame["suite"] == "overfit") & frame["value"].notna()]
+    oracle = side[side["metric"].isin(("oracle_val_sharpe", "val_oracle_sharpe"))]
+    oracle_by_case = {(r.preset, r.case, r.run): float(r.value) for r in oracle.itertuples()}
+    held = side[side["metric"] == "val_buy_and_hold_sharpe"]
+    hold_by_case = {(r.preset, r.case, r.run): float(r.value) for r in held.itertuples()}
+    if "case_seed" in rows:
         rows = rows.sort_values("case_seed", kind="stable")
-    found: dict[Dataset, dict[str, list]] = {}
-    for row in rows.itertuples():
-        case = row.case_dict if isinstance(row.case_dict, dict) else {}
+    found: dict[Dataset, dict[str, dict]] = {}
+    for _, row in rows.iterrows():
+        case = row["case_dict"] if isinstance(row["case_dict"], dict) else {}
         if not isinstance(case.get("bars"), int | float):
             continue
-        budget = case.get("train_env_steps", case.get("timesteps"))
-        volatility = case.get("volatility")
-        dataset = Dataset(
-            name=str(case.get("dataset", "unnamed dataset")),
-            bars=int(case["bars"]),
-            budget=int(budget) if isinstance(budget, int | float) else None,
-            bars_per_year=_bars_per_year(case),
-            volatility=float(volatility) if isinstance(volatility, int | float) else None,
-        )
-        cell = found.setdefault(dataset, {}).setdefault(row.preset, [[], [], []])
-        cell[0].append(float(row.value))
-        series = row.series if isinstance(row.series, dict) else {}
-        cell[1].append(series.get("val_net_returns"))
-        if (row.preset, row.case) in oracle_by_case:
-            cell[2].append(oracle_by_case[(row.preset, row.case)])
-    return {
-        dataset: {
-            preset: OosCell(
-                val_sharpe=tuple(values),
-                val_returns=tuple(series) if all(s for s in series) else None,
-                oracle_sharpe=tuple(oracles),
-            )
-            for preset, (values, series, oracles) in sizes.items()
-        }
-        for dataset, sizes in found.items()
-    }
+        cell = found.setdefault(_dataset_of(row, case), {}).setdefault(row["preset"], _empty())
+        key = (row["preset"], row["case"], row["run"])
+        seed = case.get("seed")
+        series = row["series"] if isinstance(row["series"], dict) else {}
+        for name, value in (
+            ("val_sharpe", float(row["value"])),
+            ("val_returns", series.get("val_net_returns")),
+            ("seeds", int(seed) if isinstance(seed, int | float) else None),
+            ("buy_and_hold", hold_by_case.get(key)),
+            ("runs", row["run"]),
+        ):
+            cell[name].append(value)
+        if key in oracle_by_case:
+            cell["oracle_sharpe"].append(oracle_by_case[key])
+    return {dataset: {p: _cell(c) for p, c in sizes.items()} for dataset, sizes in found.items()}
+
+
+def _empty() -> dict[str, list]:
+    names = ("val_sharpe", "val_returns", "seeds", "buy_and_hold", "runs", "oracle_sharpe")
+    return {name: [] for name in names}
+
+
+def _cell(c: dict[str, list]) -> OosCell:
+    returns = c["val_returns"]
+    return OosCell(
+        val_sharpe=tuple(c["val_sharpe"]),
+        val_returns=tuple(returns) if all(r for r in returns) else None,
+        oracle_sharpe=tuple(c["oracle_sharpe"]),
+        seeds=tuple(c["seeds"]),
+        buy_and_hold=tuple(c["buy_and_hold"]),
+        runs=tuple(dict.fromkeys(c["runs"])),
+    )
+
+
+def _dataset_of(row: pd.Series, case: dict) -> Dataset:
+    budget = case.get("train_env_steps", case.get("timesteps"))
+    volatility = case.get("volatility")
+    return Dataset(
+        name=str(case.get("dataset", "unnamed dataset")),
+        bars=int(case["bars"]),
+        budget=int(budget) if isinstance(budget, int | float) else None,
+        bars_per_year=_bars_per_year(case),
+        volatility=float(volatility) if isinstance(volatility, int | float) else None,
+        workload=workload_text(row),
+    )
 
 
 def oos_by_length(cells: dict[Dataset, dict[str, OosCell]]) -> list[Dataset]:
@@ -339,26 +447,28 @@ def device_groups(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {label: pd.concat(frames) for label, frames in groups.items()}
 
 
-def latest_per_suite(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
-    """One device group's rows: for each suite, those of the newest run that has one ok case.
+def combine_per_case(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple, str]]:
+    """One device group's rows combined per (size, suite, case): each comes from the newest
+    run that measured it (ok), else the newest that tried it (OOM, error).
 
-    Figures are never pooled across runs (two commits, two loads); a perf run and a later
-    overfit run on one device still combine. Returns the rows and suite -> the run used.
+    Every run contributes what it measured; a newer run replaces an older one only for the same
+    case on this device. Returns the rows and (preset, suite, case) -> the run they came from.
     """
-    chosen: dict[str, str] = {}
-    order = (
-        frame.drop_duplicates("run")
-        .assign(_when=lambda f: f["datetime"].astype(str))
-        .sort_values("_when", kind="stable")["run"]
-        .tolist()
+    if frame.empty:
+        return frame, {}
+    when = frame.groupby("run", sort=False)["datetime"].first().astype(str)
+    keys = ["preset", "suite", "case"]
+    tried = frame[[*keys, "run", "status"]].fillna({"preset": "", "case": ""})
+    tried = tried.assign(ok=tried["status"] == "ok", when=tried["run"].map(when))
+    per_run = tried.groupby([*keys, "run"], sort=False).agg(
+        ok=("ok", "any"), when=("when", "first")
     )
-    for run in order:  # oldest first: a newer run overrides
-        rows = frame[frame["run"] == run]
-        for suite in rows.loc[rows["status"] == "ok", "suite"].unique():
-            chosen[suite] = run
-        for suite in rows["suite"].unique():
-            chosen.setdefault(suite, run)
-    keep = pd.Series(False, index=frame.index)
-    for suite, run in chosen.items():
-        keep |= (frame["suite"] == suite) & (frame["run"] == run)
-    return frame[keep], chosen
+    chosen = per_run.reset_index().sort_values(["ok", "when"], kind="stable")
+    chosen = chosen.drop_duplicates(keys, keep="last")
+    source = {
+        (p or None, s, c or None): r
+        for p, s, c, r in chosen[[*keys, "run"]].itertuples(index=False)
+    }
+    wanted = set(zip(chosen["preset"], chosen["suite"], chosen["case"], chosen["run"], strict=True))
+    mine = list(zip(tried["preset"], tried["suite"], tried["case"], tried["run"], strict=True))
+    return frame[[k in wanted for k in mine]], source

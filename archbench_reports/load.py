@@ -63,6 +63,7 @@ RECORD_COLUMNS = (
     "case_dict",
     "record_predicted",
     "series",
+    "workload",
 )
 METRIC_COLUMNS = ("metric", "value", "unit", "better", "samples", "predicted", "unavailable")
 COLUMNS = RUN_COLUMNS + RECORD_COLUMNS + METRIC_COLUMNS
@@ -316,6 +317,7 @@ def _record_rows(record: Any, where: str, info: dict[str, Any]) -> list[dict[str
         case_dict=dict(case),
         record_predicted=dict(predicted),
         series=_series(record.get("series"), where),
+        workload=dict(record["workload"]) if isinstance(record.get("workload"), dict) else None,
     )
     if record.get("device"):
         base["device"] = record["device"]

@@ -26,7 +26,7 @@ from archbench_reports.estimates import (
     results_runs,
     throughput_figure,
 )
-from archbench_reports.evidence import MEMORY_SAFETY_MARGIN
+from archbench_reports.evidence import MEMORY_SAFETY_MARGIN, combine_per_case, oos_cells
 from archbench_reports.scores import point_score
 from archbench_reports.use_cases import (
     USE_CASES,
@@ -201,7 +201,8 @@ def resolve_use_case(text: str | None) -> str:
 
 
 def _gb(n: float) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+    """Binary units throughout, as the device's memory is stated (GiB), never GB beside GiB."""
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def pick(
@@ -235,6 +236,11 @@ def pick(
     _check_numbers(safety_margin, data_bars, latency_budget_s)
     tier = gpu_tier(None if device.is_cpu else device.name,
                     None if device.is_cpu else device.memory_gib, tiers)  # fmt: skip
+    run_list = results_runs(runs, device, precision)
+    settings = "as given" if n_envs or minibatch else None
+    if n_envs is None and minibatch is None:  # recommend the settings that were measured
+        n_envs, minibatch = _measured_settings(run_list)
+        settings = "the case measured on this device" if n_envs else None
     n_envs = n_envs or tier.n_envs
     n_steps = n_steps or int(TRAINING_MODES[mode]["n_steps"])
     minibatch = minibatch or min(tier.minibatch_size, n_envs * n_steps)
@@ -249,7 +255,7 @@ def pick(
 
     all_dims = list(dict.fromkeys([*PRESETS.values(), *(tuple(d) for d in extra_dims)]))
     sizes = {
-        ",".join(map(str, dims)): estimate(
+        tuple(dims): estimate(
             NetworkConfig(**{**network.to_dict(), "hidden_dims": dims}),
             n_envs,
             n_steps,
@@ -262,7 +268,6 @@ def pick(
     }
     context = 0 if device.is_cpu else CUDA_CONTEXT_BYTES
     budget = int(device.memory_bytes * (1.0 - safety_margin))
-    run_list = results_runs(runs, device, precision)
 
     candidates = [
         _candidate(size, run_list, device, precision, sizes, n_epochs, budget, context,
@@ -276,8 +281,8 @@ def pick(
     if run_list:
         evidence = _evidence(runs, run_list, candidates, device, budgets, asked)
         decision = decide(use, evidence, budgets)
-        by_dims = {",".join(map(str, c.hidden_dims)): c for c in candidates}
-        chosen = None if decision.size is None else by_dims.get(decision.size.hidden_dims)
+        by_dims = {c.hidden_dims: c for c in candidates}
+        chosen = None if decision.size is None else by_dims.get(decision.size.dims)
         reason = decision.summary
     else:
         tier_params = estimate(
@@ -296,8 +301,10 @@ def pick(
         for r in run_list
     ]  # fmt: skip
     if chosen is not None:
-        size = sizes[",".join(map(str, chosen.hidden_dims))]
-        why.extend(_fit_and_speed(chosen, size, device, tier, mode, context, budget, safety_margin))
+        size = sizes[chosen.hidden_dims]
+        settings = settings or f"tier {tier.name!r} defaults"
+        lines = _fit_and_speed(chosen, size, device, settings, mode, context, budget, safety_margin)
+        why.extend(_engine_speed(lines, decision))
     return PickResult(
         device=device,
         use_case=name,
@@ -321,6 +328,19 @@ def pick(
     )
 
 
+def _engine_speed(lines: list[str], decision: Decision | None) -> list[str]:
+    """One figure per size: the engine's wall-clock rate on the case it names replaces the
+    candidate table's estimate of the training rate."""
+    measured = None if decision is None or decision.size is None else decision.size.throughput
+    if measured is None:
+        return lines
+    text = (
+        f"training {measured.value:,.0f} env steps/s "
+        f"(measured, wall-clock, {decision.size.throughput_note})"
+    )
+    return [text if line.startswith("training ~") else line for line in lines]
+
+
 def _precisions(precision: str, device: GpuSpec) -> tuple[str, str | None]:
     """(the precision models and extrapolations use, the one measured cases must have).
 
@@ -334,6 +354,27 @@ def _precisions(precision: str, device: GpuSpec) -> tuple[str, str | None]:
     if device.is_cpu and precision != "fp32":
         raise ConfigError(f"--precision {precision} needs a GPU; a CPU trains in fp32")
     return precision, precision
+
+
+def _measured_settings(run_list: list[ResultsRun]) -> tuple[int | None, int | None]:
+    """n_envs and minibatch of the train case most sizes measured on this device (the one the
+    engine compares them on); (None, None) when none was."""
+    rows = [r.rows for r in run_list if r.same]
+    if not rows:
+        return None, None
+    train = pd.concat(rows)
+    train = train[(train["suite"] == "train") & (train["status"] == "ok")]
+    if train.empty or not {"case_n_envs", "case_minibatch"} <= set(train.columns):
+        return None, None
+    counts = (
+        train.dropna(subset=["case_n_envs", "case_minibatch"])
+        .groupby(["case_n_envs", "case_minibatch"])["preset"]
+        .nunique()
+    )
+    if counts.empty:
+        return None, None
+    n_envs, minibatch = counts.idxmax()
+    return int(n_envs), int(minibatch)
 
 
 def _check_numbers(
@@ -351,7 +392,7 @@ def _candidate(
     run_list: list[ResultsRun],
     device: GpuSpec,
     precision: str,
-    sizes: dict[str, SizingEstimate],
+    sizes: dict[tuple[int, ...], SizingEstimate],
     n_epochs: int,
     budget: int,
     context: int,
@@ -362,7 +403,7 @@ def _candidate(
     need = size.train_bytes + context
     fits = need <= budget
     fit_note = f"{_gb(need)} of {_gb(budget)}"
-    oom = measured_oom(size, run_list)
+    oom = measured_oom(size, run_list, precision)
     if oom:
         fits, fit_note = False, f"{fit_note}; but {oom}"
     env = throughput_figure("env_steps_per_s", size, run_list, device, precision, sizes)
@@ -400,7 +441,7 @@ def _fit_and_speed(
     chosen: Candidate,
     size: SizingEstimate,
     device: GpuSpec,
-    tier: TierRow,
+    settings: str,
     mode: str,
     context: int,
     budget: int,
@@ -414,10 +455,8 @@ def _fit_and_speed(
         f"fits: {_gb(chosen.need_bytes)} ({parts}{context_text}) of {_gb(budget)} "
         f"= {device.memory_gib:.1f} GiB minus a {safety_margin:.0%} safety margin"
     ]
-    given = n_envs != tier.n_envs or minibatch != min(tier.minibatch_size, n_envs * n_steps)
     lines.append(
-        f"n_envs {n_envs}, minibatch {minibatch}: "
-        + ("as given" if given else f"tier {tier.name!r} defaults")
+        f"n_envs {n_envs}, minibatch {minibatch}: {settings}"
         + f"; n_steps {n_steps}, {TRAINING_MODES[mode]['n_epochs']} epochs from the "
         f"{mode!r} training mode"
     )
@@ -470,14 +509,14 @@ def _evidence(
     if same:
         frame = pd.concat([r.rows for r in run_list if r.same])
         evidence = evidence_from_frame(frame, budgets, device=device.name, precision=precision)
-        measured = {s.hidden_dims for s in evidence.sizes}
-        extra = [
-            Size(c.label, ",".join(map(str, c.hidden_dims)), c.params)
-            for c in candidates
-            if ",".join(map(str, c.hidden_dims)) not in measured
-        ]
+        measured = {s.dims for s in evidence.sizes}
+        extra = [Size(c.label, c.hidden_dims, c.params) for c in candidates
+                 if c.hidden_dims not in measured]  # fmt: skip
         sizes = sorted((*evidence.sizes, *extra), key=lambda s: s.params)
-        return replace(evidence, sizes=tuple(sizes))
+        note = f"{device.name}'s {device.memory_gib:.1f} GiB minus the safety margin"
+        # Out-of-sample figures do not depend on the device: every run's count.
+        oos = oos_cells(combine_per_case(runs)[0])
+        return replace(evidence, sizes=tuple(sizes), memory_budget_note=note, oos=oos)
     evidence = evidence_from_frame(runs, budgets, device=device.name)
     sizes = []
     for c in candidates:
@@ -486,7 +525,7 @@ def _evidence(
         sizes.append(
             Size(
                 label=c.label,
-                hidden_dims=",".join(map(str, c.hidden_dims)),
+                dims=c.hidden_dims,
                 params=c.params,
                 throughput=point_score(speed.value, speed.note) if usable else None,
                 throughput_note=speed.note,

@@ -22,6 +22,8 @@ __all__ = [
     "bootstrap_ratio_test",
     "mann_whitney_u",
     "mean_ci",
+    "quantile_interval",
+    "quantile_upper_bound",
     "student_t_two_sided_p",
     "t_critical_975",
     "welch_t_test",
@@ -186,6 +188,54 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
         return mean, math.nan, math.nan
     half = t_critical_975(len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
     return mean, mean - half, mean + half
+
+
+def quantile_interval(
+    values: Sequence[float], q: float, confidence: float = 0.95
+) -> tuple[float, float] | None:
+    """Distribution-free interval of the q-th percentile from two order statistics.
+
+    [x_(l), x_(u)] covers the true quantile with probability P(l <= B < u), B ~ Bin(n, q/100),
+    for any continuous distribution; the upper tail is kept <= (1 - confidence) / 2 and the
+    lower takes the rest of 1 - confidence. None when n is too small for that (3 samples
+    cannot give a 95% interval of a median; 200 cannot of a p99).
+    """
+    x = np.sort(np.asarray(values, dtype=float))
+    n, p, alpha = len(x), q / 100, 1 - confidence
+    cdf = _binomial_cdf(n, p)  # cdf[k] = P(B <= k)
+    highs = np.nonzero(1 - cdf <= alpha / 2)[0]  # P(B >= u) = 1 - cdf[u - 1] <= alpha / 2
+    if n == 0 or highs[0] + 1 > n:
+        return None
+    high_rank = int(highs[0]) + 1  # 1-based
+    # The lower tail takes what the discrete upper one left unused, so coverage stays near 95%.
+    lows = np.nonzero(cdf <= alpha - (1 - cdf[high_rank - 1]))[0]  # P(B < l) = cdf[l - 1]
+    if not len(lows):
+        return None
+    low_rank = int(lows[-1]) + 1
+    return float(x[low_rank - 1]), float(x[high_rank - 1])
+
+
+def quantile_upper_bound(
+    values: Sequence[float], q: float, confidence: float = 0.95
+) -> float | None:
+    """One-sided distribution-free upper bound of the q-th percentile: the smallest order
+    statistic x_(u) with P(B < u) >= confidence; None when even the maximum falls short
+    (a p99 needs 299 samples: 0.99^299 < 0.05)."""
+    x = np.sort(np.asarray(values, dtype=float))
+    cdf = _binomial_cdf(len(x), q / 100)
+    ranks = np.nonzero(cdf[: len(x)] >= confidence)[0]
+    return float(x[int(ranks[0])]) if len(ranks) else None
+
+
+def _binomial_cdf(n: int, p: float) -> np.ndarray:
+    """P(B <= k) for k = 0..n, B ~ Bin(n, p), in log space so n in the thousands is exact."""
+    k = np.arange(n + 1)
+    if p <= 0 or p >= 1:
+        return np.where(k >= (n if p >= 1 else 0), 1.0, 0.0)
+    # log C(n, k) = sum over j <= k of log((n - j + 1) / j)
+    log_choose = np.concatenate([[0.0], np.cumsum(np.log((n - k[1:] + 1) / k[1:]))])
+    pmf = np.exp(log_choose + k * math.log(p) + (n - k) * math.log1p(-p))
+    return np.minimum(1.0, np.cumsum(pmf))
 
 
 def t_critical_975(df: int) -> float:

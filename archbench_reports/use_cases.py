@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
@@ -14,15 +14,16 @@ from archbench_reports.evidence import (
     MEMORY_SAFETY_MARGIN,
     Dataset,
     OosCell,
+    combine_per_case,
     device_groups,
     device_label,
-    latest_per_suite,
     oos_by_length,
     oos_cells,
     preset_summary,
+    run_to_run_drift,
     suite_gaps,
 )
-from archbench_reports.scores import Score, oos_scores
+from archbench_reports.scores import Paired, Score, oos_scores, paired_seeds
 
 __all__ = [
     "USE_CASES",
@@ -52,11 +53,16 @@ class Limits:
     min_throughput_fraction: float = 0.25
     """'Trains at a usable rate': at least this fraction of the fastest size's whole-iteration
     throughput (production, extended training)."""
-    min_throughput_effect: float = 0.05
+    min_throughput_effect: float = 0.15
     """A faster size must be at least this much faster (relative), beyond the noise, to beat a
-    cheaper one: 2% more env steps/s is not worth a bigger network."""
+    cheaper one: the run-to-run drift measured at one commit on one GPU (README, H200 runs);
+    where the evidence repeats a case in two runs, the larger of this and that drift."""
     limited_data_bars: int | None = None
     """Limited data: the most bars counted as limited; None: under one year of bars."""
+    extended_min_budget: int = 100_000_000
+    """Extended training is decided only from overfit runs of at least this many env steps (a
+    fifth of the 500M it names): below it a ranking says which size learns fastest, not which
+    ends best."""
 
     def __post_init__(self) -> None:
         for name in ("latency_p99_s", "min_throughput_fraction"):
@@ -179,14 +185,16 @@ class Size:
 
     label: str
     """Preset name, or the widths joined by 'x'."""
-    hidden_dims: str
-    """Widths, '1024,512,256'."""
+    dims: tuple[int, ...]
+    """Widths, (1024, 512, 256): the key sizes are matched by (pick's candidates too)."""
     params: int
     """Exact parameter count: the cost that breaks ties (fewer is cheaper)."""
     throughput: Score | None = None
     """Whole-iteration env steps/s; None: not measured."""
     throughput_note: str = ""
     """Which case, or how it was extrapolated."""
+    throughput_workload: str = ""
+    """The workload the throughput was measured on (evidence.workload_text); '' if unknown."""
     latency: Score | None = None
     """Batch-1 p99 seconds of the fastest agreeing backend; None: not measured."""
     latency_note: str = ""
@@ -196,7 +204,16 @@ class Size:
     memory_note: str = ""
     """Where memory_bytes comes from."""
     oom: str | None = None
-    """Why this size ran out of memory while training or measuring memory; None: it did not."""
+    """Why this size cannot run here: every case of a suite ran out of memory; None: it did not."""
+    oom_cases: tuple[str, ...] = ()
+    """Cases that ran out of memory ('suite: case'): those settings are excluded, not the size."""
+    runs: tuple[tuple[str, str], ...] = ()
+    """(figure, run) pairs: which run each figure came from."""
+
+    @property
+    def hidden_dims(self) -> str:
+        """The widths as shown and passed on a command line, '1024,512,256'."""
+        return ",".join(map(str, self.dims))
 
 
 @dataclass(frozen=True)
@@ -217,6 +234,9 @@ class Evidence:
     """suite -> why it gave no figures."""
     source: str = ""
     """Which runs supplied which suites."""
+    drift: float | None = None
+    """Largest relative run-to-run change of one train case measured in two runs; None: no case
+    was repeated."""
 
 
 @dataclass(frozen=True)
@@ -242,6 +262,9 @@ class Decision:
     """One line: the answer and the figures that decided it, or 'no recommendation: <why>'."""
     details: tuple[str, ...] = ()
     """The rule, the data used, constraints, exclusions and sizes not measured, a line each."""
+    skill_shown: bool | None = None
+    """Out of sample: False when no size beat the baselines beyond the noise (the answer is
+    'no size shows skill'), True when the chosen one did; None: not an out-of-sample use case."""
 
     @property
     def hidden_dims(self) -> str | None:
@@ -266,54 +289,69 @@ def evidence_from_frame(
     device: str | None = None,
     precision: str | None = None,
 ) -> Evidence:
-    """The Evidence of one device group: per suite, the newest run that measured it.
+    """The Evidence of one device group, combined per (size, suite, case): every run adds what
+    it measured, a newer run replaces an older one only for the same case.
 
-    precision: rank throughput at this training precision (pick's --precision); None: each
-    size's fastest case at any precision measured (the report)."""
+    precision: rank throughput at this training precision (pick's --precision); None: the case
+    most sizes measured, at any precision (the report)."""
     budgets = budgets or Limits()
-    rows, used = latest_per_suite(frame)
+    rows, used = combine_per_case(frame)
     summary = preset_summary(rows, precision)
-    sizes = []
-    for s in summary.to_dict("records"):
-        if s.get("params") is None or s.get("hidden_dims") is None:
-            continue
-        oom = [suite for suite in s["oom_suites"] if suite in ("train", "memory", "overfit")]
-        sizes.append(
-            Size(
-                label=str(s["preset"]),
-                hidden_dims=str(s["hidden_dims"]),
-                params=int(s["params"]),
-                throughput=_present(s.get("throughput_score")),
-                throughput_note=str(s.get("throughput_case") or ""),
-                latency=_present(s.get("latency_score")),
-                latency_note=str(s.get("latency_backend") or ""),
-                memory_bytes=_number(s.get("memory_bytes")),
-                memory_note=str(s.get("memory_source") or ""),
-                oom=f"out of memory in the {', '.join(oom)} suite" if oom else None,
-            )
-        )
-    memory_budget, note = budgets.memory_bytes, "given budget"
-    if memory_budget is None:
-        gpu_memory = rows["gpu_memory_bytes"].dropna() if "gpu_memory_bytes" in rows else []
-        on_gpu = rows["device"].astype(str).str.startswith("cuda").any()
-        if on_gpu and len(gpu_memory):
-            memory_budget = float(gpu_memory.iloc[0]) * (1 - MEMORY_SAFETY_MARGIN)
-            note = f"GPU memory minus a {MEMORY_SAFETY_MARGIN:.0%} safety margin"
-        else:
-            note = "no memory limit known (CPU run, no budget given)"
-    runs: dict[str, list[str]] = {}
-    for suite, run in used.items():
-        runs.setdefault(run, []).append(suite)
-    source = "; ".join(f"run {run}: {', '.join(suites)}" for run, suites in runs.items())
+    sizes = tuple(_size(s) for s in summary.to_dict("records") if _complete(s))
+    memory_budget, note = _memory_budget(rows, budgets)
+    runs: dict[str, set[str]] = {}
+    for (_, suite, _), run in used.items():
+        runs.setdefault(run, set()).add(suite)
+    source = "; ".join(f"run {run}: {', '.join(sorted(suites))}" for run, suites in runs.items())
     return Evidence(
         device=device or device_label(rows),
-        sizes=tuple(sizes),
+        sizes=sizes,
         oos=oos_cells(rows),
         memory_budget=memory_budget,
         memory_budget_note=note,
         gaps=suite_gaps(rows),
         source=source,
+        drift=run_to_run_drift(frame),
     )
+
+
+def _complete(s: dict) -> bool:
+    return s.get("params") is not None and s.get("hidden_dims") is not None
+
+
+def _size(s: dict) -> Size:
+    """One preset_summary row as a Size, each figure with the run it came from."""
+    oom = [suite for suite in s["oom_suites"] if suite in ("train", "memory", "overfit")]
+    runs = [(f, s.get(f"{f}_run")) for f in ("throughput", "latency")]
+    workload, case = (s.get(k) for k in ("throughput_workload", "throughput_case"))
+    workload = workload if isinstance(workload, str) else ""  # NaN: not measured
+    note = (case if isinstance(case, str) else "") + (f"; {workload}" if workload else "")
+    return Size(
+        label=str(s["preset"]),
+        dims=tuple(int(w) for w in str(s["hidden_dims"]).split(",")),
+        params=int(s["params"]),
+        throughput=_present(s.get("throughput_score")),
+        throughput_note=note,
+        throughput_workload=workload,
+        latency=_present(s.get("latency_score")),
+        latency_note=str(s.get("latency_backend") or ""),
+        memory_bytes=_number(s.get("memory_bytes")),
+        memory_note=str(s.get("memory_source") or ""),
+        oom=f"out of memory in every {', '.join(oom)} case" if oom else None,
+        oom_cases=tuple(s.get("oom_cases") or ()),
+        runs=tuple((f, str(r)) for f, r in runs if isinstance(r, str)),
+    )
+
+
+def _memory_budget(rows: pd.DataFrame, budgets: Limits) -> tuple[float | None, str]:
+    if budgets.memory_bytes is not None:
+        return budgets.memory_bytes, "given budget"
+    gpu_memory = rows["gpu_memory_bytes"].dropna() if "gpu_memory_bytes" in rows else []
+    on_gpu = rows["device"].astype(str).str.startswith("cuda").any()
+    if on_gpu and len(gpu_memory):
+        budget = float(gpu_memory.iloc[0]) * (1 - MEMORY_SAFETY_MARGIN)
+        return budget, f"GPU memory minus a {MEMORY_SAFETY_MARGIN:.0%} safety margin"
+    return None, "no memory limit known (CPU run, no budget given)"
 
 
 def _present(value: object) -> Score | None:
@@ -329,15 +367,43 @@ def _number(value: object) -> float | None:
 # -- the decision -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Ranking:
+    """What one use case ranks: each size's objective figure and how two sizes compare."""
+
+    scores: dict[str, Score]
+    """label -> objective Score for every size that measured it."""
+    what: str
+    """The objective in words ('training throughput', 'out-of-sample Sharpe on ...')."""
+    cells: dict[str, OosCell] = field(default_factory=dict)
+    """Out-of-sample cells by label (oos objective only)."""
+    bars_per_year: float = 1.0
+    """Annualisation of the oos cells."""
+    min_effect: float = 0.0
+    """Relative margin a faster size needs (throughput only)."""
+
+    def beats(self, a: str, b: str) -> tuple[bool | None, str]:
+        """Does a beat b beyond the noise? And the paired difference in words, '' if none."""
+        if not self.cells:
+            verdict = self.scores[a].beats(self.scores[b], higher=True, min_effect=self.min_effect)
+            return verdict, ""
+        paired = _pair(self.cells[a], self.cells[b], self.bars_per_year)
+        if paired is None:
+            return None, ""
+        return paired.beyond, f"; paired difference {paired.text()}"
+
+
 def decide(use: UseCase, evidence: Evidence, budgets: Limits | None = None) -> Decision:
-    """One use case on one device: constraints, then the objective, then noise and cost.
+    """One use case on one device: constraints, skill, then the objective, then noise and cost.
 
     1. Sizes without the objective's figure are 'not measured' and never chosen.
     2. Constraints drop sizes (a constraint no size measured is stated as not checked, except
-       the latency budget of live trading, which is the point of that use case).
+       the latency budget of live trading, which is the point of that use case). For an
+       out-of-sample objective a size must also show skill: beat flat and buy-and-hold beyond
+       the paired interval.
     3. The best point estimate is found; the cheapest size (fewest parameters) that the best
-       does not beat beyond the noise (95% interval of the paired difference, and for
-       throughput by at least Limits.min_throughput_effect) is the answer.
+       does not beat beyond the noise (95% interval: paired on common seeds out of sample,
+       independent samples for timings, by at least the throughput margin) is the answer.
     """
     budgets = budgets or Limits()
     details = [f"rule: {use.rule}"]
@@ -348,14 +414,25 @@ def decide(use: UseCase, evidence: Evidence, budgets: Limits | None = None) -> D
 
     if not evidence.sizes:
         return none("no per-size records")
-    scores, what, why_missing = _objective(use, evidence, budgets, details)
-    if not scores:
+    ranking, why_missing = _objective(use, evidence, budgets, details)
+    if ranking is None or not ranking.scores:
         return none(why_missing)
+    scores = ranking.scores
     measured = [s for s in evidence.sizes if s.label in scores]
     missing = [s.label for s in evidence.sizes if s.label not in scores]
     if missing:
-        details.append(f"not measured ({what}): {', '.join(missing)}")
+        details.append(f"not measured ({ranking.what}): {', '.join(missing)}")
     pool, excluded = _constrain(use, measured, evidence, budgets, details)
+    _note_oom_cases(pool, details)
+    if ranking.cells and pool:
+        pool, skill_excluded = _skilled(pool, ranking, details)
+        excluded.update(skill_excluded)
+        if not pool:
+            best = max(skill_excluded, key=lambda k: scores[k].value)
+            details.append("excluded: " + "; ".join(f"{k} ({v})" for k, v in excluded.items()))
+            details.append(f"interval: {scores[best].how}")
+            why = f"no size shows skill on this data (best, for information: {best}, "
+            return replace(none(f"{why}{_fmt(use, scores[best])})"), skill_shown=False)
     if excluded:
         details.append("excluded: " + "; ".join(f"{k} ({v})" for k, v in excluded.items()))
     if not pool:
@@ -364,15 +441,22 @@ def decide(use: UseCase, evidence: Evidence, budgets: Limits | None = None) -> D
             + "; ".join(f"{k}: {v}" for k, v in excluded.items())
             + ")"
         )
-    min_effect = budgets.min_throughput_effect if use.objective == "throughput" else 0.0
+    decision = _choose(use, evidence, ranking, pool, details)
+    return replace(decision, skill_shown=True) if ranking.cells else decision
+
+
+def _choose(
+    use: UseCase, evidence: Evidence, ranking: _Ranking, pool: list[Size], details: list[str]
+) -> Decision:
+    """The cheapest size the best does not beat beyond the noise, and the words for it."""
+    scores = ranking.scores
     best = max(pool, key=lambda s: (scores[s.label].value, -s.params))
     cheaper = sorted((s for s in pool if s.params < best.params), key=lambda s: s.params)
-    chosen, unknown = best, False
+    chosen, unknown, paired = best, False, ""
     for size in cheaper:
-        verdict = scores[best.label].beats(scores[size.label], higher=True, min_effect=min_effect)
+        verdict, text = ranking.beats(best.label, size.label)
         if not verdict:  # False, or None (no interval): the bigger size has not proven itself
-            chosen = size
-            unknown = verdict is None
+            chosen, unknown, paired = size, verdict is None, text
             break
     others = sorted((s for s in pool if s is not chosen), key=lambda s: -scores[s.label].value)
     runner = others[0] if others else None
@@ -386,39 +470,95 @@ def decide(use: UseCase, evidence: Evidence, budgets: Limits | None = None) -> D
         )
     elif chosen is not best:
         summary += (
-            f"; within noise of {best.label} ({_fmt(use, scores[best.label])}), so the cheaper size"
+            f"; within noise of {best.label} ({_fmt(use, scores[best.label])}{paired}), "
+            "so the cheaper size"
         )
     elif cheaper:
         closest = max(cheaper, key=lambda s: scores[s.label].value)
+        _, paired = ranking.beats(best.label, closest.label)
         summary += (
             f"; beats every cheaper size beyond the noise (closest: {closest.label}, "
-            f"{_fmt(use, scores[closest.label])}{_paired(use, score, scores[closest.label])})"
+            f"{_fmt(use, scores[closest.label])}{paired})"
         )
     elif runner is not None:
         runner_text = _fmt(use, scores[runner.label])
         summary += f"; the cheapest eligible size; runner-up {runner.label} ({runner_text})"
     details.append(f"interval: {score.how}")
+    details.append("figures from: " + _sources(ranking, pool))
     if evidence.source:
-        details.append(f"from {evidence.source}")
-    return Decision(
-        use_case=use,
-        device=evidence.device,
-        size=chosen,
-        score=score,
-        best=best.label,
-        runner_up=runner.label if runner is not None else None,
-        within_noise=within,
-        summary=summary,
-        details=tuple(details),
+        details.append(f"evidence: {evidence.source}")
+    return Decision(use, evidence.device, chosen, score, best.label,
+                    runner.label if runner is not None else None, within, summary,
+                    tuple(details))  # fmt: skip
+
+
+def _sources(ranking: _Ranking, pool: list[Size]) -> str:
+    """The runs each ranked figure came from."""
+    parts = []
+    for size in pool:
+        if ranking.cells:
+            runs = ranking.cells[size.label].runs
+        else:
+            runs = tuple(run for figure, run in size.runs if figure == "throughput")
+        parts.append(f"{size.label} ({', '.join(runs) or 'run not recorded'})")
+    return "; ".join(parts)
+
+
+def _note_oom_cases(pool: list[Size], details: list[str]) -> None:
+    for size in pool:
+        if size.oom_cases:
+            details.append(
+                f"{size.label}: out of memory at {'; '.join(size.oom_cases)} "
+                "(those settings excluded, the size's other cases stand)"
+            )
+
+
+def _pair(a: OosCell, b: OosCell, bars_per_year: float) -> Paired | None:
+    """a - b on the seeds both sizes measured (aligned by seed, the count printed)."""
+    (sharpe_a, bars_a), (sharpe_b, bars_b) = _by_seed(a), _by_seed(b)
+    return paired_seeds(sharpe_a, sharpe_b, (bars_a, bars_b), bars_per_year)
+
+
+def _by_seed(cell: OosCell) -> tuple[dict, dict]:
+    """(seed -> val Sharpe, seed -> validation bars) of one cell."""
+    index = cell.by_seed()
+    sharpe = {k: cell.val_sharpe[i] for k, i in index.items()}
+    bars = {k: cell.val_returns[i] for k, i in index.items()} if cell.val_returns else {}
+    return sharpe, bars
+
+
+def _skilled(
+    pool: list[Size], ranking: _Ranking, details: list[str]
+) -> tuple[list[Size], dict[str, str]]:
+    """The sizes that beat flat (Sharpe 0) and buy-and-hold beyond the paired interval."""
+    keep, excluded = [], {}
+    for size in pool:
+        sharpe, bars = _by_seed(ranking.cells[size.label])
+        cell = ranking.cells[size.label]
+        held = {
+            k: cell.buy_and_hold[i]
+            for k, i in cell.by_seed().items()
+            if i < len(cell.buy_and_hold) and cell.buy_and_hold[i] is not None
+        }
+        why = []
+        for name, baseline in (("flat", dict.fromkeys(sharpe, 0.0)), ("buy-and-hold", held)):
+            if not baseline:
+                continue
+            paired = paired_seeds(sharpe, baseline, (bars, None), ranking.bars_per_year)
+            if paired is None or not paired.beyond:
+                why.append(f"not beyond {name}: {paired.text() if paired else 'no interval'}")
+        if why:
+            excluded[size.label] = "no skill: " + "; ".join(why)
+        else:
+            keep.append(size)
+    held = any(x is not None for s in pool for x in ranking.cells[s.label].buy_and_hold)
+    details.append(
+        f"skill: must beat {'flat and buy-and-hold' if held else 'flat'} beyond the paired "
+        "interval "
+        "(buy-and-hold's per-bar returns are not recorded: its per-seed Sharpe is held fixed "
+        "for one seed); the trend rule is not recorded by the overfit suite: not checked"
     )
-
-
-def _paired(use: UseCase, a: Score, b: Score) -> str:
-    """'; paired difference +4.18 [1.31, 7.52]' when the draws pair (out-of-sample scores)."""
-    span = a.difference(b)
-    if span is None or use.objective != "oos":
-        return ""
-    return f"; paired difference {a.value - b.value:+.2f} [{span[0]:+.2f}, {span[1]:+.2f}]"
+    return keep, excluded
 
 
 def _fmt(use: UseCase, score: Score) -> str:
@@ -434,29 +574,36 @@ def _fmt(use: UseCase, score: Score) -> str:
 
 def _objective(
     use: UseCase, evidence: Evidence, budgets: Limits, details: list[str]
-) -> tuple[dict[str, Score], str, str]:
-    """label -> objective Score for every size that measured it; what it is; why none did."""
+) -> tuple[_Ranking | None, str]:
+    """What the use case ranks, or None and why nothing can be ranked."""
     if use.objective == "throughput":
         scores = {s.label: s.throughput for s in evidence.sizes if s.throughput is not None}
-        why = (
-            "no training throughput measured ("
-            + evidence.gaps.get("train", "no train case finished")
-            + ")"
-        )
-        return scores, "training throughput", why
+        if not scores:
+            gap = evidence.gaps.get("train", "no train case finished")
+            return None, f"no training throughput measured ({gap})"
+        margin = budgets.min_throughput_effect
+        if evidence.drift is not None and evidence.drift > margin:
+            margin = evidence.drift
+            details.append(f"throughput margin {margin:.0%}: the run-to-run drift measured here")
+        else:
+            details.append(f"throughput margin {margin:.0%} (Limits.min_throughput_effect)")
+        case = next(s.throughput_note for s in evidence.sizes if s.throughput is not None)
+        details.append(f"compared on one case: {case}")
+        return _Ranking(scores, "training throughput", min_effect=margin), ""
     if not evidence.oos:
-        return (
-            {},
-            "",
-            "no out-of-sample figure ("
-            + evidence.gaps.get("overfit", "no overfit case finished")
-            + ")",
-        )
+        gap = evidence.gaps.get("overfit", "no overfit case finished")
+        return None, f"no out-of-sample figure ({gap})"
     dataset, why = _dataset(use.dataset, evidence.oos, budgets)
     if dataset is None:
-        return {}, "", why
+        return None, why
     cells = evidence.oos[dataset]
     details.append(f"data: {dataset.text()}; {why}")
+    others = {d.workload for d in evidence.oos if d.workload != dataset.workload}
+    if others:
+        details.append(f"not pooled: other workloads measured ({'; '.join(sorted(others))})")
+    perf = {s.throughput_workload for s in evidence.sizes if s.throughput_workload}
+    if perf - {dataset.workload} and "usable_rate" in use.constraints:
+        details.append(f"the usable-rate check reads throughput of {'; '.join(sorted(perf))}")
     per_year = dataset.bars_per_year or 1.0
     if dataset.bars_per_year is None:
         details.append("bars per year unknown: Sharpe not annualised")
@@ -464,7 +611,8 @@ def _objective(
     oracle = [v for c in cells.values() for v in c.oracle_sharpe]
     if oracle:
         details.append(f"the oracle's val Sharpe on the same bars: {sum(oracle) / len(oracle):.2f}")
-    return scores, f"out-of-sample Sharpe on {dataset.text()}", ""
+    what = f"out-of-sample Sharpe on {dataset.text()}"
+    return _Ranking(scores, what, dict(cells), per_year), ""
 
 
 def _dataset(
@@ -472,6 +620,9 @@ def _dataset(
 ) -> tuple[Dataset | None, str]:
     """The overfit setting a use case decides on, and why that one."""
     settings = oos_by_length(oos)  # shortest first
+    # A setting where no size has two seeds or per-bar returns cannot separate anything.
+    informative = [d for d in settings if any(_has_interval(c) for c in oos[d].values())]
+    settings = informative or settings
     rank = {d: i for i, d in enumerate(settings)}
 
     def length(d: Dataset) -> int:
@@ -481,8 +632,13 @@ def _dataset(
         return settings[-1], "the longest dataset measured"
     if which == "longest_budget":
         budgets_seen = [d.budget for d in settings if d.budget is not None]
-        if not budgets_seen:
-            return settings[-1], "training budget not recorded: the longest dataset"
+        floor = budgets.extended_min_budget
+        if not budgets_seen or max(budgets_seen) < floor:
+            longest = f"{max(budgets_seen):,}" if budgets_seen else "not recorded"
+            return None, (
+                f"not measured: no overfit run of >= {floor:,} env steps (longest: {longest}); "
+                "a shorter budget ranks how fast sizes learn, not where they end"
+            )
         top = [d for d in settings if d.budget == max(budgets_seen)]
         return max(
             top, key=length
@@ -508,6 +664,10 @@ def _dataset(
             return None, f"no dataset {wanted} measured (shortest: {shortest.text()})"
         return min(short, key=length), f"the shortest dataset {wanted}"
     raise ValueError(f"UseCase.dataset {which!r} is not one of the known settings")
+
+
+def _has_interval(cell: OosCell) -> bool:
+    return len(cell.val_sharpe) >= 2 or cell.val_returns is not None
 
 
 def _constrain(
@@ -561,10 +721,15 @@ def _violates(kind: str, size: Size, evidence: Evidence, budgets: Limits) -> str
     if kind == "latency":
         if size.latency is None:
             return "batch-1 latency not measured"
-        if size.latency.value > budgets.latency_p99_s:
+        upper = size.latency.upper
+        if upper is None:  # a p99 from too few samples cannot be held to a budget
             return (
-                f"p99 {size.latency.value * 1e3:.3g} ms ({size.latency_note}) > "
-                f"{budgets.latency_p99_s * 1e3:g} ms"
+                f"p99 {size.latency.value * 1e3:.3g} ms ({size.latency_note}): {size.latency.how}"
+            )
+        if upper > budgets.latency_p99_s:
+            return (
+                f"p99 {size.latency.value * 1e3:.3g} ms, 95% upper bound {upper * 1e3:.3g} ms "
+                f"({size.latency_note}) > {budgets.latency_p99_s * 1e3:g} ms"
             )
         return None
     raise ValueError(f"UseCase.constraints has unknown constraint {kind!r}")
@@ -588,6 +753,6 @@ def _constraint_text(kind: str, evidence: Evidence, budgets: Limits) -> str:
             f"{fastest:,.0f} env steps/s"
         )
     return (
-        f"latency: batch-1 p99 of the fastest agreeing backend <= "
+        f"latency: the 95% upper bound of the batch-1 p99 of the fastest agreeing backend <= "
         f"{budgets.latency_p99_s * 1e3:g} ms"
     )

@@ -166,7 +166,7 @@ def emit(request: pytest.FixtureRequest, benchmark: Any):
     def _emit(record: Any) -> None:
         if emitted:
             raise RuntimeError(f"{nodeid} emitted a second record; each case writes exactly one")
-        data = _with_host_load(record).to_dict()
+        data = _with_workload(_with_host_load(record), state, options_of(request)).to_dict()
         benchmark.extra_info["archbench"] = data
         state["records"][nodeid] = {
             "name": request.node.name,
@@ -334,6 +334,57 @@ def _why(report: pytest.TestReport) -> str:
 def _short(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
+
+
+def options_of(request: pytest.FixtureRequest) -> BenchOptions:
+    return request.config.stash[_OPTIONS]
+
+
+def _with_workload(record: Any, state: dict, options: BenchOptions) -> Any:
+    """The record plus its workload identity (issue 23): what task it measured, so reports
+    never pool two tasks, and the commit and torch threads it was measured at."""
+    import torch
+
+    from ppo_core.config import EnvConfig, NetworkConfig, PPOConfig
+    from ppo_core.synthetic import DEFAULT_SIGNAL_STRENGTH
+
+    net, case = NetworkConfig(), record.case
+    observation = {
+        "market_dim": net.n_features * net.lookback,
+        "account_state": case.get("account_state", net.account_state),
+        "scale_account": net.scale_account,
+        "input_multiple": net.input_multiple,
+        "obs_dim": record.obs_dim,
+    }
+    if options.data.strip().lower() == "synthetic":
+        market = {"name": "synthetic", "seed": case.get("seed", 0), "bars": case.get("bars"),
+                  "signal": case.get("signal_strength", DEFAULT_SIGNAL_STRENGTH)}  # fmt: skip
+    else:
+        market = {"name": options.data, "sha256": _file_sha256(options.data, state)}
+    budget = {k: case[k] for k in ("timesteps", "train_env_steps") if k in case}
+    if "commit" not in state:
+        state["commit"] = _commit_info().get("id")
+    workload = {
+        "observation": observation,
+        "market": market,
+        "gamma": case.get("gamma", PPOConfig.gamma),
+        "cost_bps": case.get("cost_bps", EnvConfig.cost_bps),
+        "budget": budget or {"iterations": options.budget.train_iterations},
+        "commit": state["commit"],
+        "torch_threads": torch.get_num_threads(),
+    }
+    return record.replace(workload=workload)
+
+
+def _file_sha256(data: str, state: dict) -> str | None:
+    """The data file's hash (once per session); None for a named dataset with no file here."""
+    import hashlib
+
+    hashes = state.setdefault("data_sha256", {})
+    if data not in hashes:
+        path = Path(data)
+        hashes[data] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return hashes[data]
 
 
 def _with_host_load(record: Any) -> Any:

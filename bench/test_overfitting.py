@@ -22,12 +22,10 @@ import pytest
 from _cases import ALGORITHM, OPTIONS_KEY, is_oom, oom_record, size_record, timed_rounds
 
 from archbench_instrument.record import Metric
+from archbench_instrument.resample import annualised_sharpe, block_length, circular_block_indices
 from ppo_core.sizing import estimate
 
 SUITE = "overfit"
-BOOTSTRAP_BLOCK = 40
-"""Bars per block of the block bootstrap: the synthetic trend regime's mean length, so a
-block keeps a regime's serial dependence together."""
 BOOTSTRAP_RESAMPLES = 1000
 """Bootstrap resamples per interval."""
 
@@ -396,32 +394,21 @@ def _annual_volatility(data) -> float:
 
 def block_bootstrap_means(
     returns: np.ndarray,
-    block: int = BOOTSTRAP_BLOCK,
+    block: int | None = None,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
 ) -> np.ndarray:
     """Means of `resamples` circular block-bootstrap resamples of per-bar `returns` (n,):
-    blocks of `block` consecutive bars keep the serial dependence a regime creates."""
-    n = len(returns)
-    block = max(1, min(block, n))
-    rng = np.random.default_rng(seed)
-    n_blocks = math.ceil(n / block)
-    starts = rng.integers(0, n, size=(resamples, n_blocks))  # (R, B)
-    index = (starts[:, :, None] + np.arange(block)) % n  # (R, B, block)
-    return returns[index.reshape(resamples, -1)[:, :n]].mean(axis=1)
+    blocks (the reports' block_length(n) unless given) keep a regime's serial dependence."""
+    index = circular_block_indices(len(returns), resamples, np.random.default_rng(seed), block)
+    return returns[index].mean(axis=1)
 
 
 def _sharpe_interval(returns: np.ndarray, bars_per_year: float, seed: int) -> tuple[float, float]:
-    """95% block-bootstrap interval of the annualised Sharpe of per-bar `returns`."""
-    n = len(returns)
-    block = max(1, min(BOOTSTRAP_BLOCK, n))
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, n, size=(BOOTSTRAP_RESAMPLES, math.ceil(n / block)))
-    index = ((starts[:, :, None] + np.arange(block)) % n).reshape(BOOTSTRAP_RESAMPLES, -1)[:, :n]
-    samples = returns[index]
-    std = samples.std(axis=1, ddof=1)
-    sharpe = np.where(std > 0, samples.mean(axis=1) / np.where(std > 0, std, 1.0), 0.0)
-    low, high = np.percentile(sharpe * math.sqrt(bars_per_year), [2.5, 97.5])
+    """95% block-bootstrap interval of the annualised Sharpe of per-bar `returns`: the same
+    blocks and Sharpe the reports use."""
+    index = circular_block_indices(len(returns), BOOTSTRAP_RESAMPLES, np.random.default_rng(seed))
+    low, high = np.percentile(annualised_sharpe(returns[index], bars_per_year), [2.5, 97.5])
     return float(low), float(high)
 
 
@@ -495,8 +482,7 @@ def size_interval(per_seed: list[np.ndarray], seed: int = 0) -> tuple[float, flo
 
 
 def _sharpe(returns: np.ndarray, bars_per_year: float) -> float:
-    std = float(returns.std(ddof=1)) if len(returns) > 1 else 0.0
-    return float(returns.mean() / std * math.sqrt(bars_per_year)) if std > 0 else 0.0
+    return float(annualised_sharpe(returns, bars_per_year)) if len(returns) > 1 else 0.0
 
 
 def summary_lines(collected: list[_Finished]) -> list[str]:
@@ -513,8 +499,8 @@ def summary_lines(collected: list[_Finished]) -> list[str]:
     lines = [
         "",
         "overfitting: test mean net return per bar of the validation-chosen model, 95% interval "
-        f"(seeds and folds x blocks of {BOOTSTRAP_BLOCK} bars); Sharpe beside the cost-aware "
-        "oracle's on the same bars",
+        f"(seeds and folds x blocks of {block_length(len(collected[0].returns['test']))} bars); "
+        "Sharpe beside the cost-aware oracle's on the same bars",
     ]
     for (dataset, label), sizes in groups.items():
         ranked = sorted(sizes.items())

@@ -95,3 +95,17 @@ def test_minimum_detectable_difference_is_the_paired_power_formula(overfit):
         (1.959964 + 0.841621) * sd / 2.0
     )
     assert overfit.minimum_detectable_difference([1.0, 2.0]) is None
+
+
+def test_the_suite_and_the_reports_share_one_block_bootstrap_and_one_sharpe(overfit):
+    from archbench_instrument import resample
+    from archbench_reports import scores
+
+    assert overfit.annualised_sharpe is scores.annualised_sharpe is resample.annualised_sharpe
+    assert overfit.circular_block_indices is scores.circular_block_indices
+    returns = np.random.default_rng(4).normal(3e-4, 1e-2, size=1652)
+    # the suite's per-case interval and the report's one-seed interval on the same bars
+    suite = overfit._sharpe_interval(returns, 8766.0, seed=0)
+    sharpe = float(scores.annualised_sharpe(returns, 8766.0))
+    report = scores.oos_scores({"a": ([sharpe], [returns])}, 8766.0)["a"].interval
+    assert suite == pytest.approx(report, abs=0.15 * (report[1] - report[0]))

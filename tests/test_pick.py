@@ -491,3 +491,61 @@ def test_h100_results_measured_before_the_padding_still_count_as_measured(tmp_pa
     runs = load_runs([path])
     result = pick(find_gpu("H100"), runs=runs)
     assert "measured" in _by_label(result)["medium"].update_samples_per_s.basis
+
+
+# -- what pick prints says what it did (issue 25's pick bullets, issue 23's one figure) ----------
+
+H200 = Path(__file__).parents[1] / "docs" / "measurements" / "h200-2026-11-26"
+
+
+@pytest.fixture(scope="module")
+def h200_perf(tmp_path_factory):
+    """The three H200 perf runs (one observation layout: 5,300 inputs), unzipped."""
+    import gzip
+
+    folder = tmp_path_factory.mktemp("h200")
+    paths = []
+    for name in ("quick-cuda", "issue15-targets-cuda", "captured-update-large-xlarge"):
+        path = folder / f"{name}.json"
+        path.write_bytes(gzip.decompress((H200 / f"{name}.json.gz").read_bytes()))
+        paths.append(path)
+    return load_runs(paths)
+
+
+def test_pick_prints_one_figure_per_size_in_one_unit(h200_perf, capsys):
+    from archbench_cli.tables import print_pick
+
+    device = find_gpu("h200", None)
+    result = pick(device, use_case="quick iteration", runs=h200_perf)
+    chosen = result.decision.size
+    why = "\n".join(result.why)
+    assert "given budget" not in why  # no budget was given: the device's memory is
+    assert " GB" not in why  # GiB beside GiB, never GB
+    # the training line is the engine's figure on the case it compared, not another case's
+    training = next(line for line in result.why if line.startswith("training "))
+    assert f"{chosen.throughput.value:,.0f} env steps/s" in training
+    assert "update=captured" in training or "update=eager" in training
+    # the recommended settings are the measured case's
+    assert (result.n_envs, result.minibatch) == (1024, 4096)
+    assert "the case measured on this device" in why
+    print_pick(result)
+    out = capsys.readouterr().out
+    assert "0.5 GB" not in out  # the footer's CUDA context is the sizing model's
+    assert f"{CUDA_CONTEXT_BYTES / 2**30:.2f} GiB CUDA context" in out
+
+
+def test_pick_latency_is_the_backend_the_engine_reads(h200_perf):
+    from archbench_reports.use_cases import evidence_from_frame
+
+    device = find_gpu("h200", None)
+    result = pick(device, use_case="live trading", runs=h200_perf)
+    sizes = {s.label: s for s in evidence_from_frame(h200_perf).sizes}
+    compared = 0
+    for candidate in result.candidates:
+        size = sizes.get(candidate.label)
+        if size is None or size.latency is None or candidate.latency_p99_s.basis != "measured":
+            continue
+        assert candidate.latency_p99_s.value == pytest.approx(size.latency.value)
+        assert f"{size.latency_note} backend" in candidate.latency_p99_s.note
+        compared += 1
+    assert compared >= 2  # medium and large were measured at batch 1 on this H200

@@ -19,3 +19,17 @@ def test_series_is_written_only_when_present_and_rounded_to_6_digits():
     out = with_series.to_dict()
     assert out["series"] == {"val_net_returns": [0.00123457, -1.23457e-05, None]}
     json.dumps(out, allow_nan=False)  # strict JSON: the NaN became null
+
+
+def test_the_workload_identity_is_written_when_recorded():
+    base = Record(suite="train", device="cpu", profile="quick")
+    assert "workload" not in base.to_dict()  # older records: 'unknown' to the reports
+    workload = {
+        "observation": {"obs_dim": 5304},
+        "gamma": 0.99,
+        "commit": "abc",
+        "torch_threads": 2,
+    }
+    out = base.replace(workload=workload).to_dict()
+    assert out["workload"] == workload
+    json.dumps(out, allow_nan=False)

@@ -110,3 +110,38 @@ def test_bootstrap_ratio_test_extrapolates_beyond_its_last_resample():
     )
     # Identical constants: every ratio is exactly 1, no evidence either way.
     assert bootstrap_ratio_test([2, 2], [2, 2], percentile=50).p_value == 1.0
+
+
+def test_quantile_interval_is_the_order_statistics_the_binomial_gives():
+    from archbench_reports.stats import quantile_interval, quantile_upper_bound
+
+    # Median of 6: P(B = 0) = P(B = 6) = 1/64 each, so [x(1), x(6)] covers 62/64 = 96.9%;
+    # [x(2), x(6)] would miss 1/64 + 6/64 = 10.9%.
+    assert quantile_interval([6, 1, 5, 2, 4, 3], 50) == (1.0, 6.0)
+    # 3 or 5 samples: their min-max covers 75% or 93.75% only, so there is no 95% interval.
+    assert quantile_interval([1, 2, 3], 50) is None
+    assert quantile_interval([1, 2, 3, 4, 5], 50) is None
+    # Median of 20: the upper tail P(B >= 15) = 2.07% <= 2.5%; the lower takes the 2.93% left,
+    # P(B < 6) = 2.07%, P(B < 7) = 5.77%: [x(6), x(15)] covers 95.9%.
+    assert quantile_interval(range(1, 21), 50) == (6.0, 15.0)
+    # p99 upper bound: 0.99^299 = 4.95% < 5% (the maximum of 299 covers), 0.99^298 = 5.0% not.
+    assert quantile_upper_bound(range(1, 300), 99) == 299.0
+    assert quantile_upper_bound(range(1, 299), 99) is None
+    # 500 samples: P(B >= 499) = 0.99^500 + 500 (0.01) 0.99^499 = 3.97% < 5%: x(499) bounds it.
+    assert quantile_upper_bound(range(1, 501), 99) == 499.0
+    assert quantile_interval(range(200), 99) is None
+
+
+def test_rate_score_is_the_wall_clock_rate_and_ignores_the_recorded_order():
+    from archbench_reports.scores import rate_score
+
+    # 100 steps in 1 s and in 3 s: 200 steps in 4 s is 50/s, not the median rate (66.7/s).
+    assert rate_score([100.0, 100.0 / 3]).value == pytest.approx(50.0)
+    rates = [100.0, 97.0, 104.0, 99.0, 102.0]
+    forward, backward = rate_score(rates), rate_score(rates[::-1])
+    assert forward.draws == backward.draws
+    assert forward.interval == backward.interval
+    # Student t of the mean time per step: mean 0.01 s, sd 0 -> no spread, a point
+    flat = rate_score([100.0, 100.0, 100.0])
+    assert flat.interval == pytest.approx((100.0, 100.0))
+    assert rate_score([100.0]).interval is None
