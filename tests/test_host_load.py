@@ -60,7 +60,7 @@ def test_report_pick_and_compare_read_the_projects_own_gz_measurements(tmp_path,
     assert out.stat().st_size > 0
     assert main(["compare", str(packed), str(RUN)]) == 0
     code = main(["pick", "--gpu", "H100", "--results", str(packed), "--json"])
-    assert code in (0, 1)
+    assert code in (0, 1, 3)  # an answer, none, or no size showing skill: never a read error
     assert "codec can't decode" not in capsys.readouterr().err
 
 
