@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from ppo_core.data import PreparedData
 from ppo_core.env import (
@@ -56,7 +55,7 @@ def greedy_positions(
     was_training = policy.training
     policy.eval()
     try:
-        if not policy.config.account_state or not isinstance(policy.actor_trunk[0], nn.Linear):
+        if not policy.config.account_state:
             # No decision depends on the last: the env's loop already runs in batches.
             return policy_positions(
                 greedy_actions(policy), data, split, device=device, network=policy.config
