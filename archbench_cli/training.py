@@ -326,26 +326,11 @@ def _train(args: argparse.Namespace) -> int:
     trainer = PPOTrainer(env, config.replace(device=str(device)))
     if stored is not None:
         trainer.resume(stored)
-    with _StopAfterIteration() as stop:
-        if not args.json:
-            print(_banner(config, market, device, trainer.iteration, args.resume), file=sys.stderr)
-        try:
-            stats = trainer.learn(
-                checkpoint_path=out,
-                checkpoint_every=args.checkpoint_every,
-                on_iteration=stop.check,
-            )
-        except (_Stopped, KeyboardInterrupt):
-            # A stop keeps the training done so far: the checkpoint resumes with --resume.
-            trainer.save(out)
-            name = signal.Signals(stop.signum or signal.SIGINT).name
-            print(
-                f"archbench train: interrupted by {name} after iteration {trainer.iteration} "
-                f"of {config.n_iterations}; checkpoint written to {out} "
-                f"(continue with: archbench train --resume {out})",
-                file=sys.stderr,
-            )
-            return 128 + (stop.signum or signal.SIGINT)
+    stats = _learn(
+        trainer, out, args, _banner(config, market, device, trainer.iteration, args.resume)
+    )
+    if isinstance(stats, int):
+        return stats  # stopped by a signal: the checkpoint is written, the exit status says so
     try:
         results = evaluate_with_baselines(trainer.policy, data, "validation", config.env.cost_bps)
     except KeyboardInterrupt:
@@ -384,6 +369,31 @@ def _train(args: argparse.Namespace) -> int:
         print(f"checkpoint written to {out}")
     _warn(context.caveat)
     return 0
+
+
+def _learn(trainer, out, args: argparse.Namespace, banner: str):  # -> list[IterationStats] | int
+    """trainer.learn with the stop signals handled: the stats, or the exit status of a run a
+    signal stopped (its checkpoint written, the command that continues it printed)."""
+    with _StopAfterIteration() as stop:
+        if not args.json:
+            print(banner, file=sys.stderr)
+        try:
+            return trainer.learn(
+                checkpoint_path=out,
+                checkpoint_every=args.checkpoint_every,
+                on_iteration=stop.check,
+            )
+        except (_Stopped, KeyboardInterrupt):
+            # A stop keeps the training done so far: the checkpoint resumes with --resume.
+            trainer.save(out)
+            name = signal.Signals(stop.signum or signal.SIGINT).name
+            print(
+                f"archbench train: interrupted by {name} after iteration {trainer.iteration} "
+                f"of {trainer.config.n_iterations}; checkpoint written to {out} "
+                f"(continue with: archbench train --resume {out})",
+                file=sys.stderr,
+            )
+            return 128 + (stop.signum or signal.SIGINT)
 
 
 def _check_train_out(args: argparse.Namespace):  # -> Path

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from ppo_core.baselines import baseline_notes, trader_baselines
 from ppo_core.data import PreparedData
@@ -67,7 +66,7 @@ def greedy_positions(
     was_training = policy.training
     policy.eval()
     try:
-        if not policy.config.account_state or not isinstance(policy.actor_trunk[0], nn.Linear):
+        if not policy.config.account_state:
             # No decision depends on the last: the env's loop already runs in batches.
             return policy_positions(
                 greedy_actions(policy), data, split, device=device, network=policy.config

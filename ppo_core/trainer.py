@@ -594,14 +594,17 @@ class _ProgressBar:
     def __init__(self, total: int, enabled: bool) -> None:
         self._progress = None
         if enabled:
+            from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+            # On stderr: `archbench train --json | jq` would otherwise get the bar in its JSON.
             self._progress = Progress(
                 TextColumn("[bold]PPO[/bold] it {task.completed}/{task.total}"),
                 BarColumn(),
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[status]}"),
                 transient=False,
+                console=Console(stderr=True),
             )
             self._task = self._progress.add_task("train", total=total, status="")
 

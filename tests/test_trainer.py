@@ -260,3 +260,10 @@ def test_value_loss_on_another_split_leaves_training_where_it_was(data):
     raw = dataclasses.replace(config.network, scale_account=False)  # same width, misread
     with pytest.raises(ConfigError, match=r"'account_gain': 1\.0"):
         trainer.value_loss(TradingEnv(data, "validation", 4, config.env, network=raw))
+
+
+def test_the_progress_bar_is_on_stderr_so_json_on_stdout_stays_clean(data, capsys):
+    _trainer(data, _config(total_timesteps=64)).learn(progress=True)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "PPO" in err
