@@ -110,12 +110,12 @@ def test_an_idle_run_keeps_every_timing(tmp_path):
 
 def test_pick_says_its_figures_came_from_a_loaded_host_and_leaves_them_out(tmp_path, capsys):
     busy = with_host_load(tmp_path, 4.8, "busy")
-    assert main(["pick", "--gpu", "H100", "--results", str(busy), "--json"]) in (0, 1)
+    assert main(["pick", "--gpu", "H100", "--results", str(busy), "--json"]) in (0, 1, 3)
     (line,) = json.loads(capsys.readouterr().out)["loaded_host"]
     assert "busy: host load per core median 4.80" in line
     assert "left out" in line
-    assert main(["pick", "--gpu", "H100", "--results", str(busy), "--allow-loaded"]) in (0, 1)
+    assert main(["pick", "--gpu", "H100", "--results", str(busy), "--allow-loaded"]) in (0, 1, 3)
     assert "taken on a loaded host: busy" in capsys.readouterr().out
     idle = with_host_load(tmp_path, 1.1, "idle")
-    assert main(["pick", "--gpu", "H100", "--results", str(idle), "--json"]) in (0, 1)
+    assert main(["pick", "--gpu", "H100", "--results", str(idle), "--json"]) in (0, 1, 3)
     assert json.loads(capsys.readouterr().out)["loaded_host"] == []
