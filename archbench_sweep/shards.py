@@ -65,6 +65,8 @@ class ShardRun:
     """The host the shard ran on (Ray: the worker node); None: the JSON's machine_info.node."""
     accelerator: str | None = None
     """The Ray accelerator type the shard asked for, if any."""
+    complete: bool = True
+    """The shard ran every case it was given (False: stopped, lost, or cases failed)."""
 
 
 def case_weight(function: str) -> float:
