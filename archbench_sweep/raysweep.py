@@ -361,7 +361,12 @@ def _shard_task(command: list[str], gpu: bool, collector: Any, key: str, per_nod
     import ray
 
     threads = _threads_here(ray, gpu, per_node)
-    note = {"node": platform.node(), "pid": os.getpid(), "threads": threads}
+    note = {
+        "node": platform.node(),
+        "ray_node": ray.get_runtime_context().get_node_id(),
+        "pid": os.getpid(),
+        "threads": threads,
+    }
     attempt = ray.get(collector.begin.remote(key, note))
     done = ray.get(collector.finished.remote(key))
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
@@ -452,6 +457,7 @@ class _Driver:
         self.results: dict[str, dict[str, Any]] = {}
         self.reasons: dict[str, str] = {}
         self.notes: dict[str, dict[str, Any]] = {}
+        self.stopped: str | None = None
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         cpu_shards = sum(not s.gpu for s in self.shards)
         self.per_node = max(1, math.ceil(cpu_shards / max(1, len(nodes))))
@@ -495,7 +501,7 @@ class _Driver:
             self._settle_ready(pending)
         if not pending:
             return
-        name = signal.Signals(stopper.signum).name
+        name = self.stopped = signal.Signals(stopper.signum).name
         self.echo(
             f"interrupted by {name}: stopping {len(pending)} shard(s) and keeping every finished "
             "case (send it again to stop at once)"
@@ -558,8 +564,8 @@ class _Driver:
         with contextlib.suppress(Exception):
             attempts = self.ray.get(self.collector.attempts.remote(), timeout=30).get(shard.key, 1)
         cause = _cause(error)
-        if type(error).__name__ == "TaskCancelledError":
-            return f"cancelled: {cause}"
+        if self.stopped is not None:
+            return f"stopped by {self.stopped} before it finished"
         if attempts > 1:
             return f"lost after {attempts - 1} {'retry' if attempts == 2 else 'retries'}: {cause}"
         return f"failed: {cause}"
@@ -597,10 +603,12 @@ class _Driver:
             progress.session,
             node=node,
             device=device,
-            torch_threads=result.get("threads") or note.get("threads"),
+            torch_threads=None if progress.session else note.get("threads"),
             cases_done=len(_done(data)) if data else 0,
             cases_total=(len(_done(data)) if data else 0) + len(my_lost),
         )
+        entry["ray_node"] = note.get("ray_node")  # hosts may share a name; Ray's node id not
+        entry["attempts"] = note.get("attempt")
         run = None
         if data is not None and data.get("benchmarks"):
             run = ShardRun(
