@@ -44,6 +44,7 @@ RUN_COLUMNS = (
     "commit",
     "dirty",
     "datetime",
+    "lost_cases",
 )
 RECORD_COLUMNS = (
     "suite",
@@ -187,7 +188,16 @@ def _run_fields(data: dict[str, Any], path: Path) -> dict[str, Any]:
         "commit": commit.get("id") if isinstance(commit, dict) else None,
         "dirty": commit.get("dirty") if isinstance(commit, dict) else None,
         "datetime": data.get("datetime"),
+        # archbench_run (archbench_sweep.runfile): how many cases the sweep lost, if it lost any
+        "lost_cases": _lost_count(data.get("archbench_run")),
     }
+
+
+def _lost_count(run: Any) -> int | None:
+    """Cases an incomplete run lacks (0 when it was only stopped); None when it is complete."""
+    if not isinstance(run, dict) or not run.get("incomplete"):
+        return None
+    return len(run.get("lost") or [])
 
 
 def _record_rows(record: Any, where: str, info: dict[str, Any]) -> list[dict[str, Any]]:

@@ -83,6 +83,7 @@ def render_html(
         f"<p class='note'>Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} "
         f"from {len(runs)} run(s).</p>",
         header_table(df),
+        _incomplete_note(df),
         missing_note(df),
         "<h2>Recommended hidden_dims</h2>",
         recommendations_table(recommendations, devices),
@@ -118,6 +119,20 @@ def render_html(
         "</body></html>",
     ]
     return "\n".join(parts)
+
+
+def _incomplete_note(df: pd.DataFrame) -> str:
+    """A run the sweep did not finish (stopped, or cases lost) says so at the top."""
+    if "lost_cases" not in df:
+        return ""
+    runs = df.drop_duplicates("run").dropna(subset=["lost_cases"])
+    lines = [
+        f"incomplete: run {html.escape(str(row.run))} lacks {int(row.lost_cases)} case(s) "
+        f"(archbench_run.lost in its JSON); `archbench sweep --resume {html.escape(row.path)}` "
+        "completes it"
+        for row in runs.itertuples()
+    ]
+    return "".join(f"<p class='warn'>{line}</p>" for line in lines)
 
 
 def write_section(body_html: str, out_path: str | Path, *, title: str) -> Path:
