@@ -144,7 +144,7 @@ def _finish(outcome, plan, out, stamp, shard_root, stored, render, previous, sto
         html_path=html,
         shard_dir=shard_root,
         shards=sum(n for *_, n in plan),
-        finished=len([r for r in runs if r.complete]),
+        finished=sum(n for *_, n in plan) - len(failed),
         failed=tuple(failed),
         interrupted=stopper.signum is not None,
         lost=tuple(e for _key, e in lost),
