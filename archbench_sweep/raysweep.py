@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -355,7 +356,9 @@ def _threads_here(ray: Any, gpu: bool, per_node: int) -> int:
     return max(1, (cpus or 1) // max(1, per_node))
 
 
-def _shard_task(command: list[str], gpu: bool, collector: Any, key: str, per_node: int) -> dict:
+def _shard_task(
+    command: list[str], gpu: bool, collector: Any, key: str, per_node: int, run_id: str
+) -> dict:
     """Runs on a Ray worker: one shard's `archbench sweep`, its records streamed to `collector`
     as cases finish; a retry skips the cases an earlier attempt finished."""
     import ray
@@ -370,7 +373,10 @@ def _shard_task(command: list[str], gpu: bool, collector: Any, key: str, per_nod
     attempt = ray.get(collector.begin.remote(key, note))
     done = ray.get(collector.finished.remote(key))
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    with tempfile.TemporaryDirectory(prefix="archbench-shard-") as folder:
+    prefix = f"archbench-{run_id}-{key.replace('/', '-')}-"
+    for stale in Path(tempfile.gettempdir()).glob(prefix + "*"):
+        shutil.rmtree(stale, ignore_errors=True)  # a dead attempt's: its cases came home
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
         skip = Path(folder) / "skip.json"
         skip.write_text(json.dumps(done), encoding="utf-8")
         argv = [folder if part == "{out}" else part for part in command]
@@ -474,6 +480,7 @@ class _Driver:
             )
             .remote()
         )
+        _preflight(ray)
         task = ray.remote(_shard_task)
         pending = {}
         for shard in self.shards:
@@ -484,7 +491,7 @@ class _Driver:
             )
             command = self._command(shard)
             ref = task.options(**_task_options(shard)).remote(
-                command, shard.gpu, self.collector, shard.key, self.per_node
+                command, shard.gpu, self.collector, shard.key, self.per_node, self.shard_root.name
             )
             pending[ref] = shard
         self._wait(pending, stopper)
@@ -532,8 +539,8 @@ class _Driver:
                     self.notes[key] = note
                     again = f" (Ray's retry {note['attempt'] - 1})" if note["attempt"] > 1 else ""
                     self.echo(
-                        f"[{key}] on {note['node']}, worker pid {note['pid']}, "
-                        f"{note['threads']} torch threads{again}"
+                        f"[{key}] on {note['node']} (Ray node {note['ray_node'][:8]}), worker "
+                        f"pid {note['pid']}, {note['threads']} torch threads{again}"
                     )
                     continue
                 with progress.path.open("a", encoding="utf-8") as handle:
@@ -620,6 +627,57 @@ class _Driver:
                 complete=not my_lost and shard.key not in self.reasons,
             )
         return run, my_lost, entry
+
+
+def _probe_node(executable: str) -> dict[str, Any]:
+    """Runs on each node before any shard: can it run the shards' command?"""
+    from importlib import metadata
+
+    found = {}
+    for package in ("ppo-archbench", "torch"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = None
+    return {"python": os.access(executable, os.X_OK), **found}
+
+
+def _preflight(ray: Any) -> None:
+    """Refuse in one line, before any work, a node that lacks the driver's interpreter path or
+    the project (each shard runs `sys.executable -m archbench_cli.main` there)."""
+    import sys
+    from importlib import metadata
+
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    probe = ray.remote(_probe_node)
+    refs = [
+        probe.options(
+            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        ).remote(sys.executable)
+        for n in nodes
+    ]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=CONNECT_TIMEOUT_S * 3)
+    mine = {p: metadata.version(p) for p in ("ppo-archbench", "torch")}
+    problems = []
+    for node, ref in zip(nodes, refs, strict=True):
+        where = node.get("NodeManagerAddress") or node["NodeID"][:8]
+        if ref not in ready:
+            problems.append(f"node {where} did not answer")
+            continue
+        found = ray.get(ref)
+        if not found["python"]:
+            problems.append(f"node {where} has no {sys.executable}")
+        elif found["ppo-archbench"] is None:
+            problems.append(f"node {where} lacks ppo-archbench")
+        elif found["torch"] != mine["torch"]:
+            problems.append(f"node {where} has torch {found['torch']}, this one {mine['torch']}")
+    if problems:
+        raise ArchbenchError(
+            f"--ray: {'; '.join(problems[:3])}: every node needs this checkout installed at the "
+            f"same path with the same torch (the shards run {sys.executable} there)"
+        )
 
 
 def _done(data: dict[str, Any] | None) -> set[str]:

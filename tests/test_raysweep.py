@@ -20,6 +20,7 @@ import pytest
 
 from archbench_sweep import raysweep
 from archbench_sweep.multisweep import SweepOptions
+from ppo_core.errors import ArchbenchError
 
 ray = pytest.importorskip("ray")
 
@@ -142,7 +143,8 @@ def test_a_worker_killed_past_its_retries_keeps_its_finished_case(tmp_path):
     _wait_for(out, child, r"\[0\] \[1/3\] passed")
     pids = set()
     for attempt in range(3):  # the first attempt and Ray's two retries
-        pattern = r"\[0\] on \S+, worker pid (\d+)" + (f".*retry {attempt}" if attempt else "")
+        pattern = r"\[0\] on \S+ \(Ray node \w+\), worker pid (\d+)"
+        pattern += f".*retry {attempt}" if attempt else ""
         line = _wait_for(out, child, pattern)
         pid = int(re.search(r"pid (\d+)", line).group(1))
         assert pid not in pids
@@ -184,6 +186,10 @@ def test_cpu_shards_spread_one_per_node_with_the_node_s_cores(tmp_path, monkeypa
             cluster.address, options, shards=4, cpu_only=True, out_dir=tmp_path,
             render=False, echo=lines.append,
         )  # fmt: skip
+        # A node without the driver's interpreter path is refused before any shard starts.
+        monkeypatch.setattr(sys, "executable", "/nowhere/bin/python")
+        with pytest.raises(ArchbenchError, match=r"has no /nowhere/bin/python.*same path"):
+            raysweep._preflight(ray)
     finally:
         ray.shutdown()
         cluster.shutdown()
