@@ -25,6 +25,9 @@ CASE_TIMEOUT_S = {"quick": 900.0, "full": 7200.0}
 budget (a quick overfitting case on a 2-core CPU, a full one on a CPU), so only a hang hits it."""
 
 
+_COLLECTED = pytest.StashKey[list[str]]()
+
+
 class CaseTimeout(Exception):
     """A case ran past --archbench-case-timeout."""
 
@@ -67,6 +70,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             keep = [item for item in keep if item.nodeid not in done]
     except (ArchbenchError, OSError, ValueError) as error:
         raise pytest.UsageError(f"archbench sweep plugin: {error}") from None
+    config.stash[_COLLECTED] = [item.nodeid for item in items]
     if len(keep) != len(items):
         kept = {id(item) for item in keep}
         config.hook.pytest_deselected(items=[item for item in items if id(item) not in kept])
@@ -74,7 +78,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    _append(session.config, {"event": "plan", "nodeids": [item.nodeid for item in session.items]})
+    planned = [item.nodeid for item in session.items]
+    # Every case this node collected, before the split: shards on nodes that collect different
+    # cases (an extra missing on one) would otherwise drop some without a word.
+    collected = session.config.stash.get(_COLLECTED, planned)
+    _append(session.config, {"event": "plan", "nodeids": planned, "collected": collected})
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -49,6 +49,8 @@ class Progress:
         """The 'collected' event: case count, device, profile, machine and commit."""
         self.plan: list[str] | None = None
         """The node ids this pytest runs (archbench_sweep.plugin's 'plan' event)."""
+        self.collected_ids: list[str] | None = None
+        """Every case this pytest collected before its shard's split (the plan event)."""
         self.running: tuple[str, float] | None = None
         """The case running now and when its start was read (time.monotonic)."""
         self._started = time.monotonic()
@@ -68,6 +70,7 @@ class Progress:
     def _event(self, event: dict[str, Any]) -> None:
         if event.get("event") == "plan":
             self.plan = list(event["nodeids"])
+            self.collected_ids = list(event.get("collected") or self.plan)
             return
         if event.get("event") == "start":
             self.running = (event["nodeid"], time.monotonic())

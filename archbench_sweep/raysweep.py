@@ -588,7 +588,36 @@ class _Driver:
             entries.append((shard.key, entry))
             if shard.key in self.reasons:
                 failed.append(f"shard {shard.key}: {self.reasons[shard.key]}")
+        lost += self._not_collected(runs, lost)
         return runs, lost, entries, failed
+
+    def _not_collected(self, runs, lost) -> list[tuple[str, dict[str, str]]]:
+        """Cases some node collected that no shard ran or lost: another node could not collect
+        them (an extra missing there), so its split left them out."""
+        accounted = {e["case"] for _key, e in lost}
+        for run in runs:
+            accounted |= _done(dict(run.data))
+        for shard in self.shards:
+            accounted |= set(self.progress[shard.key].plan or ())
+        missing = []
+        seen: dict[str, list[str]] = {}
+        for shard in self.shards:
+            for nodeid in self.progress[shard.key].collected_ids or ():
+                seen.setdefault(nodeid, []).append(shard.key)
+        counts = {
+            s.key: len(self.progress[s.key].collected_ids)
+            for s in self.shards
+            if self.progress[s.key].collected_ids is not None
+        }
+        for nodeid, keys in seen.items():
+            if nodeid not in accounted:
+                others = sorted(set(counts) - set(keys))
+                reason = (
+                    f"not run: shard(s) {', '.join(others)} collected {min(counts.values())} of "
+                    f"{max(counts.values())} cases on their node (an extra missing there?)"
+                )
+                missing.append((keys[0], {"case": nodeid, "reason": reason}))
+        return missing
 
     def _shard_outcome(self, shard: _Shard, stopper: Stopper):
         progress = self.progress[shard.key]
@@ -615,6 +644,8 @@ class _Driver:
             cases_total=(len(_done(data)) if data else 0) + len(my_lost),
         )
         entry["ray_node"] = note.get("ray_node")  # hosts may share a name; Ray's node id not
+        if progress.collected_ids is not None:
+            entry["collected"] = len(progress.collected_ids)
         entry["attempts"] = note.get("attempt")
         run = None
         if data is not None and data.get("benchmarks"):

@@ -30,7 +30,8 @@ __all__ = [
 ]
 
 RUN_KEY = "archbench_run"
-_VERSION_KEYS = ("commit", "python", "torch", "cuda", "driver")
+_VERSION_KEYS = ("commit", "python", "torch", "cuda", "driver", "collected")
+"""What every shard of one run should share (`collected`: cases its node collected)."""
 
 
 def shard_entry(

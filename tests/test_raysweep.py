@@ -279,3 +279,28 @@ def test_retries_are_named_only_when_ray_retried():
         driver = object.__new__(raysweep._Driver)
         driver.ray, driver.collector, driver.stopped = Ray(attempts), Collector(attempts), None
         assert driver._failure(shard, RuntimeError("worker died")).startswith(expected)
+
+
+def test_cases_one_node_could_not_collect_are_recorded_not_dropped(tmp_path):
+    from archbench_sweep.progress import Progress
+    from archbench_sweep.runfile import mismatches
+
+    driver = object.__new__(raysweep._Driver)
+    driver.shards = [
+        raysweep._Shard(key=str(i), index=i, n_shards=2, accelerator=None, gpu=False)
+        for i in range(2)
+    ]
+    everything = ["t::a", "t::b", "t::data[sp500]", "t::data[eurusd]"]
+    without_data = everything[:2]  # shard 1's node has no [data] extra
+    driver.progress = {}
+    for key, collected, plan in (("0", everything, ["t::a", "t::data[eurusd]"]),
+                                 ("1", without_data, ["t::b"])):  # fmt: skip
+        progress = Progress(tmp_path / f"{key}.jsonl", lambda _line: None)
+        progress.collected_ids, progress.plan = collected, plan
+        driver.progress[key] = progress
+    missing = driver._not_collected([], [])
+    assert [e["case"] for _key, e in missing] == ["t::data[sp500]"]
+    assert "shard(s) 1 collected 2 of 4 cases" in missing[0][1]["reason"]
+    assert mismatches([{"index": 0, "collected": 4}, {"index": 1, "collected": 2}]) == [
+        "collected differs: shard 0 4, shard 1 2"
+    ]
