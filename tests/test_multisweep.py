@@ -114,6 +114,17 @@ def test_ctrl_c_keeps_the_shards_finished_cases(tmp_path):
     assert 1 <= len(records) <= 3
     assert all(r["status"] == "ok" for r in records)
     assert not list(tmp_path.rglob("*.partial"))
+    assert json.loads(merged.read_text())["archbench_run"]["incomplete"] is True
+    # --resume on two CPU shards again: only the cases the stopped run lacks, then all three.
+    resumed_dir = tmp_path / "resumed"
+    argv = ["sweep", "--resume", str(merged), "--devices", "cpu,cpu", "--out", str(resumed_dir)]
+    assert main([*argv, "--no-report"]) == 0
+    (resumed,) = resumed_dir.glob("run-*.json")
+    assert len(_records(resumed)) == 3
+    assert json.loads(resumed.read_text())["archbench_run"]["incomplete"] is False
+    kept = {b["fullname"]: b for b in json.loads(merged.read_text())["benchmarks"]}
+    again = {b["fullname"]: b for b in json.loads(resumed.read_text())["benchmarks"]}
+    assert all(again[name] == bench for name, bench in kept.items())  # not redone
 
 
 # --- bad input: one line, exit 2, before any work ------------------------------------------
