@@ -268,24 +268,13 @@ def run_on_devices(
     for index, device in enumerate(devices):
         folder = shard_root / f"shard{index}-{device.replace(':', '')}"
         folder.mkdir(parents=True, exist_ok=True)
-        seen_as = "cpu" if device == "cpu" else "cuda:0"
-        child = subprocess.Popen(
-            shard_command(options, seen_as, folder, index, len(devices), case_timeout),
-            env=envs[index],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            # Its own session: a terminal's Ctrl-C reaches the driver only, which then stops
-            # each shard once (a second SIGINT would make the shard's sweep kill its pytest).
-            start_new_session=True,
-        )
+        command = shard_command(
+            options, "cpu" if device == "cpu" else "cuda:0", folder, index, len(devices),
+            case_timeout,
+        )  # fmt: skip
         outputs[index] = []
-        reader = threading.Thread(
-            target=_relay,
-            args=(child, f"[{index}:{device}] ", echo, lock, outputs[index]),
-            daemon=True,
-        )
-        reader.start()
+        child, reader = _start_shard(command, envs[index], f"[{index}:{device}] ", echo, lock,
+                                     outputs[index])  # fmt: skip
         children.append((index, device, folder, child, reader))
     interrupted = _wait_all([child for *_, child, _reader in children], echo)
     runs, lost, entries, failed = [], [], [], []
@@ -298,15 +287,15 @@ def run_on_devices(
             failed.append(my_lost[0]["reason"])
         lost += my_lost
         entries += [entry] if entry else []
-    section = run_section(
-        lost=lost,
-        shards=entries,
-        options=stored,
-        stopped_by="SIGINT" if interrupted else None,
-        resumed_from=str(previous[0]) if previous else None,
-    )
     paths = []
     if runs or previous is not None:
+        section = run_section(
+            lost=lost,
+            shards=entries,
+            options=stored,
+            stopped_by="SIGINT" if interrupted else None,
+            resumed_from=str(previous[0]) if previous else None,
+        )
         paths = [write_merged(out / f"{name}.json", runs, section, previous and previous[1])]
     html = render_runs(paths, out / f"{name}.html") if render and paths else None
     return MultiSweepResult(
@@ -371,6 +360,25 @@ def stored_options(options: SweepOptions, previous) -> dict[str, Any]:
         "data": options.data,
         "pytest_args": list(options.pytest_args),
     }
+
+
+def _start_shard(
+    command, env, prefix, echo, lock, kept
+) -> tuple[subprocess.Popen, threading.Thread]:
+    """One shard's sweep, its output relayed line by line with its prefix."""
+    child = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        # Its own session: a terminal's Ctrl-C reaches the driver only, which then stops
+        # each shard once (a second SIGINT would make the shard's sweep kill its pytest).
+        start_new_session=True,
+    )
+    reader = threading.Thread(target=_relay, args=(child, prefix, echo, lock, kept), daemon=True)
+    reader.start()
+    return child, reader
 
 
 def _shard_env(device: str, cpu_shards: int) -> dict[str, str]:

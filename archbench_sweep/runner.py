@@ -160,18 +160,9 @@ def run_sweep(
     `resume` (an earlier run), run only the cases it lacks, with its options, into a new run
     that holds both."""
     echo = echo or print_now
-    raw = {
-        "profile": profile,
-        "presets": presets,
-        "hidden_dims": list(hidden_dims),
-        "device": device,
-        "data": data,
-        "pytest_args": list(pytest_args),
-    }
-    previous = None
-    if resume is not None:
-        resumed_path, previous = previous_run(resume)
-        raw = {**raw, **((previous.get("archbench_run") or {}).get("options") or {})}
+    given = {"profile": profile, "presets": presets, "hidden_dims": list(hidden_dims)}
+    given |= {"device": device, "data": data, "pytest_args": list(pytest_args)}
+    raw, resumed_path, previous = _resumed(given, resume)
     options = SweepOptions.parse(raw.__getitem__)
     bench = bench_dir()
     resolved, label = _device_label(options.device)
@@ -179,15 +170,13 @@ def run_sweep(
     check_data(options.data)
     out = _output_folder(out_dir)
     name = run_name(platform.node(), label, datetime.now(timezone.utc))
-    json_path = out / f"{name}.json"
-    records_path, log_path = out / f"{name}.records.jsonl", out / f"{name}.log"
-    partial_json = out / f"{name}.json.partial"
+    json_path, records_path, log_path, partial_json = (
+        out / f"{name}{suffix}" for suffix in (".json", ".records.jsonl", ".log", ".json.partial")
+    )
     timeout = CASE_TIMEOUT_S[options.profile] if case_timeout is None else case_timeout
     extra = [*raw["pytest_args"], "--archbench-case-timeout", str(timeout)]
     if previous is not None:
-        done = finished_cases(previous)
-        echo(f"resuming {resumed_path}: {len(done)} finished cases are kept, not rerun")
-        extra += [arg for nodeid in done for arg in ("--deselect", nodeid)]
+        extra += _skip_finished(resumed_path, previous, echo)
     command = pytest_command(bench, partial_json, records_path, options, extra=extra)
     echo(
         f"archbench sweep: profile {options.profile} on {resolved}; log {log_path}; "
@@ -198,14 +187,7 @@ def run_sweep(
             returncode, progress, hung = _run_pytest(
                 command, bench.parent, log_path, records_path, echo, stopper, timeout
             )
-            rebuilt = False
-            if is_complete_json(partial_json):
-                partial_json.replace(json_path)
-            elif progress.records:
-                write_json_from_records(json_path, progress.session, progress.records)
-                rebuilt = True
-            else:
-                json_path = None
+            json_path, rebuilt = _keep_json(partial_json, json_path, progress)
     finally:
         partial_json.unlink(missing_ok=True)  # a half-written one would only mislead
     stopped = signal.Signals(stopper.signum).name if stopper.signum is not None else None
@@ -214,22 +196,11 @@ def run_sweep(
         json_path = out / f"{name}.json"
         write_json_from_records(json_path, progress.session, [])
     if json_path is not None:
-        entry = shard_entry(
-            0, progress.session, cases_done=len(progress.records), cases_total=progress.collected
-        )
-        section = run_section(
-            lost=lost,
-            shards=[entry],
-            options=_stored_options(raw),
-            stopped_by=stopped,
-            resumed_from=str(resumed_path) if previous is not None else None,
-        )
-        attach_run(json_path, section, previous)
-    html_path, note = None, None
-    if json_path is None:
-        note = "no case finished, so there is nothing to report"
-    elif render:
-        html_path, note = _render(json_path, log_path)
+        resumed = (resumed_path, previous) if previous is not None else None
+        _write_run_section(json_path, progress, lost, raw, stopped, resumed)
+    html_path, note = None, "no case finished, so there is nothing to report"
+    if json_path is not None:
+        html_path, note = _render(json_path, log_path) if render else (None, None)
     return SweepResult(
         json_path=json_path,
         html_path=html_path,
@@ -244,6 +215,48 @@ def run_sweep(
         report_note=note,
         lost=tuple(lost),
     )
+
+
+def _resumed(raw: dict, resume: str | Path | None) -> tuple[dict, Path | None, dict | None]:
+    """The options to run (a resumed run's own, when resuming), its path and its contents."""
+    if resume is None:
+        return raw, None, None
+    path, previous = previous_run(resume)
+    return {**raw, **((previous.get("archbench_run") or {}).get("options") or {})}, path, previous
+
+
+def _keep_json(partial: Path, json_path: Path, progress: Progress) -> tuple[Path | None, bool]:
+    """pytest-benchmark's JSON when it wrote one whole, else one rebuilt from the streamed
+    records (True), else None: nothing finished."""
+    if is_complete_json(partial):
+        partial.replace(json_path)
+        return json_path, False
+    if progress.records:
+        write_json_from_records(json_path, progress.session, progress.records)
+        return json_path, True
+    return None, False
+
+
+def _skip_finished(path: Path, previous: dict, echo: Callable[[str], None]) -> list[str]:
+    """pytest arguments that leave out the cases a resumed run already holds."""
+    done = finished_cases(previous)
+    echo(f"resuming {path}: {len(done)} finished cases are kept, not rerun")
+    return [arg for nodeid in done for arg in ("--deselect", nodeid)]
+
+
+def _write_run_section(json_path, progress, lost, raw, stopped, resumed) -> None:
+    """archbench_run into the run (and a resumed run's earlier cases before its own)."""
+    entry = shard_entry(
+        0, progress.session, cases_done=len(progress.records), cases_total=progress.collected
+    )
+    section = run_section(
+        lost=lost,
+        shards=[entry],
+        options=_stored_options(raw),
+        stopped_by=stopped,
+        resumed_from=str(resumed[0]) if resumed else None,
+    )
+    attach_run(json_path, section, resumed[1] if resumed else None)
 
 
 def _stored_options(raw: dict) -> dict:
