@@ -401,7 +401,7 @@ def _shard_task(
             "device": f"cuda:{visible.split(',')[0]}" if gpu and visible else "cpu",
             "returncode": returncode,
             "json": shard_json(Path(folder)),
-            "log_tail": log_path.read_text(encoding="utf-8", errors="replace")[-4000:],
+            "log_tail": log_path.read_text(encoding="utf-8", errors="replace")[-65536:],
             "threads": threads,
             "attempt": attempt,
         }

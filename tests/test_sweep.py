@@ -508,3 +508,12 @@ def test_a_failing_report_keeps_the_run_and_says_where_the_traceback_is(tmp_path
     assert f"archbench report {run}" in note
     assert "Traceback" in log.read_text()
     assert run.read_text() == "{}"
+
+
+def test_a_peer_case_has_a_progress_headline():
+    record = {
+        "status": "ok",
+        "suite": "peer",
+        "metrics": {"speedup_ratio_vs_sb3": {"value": 1.84, "unit": "ratio"}},
+    }
+    assert _headline(record) == "speedup_ratio_vs_sb3=1.84"
