@@ -480,7 +480,7 @@ class _Driver:
             )
             .remote()
         )
-        _preflight(ray)
+        _preflight(ray, gpu_only=all(shard.gpu for shard in self.shards))
         task = ray.remote(_shard_task)
         pending = {}
         for shard in self.shards:
@@ -673,15 +673,18 @@ def _probe_node(executable: str) -> dict[str, Any]:
     return {"python": os.access(executable, os.X_OK), **found}
 
 
-def _preflight(ray: Any) -> None:
+def _preflight(ray: Any, gpu_only: bool = False) -> None:
     """Refuse in one line, before any work, a node that lacks the driver's interpreter path or
-    the project (each shard runs `sys.executable -m archbench_cli.main` there)."""
+    the project (each shard runs `sys.executable -m archbench_cli.main` there). With GPU shards
+    only, nodes without a GPU (a head that only coordinates) are not asked."""
     import sys
     from importlib import metadata
 
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if gpu_only:
+        nodes = [n for n in nodes if n["Resources"].get("GPU", 0) > 0]
     probe = ray.remote(_probe_node)
     refs = [
         probe.options(
