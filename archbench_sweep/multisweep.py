@@ -113,6 +113,8 @@ class MultiSweepResult:
     """A stop signal ended the sweep; every finished case was kept."""
     lost: tuple[dict[str, str], ...] = ()
     """Cases (or whole shards) the merged runs lack, each with why (archbench_run.lost)."""
+    stopped_by: str | None = None
+    """The signal that stopped the sweep ('SIGINT', 'SIGTERM', ...), if one did."""
 
 
 def shard_command(
@@ -227,8 +229,8 @@ def _report(result: MultiSweepResult) -> int:
             print(f"  {entry['case']}: {entry['reason']}")
         if result.json_paths:
             print(f"finish it with: archbench sweep --resume {result.json_paths[0]} ...")
-    if result.interrupted:
-        return 130
+    if result.interrupted:  # as a shell reports a command ended by that signal
+        return 128 + int(getattr(signal, result.stopped_by or "SIGINT", signal.SIGINT))
     if result.lost:
         return 3
     return 0 if result.json_paths and not result.failed else 1
@@ -276,7 +278,8 @@ def run_on_devices(
         child, reader = _start_shard(command, envs[index], f"[{index}:{device}] ", echo, lock,
                                      outputs[index])  # fmt: skip
         children.append((index, device, folder, child, reader))
-    interrupted = _wait_all([child for *_, child, _reader in children], echo)
+    stopped_by: list[str] = []
+    interrupted = _wait_all([child for *_, child, _reader in children], echo, stopped_by)
     runs, lost, entries, failed = [], [], [], []
     for index, device, folder, child, reader in children:
         reader.join()
@@ -293,7 +296,7 @@ def run_on_devices(
             lost=lost,
             shards=entries,
             options=stored,
-            stopped_by="SIGINT" if interrupted else None,
+            stopped_by=(stopped_by or ["SIGINT"])[0] if interrupted else None,
             resumed_from=str(previous[0]) if previous else None,
         )
         paths = [write_merged(out / f"{name}.json", runs, section, previous and previous[1])]
@@ -307,6 +310,7 @@ def run_on_devices(
         failed=tuple(failed),
         interrupted=interrupted,
         lost=tuple(lost),
+        stopped_by=(stopped_by or ["SIGINT"])[0] if interrupted else None,
     )
 
 
@@ -408,19 +412,22 @@ def _had_no_cases(output: str) -> bool:
     return re.search(r"^collected 0 cases$", output, re.MULTILINE) is not None
 
 
-def _wait_all(children: list[subprocess.Popen], echo: Callable[[str], None]) -> bool:
-    with _terminate_as_interrupt():
+def _wait_all(
+    children: list[subprocess.Popen], echo: Callable[[str], None], noted: list[str]
+) -> bool:
+    with _terminate_as_interrupt(noted):
         return _wait_or_stop(children, echo)
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
+def _terminate_as_interrupt(noted: list[str]) -> Iterator[None]:
     """SIGTERM and SIGHUP stop the shards like Ctrl-C, so their finished cases are kept."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum: int, frame: Any) -> None:
+        noted.append(signal.Signals(signum).name)  # the run file says which signal
         raise KeyboardInterrupt
 
     signals = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])

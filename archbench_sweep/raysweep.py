@@ -149,6 +149,7 @@ def _finish(outcome, plan, out, stamp, shard_root, stored, render, previous, sto
         failed=tuple(failed),
         interrupted=stopper.signum is not None,
         lost=tuple(e for _key, e in lost),
+        stopped_by=stopped,
     )
 
 
