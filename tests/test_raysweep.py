@@ -304,3 +304,22 @@ def test_cases_one_node_could_not_collect_are_recorded_not_dropped(tmp_path):
     assert mismatches([{"index": 0, "collected": 4}, {"index": 1, "collected": 2}]) == [
         "collected differs: shard 0 4, shard 1 2"
     ]
+
+
+def test_a_shard_gets_its_node_s_cores_over_the_shards_there():
+    class Context:
+        def get_node_id(self):
+            return "n1"
+
+    class Ray:
+        def get_runtime_context(self):
+            return Context()
+
+        def nodes(self):
+            return [{"NodeID": "n0", "Resources": {"GPU": 8.0}},
+                    {"NodeID": "n1", "Resources": {"GPU": 2.0}}]  # fmt: skip
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert raysweep._threads_here(Ray(), gpu=False, per_node=1) == cores
+    assert raysweep._threads_here(Ray(), gpu=False, per_node=cores * 4) == 1  # never 0
+    assert raysweep._threads_here(Ray(), gpu=True, per_node=1) == max(1, cores // 2)  # 2 GPUs

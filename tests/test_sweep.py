@@ -517,3 +517,35 @@ def test_a_peer_case_has_a_progress_headline():
         "metrics": {"speedup_ratio_vs_sb3": {"value": 1.84, "unit": "ratio"}},
     }
     assert _headline(record) == "speedup_ratio_vs_sb3=1.84"
+
+
+def test_a_case_hung_past_its_timeout_is_stopped_and_recorded_as_lost(tmp_path, monkeypatch):
+    from archbench_sweep import runner
+
+    # The held case sleeps in its setup, where the case timeout (armed around the call) cannot
+    # reach it: the stand-in for a case stuck inside one long C or CUDA call.
+    (tmp_path / "archbench_hold.py").write_text(_HOLD_PLUGIN)
+    path = os.pathsep.join([str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])
+    monkeypatch.setenv("PYTHONPATH", path)
+    monkeypatch.setenv("ARCHBENCH_TEST_HELD", str(tmp_path / "held"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(runner, "HANG_GRACE_S", 1.0)
+    lines: list[str] = []
+    result = run_sweep(
+        presets="tiny",
+        device="cpu",
+        out_dir=tmp_path / "out",
+        pytest_args=["-k", "env_step", "-p", "archbench_hold"],
+        render=False,
+        echo=lines.append,
+        case_timeout=20,
+    )
+    assert result.finished == 1, "\n".join(lines)
+    assert any("hung: still running" in line for line in lines)
+    reasons = [entry["reason"] for entry in result.lost]
+    assert len(reasons) == 2
+    assert "hung: still running" in reasons[0]
+    assert reasons[1] == "not run: the sweep stopped pytest after a hung case"
+    run = json.loads(result.json_path.read_text())["archbench_run"]
+    assert run["incomplete"] is True
+    assert run["lost"] == list(result.lost)
