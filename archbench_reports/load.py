@@ -45,6 +45,7 @@ RUN_COLUMNS = (
     "dirty",
     "datetime",
     "lost_cases",
+    "shard_mismatch",
 )
 RECORD_COLUMNS = (
     "suite",
@@ -190,7 +191,14 @@ def _run_fields(data: dict[str, Any], path: Path) -> dict[str, Any]:
         "datetime": data.get("datetime"),
         # archbench_run (archbench_sweep.runfile): how many cases the sweep lost, if it lost any
         "lost_cases": _lost_count(data.get("archbench_run")),
+        "shard_mismatch": _mismatch(data.get("archbench_run")),
     }
+
+
+def _mismatch(run: Any) -> str | None:
+    """What differs between a sharded run's shards (versions, cases collected), one line."""
+    lines = run.get("mismatch") if isinstance(run, dict) else None
+    return "; ".join(map(str, lines)) if isinstance(lines, list) and lines else None
 
 
 def _lost_count(run: Any) -> int | None:

@@ -122,7 +122,8 @@ def render_html(
 
 
 def _incomplete_note(df: pd.DataFrame) -> str:
-    """A run the sweep did not finish (stopped, or cases lost) says so at the top."""
+    """A run the sweep did not finish (stopped, or cases lost), or whose shards differ, says
+    so at the top."""
     if "lost_cases" not in df:
         return ""
     runs = df.drop_duplicates("run").dropna(subset=["lost_cases"])
@@ -131,6 +132,10 @@ def _incomplete_note(df: pd.DataFrame) -> str:
         f"(archbench_run.lost in its JSON); `archbench sweep --resume {html.escape(row.path)}` "
         "completes it"
         for row in runs.itertuples()
+    ]
+    lines += [
+        f"shards of run {html.escape(str(row.run))} differ: {html.escape(str(row.shard_mismatch))}"
+        for row in df.drop_duplicates("run").dropna(subset=["shard_mismatch"]).itertuples()
     ]
     return "".join(f"<p class='warn'>{line}</p>" for line in lines)
 
