@@ -19,7 +19,9 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "HTML report next to them. Every option is checked before pytest starts. Ctrl-C, "
         "SIGTERM or SIGHUP stop the sweep and pytest and keep every finished case (JSON and "
         "report). Each finished case is also streamed to DIR/run-...records.jsonl: if the sweep "
-        "itself is killed, `archbench report DIR/run-...records.jsonl` rebuilds the run. "
+        "itself is killed, `archbench report DIR/run-...records.jsonl` rebuilds the run. A run "
+        "that lacks cases says so in its JSON (archbench_run) and its report, and the sweep exits "
+        "3 (128 + the signal when one stopped it); `--resume RUN.json` runs only what it lacks. "
         "quick: minutes on a laptop CPU (all presets but xlarge for latency and memory; tiny "
         "and small for training and overfitting; one seed). full: every preset, 3 seeds, "
         "longer budgets, sized for a GPU. Needs a source checkout (bench/ is not installed).",
