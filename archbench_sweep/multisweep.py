@@ -512,4 +512,11 @@ def render_runs(paths: Sequence[Path], html_path: Path) -> Path | None:
         from archbench_reports.render import render_report
     except ImportError:
         return None
-    return render_report(list(paths), html_path)
+    try:
+        return render_report(list(paths), html_path)
+    except Exception as error:  # the merged runs are safe on disk whatever the report does
+        print_now(
+            f"rendering failed ({type(error).__name__}: {error}); the runs are kept: render "
+            f"them later with `archbench report {' '.join(map(str, paths))}`"
+        )
+        return None
