@@ -346,6 +346,15 @@ class _Tail:
         return [line for line in complete.decode("utf-8").splitlines() if line.strip()]
 
 
+def _temp_prefix(run_id: str, key: str) -> str:
+    return f"archbench-{run_id}-{key.replace('/', '-')}-"
+
+
+def _remove_temp_folders(prefix: str) -> None:
+    for stale in Path(tempfile.gettempdir()).glob(prefix + "*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def _threads_here(ray: Any, gpu: bool, per_node: int) -> int:
     """Torch threads for this shard: the node's cores over the shards it runs (the plain sweep's
     rule; Ray's own OMP_NUM_THREADS=1 would time every CPU op on one core)."""
@@ -374,9 +383,8 @@ def _shard_task(
     attempt = ray.get(collector.begin.remote(key, note))
     done = ray.get(collector.finished.remote(key))
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    prefix = f"archbench-{run_id}-{key.replace('/', '-')}-"
-    for stale in Path(tempfile.gettempdir()).glob(prefix + "*"):
-        shutil.rmtree(stale, ignore_errors=True)  # a dead attempt's: its cases came home
+    prefix = _temp_prefix(run_id, key)
+    _remove_temp_folders(prefix)  # a dead attempt's: its cases came home
     with tempfile.TemporaryDirectory(prefix=prefix) as folder:
         skip = Path(folder) / "skip.json"
         skip.write_text(json.dumps(done), encoding="utf-8")
@@ -496,7 +504,25 @@ class _Driver:
             )
             pending[ref] = shard
         self._wait(pending, stopper)
+        self._sweep_temp_folders()
         return self._outcome(stopper)
+
+    def _sweep_temp_folders(self) -> None:
+        """A worker killed mid-shard leaves its temp folder: remove it on its node (its cases
+        came home already), within a few seconds or not at all."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        remove = self.ray.remote(_remove_temp_folders)
+        refs = []
+        for key, note in self.notes.items():
+            if key not in self.reasons or not note.get("ray_node"):
+                continue
+            strategy = NodeAffinitySchedulingStrategy(note["ray_node"], soft=False)
+            prefix = _temp_prefix(self.shard_root.name, key)
+            with contextlib.suppress(Exception):  # its node is gone: so is the folder
+                refs.append(remove.options(num_cpus=0, scheduling_strategy=strategy).remote(prefix))
+        if refs:
+            self.ray.wait(refs, num_returns=len(refs), timeout=5)
 
     def _command(self, shard: _Shard) -> list[str]:
         device = "cuda:0" if shard.gpu else "cpu"

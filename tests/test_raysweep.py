@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -160,6 +161,8 @@ def test_a_worker_killed_past_its_retries_keeps_its_finished_case(tmp_path):
     lost = data["archbench_run"]["lost"]
     assert lost
     assert all("lost after 2 retries" in e["reason"] for e in lost), lost
+    shard_root = next((tmp_path / "run").glob("run-*.shards"))
+    assert not list(Path(tempfile.gettempdir()).glob(f"archbench-{shard_root.name}-*"))
     ours = [line for line in text.splitlines() if line.startswith(("[0]", "  shard", "incomplete"))]
     assert not [line for line in ours if "\x1b[" in line]  # Ray's own (raylet) lines aside
 
