@@ -96,7 +96,9 @@ def _run_file(out_dir: Path) -> tuple[Path, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+)
 def test_a_stop_keeps_every_streamed_case_and_resume_completes_the_run(tmp_path, signum):
     first = tmp_path / "first"
     child, out = _cli(tmp_path, _sweep_argv(first), hold=True, name="first")
