@@ -21,7 +21,9 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "HTML report next to them. Every option is checked before pytest starts. Ctrl-C, "
         "SIGTERM or SIGHUP stop the sweep and pytest and keep every finished case (JSON and "
         "report). Each finished case is also streamed to DIR/run-...records.jsonl: if the sweep "
-        "itself is killed, `archbench report DIR/run-...records.jsonl` rebuilds the run. "
+        "itself is killed, `archbench report DIR/run-...records.jsonl` rebuilds the run. A run "
+        "that lacks cases says so in its JSON (archbench_run) and its report, and the sweep exits "
+        "3 (128 + the signal when one stopped it); `--resume RUN.json` runs only what it lacks. "
         "quick: minutes on a laptop CPU (all presets but xlarge for latency and memory; tiny "
         "and small for training and overfitting; one seed). full: every preset, 5 overfitting "
         "seeds, longer budgets, sized for a GPU. Needs a source checkout (bench/ is not "
@@ -36,6 +38,20 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     )
     sweep.add_argument(
         "--no-report", action="store_true", help="write the JSON only; render it later"
+    )
+    sweep.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="run only the cases an earlier run (its JSON, or a folder holding one) lacks, with "
+        "its options, into a new run holding both; works with --devices and --ray too",
+    )
+    sweep.add_argument(
+        "--case-timeout",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="fail a case that runs longer than S seconds; 0: no limit (default: 900 for "
+        "quick, 7200 for full)",
     )
     _add_shard_options(sweep)
     sweep.add_argument(
@@ -68,16 +84,58 @@ def _add_shard_options(sweep: argparse.ArgumentParser) -> None:
     )
     shards.add_argument(
         "--shards",
-        type=int,
+        type=_positive_count,
         metavar="N",
         help="with --ray: shards per sweep (default: the cluster's GPUs, else its nodes)",
     )
+
+
+def _positive_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or a positive number, got {text}")
+    return value
+
+
+_RESUME_TAKES = ("profile", "presets", "hidden_dims", "data", "cost_bps", "lookback", "pytest_args")
+
+
+def _check_resume(args: argparse.Namespace, parser_defaults: dict) -> None:
+    """--resume reuses the run's own options: one given beside it would be silently ignored."""
+    from ppo_core.errors import ConfigError
+
+    for dest in _RESUME_TAKES:
+        if getattr(args, dest) != parser_defaults.get(dest, []):
+            flag = "-- PYTEST_ARGS" if dest == "pytest_args" else "--" + dest.replace("_", "-")
+            raise ConfigError(
+                f"--resume takes the sweep's options from the run; drop {flag} "
+                "(or start a new sweep)"
+            )
 
 
 def _sweep(args: argparse.Namespace) -> int:
     from archbench_sweep.runner import run_sweep
 
     output_folder(args.out, flag="--out")
+    if args.resume:
+        _check_resume(
+            args,
+            {"profile": "quick", "presets": None, "hidden_dims": [], "data": "synthetic"}
+            | {"cost_bps": None, "lookback": None},
+        )
     if args.devices or args.ray or args.accelerator or args.shards:
         from archbench_sweep.multisweep import sweep_command
 
@@ -94,6 +152,8 @@ def _sweep(args: argparse.Namespace) -> int:
         out_dir=args.out,
         pytest_args=args.pytest_args,
         render=not args.no_report,
+        case_timeout=args.case_timeout,
+        resume=args.resume,
     )
     done = f"{result.finished}/{result.collected}" if result.collected else str(result.finished)
     print(f"{done} cases finished; pytest exit code {result.returncode}; log {result.log_path}")
@@ -104,7 +164,23 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"wrote {result.html_path}")
     elif result.report_note:
         print(f"no report: {result.report_note}")
+    _print_lost(result.lost, result.json_path)
     if result.stopped_by is not None:
         return 128 + result.stopped_by  # as a shell reports a command ended by that signal
     report_missing = not args.no_report and result.json_path and result.html_path is None
+    if result.lost:
+        return 3  # incomplete: the run lacks cases; --resume completes it
     return 0 if result.returncode == 0 and not report_missing else 1
+
+
+def _print_lost(lost, json_path) -> None:
+    """The run is incomplete: say how much is missing, the first reasons, and how to finish."""
+    if not lost:
+        return
+    print(f"incomplete: {len(lost)} case(s) not in the run")
+    for entry in lost[:5]:
+        print(f"  {entry['case']}: {entry['reason']}")
+    if len(lost) > 5:
+        print(f"  ... and {len(lost) - 5} more (archbench_run.lost in the JSON)")
+    if json_path is not None:
+        print(f"finish it with: archbench sweep --resume {json_path}")

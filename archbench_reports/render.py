@@ -210,9 +210,12 @@ def _top_notes(
             f"<li>{html.escape(x['case'])}: {html.escape(x['reason'])}</li>" for x in state["lost"]
         )
         detail = f"<ul>{lost}</ul>" if lost else " It does not list which cases were lost."
+        path = df.loc[df["run"] == run, "path"].iloc[0]
         parts.append(
             f"<div class='warn incomplete'><b>{html.escape(run)} is incomplete</b>: the sweep "
-            f"stopped before every case ran; what is lost:{detail}</div>"
+            f"stopped before every case ran ({len(state['lost'])} case(s) lost); "
+            f"<code>archbench sweep --resume {html.escape(str(path))}</code> completes it. "
+            f"What is lost:{detail}</div>"
         )
     loaded = [load for load in loads if load.loaded or load.loaded_records]
     if loaded:

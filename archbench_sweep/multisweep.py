@@ -1,22 +1,22 @@
-"""`archbench sweep --devices` and `--ray`: one shard of the sweep per device, each an ordinary
-single-device `archbench sweep` process, merged into one run (archbench_sweep.shards) and rendered.
+"""`archbench sweep --devices` (and the parts `--ray` shares): one shard of the sweep per
+device, each an ordinary single-device `archbench sweep` process, merged into one run
+(archbench_sweep.shards) that says what it lacks (archbench_sweep.runfile), and rendered.
 
 On one node the shards are subprocesses pinned with CUDA_VISIBLE_DEVICES; on a Ray cluster
-each is a task asking for one GPU (or one CPU), retried when its node is lost.
+(archbench_sweep.raysweep) each is a task asking for one GPU or one CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform
 import re
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from archbench_sweep.options import parse_cost_bps, parse_lookback
+from archbench_sweep.progress import Progress, print_now
+from archbench_sweep.rebuild import write_json_from_records
+from archbench_sweep.runfile import (
+    RUN_KEY,
+    finished_cases,
+    fold_in,
+    lost_cases,
+    previous_run,
+    run_section,
+    shard_entry,
+)
 from archbench_sweep.runner import run_name
 from archbench_sweep.shards import ShardRun, merge_shards, parse_devices, visible_device
 from ppo_core.atomic import atomic_path
@@ -33,20 +44,18 @@ from ppo_core.errors import ArchbenchError, ConfigError
 from ppo_core.presets import PRESETS, parse_hidden_dims
 
 __all__ = [
-    "RAY_INSTALL_HINT",
     "MultiSweepResult",
     "SweepOptions",
     "check_devices",
+    "out_folder",
+    "render_runs",
     "run_on_devices",
-    "run_on_ray",
     "shard_command",
+    "shard_json",
+    "stored_options",
     "sweep_command",
+    "write_merged",
 ]
-
-RAY_INSTALL_HINT = "--ray needs Ray: pip install 'ppo-archbench[ray]' (or pip install 'ray>=2.9')"
-_CONNECT_TIMEOUT_S = 5.0
-_RAY_RETRIES = 2
-"""Times Ray reruns a shard whose node or worker died; a shard that fails as a test does not."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,11 @@ class SweepOptions:
         parse_cost_bps(self.cost_bps)
         parse_lookback(self.lookback)
 
+    def without(self, done: Sequence[str]) -> SweepOptions:
+        """These options with the cases `done` deselected (a resumed run keeps them)."""
+        deselect = tuple(arg for nodeid in done for arg in ("--deselect", nodeid))
+        return dataclasses.replace(self, pytest_args=(*self.pytest_args, *deselect))
+
 
 @dataclass(frozen=True)
 class MultiSweepResult:
@@ -103,11 +117,20 @@ class MultiSweepResult:
     failed: tuple[str, ...] = field(default_factory=tuple)
     """One line per shard that left no JSON, saying why."""
     interrupted: bool = False
-    """Ctrl-C stopped the sweep; finished shards were kept."""
+    """A stop signal ended the sweep; every finished case was kept."""
+    lost: tuple[dict[str, str], ...] = ()
+    """Cases (or whole shards) the merged runs lack, each with why (archbench_run.lost)."""
+    stopped_by: str | None = None
+    """The signal that stopped the sweep ('SIGINT', 'SIGTERM', ...), if one did."""
 
 
 def shard_command(
-    options: SweepOptions, device: str, out_dir: Path, index: int, n_shards: int
+    options: SweepOptions,
+    device: str,
+    out_dir: Path,
+    index: int,
+    n_shards: int,
+    case_timeout: float | None = None,
 ) -> list[str]:
     """The `archbench sweep` invocation of shard `index` (device as the shard sees it)."""
     command = [sys.executable, "-m", "archbench_cli.main", "sweep", "--profile", options.profile]
@@ -119,7 +142,9 @@ def shard_command(
     for flag, value in (("--cost-bps", options.cost_bps), ("--lookback", options.lookback)):
         if value is not None:
             command += [flag, str(value)]
-    return [*command, "--", "--archbench-shard", f"{index}/{n_shards}", *options.pytest_args]
+    if case_timeout is not None:
+        command += ["--case-timeout", str(case_timeout)]
+    return [*command, "--", *options.pytest_args, "--archbench-split", f"{index}/{n_shards}"]
 
 
 def check_devices(spec: str) -> list[str]:
@@ -137,39 +162,74 @@ def sweep_command(args: Any) -> int:
         raise ConfigError(f"{flag} needs --ray ADDRESS (on one machine, use --devices)")
     if args.devices and args.device != "auto":
         raise ConfigError(f"give --devices or --device, not both (got --device {args.device})")
-    options = SweepOptions(
-        profile=args.profile,
-        presets=args.presets,
-        hidden_dims=tuple(args.hidden_dims),
-        data=str(Path(args.data).resolve()) if Path(args.data).exists() else args.data,
-        cost_bps=getattr(args, "cost_bps", None),
-        lookback=getattr(args, "lookback", None),
-        pytest_args=tuple(args.pytest_args),
-    )
+    previous = previous_run(args.resume) if getattr(args, "resume", None) else None
+    options = _options(args, previous)
+    timeout = getattr(args, "case_timeout", None)
     if args.ray:
-        cpu_only = False
-        if args.devices:
-            parts = [p.strip().lower() for p in args.devices.split(",")]
-            if set(parts) != {"cpu"}:
-                raise ConfigError(
-                    f"--devices {args.devices} with --ray: Ray gives each shard its GPU; "
-                    "use --shards N (and --accelerator TYPE), or --devices cpu,cpu for CPU shards"
-                )
-            cpu_only = True
-        accelerators = [a.strip() for a in (args.accelerator or "").split(",") if a.strip()]
-        result = run_on_ray(
-            args.ray,
-            options,
-            accelerators=accelerators,
-            shards=args.shards or (len(parts) if cpu_only else None),
-            cpu_only=cpu_only,
-            out_dir=args.out,
-            render=not args.no_report,
-        )
+        result = _on_ray(args, options, timeout, previous)
     else:
         result = run_on_devices(
-            check_devices(args.devices), options, out_dir=args.out, render=not args.no_report
+            check_devices(args.devices),
+            options,
+            out_dir=args.out,
+            render=not args.no_report,
+            case_timeout=timeout,
+            previous=previous,
         )
+    return _report(result)
+
+
+def _options(args: Any, previous: tuple[Path, dict[str, Any]] | None) -> SweepOptions:
+    stored = ((previous[1].get(RUN_KEY) or {}).get("options") if previous else None) or {}
+    given = {
+        "profile": args.profile,
+        "presets": args.presets,
+        "hidden_dims": args.hidden_dims,
+        "data": str(Path(args.data).resolve()) if Path(args.data).exists() else args.data,
+        "cost_bps": getattr(args, "cost_bps", None),
+        "lookback": getattr(args, "lookback", None),
+        "pytest_args": args.pytest_args,
+    }
+    given.update(stored)
+    return SweepOptions(
+        profile=given["profile"],
+        presets=given["presets"],
+        hidden_dims=tuple(given["hidden_dims"]),
+        data=given["data"],
+        cost_bps=given["cost_bps"],
+        lookback=given["lookback"],
+        pytest_args=tuple(given["pytest_args"]),
+    )
+
+
+def _on_ray(args: Any, options: SweepOptions, timeout, previous) -> MultiSweepResult:
+    from archbench_sweep.raysweep import run_on_ray
+
+    cpu_only = False
+    if args.devices:
+        parts = [p.strip().lower() for p in args.devices.split(",")]
+        if set(parts) != {"cpu"}:
+            raise ConfigError(
+                f"--devices {args.devices} with --ray: Ray gives each shard its GPU; "
+                "use --shards N (and --accelerator TYPE), or --devices cpu,cpu for CPU shards"
+            )
+        cpu_only = True
+    accelerators = [a.strip() for a in (args.accelerator or "").split(",") if a.strip()]
+    return run_on_ray(
+        args.ray,
+        options,
+        accelerators=accelerators,
+        shards=args.shards or (len(parts) if cpu_only else None),
+        cpu_only=cpu_only,
+        out_dir=args.out,
+        render=not args.no_report,
+        case_timeout=timeout,
+        previous=previous,
+    )
+
+
+def _report(result: MultiSweepResult) -> int:
+    """Print how the sweep ended; the exit status: 130 stopped, 3 incomplete, 1 failed."""
     print(f"{result.finished}/{result.shards} shards finished; shards in {result.shard_dir}")
     for line in result.failed:
         print(f"  {line}")
@@ -177,8 +237,16 @@ def sweep_command(args: Any) -> int:
         print(f"wrote {path}")
     if result.html_path is not None:
         print(f"wrote {result.html_path}")
-    if result.interrupted:
-        return 130
+    if result.lost:
+        print(f"incomplete: {len(result.lost)} case(s) or shard(s) not in the run")
+        for entry in result.lost[:5]:
+            print(f"  {entry['case']}: {entry['reason']}")
+        if result.json_paths:
+            print(f"finish it with: archbench sweep --resume {result.json_paths[0]} ...")
+    if result.interrupted:  # as a shell reports a command ended by that signal
+        return 128 + int(getattr(signal, result.stopped_by or "SIGINT", signal.SIGINT))
+    if result.lost:
+        return 3
     return 0 if result.json_paths and not result.failed else 1
 
 
@@ -192,10 +260,18 @@ def run_on_devices(
     out_dir: str | Path = "runs",
     render: bool = True,
     echo: Callable[[str], None] | None = None,
+    case_timeout: float | None = None,
+    previous: tuple[Path, dict[str, Any]] | None = None,
 ) -> MultiSweepResult:
-    """One `archbench sweep` process per device, at once; merge what they wrote."""
-    echo = echo or _print_now
-    out = _out_dir(out_dir)
+    """One `archbench sweep` process per device, at once; merge what they wrote. `previous`
+    (a run being resumed): its finished cases are kept and not rerun."""
+    echo = echo or print_now
+    out = out_folder(out_dir)
+    stored = stored_options(options, previous)
+    if previous is not None:
+        done = finished_cases(previous[1])
+        echo(f"resuming {previous[0]}: {len(done)} finished cases are kept, not rerun")
+        options = options.without(done)
     label = "-".join(d.replace(":", "") for d in dict.fromkeys(devices))
     name = run_name(platform.node(), f"{len(devices)}x-{label}", datetime.now(timezone.utc))
     shard_root = out / f"{name}.shards"
@@ -208,38 +284,37 @@ def run_on_devices(
     for index, device in enumerate(devices):
         folder = shard_root / f"shard{index}-{device.replace(':', '')}"
         folder.mkdir(parents=True, exist_ok=True)
-        seen_as = "cpu" if device == "cpu" else "cuda:0"
-        child = subprocess.Popen(
-            shard_command(options, seen_as, folder, index, len(devices)),
-            env=envs[index],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            # Its own session: a terminal's Ctrl-C reaches the driver only, which then stops
-            # each shard once (a second SIGINT would make the shard's sweep kill its pytest).
-            start_new_session=True,
-        )
+        command = shard_command(
+            options, "cpu" if device == "cpu" else "cuda:0", folder, index, len(devices),
+            case_timeout,
+        )  # fmt: skip
         outputs[index] = []
-        reader = threading.Thread(
-            target=_relay,
-            args=(child, f"[{index}:{device}] ", echo, lock, outputs[index]),
-            daemon=True,
-        )
-        reader.start()
+        child, reader = _start_shard(command, envs[index], f"[{index}:{device}] ", echo, lock,
+                                     outputs[index])  # fmt: skip
         children.append((index, device, folder, child, reader))
-    interrupted = _wait_all([child for *_, child, _reader in children], echo)
-    runs, failed = [], []
+    stopped_by: list[str] = []
+    interrupted = _wait_all([child for *_, child, _reader in children], echo, stopped_by)
+    runs, lost, entries, failed = [], [], [], []
     for index, device, folder, child, reader in children:
         reader.join()
-        data = _shard_json(folder)
-        if data is None and _had_no_cases("\n".join(outputs[index])):
-            echo(f"shard {index} on {device}: no case fell to it (fewer sizes than shards)")
-        elif data is None:
-            failed.append(f"shard {index} on {device}: no JSON (exit {child.returncode})")
-        else:
-            runs.append(ShardRun(index=index, device=device, data=data))
-    paths = [_write_merged(out / f"{name}.json", runs)] if runs else []
-    html = _render(paths, out / f"{name}.html") if render and paths else None
+        run, my_lost, entry = _device_outcome(index, device, folder, child, outputs[index])
+        if run is not None:
+            runs.append(run)
+        elif my_lost:
+            failed.append(my_lost[0]["reason"])
+        lost += my_lost
+        entries += [entry] if entry else []
+    paths = []
+    if runs or previous is not None:
+        section = run_section(
+            lost=lost,
+            shards=entries,
+            options=stored,
+            stopped_by=(stopped_by or ["SIGINT"])[0] if interrupted else None,
+            resumed_from=str(previous[0]) if previous else None,
+        )
+        paths = [write_merged(out / f"{name}.json", runs, section, previous and previous[1])]
+    html = render_runs(paths, out / f"{name}.html") if render and paths else None
     return MultiSweepResult(
         json_paths=tuple(paths),
         html_path=html,
@@ -248,7 +323,82 @@ def run_on_devices(
         finished=len(runs),
         failed=tuple(failed),
         interrupted=interrupted,
+        lost=tuple(lost),
+        stopped_by=(stopped_by or ["SIGINT"])[0] if interrupted else None,
     )
+
+
+def _device_outcome(index, device, folder, child, output):
+    """(its run or None, its lost cases, its archbench_run.shards entry) for one shard."""
+    data = shard_json(folder)
+    if data is None:  # killed before its JSON: its streamed records, else the whole shard
+        data = _from_records(folder)
+    if data is None:
+        if _had_no_cases("\n".join(output)):
+            return None, [], None
+        why = _last_line(output) or "no output"
+        return None, [{"case": f"shard {index}", "reason": f"no result ({why})"}], None
+    inner = data.get(RUN_KEY) or {}
+    entry = {**((inner.get("shards") or [{}])[0]), "index": index, "device": device}
+    run = ShardRun(index=index, device=device, data=data, complete=not inner.get("incomplete"))
+    return run, list(inner.get("lost") or []), entry
+
+
+def _from_records(folder: Path) -> dict[str, Any] | None:
+    found = sorted(folder.glob("run-*.records.jsonl"))
+    if not found:
+        return None
+    progress = Progress(found[0], lambda _line: None)
+    progress.poll()
+    if not progress.records:
+        return None
+    path = folder / "rebuilt.json"
+    write_json_from_records(path, progress.session, progress.records)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    lost = lost_cases(progress.plan, progress.cases, "not run: the shard was killed")
+    entry = shard_entry(0, progress.session, cases_done=len(progress.records),
+                        cases_total=progress.collected)  # fmt: skip
+    data[RUN_KEY] = run_section(lost=lost, shards=[entry], options={})
+    return data
+
+
+def _last_line(output: Sequence[str]) -> str | None:
+    lines = [line.strip() for line in output if line.strip()]
+    return lines[-1][:300] if lines else None
+
+
+def stored_options(options: SweepOptions, previous) -> dict[str, Any]:
+    """The options a --resume of this run reuses (the earlier run's, when resuming one)."""
+    if previous is not None and (previous[1].get(RUN_KEY) or {}).get("options"):
+        return previous[1][RUN_KEY]["options"]
+    return {
+        "profile": options.profile,
+        "presets": options.presets,
+        "hidden_dims": list(options.hidden_dims),
+        "data": options.data,
+        "cost_bps": options.cost_bps,
+        "lookback": options.lookback,
+        "pytest_args": list(options.pytest_args),
+    }
+
+
+def _start_shard(
+    command, env, prefix, echo, lock, kept
+) -> tuple[subprocess.Popen, threading.Thread]:
+    """One shard's sweep, its output relayed line by line with its prefix."""
+    child = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        # Its own session: a terminal's Ctrl-C reaches the driver only, which then stops
+        # each shard once (a second SIGINT would make the shard's sweep kill its pytest).
+        start_new_session=True,
+    )
+    reader = threading.Thread(target=_relay, args=(child, prefix, echo, lock, kept), daemon=True)
+    reader.start()
+    return child, reader
 
 
 def _shard_env(device: str, cpu_shards: int) -> dict[str, str]:
@@ -278,19 +428,22 @@ def _had_no_cases(output: str) -> bool:
     return re.search(r"^collected 0 cases$", output, re.MULTILINE) is not None
 
 
-def _wait_all(children: list[subprocess.Popen], echo: Callable[[str], None]) -> bool:
-    with _terminate_as_interrupt():
+def _wait_all(
+    children: list[subprocess.Popen], echo: Callable[[str], None], noted: list[str]
+) -> bool:
+    with _terminate_as_interrupt(noted):
         return _wait_or_stop(children, echo)
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
+def _terminate_as_interrupt(noted: list[str]) -> Iterator[None]:
     """SIGTERM and SIGHUP stop the shards like Ctrl-C, so their finished cases are kept."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum: int, frame: Any) -> None:
+        noted.append(signal.Signals(signum).name)  # the run file says which signal
         raise KeyboardInterrupt
 
     signals = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
@@ -323,270 +476,14 @@ def _wait_or_stop(children: list[subprocess.Popen], echo: Callable[[str], None])
     return False
 
 
-# --- Ray: several machines ---------------------------------------------------------------
-
-
-def run_on_ray(
-    address: str,
-    options: SweepOptions,
-    *,
-    accelerators: Sequence[str] = (),
-    shards: int | None = None,
-    cpu_only: bool = False,
-    out_dir: str | Path = "runs",
-    render: bool = True,
-    echo: Callable[[str], None] | None = None,
-    ray_init: dict[str, Any] | None = None,
-) -> MultiSweepResult:
-    """Each shard a Ray task (one GPU, or one CPU on a cluster without GPUs); with
-    `accelerators`, the whole sweep once per accelerator type, one merged run each."""
-    echo = echo or _print_now
-    ray = _import_ray()
-    out = _out_dir(out_dir)
-    started_here = _connect(ray, address, ray_init or {})
-    try:
-        plan = _plan(ray, accelerators, shards, cpu_only)
-        stamp = datetime.now(timezone.utc)
-        shard_root = out / f"{run_name(platform.node(), 'ray', stamp)}.shards"
-        echo(
-            "archbench sweep on Ray: "
-            + "; ".join(f"{acc or kind}: {n} shard(s)" for acc, kind, n in plan)
-            + f"; shards in {shard_root}"
-        )
-        outcome = _run_tasks(ray, plan, options, shard_root, echo)
-    finally:
-        if started_here:
-            ray.shutdown()
-    runs, failed, interrupted = outcome
-    paths = []
-    for accelerator, kind, _n in plan:
-        mine = [r for r in runs if r.accelerator == accelerator]
-        if mine:
-            label = f"ray-{accelerator or kind}"
-            paths.append(
-                _write_merged(out / f"{run_name(platform.node(), label, stamp)}.json", mine)
-            )
-    html = None
-    if render and paths:
-        html = _render(paths, out / f"{run_name(platform.node(), 'ray', stamp)}.html")
-    return MultiSweepResult(
-        json_paths=tuple(paths),
-        html_path=html,
-        shard_dir=shard_root,
-        shards=sum(n for *_, n in plan),
-        finished=len(runs),
-        failed=tuple(failed),
-        interrupted=interrupted,
-    )
-
-
-def _import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise ArchbenchError(RAY_INSTALL_HINT) from None
-    return ray
-
-
-def _connect(ray: Any, address: str, init: dict[str, Any]) -> bool:
-    """ray.init; True when this call started a local cluster (which it then shuts down)."""
-    if address != "local":
-        _check_reachable(address)
-    if ray.is_initialized():  # a cluster this process already joined (tests, notebooks)
-        return False
-    if address == "local":
-        ray.init(include_dashboard=False, log_to_driver=False, **init)
-        return True
-    try:
-        ray.init(address=address, log_to_driver=False, **init)
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ArchbenchError(
-            f"--ray {address}: cannot connect to a Ray cluster ({first})"
-        ) from None
-    return False
-
-
-def _check_reachable(address: str) -> None:
-    """A host:port that nothing answers fails in seconds, not after Ray's long retries."""
-    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address.strip())
-    if address == "auto":
-        return
-    if not match:
-        raise ConfigError(
-            f"--ray {address!r} is not an address: use local, auto, HOST:PORT or ray://HOST:PORT"
-        )
-    host, port = match.group(1), int(match.group(2))
-    try:
-        with socket.create_connection((host, port), timeout=_CONNECT_TIMEOUT_S):
-            pass
-    except OSError as error:
-        raise ArchbenchError(
-            f"--ray {address}: no Ray cluster answers at {host}:{port} "
-            f"within {_CONNECT_TIMEOUT_S:.0f} s ({error.strerror or error})"
-        ) from None
-
-
-def _plan(
-    ray: Any, accelerators: Sequence[str], shards: int | None, cpu_only: bool = False
-) -> list[tuple[str | None, str, int]]:
-    """(accelerator type or None, 'gpu' or 'cpu', shard count) per whole sweep to run."""
-    if shards is not None and shards < 1:
-        raise ConfigError(f"--shards must be at least 1, got {shards}")
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if cpu_only:
-        if accelerators:
-            raise ConfigError("--accelerator picks GPU types; it cannot go with CPU shards")
-        return [(None, "cpu", shards or len(nodes))]
-    if not accelerators:
-        gpus = int(sum(n["Resources"].get("GPU", 0) for n in nodes))
-        if gpus:
-            return [(None, "gpu", shards or gpus)]
-        return [(None, "cpu", shards or len(nodes))]
-    plan = []
-    for accelerator in accelerators:
-        key = f"accelerator_type:{accelerator}"
-        gpus = int(sum(n["Resources"].get("GPU", 0) for n in nodes if key in n["Resources"]))
-        if not gpus:
-            have = sorted(
-                {k.split(":", 1)[1] for n in nodes for k in n["Resources"] if k.startswith("acc")}
-            )
-            raise ConfigError(
-                f"--accelerator {accelerator}: the Ray cluster has no GPU of that type "
-                f"(it has: {', '.join(have) or 'no typed GPUs'})"
-            )
-        plan.append((accelerator, "gpu", shards or gpus))
-    return plan
-
-
-def _shard_task(command: list[str], gpu: bool) -> dict[str, Any]:
-    """Runs on a Ray worker: one shard's `archbench sweep`, returned as its JSON."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    with tempfile.TemporaryDirectory(prefix="archbench-shard-") as folder:
-        command = [folder if part == "{out}" else part for part in command]
-        env = dict(os.environ)
-        if not gpu:
-            env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU shard must not touch a GPU it was not given
-        child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        try:
-            output, _ = child.communicate()
-        except KeyboardInterrupt:  # ray.cancel: stop the shard, leave nothing running
-            child.send_signal(signal.SIGINT)
-            child.wait()
-            raise
-        return {
-            "node": platform.node(),
-            "device": f"cuda:{visible.split(',')[0]}" if gpu and visible else "cpu",
-            "returncode": child.returncode,
-            "json": _shard_json(Path(folder)),
-            "log_tail": output.decode("utf-8", "replace")[-2000:],
-        }
-
-
-def _run_tasks(
-    ray: Any,
-    plan: list[tuple[str | None, str, int]],
-    options: SweepOptions,
-    shard_root: Path,
-    echo: Callable[[str], None],
-) -> tuple[list[ShardRun], list[str], bool]:
-    from rich.progress import Progress
-
-    task = ray.remote(_shard_task)
-    pending: dict[Any, tuple[int, str | None]] = {}
-    index = 0
-    for accelerator, kind, n_shards in plan:
-        for shard in range(n_shards):
-            device = "cuda:0" if kind == "gpu" else "cpu"
-            command = shard_command(options, device, Path("{out}"), shard, n_shards)
-            resources: dict[str, Any] = {"max_retries": _RAY_RETRIES, "retry_exceptions": False}
-            if kind == "gpu":
-                resources["num_gpus"] = 1
-                if accelerator:
-                    resources["accelerator_type"] = accelerator
-            else:
-                resources["num_cpus"] = 1
-            pending[task.options(**resources).remote(command, kind == "gpu")] = (index, accelerator)
-            index += 1
-    runs: list[ShardRun] = []
-    failed: list[str] = []
-    per_node: dict[str, int] = {}
-    interrupted = False
-    with Progress(transient=False) as progress:
-        bar = progress.add_task("shards", total=len(pending))
-        try:
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-                for ref in done:
-                    shard, accelerator = pending.pop(ref)
-                    line, node = _collect(ray, ref, shard, accelerator, shard_root, runs, failed)
-                    per_node[node] = per_node.get(node, 0) + 1
-                    progress.console.print(line, soft_wrap=True)
-                    progress.update(
-                        bar,
-                        advance=1,
-                        description="shards per node: "
-                        + ", ".join(f"{n} {k}" for n, k in sorted(per_node.items())),
-                    )
-        except KeyboardInterrupt:
-            interrupted = True
-            echo(f"interrupted: keeping {len(runs)} finished shard(s), cancelling {len(pending)}")
-            for ref in pending:
-                ray.cancel(ref)
-    return sorted(runs, key=lambda r: r.index), failed, interrupted
-
-
-def _collect(
-    ray: Any,
-    ref: Any,
-    shard: int,
-    accelerator: str | None,
-    shard_root: Path,
-    runs: list[ShardRun],
-    failed: list[str],
-) -> tuple[str, str]:
-    """Keep one finished task's shard (its JSON and log under shard_root); (a line, its node)."""
-    try:
-        result = ray.get(ref)
-    except Exception as error:  # a task lost beyond its retries costs its shard only
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        failed.append(f"shard {shard}: {type(error).__name__}: {reason}")
-        return f"shard {shard} lost after {_RAY_RETRIES} retries: {reason}", "lost"
-    folder = shard_root / f"shard{shard}"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "log.txt").write_text(result["log_tail"], encoding="utf-8")
-    where = f"on {result['node']} {result['device']}"
-    if result["json"] is None and _had_no_cases(result["log_tail"]):
-        return f"shard {shard} {where}: no case fell to it (fewer sizes than shards)", result[
-            "node"
-        ]
-    if result["json"] is None:
-        failed.append(f"shard {shard} {where}: no JSON (exit {result['returncode']})")
-        line = f"shard {shard} {where}: no result (exit {result['returncode']}); see {folder}"
-        return line, result["node"]
-    (folder / "run.json").write_text(json.dumps(result["json"]), encoding="utf-8")
-    runs.append(
-        ShardRun(
-            index=shard,
-            device=result["device"],
-            data=result["json"],
-            node=result["node"],
-            accelerator=accelerator,
-        )
-    )
-    cases = len(result["json"].get("benchmarks") or [])
-    return f"shard {shard} {where}: {cases} cases (exit {result['returncode']})", result["node"]
-
-
 # --- shared ------------------------------------------------------------------------------
 
 
-def _print_now(line: str) -> None:
-    print(line, flush=True)
-
-
-def _out_dir(out_dir: str | Path) -> Path:
+def out_folder(out_dir: str | Path) -> Path:
+    """--out, made absolute and created (one line if it cannot be)."""
     out = Path(out_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out_dir}: is a file; give a folder for the run's files")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -594,7 +491,7 @@ def _out_dir(out_dir: str | Path) -> Path:
     return out
 
 
-def _shard_json(folder: Path) -> dict[str, Any] | None:
+def shard_json(folder: Path) -> dict[str, Any] | None:
     """The JSON a shard's sweep wrote into its own folder (None if it wrote none)."""
     for path in sorted(folder.glob("run-*.json")):
         try:
@@ -604,16 +501,38 @@ def _shard_json(folder: Path) -> dict[str, Any] | None:
     return None
 
 
-def _write_merged(path: Path, runs: Sequence[ShardRun]) -> Path:
-    merged = merge_shards(runs)
+def write_merged(
+    path: Path,
+    runs: Sequence[ShardRun],
+    section: dict[str, Any],
+    previous: dict[str, Any] | None = None,
+) -> Path:
+    """The shards' runs merged (with a resumed run's earlier cases) and `section` as its
+    archbench_run, written through a temporary file."""
+    merged = merge_shards(runs) if runs else {"machine_info": {}, "benchmarks": []}
+    if previous is not None:
+        merged = fold_in(merged, previous)
+        for key in ("machine_info", "commit_info", "datetime", "version"):
+            merged.setdefault(key, previous.get(key))
+        if not merged.get("machine_info"):
+            merged["machine_info"] = previous.get("machine_info") or {}
+    merged[RUN_KEY] = section
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(merged, indent=2), encoding="utf-8")
     return path
 
 
-def _render(paths: Sequence[Path], html_path: Path) -> Path | None:
+def render_runs(paths: Sequence[Path], html_path: Path) -> Path | None:
+    """One report over the merged runs; None where the reports part is not installed."""
     try:
         from archbench_reports.render import render_report
     except ImportError:
         return None
-    return render_report(list(paths), html_path)
+    try:
+        return render_report(list(paths), html_path)
+    except Exception as error:  # the merged runs are safe on disk whatever the report does
+        print_now(
+            f"rendering failed ({type(error).__name__}: {error}); the runs are kept: render "
+            f"them later with `archbench report {' '.join(map(str, paths))}`"
+        )
+        return None

@@ -19,6 +19,7 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "memory": ("torch_allocated_bytes", "peak_rss_bytes", "memory_error_pct"),
     "train": ("train_env_steps_per_s", "update_samples_per_s", "ceiling_fraction"),
     "overfit": ("train_sharpe", "val_sharpe", "oracle_edge_fraction"),
+    "peer": ("speedup_ratio_vs_sb3",),
 }
 """Metrics shown on a case's progress line, per suite (the first available ones)."""
 
@@ -34,15 +35,24 @@ def print_now(line: str) -> None:
 class Progress:
     """Reads the records stream as it grows and prints a line per finished case."""
 
-    def __init__(self, path: Path, echo: Callable[[str], None]) -> None:
+    def __init__(self, path: Path, echo: Callable[[str], None], prefix: str = "") -> None:
         self.path = path
         self.echo = echo
+        self.prefix = prefix
         self.offset = 0
         self.collected: int | None = None
         self.finished = 0
         self.records: list[dict[str, Any]] = []
+        self.cases: list[dict[str, Any]] = []
+        """Every finished case's event, with a record or not (a failure says why)."""
         self.session: dict[str, Any] = {}
         """The 'collected' event: case count, device, profile, machine and commit."""
+        self.plan: list[str] | None = None
+        """The node ids this pytest runs (archbench_sweep.plugin's 'plan' event)."""
+        self.collected_ids: list[str] | None = None
+        """Every case this pytest collected before its shard's split (the plan event)."""
+        self.running: tuple[str, float] | None = None
+        """The case running now and when its start was read (time.monotonic)."""
         self._started = time.monotonic()
 
     def poll(self) -> None:
@@ -58,14 +68,23 @@ class Progress:
                 self._event(json.loads(line))
 
     def _event(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "plan":
+            self.plan = list(event["nodeids"])
+            self.collected_ids = list(event.get("collected") or self.plan)
+            return
+        if event.get("event") == "start":
+            self.running = (event["nodeid"], time.monotonic())
+            return
         if event.get("event") == "collected":
             self.session = event
             self.collected = int(event["count"])
-            self.echo(f"collected {self.collected} cases")
+            self.echo(f"{self.prefix}collected {self.collected} cases")
             return
         if event.get("event") != "case":
             return
+        self.running = None
         self.finished += 1
+        self.cases.append(event)
         record = event.get("record")
         if record is not None:
             self.records.append(event)
@@ -74,7 +93,7 @@ class Progress:
         elapsed = time.monotonic() - self._started
         detail = _headline(record) if record else (event.get("message") or "")
         self.echo(
-            f"[{self.finished}{total}] {event['outcome']:<7} {case_id:<52} "
+            f"{self.prefix}[{self.finished}{total}] {event['outcome']:<7} {case_id:<52} "
             f"{event['duration_s']:6.1f} s  {detail}  (elapsed {elapsed / 60:.1f} min)"
         )
 

@@ -22,8 +22,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from archbench_sweep.options import SweepOptions, check_data
+from archbench_sweep.plugin import CASE_TIMEOUT_S
 from archbench_sweep.progress import Progress, print_now
 from archbench_sweep.rebuild import is_complete_json, write_json_from_records
+from archbench_sweep.runfile import (
+    attach_run,
+    finished_cases,
+    lost_cases,
+    previous_run,
+    run_section,
+    shard_entry,
+)
 from archbench_sweep.signals import STOP_GRACE_S, Stopper, parent_death_signal, signal_group
 from ppo_core.device import resolve_device
 from ppo_core.errors import ArchbenchError, ConfigError
@@ -31,6 +40,9 @@ from ppo_core.errors import ArchbenchError, ConfigError
 __all__ = ["SweepResult", "bench_dir", "pytest_command", "run_name", "run_sweep"]
 
 _POLL_S = 0.5
+HANG_GRACE_S = 60.0
+"""A case still running this long past its timeout is stuck where the timeout cannot reach it
+(inside one long C or CUDA call): pytest is stopped and the case is recorded as lost."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,13 @@ class SweepResult:
     """The JSON was rebuilt from the streamed records (pytest-benchmark wrote none)."""
     report_note: str | None
     """Why no report was rendered, when none was."""
+    lost: tuple[dict[str, str], ...] = ()
+    """Cases the run lacks: {"case": node id, "reason": one line} (archbench_run.lost)."""
+
+    @property
+    def incomplete(self) -> bool:
+        """Some case is missing from the run, or the sweep was stopped."""
+        return bool(self.lost) or self.interrupted
 
 
 def bench_dir() -> Path:
@@ -94,7 +113,7 @@ def pytest_command(
 ) -> list[str]:
     """The pytest invocation a sweep runs (also what to paste to rerun it by hand)."""
     command = [sys.executable, "-m", "pytest", str(bench), "-q", "-p", "no:cacheprovider"]
-    command += options.pytest_args()
+    command += ["-p", "archbench_sweep.plugin", *options.pytest_args()]
     if json_path is not None:
         command += ["--benchmark-json", str(json_path)]
     command += ["--archbench-records", str(records_path), *extra]
@@ -135,19 +154,18 @@ def run_sweep(
     pytest_args: Sequence[str] = (),
     render: bool = True,
     echo: Callable[[str], None] | None = None,
+    case_timeout: float | None = None,
+    resume: str | Path | None = None,
 ) -> SweepResult:
     """Check every option, run the suites, print one line per finished case; on SIGINT,
-    SIGTERM or SIGHUP stop pytest and keep (and report) every case that finished."""
+    SIGTERM or SIGHUP stop pytest and keep (and report) every case that finished. With
+    `resume` (an earlier run), run only the cases it lacks, with its options, into a new run
+    that holds both."""
     echo = echo or print_now
-    raw = {
-        "profile": profile,
-        "presets": presets,
-        "hidden_dims": list(hidden_dims),
-        "device": device,
-        "data": data,
-        "cost_bps": cost_bps,
-        "lookback": lookback,
-    }
+    given = {"profile": profile, "presets": presets, "hidden_dims": list(hidden_dims)}
+    given |= {"device": device, "data": data, "pytest_args": list(pytest_args)}
+    given |= {"cost_bps": cost_bps, "lookback": lookback}
+    raw, resumed_path, previous = _resumed(given, resume)
     options = SweepOptions.parse(raw.__getitem__)
     bench = bench_dir()
     resolved, label = _device_label(options.device)
@@ -155,34 +173,37 @@ def run_sweep(
     check_data(options.data, options.lookback)
     out = _output_folder(out_dir)
     name = run_name(platform.node(), label, datetime.now(timezone.utc))
-    json_path = out / f"{name}.json"
-    records_path, log_path = out / f"{name}.records.jsonl", out / f"{name}.log"
-    partial_json = out / f"{name}.json.partial"
-    command = pytest_command(bench, partial_json, records_path, options, extra=pytest_args)
+    json_path, records_path, log_path, partial_json = (
+        out / f"{name}{suffix}" for suffix in (".json", ".records.jsonl", ".log", ".json.partial")
+    )
+    timeout = CASE_TIMEOUT_S[options.profile] if case_timeout is None else case_timeout
+    extra = [*raw["pytest_args"], "--archbench-case-timeout", str(timeout)]
+    if previous is not None:
+        extra += _skip_finished(resumed_path, previous, echo)
+    command = pytest_command(bench, partial_json, records_path, options, extra=extra)
     echo(
         f"archbench sweep: profile {options.profile} on {resolved}; log {log_path}; "
         f"finished cases stream to {records_path}"
     )
     try:
         with Stopper() as stopper:
-            returncode, progress = _run_pytest(
-                command, bench.parent, log_path, records_path, echo, stopper
+            returncode, progress, hung = _run_pytest(
+                command, bench.parent, log_path, records_path, echo, stopper, timeout
             )
-            rebuilt = False
-            if is_complete_json(partial_json):
-                partial_json.replace(json_path)
-            elif progress.records:
-                write_json_from_records(json_path, progress.session, progress.records)
-                rebuilt = True
-            else:
-                json_path = None
+            json_path, rebuilt = _keep_json(partial_json, json_path, progress)
     finally:
         partial_json.unlink(missing_ok=True)  # a half-written one would only mislead
-    html_path, note = None, None
-    if json_path is None:
-        note = "no case finished, so there is nothing to report"
-    elif render:
-        html_path, note = _render(json_path, log_path)
+    stopped = signal.Signals(stopper.signum).name if stopper.signum is not None else None
+    lost = _lost(progress, hung, stopped)
+    if json_path is None and previous is not None:  # nothing new: the earlier cases still count
+        json_path = out / f"{name}.json"
+        write_json_from_records(json_path, progress.session, [])
+    if json_path is not None:
+        resumed = (resumed_path, previous) if previous is not None else None
+        _write_run_section(json_path, progress, lost, raw, stopped, resumed)
+    html_path, note = None, "no case finished, so there is nothing to report"
+    if json_path is not None:
+        html_path, note = _render(json_path, log_path) if render else (None, None)
     return SweepResult(
         json_path=json_path,
         html_path=html_path,
@@ -195,7 +216,70 @@ def run_sweep(
         stopped_by=stopper.signum,
         rebuilt=rebuilt,
         report_note=note,
+        lost=tuple(lost),
     )
+
+
+def _resumed(raw: dict, resume: str | Path | None) -> tuple[dict, Path | None, dict | None]:
+    """The options to run (a resumed run's own, when resuming), its path and its contents."""
+    if resume is None:
+        return raw, None, None
+    path, previous = previous_run(resume)
+    return {**raw, **((previous.get("archbench_run") or {}).get("options") or {})}, path, previous
+
+
+def _keep_json(partial: Path, json_path: Path, progress: Progress) -> tuple[Path | None, bool]:
+    """pytest-benchmark's JSON when it wrote one whole, else one rebuilt from the streamed
+    records (True), else None: nothing finished."""
+    if is_complete_json(partial):
+        partial.replace(json_path)
+        return json_path, False
+    if progress.records:
+        write_json_from_records(json_path, progress.session, progress.records)
+        return json_path, True
+    return None, False
+
+
+def _skip_finished(path: Path, previous: dict, echo: Callable[[str], None]) -> list[str]:
+    """pytest arguments that leave out the cases a resumed run already holds."""
+    done = finished_cases(previous)
+    echo(f"resuming {path}: {len(done)} finished cases are kept, not rerun")
+    return [arg for nodeid in done for arg in ("--deselect", nodeid)]
+
+
+def _write_run_section(json_path, progress, lost, raw, stopped, resumed) -> None:
+    """archbench_run into the run (and a resumed run's earlier cases before its own)."""
+    entry = shard_entry(
+        0, progress.session, cases_done=len(progress.records), cases_total=progress.collected
+    )
+    section = run_section(
+        lost=lost,
+        shards=[entry],
+        options=_stored_options(raw),
+        stopped_by=stopped,
+        resumed_from=str(resumed[0]) if resumed else None,
+    )
+    attach_run(json_path, section, resumed[1] if resumed else None)
+
+
+def _stored_options(raw: dict) -> dict:
+    """The options a --resume of this run reuses (as given, before resolving)."""
+    keys = ("profile", "presets", "hidden_dims", "data", "cost_bps", "lookback", "pytest_args")
+    return {key: raw[key] for key in keys}
+
+
+def _lost(progress: Progress, hung: str | None, stopped: str | None) -> list[dict[str, str]]:
+    """The cases of this pytest's plan that left no record, each with why."""
+    if progress.plan is None:
+        return []
+    why = f"not run: the sweep was stopped by {stopped}" if stopped else "not run"
+    if hung:
+        why = "not run: the sweep stopped pytest after a hung case"
+    lost = lost_cases(progress.plan, progress.cases, why)
+    if hung and progress.running is not None:
+        stuck = progress.running[0]
+        lost = [{**e, "reason": hung} if e["case"] == stuck else e for e in lost]
+    return lost
 
 
 def _run_pytest(
@@ -205,8 +289,11 @@ def _run_pytest(
     records_path: Path,
     echo: Callable[[str], None],
     stopper: Stopper,
-) -> tuple[int, Progress]:
+    case_timeout: float = 0.0,
+) -> tuple[int, Progress, str | None]:
+    """pytest's exit code, what it streamed, and why a hung case was stopped (or None)."""
     progress = Progress(records_path, echo)
+    hung = None
     with log_path.open("w", encoding="utf-8") as log:
         log.write("$ " + shlex.join(command) + "\n")
         log.flush()
@@ -228,11 +315,14 @@ def _run_pytest(
             except subprocess.TimeoutExpired:
                 pass
             progress.poll()
-            if stopper.received and asked_at is None:
+            if hung is None and asked_at is None:
+                hung = _hung(progress, case_timeout)
+            if (stopper.received or hung) and asked_at is None:
                 asked_at = time.monotonic()
+                why = hung or f"interrupted by {signal.Signals(stopper.signum).name}"
                 echo(
-                    f"interrupted by {signal.Signals(stopper.signum).name}: stopping pytest and "
-                    "keeping every finished case (send it again to stop at once)"
+                    f"{why}: stopping pytest and keeping every finished case "
+                    "(send a stop signal again to stop at once)"
                 )
                 signal_group(child, signal.SIGINT)  # pytest writes its JSON on SIGINT
             elif asked_at is not None and (
@@ -245,7 +335,20 @@ def _run_pytest(
         if asked_at is not None:
             signal_group(child, signal.SIGKILL)  # whatever pytest started and left running
         progress.poll()
-    return child.returncode, progress
+    return child.returncode, progress, hung
+
+
+def _hung(progress: Progress, case_timeout: float) -> str | None:
+    if not case_timeout or progress.running is None:
+        return None
+    nodeid, since = progress.running
+    running = time.monotonic() - since
+    if running < case_timeout + HANG_GRACE_S:
+        return None
+    return (
+        f"{nodeid} hung: still running {running:.0f} s after it started "
+        f"(case timeout {case_timeout:.0f} s)"
+    )
 
 
 def _render(json_path: Path, log_path: Path) -> tuple[Path | None, str | None]:

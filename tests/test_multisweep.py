@@ -16,18 +16,19 @@ import pytest
 
 from archbench_cli.main import main
 from archbench_reports.load import load_run
-from archbench_sweep import multisweep
+from archbench_sweep import raysweep
 from archbench_sweep.multisweep import (
-    RAY_INSTALL_HINT,
     SweepOptions,
     check_devices,
     run_on_devices,
-    run_on_ray,
 )
+from archbench_sweep.raysweep import RAY_INSTALL_HINT, run_on_ray
 from archbench_sweep.runner import run_sweep
+from archbench_sweep.shards import ShardRun
 from ppo_core.errors import ArchbenchError, ConfigError
 
-# Two groups the splitter keeps apart (env steps, machine ceilings), in smoke budgets: seconds.
+# Three cases the splitter spreads over two shards (env steps, machine ceilings), in smoke
+# budgets: seconds.
 # test_input_alignment shares the ceilings module but times 2048-row GEMMs: left out, for speed.
 SELECT = ("-k", "env_step or (ceilings and not input_alignment)", "--benchmark-disable")
 OPTIONS = SweepOptions(presets="tiny", pytest_args=SELECT)
@@ -63,9 +64,10 @@ def _assert_same_run(merged: Path, single: Path) -> None:
     assert set(frame["status"]) == {"ok"}
     assert set(frame["device"]) == {"cpu"}
     records = _records(merged)
-    assert {r["shard"] for r in records} == {0, 1}  # both shards did work
-    by_suite = {r["suite"]: r["shard"] for r in records}
-    assert by_suite["env"] != by_suite["ceiling"]
+    assert {r["shard"] for r in records} == {0, 1}  # both shards did work (split by case)
+    run = json.loads(merged.read_text())["archbench_run"]
+    assert run["incomplete"] is False
+    assert [s["cases_done"] for s in run["shards"]] == [2, 1]
 
 
 def test_two_cpu_devices_merge_into_the_single_process_run(single_run, tmp_path, monkeypatch):
@@ -112,6 +114,17 @@ def test_ctrl_c_keeps_the_shards_finished_cases(tmp_path):
     assert 1 <= len(records) <= 3
     assert all(r["status"] == "ok" for r in records)
     assert not list(tmp_path.rglob("*.partial"))
+    assert json.loads(merged.read_text())["archbench_run"]["incomplete"] is True
+    # --resume on two CPU shards again: only the cases the stopped run lacks, then all three.
+    resumed_dir = tmp_path / "resumed"
+    argv = ["sweep", "--resume", str(merged), "--devices", "cpu,cpu", "--out", str(resumed_dir)]
+    assert main([*argv, "--no-report"]) == 0
+    (resumed,) = resumed_dir.glob("run-*.json")
+    assert len(_records(resumed)) == 3
+    assert json.loads(resumed.read_text())["archbench_run"]["incomplete"] is False
+    kept = {b["fullname"]: b for b in json.loads(merged.read_text())["benchmarks"]}
+    again = {b["fullname"]: b for b in json.loads(resumed.read_text())["benchmarks"]}
+    assert all(again[name] == bench for name, bench in kept.items())  # not redone
 
 
 # --- bad input: one line, exit 2, before any work ------------------------------------------
@@ -151,62 +164,6 @@ def test_without_ray_installed_ray_says_how_to_get_it(capsys, monkeypatch):
     with pytest.raises(ArchbenchError, match="pip install 'ppo-archbench\\[ray\\]'"):
         run_on_ray("local", OPTIONS)
     assert RAY_INSTALL_HINT in _cli_error(capsys, "--ray", "local")
-
-
-class _FakeRay:
-    """ray.remote/wait/get over plain values; shard 1's node is lost beyond its retries."""
-
-    def __init__(self) -> None:
-        self.options: list[dict] = []
-
-    def remote(self, function):
-        fake = self
-
-        class _Task:
-            def options(self, **kwargs):
-                fake.options.append(kwargs)
-                return self
-
-            def remote(self, command, gpu):
-                shard = int(command[command.index("--archbench-shard") + 1].split("/")[0])
-                return ("ref", shard, gpu)
-
-        return _Task()
-
-    def wait(self, refs, num_returns, timeout):
-        return refs[:num_returns], refs[num_returns:]
-
-    def get(self, ref):
-        _, shard, _gpu = ref
-        if shard == 1:
-            raise RuntimeError("The node running this task died (NodeDiedError)")
-        if shard == 3:  # more shards than sizes: the sweep collected nothing and wrote no JSON
-            log = "collected 0 cases\n0 cases finished; pytest exit code 5"
-            return {"node": "n3", "device": "cuda:0", "returncode": 1, "json": None,
-                    "log_tail": log}  # fmt: skip
-        data = {"machine_info": {"archbench": {"gpu_uuid": "GPU-x"}}, "benchmarks": []}
-        return {"node": f"n{shard}", "device": "cuda:2", "returncode": 0, "json": data,
-                "log_tail": "done"}  # fmt: skip
-
-
-def test_a_lost_node_costs_only_its_shard_and_an_empty_shard_is_no_failure(tmp_path):
-    fake = _FakeRay()
-    plan = [("H100", "gpu", 4)]
-    runs, failed, interrupted = multisweep._run_tasks(
-        fake, plan, OPTIONS, tmp_path, lambda line: None
-    )
-    assert [r.index for r in runs] == [0, 2]
-    assert all(r.accelerator == "H100" and r.device == "cuda:2" for r in runs)
-    assert len(failed) == 1
-    assert failed[0].startswith("shard 1: RuntimeError")
-    assert not interrupted
-    assert fake.options[0] == {
-        "max_retries": 2,
-        "retry_exceptions": False,
-        "num_gpus": 1,
-        "accelerator_type": "H100",
-    }
-    assert (tmp_path / "shard0" / "run.json").is_file()
 
 
 # --- one local Ray cluster for the rest of the module ----------------------------------------
@@ -274,30 +231,29 @@ class _TypedCluster:
             {"Alive": False, "Resources": {"GPU": 8.0, "accelerator_type:L4": 1.0}},
         ]
 
-    def remote(self, function):
-        cluster = self
-
-        class _Task:
-            def options(self, **kwargs):
-                cluster.asked.append(kwargs)
-                return self
-
-            def remote(self, command, gpu):
-                shard, n_shards = command[command.index("--archbench-shard") + 1].split("/")
-                return (int(shard), int(n_shards), cluster.asked[-1]["accelerator_type"])
-
-        return _Task()
-
-    def wait(self, refs, num_returns, timeout):
-        return refs[:num_returns], refs[num_returns:]
-
-    def get(self, ref):
-        shard, n_shards, accelerator = ref
+    def shard(self, index: int, n_shards: int, accelerator: str) -> ShardRun:
+        self.asked.append({"accelerator_type": accelerator})
         run = json.loads(json.dumps(self.run))
         run["machine_info"]["archbench"]["gpu_name"] = f"NVIDIA {accelerator}"
-        run["benchmarks"] = run["benchmarks"][shard::n_shards]
-        return {"node": f"{accelerator}-{shard}", "device": "cuda:0", "returncode": 0,
-                "json": run, "log_tail": ""}  # fmt: skip
+        run["benchmarks"] = run["benchmarks"][index::n_shards]
+        return ShardRun(index=index, device="cuda:0", data=run, node=f"{accelerator}-{index}",
+                        accelerator=accelerator)  # fmt: skip
+
+
+class _TypedDriver:
+    """raysweep's driver over _TypedCluster: every shard of the plan finishes at once."""
+
+    def __init__(self, ray, plan, *_args) -> None:
+        self.cluster, self.plan = ray, plan
+
+    def run(self, stopper):
+        runs = [
+            self.cluster.shard(index, n_shards, accelerator)
+            for accelerator, _kind, n_shards in self.plan
+            for index in range(n_shards)
+        ]
+        entries = [(f"{r.accelerator}/{r.index}", {"index": r.index}) for r in runs]
+        return runs, [], entries, []
 
 
 def test_accelerator_types_each_get_a_whole_sweep_and_one_report(tmp_path, monkeypatch):
@@ -306,7 +262,8 @@ def test_accelerator_types_each_get_a_whole_sweep_and_one_report(tmp_path, monke
     fixture = Path(__file__).parent / "fixtures" / "h100" / "full-perf-cuda.json.gz"
     with gzip.open(fixture, "rt", encoding="utf-8") as handle:
         cluster = _TypedCluster(json.load(handle))
-    monkeypatch.setattr(multisweep, "_import_ray", lambda: cluster)
+    monkeypatch.setattr(raysweep, "_import_ray", lambda: cluster)
+    monkeypatch.setattr(raysweep, "_Driver", _TypedDriver)
     result = run_on_ray("auto", OPTIONS, accelerators=["H100", "A100"], out_dir=tmp_path)
     assert (result.shards, result.finished, result.failed) == (3, 3, ())  # 2 H100 + 1 A100
     assert sorted(a["accelerator_type"] for a in cluster.asked) == ["A100", "H100", "H100"]

@@ -193,3 +193,39 @@ def test_compare_across_two_gpu_models_judges_rows_and_says_the_devices_differ(t
     assert note is not None
     assert "A: NVIDIA H100 80GB HBM3; B: NVIDIA A100-SXM4-80GB" in note
     assert devices_note(compare_runs(a, a)) is None
+
+
+def _full_profile_cases(tmp_path: Path) -> list[str]:
+    """The full profile's case list as the sweep's pytest collects it here (the plan event)."""
+    import subprocess
+    import sys
+
+    from archbench_sweep.runner import bench_dir
+
+    records = tmp_path / "records.jsonl"
+    bench = bench_dir()
+    command = [sys.executable, "-m", "pytest", str(bench), "--collect-only", "-q",
+               "-p", "no:cacheprovider", "-p", "archbench_sweep.plugin", "--profile", "full",
+               "--device", "cpu", "--archbench-records", str(records)]  # fmt: skip
+    done = subprocess.run(command, cwd=bench.parent, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    events = [json.loads(line) for line in records.read_text().splitlines()]
+    (plan,) = [e["nodeids"] for e in events if e["event"] == "plan"]
+    return plan
+
+
+@pytest.mark.slow
+def test_shards_of_the_full_profile_are_balanced_by_case(tmp_path):
+    from archbench_sweep.shards import case_of
+
+    cases = [case_of(nodeid) for nodeid in _full_profile_cases(tmp_path)]
+    assert len(cases) > 100
+    weight = {c.nodeid: c.weight for c in cases}
+    for n_shards in (2, 4, 8):
+        loads = [sum(weight[i] for i in shard) for shard in split_cases(cases, n_shards)]
+        mean = sum(loads) / n_shards
+        assert max(loads) <= 1.3 * mean, (n_shards, loads)
+    # by whole size, the largest size bounded 4 GPUs; one case at a time it no longer does
+    by_size = [Case(c.nodeid, c.nodeid.split("[")[-1].split("-")[0], c.weight) for c in cases]
+    loads = [sum(weight[i] for i in shard) for shard in split_cases(by_size, 8)]
+    assert max(loads) > 1.3 * sum(loads) / 8
