@@ -13,6 +13,7 @@ from ppo_core.errors import ConfigError
 from ppo_core.market import YEAR_SECONDS, MarketData
 
 __all__ = [
+    "CAPACITY_ANNUAL_VOL",
     "CAPACITY_DEFAULT_COMPLEXITY",
     "CAPACITY_SIGNAL_STRENGTH",
     "causal_edge",
@@ -22,9 +23,12 @@ __all__ = [
 
 CAPACITY_DEFAULT_COMPLEXITY = 8
 """Hidden patterns in the teacher when the dataset name carries no knob ('capacity')."""
-CAPACITY_SIGNAL_STRENGTH = 0.3
+CAPACITY_SIGNAL_STRENGTH = 0.15
 """Standard deviation of the planted edge per bar, in units of the base per-bar volatility
-(README, "The capacity market", says why below the old market's 0.5)."""
+(README, "The capacity market", says why well below the old market's 0.5)."""
+CAPACITY_ANNUAL_VOL = 0.8
+"""Annual volatility of the bars (a crypto pair's): the default 30 bp cost is 0.35 of a bar's
+volatility, so an edge weak enough to hide from momentum rules can still pay for trading."""
 TEACHER_LAGS = 96
 """Bars of each trace a hidden pattern reads (inside the default 100-bar observation window)."""
 TEACHER_BASIS = 4
@@ -61,7 +65,9 @@ def _teacher(seed: int, complexity: int) -> tuple[np.ndarray, np.ndarray]:
         mix = rng.standard_normal((TEACHER_BASIS, len(CHANNELS)))
         filters[j] = basis.T @ mix  # (lags, channels)
         filters[j] /= np.linalg.norm(filters[j])
-        signs[j] = 1.0 if rng.random() < 0.5 else -1.0
+        # Alternate signs: as many patterns push up as down, so the edge is symmetric
+        # rather than a few long one-sided runs that a momentum rule would catch.
+        signs[j] = 1.0 if j % 2 == 0 else -1.0
     return filters, signs
 
 
@@ -131,7 +137,7 @@ def make_capacity_market(
     seed: int = 0,
     complexity: int = CAPACITY_DEFAULT_COMPLEXITY,
     signal_strength: float = CAPACITY_SIGNAL_STRENGTH,
-    annual_vol: float = 0.4,
+    annual_vol: float = CAPACITY_ANNUAL_VOL,
 ) -> MarketData:
     """Hourly bars whose drift is a random teacher network of the last TEACHER_LAGS bars of
     three observable traces; `complexity` is the teacher's number of hidden patterns.
@@ -164,9 +170,12 @@ def make_capacity_market(
     open_ = np.empty(bars)
     open_[0] = close[0]
     open_[1:] = close[:-1] * np.exp(_GAP_SCALE * base * traces[1:, 0])
-    wick = 0.5 * sigma * np.exp(0.25 * n[:, 11])  # typical wick size, independent of the edge
-    high = np.maximum(open_, close) * np.exp(wick * np.exp(_WICK_SCALE * traces[:, 2]))
-    low = np.minimum(open_, close) * np.exp(-wick * np.exp(-_WICK_SCALE * traces[:, 2]))
+    # The trace splits a bar's wicks without changing their total: the bar's range (and every
+    # range or volatility feature) says nothing of it, only the wicks' ratio does.
+    wicks = sigma * np.exp(0.25 * n[:, 11])  # (T,) upper + lower, in log units
+    upper = wicks / (1 + np.exp(-2 * _WICK_SCALE * traces[:, 2]))
+    high = np.maximum(open_, close) * np.exp(upper)
+    low = np.minimum(open_, close) * np.exp(-(wicks - upper))
     volume = 1e6 * np.exp(_VOLUME_SCALE * traces[:, 1])
     timestamps = np.datetime64("2020-01-01T00:00:00", "ns") + np.arange(bars) * np.timedelta64(
         round(bar_seconds * 1e9), "ns"

@@ -120,16 +120,18 @@ def oracle(data: PreparedData, cost_bps: float, split: str = "validation") -> Re
 
 def causal_ceiling(data: PreparedData, cost_bps: float, split: str = "validation") -> Reference:
     """The best causal policy under the generative model, as far as a hysteresis rule goes:
-    the planted edge mu_t is E[r_(t+1) | bars 0..t] on a market whose hidden state is a
-    function of the observable past (make_capacity_market), traded with the cost-aware
-    hysteresis whose thresholds fit the training split best."""
+    the planted edge mu_t, traded with the cost-aware hysteresis whose thresholds fit the
+    training split best. On the capacity market mu_t is E[r_(t+1) | bars 0..t] exactly (its
+    hidden state is a function of the observable past); on the old market it is the hidden
+    regime at t, so there this is the oracle without foresight, not a causal bound."""
     edge = _edge(data)
     train = slice(*data.splits.train)
     rule, _ = fit_hysteresis(edge[train], data.log_returns[train], cost_bps)
     start, end = data.splits.range(split)
     positions = rule.positions(edge[start:end])
     how = (
-        f"knows E[r(t+1) | bars up to t]; hysteresis enter {rule.enter:.3g} leave "
+        f"knows the planted edge up to t (= E[r(t+1) | bars up to t] on the capacity market); "
+        f"hysteresis enter {rule.enter:.3g} leave "
         f"{rule.leave:.3g} (log return per bar), fitted on train"
     )
     result = evaluate_positions(positions, data, split, cost_bps)
