@@ -231,3 +231,38 @@ def test_on_the_old_market_a_one_bar_gap_rule_matches_the_oracle():
     rule = evaluate_positions(_gap_rule(data, "validation"), data, "validation", COST_BPS)
     upper = oracle(data, COST_BPS).result
     assert rule.sharpe > 0.9 * upper.sharpe, (rule.sharpe, upper.sharpe)
+
+
+# ------------------------------------------------------------------------- the capacity probe
+
+
+def test_the_capacity_probe_fits_every_size_on_the_trace_window():
+    from ppo_core.capacity_probe import PROBE_SIZES, TRACE_FEATURES, run_probe
+
+    results = run_probe(
+        complexities=(2,),
+        bars=4_000,
+        train_lengths=(600,),
+        seeds=(0,),
+        max_epochs=1,
+        inputs=("traces",),
+    )
+    assert [r.size for r in results] == list(PROBE_SIZES)
+    assert PROBE_SIZES["tiny"] == (16, 8, 4)
+    n_inputs = len(TRACE_FEATURES) * 25  # 100 lags in blocks of 4
+    assert results[0].params == n_inputs + 1  # the linear model
+    for r in results:
+        assert r.train_bars == 600
+        assert r.epochs == 1
+        assert -np.inf < r.r2_validation <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"train_lengths": (10**6,)}, "train length"), ({"inputs": ("pixels",)}, "inputs")],
+)
+def test_the_capacity_probe_refuses_bad_settings(kwargs, message):
+    from ppo_core.capacity_probe import run_probe
+
+    with pytest.raises(ConfigError, match=message):
+        run_probe(**{"complexities": (2,), "bars": 4_000, "max_epochs": 1, **kwargs})
