@@ -85,7 +85,9 @@ def _r2(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float(1 - ((model(x).squeeze(-1) - y) ** 2).mean() / y.var())
 
 
-def _fit(x, y, hidden_dims, seed, max_epochs) -> tuple[nn.Module, int]:
+def _fit(
+    x: torch.Tensor, y: torch.Tensor, hidden_dims: tuple[int, ...], seed: int, max_epochs: int
+) -> tuple[nn.Module, int]:
     """Adam with early stopping on the last 15% of the training bars (_PATIENCE epochs)."""
     torch.manual_seed(seed)
     model = _mlp(x.shape[1], hidden_dims)
@@ -119,7 +121,7 @@ def _inputs(data: PreparedData, split: str, inputs: str) -> tuple[np.ndarray, np
     return x, data.market.expected_return[bars]
 
 
-def _tensors(data, inputs, train_bars):
+def _tensors(data: PreparedData, inputs: str, train_bars: int) -> list[tuple[torch.Tensor, ...]]:
     """Standardised (x, y) of the last `train_bars` training bars and of validation, with
     statistics of those training bars; y in units of its training std, so MSE = 1 - R^2."""
     x_train, y_train = _inputs(data, "train", inputs)
@@ -135,7 +137,14 @@ def _tensors(data, inputs, train_bars):
     ]
 
 
-def _probe_one(data, inputs, complexity, train_bars, seeds, max_epochs) -> list[ProbeResult]:
+def _probe_one(
+    data: PreparedData,
+    inputs: str,
+    complexity: int,
+    train_bars: int,
+    seeds: tuple[int, ...],
+    max_epochs: int,
+) -> list[ProbeResult]:
     (xt, yt), (xv, yv) = _tensors(data, inputs, train_bars)
     results = []
     for size, dims in PROBE_SIZES.items():

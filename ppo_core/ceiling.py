@@ -12,7 +12,7 @@ import numpy as np
 
 from ppo_core.data import PreparedData
 from ppo_core.env import EvalResult, evaluate_positions
-from ppo_core.errors import DataError
+from ppo_core.errors import ConfigError, DataError
 from ppo_core.synthetic import oracle_positions
 
 __all__ = [
@@ -40,6 +40,16 @@ class Hysteresis:
     """Go flat when |score| < leave (<= enter); between the two keep the last position."""
     sign: float = 1.0
     """+1 to follow the score, -1 to fade it."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.enter) and self.enter >= 0):
+            raise ConfigError(f"Hysteresis.enter must be a finite number >= 0, got {self.enter!r}")
+        if not (math.isfinite(self.leave) and 0 <= self.leave <= self.enter):
+            raise ConfigError(
+                f"Hysteresis.leave must lie in 0..enter ({self.enter!r}), got {self.leave!r}"
+            )
+        if self.sign not in (1.0, -1.0):
+            raise ConfigError(f"Hysteresis.sign must be +1 or -1, got {self.sign!r}")
 
     def positions(self, score: np.ndarray) -> np.ndarray:
         """score (n,) -> positions (n,) in {-1, 0, 1}, starting flat (a causal state machine)."""

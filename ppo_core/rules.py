@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ppo_core.ceiling import Reference, causal_ceiling, fit_hysteresis, oracle
+from ppo_core.ceiling import Hysteresis, Reference, causal_ceiling, fit_hysteresis, oracle
 from ppo_core.data import PreparedData
 from ppo_core.env import evaluate_positions
 
@@ -40,8 +40,17 @@ def _split_bars(data: PreparedData, split: str) -> np.ndarray:
     return np.arange(*data.splits.range(split))
 
 
-def _score_rule(data, name, how, rule, score_split, split, cost_bps) -> Reference:
-    positions = rule.positions(score_split)
+def _score_rule(
+    data: PreparedData,
+    name: str,
+    how: str,
+    rule: Hysteresis,
+    score: np.ndarray,
+    split: str,
+    cost_bps: float,
+) -> Reference:
+    """Trade `score` (the split's bars) with `rule` and judge it as a trained policy is judged."""
+    positions = rule.positions(score)
     return Reference(name, how, positions, evaluate_positions(positions, data, split, cost_bps))
 
 

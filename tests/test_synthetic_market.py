@@ -174,6 +174,19 @@ def test_hysteresis_matches_a_plain_loop(enter, leave):
     np.testing.assert_array_equal(Hysteresis(enter, leave, -1.0).positions(score), -expected)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"enter": -1.0, "leave": 0.0}, "enter"),
+        ({"enter": 1.0, "leave": 2.0}, "leave"),
+        ({"enter": 1.0, "leave": 0.5, "sign": 0.0}, "sign"),
+    ],
+)
+def test_hysteresis_refuses_bad_thresholds(kwargs, field):
+    with pytest.raises(ConfigError, match=f"Hysteresis.{field}"):
+        Hysteresis(**kwargs)
+
+
 def test_fit_hysteresis_refuses_mismatched_inputs():
     with pytest.raises(DataError, match="matching"):
         fit_hysteresis(np.zeros(10), np.zeros(9), COST_BPS)
