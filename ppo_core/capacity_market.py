@@ -21,8 +21,10 @@ __all__ = [
     "parse_capacity_spec",
 ]
 
-CAPACITY_DEFAULT_COMPLEXITY = 8
-"""Hidden patterns in the teacher when the dataset name carries no knob ('capacity')."""
+CAPACITY_DEFAULT_COMPLEXITY = 2
+"""Hidden patterns in the teacher when the dataset name carries no knob ('capacity'): the
+largest knob an MLP learned from the whole window at CPU data lengths (README, "The capacity
+market")."""
 CAPACITY_SIGNAL_STRENGTH = 0.15
 """Standard deviation of the planted edge per bar, in units of the base per-bar volatility
 (README, "The capacity market", says why well below the old market's 0.5)."""

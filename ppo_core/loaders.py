@@ -412,6 +412,6 @@ def _generated(key: str, bars: int, seed: int, signal_strength: float | None) ->
     else:
         signal = CAPACITY_SIGNAL_STRENGTH if signal_strength is None else signal_strength
         market = make_capacity_market(bars, seed, complexity, signal_strength=signal)
-        key = market.name  # 'capacity' and 'capacity-8' are the same bars: one spelling
+        key = market.name  # 'capacity' and 'capacity-2' are the same bars: one spelling
     origin = {"spec": key, "bars": market.n_bars, "seed": seed, "signal_strength": signal}
     return dataclasses.replace(market, origin=origin)

@@ -24,10 +24,10 @@ COST_BPS = 30.0
 """The env's default cost, which the suites judge at."""
 
 
-@pytest.fixture(scope="module")
-def capacity_data():
-    """40,000 bars (7,800 validation bars: a Sharpe to about +-1) of the default knob."""
-    return prepare(cm.make_capacity_market(40_000, seed=1))
+@pytest.fixture(scope="module", params=[2, 8], ids=["knob2", "knob8"])
+def capacity_data(request):
+    """40,000 bars (7,800 validation bars: a Sharpe to about +-1) of the default knob and 8."""
+    return prepare(cm.make_capacity_market(40_000, seed=1, complexity=request.param))
 
 
 # ------------------------------------------------------------------------------ the market
