@@ -34,7 +34,7 @@ volatility, so an edge weak enough to hide from momentum rules can still pay for
 TEACHER_LAGS = 96
 """Bars of each trace a hidden pattern reads (inside the default 100-bar observation window)."""
 TEACHER_BASIS = 4
-"""Smooth lag shapes per trace that a pattern mixes (cosines of 0 .. 5 half-periods)."""
+"""Smooth lag shapes per trace that a pattern mixes (cosines of 0 .. 3 half-periods)."""
 CHANNELS = ("gap", "volume", "wick")
 """The observable traces: the opening gap, log volume, and the upper/lower wick log-ratio."""
 _GAP_SCALE, _VOLUME_SCALE, _WICK_SCALE = 0.3, 0.4, 0.3
@@ -146,13 +146,14 @@ def make_capacity_market(
 
     Traces: a_t (T, 3) unit normals, drawn per bar and written into the bars exactly: the
     opening gap log(o_t / c_(t-1)) = 0.3 base a_t0, log volume = log(1e6) + 0.4 a_t1, and
-    the wicks' log-ratio log(upper / lower) = 0.6 a_t2 (their product is noise). Pattern j
-    reads h_j(t) = <w_j, window of a over the last 64 bars>, w_j a random unit-norm mix of six
-    smooth lag shapes per trace, so h_j ~ N(0, 1) and drifts over tens of bars. The drift
-    of bar t -> t+1 is mu_t = signal_strength * base * f_t, f_t = sum_j c_j (|h_j| - E|h|)
-    / (its exact std), c_j = +-1: an even function of the window, so no linear function of
-    it (and no single input) carries the edge. A student needs ~2 ReLU units per pattern and
-    must find K directions in the window: the knob moves which width and data length suffice.
+    the wicks' log-ratio log(upper / lower) = 0.6 a_t2 (their sum is noise). Pattern j reads
+    h_j(t) = <w_j, window of a over the last TEACHER_LAGS bars>, w_j a random unit-norm mix of
+    TEACHER_BASIS smooth lag shapes per trace, so h_j ~ N(0, 1) and drifts over tens of bars.
+    The drift of bar t -> t+1 is mu_t = signal_strength * base * f_t, f_t = sum_j c_j (|h_j| -
+    E|h|) / (its exact std), c_j = +1, -1, +1, ...: an even function of the window, so no
+    linear function of it (and no single input) carries the edge. A student needs ~2 ReLU
+    units per pattern and must find K directions in the window: the knob moves which width
+    and data length suffice.
     mu_t is E[r_(t+1) | bars 0..t] exactly (`expected_return`): the traces are observable.
     Returns add mu to GARCH(1,1) Student-t(5) noise with volatility regimes (make_synthetic's).
     Prefix-stable: a shorter market is the prefix of a longer one with the same seed and knob,
@@ -162,7 +163,9 @@ def make_capacity_market(
     bar_seconds = 3600.0
     base = annual_vol * math.sqrt(bar_seconds / YEAR_SECONDS)
     rng = np.random.default_rng(seed)
-    n = rng.standard_normal((bars, 13))  # (T, 13), drawn in row order: prefix-stable
+    # (T, 13) drawn in row order, so prefix-stable: 0-7 volatility, 8-10 traces, 11 wick size,
+    # 12 spare.
+    n = rng.standard_normal((bars, 13))
     traces = n[:, 8:11]  # (T, 3): gap, volume, wick
     sigma, z = _volatility(n[:, :8], base)
     edge = signal_strength * base * causal_edge(traces, seed, complexity)  # mu_t, (T,)
