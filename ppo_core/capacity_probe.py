@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -144,6 +146,7 @@ def _probe_one(
     train_bars: int,
     seeds: tuple[int, ...],
     max_epochs: int,
+    on_fit: Callable[[ProbeResult], None] | None,
 ) -> list[ProbeResult]:
     (xt, yt), (xv, yv) = _tensors(data, inputs, train_bars)
     results = []
@@ -154,21 +157,22 @@ def _probe_one(
             params = sum(p.numel() for p in model.parameters())
             r2_val, r2_train = _r2(model, xv, yv), _r2(model, xt, yt)
             elapsed = time.perf_counter() - started
-            results.append(
-                ProbeResult(
-                    inputs,
-                    complexity,
-                    len(yt),
-                    size,
-                    dims,
-                    params,
-                    r2_val,
-                    r2_train,
-                    seed,
-                    epochs,
-                    elapsed,
-                )
+            result = ProbeResult(
+                inputs,
+                complexity,
+                len(yt),
+                size,
+                dims,
+                params,
+                r2_val,
+                r2_train,
+                seed,
+                epochs,
+                elapsed,
             )
+            if on_fit is not None:
+                on_fit(result)
+            results.append(result)
     return results
 
 
@@ -179,10 +183,11 @@ def run_probe(
     seeds: tuple[int, ...] = (0, 1),
     max_epochs: int = 60,
     inputs: tuple[str, ...] = INPUTS,
+    on_fit: Callable[[ProbeResult], None] | None = None,
 ) -> list[ProbeResult]:
     """Fit every PROBE_SIZES shape per input kind, knob, training length and seed; one market
     (seed 0) per knob, the same validation bars for every length (a shorter length is the most
-    recent bars of the training split)."""
+    recent bars of the training split). `on_fit` sees each result as it is made."""
     for kind in inputs:
         if kind not in INPUTS:
             raise ConfigError(f"probe inputs must be among {', '.join(INPUTS)}, got {kind!r}")
@@ -198,7 +203,7 @@ def run_probe(
         data = prepare(make_capacity_market(bars, seed=0, complexity=complexity))
         for length in train_lengths:
             for kind in inputs:
-                results += _probe_one(data, kind, complexity, length, seeds, max_epochs)
+                results += _probe_one(data, kind, complexity, length, seeds, max_epochs, on_fit)
     return results
 
 
@@ -220,6 +225,16 @@ def _table(results: list[ProbeResult]) -> str:
         cells = [f"**{means[s]:.3f}**" if s == best else f"{means[s]:.3f}" for s in sizes]
         lines.append(f"| {kind} | {complexity} | {length:,} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _report_fit(r: ProbeResult) -> None:
+    print(
+        f"{r.inputs} K={r.complexity} {r.train_bars:,} bars {r.size} seed {r.seed}: "
+        f"R^2 val {r.r2_validation:.3f}, train {r.r2_train:.3f}, {r.epochs} epochs, "
+        f"{r.seconds:.0f} s",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         tuple(args.seeds),
         args.max_epochs,
         tuple(args.inputs),
+        on_fit=_report_fit,
     )
     print(_table(results))
     print(f"\n{time.perf_counter() - started:.0f} s, {args.threads} torch thread(s)")

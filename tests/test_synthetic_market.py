@@ -252,6 +252,7 @@ def test_on_the_old_market_a_one_bar_gap_rule_matches_the_oracle():
 def test_the_capacity_probe_fits_every_size_on_the_trace_window():
     from ppo_core.capacity_probe import PROBE_SIZES, TRACE_FEATURES, run_probe
 
+    seen = []
     results = run_probe(
         complexities=(2,),
         bars=4_000,
@@ -259,7 +260,9 @@ def test_the_capacity_probe_fits_every_size_on_the_trace_window():
         seeds=(0,),
         max_epochs=1,
         inputs=("traces",),
+        on_fit=seen.append,
     )
+    assert seen == results
     assert [r.size for r in results] == list(PROBE_SIZES)
     assert PROBE_SIZES["tiny"] == (16, 8, 4)
     n_inputs = len(TRACE_FEATURES) * 25  # 100 lags in blocks of 4
