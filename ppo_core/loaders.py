@@ -13,6 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ppo_core.capacity_market import (
+    CAPACITY_SIGNAL_STRENGTH,
+    make_capacity_market,
+    parse_capacity_spec,
+)
 from ppo_core.data import format_time, longest_lookback, min_bars
 from ppo_core.errors import ConfigError, DataError
 from ppo_core.features import FEATURE_WARMUP
@@ -24,6 +29,7 @@ __all__ = [
     "DATASET_COSTS",
     "TIMESTAMP_FORMATS",
     "default_cost",
+    "is_generated",
     "load_market_data",
     "load_ohlcv_file",
 ]
@@ -427,25 +433,24 @@ def load_market_data(
     spec: str,
     bars: int | None = None,
     seed: int = 0,
-    signal_strength: float = DEFAULT_SIGNAL_STRENGTH,
+    signal_strength: float | None = None,
     timestamp_column: str | None = None,
     timestamp_format: str | None = None,
 ) -> MarketData:
-    """'synthetic', a name in DATASETS, or a CSV/Parquet path -> MarketData.
+    """'synthetic', 'capacity[-K]', a name in DATASETS, or a CSV/Parquet path -> MarketData.
 
     `bars`: the length of synthetic data (default SYNTHETIC_BARS), or the most recent `bars`
-    bars of real data (default: all of it). `seed` and `signal_strength` apply to synthetic
-    data only; `timestamp_column` and `timestamp_format` to files only (see load_ohlcv_file).
-    The result's `origin` holds these arguments, so a checkpoint can rebuild the same bars.
+    bars of real data (default: all of it). `seed` and `signal_strength` (default: the
+    generator's own) apply to synthetic data only; 'capacity-K' is the capacity market with
+    K hidden patterns (make_capacity_market). `timestamp_column` and `timestamp_format` apply
+    to files only (see load_ohlcv_file). The result's `origin` holds these arguments, so a
+    checkpoint can rebuild the same bars.
     """
     if bars is not None and (isinstance(bars, bool) or not isinstance(bars, int) or bars < 2):
         raise ConfigError(f"bars must be an integer >= 2, got {bars!r}")
     key = str(spec).strip()
-    if key.lower() == "synthetic":
-        market = make_synthetic(bars or SYNTHETIC_BARS, seed=seed, signal_strength=signal_strength)
-        origin = {"spec": "synthetic", "bars": market.n_bars, "seed": seed}
-        origin["signal_strength"] = signal_strength
-        return dataclasses.replace(market, origin=origin)
+    if is_generated(key):
+        return _generated(key.lower(), bars or SYNTHETIC_BARS, seed, signal_strength)
     if key.lower() in DATASETS:
         name = key.lower()
         path = _dataset_path(name)
@@ -459,7 +464,29 @@ def load_market_data(
         origin.update(timestamp_column=timestamp_column, timestamp_format=timestamp_format)
     else:
         raise DataError(
-            f"{key}: neither a file nor a dataset name (synthetic, {', '.join(DATASETS)})"
+            f"{key}: neither a file nor a dataset name (synthetic, capacity-K, "
+            f"{', '.join(DATASETS)})"
         )
     market = dataclasses.replace(market, origin=origin)
     return market.tail(bars) if bars is not None else market
+
+
+def is_generated(spec: str) -> bool:
+    """Whether `spec` names generated bars ('synthetic', 'capacity[-K]'), which take a length
+    and a seed, rather than a file or a named real dataset, which is used whole."""
+    key = str(spec).strip().lower()
+    return key == "synthetic" or parse_capacity_spec(key) is not None
+
+
+def _generated(key: str, bars: int, seed: int, signal_strength: float | None) -> MarketData:
+    """The synthetic market or the capacity market `key` names, with its origin recorded."""
+    complexity = parse_capacity_spec(key)
+    if complexity is None:
+        signal = DEFAULT_SIGNAL_STRENGTH if signal_strength is None else signal_strength
+        market = make_synthetic(bars, seed=seed, signal_strength=signal)
+    else:
+        signal = CAPACITY_SIGNAL_STRENGTH if signal_strength is None else signal_strength
+        market = make_capacity_market(bars, seed, complexity, signal_strength=signal)
+        key = market.name  # 'capacity' and 'capacity-2' are the same bars: one spelling
+    origin = {"spec": key, "bars": market.n_bars, "seed": seed, "signal_strength": signal}
+    return dataclasses.replace(market, origin=origin)

@@ -94,9 +94,19 @@ def test_each_part_imports_only_downward(part):
 
 # Inside a part, modules split by job import only the ones before them here: the page from
 # its tables and charts, the sweep's run from its options, progress, stop signals and rebuild,
-# and the market data's loaders from the record, the synthetic market and the splits.
+# the market data's loaders from the record, the synthetic markets and the splits, and the
+# simple rules from the ceiling they are judged against (the capacity probe uses both).
 JOBS_IN_ORDER = {
-    "ppo_core": ("market", "synthetic", "data", "loaders"),
+    "ppo_core": (
+        "market",
+        "synthetic",
+        "capacity_market",
+        "data",
+        "loaders",
+        "ceiling",
+        "rules",
+        "capacity_probe",
+    ),
     "archbench_reports": ("tables", "charts", "render"),
     "archbench_sweep": ("options", "progress", "signals", "rebuild", "runner"),
 }
