@@ -66,12 +66,12 @@ def parse_device(text: str) -> str:
 
 
 def parse_data(text: str) -> str:
-    """'synthetic', a named dataset, or an existing file (made absolute: pytest runs elsewhere).
-    Its contents are checked by check_data, which reads it."""
-    from ppo_core.loaders import DATASETS
+    """'synthetic', 'capacity[-K]', a named dataset, or an existing file (made absolute: pytest
+    runs elsewhere). Its contents are checked by check_data, which reads it."""
+    from ppo_core.loaders import DATASETS, is_generated
 
     spec = str(text).strip()
-    if spec.lower() == "synthetic" or spec.lower() in DATASETS:
+    if is_generated(spec) or spec.lower() in DATASETS:
         return spec.lower()
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -79,7 +79,7 @@ def parse_data(text: str) -> str:
     if not path.is_file():
         raise ConfigError(
             f"--data {spec}: no such file, and not a dataset name "
-            f"(synthetic, {', '.join(DATASETS)})"
+            f"(synthetic, capacity-K, {', '.join(DATASETS)})"
         )
     return str(path.resolve())
 
@@ -172,7 +172,8 @@ SWEEP_OPTIONS: tuple[SweepOption, ...] = (
         "--data",
         parse_data,
         "synthetic",
-        "synthetic, a named dataset (sp500, eurusd-1h, ...) or an OHLCV CSV/Parquet file",
+        "synthetic, capacity-K (the capacity market with K hidden patterns), a named dataset "
+        "(sp500, eurusd-1h, ...) or an OHLCV CSV/Parquet file",
         "DATA",
     ),
     SweepOption(
@@ -238,9 +239,9 @@ def check_data(spec: str, lookback: int | None = None) -> None:
     """Read --data whole and check that the suites can cut their splits from it (DataError
     naming the file otherwise), so a bad file stops the sweep before its first case."""
     from ppo_core.data import min_bars
-    from ppo_core.loaders import load_market_data
+    from ppo_core.loaders import is_generated, load_market_data
 
-    if spec == "synthetic":
+    if is_generated(spec):  # generated at each suite's own length
         return
     lookback = lookback or 100  # the reference shape, as the suites use by default
     market = load_market_data(spec)

@@ -119,14 +119,13 @@ def options(pytestconfig: pytest.Config) -> BenchOptions:
 def market(pytestconfig: pytest.Config):
     """`market(bars=None, seed=0)` -> PreparedData of --data, cached per (dataset, bars, seed)."""
     from ppo_core.data import prepare
-    from ppo_core.loaders import load_market_data
+    from ppo_core.loaders import is_generated, load_market_data
 
     opts = pytestconfig.stash[_OPTIONS]
     cache = pytestconfig.stash[_STATE]["data"]
 
     def get(bars: int | None = None, seed: int = 0):
-        synthetic = opts.data.strip().lower() == "synthetic"
-        if not synthetic:
+        if not is_generated(opts.data):
             bars, seed = None, 0  # a real dataset is used whole; it has no seed
         key = (opts.data, bars, seed)
         if key not in cache:
@@ -346,6 +345,7 @@ def _with_workload(record: Any, state: dict, options: BenchOptions) -> Any:
     import torch
 
     from ppo_core.config import EnvConfig, NetworkConfig, PPOConfig
+    from ppo_core.loaders import is_generated
     from ppo_core.synthetic import DEFAULT_SIGNAL_STRENGTH
 
     net, case = NetworkConfig(), record.case
@@ -356,8 +356,8 @@ def _with_workload(record: Any, state: dict, options: BenchOptions) -> Any:
         "input_multiple": net.input_multiple,
         "obs_dim": record.obs_dim,
     }
-    if options.data.strip().lower() == "synthetic":
-        market = {"name": "synthetic", "seed": case.get("seed", 0), "bars": case.get("bars"),
+    if is_generated(options.data):
+        market = {"name": options.data, "seed": case.get("seed", 0), "bars": case.get("bars"),
                   "signal": case.get("signal_strength", DEFAULT_SIGNAL_STRENGTH)}  # fmt: skip
     else:
         market = {"name": options.data, "sha256": _file_sha256(options.data, state)}

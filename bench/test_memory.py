@@ -21,6 +21,7 @@ from _cases import oom_record, size_record
 
 from archbench_instrument.record import Metric
 from ppo_core.config import NetworkConfig
+from ppo_core.loaders import is_generated
 from ppo_core.sizing import CUDA_CONTEXT_BYTES, estimate
 
 SUITE = "memory"
@@ -42,7 +43,7 @@ def _workload_kwargs(options, hidden_dims) -> dict:
         "iterations": budget.memory_iterations,
         "device": options.device,
         "data": options.data,
-        "bars": budget.data_bars if options.data.strip().lower() == "synthetic" else None,
+        "bars": budget.data_bars if is_generated(options.data) else None,
     }
 
 

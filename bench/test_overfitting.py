@@ -70,7 +70,10 @@ def _dataset_id(spec: str) -> str:
 
 
 def _is_synthetic(dataset: str) -> bool:
-    return dataset.strip().lower() == "synthetic"
+    """Generated bars ('synthetic', 'capacity-K'): seeded, cut to each length, an oracle known."""
+    from ppo_core.loaders import is_generated
+
+    return is_generated(dataset)
 
 
 def test_overfitting(
@@ -191,7 +194,7 @@ def _case(data, dataset, label, seed, fold, config, network, budget) -> dict:
         "account_gain": network.observation_layout["account_gain"],
     }
     if _is_synthetic(dataset):
-        case["signal_strength"] = budget.overfit_signal
+        case["signal_strength"] = data.market.origin.get("signal_strength", budget.overfit_signal)
     return case
 
 
@@ -424,7 +427,9 @@ def market_for(options):
 
     def market(dataset, bars, seed, label, signal):
         if _is_synthetic(dataset):
-            return load_market_data("synthetic", bars=bars, seed=seed, signal_strength=signal)
+            # The budget's signal is the default market's; another generator keeps its own.
+            own = signal if dataset.strip().lower() == "synthetic" else None
+            return load_market_data(dataset, bars=bars, seed=seed, signal_strength=own)
         if (dataset, label) not in markets:
             full = load_market_data(dataset)
             if label == "long" or full.n_bars <= bars:
