@@ -84,20 +84,10 @@ def _add_shard_options(sweep: argparse.ArgumentParser) -> None:
     )
     shards.add_argument(
         "--shards",
-        type=_positive_count,
+        type=int,
         metavar="N",
         help="with --ray: shards per sweep (default: the cluster's GPUs, else its nodes)",
     )
-
-
-def _positive_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _seconds(text: str) -> float:
