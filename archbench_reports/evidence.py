@@ -6,7 +6,9 @@ Per size: whole-iteration throughput, batch-1 p99, memory; per dataset: out-of-s
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -320,6 +322,9 @@ class Dataset:
     draws its own series: not part of the identity); None when not recorded."""
     workload: str = ""
     """workload_text of the records: sizes are only ranked against sizes of the same task."""
+    split: str = "validation"
+    """The split the figures are on: 'test' (the suite's walk-forward folds, the model chosen
+    on validation judged once on test) or 'validation' (records written before the folds)."""
 
     @property
     def years(self) -> float | None:
@@ -328,25 +333,31 @@ class Dataset:
     def text(self) -> str:
         length = "unknown bars per year" if self.years is None else f"{self.years:.3g} years"
         budget = "" if self.budget is None else f", {self.budget:,} env steps"
-        return f"{self.name} {self.bars:,} bars ({length}{budget}; {self.workload})"
+        return f"{self.name} {self.bars:,} bars ({length}{budget}; {self.split}; {self.workload})"
 
 
 @dataclass(frozen=True)
 class OosCell:
-    """One size's out-of-sample evidence on one Dataset: every seed's figures."""
+    """One size's out-of-sample evidence on one Dataset: every seed's (and fold's) figures, on
+    the Dataset's split (the test split of records with folds, else validation)."""
 
     val_sharpe: tuple[float, ...]
-    """Annualised validation Sharpe per seed, net of costs, as the suite computed it."""
+    """Annualised out-of-sample Sharpe per seed (and fold), net of costs, as the suite
+    computed it."""
     val_returns: tuple[tuple[float, ...], ...] | None
-    """Per seed, the net log-return of each validation bar in time order; None if not recorded."""
+    """Per seed, the net log-return of each out-of-sample bar in time order; None if not
+    recorded."""
     oracle_sharpe: tuple[float, ...]
-    """The cost-aware oracle's validation Sharpe on the same bars (synthetic data only)."""
-    seeds: tuple[int | None, ...] = ()
-    """The seed of each entry above (None: not recorded); sizes are paired on common seeds."""
+    """The cost-aware oracle's Sharpe on the same bars (synthetic data only)."""
+    seeds: tuple[Any, ...] = ()
+    """The seed, or (seed, fold), of each entry above (None: not recorded); sizes are paired on
+    the ones they share."""
     buy_and_hold: tuple[float | None, ...] = ()
-    """Buy-and-hold's validation Sharpe on each seed's bars (None: not recorded)."""
+    """Buy-and-hold's Sharpe on each entry's bars (None: not recorded)."""
     runs: tuple[str, ...] = ()
     """The runs these figures came from."""
+    trend: tuple[float | None, ...] = ()
+    """The trend rule's Sharpe on each entry's bars (None: not recorded)."""
 
     def by_seed(self) -> dict[int | None, int]:
         """seed -> its position; positions stand in for seeds where none was recorded."""
@@ -355,40 +366,66 @@ class OosCell:
         return {k: i for i, k in enumerate(keys)}
 
 
+_SPLIT_METRICS = {
+    # split -> (Sharpe, oracle's, buy-and-hold's, trend rule's, per-bar returns series)
+    "test": ("test_sharpe", ("test_oracle_sharpe",), "test_buy_and_hold_sharpe",
+             "test_trend_sharpe", "test_net_returns"),
+    "validation": ("val_sharpe", ("oracle_val_sharpe", "val_oracle_sharpe"),
+                   "val_buy_and_hold_sharpe", "val_trend_sharpe", "val_net_returns"),
+}  # fmt: skip
+
+
 def oos_cells(frame: pd.DataFrame) -> dict[Dataset, dict[str, OosCell]]:
-    """Overfit suite records -> per Dataset (and workload), per preset, the seeds' figures."""
-    rows = _metric_rows(frame[frame["preset"].notna()], "overfit", "val_sharpe")
+    """Overfit suite records -> per Dataset (and workload), per preset, the seeds' figures: on
+    the test split where a record has one (the model chosen on validation), else validation."""
+    sized = frame[frame["preset"].notna()]
     side = frame[(frame["suite"] == "overfit") & frame["value"].notna()]
-    oracle = side[side["metric"].isin(("oracle_val_sharpe", "val_oracle_sharpe"))]
-    oracle_by_case = {(r.preset, r.case, r.run): float(r.value) for r in oracle.itertuples()}
-    held = side[side["metric"] == "val_buy_and_hold_sharpe"]
-    hold_by_case = {(r.preset, r.case, r.run): float(r.value) for r in held.itertuples()}
-    if "case_seed" in rows:
-        rows = rows.sort_values("case_seed", kind="stable")
+    tested = _metric_rows(sized, "overfit", "test_sharpe")
+    keys = set(zip(tested["preset"], tested["case"], tested["run"], strict=True))
+    validated = _metric_rows(sized, "overfit", "val_sharpe")
+    untested = [k not in keys for k in zip(validated["preset"], validated["case"],
+                                           validated["run"], strict=True)]  # fmt: skip
     found: dict[Dataset, dict[str, dict]] = {}
-    for _, row in rows.iterrows():
-        case = row["case_dict"] if isinstance(row["case_dict"], dict) else {}
-        if not isinstance(case.get("bars"), int | float):
-            continue
-        cell = found.setdefault(_dataset_of(row, case), {}).setdefault(row["preset"], _empty())
-        key = (row["preset"], row["case"], row["run"])
-        seed = case.get("seed")
-        series = row["series"] if isinstance(row["series"], dict) else {}
-        for name, value in (
-            ("val_sharpe", float(row["value"])),
-            ("val_returns", series.get("val_net_returns")),
-            ("seeds", int(seed) if isinstance(seed, int | float) else None),
-            ("buy_and_hold", hold_by_case.get(key)),
-            ("runs", row["run"]),
-        ):
-            cell[name].append(value)
-        if key in oracle_by_case:
-            cell["oracle_sharpe"].append(oracle_by_case[key])
+    for split, rows in (("test", tested), ("validation", validated[untested])):
+        _, oracle_names, hold, trend, series_name = _SPLIT_METRICS[split]
+        by_case = {
+            name: {(r.preset, r.case, r.run): float(r.value)
+                   for r in side[side["metric"].isin(names)].itertuples()}
+            for name, names in (("oracle", oracle_names), ("hold", (hold,)), ("trend", (trend,)))
+        }  # fmt: skip
+        if "case_seed" in rows:
+            rows = rows.sort_values("case_seed", kind="stable")
+        for _, row in rows.iterrows():
+            _add_oos_row(found, row, split, by_case, series_name)
     return {dataset: {p: _cell(c) for p, c in sizes.items()} for dataset, sizes in found.items()}
 
 
+def _add_oos_row(found: dict, row: pd.Series, split: str, by_case: dict, series_name: str) -> None:
+    case = row["case_dict"] if isinstance(row["case_dict"], dict) else {}
+    if not isinstance(case.get("bars"), int | float):
+        return
+    dataset = dataclasses.replace(_dataset_of(row, case), split=split)
+    cell = found.setdefault(dataset, {}).setdefault(row["preset"], _empty())
+    key = (row["preset"], row["case"], row["run"])
+    seed, fold = case.get("seed"), case.get("fold")
+    seed = int(seed) if isinstance(seed, int | float) else None
+    series = row["series"] if isinstance(row["series"], dict) else {}
+    for name, value in (
+        ("val_sharpe", float(row["value"])),
+        ("val_returns", series.get(series_name)),
+        ("seeds", (seed, int(fold)) if seed is not None and isinstance(fold, int) else seed),
+        ("buy_and_hold", by_case["hold"].get(key)),
+        ("trend", by_case["trend"].get(key)),
+        ("runs", row["run"]),
+    ):
+        cell[name].append(value)
+    if key in by_case["oracle"]:
+        cell["oracle_sharpe"].append(by_case["oracle"][key])
+
+
 def _empty() -> dict[str, list]:
-    names = ("val_sharpe", "val_returns", "seeds", "buy_and_hold", "runs", "oracle_sharpe")
+    names = ("val_sharpe", "val_returns", "seeds", "buy_and_hold", "trend", "runs",
+             "oracle_sharpe")  # fmt: skip
     return {name: [] for name in names}
 
 
@@ -401,6 +438,7 @@ def _cell(c: dict[str, list]) -> OosCell:
         seeds=tuple(c["seeds"]),
         buy_and_hold=tuple(c["buy_and_hold"]),
         runs=tuple(dict.fromkeys(c["runs"])),
+        trend=tuple(c["trend"]),
     )
 
 

@@ -520,7 +520,7 @@ def _pair(a: OosCell, b: OosCell, bars_per_year: float) -> Paired | None:
 
 
 def _by_seed(cell: OosCell) -> tuple[dict, dict]:
-    """(seed -> val Sharpe, seed -> validation bars) of one cell."""
+    """(seed -> out-of-sample Sharpe, seed -> its per-bar returns) of one cell."""
     index = cell.by_seed()
     sharpe = {k: cell.val_sharpe[i] for k, i in index.items()}
     bars = {k: cell.val_returns[i] for k, i in index.items()} if cell.val_returns else {}
@@ -530,18 +530,19 @@ def _by_seed(cell: OosCell) -> tuple[dict, dict]:
 def _skilled(
     pool: list[Size], ranking: _Ranking, details: list[str]
 ) -> tuple[list[Size], dict[str, str]]:
-    """The sizes that beat flat (Sharpe 0) and buy-and-hold beyond the paired interval."""
+    """The sizes that beat flat (Sharpe 0), buy-and-hold and the trend rule (where recorded)
+    beyond the paired interval."""
     keep, excluded = [], {}
     for size in pool:
         sharpe, bars = _by_seed(ranking.cells[size.label])
         cell = ranking.cells[size.label]
-        held = {
-            k: cell.buy_and_hold[i]
-            for k, i in cell.by_seed().items()
-            if i < len(cell.buy_and_hold) and cell.buy_and_hold[i] is not None
-        }
+        baselines = (
+            ("flat", dict.fromkeys(sharpe, 0.0)),
+            ("buy-and-hold", _baseline(cell, cell.buy_and_hold)),
+            ("the trend rule", _baseline(cell, cell.trend)),
+        )
         why = []
-        for name, baseline in (("flat", dict.fromkeys(sharpe, 0.0)), ("buy-and-hold", held)):
+        for name, baseline in baselines:
             if not baseline:
                 continue
             paired = paired_seeds(sharpe, baseline, (bars, None), ranking.bars_per_year)
@@ -551,14 +552,31 @@ def _skilled(
             excluded[size.label] = "no skill: " + "; ".join(why)
         else:
             keep.append(size)
-    held = any(x is not None for s in pool for x in ranking.cells[s.label].buy_and_hold)
-    details.append(
-        f"skill: must beat {'flat and buy-and-hold' if held else 'flat'} beyond the paired "
-        "interval "
-        "(buy-and-hold's per-bar returns are not recorded: its per-seed Sharpe is held fixed "
-        "for one seed); the trend rule is not recorded by the overfit suite: not checked"
-    )
+    details.append(_skill_rule(pool, ranking))
     return keep, excluded
+
+
+def _baseline(cell: OosCell, figures: tuple[float | None, ...]) -> dict:
+    """seed -> a baseline's Sharpe on that seed's bars, where recorded."""
+    return {
+        k: figures[i]
+        for k, i in cell.by_seed().items()
+        if i < len(figures) and figures[i] is not None
+    }
+
+
+def _skill_rule(pool: list[Size], ranking: _Ranking) -> str:
+    """The skill rule as applied: which baselines were recorded and checked."""
+    cells = [ranking.cells[s.label] for s in pool]
+    held = any(x is not None for c in cells for x in c.buy_and_hold)
+    trend = any(x is not None for c in cells for x in c.trend)
+    names = ["flat"] + ["buy-and-hold"] * held + ["the trend rule"] * trend
+    missing = ["buy-and-hold"] * (not held) + ["the trend rule"] * (not trend)
+    rule = (
+        f"skill: must beat {', '.join(names)} beyond the paired interval (each baseline's "
+        "per-bar returns are not recorded: its per-seed Sharpe is held fixed for one seed)"
+    )
+    return rule + (f"; {' and '.join(missing)} not recorded here: not checked" if missing else "")
 
 
 def _fmt(use: UseCase, score: Score) -> str:
@@ -567,7 +585,7 @@ def _fmt(use: UseCase, score: Score) -> str:
         text = f"{score.value:,.0f} env steps/s"
         span = "" if interval is None else f" [{interval[0]:,.0f}, {interval[1]:,.0f}]"
     else:
-        text = f"val Sharpe {score.value:.2f}"
+        text = f"Sharpe {score.value:.2f}"
         span = "" if interval is None else f" [{interval[0]:.2f}, {interval[1]:.2f}]"
     return text + (span or " (no interval)")
 
@@ -610,7 +628,7 @@ def _objective(
     scores = oos_scores({k: (c.val_sharpe, c.val_returns) for k, c in cells.items()}, per_year)
     oracle = [v for c in cells.values() for v in c.oracle_sharpe]
     if oracle:
-        details.append(f"the oracle's val Sharpe on the same bars: {sum(oracle) / len(oracle):.2f}")
+        details.append(f"the oracle's Sharpe on the same bars: {sum(oracle) / len(oracle):.2f}")
     what = f"out-of-sample Sharpe on {dataset.text()}"
     return _Ranking(scores, what, dict(cells), per_year), ""
 
