@@ -147,7 +147,7 @@ SWEEP_OPTIONS: tuple[SweepOption, ...] = (
         "--profile",
         parse_profile,
         "quick",
-        "quick: minutes on a laptop CPU; full: all presets, 5 overfitting seeds, sized for a GPU "
+        "quick: minutes on a laptop CPU; full: all presets, 10 overfitting seeds, sized for a GPU "
         "(default: quick)",
         "quick|full",
     ),
