@@ -18,6 +18,8 @@ from archbench_reports.render import render_report
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUNS = [FIXTURES / "run-cpu-quick.json", FIXTURES / "run-cpu-quick-b.json"]
+FOLDS = FIXTURES / "overfit-folds-quick.json"
+"""An overfit run with learning curves (the two runs above predate them)."""
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 pytestmark = [
@@ -93,7 +95,7 @@ def _chromium(*args: str, user_data: Path) -> subprocess.CompletedProcess:
 
 
 def test_report_renders_in_headless_chromium_without_errors(tmp_path):
-    report = render_report(RUNS, tmp_path / "report.html")
+    report = render_report([*RUNS, FOLDS], tmp_path / "report.html")
     page = report.read_text(encoding="utf-8")
     page = page.replace("<head>", "<head>" + _COLLECTOR, 1)
     probed = tmp_path / "probed.html"
