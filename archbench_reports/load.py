@@ -146,7 +146,10 @@ def run_info(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop_duplicates("run")[list(RUN_COLUMNS)].reset_index(drop=True)
 
 
-_SUMMARY_HEAD = "overfitting: validation mean net return per bar"
+_SUMMARY_HEADS = (
+    "overfitting: test mean net return per bar",  # the walk-forward suite's
+    "overfitting: validation mean net return per bar",  # logs written before the folds
+)
 
 
 def suite_verdict(path: str | Path) -> list[str] | None:
@@ -160,7 +163,7 @@ def suite_verdict(path: str | Path) -> list[str] | None:
     except OSError:
         return None
     lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith(_SUMMARY_HEAD)), None)
+    start = next((i for i, line in enumerate(lines) if line.startswith(_SUMMARY_HEADS)), None)
     if start is None:
         return None
     body = [lines[start]]

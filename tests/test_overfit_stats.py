@@ -109,3 +109,24 @@ def test_the_suite_and_the_reports_share_one_block_bootstrap_and_one_sharpe(over
     sharpe = float(scores.annualised_sharpe(returns, 8766.0))
     report = scores.oos_scores({"a": ([sharpe], [returns])}, 8766.0)["a"].interval
     assert suite == pytest.approx(report, abs=0.15 * (report[1] - report[0]))
+
+
+def test_the_report_finds_the_summary_the_suite_writes(overfit, tmp_path):
+    """The page quotes the suite's own verdict from the pytest log beside the run: the log's
+    summary, as summary_lines writes it, must be what archbench_reports.load looks for."""
+    from archbench_reports.load import suite_verdict
+
+    rng = np.random.default_rng(6)
+    runs = [
+        _case(overfit, "synthetic", "short", name, dims, seed, rng.normal(0, 1e-3, 800), None)
+        for name, dims in (("tiny", (8,)), ("small", (16,)))
+        for seed in range(3)
+    ]
+    lines = overfit.summary_lines(runs)
+    (tmp_path / "run-x.log").write_text(
+        "collected 6 items\n" + "\n".join(lines) + "\n\n== 6 passed\n"
+    )
+    found = suite_verdict(tmp_path / "run-x.json")
+    assert found is not None
+    assert found[0] == lines[1]
+    assert any("tiny vs small intervals" in line for line in found)
