@@ -126,7 +126,7 @@ def render_html(
         *_left_out_note(df, decided),
         _wrap(recommendations_table(recommendations, devices)),
         use_case_table(budgets),
-        "<h2>Out of sample: each size beside buy-and-hold and the oracle</h2>",
+        "<h2>Out of sample: each size beside buy-and-hold, the trend rule and the oracle</h2>",
         _wrap(oos_table(df)),
         _suite_verdicts(df),
         "<h2>Sizing: predicted vs measured</h2>",

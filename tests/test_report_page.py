@@ -201,7 +201,7 @@ def test_peer_env_and_baselines_are_on_the_page(loaded_page):
     assert re.search(r"\d\.\d\dx", peer)
     env = _text(_section(loaded_page, "Environment steps"))
     assert "env steps/s" in env
-    baselines = _text(_section(loaded_page, "beside buy-and-hold and the oracle"))
+    baselines = _text(_section(loaded_page, "beside buy-and-hold, the trend rule and the oracle"))
     assert "buy-and-hold" in baselines
     assert "oracle" in baselines
 
