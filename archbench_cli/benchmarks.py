@@ -26,8 +26,8 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "3 (128 + the signal when one stopped it); `--resume RUN.json` runs only what it lacks. "
         "quick: minutes on a laptop CPU (all presets but xlarge for latency and memory; tiny "
         "and small for training and overfitting; one seed, two folds). full: every preset, 10 "
-        "overfitting seeds x 3 folds, longer budgets, sized for a GPU. Needs a source checkout (bench/ is not "
-        "installed).",
+        "overfitting seeds x 3 folds, longer budgets, sized for a GPU. Needs a source checkout "
+        "(bench/ is not installed).",
     )
     from archbench_sweep.options import SWEEP_OPTIONS
 

@@ -310,8 +310,7 @@ class BenchOptions:
     smoke: bool
     """--benchmark-disable: every case once with the SMOKE budget."""
     budget: Budget = field(repr=False)
-    """The budget in force (SMOKE when smoke, else the profile's; --cost-bps replaces its
-    overfit_cost_bps)."""
+    """The budget in force (SMOKE when smoke, else the profile's)."""
     lookback: int = 100
     """Bars per observation of every network (--lookback; 100 is the reference shape)."""
     cost_bps: float | None = None

@@ -7,7 +7,6 @@ the case measured nothing (OOM, unavailable backend) or the session was interrup
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -56,8 +55,6 @@ def pytest_configure(config: pytest.Config) -> None:
         parsed = SweepOptions.parse(config.getoption)
         smoke = bool(config.getoption("benchmark_disable"))
         budget = SMOKE if smoke else BUDGETS[parsed.profile]
-        if parsed.cost_bps is not None:  # the user's market's cost, recorded in each case
-            budget = dataclasses.replace(budget, overfit_cost_bps=parsed.cost_bps)
         options = BenchOptions(
             presets=parsed.presets,
             hidden_dims=parsed.hidden_dims,
@@ -67,7 +64,7 @@ def pytest_configure(config: pytest.Config) -> None:
             smoke=smoke,
             budget=budget,
             lookback=parsed.lookback or BenchOptions.lookback,
-            cost_bps=parsed.cost_bps,
+            cost_bps=parsed.cost_bps,  # the user's market's cost, recorded in each case
         )
     except (ArchbenchError, ValueError) as error:
         raise pytest.UsageError(str(error)) from None

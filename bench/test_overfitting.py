@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -519,7 +520,8 @@ def summary_lines(collected: list[_Finished]) -> list[str]:
                 _sharpe(r.oracle_test, r.bars_per_year) for r in runs if r.oracle_test is not None
             ]
             beside = f" (oracle {np.mean(oracles):.1f})" if oracles else " (no oracle: real data)"
-            rates = ", ".join(f"{lr:g} x{n}" for lr, n in _counts(r.learning_rate for r in runs))
+            chosen = Counter(r.learning_rate for r in runs)
+            rates = ", ".join(f"{lr:g} x{n}" for lr, n in sorted(chosen.items()))
             lines.append(
                 f"  {dataset} {label} {name:>8}: {mean * 1e4:+.2f} bp/bar "
                 f"[{low * 1e4:+.2f}, {high * 1e4:+.2f}] over {len(runs)} seed-fold(s); "
@@ -537,13 +539,6 @@ def summary_lines(collected: list[_Finished]) -> list[str]:
             )
             lines.append(f"  {dataset} {label}: {first} vs {last} intervals {verdict}")
     return lines
-
-
-def _counts(values) -> list[tuple[float, int]]:
-    counts: dict[float, int] = {}
-    for value in values:
-        counts[value] = counts.get(value, 0) + 1
-    return sorted(counts.items())
 
 
 def _fold_spread(runs: list[_Finished]) -> str:
