@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from archbench_instrument.record import Metric, Record
-from archbench_sweep.options import PROFILES
+from archbench.instrument.record import Metric, Record
+from archbench.instrument.sweep.options import PROFILES
 from ppo_core.config import EnvConfig, NetworkConfig
 from ppo_core.errors import is_out_of_memory
 from ppo_core.presets import PRESETS, preset_name
@@ -69,7 +69,7 @@ class Budget:
     infer_batch: int
     """The 'batch n_envs' case: observations per forward, as in a rollout step."""
     infer_backends: tuple[str, ...]
-    """archbench_instrument.backends names to time; int8 is skipped on a GPU, bf16 and fp16 on
+    """archbench.instrument.backends names to time; int8 is skipped on a GPU, bf16 and fp16 on
     a CPU; cuda_graph on a CPU records why it is unavailable."""
     train_n_envs: int
     """Environments in the throughput case."""
@@ -346,9 +346,9 @@ _CEILINGS: dict[tuple[str, bool], Any] = {}
 
 
 def session_ceilings(options: BenchOptions) -> Any:
-    """This machine's Ceilings (archbench_instrument.device.machine), measured on first use, then
+    """This machine's Ceilings (archbench.instrument.device.machine), measured on first use, then
     reused."""
-    from archbench_instrument.device.machine import measure_ceilings
+    from archbench.instrument.device.machine import measure_ceilings
 
     key = (options.device, options.budget.ceiling_quick)
     if key not in _CEILINGS:
@@ -414,11 +414,11 @@ def timed_rounds(
 ) -> list[float]:
     """Time `fn` through pytest-benchmark's pedantic mode; return the timed rounds' seconds.
 
-    Each call is timed by `archbench_instrument.timing.Timer` (CUDA events on a GPU, so the figure
+    Each call is timed by `archbench.instrument.timing.Timer` (CUDA events on a GPU, so the figure
     is the device's, not the launch's); warm-up rounds are run but not returned. Under
     --benchmark-disable pytest-benchmark calls the target once, so warm-up runs here instead.
     """
-    from archbench_instrument.timing import Timer
+    from archbench.instrument.timing import Timer
 
     timer = Timer(device)
     target = timer(fn)
@@ -433,7 +433,7 @@ def timed_rounds(
 
 def latency_metrics(samples: list[float], predicted: float | None = None) -> dict[str, Metric]:
     """p50 and p99 latency (seconds) of raw samples; the floor prediction beside p50."""
-    from archbench_instrument.timing import Latency
+    from archbench.instrument.timing import Latency
 
     stats = Latency.from_samples(samples)
     return {

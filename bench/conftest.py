@@ -22,7 +22,7 @@ from _cases import (
     sizes_for,
 )
 
-from archbench_sweep.options import SWEEP_OPTIONS, SweepOptions
+from archbench.instrument.sweep.options import SWEEP_OPTIONS, SweepOptions
 
 _OPTIONS = OPTIONS_KEY
 _STATE = pytest.StashKey[dict[str, Any]]()
@@ -30,7 +30,8 @@ _STATE = pytest.StashKey[dict[str, Any]]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("archbench", "ppo-archbench sweep")
-    # The same flags, help and parsers as `archbench sweep` (archbench_sweep.options.SWEEP_OPTIONS).
+    # The same flags, help and parsers as `archbench sweep`
+    # (archbench.instrument.sweep.options.SWEEP_OPTIONS).
     for option in SWEEP_OPTIONS:
         option.declare(group.addoption)
     group.addoption(
@@ -92,7 +93,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     shard = config.getoption("archbench_shard")
     if shard:
-        from archbench_sweep.shards import shard_items
+        from archbench.instrument.sweep.shards import shard_items
         from ppo_core.errors import ArchbenchError
 
         try:
@@ -201,7 +202,8 @@ class _Recorder:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         # The run's header goes first, so a sweep killed before pytest-benchmark writes its JSON
-        # can still be rebuilt whole from this stream (archbench_sweep.rebuild.rebuild_run).
+        # can still be rebuilt whole from this stream
+        # (archbench.instrument.sweep.rebuild.rebuild_run).
         if self.config.stash[_STATE]["records_path"] is None:
             return
         opts = self.config.stash[_OPTIONS]
@@ -253,7 +255,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
 
 def _archbench_machine_info(config: pytest.Config) -> dict[str, Any]:
-    from archbench_instrument.device.machine import device_info
+    from archbench.instrument.device.machine import device_info
 
     opts = config.stash[_OPTIONS]
     return {
@@ -389,7 +391,7 @@ def _with_host_load(record: Any) -> Any:
     taken while other work held the cores (load per core near or above 1) are not comparable."""
     import os
 
-    from archbench_instrument.record import Metric
+    from archbench.instrument.record import Metric
 
     try:
         load = os.getloadavg()[0]

@@ -10,7 +10,7 @@ import statistics
 
 from _cases import session_ceilings
 
-from archbench_instrument.record import Metric, Record
+from archbench.instrument.record import Metric, Record
 
 SUITE = "ceiling"
 
@@ -48,7 +48,7 @@ FIRST_WIDTHS = (256, 2048)
 def test_input_alignment(benchmark, emit, options):
     import torch
 
-    from archbench_instrument.timing import time_callable
+    from archbench.instrument.timing import time_callable
     from ppo_core.config import NetworkConfig
     from ppo_core.device import matmul_precision, resolve_precision
 

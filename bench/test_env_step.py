@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from _cases import OPTIONS_KEY, is_oom, oom_record, sizes_for, timed_rounds
 
-from archbench_instrument.record import Metric, Record
+from archbench.instrument.record import Metric, Record
 
 SUITE = "env"
 
@@ -24,7 +24,7 @@ def test_env_step(benchmark, emit, options, market, n_envs):
 
     import torch
 
-    from archbench_instrument.timing import time_callable
+    from archbench.instrument.timing import time_callable
     from ppo_core.env import TradingEnv
     from ppo_core.network import ActorCritic
 

@@ -2,7 +2,7 @@
 
 p50 and p99 of the actor's forward on the device (obs -> logits, latency_p50_s) and of the
 whole decision (host observation in, action on the host out, e2e_latency_p50_s) per backend of
-archbench_instrument.backends (eager; torch.compile; ONNX Runtime with the `onnx` extra; dynamic
+archbench.instrument.backends (eager; torch.compile; ONNX Runtime with the `onnx` extra; dynamic
 int8 on a CPU; bf16/fp16 weights and a CUDA graph replay on a GPU), beside the floor of reading the
 weights once: from the last-level cache where they fit in it (a CPU; the ceilings suite
 measures its read rate), else at the memory bandwidth. A p50 below that floor is a measurement
@@ -29,14 +29,14 @@ from _cases import (
     timed_rounds,
 )
 
-from archbench_instrument.backends import (
+from archbench.instrument.backends import (
     AGREEMENT_THRESHOLD,
     Agreement,
     Unavailable,
     build_backend,
     compare_logits,
 )
-from archbench_instrument.record import Metric, Record
+from archbench.instrument.record import Metric, Record
 from ppo_core.sizing import estimate
 
 SUITE = "infer"
@@ -152,7 +152,7 @@ def below_floor(p50_s: float | None, floor_s: float, basis: str) -> str | None:
 def _end_to_end(built: Any, x: Any, cuda: bool, budget: Any) -> dict[str, Metric]:
     """p50/p99 of the whole decision: observations from (pinned) host memory to actions on the
     host, on the host clock, since the action's arrival on the host ends it."""
-    from archbench_instrument.timing import Latency, time_callable
+    from archbench.instrument.timing import Latency, time_callable
 
     host = x.cpu().pin_memory() if cuda else x.cpu()
     samples = time_callable(

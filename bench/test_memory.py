@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 from _cases import oom_record, size_record
 
-from archbench_instrument.record import Metric
+from archbench.instrument.record import Metric
 from ppo_core.config import NetworkConfig
 from ppo_core.loaders import is_generated
 from ppo_core.sizing import CUDA_CONTEXT_BYTES, estimate
 
 SUITE = "memory"
-WORKLOAD = "archbench_instrument.workloads:training_setup"
+WORKLOAD = "archbench.instrument.workloads:training_setup"
 
 
 CALIBRATION_DIMS = (8,)
@@ -72,7 +72,7 @@ def cuda_context_of(result) -> int | None:
 def calibration(options, market):
     """The 8-wide calibration setup, measured once per module: (measured headline bytes minus
     the model's size-dependent part, or None and why; the CUDA context it held, or None)."""
-    from archbench_instrument.memory import measure_isolated
+    from archbench.instrument.memory import measure_isolated
 
     data = market(options.budget.data_bars)
     budget = options.budget
@@ -103,7 +103,7 @@ def runtime_overhead(calibration):
 
 
 def test_memory(benchmark, emit, options, market, size, calibration):
-    from archbench_instrument.memory import measure_isolated
+    from archbench.instrument.memory import measure_isolated
     from ppo_core.device import resolve_precision
 
     runtime_overhead, measured_context = calibration

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from _cases import ALGORITHM, OPTIONS_KEY, is_oom, oom_record, size_record, timed_rounds
 
-from archbench_instrument.record import Metric
-from archbench_instrument.resample import annualised_sharpe, block_length, circular_block_indices
+from archbench.instrument.record import Metric
+from archbench.instrument.resample import annualised_sharpe, block_length, circular_block_indices
 from ppo_core.sizing import estimate
 
 SUITE = "overfit"

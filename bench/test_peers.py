@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 from _cases import ALGORITHM, OPTIONS_KEY, is_oom, oom_record, size_record
 
-from archbench_instrument.record import Metric
+from archbench.instrument.record import Metric
 from ppo_core.presets import PRESETS
 from ppo_core.sizing import estimate
 
@@ -82,7 +82,7 @@ def test_peer_throughput(benchmark, emit, options, market, peer_preset, kind):
     import stable_baselines3
     import torch
 
-    from archbench_instrument import peers
+    from archbench.instrument import peers
     from ppo_core.config import NetworkConfig, PPOConfig
 
     data = market(options.budget.data_bars)

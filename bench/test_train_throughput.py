@@ -17,7 +17,7 @@ from typing import Any
 
 from _cases import OPTIONS_KEY, is_oom, oom_record, session_ceilings, size_record, timed_rounds
 
-from archbench_instrument.record import Metric
+from archbench.instrument.record import Metric
 from ppo_core.sizing import estimate
 
 SUITE = "train"
@@ -181,7 +181,7 @@ def case_ceiling(
 
     import torch
 
-    from archbench_instrument.device.machine import measure_ceilings
+    from archbench.instrument.device.machine import measure_ceilings
 
     measure = measure or measure_ceilings
     gc.collect()

@@ -1,6 +1,6 @@
 """The one device layer the subject needs: validate a device string, resolve it once, and run
 in the precision asked for. NVML, datasheets, tiers and ceilings live in
-`archbench_instrument.device`.
+`archbench.instrument.device`.
 
 `resolve_device` is memoised: a `train` resolves its device once, and every later caller in
 the process (trainer, sweep label, pick) reads the same frozen `Device`.
@@ -66,7 +66,7 @@ class Device:
 def resolve_device(prefer: str = "auto") -> Device:
     """The `Device` for `prefer`: 'auto' (the current CUDA device if torch sees one, else the
     CPU), 'cpu', 'cuda' or 'cuda:N'. Name and memory come from torch, which reports the
-    visible device (a MIG slice's own memory, too); `archbench_instrument.device.gpu.with_memory`
+    visible device (a MIG slice's own memory, too); `archbench.instrument.device.gpu.with_memory`
     fills in NVML's total where torch reports none.
     """
     check_device(prefer)

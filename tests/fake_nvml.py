@@ -1,4 +1,4 @@
-"""A small fake of the pynvml functions archbench_instrument.device.gpu calls, for GPU-less tests.
+"""A small fake of the pynvml functions archbench.instrument.device.gpu calls, for GPU-less tests.
 
 `make_fake_nvml([FakeGpu(...), ...])` returns a module object to put in sys.modules["pynvml"].
 """

@@ -10,8 +10,8 @@ import importlib.util
 import pytest
 import torch
 
-from archbench_instrument import backends
-from archbench_instrument.backends import (
+from archbench.instrument import backends
+from archbench.instrument.backends import (
     Backend,
     Unavailable,
     agreement,

@@ -1,6 +1,6 @@
 """The CI smoke of the benchmark suites: `pytest bench/ --benchmark-disable` with tiny budgets.
 
-Every case must run once, pass, and leave one valid archbench/1 record that archbench_reports/ can
+Every case must run once, pass, and leave one valid archbench/1 record that archbench/reports/ can
 read; the figures themselves are not judged here (a smoke run measures seconds of work).
 """
 
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from archbench_instrument.backends import LOGIT_TOLERANCE, compare_logits
-from archbench_reports.load import load_run
-from archbench_sweep.rebuild import rebuild_run
-from archbench_sweep.runner import bench_dir
+from archbench.instrument.backends import LOGIT_TOLERANCE, compare_logits
+from archbench.instrument.sweep.rebuild import rebuild_run
+from archbench.instrument.sweep.runner import bench_dir
+from archbench.reports.load import load_run
 
 SUITES = {"ceiling", "env", "infer", "memory", "overfit", "train"}
 
@@ -224,7 +224,7 @@ def test_a_disagreeing_backend_gets_an_unavailable_latency_with_the_reason(monke
     """The suite's own path: a real policy, a backend that negates its logits, no timing."""
     import torch
 
-    from archbench_instrument.record import Record
+    from archbench.instrument.record import Record
     from ppo_core.config import NetworkConfig
     from ppo_core.network import ActorCritic
 

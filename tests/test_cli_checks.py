@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from archbench_cli.main import main
+from archbench.cli.main import main
 from ppo_core import checkpoint
 from ppo_core.atomic import check_output
 from ppo_core.errors import ConfigError
@@ -193,7 +193,7 @@ def test_a_stopped_train_writes_its_checkpoint(tmp_path, signum):
     out = tmp_path / "model.pt"
     # Far more iterations than run before the signal lands: the stop, not the end, writes it.
     argv = [*SMALL, *DATA, "--timesteps", "1000000", "--out", str(out)]
-    code = f"import sys; from archbench_cli.main import main; sys.exit(main(['train', *{argv!r}]))"
+    code = f"import sys; from archbench.cli.main import main; sys.exit(main(['train', *{argv!r}]))"
     err = tmp_path / "train.err"
     with err.open("w") as handle:
         child = subprocess.Popen(

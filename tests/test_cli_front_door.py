@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from archbench_cli._common import FLAG_RANGES
-from archbench_cli.main import build_parser, main
+from archbench.cli._common import FLAG_RANGES
+from archbench.cli.main import build_parser, main
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUN = FIXTURES / "run-cpu-quick.json"
@@ -33,7 +33,7 @@ def test_every_numeric_flag_of_every_command_has_a_range():
         for action in parser._actions
         if action.type in (int, float) and action.dest not in FLAG_RANGES
     ]
-    assert not unlisted, f"add these to archbench_cli._common.FLAG_RANGES: {unlisted}"
+    assert not unlisted, f"add these to archbench.cli._common.FLAG_RANGES: {unlisted}"
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def _closed_stdout(argv: list[str], cwd: Path) -> tuple[int, str]:
     """Run `archbench argv` with its stdout's reader gone before it writes (what `| head -1`
     does to a longer output): (exit status, stderr)."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "archbench_cli.main", *argv],
+        [sys.executable, "-m", "archbench.cli.main", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=cwd,
@@ -185,7 +185,7 @@ def test_help_names_every_dataset_and_no_file_outside_the_repository(capsys):
 
 
 def test_the_lookback_help_states_what_min_bars_computes():
-    from archbench_cli._common import LOOKBACK_HELP
+    from archbench.cli._common import LOOKBACK_HELP
     from ppo_core.data import min_bars
     from ppo_core.features import FEATURE_WARMUP
 
@@ -195,7 +195,7 @@ def test_the_lookback_help_states_what_min_bars_computes():
 
 
 def test_shards_run_the_sweep_with_its_cost_and_lookback(tmp_path):
-    from archbench_sweep.multisweep import SweepOptions, shard_command
+    from archbench.instrument.sweep.multisweep import SweepOptions, shard_command
     from ppo_core.errors import ConfigError
 
     options = SweepOptions(data="sp500", cost_bps="2", lookback="30")

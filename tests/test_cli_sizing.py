@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from archbench_cli.main import main
+from archbench.cli.main import main
 from ppo_core.config import NetworkConfig
 from ppo_core.presets import PRESETS
 from ppo_core.sizing import estimate

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from archbench_cli.main import main
+from archbench.cli.main import main
 from ppo_core import checkpoint
 
 SMALL = ["--hidden-dims", "32,16", "--timesteps", "256", "--n-envs", "4", "--n-steps", "32"]
@@ -260,7 +260,7 @@ def test_the_default_workload_is_learned_and_needs_discounting(tmp_path, capsys)
 
 def _stop_after_first_iteration(monkeypatch) -> None:
     """Ctrl-C during iteration 1: the handler stops the run once that iteration is done."""
-    from archbench_cli import training
+    from archbench.cli import training
 
     def check(_self, stats):
         if stats.iteration == 1:
@@ -346,8 +346,8 @@ def test_a_moved_training_file_names_the_recorded_path_and_the_fix(trained, tmp_
 
 
 def test_train_defaults_to_the_tiny_preset_and_says_why(capsys):
-    from archbench_cli.main import build_parser
-    from archbench_cli.training import _training_config
+    from archbench.cli.main import build_parser
+    from archbench.cli.training import _training_config
     from ppo_core.presets import PRESETS
 
     args = build_parser().parse_args(["train"])

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from archbench_cli.main import main
-from archbench_reports.compare import (
+from archbench.cli.main import main
+from archbench.reports.compare import (
     HOST_LOAD_METRIC,
     VERDICTS,
     HostLoad,
@@ -24,7 +24,7 @@ from archbench_reports.compare import (
     unjudged_timing_rows,
     verdict_text,
 )
-from archbench_reports.load import case_label, load_runs
+from archbench.reports.load import case_label, load_runs
 from ppo_core.errors import ConfigError
 
 FIXTURES = Path(__file__).parent / "fixtures"

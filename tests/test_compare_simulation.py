@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from archbench_reports.compare import judge_samples
-from archbench_sweep.runner import bench_dir
+from archbench.instrument.sweep.runner import bench_dir
+from archbench.reports.compare import judge_samples
 
 SIZES = 5
 TRAIN_CASES = 4  # per size: precisions x update modes

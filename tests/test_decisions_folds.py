@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from archbench_reports.load import load_runs
-from archbench_reports.use_cases import evidence_from_frame, recommend
+from archbench.reports.load import load_runs
+from archbench.reports.use_cases import evidence_from_frame, recommend
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FOLDS = FIXTURES / "overfit-folds-quick.json"

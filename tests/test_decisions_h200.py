@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from archbench_reports.evidence import oos_cells
-from archbench_reports.load import load_runs
-from archbench_reports.use_cases import USE_CASES, evidence_from_frame, recommend
+from archbench.reports.evidence import oos_cells
+from archbench.reports.load import load_runs
+from archbench.reports.use_cases import USE_CASES, evidence_from_frame, recommend
 
 H200 = Path(__file__).parents[1] / "docs" / "measurements" / "h200-2026-11-26"
 NAMES = (
@@ -204,7 +204,7 @@ def test_mixed_workloads_are_ranked_apart_and_the_answer_says_which(runs, tmp_pa
 def test_pick_reads_another_gpu_s_out_of_sample_figures_and_exits_3_without_skill(
     runs, tmp_path, capsys
 ):
-    from archbench_cli.main import main
+    from archbench.cli.main import main
 
     h100 = Path(__file__).parent / "fixtures" / "h100" / "full-overfit-partial-cuda.json.gz"
     overfit = _save(tmp_path, "h100-overfit", json.loads(gzip.decompress(h100.read_bytes())))
@@ -219,8 +219,8 @@ def test_pick_reads_another_gpu_s_out_of_sample_figures_and_exits_3_without_skil
 
 
 def test_pick_keeps_a_size_whose_only_oom_was_at_another_precision(runs, tmp_path):
-    from archbench_instrument.device.datasheets import find_gpu
-    from archbench_reports.pick import pick
+    from archbench.instrument.device.datasheets import find_gpu
+    from archbench.reports.pick import pick
 
     perf = copy.deepcopy(runs["captured-update-large-xlarge"])
     for record in _records(perf, "train", "large"):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from archbench_instrument.device.tiers import (
+from archbench.instrument.device.tiers import (
     GPU_TIERS,
     TierRow,
     config_for_gpu,
@@ -65,7 +65,7 @@ def test_config_for_a_named_card_without_the_card():
 @pytest.mark.parametrize("mode", list(TRAINING_MODES))
 @pytest.mark.parametrize("row", GPU_TIERS, ids=lambda r: r.name)
 def test_every_tier_gives_a_valid_config_in_every_mode(row, mode):
-    from archbench_instrument.device.tiers import _config
+    from archbench.instrument.device.tiers import _config
 
     cfg = _config(row, "cuda", 10_000, mode)
     assert cfg.minibatch_size <= cfg.batch_size

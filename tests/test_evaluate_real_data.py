@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from archbench_cli.main import main
+from archbench.cli.main import main
 
 SMALL = ["--hidden-dims", "32,16", "--timesteps", "256", "--n-envs", "4", "--n-steps", "32"]
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from archbench_cli.main import main
-from archbench_instrument import backends
+from archbench.cli.main import main
+from archbench.instrument import backends
 from ppo_core.network import ActorCritic
 
 
@@ -76,7 +76,7 @@ def test_failed_export_keeps_the_old_file(tmp_path, small_config, monkeypatch):
 def test_export_into_a_missing_directory_creates_it_like_every_command(
     tmp_path, capsys, small_config, make_checkpoint
 ):
-    # One output-path policy (archbench_cli._common.output_file): missing folders are made.
+    # One output-path policy (archbench.cli._common.output_file): missing folders are made.
     pytest.importorskip("onnxscript", reason="the onnx extra is not installed")
     out = tmp_path / "nowhere" / "policy.onnx"
     assert main(["export", str(make_checkpoint(small_config)), "--onnx", str(out)]) == 0

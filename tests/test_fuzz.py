@@ -130,7 +130,7 @@ def test_a_csv_cut_anywhere_mid_row_is_named_as_cut(cut):
 def test_every_numeric_flag_is_refused_exactly_outside_its_range(data):
     import argparse
 
-    from archbench_cli._common import FLAG_RANGES, check_numbers
+    from archbench.cli._common import FLAG_RANGES, check_numbers
 
     name = data.draw(st.sampled_from(sorted(FLAG_RANGES)))
     bound = FLAG_RANGES[name]
@@ -236,7 +236,7 @@ def _mutate(data: Any, path: tuple, value: Any, delete: bool) -> None:
     )
 )
 def test_the_run_loader_answers_mutated_real_runs_with_a_report_error(mutations):
-    from archbench_reports.load import load_run
+    from archbench.reports.load import load_run
 
     data = copy.deepcopy(_RUN)
     for path, value, delete in mutations:
@@ -253,7 +253,7 @@ def test_the_run_loader_answers_mutated_real_runs_with_a_report_error(mutations)
 @settings(FUZZ)
 @given(cut=st.integers(0, 4000), raw=st.binary(max_size=64))
 def test_the_run_loader_answers_cut_or_spliced_json_with_a_report_error(cut, raw):
-    from archbench_reports.load import load_run
+    from archbench.reports.load import load_run
 
     text = json.dumps(_RUN).encode()
     with tempfile.TemporaryDirectory() as folder:

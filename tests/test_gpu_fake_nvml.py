@@ -10,7 +10,7 @@ import time
 import pytest
 from fake_nvml import UUID_A, UUID_B, UUID_MIG, FakeGpu, GiB, make_fake_nvml
 
-from archbench_instrument.device import gpu
+from archbench.instrument.device import gpu
 from ppo_core.errors import ConfigError
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from archbench_instrument.device.datasheets import (
+from archbench.instrument.device.datasheets import (
     GPUS,
     PRECISIONS,
     GpuSpec,

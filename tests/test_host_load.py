@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from archbench_cli.main import main
-from archbench_reports.host_load import (
+from archbench.cli.main import main
+from archbench.reports.host_load import (
     HOST_LOAD_METRIC,
     HostLoad,
     RunLoad,
@@ -18,7 +18,7 @@ from archbench_reports.host_load import (
     run_loads,
     timing_rows,
 )
-from archbench_reports.load import ReportError, load_runs, run_name
+from archbench.reports.load import ReportError, load_runs, run_name
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUN = FIXTURES / "run-cpu-quick.json"
@@ -78,7 +78,7 @@ def test_single_run_rule_is_half_a_core_beyond_the_runs_own_threads():
 
 
 def test_compare_keeps_its_two_run_rule_from_the_shared_module():
-    from archbench_reports import compare
+    from archbench.reports import compare
 
     assert compare.HostLoad is HostLoad
     assert HostLoad(2.2, 1.5, 1.0, 1.0).loaded == "A"

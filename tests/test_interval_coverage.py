@@ -11,7 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from archbench_reports.scores import (
+from archbench.instrument.sweep.runner import bench_dir
+from archbench.reports.scores import (
     N_BOOT,
     annualised_sharpe,
     circular_block_indices,
@@ -19,8 +20,7 @@ from archbench_reports.scores import (
     percentile_score,
     rate_score,
 )
-from archbench_reports.stats import mean_ci, quantile_interval, quantile_upper_bound
-from archbench_sweep.runner import bench_dir
+from archbench.reports.stats import mean_ci, quantile_interval, quantile_upper_bound
 
 TRIALS = 1000
 

@@ -14,31 +14,39 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # Bottom to top. A part may import itself and the parts listed for it, nothing else of ours.
+# Parts are dotted packages; a module belongs to the longest part its name starts with.
 ALLOWED = {
     "ppo_core": set(),  # the subject: what is measured
-    "archbench_instrument": {"ppo_core"},  # the measuring kit
-    "archbench_reports": {
+    "archbench.instrument": {"ppo_core"},  # the measuring kit
+    "archbench.reports": {
         "ppo_core",
-        "archbench_instrument",
+        "archbench.instrument",
     },  # decisions and pages (no torch: see below)
-    "archbench_sweep": {
+    "archbench.instrument.sweep": {
         "ppo_core",
-        "archbench_instrument",
-        "archbench_reports",
+        "archbench.instrument",
+        "archbench.reports",
     },  # runs bench/, renders the report
-    "bench": {"ppo_core", "archbench_instrument", "archbench_sweep"},  # the pytest suites
-    "archbench_cli": {
+    "bench": {"ppo_core", "archbench.instrument", "archbench.instrument.sweep"},  # the suites
+    "archbench.cli": {
         "ppo_core",
-        "archbench_instrument",
-        "archbench_reports",
-        "archbench_sweep",
+        "archbench.instrument",
+        "archbench.reports",
+        "archbench.instrument.sweep",
     },  # the command line on top
 }
 PARTS = tuple(ALLOWED)
 
 
+def _part_of(name: str) -> str | None:
+    """The part a dotted module name belongs to (the longest part it starts with)."""
+    owners = [p for p in PARTS if name == p or name.startswith(p + ".")]
+    return max(owners, key=len) if owners else None
+
+
 def _modules(part: str) -> list[Path]:
-    return sorted((ROOT / part).rglob("*.py"))
+    paths = sorted(ROOT.joinpath(*part.split(".")).rglob("*.py"))
+    return [p for p in paths if _part_of(_module_name(p)) == part]
 
 
 def _module_name(path: Path) -> str:
@@ -77,7 +85,7 @@ def _imports_torch_at_load(module: str) -> bool:
     names = _imports(path, top_level_only=True)
     if any(name == "torch" or name.startswith("torch.") for name in names):
         return True
-    ours = {n for n in names if n.split(".")[0] in PARTS and n != module}
+    ours = {n for n in names if _part_of(n) and n != module}
     return any(_imports_torch_at_load(name) for name in ours)
 
 
@@ -86,8 +94,8 @@ def test_each_part_imports_only_downward(part):
     wrong = []
     for path in _modules(part):
         for name in _imports(path):
-            top = name.split(".")[0]
-            if top in PARTS and top != part and top not in ALLOWED[part]:
+            top = _part_of(name)
+            if top and top != part and top not in ALLOWED[part]:
                 wrong.append(f"{path.relative_to(ROOT)} imports {name}")
     assert not wrong, f"{part} may import only {sorted(ALLOWED[part])}:\n" + "\n".join(wrong)
 
@@ -107,8 +115,8 @@ JOBS_IN_ORDER = {
         "rules",
         "capacity_probe",
     ),
-    "archbench_reports": ("tables", "charts", "render"),
-    "archbench_sweep": ("options", "progress", "signals", "rebuild", "runner"),
+    "archbench.reports": ("tables", "charts", "render"),
+    "archbench.instrument.sweep": ("options", "progress", "signals", "rebuild", "runner"),
 }
 
 
@@ -117,10 +125,10 @@ def test_the_modules_split_by_job_import_only_the_ones_below(part):
     order = JOBS_IN_ORDER[part]
     wrong = []
     for i, job in enumerate(order):
-        path = ROOT / part / f"{job}.py"
+        path = ROOT.joinpath(*part.split("."), f"{job}.py")
         for name in _imports(path):
-            dotted = name.split(".")
-            if dotted[0] == part and len(dotted) > 1 and dotted[1] in order[i:]:
+            rest = name.removeprefix(part + ".").split(".")
+            if name.startswith(part + ".") and rest[0] in order[i:]:
                 wrong.append(f"{path.relative_to(ROOT)} imports {name}")
     assert not wrong, f"{part}: each of {order} imports only the ones before it:\n" + "\n".join(
         wrong
@@ -131,10 +139,10 @@ def test_nothing_imports_the_command_line():
     wrong = [
         f"{path.relative_to(ROOT)} imports {name}"
         for part in PARTS
-        if part != "archbench_cli"
+        if part != "archbench.cli"
         for path in _modules(part)
         for name in _imports(path)
-        if name.split(".")[0] == "archbench_cli"
+        if _part_of(name) == "archbench.cli"
     ]
     assert not wrong, "\n".join(wrong)
 
@@ -142,10 +150,10 @@ def test_nothing_imports_the_command_line():
 def test_reports_never_reach_the_instruments_torch_modules():
     wrong = [
         f"{path.relative_to(ROOT)} imports {name}, which loads torch"
-        for path in _modules("archbench_reports")
+        for path in _modules("archbench.reports")
         for name in _imports(path)
-        if name.split(".")[0] in ("archbench_instrument", "ppo_core", "torch")
-        and (name.split(".")[0] == "torch" or _imports_torch_at_load(name))
+        if name.split(".")[0] == "torch"
+        or (_part_of(name) in ("archbench.instrument", "ppo_core") and _imports_torch_at_load(name))
     ]
     assert not wrong, "\n".join(wrong)
 
@@ -153,33 +161,32 @@ def test_reports_never_reach_the_instruments_torch_modules():
 def test_the_rules_see_a_violation(tmp_path):
     """The checker itself: a lazy upward import inside a function is found."""
     module = tmp_path / "m.py"
-    module.write_text("def f():\n    from archbench_reports.render import render_report\n")
-    assert "archbench_reports.render.render_report" in _imports(module)
-    assert "archbench_reports.render" in _imports(module)
-    assert _imports_torch_at_load("archbench_instrument.timing") or _imports_torch_at_load(
+    module.write_text("def f():\n    from archbench.reports.render import render_report\n")
+    assert "archbench.reports.render.render_report" in _imports(module)
+    assert "archbench.reports.render" in _imports(module)
+    assert _imports_torch_at_load("archbench.instrument.timing") or _imports_torch_at_load(
         "ppo_core.network"
     )
-    assert not _imports_torch_at_load("archbench_instrument.record")
+    assert not _imports_torch_at_load("archbench.instrument.record")
 
 
 def test_the_entry_point_and_the_packages_match_the_layout():
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    assert 'archbench = "archbench_cli.main:main"' in text
-    for part in ALLOWED:
-        if part != "bench":
-            assert f'"{part}*"' in text, f"pyproject.toml does not package {part}"
+    assert 'archbench = "archbench.cli.main:main"' in text
+    for top in {part.split(".")[0] for part in ALLOWED} - {"bench"}:
+        assert f'"{top}*"' in text, f"pyproject.toml does not package {top}"
 
 
 def test_the_writer_and_the_loader_share_one_schema():
-    from archbench_instrument import record
-    from archbench_reports import load
+    from archbench.instrument import record
+    from archbench.reports import load
 
     assert (load.SCHEMA, load.SUITES) == (record.SCHEMA, record.SUITES)
     assert load.SCHEMA is record.SCHEMA  # imported, not retyped
 
 
 def test_a_record_is_copied_with_changes_one_way():
-    from archbench_instrument.record import Metric, Record
+    from archbench.instrument.record import Metric, Record
 
     base = Record(suite="train", device="cpu", profile="quick", preset="tiny")
     metric = Metric.measured(1.5, unit="1/s", better="higher")
@@ -190,7 +197,7 @@ def test_a_record_is_copied_with_changes_one_way():
 
 
 def test_the_command_line_takes_its_defaults_from_the_config_dataclasses():
-    from archbench_cli.main import build_parser
+    from archbench.cli.main import build_parser
     from ppo_core.config import NetworkConfig, PPOConfig
 
     parser, ppo, net = build_parser(), PPOConfig(), NetworkConfig()
@@ -208,7 +215,7 @@ def test_the_command_line_takes_its_defaults_from_the_config_dataclasses():
     )
     train = parser.parse_args(["train"])
     # --timesteps has no parse-time default: on a resume it counts more steps (issue 25).
-    from archbench_cli.training import _training_config
+    from archbench.cli.training import _training_config
 
     assert (_training_config(train).total_timesteps, train.seed, train.device) == (
         ppo.total_timesteps,
@@ -242,7 +249,7 @@ def test_every_import_of_our_modules_names_something_that_exists():
             for node in ast.walk(tree):
                 if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
                     continue
-                if node.module.split(".")[0] not in PARTS:
+                if not _part_of(node.module):
                     continue
                 target = _file_of(node.module)
                 if target is None:

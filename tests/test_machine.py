@@ -9,8 +9,8 @@ import sys
 import pytest
 from fake_nvml import UUID_A, FakeGpu, make_fake_nvml
 
-from archbench_instrument.device import gpu, machine
-from archbench_instrument.device.machine import MATMUL_DTYPES, device_info, measure_ceilings
+from archbench.instrument.device import gpu, machine
+from archbench.instrument.device.machine import MATMUL_DTYPES, device_info, measure_ceilings
 
 GiB = 2**30
 

@@ -12,7 +12,7 @@ import numpy as np
 import psutil
 import pytest
 
-from archbench_instrument.memory import VIEWS, MemoryReport, PeakMemory, measure_isolated
+from archbench.instrument.memory import VIEWS, MemoryReport, PeakMemory, measure_isolated
 from ppo_core.errors import ConfigError
 
 MiB = 2**20
@@ -176,7 +176,7 @@ def test_peak_memory_on_cuda_combines_allocator_and_nvml_views(monkeypatch):
     """The CUDA wiring, with torch's allocator calls and NVML faked (runs without a GPU)."""
     from fake_nvml import UUID_A, FakeGpu, GiB, make_fake_nvml
 
-    from archbench_instrument.device import gpu
+    from archbench.instrument.device import gpu
 
     card = FakeGpu(UUID_A, used=[GiB, 3 * GiB], processes=[(os.getpid(), 2 * GiB)])
     monkeypatch.setitem(sys.modules, "pynvml", make_fake_nvml([card]))
@@ -206,7 +206,7 @@ def test_training_workload_peak_leaves_out_data_preparation():
         "device": "cpu",
         "bars": 1500,
     }
-    out = measure_isolated("archbench_instrument.workloads:training_setup", kwargs, timeout_s=300)
+    out = measure_isolated("archbench.instrument.workloads:training_setup", kwargs, timeout_s=300)
     assert out["status"] == "ok", out["reason"]
     result = out["result"]
     assert result["train_rss_reason"] is None

@@ -14,17 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from archbench_cli.main import main
-from archbench_reports.load import load_run
-from archbench_sweep import raysweep
-from archbench_sweep.multisweep import (
+from archbench.cli.main import main
+from archbench.instrument.sweep import raysweep
+from archbench.instrument.sweep.multisweep import (
     SweepOptions,
     check_devices,
     run_on_devices,
 )
-from archbench_sweep.raysweep import RAY_INSTALL_HINT, run_on_ray
-from archbench_sweep.runner import run_sweep
-from archbench_sweep.shards import ShardRun
+from archbench.instrument.sweep.raysweep import RAY_INSTALL_HINT, run_on_ray
+from archbench.instrument.sweep.runner import run_sweep
+from archbench.instrument.sweep.shards import ShardRun
+from archbench.reports.load import load_run
 from ppo_core.errors import ArchbenchError, ConfigError
 
 # Three cases the splitter spreads over two shards (env steps, machine ceilings), in smoke
@@ -86,7 +86,7 @@ def test_two_cpu_devices_merge_into_the_single_process_run(single_run, tmp_path,
 
 def test_ctrl_c_keeps_the_shards_finished_cases(tmp_path):
     code = (
-        "import sys; from archbench_cli.main import main; "
+        "import sys; from archbench.cli.main import main; "
         f"sys.exit(main(['sweep', '--presets', 'tiny', '--devices', 'cpu,cpu', '--out', "
         f"{str(tmp_path)!r}, '--no-report', '--', *{list(SELECT)!r}]))"
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from archbench_instrument.memory import current_rss_bytes, measure_isolated
+from archbench.instrument.memory import current_rss_bytes, measure_isolated
 from ppo_core.errors import is_out_of_memory
 
 MiB = 2**20
@@ -73,7 +73,9 @@ def test_other_errors_are_not_out_of_memory(error):
 
 
 def test_bench_cases_use_the_shared_check(monkeypatch):
-    monkeypatch.syspath_prepend(str(__import__("archbench_sweep.runner").runner.bench_dir()))
+    monkeypatch.syspath_prepend(
+        str(__import__("archbench.instrument.sweep.runner").runner.bench_dir())
+    )
     from _cases import is_oom
 
     assert is_oom(_raised_by(host_oom))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from archbench_sweep.runner import bench_dir
+from archbench.instrument.sweep.runner import bench_dir
 
 
 @pytest.fixture
@@ -98,8 +98,8 @@ def test_minimum_detectable_difference_is_the_paired_power_formula(overfit):
 
 
 def test_the_suite_and_the_reports_share_one_block_bootstrap_and_one_sharpe(overfit):
-    from archbench_instrument import resample
-    from archbench_reports import scores
+    from archbench.instrument import resample
+    from archbench.reports import scores
 
     assert overfit.annualised_sharpe is scores.annualised_sharpe is resample.annualised_sharpe
     assert overfit.circular_block_indices is scores.circular_block_indices
@@ -113,8 +113,8 @@ def test_the_suite_and_the_reports_share_one_block_bootstrap_and_one_sharpe(over
 
 def test_the_report_finds_the_summary_the_suite_writes(overfit, tmp_path):
     """The page quotes the suite's own verdict from the pytest log beside the run: the log's
-    summary, as summary_lines writes it, must be what archbench_reports.load looks for."""
-    from archbench_reports.load import suite_verdict
+    summary, as summary_lines writes it, must be what archbench.reports.load looks for."""
+    from archbench.reports.load import suite_verdict
 
     rng = np.random.default_rng(6)
     runs = [

@@ -14,7 +14,7 @@ import torch
 
 pytest.importorskip("stable_baselines3", reason="the peers extra is not installed")
 
-from archbench_instrument import peers
+from archbench.instrument import peers
 from ppo_core.config import EnvConfig, NetworkConfig, PPOConfig
 from ppo_core.data import prepare
 from ppo_core.errors import ConfigError

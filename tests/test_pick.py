@@ -17,12 +17,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from archbench_cli.main import main
-from archbench_instrument.device.datasheets import cpu_spec, custom_spec, find_gpu
-from archbench_instrument.device.tiers import config_for_gpu, gpu_tier
-from archbench_reports.load import load_runs
-from archbench_reports.pick import DEFAULT_SAFETY_MARGIN, pick, resolve_use_case
-from archbench_reports.use_cases import USE_CASES
+from archbench.cli.main import main
+from archbench.instrument.device.datasheets import cpu_spec, custom_spec, find_gpu
+from archbench.instrument.device.tiers import config_for_gpu, gpu_tier
+from archbench.reports.load import load_runs
+from archbench.reports.pick import DEFAULT_SAFETY_MARGIN, pick, resolve_use_case
+from archbench.reports.use_cases import USE_CASES
 from ppo_core.config import NetworkConfig
 from ppo_core.errors import ConfigError
 from ppo_core.presets import PRESETS
@@ -37,7 +37,7 @@ _STATS = {"env_steps_per_s": "rollout_env_steps_per_s"}
 
 
 def _median_metric(samples: list[float]):
-    from archbench_instrument.record import Metric
+    from archbench.instrument.record import Metric
 
     return Metric.measured(statistics.median(samples), "1/s", "higher", samples)
 
@@ -67,8 +67,8 @@ def _small_ceilings():
     smaller buffers (1024^2 GEMM, 64 MiB copy) so the fixture takes a second, not fifteen."""
     import torch
 
-    from archbench_instrument.device.machine import Ceilings
-    from archbench_instrument.timing import time_callable
+    from archbench.instrument.device.machine import Ceilings
+    from archbench.instrument.timing import time_callable
 
     n, n_bytes = 1024, 64 * 2**20
     a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
@@ -100,9 +100,9 @@ def cpu_run(tmp_path_factory):
     """(path of a real results JSON from this CPU, the ceilings measured, the CPU model)."""
     import torch
 
-    from archbench_instrument.device.machine import device_info
-    from archbench_instrument.record import Metric, Record
-    from archbench_instrument.timing import Latency, time_callable
+    from archbench.instrument.device.machine import device_info
+    from archbench.instrument.record import Metric, Record
+    from archbench.instrument.timing import Latency, time_callable
     from ppo_core.config import EnvConfig, PPOConfig
     from ppo_core.data import min_bars, prepare
     from ppo_core.env import TradingEnv
@@ -421,7 +421,7 @@ def test_a_measured_out_of_memory_on_this_device_overrides_the_sizing_model():
 
 
 def test_roofline_estimates_follow_their_stated_formula():
-    from archbench_reports.estimates import (
+    from archbench.reports.estimates import (
         ASSUMED_MATMUL_EFFICIENCY,
         ASSUMED_OP_OVERHEAD_S,
         UPDATE_BYTES_PER_PARAM,
@@ -473,7 +473,7 @@ def test_overfit_gaps_pool_seeds_within_one_dataset_only():
 def test_sizes_follow_the_observation_layout_the_results_were_measured_in(widths, layout):
     """Records carry obs_dim, not input_multiple: sizes for old runs (5,300 or 5,303 inputs,
     no padding) must be computed in that layout or no measured row would match them."""
-    from archbench_reports.pick import _network_of
+    from archbench.reports.pick import _network_of
 
     network = _network_of(pd.DataFrame({"obs_dim": [*widths, None]}))
     assert (network.account_state, network.input_multiple) == layout
@@ -513,7 +513,7 @@ def h200_perf(tmp_path_factory):
 
 
 def test_pick_prints_one_figure_per_size_in_one_unit(h200_perf, capsys):
-    from archbench_cli.tables import print_pick
+    from archbench.cli.tables import print_pick
 
     device = find_gpu("h200", None)
     result = pick(device, use_case="quick iteration", runs=h200_perf)
@@ -535,7 +535,7 @@ def test_pick_prints_one_figure_per_size_in_one_unit(h200_perf, capsys):
 
 
 def test_pick_latency_is_the_backend_the_engine_reads(h200_perf):
-    from archbench_reports.use_cases import evidence_from_frame
+    from archbench.reports.use_cases import evidence_from_frame
 
     device = find_gpu("h200", None)
     result = pick(device, use_case="live trading", runs=h200_perf)

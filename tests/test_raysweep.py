@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from archbench_sweep import raysweep
-from archbench_sweep.multisweep import SweepOptions
+from archbench.instrument.sweep import raysweep
+from archbench.instrument.sweep.multisweep import SweepOptions
 from ppo_core.errors import ArchbenchError
 
 ray = pytest.importorskip("ray")
@@ -59,7 +59,7 @@ def _env(tmp_path: Path, hold: bool) -> dict[str, str]:
 
 
 def _cli(tmp_path: Path, argv: list[str], hold: bool, name: str) -> tuple[subprocess.Popen, Path]:
-    code = f"import sys; from archbench_cli.main import main; sys.exit(main({argv!r}))"
+    code = f"import sys; from archbench.cli.main import main; sys.exit(main({argv!r}))"
     out = tmp_path / f"{name}.out"
     with out.open("w") as handle:
         child = subprocess.Popen(
@@ -211,7 +211,7 @@ def test_cpu_shards_spread_one_per_node_with_the_node_s_cores(tmp_path, monkeypa
 
 
 def test_a_web_server_given_as_the_address_is_one_line_within_30_s(capsys):
-    from archbench_cli.main import main
+    from archbench.cli.main import main
 
     # The test reads stderr for the sweep's one line, so the server must print nothing: not
     # its request log, and not the traceback it prints when the probe hangs up mid-answer.
@@ -298,8 +298,8 @@ def test_retries_are_named_only_when_ray_retried():
 
 
 def test_cases_one_node_could_not_collect_are_recorded_not_dropped(tmp_path):
-    from archbench_sweep.progress import Progress
-    from archbench_sweep.runfile import mismatches
+    from archbench.instrument.sweep.progress import Progress
+    from archbench.instrument.sweep.runfile import mismatches
 
     driver = object.__new__(raysweep._Driver)
     driver.shards = [

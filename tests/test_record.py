@@ -3,7 +3,7 @@
 import json
 import math
 
-from archbench_instrument.record import Metric, Record
+from archbench.instrument.record import Metric, Record
 
 
 def test_series_is_written_only_when_present_and_rounded_to_6_digits():

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from plotly.offline import get_plotlyjs
 
-from archbench_cli.main import main
-from archbench_reports.charts import CHARTS
-from archbench_reports.compare import compare_runs
-from archbench_reports.evidence import preset_summary
-from archbench_reports.load import load_runs
-from archbench_reports.render import render_html, render_report
-from archbench_reports.use_cases import recommend
+from archbench.cli.main import main
+from archbench.reports.charts import CHARTS
+from archbench.reports.compare import compare_runs
+from archbench.reports.evidence import preset_summary
+from archbench.reports.load import load_runs
+from archbench.reports.render import render_html, render_report
+from archbench.reports.use_cases import recommend
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUN = FIXTURES / "run-cpu-quick.json"
@@ -162,7 +162,7 @@ def test_unmeasured_and_failed_records_never_crash_a_report(tmp_path):
 
 
 def test_the_fastest_agreeing_backend_is_named_per_preset(two_runs):
-    from archbench_reports.tables import AGREEMENT_THRESHOLD, backend_table
+    from archbench.reports.tables import AGREEMENT_THRESHOLD, backend_table
 
     table = backend_table(two_runs)
     infer = two_runs[
@@ -185,7 +185,7 @@ def test_the_fastest_agreeing_backend_is_named_per_preset(two_runs):
 
 
 def test_sizing_table_states_the_memory_error_net_of_the_measured_runtime(two_runs):
-    from archbench_reports.tables import sizing_table
+    from archbench.reports.tables import sizing_table
 
     table = sizing_table(two_runs)
     assert "error net of runtime" in table

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from archbench_reports.charts import CHARTS
-from archbench_reports.render import render_report
+from archbench.reports.charts import CHARTS
+from archbench.reports.render import render_report
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUNS = [FIXTURES / "run-cpu-quick.json", FIXTURES / "run-cpu-quick-b.json"]

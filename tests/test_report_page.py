@@ -11,11 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from archbench_cli.main import main
-from archbench_reports.host_load import HOST_LOAD_METRIC
-from archbench_reports.load import load_runs
-from archbench_reports.render import render_html
-from archbench_reports.tables import backend_table, missing_note, unavailable_table
+from archbench.cli.main import main
+from archbench.reports.host_load import HOST_LOAD_METRIC
+from archbench.reports.load import load_runs
+from archbench.reports.render import render_html
+from archbench.reports.tables import backend_table, missing_note, unavailable_table
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUN = FIXTURES / "run-cpu-quick.json"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from archbench_reports.load import COLUMNS, ReportError, load_runs, missing_suites, run_info
+from archbench.reports.load import COLUMNS, ReportError, load_runs, missing_suites, run_info
 from ppo_core.errors import ArchbenchError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -28,10 +28,10 @@ def _records(path: Path) -> list[dict]:
 
 def test_reports_never_import_torch():
     code = (
-        "import archbench_reports, archbench_reports.load, archbench_reports.use_cases, "
-        "archbench_reports.pick, archbench_reports.render, "
-        "archbench_reports.tables, archbench_reports.charts, "
-        "archbench_reports.compare, archbench_reports.stats, archbench_reports.host_load; "
+        "import archbench.reports, archbench.reports.load, archbench.reports.use_cases, "
+        "archbench.reports.pick, archbench.reports.render, "
+        "archbench.reports.tables, archbench.reports.charts, "
+        "archbench.reports.compare, archbench.reports.stats, archbench.reports.host_load; "
         "import sys; "
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )

@@ -1,5 +1,5 @@
-"""archbench_sweep.runfile: the run file's archbench_run section (what a run lacks and why,
-where its shards ran), resume's reading of an earlier run, and the report's line for both."""
+"""archbench.instrument.sweep.runfile: the run file's archbench_run section (what a run lacks and
+why, where its shards ran), resume's reading of an earlier run, and the report's line for both."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from archbench_reports.render import render_report
-from archbench_sweep.runfile import (
+from archbench.instrument.sweep.runfile import (
     attach_run,
     finished_cases,
     fold_in,
@@ -18,6 +17,7 @@ from archbench_sweep.runfile import (
     previous_run,
     run_section,
 )
+from archbench.reports.render import render_report
 from ppo_core.errors import ArchbenchError
 
 RUN = Path(__file__).parent / "fixtures" / "run-cpu-quick.json"

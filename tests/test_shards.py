@@ -1,6 +1,6 @@
-"""archbench_sweep.shards: the splitter keeps each size on one device and loses no case;
+"""archbench.instrument.sweep.shards: the splitter keeps each size on one device and loses no case;
 --devices is checked against the machine; the merged run names every record's device and reads
-back through archbench_reports.load, split per kind of GPU in the report and in compare."""
+back through archbench.reports.load, split per kind of GPU in the report and in compare."""
 
 from __future__ import annotations
 
@@ -11,11 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from archbench_reports.compare import compare_runs, devices_note
-from archbench_reports.evidence import device_groups
-from archbench_reports.load import load_run
-from archbench_reports.render import render_html
-from archbench_sweep.shards import (
+from archbench.instrument.sweep.shards import (
     Case,
     ShardRun,
     case_weight,
@@ -26,6 +22,10 @@ from archbench_sweep.shards import (
     split_cases,
     visible_device,
 )
+from archbench.reports.compare import compare_runs, devices_note
+from archbench.reports.evidence import device_groups
+from archbench.reports.load import load_run
+from archbench.reports.render import render_html
 from ppo_core.errors import ConfigError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -200,12 +200,13 @@ def _full_profile_cases(tmp_path: Path) -> list[str]:
     import subprocess
     import sys
 
-    from archbench_sweep.runner import bench_dir
+    from archbench.instrument.sweep.runner import bench_dir
 
     records = tmp_path / "records.jsonl"
     bench = bench_dir()
     command = [sys.executable, "-m", "pytest", str(bench), "--collect-only", "-q",
-               "-p", "no:cacheprovider", "-p", "archbench_sweep.plugin", "--profile", "full",
+               "-p", "no:cacheprovider", "-p", "archbench.instrument.sweep.plugin",
+               "--profile", "full",
                "--device", "cpu", "--archbench-records", str(records)]  # fmt: skip
     done = subprocess.run(command, cwd=bench.parent, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -216,7 +217,7 @@ def _full_profile_cases(tmp_path: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_shards_of_the_full_profile_are_balanced_by_case(tmp_path):
-    from archbench_sweep.shards import case_of
+    from archbench.instrument.sweep.shards import case_of
 
     cases = [case_of(nodeid) for nodeid in _full_profile_cases(tmp_path)]
     assert len(cases) > 100

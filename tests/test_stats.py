@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from archbench_reports.stats import (
+from archbench.reports.stats import (
     benjamini_hochberg,
     bootstrap_ratio_ci,
     bootstrap_ratio_test,
@@ -113,7 +113,7 @@ def test_bootstrap_ratio_test_extrapolates_beyond_its_last_resample():
 
 
 def test_quantile_interval_is_the_order_statistics_the_binomial_gives():
-    from archbench_reports.stats import quantile_interval, quantile_upper_bound
+    from archbench.reports.stats import quantile_interval, quantile_upper_bound
 
     # Median of 6: P(B = 0) = P(B = 6) = 1/64 each, so [x(1), x(6)] covers 62/64 = 96.9%;
     # [x(2), x(6)] would miss 1/64 + 6/64 = 10.9%.
@@ -133,7 +133,7 @@ def test_quantile_interval_is_the_order_statistics_the_binomial_gives():
 
 
 def test_rate_score_is_the_wall_clock_rate_and_ignores_the_recorded_order():
-    from archbench_reports.scores import rate_score
+    from archbench.reports.scores import rate_score
 
     # 100 steps in 1 s and in 3 s: 200 steps in 4 s is 50/s, not the median rate (66.7/s).
     assert rate_score([100.0, 100.0 / 3]).value == pytest.approx(50.0)

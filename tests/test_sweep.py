@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 import ppo_core
-from archbench_reports.load import load_run
-from archbench_sweep.options import SWEEP_OPTIONS, SweepOptions
-from archbench_sweep.progress import Progress, _headline
-from archbench_sweep.rebuild import rebuild_run, resolve_run
-from archbench_sweep.runner import bench_dir, pytest_command, run_name, run_sweep
+from archbench.instrument.sweep.options import SWEEP_OPTIONS, SweepOptions
+from archbench.instrument.sweep.progress import Progress, _headline
+from archbench.instrument.sweep.rebuild import rebuild_run, resolve_run
+from archbench.instrument.sweep.runner import bench_dir, pytest_command, run_name, run_sweep
+from archbench.reports.load import load_run
 from ppo_core.errors import ArchbenchError
 
 
@@ -105,7 +105,7 @@ def test_options_parsed_by_the_cli_read_back_the_same_in_pytest():
     ],
 )
 def test_sweep_refuses_a_bad_option_in_one_line_before_pytest(tmp_path, capsys, argv, message):
-    from archbench_cli.main import main
+    from archbench.cli.main import main
 
     out = tmp_path / "runs"
     assert main(["sweep", *argv, "--out", str(out)]) == 2
@@ -116,7 +116,7 @@ def test_sweep_refuses_a_bad_option_in_one_line_before_pytest(tmp_path, capsys, 
 
 
 def test_sweep_reads_the_data_file_before_pytest(tmp_path, capsys):
-    from archbench_cli.main import main
+    from archbench.cli.main import main
 
     few = tmp_path / "few.csv"
     few.write_text("Date,Open,High,Low,Close,Volume\n2020-01-01,1,1,1,1,1\n")
@@ -138,7 +138,7 @@ def test_sweep_reads_the_data_file_before_pytest(tmp_path, capsys):
 
 
 def test_sweep_refuses_a_file_as_its_output_folder(tmp_path, capsys):
-    from archbench_cli.main import main
+    from archbench.cli.main import main
 
     taken = tmp_path / "runs"
     taken.write_text("not a folder")
@@ -207,7 +207,7 @@ def test_a_tiny_sweep_writes_a_readable_run(tmp_path, monkeypatch):
     assert frame["device"].iloc[0] == "cpu"
     assert any("[2/2] passed" in line for line in lines)
     if result.html_path is None:
-        assert "archbench_reports.render" in result.report_note
+        assert "archbench.reports.render" in result.report_note
     else:
         assert result.html_path.stat().st_size > 0
 
@@ -236,7 +236,7 @@ def _held_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path, int]:
     (tmp_path / "archbench_hold.py").write_text(_HOLD_PLUGIN)
     held = tmp_path / "held"
     code = (
-        "import sys; from archbench_cli.main import main; "
+        "import sys; from archbench.cli.main import main; "
         f"sys.exit(main(['sweep', '--presets', 'tiny', '--device', 'cpu', '--out', "
         f"{str(tmp_path)!r}, '--no-report', '--', '-k', 'env_step', '-p', 'archbench_hold']))"
     )
@@ -344,7 +344,7 @@ def test_a_case_past_its_timeout_fails_with_that_reason_and_the_rest_run(tmp_pat
     (tmp_path / "test_slow.py").write_text(
         "import time\n\ndef test_stuck():\n    time.sleep(60)\n\ndef test_next():\n    pass\n"
     )
-    plugin = ["-p", "archbench_sweep.plugin", "--archbench-case-timeout", "1"]
+    plugin = ["-p", "archbench.instrument.sweep.plugin", "--archbench-case-timeout", "1"]
     command = [
         sys.executable,
         "-m",
@@ -364,9 +364,9 @@ def test_a_case_past_its_timeout_fails_with_that_reason_and_the_rest_run(tmp_pat
 
 
 def test_shards_below_one_and_resume_with_other_options_are_one_line(capsys, tmp_path):
-    from archbench_cli.main import main
+    from archbench.cli.main import main
 
-    # Refused by the one range table every numeric flag goes through (archbench_cli._common).
+    # Refused by the one range table every numeric flag goes through (archbench.cli._common).
     assert main(["sweep", "--ray", "local", "--shards", "0"]) == 2
     assert "--shards 0: must be in (0," in capsys.readouterr().err
     assert main(["sweep", "--resume", str(tmp_path), "--presets", "tiny"]) == 2
@@ -377,7 +377,7 @@ def test_shards_below_one_and_resume_with_other_options_are_one_line(capsys, tmp
 
 
 def test_a_killed_sweep_is_rebuilt_by_report_from_its_records(tmp_path, capsys):
-    from archbench_cli.main import main
+    from archbench.cli.main import main
 
     sweep, _out, pytest_pid = _held_sweep(tmp_path)
     os.kill(sweep.pid, signal.SIGKILL)
@@ -451,7 +451,7 @@ def test_a_case_that_measured_nothing_says_why_on_its_progress_line():
 
 
 def test_a_half_written_benchmark_json_is_not_taken_for_a_result(tmp_path):
-    from archbench_sweep.rebuild import is_complete_json
+    from archbench.instrument.sweep.rebuild import is_complete_json
 
     whole, half = tmp_path / "whole.json", tmp_path / "half.json"
     whole.write_text('{"benchmarks": []}')
@@ -500,13 +500,13 @@ def test_cases_without_an_extra_say_why_and_raise_no_benchmark_warnings(tmp_path
 
 
 def test_a_failing_report_keeps_the_run_and_says_where_the_traceback_is(tmp_path, monkeypatch):
-    import archbench_reports.render
-    from archbench_sweep.runner import _render
+    import archbench.reports.render
+    from archbench.instrument.sweep.runner import _render
 
     def broken(*_args, **_kwargs):
         raise KeyError("memory_bytes")
 
-    monkeypatch.setattr(archbench_reports.render, "render_report", broken)
+    monkeypatch.setattr(archbench.reports.render, "render_report", broken)
     run, log = tmp_path / "run.json", tmp_path / "run.log"
     run.write_text("{}")
     html, note = _render(run, log)
@@ -527,7 +527,7 @@ def test_a_peer_case_has_a_progress_headline():
 
 
 def test_a_case_hung_past_its_timeout_is_stopped_and_recorded_as_lost(tmp_path, monkeypatch):
-    from archbench_sweep import runner
+    from archbench.instrument.sweep import runner
 
     # The held case sleeps in its setup, where the case timeout (armed around the call) cannot
     # reach it: the stand-in for a case stuck inside one long C or CUDA call.

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from archbench_instrument.timing import Latency, Timer, percentile, time_callable
+from archbench.instrument.timing import Latency, Timer, percentile, time_callable
 
 try:
     import torch
@@ -160,7 +160,7 @@ def test_cuda_timer_waits_for_queued_kernels():
 
 def test_cuda_timer_syncs_then_reads_the_events(monkeypatch):
     """The CUDA path's order of calls, with the event helpers faked (runs without a GPU)."""
-    from archbench_instrument.device import gpu
+    from archbench.instrument.device import gpu
 
     calls = []
     monkeypatch.setattr(gpu, "cuda_synchronize", lambda device: calls.append(("sync", device)))

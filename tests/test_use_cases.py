@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from archbench_instrument.device.datasheets import cpu_spec, find_gpu
-from archbench_reports.load import load_runs
-from archbench_reports.pick import pick
-from archbench_reports.scores import (
+from archbench.instrument.device.datasheets import cpu_spec, find_gpu
+from archbench.reports.load import load_runs
+from archbench.reports.pick import pick
+from archbench.reports.scores import (
     Score,
     annualised_sharpe,
     block_length,
@@ -29,13 +29,13 @@ from archbench_reports.scores import (
     oos_scores,
     paired_seeds,
 )
-from archbench_reports.stats import (
+from archbench.reports.stats import (
     bootstrap_ratio_ci,
     mann_whitney_u,
     mean_ci,
     t_critical_975,
 )
-from archbench_reports.use_cases import USE_CASES, Limits, decide, evidence_from_frame, recommend
+from archbench.reports.use_cases import USE_CASES, Limits, decide, evidence_from_frame, recommend
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUN = FIXTURES / "run-cpu-quick.json"
@@ -232,7 +232,7 @@ def test_pick_on_the_h100_runs_names_the_measured_fastest(h100_paths):
 
 
 def _cpu_device(df):
-    from archbench_instrument.device.machine import Ceilings
+    from archbench.instrument.device.machine import Ceilings
 
     model = df["cpu_model"].dropna().iloc[0]
     # Stated rates: only the device's identity and memory matter to a pick of its own runs.

@@ -1,0 +1,618 @@
+"""`archbench train` and `archbench evaluate`: train a policy on a dataset and score a
+checkpoint against the baselines a trader uses, at the data's cost."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+import threading
+from typing import Any
+
+from archbench.cli._common import LOOKBACK_HELP, default, output_file, print_json, size_options
+from archbench.cli.tables import eval_table, observation_words
+from ppo_core.config import EnvConfig, PPOConfig
+from ppo_core.device import TRAINING_PRECISIONS
+from ppo_core.errors import ConfigError
+
+__all__ = ["add_commands"]
+
+_DATA_HELP = (
+    "synthetic, sp500, nasdaq, eurusd-1h, googl (the `data` extra) or a CSV/Parquet OHLCV file"
+)
+
+
+def add_commands(subcommands: argparse._SubParsersAction) -> None:
+    from ppo_core.presets import TRAINING_MODES
+
+    train = subcommands.add_parser(
+        "train",
+        help="train one network size with PPO on market data and save a checkpoint",
+        description="Train an actor-critic of one size with PPO on the trading environment, "
+        "then print its validation metrics beside the flat, buy-and-hold, trend-rule, "
+        "matched-turnover random and (synthetic data) oracle baselines, with the cost, the period, "
+        "bars per year and the Sharpe's standard error. The checkpoint holds the full config, "
+        "weights, Adam state and the training split's normalisation statistics.",
+    )
+    size = size_options(
+        train,
+        "network size (default: tiny, which trains in minutes on a CPU; medium, the reference "
+        "size, wants a GPU; with --resume, the checkpoint's)",
+        "custom widths, e.g. 768,384,192",
+    )
+    size.add_argument(
+        "--auto", action="store_true", help="hidden_dims, n_envs and minibatch from the GPU tier"
+    )
+    _add_data_options(train, "synthetic; with --resume, the checkpoint's data")
+    train.add_argument("--lookback", type=int, metavar="BARS", help=LOOKBACK_HELP)
+    timesteps = default(PPOConfig, "total_timesteps")
+    train.add_argument(
+        "--timesteps",
+        type=int,
+        help=f"env steps (default {timesteps:,}); with --resume, steps MORE than the checkpoint "
+        "has run (default: what is left of its own budget)",
+    )
+    train.add_argument(
+        "--mode",
+        choices=list(TRAINING_MODES),
+        help="training mode (default quick; with --resume, the checkpoint's settings)",
+    )
+    train.add_argument(
+        "--n-envs", type=int, help=f"parallel environments (default {default(PPOConfig, 'n_envs')})"
+    )
+    train.add_argument("--n-steps", type=int, help="steps per environment per rollout")
+    train.add_argument(
+        "--minibatch",
+        type=int,
+        help=f"minibatch size (default {default(PPOConfig, 'minibatch_size')})",
+    )
+    train.add_argument("--epochs", type=int, help="update epochs per rollout")
+    train.add_argument("--lr", type=float, help="learning rate")
+    train.add_argument(
+        "--gamma", type=float, help=f"discount factor (default {default(PPOConfig, 'gamma')})"
+    )
+    train.add_argument(
+        "--gae-lambda", type=float, help=f"GAE lambda (default {default(PPOConfig, 'gae_lambda')})"
+    )
+    train.add_argument("--ent-coef", type=float, help="entropy bonus weight (mode's default)")
+    train.add_argument(
+        "--clip-coef",
+        type=float,
+        help=f"PPO ratio clip range (default {default(PPOConfig, 'clip_coef')})",
+    )
+    train.add_argument(
+        "--cost-bps",
+        type=float,
+        help="trading cost per unit of position change, bp (default: the data's: "
+        f"synthetic {default(EnvConfig, 'cost_bps'):g}, eurusd-1h 1, sp500/nasdaq/googl 5; a file "
+        f"{default(EnvConfig, 'cost_bps'):g} with a warning)",
+    )
+    train.add_argument(
+        "--no-account-state",
+        action="store_true",
+        help="observe the market window only, without position, unrealised return, bars held",
+    )
+    seed, device = default(PPOConfig, "seed"), default(PPOConfig, "device")
+    train.add_argument("--seed", type=int, default=seed, help=f"seed (default {seed})")
+    train.add_argument("--device", default=device, help=f"auto, cpu, cuda or cuda:N ({device})")
+    train.add_argument(
+        "--precision",
+        choices=["auto", *TRAINING_PRECISIONS],
+        default=default(PPOConfig, "precision"),
+        help="matmul precision: fp32, tf32 (fp32 tensors, TF32 matmuls), bf16 (autocast); "
+        "auto: tf32 on a CUDA GPU of compute capability 8.0+, else fp32",
+    )
+    train.add_argument("--compile", action="store_true", help="torch.compile the policy")
+    train.add_argument("--checkpoint-every", type=int, default=0, metavar="N", help="iterations")
+    train.add_argument(
+        "--resume",
+        metavar="CKPT",
+        help="continue this checkpoint's run: its architecture, data, costs and settings, for "
+        "what is left of its budget (or --timesteps more steps)",
+    )
+    train.add_argument(
+        "--out", help="checkpoint path (default model.pt; with --resume, the checkpoint itself)"
+    )
+    train.add_argument("--json", action="store_true", help="print the summary as JSON")
+    train.set_defaults(handler=_train)
+
+    evaluate = subcommands.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint on a data split against baselines",
+        description="Run a checkpoint's deterministic policy over a whole split and print total "
+        "log return, annualised Sharpe, max drawdown, turnover and hit rate beside the baselines "
+        "(flat, buy-and-hold, a trend rule, random at the policy's own turnover), with the cost "
+        "and where it came from, the split's period, bars per year and the Sharpe's standard "
+        "error (a warning above 1). Features are normalised with the statistics stored in the "
+        "checkpoint.",
+    )
+    evaluate.add_argument("checkpoint", help="a checkpoint written by `archbench train`")
+    _add_data_options(evaluate, "the data the checkpoint was trained on")
+    evaluate.add_argument("--split", choices=["train", "validation", "test"], default="validation")
+    evaluate.add_argument("--seed", type=int, default=0, help="synthetic data seed (default 0)")
+    evaluate.add_argument(
+        "--allow-in-sample",
+        action="store_true",
+        help="score a split that overlaps the checkpoint's training bars anyway",
+    )
+    evaluate.add_argument(
+        "--cost-bps",
+        type=float,
+        help="trading cost per unit of position change, bp (default: the checkpoint's on its own "
+        "data, else the data's: eurusd-1h 1, sp500/nasdaq/googl 5, synthetic 30)",
+    )
+    evaluate.add_argument("--device", default=device, help=f"auto, cpu, cuda or cuda:N ({device})")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.set_defaults(handler=_evaluate)
+
+
+def _add_data_options(parser: argparse.ArgumentParser, default_data: str) -> None:
+    """--data and the options that shape the data it names."""
+    from ppo_core.synthetic import DEFAULT_SIGNAL_STRENGTH, SYNTHETIC_BARS
+
+    parser.add_argument("--data", help=f"{_DATA_HELP} (default: {default_data})")
+    parser.add_argument(
+        "--bars",
+        type=int,
+        help=f"bars of the data to use (synthetic: length to make, default {SYNTHETIC_BARS:,})",
+    )
+    parser.add_argument(
+        "--signal-strength",
+        type=float,
+        help="synthetic data: the planted edge per bar in units of volatility "
+        f"(default {DEFAULT_SIGNAL_STRENGTH:g})",
+    )
+    _add_timestamp_options(parser)
+
+
+def _add_timestamp_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timestamp-column", metavar="NAME", help="files only: the column holding the bar times"
+    )
+    parser.add_argument(
+        "--timestamp-format",
+        metavar="FMT",
+        help="files only: a strftime pattern ('%%d.%%m.%%Y %%H:%%M'), dayfirst, monthfirst, "
+        "epoch_s or epoch_ms (default: detected)",
+    )
+
+
+def _training_config(args: argparse.Namespace, stored=None):  # -> PPOConfig
+    """The run's PPOConfig: a new run's from the size options and --mode, a resumed run's
+    (`stored`, its checkpoint) from the checkpoint; then every flag given overrides."""
+    from ppo_core.config import NetworkConfig, PPOConfig
+    from ppo_core.presets import PRESETS, TRAINING_MODES, parse_hidden_dims
+
+    if args.timesteps is not None and args.timesteps <= 0:
+        raise ConfigError(f"--timesteps must be positive, got {args.timesteps}")
+    timesteps = args.timesteps or default(PPOConfig, "total_timesteps")
+    if stored is not None:
+        config = _resumed_config(args, stored)
+    elif args.auto:
+        from archbench.instrument.device.tiers import get_auto_config
+
+        config = get_auto_config(timesteps, args.mode or "quick", device=args.device)
+    else:
+        dims = parse_hidden_dims(args.hidden_dims) if args.hidden_dims else PRESETS["tiny"]
+        if args.preset:
+            dims = PRESETS[args.preset]
+        config = PPOConfig(
+            total_timesteps=timesteps,
+            network=NetworkConfig(hidden_dims=dims),
+            device=args.device,
+            **TRAINING_MODES[args.mode or "quick"],
+        )
+    overrides = {
+        "n_envs": args.n_envs,
+        "n_steps": args.n_steps,
+        "minibatch_size": args.minibatch,
+        "n_epochs": args.epochs,
+        "learning_rate": args.lr,
+        "gamma": args.gamma,
+        "gae_lambda": args.gae_lambda,
+        "ent_coef": args.ent_coef,
+        "clip_coef": args.clip_coef,
+    }
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if args.cost_bps is not None:
+        changes["env"] = dataclasses.replace(config.env, cost_bps=args.cost_bps)
+    network = {"account_state": False} if args.no_account_state else {}
+    if args.lookback is not None:
+        network["lookback"] = args.lookback
+    if network and stored is None:  # a resumed run's architecture is the checkpoint's
+        changes["network"] = dataclasses.replace(config.network, **network)
+    changes.update(seed=args.seed, precision=args.precision, compile=args.compile)
+    if "minibatch_size" not in changes:
+        batch = changes.get("n_envs", config.n_envs) * changes.get("n_steps", config.n_steps)
+        changes["minibatch_size"] = min(config.minibatch_size, batch)
+    config = config.replace(**changes)
+    return config if stored is None else _resumed_budget(config, stored, args.timesteps)
+
+
+def _resumed_config(args: argparse.Namespace, stored):  # -> PPOConfig
+    """The checkpoint's run: its architecture (a size flag that asks for another one is refused
+    in one line), data layout, costs and settings; --mode, when given, resets what modes set."""
+    from ppo_core.config import PPOConfig
+    from ppo_core.presets import TRAINING_MODES, parse_hidden_dims
+
+    if args.auto:
+        raise ConfigError(
+            f"--auto picks a size for a new run; --resume continues {stored.path} at its own "
+            f"size {tuple(stored.config.hidden_dims)}: drop --auto"
+        )
+    wanted = stored.config
+    if args.preset or args.hidden_dims:
+        dims = parse_hidden_dims(args.preset or args.hidden_dims)
+        wanted = dataclasses.replace(wanted, hidden_dims=dims)
+    if args.no_account_state:
+        wanted = dataclasses.replace(wanted, account_state=False)
+    if args.lookback is not None:
+        wanted = dataclasses.replace(wanted, lookback=args.lookback)
+    stored.check_architecture(wanted)
+    if stored.ppo_config is None:  # saved with its network alone: today's defaults train it
+        config = PPOConfig(network=stored.config, **TRAINING_MODES[args.mode or "quick"])
+    else:
+        config = stored.ppo_config.replace(network=stored.config)
+        if args.mode:
+            config = config.replace(**TRAINING_MODES[args.mode])
+    return config.replace(device=args.device)
+
+
+def _resumed_budget(config, stored, more: int | None):  # -> PPOConfig
+    """A resumed run's total_timesteps: `more` steps past the checkpoint's iterations, or
+    (`more` None) what is left of its own budget; a finished run is refused, nothing written."""
+    done = int(stored.meta.get("iteration", 0))
+    if more is None:
+        more = config.total_timesteps - int(stored.meta.get("global_step", 0))
+        if more < config.batch_size:
+            raise ConfigError(
+                f"{stored.path} has run its whole budget ({config.total_timesteps:,} steps, "
+                f"iteration {done}): nothing is left to resume; add --timesteps N to train "
+                "N more steps"
+            )
+    iterations = done + max(1, more // config.batch_size)
+    return config.replace(total_timesteps=iterations * config.batch_size)
+
+
+def _signal(args: argparse.Namespace) -> dict[str, Any]:
+    """load_market_data's keyword arguments from the command line's data options."""
+    options: dict[str, Any] = {}
+    if args.signal_strength is not None:
+        options["signal_strength"] = args.signal_strength
+    if args.timestamp_column is not None:
+        options["timestamp_column"] = args.timestamp_column
+    if args.timestamp_format is not None:
+        options["timestamp_format"] = args.timestamp_format
+    return options
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ppo_core import checkpoint
+    from ppo_core.data import Normalizer, prepare
+    from ppo_core.device import resolve_device, resolve_precision
+    from ppo_core.env import TradingEnv
+    from ppo_core.evaluation import EvalContext, evaluate_with_baselines
+    from ppo_core.loaders import load_market_data
+    from ppo_core.trainer import PPOTrainer
+
+    # Read once (a checkpoint with Adam's state can be hundreds of MB).
+    stored = checkpoint.load(args.resume) if args.resume else None
+    config = _training_config(args, stored)
+    out = _check_train_out(args)
+    device = resolve_device(config.device).device
+    resolve_precision(config.precision, device)  # refuse tf32/bf16 on a CPU before any work
+    # Resumed weights were trained on the checkpoint's feature scaling: keep it.
+    normalizer = Normalizer.from_dict(stored.obs_norm) if stored and stored.obs_norm else None
+    if stored is not None and args.data is None:
+        market = _checkpoint_market(args, stored, args.resume)
+    else:
+        data_spec = args.data or "synthetic"
+        market = load_market_data(data_spec, bars=args.bars, seed=config.seed, **_signal(args))
+    # Data that cannot be used is refused before any warning about how it would be traded.
+    data = prepare(market, lookback=config.network.lookback, normalizer=normalizer)
+    cost = _train_cost(args, market, stored)
+    _warn(cost.warning)  # before the training it would spoil
+    config = config.replace(env=dataclasses.replace(config.env, cost_bps=cost.bps))
+    env = TradingEnv(
+        data,
+        "train",
+        config.n_envs,
+        config.env,
+        device=device,
+        seed=config.seed,
+        network=config.network,
+    )
+    trainer = PPOTrainer(env, config.replace(device=str(device)))
+    if stored is not None:
+        trainer.resume(stored)
+    stats = _learn(
+        trainer, out, args, _banner(config, market, device, trainer.iteration, args.resume)
+    )
+    if isinstance(stats, int):
+        return stats  # stopped by a signal: the checkpoint is written, the exit status says so
+    try:
+        results = evaluate_with_baselines(trainer.policy, data, "validation", config.env.cost_bps)
+    except KeyboardInterrupt:
+        print(
+            "archbench train: interrupted during the final validation pass; the trained "
+            f"checkpoint {out} was kept (score it with: archbench evaluate {out})",
+            file=sys.stderr,
+        )
+        return 128 + signal.SIGINT
+    context = EvalContext.of(data, "validation", cost, results["policy"])
+    summary = {
+        "checkpoint": str(out),
+        "hidden_dims": list(config.network.hidden_dims),
+        "gamma": config.gamma,
+        "gae_lambda": config.gae_lambda,
+        "cost_bps": config.env.cost_bps,
+        "account_state": config.network.account_state,
+        "account_gain": config.network.observation_layout["account_gain"],
+        "iterations": len(stats),
+        "last_iteration": stats[-1].to_dict() if stats else None,
+        "validation": {name: r.to_dict() for name, r in results.items()},
+        "validation_context": context.to_dict(),
+    }
+    if args.json:
+        print_json(summary)
+    else:
+        if stats:
+            last = stats[-1]
+            print(
+                f"last iteration: {last.train_env_steps_per_s:,.0f} env-steps/s "
+                f"(whole iteration, {trainer.precision}), "
+                f"{last.update_samples_per_s:,.0f} update samples/s, "
+                f"explained variance {last.explained_variance:.3f}"
+            )
+        eval_table(f"validation split of {market.name}", results, context)
+        print(f"checkpoint written to {out}")
+    _warn(context.caveat)
+    return 0
+
+
+def _learn(trainer, out, args: argparse.Namespace, banner: str):  # -> list[IterationStats] | int
+    """trainer.learn with the stop signals handled: the stats, or the exit status of a run a
+    signal stopped (its checkpoint written, the command that continues it printed)."""
+    with _StopAfterIteration() as stop:
+        if not args.json:
+            print(banner, file=sys.stderr)
+        try:
+            return trainer.learn(
+                checkpoint_path=out,
+                checkpoint_every=args.checkpoint_every,
+                on_iteration=stop.check,
+            )
+        except (_Stopped, KeyboardInterrupt):
+            # A stop keeps the training done so far: the checkpoint resumes with --resume.
+            trainer.save(out)
+            name = signal.Signals(stop.signum or signal.SIGINT).name
+            print(
+                f"archbench train: interrupted by {name} after iteration {trainer.iteration} "
+                f"of {trainer.config.n_iterations}; checkpoint written to {out} "
+                f"(continue with: archbench train --resume {out})",
+                file=sys.stderr,
+            )
+            return 128 + (stop.signum or signal.SIGINT)
+
+
+def _check_train_out(args: argparse.Namespace):  # -> Path
+    from pathlib import Path
+
+    # --out may be --resume's file: the continued run replaces it (atomically), as intended.
+    data = [args.data] if args.data and Path(args.data).is_file() else []
+    out = args.out or args.resume or "model.pt"
+    return output_file(out, data, flag="--out", example="model.pt")
+
+
+def _banner(config, market, device, done: int, resumed: str | None) -> str:
+    """What `train` is about to do, on one line: size, data, budget, discounting, cost, input."""
+    dims = ",".join(map(str, config.network.hidden_dims))
+    todo = config.n_iterations - done
+    start = f"resuming {resumed} after iteration {done}: training" if resumed else "training"
+    return (
+        f"{start} hidden_dims ({dims}) on {market.name} ({len(market.timestamps):,} bars) for "
+        f"{todo * config.batch_size:,} steps on {device}: {todo} iterations of "
+        f"{config.n_envs} envs x {config.n_steps} steps; gamma {config.gamma}, gae_lambda "
+        f"{config.gae_lambda}, cost {config.env.cost_bps:g} bp, input "
+        f"{observation_words(config.network)}"
+    )
+
+
+class _Stopped(Exception):
+    """Raised between PPO iterations once a stop signal has arrived."""
+
+
+class _StopAfterIteration:
+    """SIGINT and SIGTERM during training: the first stops it at the end of the running
+    iteration (weights and Adam state consistent), a second stops it at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _note(self, signum: int, _frame: object) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(
+            f"archbench train: {signal.Signals(signum).name}: stopping after this iteration and "
+            "saving the checkpoint (again to stop at once)",
+            file=sys.stderr,
+        )
+
+    def check(self, _stats: object) -> None:
+        if self.signum is not None:
+            raise _Stopped
+
+    def __enter__(self) -> _StopAfterIteration:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _check_features(ckpt, n_features: int) -> None:  # ckpt: checkpoint.Checkpoint
+    """The policy's input width against the data's, as one ArchitectureMismatch line (torch
+    would say 'mat1 and mat2 shapes cannot be multiplied')."""
+    from ppo_core.errors import ArchitectureMismatch
+
+    config = ckpt.config
+    if config.n_features != n_features:
+        raise ArchitectureMismatch(
+            f"checkpoint {ckpt.path} has n_features {config.n_features} "
+            f"({config.obs_dim} inputs with lookback {config.lookback}); the data gives "
+            f"{n_features} features per bar ({n_features * config.lookback} inputs): it was "
+            "trained on other features, so it cannot be evaluated on these"
+        )
+
+
+def _train_cost(args: argparse.Namespace, market, stored):  # -> TradingCost
+    """The cost training pays: --cost-bps, else a resumed run's own (`stored`, the checkpoint
+    or None), else the data's default (a property of the data: 1 bp on hourly EUR/USD is not
+    the synthetic market's 30 bp)."""
+    from ppo_core.loaders import default_cost
+    from ppo_core.market import TradingCost
+
+    if args.cost_bps is not None:
+        return TradingCost(args.cost_bps, "--cost-bps")
+    if stored is not None and stored.ppo_config is not None:
+        return TradingCost(stored.ppo_config.env.cost_bps, f"the cost {args.resume} was trained at")
+    return default_cost(market)
+
+
+def _evaluate_cost(args: argparse.Namespace, ckpt, market):  # -> TradingCost
+    """The cost a checkpoint is scored at: --cost-bps, else the cost it was trained at when
+    scored on its own data series, else the data's default."""
+    from ppo_core.loaders import default_cost
+    from ppo_core.market import TradingCost
+
+    if args.cost_bps is not None:
+        return TradingCost(args.cost_bps, "--cost-bps")
+    default = default_cost(market)
+    # The same series: the same recorded spec (a file's resolved path, a dataset's name).
+    trained = (ckpt.data or {}).get("origin") or {}
+    if ckpt.ppo_config is None or trained.get("spec") != (market.origin or {}).get("spec"):
+        return default
+    bps = ckpt.ppo_config.env.cost_bps
+    source = f"the cost {args.checkpoint} was trained at"
+    if bps != default.bps:
+        return TradingCost(bps, source)
+    # The data's default, said as such; on a file, the synthetic default keeps its warning.
+    return TradingCost(bps, f"{source}, {default.source}", default.warning)
+
+
+def _warn(message: str | None) -> None:
+    """A cost warning or a Sharpe caveat, on stderr so that --json output stays clean."""
+    if message:
+        print(f"warning: {message}", file=sys.stderr)
+
+
+def _checkpoint_market(args: argparse.Namespace, ckpt, path: str):  # -> market.MarketData
+    """The bars to evaluate on or resume with: --data when given, else the checkpoint's own
+    training data (the checkpoint at `path`), rebuilt from its recorded origin and checked
+    against its content hash."""
+    from pathlib import Path
+
+    from ppo_core.errors import DataError
+    from ppo_core.loaders import DATASETS, load_market_data
+
+    if args.data is not None:
+        return load_market_data(args.data, bars=args.bars, seed=args.seed, **_signal(args))
+    if args.bars is not None or _signal(args):
+        raise ConfigError(
+            "--bars, --signal-strength and the timestamp options shape the data --data names; "
+            f"without --data the checkpoint's own data is used ({path})"
+        )
+    identity = ckpt.data or {}
+    origin = identity.get("origin")
+    if not isinstance(origin, dict) or "spec" not in origin:
+        raise DataError(
+            f"{path} does not record its training data (written before archbench "
+            "recorded it); pass --data"
+        )
+    spec = str(origin["spec"])
+    if spec.lower() not in ("synthetic", *DATASETS) and not Path(spec).exists():
+        raise DataError(
+            f"{path} was trained on the file {spec}, which is no longer there (moved or "
+            "deleted); pass --data with the file's path now to use it"
+        )
+    options = {k: v for k, v in origin.items() if k != "spec" and v is not None}
+    market = load_market_data(spec, **options)
+    if market.content_hash() != identity.get("sha256"):
+        raise DataError(
+            f"{path}: its training data {spec} has changed since training "
+            f"(content hash differs); pass --data to evaluate on it as new data"
+        )
+    return market
+
+
+def _in_sample_overlap(ckpt, data, split: str) -> str | None:
+    """Why `split` of `data` overlaps the checkpoint's training bars, or None when it does not.
+    Bars are the same bars when the data is the same series (same name and, for synthetic
+    data, the same seed and signal): then their times are compared."""
+    import numpy as np
+
+    from ppo_core.data import format_time
+
+    identity = ckpt.data
+    if not identity or identity.get("name") != data.market.name:
+        return None
+    trained, now = identity.get("origin") or {}, data.market.origin or {}
+    if any(trained.get(k) != now.get(k) for k in ("seed", "signal_strength")):
+        return None
+    first, last = (np.datetime64(t) for t in identity["split_times"]["train"])
+    start, end = data.splits.range(split)
+    lo, hi = data.market.timestamps[start], data.market.timestamps[end - 1]
+    if hi < first or lo > last:
+        return None
+    lo, hi, first, last = map(format_time, (lo, hi, first, last))
+    return (
+        f"the {split} split ({lo} .. {hi}) overlaps the bars {ckpt.path} was trained on "
+        f"({first} .. {last}); pass --allow-in-sample to score it anyway"
+    )
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ppo_core import checkpoint
+    from ppo_core.data import Normalizer, prepare
+    from ppo_core.device import resolve_device
+    from ppo_core.errors import DataError
+    from ppo_core.evaluation import EvalContext, evaluate_with_baselines
+    from ppo_core.features import FEATURE_NAMES
+    from ppo_core.network import ActorCritic
+
+    ckpt = checkpoint.load(args.checkpoint)
+    _check_features(ckpt, len(FEATURE_NAMES))
+    normalizer = Normalizer.from_dict(ckpt.obs_norm) if ckpt.obs_norm else None
+    market = _checkpoint_market(args, ckpt, args.checkpoint)
+    data = prepare(market, lookback=ckpt.config.lookback, normalizer=normalizer)
+    overlap = _in_sample_overlap(ckpt, data, args.split)
+    if overlap and not args.allow_in_sample:
+        raise DataError(overlap)
+    policy = ActorCritic(ckpt.config)
+    policy.load_state_dict(ckpt.policy_state_dict)
+    policy.to(resolve_device(args.device).device)
+    cost = _evaluate_cost(args, ckpt, market)
+    _warn(cost.warning)
+    results = evaluate_with_baselines(policy, data, args.split, cost.bps)
+    context = EvalContext.of(data, args.split, cost, results["policy"])
+    if args.json:
+        print_json(
+            {
+                "checkpoint": str(args.checkpoint),
+                "data": market.name,
+                "in_sample": bool(overlap),
+                **context.to_dict(),
+                "results": {name: r.to_dict() for name, r in results.items()},
+            }
+        )
+    else:
+        note = " (in-sample)" if overlap else ""
+        eval_table(f"{args.split} split of {market.name}{note}", results, context)
+    _warn(context.caveat)
+    return 0

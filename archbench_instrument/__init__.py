@@ -1,6 +1,0 @@
-"""The measuring kit: timing, memory, the device layer, inference backends, peers, workloads
-and the archbench/1 record. Imports the subject (`ppo_core`), never reports or the CLI.
-
-Importing the package is cheap (no torch): `archbench_reports` reads `archbench_instrument.record`
-for the schema.
-"""
