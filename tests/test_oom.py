@@ -73,9 +73,9 @@ def test_other_errors_are_not_out_of_memory(error):
 
 
 def test_bench_cases_use_the_shared_check(monkeypatch):
-    monkeypatch.syspath_prepend(
-        str(__import__("archbench.instrument.sweep.runner").runner.bench_dir())
-    )
+    from archbench.instrument.sweep.runner import bench_dir
+
+    monkeypatch.syspath_prepend(str(bench_dir()))
     from _cases import is_oom
 
     assert is_oom(_raised_by(host_oom))
