@@ -1,4 +1,4 @@
-"""archbench.instrument.sweep.runfile: the run file's archbench_run section (what a run lacks and
+"""archbench.instrument.runfile: the run file's archbench_run section (what a run lacks and
 why, where its shards ran), resume's reading of an earlier run, and the report's line for both."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from archbench.instrument.sweep.runfile import (
+from archbench.instrument.runfile import (
     attach_run,
     finished_cases,
     fold_in,

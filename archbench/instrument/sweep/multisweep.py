@@ -1,7 +1,7 @@
 """`archbench sweep --devices` (and the parts `--ray` shares): one shard of the sweep per
 device, each an ordinary single-device `archbench sweep` process, merged into one run
 (archbench.instrument.sweep.shards) that says what it lacks
-(archbench.instrument.sweep.runfile), and rendered.
+(archbench.instrument.runfile), and rendered.
 
 On one node the shards are subprocesses pinned with CUDA_VISIBLE_DEVICES; on a Ray cluster
 (archbench.instrument.sweep.raysweep) each is a task asking for one GPU or one CPU.
@@ -26,20 +26,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from archbench.instrument.sweep.options import parse_cost_bps, parse_lookback
-from archbench.instrument.sweep.progress import Progress, print_now
-from archbench.instrument.sweep.rebuild import write_json_from_records
-from archbench.instrument.sweep.runfile import (
+from archbench.instrument.runfile import (
     RUN_KEY,
+    ShardRun,
     finished_cases,
     fold_in,
     lost_cases,
+    merge_shards,
     previous_run,
     run_section,
     shard_entry,
 )
+from archbench.instrument.sweep.options import parse_cost_bps, parse_lookback
+from archbench.instrument.sweep.progress import Progress, print_now
+from archbench.instrument.sweep.rebuild import write_json_from_records
 from archbench.instrument.sweep.runner import run_name
-from archbench.instrument.sweep.shards import ShardRun, merge_shards, parse_devices, visible_device
+from archbench.instrument.sweep.shards import parse_devices, visible_device
 from ppo_core.atomic import atomic_path
 from ppo_core.errors import ArchbenchError, ConfigError
 from ppo_core.presets import PRESETS, parse_hidden_dims
