@@ -192,3 +192,20 @@ def test_the_report_says_a_run_is_incomplete_and_its_shards_differ(tmp_path):
     assert "run-incomplete: cuda differs: shard 0 12.8, shard 1 13.0" in page
     complete = render_report([RUN], tmp_path / "c.html", plotlyjs="cdn").read_text()
     assert "is incomplete" not in complete
+
+
+@pytest.mark.parametrize(
+    ("section", "why"),
+    [
+        ("done", "archbench_run is a str, expected an object"),
+        ({"lost": ["bench/t.py::a"]}, "archbench_run.lost is not a list of objects"),
+        ({"mismatch": "torch differs"}, "archbench_run.mismatch is not a list"),
+    ],
+)
+def test_a_damaged_run_section_is_refused_naming_the_file(tmp_path, section, why):
+    data = json.loads(RUN.read_text())
+    data["archbench_run"] = section
+    path = tmp_path / "run-damaged.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(RunFileError, match=why):
+        read_run(path)

@@ -335,6 +335,7 @@ def read_run(path: str | Path) -> dict[str, Any]:
     migrated to the current fields; RunFileError naming the file and the problem otherwise."""
     path = Path(path)
     data = _parse(_read_text(path), path)
+    _check_run_section(data.get(RUN_KEY), path)
     for where, bench in _archbench_cases(data, path):
         bench["extra_info"]["archbench"] = _migrate(bench["extra_info"]["archbench"], where)
     return data
@@ -386,6 +387,20 @@ def _parse(text: str, path: Path) -> dict[str, Any]:
             "write one with `pytest bench/ --benchmark-json run.json`"
         )
     return data
+
+
+def _check_run_section(state: Any, path: Path) -> None:
+    """The sweep's `archbench_run`, if the run has one (a run without it is read as complete),
+    must hold its lost cases and mismatches as lists."""
+    if state is None:
+        return
+    if not isinstance(state, dict):
+        raise RunFileError(f"{path}: {RUN_KEY} is a {type(state).__name__}, expected an object")
+    lost = state.get("lost") or []
+    if not isinstance(lost, list) or not all(isinstance(x, dict) for x in lost):
+        raise RunFileError(f"{path}: {RUN_KEY}.lost is not a list of objects")
+    if not isinstance(state.get("mismatch") or [], list):
+        raise RunFileError(f"{path}: {RUN_KEY}.mismatch is not a list")
 
 
 def _archbench_cases(data: Mapping[str, Any], path: Path) -> list[tuple[str, dict[str, Any]]]:

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from archbench.instrument.record import SUITES
-from archbench.instrument.runfile import SCHEMA, RunFileError, read_run, run_records
+from archbench.instrument.runfile import RUN_KEY, SCHEMA, RunFileError, read_run, run_records
 
 __all__ = [
     "COLUMNS",
@@ -199,29 +199,22 @@ def _run_fields(data: dict[str, Any], path: Path) -> dict[str, Any]:
         "commit": commit.get("id") if isinstance(commit, dict) else None,
         "dirty": commit.get("dirty") if isinstance(commit, dict) else None,
         "datetime": data.get("datetime"),
-        "run_state": _run_state(data, path),
+        "run_state": _run_state(data),
     }
 
 
-def _run_state(data: dict[str, Any], path: Path) -> dict[str, Any] | None:
-    """The sweep's own account of the run (top-level "archbench_run"): incomplete, lost cases,
-    shards, mismatches; None when the file has none (written before the sweep recorded it)."""
-    state = data.get("archbench_run")
+def _run_state(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The sweep's own account of the run (top-level "archbench_run", checked by the run file's
+    reader): incomplete, lost cases, shards, mismatches; None when the file has none."""
+    state = data.get(RUN_KEY)
     if state is None:
         return None
-    if not isinstance(state, dict):
-        raise ReportError(f"{path}: archbench_run is a {type(state).__name__}, expected an object")
     lost = state.get("lost") or []
-    if not isinstance(lost, list) or not all(isinstance(x, dict) for x in lost):
-        raise ReportError(f"{path}: archbench_run.lost is not a list of objects")
-    mismatch = state.get("mismatch") or []
-    if not isinstance(mismatch, list):
-        raise ReportError(f"{path}: archbench_run.mismatch is not a list")
     return {
         "incomplete": bool(state.get("incomplete")) or bool(lost),
         "lost": [{"case": str(x.get("case")), "reason": str(x.get("reason"))} for x in lost],
         "shards": state.get("shards") or [],
-        "mismatch": [str(m) for m in mismatch],
+        "mismatch": [str(m) for m in state.get("mismatch") or []],
     }
 
 
