@@ -209,3 +209,20 @@ def test_a_damaged_run_section_is_refused_naming_the_file(tmp_path, section, why
     path.write_text(json.dumps(data))
     with pytest.raises(RunFileError, match=why):
         read_run(path)
+
+
+def test_the_run_file_is_built_in_one_module():
+    # What only the run file's owner writes: a record-only case, a rebuilt run, the shards'
+    # table. Another module spelling one of them is a second writer of the format.
+    owned = ('"extra_info": {"archbench"', '"version": "archbench-records"', '"archbench_shards"')
+    owner = ROOT / "archbench" / "instrument" / "runfile.py"
+    elsewhere = [
+        f"{path.relative_to(ROOT)}: {text}"
+        for folder in ("archbench", "bench")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if path != owner
+        for text in owned
+        if text in path.read_text(encoding="utf-8")
+    ]
+    assert not elsewhere, "\n".join(elsewhere)
+    assert all(text in owner.read_text(encoding="utf-8") for text in owned)

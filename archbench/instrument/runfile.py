@@ -55,6 +55,7 @@ __all__ = [
     "run_records",
     "run_section",
     "shard_entry",
+    "write_merged",
     "write_run",
 ]
 
@@ -289,6 +290,26 @@ def merge_shards(shards: Sequence[ShardRun]) -> dict[str, Any]:
         "machine_info": machine,
         "benchmarks": benchmarks,
     }
+
+
+def write_merged(
+    path: Path,
+    runs: Sequence[ShardRun],
+    section: dict[str, Any],
+    previous: dict[str, Any] | None = None,
+) -> Path:
+    """The shards' runs merged (with a resumed run's earlier cases) and `section` as its
+    archbench_run, written through a temporary file."""
+    merged = merge_shards(runs) if runs else {"machine_info": {}, "benchmarks": []}
+    if previous is not None:
+        merged = fold_in(merged, previous)
+        for key in ("machine_info", "commit_info", "datetime", "version"):
+            merged.setdefault(key, previous.get(key))
+        if not merged.get("machine_info"):
+            merged["machine_info"] = previous.get("machine_info") or {}
+    merged[RUN_KEY] = section
+    write_run(path, merged)
+    return path
 
 
 def _merged_shard(shard: ShardRun) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -30,19 +30,17 @@ from archbench.instrument.runfile import (
     RUN_KEY,
     ShardRun,
     finished_cases,
-    fold_in,
     lost_cases,
-    merge_shards,
     previous_run,
     run_section,
     shard_entry,
+    write_merged,
 )
 from archbench.instrument.sweep.options import parse_cost_bps, parse_lookback
 from archbench.instrument.sweep.progress import Progress, print_now
 from archbench.instrument.sweep.rebuild import write_json_from_records
 from archbench.instrument.sweep.runner import run_name
 from archbench.instrument.sweep.shards import parse_devices, visible_device
-from ppo_core.atomic import atomic_path
 from ppo_core.errors import ArchbenchError, ConfigError
 from ppo_core.presets import PRESETS, parse_hidden_dims
 
@@ -57,7 +55,6 @@ __all__ = [
     "shard_json",
     "stored_options",
     "sweep_command",
-    "write_merged",
 ]
 
 
@@ -502,27 +499,6 @@ def shard_json(folder: Path) -> dict[str, Any] | None:
         except (OSError, ValueError):
             return None
     return None
-
-
-def write_merged(
-    path: Path,
-    runs: Sequence[ShardRun],
-    section: dict[str, Any],
-    previous: dict[str, Any] | None = None,
-) -> Path:
-    """The shards' runs merged (with a resumed run's earlier cases) and `section` as its
-    archbench_run, written through a temporary file."""
-    merged = merge_shards(runs) if runs else {"machine_info": {}, "benchmarks": []}
-    if previous is not None:
-        merged = fold_in(merged, previous)
-        for key in ("machine_info", "commit_info", "datetime", "version"):
-            merged.setdefault(key, previous.get(key))
-        if not merged.get("machine_info"):
-            merged["machine_info"] = previous.get("machine_info") or {}
-    merged[RUN_KEY] = section
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(merged, indent=2), encoding="utf-8")
-    return path
 
 
 def render_runs(paths: Sequence[Path], html_path: Path) -> Path | None:

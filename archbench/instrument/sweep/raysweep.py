@@ -34,6 +34,7 @@ from archbench.instrument.runfile import (
     lost_cases,
     run_section,
     shard_entry,
+    write_merged,
 )
 from archbench.instrument.sweep.multisweep import (
     MultiSweepResult,
@@ -42,7 +43,6 @@ from archbench.instrument.sweep.multisweep import (
     render_runs,
     shard_command,
     stored_options,
-    write_merged,
 )
 from archbench.instrument.sweep.progress import Progress, print_now
 from archbench.instrument.sweep.rebuild import write_json_from_records
