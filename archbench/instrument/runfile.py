@@ -465,7 +465,8 @@ _MIGRATIONS = (
     # Before records named their arithmetic (fp32/tf32/bf16), the case said it where it
     # mattered; None means "not recorded", not a guess.
     _Migration("precision", lambda r: "precision" not in r, lambda r: r.update(precision=None)),
-    # Before the overfit suite streamed per-bar returns and curves, no record had a series.
+    # The writer leaves `series` out where a suite has no per-bar figures (all but overfit,
+    # and overfit before its curves): read as none, one shape for every record.
     _Migration("series", lambda r: "series" not in r, lambda r: r.update(series={})),
     # Before issue 23 a record did not say which task it measured: the task is unknown (None),
     # and the engine never pools an unknown task with a known one.
