@@ -294,20 +294,13 @@ def pytest_benchmark_update_json(
 ) -> None:
     # Cases that measured nothing (OOM while building, an uninstalled backend) have a record but
     # no pytest-benchmark stats; they belong in the run all the same.
+    from archbench.instrument.runfile import record_entry
+
     present = {bench["fullname"] for bench in output_json["benchmarks"]}
     for nodeid, entry in config.stash[_STATE]["records"].items():
         if nodeid not in present:
             output_json["benchmarks"].append(
-                {
-                    "group": None,
-                    "name": entry["name"],
-                    "fullname": nodeid,
-                    "params": None,
-                    "param": entry["param"],
-                    "extra_info": {"archbench": entry["record"]},
-                    "options": {},
-                    "stats": None,
-                }
+                record_entry(nodeid, entry["record"], name=entry["name"], param=entry["param"])
             )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from archbench.cli.main import main
+from archbench.instrument.runfile import ShardRun
 from archbench.instrument.sweep import raysweep
 from archbench.instrument.sweep.multisweep import (
     SweepOptions,
@@ -23,7 +24,6 @@ from archbench.instrument.sweep.multisweep import (
 )
 from archbench.instrument.sweep.raysweep import RAY_INSTALL_HINT, run_on_ray
 from archbench.instrument.sweep.runner import run_sweep
-from archbench.instrument.sweep.shards import ShardRun
 from archbench.reports.load import load_run
 from ppo_core.errors import ArchbenchError, ConfigError
 

@@ -298,8 +298,8 @@ def test_retries_are_named_only_when_ray_retried():
 
 
 def test_cases_one_node_could_not_collect_are_recorded_not_dropped(tmp_path):
+    from archbench.instrument.runfile import mismatches
     from archbench.instrument.sweep.progress import Progress
-    from archbench.instrument.sweep.runfile import mismatches
 
     driver = object.__new__(raysweep._Driver)
     driver.shards = [

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from archbench.instrument.runfile import ShardRun, merge_shards
 from archbench.instrument.sweep.shards import (
     Case,
-    ShardRun,
     case_weight,
-    merge_shards,
     parse_devices,
     parse_shard,
     select_shard,

@@ -5,18 +5,15 @@ One row per (run, record, metric); every malformed file or entry raises `ReportE
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
-import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from archbench.instrument.record import SCHEMA, SUITES  # the writer's schema: one definition
-from ppo_core.errors import ArchbenchError
+from archbench.instrument.record import SUITES
+from archbench.instrument.runfile import RUN_KEY, SCHEMA, RunFileError, read_run, run_records
 
 __all__ = [
     "COLUMNS",
@@ -69,7 +66,7 @@ METRIC_COLUMNS = ("metric", "value", "unit", "better", "samples", "predicted", "
 COLUMNS = RUN_COLUMNS + RECORD_COLUMNS + METRIC_COLUMNS
 
 
-class ReportError(ArchbenchError):
+class ReportError(RunFileError):
     """A benchmark JSON file or one of its entries cannot be read as archbench results."""
 
 
@@ -105,18 +102,14 @@ def load_run(path: str | Path) -> pd.DataFrame:
     """One pytest-benchmark JSON file (.json or gzip'd .json.gz) -> tidy frame; the run is
     named by run_name."""
     path = Path(path)
-    data = _read_json(path)
+    try:
+        data = read_run(path)  # the run file's owner: old records come back migrated
+    except RunFileError as error:
+        raise ReportError(str(error)) from None
     info = _run_fields(data, path)
     rows: list[dict[str, Any]] = []
-    for index, bench in enumerate(data["benchmarks"]):
-        where = f"{path}: benchmarks[{index}]"
-        if not isinstance(bench, dict):
-            raise ReportError(f"{where} is a {type(bench).__name__}, expected an object")
-        where = f"{path}: benchmark {bench.get('fullname') or bench.get('name') or index!r}"
-        extra = bench.get("extra_info") or {}
-        if not isinstance(extra, dict) or "archbench" not in extra:
-            continue  # a plain pytest-benchmark case from some other suite: not ours to read
-        rows.extend(_record_rows(extra["archbench"], where, info))
+    for where, record in run_records(data, path):
+        rows.extend(_record_rows(record, where, info))
     if not rows:
         raise ReportError(
             f"{path}: no archbench records in {len(data['benchmarks'])} benchmark(s); "
@@ -179,45 +172,6 @@ def case_label(case: dict[str, Any]) -> str:
     return ", ".join(f"{k}={case[k]}" for k in sorted(case))
 
 
-def _read_text(path: Path) -> str:
-    """The file's text; gzip'd files (by their magic bytes, whatever the name) are unpacked."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ReportError(f"{path}: no such file") from None
-    except OSError as error:
-        raise ReportError(f"{path}: cannot read ({error})") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as error:
-            raise ReportError(f"{path}: a damaged or cut gzip file ({error})") from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ReportError(f"{path}: not a text JSON file ({error})") from None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    text = _read_text(path)
-    if not text.strip():
-        raise ReportError(f"{path}: file is empty (did the benchmark run finish?)")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ReportError(
-            f"{path}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
-        ) from None
-    except RecursionError:
-        raise ReportError(f"{path}: not a benchmark file (JSON nested too deeply)") from None
-    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
-        raise ReportError(
-            f"{path}: not a pytest-benchmark file (no 'benchmarks' list); "
-            "write one with `pytest bench/ --benchmark-json run.json`"
-        )
-    return data
-
-
 def _run_fields(data: dict[str, Any], path: Path) -> dict[str, Any]:
     machine = data.get("machine_info") or {}
     if not isinstance(machine, dict):
@@ -245,42 +199,26 @@ def _run_fields(data: dict[str, Any], path: Path) -> dict[str, Any]:
         "commit": commit.get("id") if isinstance(commit, dict) else None,
         "dirty": commit.get("dirty") if isinstance(commit, dict) else None,
         "datetime": data.get("datetime"),
-        "run_state": _run_state(data, path),
+        "run_state": _run_state(data),
     }
 
 
-def _run_state(data: dict[str, Any], path: Path) -> dict[str, Any] | None:
-    """The sweep's own account of the run (top-level "archbench_run"): incomplete, lost cases,
-    shards, mismatches; None when the file has none (written before the sweep recorded it)."""
-    state = data.get("archbench_run")
+def _run_state(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The sweep's own account of the run (top-level "archbench_run", checked by the run file's
+    reader): incomplete, lost cases, shards, mismatches; None when the file has none."""
+    state = data.get(RUN_KEY)
     if state is None:
         return None
-    if not isinstance(state, dict):
-        raise ReportError(f"{path}: archbench_run is a {type(state).__name__}, expected an object")
     lost = state.get("lost") or []
-    if not isinstance(lost, list) or not all(isinstance(x, dict) for x in lost):
-        raise ReportError(f"{path}: archbench_run.lost is not a list of objects")
-    mismatch = state.get("mismatch") or []
-    if not isinstance(mismatch, list):
-        raise ReportError(f"{path}: archbench_run.mismatch is not a list")
     return {
         "incomplete": bool(state.get("incomplete")) or bool(lost),
         "lost": [{"case": str(x.get("case")), "reason": str(x.get("reason"))} for x in lost],
         "shards": state.get("shards") or [],
-        "mismatch": [str(m) for m in mismatch],
+        "mismatch": [str(m) for m in state.get("mismatch") or []],
     }
 
 
-def _record_rows(record: Any, where: str, info: dict[str, Any]) -> list[dict[str, Any]]:
-    if not isinstance(record, dict):
-        raise ReportError(
-            f"{where}: extra_info.archbench is a {type(record).__name__}, not a record"
-        )
-    schema = record.get("schema")
-    if schema != SCHEMA:
-        raise ReportError(
-            f"{where}: record schema is {schema!r}, this version of archbench reads {SCHEMA!r}"
-        )
+def _record_rows(record: dict[str, Any], where: str, info: dict[str, Any]) -> list[dict[str, Any]]:
     for key in ("suite", "metrics"):
         if key not in record:
             raise ReportError(f"{where}: record has no {key!r}")
@@ -303,7 +241,7 @@ def _record_rows(record: Any, where: str, info: dict[str, Any]) -> list[dict[str
         raise ReportError(
             f"{where}: record predicted is a {type(predicted).__name__}, not an object"
         )
-    status = record.get("status", "ok")
+    status = record["status"]
     if status not in ("ok", "oom", "error"):
         raise ReportError(f"{where}: status {status!r} is not one of ok, oom, error")
     base = dict(info)
@@ -319,8 +257,8 @@ def _record_rows(record: Any, where: str, info: dict[str, Any]) -> list[dict[str
         case=case_label(case),
         case_dict=dict(case),
         record_predicted=dict(predicted),
-        series=_series(record.get("series"), where),
-        workload=dict(record["workload"]) if isinstance(record.get("workload"), dict) else None,
+        series=_series(record["series"], where),
+        workload=dict(record["workload"]) if isinstance(record["workload"], dict) else None,
     )
     if record.get("device"):
         base["device"] = record["device"]

@@ -1,7 +1,7 @@
 """`archbench sweep --devices` (and the parts `--ray` shares): one shard of the sweep per
 device, each an ordinary single-device `archbench sweep` process, merged into one run
 (archbench.instrument.sweep.shards) that says what it lacks
-(archbench.instrument.sweep.runfile), and rendered.
+(archbench.instrument.runfile), and rendered.
 
 On one node the shards are subprocesses pinned with CUDA_VISIBLE_DEVICES; on a Ray cluster
 (archbench.instrument.sweep.raysweep) each is a task asking for one GPU or one CPU.
@@ -26,21 +26,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from archbench.instrument.sweep.options import parse_cost_bps, parse_lookback
-from archbench.instrument.sweep.progress import Progress, print_now
-from archbench.instrument.sweep.rebuild import write_json_from_records
-from archbench.instrument.sweep.runfile import (
+from archbench.instrument.runfile import (
     RUN_KEY,
+    ShardRun,
     finished_cases,
-    fold_in,
     lost_cases,
     previous_run,
     run_section,
     shard_entry,
+    write_merged,
 )
+from archbench.instrument.sweep.options import parse_cost_bps, parse_lookback
+from archbench.instrument.sweep.progress import Progress, print_now
+from archbench.instrument.sweep.rebuild import write_json_from_records
 from archbench.instrument.sweep.runner import run_name
-from archbench.instrument.sweep.shards import ShardRun, merge_shards, parse_devices, visible_device
-from ppo_core.atomic import atomic_path
+from archbench.instrument.sweep.shards import parse_devices, visible_device
 from ppo_core.errors import ArchbenchError, ConfigError
 from ppo_core.presets import PRESETS, parse_hidden_dims
 
@@ -55,7 +55,6 @@ __all__ = [
     "shard_json",
     "stored_options",
     "sweep_command",
-    "write_merged",
 ]
 
 
@@ -500,27 +499,6 @@ def shard_json(folder: Path) -> dict[str, Any] | None:
         except (OSError, ValueError):
             return None
     return None
-
-
-def write_merged(
-    path: Path,
-    runs: Sequence[ShardRun],
-    section: dict[str, Any],
-    previous: dict[str, Any] | None = None,
-) -> Path:
-    """The shards' runs merged (with a resumed run's earlier cases) and `section` as its
-    archbench_run, written through a temporary file."""
-    merged = merge_shards(runs) if runs else {"machine_info": {}, "benchmarks": []}
-    if previous is not None:
-        merged = fold_in(merged, previous)
-        for key in ("machine_info", "commit_info", "datetime", "version"):
-            merged.setdefault(key, previous.get(key))
-        if not merged.get("machine_info"):
-            merged["machine_info"] = previous.get("machine_info") or {}
-    merged[RUN_KEY] = section
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(merged, indent=2), encoding="utf-8")
-    return path
 
 
 def render_runs(paths: Sequence[Path], html_path: Path) -> Path | None:

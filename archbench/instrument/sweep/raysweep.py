@@ -28,6 +28,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from archbench.instrument.runfile import (
+    ShardRun,
+    finished_cases,
+    lost_cases,
+    run_section,
+    shard_entry,
+    write_merged,
+)
 from archbench.instrument.sweep.multisweep import (
     MultiSweepResult,
     SweepOptions,
@@ -35,13 +43,10 @@ from archbench.instrument.sweep.multisweep import (
     render_runs,
     shard_command,
     stored_options,
-    write_merged,
 )
 from archbench.instrument.sweep.progress import Progress, print_now
 from archbench.instrument.sweep.rebuild import write_json_from_records
-from archbench.instrument.sweep.runfile import finished_cases, lost_cases, run_section, shard_entry
 from archbench.instrument.sweep.runner import run_name
-from archbench.instrument.sweep.shards import ShardRun
 from archbench.instrument.sweep.signals import Stopper, parent_death_signal
 from ppo_core.errors import ArchbenchError, ConfigError
 
@@ -748,7 +753,7 @@ def _done(data: dict[str, Any] | None) -> set[str]:
 def _shard_data(progress: Progress, final: dict[str, Any] | None) -> dict[str, Any] | None:
     """The shard's run: its sweep's own JSON when it wrote one, plus every case an earlier
     attempt streamed; without one, the streamed records alone."""
-    from archbench.instrument.sweep.runfile import fold_in
+    from archbench.instrument.runfile import fold_in
 
     streamed = None
     if progress.records:

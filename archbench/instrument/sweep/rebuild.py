@@ -5,12 +5,11 @@ pytest-benchmark wrote no JSON: the sweep was killed, or benchmarks were disable
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from archbench.instrument.runfile import run_from_records, write_run
 from archbench.instrument.sweep.progress import Progress
-from ppo_core.atomic import atomic_path
 from ppo_core.errors import ArchbenchError
 
 __all__ = ["is_complete_json", "rebuild_run", "resolve_run", "write_json_from_records"]
@@ -30,32 +29,7 @@ def write_json_from_records(
 ) -> None:
     """A pytest-benchmark-shaped JSON holding every streamed record (no timing stats), with
     the machine and commit the suites streamed when the session started."""
-    machine = dict(session.get("machine_info") or {})
-    machine.setdefault("archbench_profile", session.get("profile"))
-    machine.setdefault("archbench_device", session.get("device"))
-    benchmarks = [
-        {
-            "group": None,
-            "name": event["nodeid"].split("::")[-1],
-            "fullname": event["nodeid"],
-            "params": None,
-            "param": None,
-            "extra_info": {"archbench": event["record"]},
-            "options": {},
-            "stats": None,
-        }
-        for event in events
-    ]
-    data = {
-        "machine_info": machine,
-        "commit_info": session.get("commit_info")
-        or {"id": None, "error": "the records stream did not say"},
-        "benchmarks": benchmarks,
-        "datetime": datetime.now(timezone.utc).isoformat(),
-        "version": "archbench-records",
-    }
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    write_run(path, run_from_records(session, events))
 
 
 _RECORDS_SUFFIX = ".records.jsonl"

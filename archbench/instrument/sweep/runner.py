@@ -21,11 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from archbench.instrument.sweep.options import SweepOptions, check_data
-from archbench.instrument.sweep.plugin import CASE_TIMEOUT_S
-from archbench.instrument.sweep.progress import Progress, print_now
-from archbench.instrument.sweep.rebuild import is_complete_json, write_json_from_records
-from archbench.instrument.sweep.runfile import (
+from archbench.instrument.runfile import (
     attach_run,
     finished_cases,
     lost_cases,
@@ -33,6 +29,10 @@ from archbench.instrument.sweep.runfile import (
     run_section,
     shard_entry,
 )
+from archbench.instrument.sweep.options import SweepOptions, check_data
+from archbench.instrument.sweep.plugin import CASE_TIMEOUT_S
+from archbench.instrument.sweep.progress import Progress, print_now
+from archbench.instrument.sweep.rebuild import is_complete_json, write_json_from_records
 from archbench.instrument.sweep.signals import (
     STOP_GRACE_S,
     Stopper,

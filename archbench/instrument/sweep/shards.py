@@ -1,5 +1,5 @@
-"""Split a sweep's cases into shards, one per device, and merge the shards' pytest-benchmark
-JSON back into one run whose records name the device, node and GPU UUID they ran on.
+"""Split a sweep's cases into shards, one per device (archbench.instrument.runfile merges the
+shards' JSON back into one run whose records name the device, node and GPU UUID they ran on).
 
 Pure functions only: the multi-device and Ray runners (archbench.instrument.sweep.multisweep) do
 the I/O.
@@ -7,9 +7,8 @@ the I/O.
 
 from __future__ import annotations
 
-import copy
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +16,8 @@ from ppo_core.errors import ConfigError
 
 __all__ = [
     "Case",
-    "ShardRun",
     "case_of",
     "case_weight",
-    "merge_shards",
     "parse_devices",
     "parse_shard",
     "select_shard",
@@ -49,25 +46,6 @@ class Case:
     """Cases of one group run on one device (the sweep gives every case its own group)."""
     weight: float = 1.0
     """Rough relative cost, used only to balance the shards."""
-
-
-@dataclass(frozen=True)
-class ShardRun:
-    """What one shard left: its device and its pytest-benchmark JSON, as read."""
-
-    index: int
-    """Shard number, 0-based."""
-    device: str
-    """The device as the driver names it: 'cpu', or the physical 'cuda:N' on its node (the
-    shard itself saw it as cuda:0, being pinned with CUDA_VISIBLE_DEVICES)."""
-    data: Mapping[str, Any]
-    """The shard's pytest-benchmark JSON."""
-    node: str | None = None
-    """The host the shard ran on (Ray: the worker node); None: the JSON's machine_info.node."""
-    accelerator: str | None = None
-    """The Ray accelerator type the shard asked for, if any."""
-    complete: bool = True
-    """The shard ran every case it was given (False: stopped, lost, or cases failed)."""
 
 
 def case_weight(function: str) -> float:
@@ -185,59 +163,3 @@ def visible_device(device: str, parent_visible: str | None) -> str:
             f"--devices: {device} is not among CUDA_VISIBLE_DEVICES={parent_visible!r}"
         )
     return entries[index]
-
-
-def merge_shards(shards: Sequence[ShardRun]) -> dict[str, Any]:
-    """One pytest-benchmark JSON from the shards' (machine_info and commit of the first).
-
-    Each archbench record gains where it ran: `device` (the physical device), `device_uuid`,
-    `gpu_name`, `gpu_memory_bytes`, `node`, `cpu_model` and `shard`; machine_info gains
-    `archbench_shards`, one entry per shard, and `archbench_device` lists every device.
-    """
-    if not shards:
-        raise ConfigError("no shard finished, so there is nothing to merge")
-    first = shards[0].data
-    machine = copy.deepcopy(dict(first.get("machine_info") or {}))
-    benchmarks: list[dict[str, Any]] = []
-    entries = []
-    for shard in shards:
-        info = shard.data.get("machine_info") or {}
-        device_info = info.get("archbench") or {}
-        node = shard.node or info.get("node")
-        identity = {
-            "device_uuid": device_info.get("gpu_uuid"),
-            "gpu_name": device_info.get("gpu_name"),
-            "gpu_memory_bytes": device_info.get("gpu_memory_bytes"),
-            "node": node,
-            "shard": shard.index,
-        }
-        cases = 0
-        for bench in shard.data.get("benchmarks") or []:
-            bench = copy.deepcopy(bench)
-            record = (bench.get("extra_info") or {}).get("archbench")
-            if isinstance(record, dict):
-                cases += 1
-                if str(record.get("device", shard.device)).startswith("cuda"):
-                    record["device"] = shard.device
-                    record.update(identity)
-                else:  # a CPU case on a GPU node: that node's CPU, not its GPU
-                    record.update(node=node, shard=shard.index)
-                record["cpu_model"] = device_info.get("cpu_model")
-            benchmarks.append(bench)
-        entries.append(
-            {
-                "index": shard.index,
-                "device": shard.device,
-                "accelerator": shard.accelerator,
-                "cases": cases,
-                "archbench": device_info,
-                **{k: v for k, v in identity.items() if k not in ("shard", "gpu_memory_bytes")},
-            }
-        )
-    machine["archbench_device"] = ",".join(dict.fromkeys(s.device for s in shards))
-    machine["archbench_shards"] = entries
-    return {
-        **{k: copy.deepcopy(v) for k, v in first.items() if k not in ("benchmarks",)},
-        "machine_info": machine,
-        "benchmarks": benchmarks,
-    }
