@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import ppo_core
+from archbench.cli.benchmarks import render_run
 from archbench.instrument.sweep.options import SWEEP_OPTIONS, SweepOptions
 from archbench.instrument.sweep.progress import Progress, _headline
 from archbench.instrument.sweep.rebuild import rebuild_run, resolve_run
@@ -85,7 +86,7 @@ def test_options_parsed_by_the_cli_read_back_the_same_in_pytest():
     parser = argparse.ArgumentParser()
     for option in SWEEP_OPTIONS:
         option.declare(parser.add_argument)
-    again = SweepOptions.parse(vars(parser.parse_args(options.pytest_args())).__getitem__)
+    again = SweepOptions.parse(vars(parser.parse_args(options.argv())).__getitem__)
     assert again == options
     defaults = SweepOptions.parse(vars(parser.parse_args([])).__getitem__)
     assert defaults == SweepOptions()
@@ -206,10 +207,12 @@ def test_a_tiny_sweep_writes_a_readable_run(tmp_path, monkeypatch):
     assert sorted(frame["case_n_envs"].unique()) == [1, 64]
     assert frame["device"].iloc[0] == "cpu"
     assert any("[2/2] passed" in line for line in lines)
-    if result.html_path is None:
-        assert "archbench.reports.render" in result.report_note
-    else:
-        assert result.html_path.stat().st_size > 0
+    # The sweep renders nothing (issue 26: only the command line does, after it).
+    assert (result.html_path, result.report_note) == (None, None)
+    html, note = render_run(result.json_path, result.log_path)
+    assert note is None
+    assert html == result.json_path.with_suffix(".html")
+    assert html.stat().st_size > 0
 
 
 # A pytest plugin the interrupt tests load into the sweep's pytest (-p): it holds the second
@@ -325,9 +328,7 @@ def test_resume_runs_only_the_cases_a_stopped_run_lacks(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", path)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     lines: list[str] = []
-    result = run_sweep(
-        out_dir=tmp_path / "resumed", resume=stopped, render=False, echo=lines.append
-    )
+    result = run_sweep(out_dir=tmp_path / "resumed", resume=stopped, echo=lines.append)
     assert result.returncode == 0, result.log_path.read_text()[-3000:]
     assert result.collected == 2  # the two it lacked, not the finished one
     assert not result.incomplete
@@ -501,7 +502,6 @@ def test_cases_without_an_extra_say_why_and_raise_no_benchmark_warnings(tmp_path
 
 def test_a_failing_report_keeps_the_run_and_says_where_the_traceback_is(tmp_path, monkeypatch):
     import archbench.reports.render
-    from archbench.instrument.sweep.runner import _render
 
     def broken(*_args, **_kwargs):
         raise KeyError("memory_bytes")
@@ -509,7 +509,7 @@ def test_a_failing_report_keeps_the_run_and_says_where_the_traceback_is(tmp_path
     monkeypatch.setattr(archbench.reports.render, "render_report", broken)
     run, log = tmp_path / "run.json", tmp_path / "run.log"
     run.write_text("{}")
-    html, note = _render(run, log)
+    html, note = render_run(run, log)
     assert html is None
     assert "rendering failed (KeyError: 'memory_bytes'" in note
     assert f"archbench report {run}" in note
@@ -543,7 +543,6 @@ def test_a_case_hung_past_its_timeout_is_stopped_and_recorded_as_lost(tmp_path, 
         device="cpu",
         out_dir=tmp_path / "out",
         pytest_args=["-k", "env_step", "-p", "archbench_hold"],
-        render=False,
         echo=lines.append,
         case_timeout=20,
     )

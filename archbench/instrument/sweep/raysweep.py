@@ -30,13 +30,12 @@ from typing import Any
 
 from archbench.instrument.sweep.multisweep import (
     MultiSweepResult,
-    SweepOptions,
     out_folder,
-    render_runs,
     shard_command,
     stored_options,
     write_merged,
 )
+from archbench.instrument.sweep.options import SweepOptions
 from archbench.instrument.sweep.progress import Progress, print_now
 from archbench.instrument.sweep.rebuild import write_json_from_records
 from archbench.instrument.sweep.runfile import finished_cases, lost_cases, run_section, shard_entry
@@ -82,7 +81,6 @@ def run_on_ray(
     shards: int | None = None,
     cpu_only: bool = False,
     out_dir: str | Path = "runs",
-    render: bool = True,
     echo: Callable[[str], None] | None = None,
     ray_init: dict[str, Any] | None = None,
     case_timeout: float | None = None,
@@ -113,11 +111,11 @@ def run_on_ray(
     finally:
         if started_here:
             ray.shutdown()
-    return _finish(outcome, plan, out, stamp, shard_root, stored, render, previous, stopper)
+    return _finish(outcome, plan, out, stamp, shard_root, stored, previous, stopper)
 
 
-def _finish(outcome, plan, out, stamp, shard_root, stored, render, previous, stopper):
-    """One merged run per accelerator type (every finished case, what was lost), rendered."""
+def _finish(outcome, plan, out, stamp, shard_root, stored, previous, stopper):
+    """One merged run per accelerator type (every finished case, what was lost)."""
     runs, lost, entries, failed = outcome
     stopped = signal.Signals(stopper.signum).name if stopper.signum is not None else None
     paths = []
@@ -137,12 +135,8 @@ def _finish(outcome, plan, out, stamp, shard_root, stored, render, previous, sto
         label = f"ray-{accelerator or kind}"
         path = out / f"{run_name(platform.node(), label, stamp)}.json"
         paths.append(write_merged(path, mine, section, previous[1] if previous else None))
-    html = None
-    if render and paths:
-        html = render_runs(paths, out / f"{run_name(platform.node(), 'ray', stamp)}.html")
     return MultiSweepResult(
         json_paths=tuple(paths),
-        html_path=html,
         shard_dir=shard_root,
         shards=sum(n for *_, n in plan),
         finished=sum(n for *_, n in plan) - len(failed),
@@ -702,8 +696,8 @@ def _probe_node(executable: str) -> dict[str, Any]:
 
 def _preflight(ray: Any, gpu_only: bool = False) -> None:
     """Refuse in one line, before any work, a node that lacks the driver's interpreter path or
-    the project (each shard runs `sys.executable -m archbench.cli.main` there). With GPU shards
-    only, nodes without a GPU (a head that only coordinates) are not asked."""
+    the project (each shard runs `sys.executable -m archbench.instrument.sweep.runner` there).
+    With GPU shards only, nodes without a GPU (a head that only coordinates) are not asked."""
     import sys
     from importlib import metadata
 
