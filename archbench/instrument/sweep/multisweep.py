@@ -134,42 +134,18 @@ def run_on_devices(
     label = "-".join(d.replace(":", "") for d in dict.fromkeys(devices))
     name = run_name(platform.node(), f"{len(devices)}x-{label}", datetime.now(timezone.utc))
     shard_root = out / f"{name}.shards"
-    cpu_shards = sum(d == "cpu" for d in devices)
-    children: list[tuple[int, str, Path, subprocess.Popen, threading.Thread]] = []
-    outputs: dict[int, list[str]] = {}
-    lock = threading.Lock()
-    envs = [_shard_env(device, cpu_shards) for device in devices]  # may refuse: before any work
-    echo(f"archbench sweep: {len(devices)} shards on {', '.join(devices)}; shards in {shard_root}")
-    for index, device in enumerate(devices):
-        folder = shard_root / f"shard{index}-{device.replace(':', '')}"
-        folder.mkdir(parents=True, exist_ok=True)
-        command = shard_command(
-            options, "cpu" if device == "cpu" else "cuda:0", folder, index, len(devices),
-            case_timeout,
-        )  # fmt: skip
-        outputs[index] = []
-        child, reader = _start_shard(command, envs[index], f"[{index}:{device}] ", echo, lock,
-                                     outputs[index])  # fmt: skip
-        children.append((index, device, folder, child, reader))
+    children = _start_shards(devices, options, shard_root, case_timeout, echo)
     stopped_by: list[str] = []
-    interrupted = _wait_all([child for *_, child, _reader in children], echo, stopped_by)
-    runs, lost, entries, failed = [], [], [], []
-    for index, device, folder, child, reader in children:
-        reader.join()
-        run, my_lost, entry = _device_outcome(index, device, folder, child, outputs[index])
-        if run is not None:
-            runs.append(run)
-        elif my_lost:
-            failed.append(my_lost[0]["reason"])
-        lost += my_lost
-        entries += [entry] if entry else []
+    interrupted = _wait_all([child.process for child in children], echo, stopped_by)
+    runs, lost, entries, failed = _gather(children)
+    stopped = (stopped_by or ["SIGINT"])[0] if interrupted else None
     paths = []
     if runs or previous is not None:
         section = run_section(
             lost=lost,
             shards=entries,
             options=stored,
-            stopped_by=(stopped_by or ["SIGINT"])[0] if interrupted else None,
+            stopped_by=stopped,
             resumed_from=str(previous[0]) if previous else None,
         )
         paths = [write_merged(out / f"{name}.json", runs, section, previous and previous[1])]
@@ -181,8 +157,64 @@ def run_on_devices(
         failed=tuple(failed),
         interrupted=interrupted,
         lost=tuple(lost),
-        stopped_by=(stopped_by or ["SIGINT"])[0] if interrupted else None,
+        stopped_by=stopped,
     )
+
+
+@dataclass(frozen=True)
+class _Child:
+    """One shard's running sweep on this node."""
+
+    index: int
+    """Shard number."""
+    device: str
+    """The device as the driver names it ('cuda:1', 'cpu')."""
+    folder: Path
+    """Its JSON, records and log."""
+    process: subprocess.Popen
+    """Its sweep process."""
+    reader: threading.Thread
+    """Relays its output to the console and into `output`."""
+    output: list[str]
+    """Every line it printed."""
+
+
+def _start_shards(devices, options, shard_root, case_timeout, echo) -> list[_Child]:
+    """One sweep process per device, pinned to it, each in its own folder under shard_root."""
+    cpu_shards = sum(d == "cpu" for d in devices)
+    envs = [_shard_env(device, cpu_shards) for device in devices]  # may refuse: before any work
+    echo(f"archbench sweep: {len(devices)} shards on {', '.join(devices)}; shards in {shard_root}")
+    lock = threading.Lock()
+    children = []
+    for index, device in enumerate(devices):
+        folder = shard_root / f"shard{index}-{device.replace(':', '')}"
+        folder.mkdir(parents=True, exist_ok=True)
+        command = shard_command(
+            options, "cpu" if device == "cpu" else "cuda:0", folder, index, len(devices),
+            case_timeout,
+        )  # fmt: skip
+        output: list[str] = []
+        process, reader = _start_shard(command, envs[index], f"[{index}:{device}] ", echo, lock,
+                                       output)  # fmt: skip
+        children.append(_Child(index, device, folder, process, reader, output))
+    return children
+
+
+def _gather(children: Sequence[_Child]) -> tuple[list, list, list, list]:
+    """(runs, lost cases, archbench_run.shards entries, one line per failed shard)."""
+    runs, lost, entries, failed = [], [], [], []
+    for child in children:
+        child.reader.join()
+        run, my_lost, entry = _device_outcome(
+            child.index, child.device, child.folder, child.process, child.output
+        )
+        if run is not None:
+            runs.append(run)
+        elif my_lost:
+            failed.append(my_lost[0]["reason"])
+        lost += my_lost
+        entries += [entry] if entry else []
+    return runs, lost, entries, failed
 
 
 def _device_outcome(index, device, folder, child, output):
