@@ -555,3 +555,77 @@ def test_a_case_hung_past_its_timeout_is_stopped_and_recorded_as_lost(tmp_path, 
     run = json.loads(result.json_path.read_text())["archbench_run"]
     assert run["incomplete"] is True
     assert run["lost"] == list(result.lost)
+
+
+def test_the_command_line_renders_after_the_sweep_and_says_what_it_wrote(
+    tmp_path, monkeypatch, capsys
+):
+    """The sweep only measures (issue 26): `archbench sweep` renders the run it returns,
+    prints the same lines as before, and exits 1 when a report it was asked for failed."""
+    import shutil
+
+    import archbench.reports.render
+    from archbench.cli.main import main
+    from archbench.instrument.sweep import runner
+
+    run = tmp_path / "run-x.json"
+    shutil.copy(Path(__file__).parent / "fixtures" / "one-preset.json", run)
+    swept = runner.SweepResult(
+        json_path=run,
+        log_path=tmp_path / "run-x.log",
+        records_path=tmp_path / "run-x.records.jsonl",
+        returncode=0,
+        finished=3,
+        collected=3,
+        interrupted=False,
+        stopped_by=None,
+        rebuilt=False,
+        report_note=None,
+    )
+    monkeypatch.setattr(runner, "run_sweep", lambda **_kwargs: swept)
+    assert main(["sweep", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"3/3 cases finished; pytest exit code 0; log {tmp_path / 'run-x.log'}",
+        f"wrote {run}",
+        f"wrote {tmp_path / 'run-x.html'}",
+    ]
+    assert (tmp_path / "run-x.html").stat().st_size > 0
+
+    def broken(*_args, **_kwargs):
+        raise KeyError("memory_bytes")
+
+    monkeypatch.setattr(archbench.reports.render, "render_report", broken)
+    assert main(["sweep", "--out", str(tmp_path)]) == 1
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("no report: rendering failed (KeyError: 'memory_bytes'")
+    assert main(["sweep", "--no-report", "--out", str(tmp_path)]) == 0
+    assert "report" not in capsys.readouterr().out
+
+
+def test_the_command_line_renders_one_report_over_the_merged_shards(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from archbench.cli.main import main
+    from archbench.instrument.sweep import multisweep
+    from archbench.instrument.sweep.options import SweepOptions
+
+    run = tmp_path / "run-x.json"
+    shutil.copy(Path(__file__).parent / "fixtures" / "one-preset.json", run)
+    asked = []
+
+    def fake(devices, options, **_kwargs):
+        asked.append((devices, options))
+        shards = tmp_path / "run-x.shards"
+        return multisweep.MultiSweepResult(
+            json_paths=(run,), shard_dir=shards, shards=2, finished=2
+        )
+
+    monkeypatch.setattr(multisweep, "run_on_devices", fake)
+    argv = ["sweep", "--devices", "cpu,cpu", "--presets", "tiny", "--out", str(tmp_path)]
+    assert main([*argv, "--", "-k", "env"]) == 0
+    assert asked == [(["cpu", "cpu"], SweepOptions(presets=("tiny",), pytest_args=("-k", "env")))]
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        f"wrote {run}",
+        f"wrote {tmp_path / 'run-x.html'}",
+    ]
+    assert (tmp_path / "run-x.html").stat().st_size > 0

@@ -237,7 +237,7 @@ def _sharded_options(args: argparse.Namespace, previous: tuple[Path, dict] | Non
     from archbench.instrument.sweep.runfile import RUN_KEY
 
     stored = ((previous[1].get(RUN_KEY) or {}).get("options") if previous else None) or {}
-    given = {key: getattr(args, key) for key in _RESUME_TAKES} | stored
+    given = {key: stored.get(key, getattr(args, key)) for key in _RESUME_TAKES}
     pytest_args = given.pop("pytest_args")
     return SweepOptions.from_text(pytest_args, **given)
 
