@@ -195,16 +195,43 @@ def test_the_lookback_help_states_what_min_bars_computes():
 
 
 def test_shards_run_the_sweep_with_its_cost_and_lookback(tmp_path):
-    from archbench.instrument.sweep.multisweep import SweepOptions, shard_command
+    from archbench.instrument.sweep.multisweep import shard_command
+    from archbench.instrument.sweep.options import SweepOptions
     from ppo_core.errors import ConfigError
 
-    options = SweepOptions(data="sp500", cost_bps="2", lookback="30")
+    options = SweepOptions.from_text(data="sp500", cost_bps="2", lookback="30")
     command = shard_command(options, "cuda:0", tmp_path, 0, 2)
     text = " ".join(command)
-    assert "--cost-bps 2 --lookback 30 --" in text
+    assert "--cost-bps 2.0 --lookback 30 --" in text
     assert "--cost-bps" not in " ".join(shard_command(SweepOptions(), "cpu", tmp_path, 0, 1))
     with pytest.raises(ConfigError, match="--lookback 0: must be in"):
-        SweepOptions(lookback="0")
+        SweepOptions.from_text(lookback="0")
+
+
+def test_a_shard_runs_the_runner_module_and_reads_its_options_back(tmp_path, capsys):
+    """Shards start the instrument's runner, never the command line, and its parser reads
+    SweepOptions.argv() back to the same options (issue 26)."""
+    import dataclasses
+
+    from archbench.instrument.sweep import runner
+    from archbench.instrument.sweep.multisweep import shard_command
+    from archbench.instrument.sweep.options import SweepOptions
+
+    options = SweepOptions.from_text(
+        ("-k", "env"), presets="tiny,small", hidden_dims=["64,32"], cost_bps="2.5", lookback="30"
+    )
+    command = shard_command(options, "cpu", tmp_path, 1, 2, case_timeout=5.0)
+    assert command[1:3] == ["-m", "archbench.instrument.sweep.runner"]
+    args = runner._parser().parse_args(command[3:])
+    again = SweepOptions.parse(vars(args).__getitem__, args.pytest_args)
+    split = ("-k", "env", "--archbench-split", "1/2")
+    assert again == dataclasses.replace(options, device="cpu", pytest_args=split)
+    assert (args.out, args.case_timeout) == (str(tmp_path), 5.0)
+    # A bad option is the command line's one line and exit status 2, before pytest starts.
+    assert runner.main(["--profile", "nope", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err == "archbench sweep: error: --profile 'nope': choose quick or full\n"
+    assert not (tmp_path / "o").exists()
 
 
 def test_times_in_messages_are_not_padded_to_nanoseconds(capsys, tmp_path):

@@ -6,6 +6,7 @@ Read from the source (AST), every import anywhere in a module, lazy ones inside 
 from __future__ import annotations
 
 import ast
+import re
 from functools import cache
 from pathlib import Path
 
@@ -18,22 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 ALLOWED = {
     "ppo_core": set(),  # the subject: what is measured
     "archbench.instrument": {"ppo_core"},  # the measuring kit
-    "archbench.reports": {
-        "ppo_core",
-        "archbench.instrument",
-    },  # decisions and pages (no torch: see below)
-    "archbench.instrument.sweep": {
-        "ppo_core",
-        "archbench.instrument",
-        "archbench.reports",
-    },  # runs bench/, renders the report
-    "bench": {"ppo_core", "archbench.instrument", "archbench.instrument.sweep"},  # the suites
-    "archbench.cli": {
-        "ppo_core",
-        "archbench.instrument",
-        "archbench.reports",
-        "archbench.instrument.sweep",
-    },  # the command line on top
+    "archbench.reports": {"ppo_core", "archbench.instrument"},  # decisions, pages (no torch)
+    "bench": {"ppo_core", "archbench.instrument"},  # the suites, run by the instrument's sweep
+    "archbench.cli": {"ppo_core", "archbench.instrument", "archbench.reports"},  # renders
 }
 PARTS = tuple(ALLOWED)
 
@@ -145,6 +133,65 @@ def test_nothing_imports_the_command_line():
         if _part_of(name) == "archbench.cli"
     ]
     assert not wrong, "\n".join(wrong)
+
+
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def _started_modules(path: Path) -> set[str]:
+    """Our dotted module names among the strings a module builds its commands from: the
+    elements of every list or tuple display (`[sys.executable, "-m", "archbench.cli.main"]`)
+    and the arguments of every call (`Popen(...)`, `import_module(...)`), docstrings aside."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.List | ast.Tuple | ast.Set):
+            values = node.elts
+        elif isinstance(node, ast.Call):
+            values = [*node.args, *(k.value for k in node.keywords)]
+        else:
+            continue
+        for value in values:
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                text = value.value.strip()
+                if _MODULE_NAME.fullmatch(text) and _part_of(text):
+                    found.add(text)
+    return found
+
+
+def _upward_commands(part: str, paths: list[Path]) -> list[str]:
+    return [
+        f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} starts {name}"
+        for path in paths
+        for name in sorted(_started_modules(path))
+        if _part_of(name) != part and _part_of(name) not in ALLOWED[part]
+    ]
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_no_lower_part_starts_a_higher_one_in_a_subprocess(part):
+    """An argv is invisible to the import rule: a shard that ran `python -m archbench.cli.main`
+    would be the instrument starting the command line."""
+    wrong = _upward_commands(part, _modules(part))
+    assert not wrong, f"{part} may start only {sorted(ALLOWED[part])}:\n" + "\n".join(wrong)
+
+
+def test_the_subprocess_rule_sees_a_violation(tmp_path):
+    """The checker itself: a shard command naming the command line is found; the runner
+    module, a docstring and a message that only mentions a module are not."""
+    module = tmp_path / "m.py"
+    module.write_text(
+        '"""Runs archbench.cli.main."""\n'
+        "import subprocess, sys\n"
+        "def shard(out):\n"
+        '    command = [sys.executable, "-m", "archbench.cli.main", "sweep", "--out", out]\n'
+        '    ok = [sys.executable, "-m", "archbench.instrument.sweep.runner"]\n'
+        '    print("see archbench.cli.main for the flags")\n'
+        "    return subprocess.run(command + ok, check=False)\n"
+    )
+    assert _upward_commands("archbench.instrument", [module]) == [
+        f"{module} starts archbench.cli.main"
+    ]
+    assert _upward_commands("archbench.cli", [module]) == []
 
 
 def test_reports_never_reach_the_instruments_torch_modules():

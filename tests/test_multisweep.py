@@ -14,14 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from archbench.cli.benchmarks import render_runs
 from archbench.cli.main import main
 from archbench.instrument.runfile import ShardRun
 from archbench.instrument.sweep import raysweep
-from archbench.instrument.sweep.multisweep import (
-    SweepOptions,
-    check_devices,
-    run_on_devices,
-)
+from archbench.instrument.sweep.multisweep import check_devices, run_on_devices
+from archbench.instrument.sweep.options import SweepOptions
 from archbench.instrument.sweep.raysweep import RAY_INSTALL_HINT, run_on_ray
 from archbench.instrument.sweep.runner import run_sweep
 from archbench.reports.load import load_run
@@ -31,7 +29,7 @@ from ppo_core.errors import ArchbenchError, ConfigError
 # budgets: seconds.
 # test_input_alignment shares the ceilings module but times 2048-row GEMMs: left out, for speed.
 SELECT = ("-k", "env_step or (ceilings and not input_alignment)", "--benchmark-disable")
-OPTIONS = SweepOptions(presets="tiny", pytest_args=SELECT)
+OPTIONS = SweepOptions.from_text(SELECT, presets="tiny")
 
 
 def _cases(path: Path) -> list[str]:
@@ -50,7 +48,6 @@ def single_run(tmp_path_factory) -> Path:
         device="cpu",
         out_dir=tmp_path_factory.mktemp("single"),
         pytest_args=SELECT,
-        render=False,
         echo=lambda line: None,
     )
     assert result.returncode == 0, result.log_path.read_text()[-3000:]
@@ -80,8 +77,10 @@ def test_two_cpu_devices_merge_into_the_single_process_run(single_run, tmp_path,
     assert any(line.startswith("[1:cpu] ") for line in lines)  # progress names the shard
     machine = json.loads(merged.read_text())["machine_info"]
     assert [s["device"] for s in machine["archbench_shards"]] == ["cpu", "cpu"]
-    assert result.html_path is not None
-    assert result.html_path.stat().st_size > 0
+    assert result.html_path is None  # the command line renders, not the sweep
+    html = render_runs(result.json_paths, result.report_path)
+    assert html == merged.with_suffix(".html")
+    assert html.stat().st_size > 0
 
 
 # With the input-alignment case (seconds of 2048-row GEMMs) in the plan, a shard is still at
@@ -197,7 +196,7 @@ def test_ray_cpu_shards_merge_into_the_single_process_run(
     _assert_same_run(merged, single_run)
     assert {r["node"] for r in _records(merged)} == {json.loads(merged.read_text())[
         "machine_info"]["node"]}  # fmt: skip
-    assert result.html_path is not None
+    assert render_runs(result.json_paths, result.report_path) is not None
     assert ray_cluster.is_initialized()  # a cluster the caller started is left running
 
 
@@ -209,8 +208,8 @@ def test_an_accelerator_the_cluster_lacks_is_one_line(ray_cluster, capsys, tmp_p
 
 @pytest.mark.gpu
 def test_a_gpu_shard_is_pinned_and_named_by_uuid(tmp_path):
-    options = SweepOptions(presets="tiny", pytest_args=("-k", "env_step", "--benchmark-disable"))
-    result = run_on_devices(["cuda:0"], options, out_dir=tmp_path, render=False)
+    options = SweepOptions.from_text(("-k", "env_step", "--benchmark-disable"), presets="tiny")
+    result = run_on_devices(["cuda:0"], options, out_dir=tmp_path)
     (merged,) = result.json_paths
     records = _records(merged)
     assert {r["device"] for r in records} == {"cuda:0"}
@@ -279,7 +278,7 @@ def test_accelerator_types_each_get_a_whole_sweep_and_one_report(tmp_path, monke
     assert "ray-a100" in a100.name
     assert len(_records(h100)) == len(_records(a100)) == len(cluster.run["benchmarks"])
     assert {r["gpu_name"] for r in _records(a100)} == {"NVIDIA A100"}
-    page = result.html_path.read_text()
+    page = render_runs(result.json_paths, result.report_path).read_text()
     assert "<th>use case</th><th>NVIDIA H100</th><th>NVIDIA A100</th>" in page
     with pytest.raises(ConfigError, match=r"no GPU of that type \(it has: A100, H100\)"):
         run_on_ray("auto", OPTIONS, accelerators=["L4"], out_dir=tmp_path)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from archbench.instrument.sweep import raysweep
-from archbench.instrument.sweep.multisweep import SweepOptions
+from archbench.instrument.sweep.options import SweepOptions
 from ppo_core.errors import ArchbenchError
 
 ray = pytest.importorskip("ray")
@@ -183,13 +183,11 @@ def test_cpu_shards_spread_one_per_node_with_the_node_s_cores(tmp_path, monkeypa
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     try:
-        options = SweepOptions(
-            presets="tiny", pytest_args=("-k", "env_step", "--benchmark-disable")
-        )
+        options = SweepOptions.from_text(("-k", "env_step", "--benchmark-disable"), presets="tiny")
         lines: list[str] = []
         result = raysweep.run_on_ray(
             cluster.address, options, shards=4, cpu_only=True, out_dir=tmp_path,
-            render=False, echo=lines.append,
+            echo=lines.append,
         )  # fmt: skip
         # A node without the driver's interpreter path is refused before any shard starts.
         monkeypatch.setattr(sys, "executable", "/nowhere/bin/python")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import ppo_core
+from archbench.cli.benchmarks import render_run
 from archbench.instrument.sweep.options import SWEEP_OPTIONS, SweepOptions
 from archbench.instrument.sweep.progress import Progress, _headline
 from archbench.instrument.sweep.rebuild import rebuild_run, resolve_run
@@ -85,7 +86,7 @@ def test_options_parsed_by_the_cli_read_back_the_same_in_pytest():
     parser = argparse.ArgumentParser()
     for option in SWEEP_OPTIONS:
         option.declare(parser.add_argument)
-    again = SweepOptions.parse(vars(parser.parse_args(options.pytest_args())).__getitem__)
+    again = SweepOptions.parse(vars(parser.parse_args(options.argv())).__getitem__)
     assert again == options
     defaults = SweepOptions.parse(vars(parser.parse_args([])).__getitem__)
     assert defaults == SweepOptions()
@@ -206,10 +207,12 @@ def test_a_tiny_sweep_writes_a_readable_run(tmp_path, monkeypatch):
     assert sorted(frame["case_n_envs"].unique()) == [1, 64]
     assert frame["device"].iloc[0] == "cpu"
     assert any("[2/2] passed" in line for line in lines)
-    if result.html_path is None:
-        assert "archbench.reports.render" in result.report_note
-    else:
-        assert result.html_path.stat().st_size > 0
+    # The sweep renders nothing (issue 26: only the command line does, after it).
+    assert (result.html_path, result.report_note) == (None, None)
+    html, note = render_run(result.json_path, result.log_path)
+    assert note is None
+    assert html == result.json_path.with_suffix(".html")
+    assert html.stat().st_size > 0
 
 
 # A pytest plugin the interrupt tests load into the sweep's pytest (-p): it holds the second
@@ -325,9 +328,7 @@ def test_resume_runs_only_the_cases_a_stopped_run_lacks(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", path)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     lines: list[str] = []
-    result = run_sweep(
-        out_dir=tmp_path / "resumed", resume=stopped, render=False, echo=lines.append
-    )
+    result = run_sweep(out_dir=tmp_path / "resumed", resume=stopped, echo=lines.append)
     assert result.returncode == 0, result.log_path.read_text()[-3000:]
     assert result.collected == 2  # the two it lacked, not the finished one
     assert not result.incomplete
@@ -501,7 +502,6 @@ def test_cases_without_an_extra_say_why_and_raise_no_benchmark_warnings(tmp_path
 
 def test_a_failing_report_keeps_the_run_and_says_where_the_traceback_is(tmp_path, monkeypatch):
     import archbench.reports.render
-    from archbench.instrument.sweep.runner import _render
 
     def broken(*_args, **_kwargs):
         raise KeyError("memory_bytes")
@@ -509,7 +509,7 @@ def test_a_failing_report_keeps_the_run_and_says_where_the_traceback_is(tmp_path
     monkeypatch.setattr(archbench.reports.render, "render_report", broken)
     run, log = tmp_path / "run.json", tmp_path / "run.log"
     run.write_text("{}")
-    html, note = _render(run, log)
+    html, note = render_run(run, log)
     assert html is None
     assert "rendering failed (KeyError: 'memory_bytes'" in note
     assert f"archbench report {run}" in note
@@ -543,7 +543,6 @@ def test_a_case_hung_past_its_timeout_is_stopped_and_recorded_as_lost(tmp_path, 
         device="cpu",
         out_dir=tmp_path / "out",
         pytest_args=["-k", "env_step", "-p", "archbench_hold"],
-        render=False,
         echo=lines.append,
         case_timeout=20,
     )
@@ -556,3 +555,77 @@ def test_a_case_hung_past_its_timeout_is_stopped_and_recorded_as_lost(tmp_path, 
     run = json.loads(result.json_path.read_text())["archbench_run"]
     assert run["incomplete"] is True
     assert run["lost"] == list(result.lost)
+
+
+def test_the_command_line_renders_after_the_sweep_and_says_what_it_wrote(
+    tmp_path, monkeypatch, capsys
+):
+    """The sweep only measures (issue 26): `archbench sweep` renders the run it returns,
+    prints the same lines as before, and exits 1 when a report it was asked for failed."""
+    import shutil
+
+    import archbench.reports.render
+    from archbench.cli.main import main
+    from archbench.instrument.sweep import runner
+
+    run = tmp_path / "run-x.json"
+    shutil.copy(Path(__file__).parent / "fixtures" / "one-preset.json", run)
+    swept = runner.SweepResult(
+        json_path=run,
+        log_path=tmp_path / "run-x.log",
+        records_path=tmp_path / "run-x.records.jsonl",
+        returncode=0,
+        finished=3,
+        collected=3,
+        interrupted=False,
+        stopped_by=None,
+        rebuilt=False,
+        report_note=None,
+    )
+    monkeypatch.setattr(runner, "run_sweep", lambda **_kwargs: swept)
+    assert main(["sweep", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"3/3 cases finished; pytest exit code 0; log {tmp_path / 'run-x.log'}",
+        f"wrote {run}",
+        f"wrote {tmp_path / 'run-x.html'}",
+    ]
+    assert (tmp_path / "run-x.html").stat().st_size > 0
+
+    def broken(*_args, **_kwargs):
+        raise KeyError("memory_bytes")
+
+    monkeypatch.setattr(archbench.reports.render, "render_report", broken)
+    assert main(["sweep", "--out", str(tmp_path)]) == 1
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("no report: rendering failed (KeyError: 'memory_bytes'")
+    assert main(["sweep", "--no-report", "--out", str(tmp_path)]) == 0
+    assert "report" not in capsys.readouterr().out
+
+
+def test_the_command_line_renders_one_report_over_the_merged_shards(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from archbench.cli.main import main
+    from archbench.instrument.sweep import multisweep
+    from archbench.instrument.sweep.options import SweepOptions
+
+    run = tmp_path / "run-x.json"
+    shutil.copy(Path(__file__).parent / "fixtures" / "one-preset.json", run)
+    asked = []
+
+    def fake(devices, options, **_kwargs):
+        asked.append((devices, options))
+        shards = tmp_path / "run-x.shards"
+        return multisweep.MultiSweepResult(
+            json_paths=(run,), shard_dir=shards, shards=2, finished=2
+        )
+
+    monkeypatch.setattr(multisweep, "run_on_devices", fake)
+    argv = ["sweep", "--devices", "cpu,cpu", "--presets", "tiny", "--out", str(tmp_path)]
+    assert main([*argv, "--", "-k", "env"]) == 0
+    assert asked == [(["cpu", "cpu"], SweepOptions(presets=("tiny",), pytest_args=("-k", "env")))]
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        f"wrote {run}",
+        f"wrote {tmp_path / 'run-x.html'}",
+    ]
+    assert (tmp_path / "run-x.html").stat().st_size > 0

@@ -1,11 +1,22 @@
 """`archbench sweep`: run the bench/ suites once (or sharded over devices or nodes) and
-render the report."""
+render the report: the sweep itself (archbench.instrument.sweep) only measures and writes."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import signal
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from archbench.cli._common import output_folder
+from ppo_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from archbench.instrument.sweep.multisweep import MultiSweepResult
+    from archbench.instrument.sweep.options import SweepOptions
 
 __all__ = ["add_commands"]
 
@@ -105,8 +116,6 @@ _RESUME_TAKES = ("profile", "presets", "hidden_dims", "data", "cost_bps", "lookb
 
 def _check_resume(args: argparse.Namespace, parser_defaults: dict) -> None:
     """--resume reuses the run's own options: one given beside it would be silently ignored."""
-    from ppo_core.errors import ConfigError
-
     for dest in _RESUME_TAKES:
         if getattr(args, dest) != parser_defaults.get(dest, []):
             flag = "-- PYTEST_ARGS" if dest == "pytest_args" else "--" + dest.replace("_", "-")
@@ -117,7 +126,7 @@ def _check_resume(args: argparse.Namespace, parser_defaults: dict) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from archbench.instrument.sweep.runner import run_sweep
+    from archbench.instrument.sweep.runner import exit_status, run_sweep, summary_lines
 
     output_folder(args.out, flag="--out")
     if args.resume:
@@ -127,9 +136,7 @@ def _sweep(args: argparse.Namespace) -> int:
             | {"cost_bps": None, "lookback": None},
         )
     if args.devices or args.ray or args.accelerator or args.shards:
-        from archbench.instrument.sweep.multisweep import sweep_command
-
-        return sweep_command(args)
+        return _sharded(args)
 
     result = run_sweep(
         profile=args.profile,
@@ -141,36 +148,142 @@ def _sweep(args: argparse.Namespace) -> int:
         lookback=args.lookback,
         out_dir=args.out,
         pytest_args=args.pytest_args,
-        render=not args.no_report,
         case_timeout=args.case_timeout,
         resume=args.resume,
     )
-    done = f"{result.finished}/{result.collected}" if result.collected else str(result.finished)
-    print(f"{done} cases finished; pytest exit code {result.returncode}; log {result.log_path}")
-    if result.json_path is not None:
-        how = " (rebuilt from the streamed records)" if result.rebuilt else ""
-        print(f"wrote {result.json_path}{how}")
+    if not args.no_report and result.json_path is not None:
+        html_path, note = render_run(result.json_path, result.log_path)
+        result = dataclasses.replace(result, html_path=html_path, report_note=note)
+    for line in summary_lines(result):
+        print(line)
+    return exit_status(result, report_wanted=not args.no_report)
+
+
+def render_run(json_path: Path, log_path: Path) -> tuple[Path | None, str | None]:
+    """The report beside a finished run, or None and why not (a failure's traceback goes to
+    the run's log: the run is kept whatever the report does)."""
+    try:
+        from archbench.reports.render import render_report
+    except ImportError as error:
+        return None, (
+            f"archbench.reports.render is not available ({error}); render later with "
+            f"`archbench report {json_path}`"
+        )
+    html_path = json_path.with_suffix(".html")
+    try:
+        render_report([json_path], html_path)
+    except Exception as error:  # the run is safe on disk whatever the report does
+        with log_path.open("a", encoding="utf-8") as log:
+            log.write(f"\n$ archbench report {json_path}\n{traceback.format_exc()}")
+        return None, (
+            f"rendering failed ({type(error).__name__}: {error}; traceback in {log_path}); "
+            f"the run is kept: render it later with `archbench report {json_path}`"
+        )
+    return html_path, None
+
+
+def render_runs(paths: Sequence[Path], html_path: Path) -> Path | None:
+    """One report over the merged runs; None where the reports part is not installed."""
+    from archbench.instrument.sweep.progress import print_now
+
+    try:
+        from archbench.reports.render import render_report
+    except ImportError:
+        return None
+    try:
+        return render_report(list(paths), html_path)
+    except Exception as error:  # the merged runs are safe on disk whatever the report does
+        print_now(
+            f"rendering failed ({type(error).__name__}: {error}); the runs are kept: render "
+            f"them later with `archbench report {' '.join(map(str, paths))}`"
+        )
+        return None
+
+
+# --- several devices or nodes ------------------------------------------------------------
+
+
+def _sharded(args: argparse.Namespace) -> int:
+    """`archbench sweep` with --devices, --ray, --accelerator or --shards."""
+    from archbench.instrument.sweep.multisweep import check_devices, run_on_devices
+    from archbench.instrument.runfile import previous_run
+
+    if not args.ray and (args.accelerator or args.shards):
+        flag = "--accelerator" if args.accelerator else "--shards"
+        raise ConfigError(f"{flag} needs --ray ADDRESS (on one machine, use --devices)")
+    if args.devices and args.device != "auto":
+        raise ConfigError(f"give --devices or --device, not both (got --device {args.device})")
+    previous = previous_run(args.resume) if args.resume else None
+    options = _sharded_options(args, previous)
+    if args.ray:
+        result = _on_ray(args, options, previous)
+    else:
+        result = run_on_devices(
+            check_devices(args.devices),
+            options,
+            out_dir=args.out,
+            case_timeout=args.case_timeout,
+            previous=previous,
+        )
+    if not args.no_report and result.json_paths:
+        html = render_runs(result.json_paths, result.report_path)
+        result = dataclasses.replace(result, html_path=html)
+    return _report(result)
+
+
+def _sharded_options(args: argparse.Namespace, previous: tuple[Path, dict] | None) -> SweepOptions:
+    """The options every shard runs: a resumed run's own, else the flags given."""
+    from archbench.instrument.sweep.options import SweepOptions
+    from archbench.instrument.runfile import RUN_KEY
+
+    stored = ((previous[1].get(RUN_KEY) or {}).get("options") if previous else None) or {}
+    given = {key: stored.get(key, getattr(args, key)) for key in _RESUME_TAKES}
+    pytest_args = given.pop("pytest_args")
+    return SweepOptions.from_text(pytest_args, **given)
+
+
+def _on_ray(args: argparse.Namespace, options: SweepOptions, previous) -> MultiSweepResult:
+    from archbench.instrument.sweep.raysweep import run_on_ray
+
+    cpu_only = False
+    if args.devices:
+        parts = [p.strip().lower() for p in args.devices.split(",")]
+        if set(parts) != {"cpu"}:
+            raise ConfigError(
+                f"--devices {args.devices} with --ray: Ray gives each shard its GPU; "
+                "use --shards N (and --accelerator TYPE), or --devices cpu,cpu for CPU shards"
+            )
+        cpu_only = True
+    accelerators = [a.strip() for a in (args.accelerator or "").split(",") if a.strip()]
+    return run_on_ray(
+        args.ray,
+        options,
+        accelerators=accelerators,
+        shards=args.shards or (len(parts) if cpu_only else None),
+        cpu_only=cpu_only,
+        out_dir=args.out,
+        case_timeout=args.case_timeout,
+        previous=previous,
+    )
+
+
+def _report(result: MultiSweepResult) -> int:
+    """Print how the sweep ended; the exit status: 130 stopped, 3 incomplete, 1 failed."""
+    print(f"{result.finished}/{result.shards} shards finished; shards in {result.shard_dir}")
+    for line in result.failed:
+        print(f"  {line}")
+    for path in result.json_paths:
+        print(f"wrote {path}")
     if result.html_path is not None:
         print(f"wrote {result.html_path}")
-    elif result.report_note:
-        print(f"no report: {result.report_note}")
-    _print_lost(result.lost, result.json_path)
-    if result.stopped_by is not None:
-        return 128 + result.stopped_by  # as a shell reports a command ended by that signal
-    report_missing = not args.no_report and result.json_path and result.html_path is None
     if result.lost:
-        return 3  # incomplete: the run lacks cases; --resume completes it
-    return 0 if result.returncode == 0 and not report_missing else 1
-
-
-def _print_lost(lost, json_path) -> None:
-    """The run is incomplete: say how much is missing, the first reasons, and how to finish."""
-    if not lost:
-        return
-    print(f"incomplete: {len(lost)} case(s) not in the run")
-    for entry in lost[:5]:
-        print(f"  {entry['case']}: {entry['reason']}")
-    if len(lost) > 5:
-        print(f"  ... and {len(lost) - 5} more (archbench_run.lost in the JSON)")
-    if json_path is not None:
-        print(f"finish it with: archbench sweep --resume {json_path}")
+        print(f"incomplete: {len(result.lost)} case(s) or shard(s) not in the run")
+        for entry in result.lost[:5]:
+            print(f"  {entry['case']}: {entry['reason']}")
+        if result.json_paths:
+            print(f"finish it with: archbench sweep --resume {result.json_paths[0]} ...")
+    if result.interrupted:  # as a shell reports a command ended by that signal
+        return 128 + int(getattr(signal, result.stopped_by or "SIGINT", signal.SIGINT))
+    if result.lost:
+        return 3
+    return 0 if result.json_paths and not result.failed else 1

@@ -1,4 +1,4 @@
-"""The sweep runner: `runner` runs pytest bench/ once and renders the report (its `options`,
-records stream `progress`, stop `signals`, and `rebuild` of a killed run from its records);
-`shards` and `multisweep` spread one sweep over several devices or nodes. Sits above `reports`.
+"""The sweep runner: `runner` runs pytest bench/ once (its `options`, records stream `progress`,
+stop `signals`, and `rebuild` of a killed run from its records); `shards` and `multisweep` spread
+one sweep over several devices or nodes. Part of the instrument: it never renders (the CLI does).
 """

@@ -1,7 +1,7 @@
 """`archbench sweep --devices` (and the parts `--ray` shares): one shard of the sweep per
-device, each an ordinary single-device `archbench sweep` process, merged into one run
-(archbench.instrument.sweep.shards) that says what it lacks
-(archbench.instrument.runfile), and rendered.
+device, each an ordinary single-device sweep process (archbench.instrument.sweep.runner),
+merged into one run that says what it lacks (archbench.instrument.runfile); `archbench sweep`
+renders it.
 
 On one node the shards are subprocesses pinned with CUDA_VISIBLE_DEVICES; on a Ray cluster
 (archbench.instrument.sweep.raysweep) each is a task asking for one GPU or one CPU.
@@ -31,73 +31,26 @@ from archbench.instrument.runfile import (
     ShardRun,
     finished_cases,
     lost_cases,
-    previous_run,
     run_section,
     shard_entry,
     write_merged,
 )
-from archbench.instrument.sweep.options import parse_cost_bps, parse_lookback
+from archbench.instrument.sweep.options import SweepOptions
 from archbench.instrument.sweep.progress import Progress, print_now
 from archbench.instrument.sweep.rebuild import write_json_from_records
 from archbench.instrument.sweep.runner import run_name
 from archbench.instrument.sweep.shards import parse_devices, visible_device
 from ppo_core.errors import ArchbenchError, ConfigError
-from ppo_core.presets import PRESETS, parse_hidden_dims
 
 __all__ = [
     "MultiSweepResult",
-    "SweepOptions",
     "check_devices",
     "out_folder",
-    "render_runs",
     "run_on_devices",
     "shard_command",
     "shard_json",
     "stored_options",
-    "sweep_command",
 ]
-
-
-@dataclass(frozen=True)
-class SweepOptions:
-    """The sweep every shard runs (the single-device `archbench sweep` options)."""
-
-    profile: str = "quick"
-    """quick or full."""
-    presets: str | None = None
-    """--presets as given, or None for the profile's."""
-    hidden_dims: tuple[str, ...] = ()
-    """--hidden-dims values as given."""
-    data: str = "synthetic"
-    """--data as given (a file path must exist on every node)."""
-    cost_bps: str | None = None
-    """--cost-bps as given, or None for the suites' own."""
-    lookback: str | None = None
-    """--lookback as given, or None for the reference 100."""
-    pytest_args: tuple[str, ...] = ()
-    """Extra pytest arguments, passed to every shard."""
-
-    def __post_init__(self) -> None:
-        # Checked here, once, so that a typo is one line and not one failed shard per device.
-        if self.profile not in ("quick", "full"):
-            raise ConfigError(f"profile must be quick or full, got {self.profile!r}")
-        names = [p.strip().lower() for p in (self.presets or "all").split(",") if p.strip()]
-        unknown = [n for n in names if n not in PRESETS and names != ["all"]]
-        if unknown or not names:
-            bad = unknown[0] if unknown else "(none)"
-            raise ConfigError(
-                f"--presets {self.presets!r}: unknown preset {bad!r}; "
-                f"choose from {', '.join(PRESETS)} or 'all'"
-            )
-        for dims in self.hidden_dims:
-            parse_hidden_dims(dims)
-        parse_cost_bps(self.cost_bps)
-        parse_lookback(self.lookback)
-
-    def without(self, done: Sequence[str]) -> SweepOptions:
-        """These options with the cases `done` deselected (a resumed run keeps them)."""
-        deselect = tuple(arg for nodeid in done for arg in ("--deselect", nodeid))
-        return dataclasses.replace(self, pytest_args=(*self.pytest_args, *deselect))
 
 
 @dataclass(frozen=True)
@@ -106,8 +59,6 @@ class MultiSweepResult:
 
     json_paths: tuple[Path, ...]
     """Merged runs: one, or one per accelerator type."""
-    html_path: Path | None
-    """One report across every merged run (None when nothing finished or --no-report)."""
     shard_dir: Path
     """Each shard's own JSON, records and log."""
     shards: int
@@ -122,6 +73,14 @@ class MultiSweepResult:
     """Cases (or whole shards) the merged runs lack, each with why (archbench_run.lost)."""
     stopped_by: str | None = None
     """The signal that stopped the sweep ('SIGINT', 'SIGTERM', ...), if one did."""
+    html_path: Path | None = None
+    """The one report across every merged run: the sweep never renders (None);
+    `archbench sweep` fills it in."""
+
+    @property
+    def report_path(self) -> Path:
+        """Where the report of these runs goes: beside the shards' folder, named like it."""
+        return self.shard_dir.with_suffix(".html")
 
 
 def shard_command(
@@ -132,16 +91,11 @@ def shard_command(
     n_shards: int,
     case_timeout: float | None = None,
 ) -> list[str]:
-    """The `archbench sweep` invocation of shard `index` (device as the shard sees it)."""
-    command = [sys.executable, "-m", "archbench.cli.main", "sweep", "--profile", options.profile]
-    command += ["--device", device, "--data", options.data, "--out", str(out_dir), "--no-report"]
-    if options.presets:
-        command += ["--presets", options.presets]
-    for dims in options.hidden_dims:
-        command += ["--hidden-dims", dims]
-    for flag, value in (("--cost-bps", options.cost_bps), ("--lookback", options.lookback)):
-        if value is not None:
-            command += [flag, str(value)]
+    """The single-device sweep of shard `index` (device as the shard sees it): the runner
+    module, which renders nothing, never the command line above it."""
+    flags = dataclasses.replace(options, device=device).argv()
+    command = [sys.executable, "-m", "archbench.instrument.sweep.runner", *flags]
+    command += ["--out", str(out_dir)]
     if case_timeout is not None:
         command += ["--case-timeout", str(case_timeout)]
     return [*command, "--", *options.pytest_args, "--archbench-split", f"{index}/{n_shards}"]
@@ -155,101 +109,6 @@ def check_devices(spec: str) -> list[str]:
     return parse_devices(spec, count)
 
 
-def sweep_command(args: Any) -> int:
-    """`archbench sweep` with --devices, --ray, --accelerator or --shards (args: argparse's)."""
-    if not args.ray and (args.accelerator or args.shards):
-        flag = "--accelerator" if args.accelerator else "--shards"
-        raise ConfigError(f"{flag} needs --ray ADDRESS (on one machine, use --devices)")
-    if args.devices and args.device != "auto":
-        raise ConfigError(f"give --devices or --device, not both (got --device {args.device})")
-    previous = previous_run(args.resume) if getattr(args, "resume", None) else None
-    options = _options(args, previous)
-    timeout = getattr(args, "case_timeout", None)
-    if args.ray:
-        result = _on_ray(args, options, timeout, previous)
-    else:
-        result = run_on_devices(
-            check_devices(args.devices),
-            options,
-            out_dir=args.out,
-            render=not args.no_report,
-            case_timeout=timeout,
-            previous=previous,
-        )
-    return _report(result)
-
-
-def _options(args: Any, previous: tuple[Path, dict[str, Any]] | None) -> SweepOptions:
-    stored = ((previous[1].get(RUN_KEY) or {}).get("options") if previous else None) or {}
-    given = {
-        "profile": args.profile,
-        "presets": args.presets,
-        "hidden_dims": args.hidden_dims,
-        "data": str(Path(args.data).resolve()) if Path(args.data).exists() else args.data,
-        "cost_bps": getattr(args, "cost_bps", None),
-        "lookback": getattr(args, "lookback", None),
-        "pytest_args": args.pytest_args,
-    }
-    given.update(stored)
-    return SweepOptions(
-        profile=given["profile"],
-        presets=given["presets"],
-        hidden_dims=tuple(given["hidden_dims"]),
-        data=given["data"],
-        cost_bps=given["cost_bps"],
-        lookback=given["lookback"],
-        pytest_args=tuple(given["pytest_args"]),
-    )
-
-
-def _on_ray(args: Any, options: SweepOptions, timeout, previous) -> MultiSweepResult:
-    from archbench.instrument.sweep.raysweep import run_on_ray
-
-    cpu_only = False
-    if args.devices:
-        parts = [p.strip().lower() for p in args.devices.split(",")]
-        if set(parts) != {"cpu"}:
-            raise ConfigError(
-                f"--devices {args.devices} with --ray: Ray gives each shard its GPU; "
-                "use --shards N (and --accelerator TYPE), or --devices cpu,cpu for CPU shards"
-            )
-        cpu_only = True
-    accelerators = [a.strip() for a in (args.accelerator or "").split(",") if a.strip()]
-    return run_on_ray(
-        args.ray,
-        options,
-        accelerators=accelerators,
-        shards=args.shards or (len(parts) if cpu_only else None),
-        cpu_only=cpu_only,
-        out_dir=args.out,
-        render=not args.no_report,
-        case_timeout=timeout,
-        previous=previous,
-    )
-
-
-def _report(result: MultiSweepResult) -> int:
-    """Print how the sweep ended; the exit status: 130 stopped, 3 incomplete, 1 failed."""
-    print(f"{result.finished}/{result.shards} shards finished; shards in {result.shard_dir}")
-    for line in result.failed:
-        print(f"  {line}")
-    for path in result.json_paths:
-        print(f"wrote {path}")
-    if result.html_path is not None:
-        print(f"wrote {result.html_path}")
-    if result.lost:
-        print(f"incomplete: {len(result.lost)} case(s) or shard(s) not in the run")
-        for entry in result.lost[:5]:
-            print(f"  {entry['case']}: {entry['reason']}")
-        if result.json_paths:
-            print(f"finish it with: archbench sweep --resume {result.json_paths[0]} ...")
-    if result.interrupted:  # as a shell reports a command ended by that signal
-        return 128 + int(getattr(signal, result.stopped_by or "SIGINT", signal.SIGINT))
-    if result.lost:
-        return 3
-    return 0 if result.json_paths and not result.failed else 1
-
-
 # --- one node, several devices -----------------------------------------------------------
 
 
@@ -258,12 +117,11 @@ def run_on_devices(
     options: SweepOptions,
     *,
     out_dir: str | Path = "runs",
-    render: bool = True,
     echo: Callable[[str], None] | None = None,
     case_timeout: float | None = None,
     previous: tuple[Path, dict[str, Any]] | None = None,
 ) -> MultiSweepResult:
-    """One `archbench sweep` process per device, at once; merge what they wrote. `previous`
+    """One single-device sweep process per device, at once; merge what they wrote. `previous`
     (a run being resumed): its finished cases are kept and not rerun."""
     echo = echo or print_now
     out = out_folder(out_dir)
@@ -275,12 +133,58 @@ def run_on_devices(
     label = "-".join(d.replace(":", "") for d in dict.fromkeys(devices))
     name = run_name(platform.node(), f"{len(devices)}x-{label}", datetime.now(timezone.utc))
     shard_root = out / f"{name}.shards"
+    children = _start_shards(devices, options, shard_root, case_timeout, echo)
+    stopped_by: list[str] = []
+    interrupted = _wait_all([child.process for child in children], echo, stopped_by)
+    runs, lost, entries, failed = _gather(children)
+    stopped = (stopped_by or ["SIGINT"])[0] if interrupted else None
+    paths = []
+    if runs or previous is not None:
+        section = run_section(
+            lost=lost,
+            shards=entries,
+            options=stored,
+            stopped_by=stopped,
+            resumed_from=str(previous[0]) if previous else None,
+        )
+        paths = [write_merged(out / f"{name}.json", runs, section, previous and previous[1])]
+    return MultiSweepResult(
+        json_paths=tuple(paths),
+        shard_dir=shard_root,
+        shards=len(devices),
+        finished=len(runs),
+        failed=tuple(failed),
+        interrupted=interrupted,
+        lost=tuple(lost),
+        stopped_by=stopped,
+    )
+
+
+@dataclass(frozen=True)
+class _Child:
+    """One shard's running sweep on this node."""
+
+    index: int
+    """Shard number."""
+    device: str
+    """The device as the driver names it ('cuda:1', 'cpu')."""
+    folder: Path
+    """Its JSON, records and log."""
+    process: subprocess.Popen
+    """Its sweep process."""
+    reader: threading.Thread
+    """Relays its output to the console and into `output`."""
+    output: list[str]
+    """Every line it printed."""
+
+
+def _start_shards(devices, options, shard_root, case_timeout, echo) -> list[_Child]:
+    """One sweep process per device, pinned to it, each in its own folder under shard_root."""
     cpu_shards = sum(d == "cpu" for d in devices)
-    children: list[tuple[int, str, Path, subprocess.Popen, threading.Thread]] = []
-    outputs: dict[int, list[str]] = {}
-    lock = threading.Lock()
     envs = [_shard_env(device, cpu_shards) for device in devices]  # may refuse: before any work
     echo(f"archbench sweep: {len(devices)} shards on {', '.join(devices)}; shards in {shard_root}")
+    lock = threading.Lock()
+    children = []
     for index, device in enumerate(devices):
         folder = shard_root / f"shard{index}-{device.replace(':', '')}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -288,44 +192,28 @@ def run_on_devices(
             options, "cpu" if device == "cpu" else "cuda:0", folder, index, len(devices),
             case_timeout,
         )  # fmt: skip
-        outputs[index] = []
-        child, reader = _start_shard(command, envs[index], f"[{index}:{device}] ", echo, lock,
-                                     outputs[index])  # fmt: skip
-        children.append((index, device, folder, child, reader))
-    stopped_by: list[str] = []
-    interrupted = _wait_all([child for *_, child, _reader in children], echo, stopped_by)
+        output: list[str] = []
+        process, reader = _start_shard(command, envs[index], f"[{index}:{device}] ", echo, lock,
+                                       output)  # fmt: skip
+        children.append(_Child(index, device, folder, process, reader, output))
+    return children
+
+
+def _gather(children: Sequence[_Child]) -> tuple[list, list, list, list]:
+    """(runs, lost cases, archbench_run.shards entries, one line per failed shard)."""
     runs, lost, entries, failed = [], [], [], []
-    for index, device, folder, child, reader in children:
-        reader.join()
-        run, my_lost, entry = _device_outcome(index, device, folder, child, outputs[index])
+    for child in children:
+        child.reader.join()
+        run, my_lost, entry = _device_outcome(
+            child.index, child.device, child.folder, child.process, child.output
+        )
         if run is not None:
             runs.append(run)
         elif my_lost:
             failed.append(my_lost[0]["reason"])
         lost += my_lost
         entries += [entry] if entry else []
-    paths = []
-    if runs or previous is not None:
-        section = run_section(
-            lost=lost,
-            shards=entries,
-            options=stored,
-            stopped_by=(stopped_by or ["SIGINT"])[0] if interrupted else None,
-            resumed_from=str(previous[0]) if previous else None,
-        )
-        paths = [write_merged(out / f"{name}.json", runs, section, previous and previous[1])]
-    html = render_runs(paths, out / f"{name}.html") if render and paths else None
-    return MultiSweepResult(
-        json_paths=tuple(paths),
-        html_path=html,
-        shard_dir=shard_root,
-        shards=len(devices),
-        finished=len(runs),
-        failed=tuple(failed),
-        interrupted=interrupted,
-        lost=tuple(lost),
-        stopped_by=(stopped_by or ["SIGINT"])[0] if interrupted else None,
-    )
+    return runs, lost, entries, failed
 
 
 def _device_outcome(index, device, folder, child, output):
@@ -371,15 +259,7 @@ def stored_options(options: SweepOptions, previous) -> dict[str, Any]:
     """The options a --resume of this run reuses (the earlier run's, when resuming one)."""
     if previous is not None and (previous[1].get(RUN_KEY) or {}).get("options"):
         return previous[1][RUN_KEY]["options"]
-    return {
-        "profile": options.profile,
-        "presets": options.presets,
-        "hidden_dims": list(options.hidden_dims),
-        "data": options.data,
-        "cost_bps": options.cost_bps,
-        "lookback": options.lookback,
-        "pytest_args": list(options.pytest_args),
-    }
+    return options.stored()
 
 
 def _start_shard(
@@ -501,17 +381,3 @@ def shard_json(folder: Path) -> dict[str, Any] | None:
     return None
 
 
-def render_runs(paths: Sequence[Path], html_path: Path) -> Path | None:
-    """One report over the merged runs; None where the reports part is not installed."""
-    try:
-        from archbench.reports.render import render_report
-    except ImportError:
-        return None
-    try:
-        return render_report(list(paths), html_path)
-    except Exception as error:  # the merged runs are safe on disk whatever the report does
-        print_now(
-            f"rendering failed ({type(error).__name__}: {error}); the runs are kept: render "
-            f"them later with `archbench report {' '.join(map(str, paths))}`"
-        )
-        return None

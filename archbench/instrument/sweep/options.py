@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -198,7 +199,8 @@ SWEEP_OPTIONS: tuple[SweepOption, ...] = (
 
 @dataclass(frozen=True)
 class SweepOptions:
-    """The sweep's options, parsed and checked by SWEEP_OPTIONS."""
+    """The sweep's options, parsed and checked by SWEEP_OPTIONS: one type for the
+    single-device sweep, every shard of a sharded one, and bench/conftest.py."""
 
     profile: str = "quick"
     """'quick' or 'full'."""
@@ -214,15 +216,29 @@ class SweepOptions:
     """Cost of the overfitting cases in bp; None: the suites' own."""
     lookback: int | None = None
     """Bars per observation of every network; None: the reference 100."""
+    pytest_args: tuple[str, ...] = ()
+    """Extra pytest arguments (after `--`), passed to every shard."""
 
     @classmethod
-    def parse(cls, get: Callable[[str], Any]) -> SweepOptions:
+    def parse(cls, get: Callable[[str], Any], pytest_args: Sequence[str] = ()) -> SweepOptions:
         """`get(dest)` -> the raw value of each option (argparse's or pytest's); ConfigError
         naming the flag and the value for the first bad one."""
-        return cls(**{option.dest: option.parse(get(option.dest)) for option in SWEEP_OPTIONS})
+        parsed = {option.dest: option.parse(get(option.dest)) for option in SWEEP_OPTIONS}
+        return cls(**parsed, pytest_args=tuple(pytest_args))
 
-    def pytest_args(self) -> list[str]:
-        """These options as bench/conftest.py reads them back."""
+    @classmethod
+    def from_text(cls, pytest_args: Sequence[str] = (), **given: Any) -> SweepOptions:
+        """Options as typed (`presets="tiny,small"`, `lookback="30"`; the rest at their
+        defaults), checked as the command line checks them."""
+        unknown = set(given) - {option.dest for option in SWEEP_OPTIONS}
+        if unknown:
+            raise ConfigError(f"unknown sweep option {sorted(unknown)[0]!r}")
+        defaults = {option.dest: option.default for option in SWEEP_OPTIONS}
+        return cls.parse({**defaults, **given}.__getitem__, pytest_args)
+
+    def argv(self) -> list[str]:
+        """These options as flags, as `archbench sweep`, the shard's runner and
+        bench/conftest.py read them back (the one serialiser; pytest_args are not included)."""
         args = ["--profile", self.profile, "--device", self.device, "--data", self.data]
         if self.presets is not None:
             args += ["--presets", ",".join(self.presets)]
@@ -233,6 +249,24 @@ class SweepOptions:
         if self.lookback is not None:
             args += ["--lookback", str(self.lookback)]
         return args
+
+    def stored(self) -> dict[str, Any]:
+        """The options a --resume of the run reuses (archbench_run.options), as text the
+        flags take: the device is not among them (a resume may run elsewhere)."""
+        return {
+            "profile": self.profile,
+            "presets": ",".join(self.presets) if self.presets is not None else None,
+            "hidden_dims": [",".join(map(str, dims)) for dims in self.hidden_dims],
+            "data": self.data,
+            "cost_bps": repr(self.cost_bps) if self.cost_bps is not None else None,
+            "lookback": str(self.lookback) if self.lookback is not None else None,
+            "pytest_args": list(self.pytest_args),
+        }
+
+    def without(self, done: Sequence[str]) -> SweepOptions:
+        """These options with the cases `done` deselected (a resumed run keeps them)."""
+        deselect = tuple(arg for nodeid in done for arg in ("--deselect", nodeid))
+        return dataclasses.replace(self, pytest_args=(*self.pytest_args, *deselect))
 
 
 def check_data(spec: str, lookback: int | None = None) -> None:

@@ -38,12 +38,11 @@ from archbench.instrument.runfile import (
 )
 from archbench.instrument.sweep.multisweep import (
     MultiSweepResult,
-    SweepOptions,
     out_folder,
-    render_runs,
     shard_command,
     stored_options,
 )
+from archbench.instrument.sweep.options import SweepOptions
 from archbench.instrument.sweep.progress import Progress, print_now
 from archbench.instrument.sweep.rebuild import write_json_from_records
 from archbench.instrument.sweep.runner import run_name
@@ -87,7 +86,6 @@ def run_on_ray(
     shards: int | None = None,
     cpu_only: bool = False,
     out_dir: str | Path = "runs",
-    render: bool = True,
     echo: Callable[[str], None] | None = None,
     ray_init: dict[str, Any] | None = None,
     case_timeout: float | None = None,
@@ -118,11 +116,11 @@ def run_on_ray(
     finally:
         if started_here:
             ray.shutdown()
-    return _finish(outcome, plan, out, stamp, shard_root, stored, render, previous, stopper)
+    return _finish(outcome, plan, out, stamp, shard_root, stored, previous, stopper)
 
 
-def _finish(outcome, plan, out, stamp, shard_root, stored, render, previous, stopper):
-    """One merged run per accelerator type (every finished case, what was lost), rendered."""
+def _finish(outcome, plan, out, stamp, shard_root, stored, previous, stopper):
+    """One merged run per accelerator type (every finished case, what was lost)."""
     runs, lost, entries, failed = outcome
     stopped = signal.Signals(stopper.signum).name if stopper.signum is not None else None
     paths = []
@@ -142,12 +140,8 @@ def _finish(outcome, plan, out, stamp, shard_root, stored, render, previous, sto
         label = f"ray-{accelerator or kind}"
         path = out / f"{run_name(platform.node(), label, stamp)}.json"
         paths.append(write_merged(path, mine, section, previous[1] if previous else None))
-    html = None
-    if render and paths:
-        html = render_runs(paths, out / f"{run_name(platform.node(), 'ray', stamp)}.html")
     return MultiSweepResult(
         json_paths=tuple(paths),
-        html_path=html,
         shard_dir=shard_root,
         shards=sum(n for *_, n in plan),
         finished=sum(n for *_, n in plan) - len(failed),
@@ -253,30 +247,37 @@ def _plan(
     if shards is not None and shards < 1:
         raise ConfigError(f"--shards must be at least 1, got {shards}")
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if cpu_only:
-        if accelerators:
-            raise ConfigError("--accelerator picks GPU types; it cannot go with CPU shards")
-        return [(None, "cpu", shards or len(nodes))]
-    if not accelerators:
-        gpus = int(sum(n["Resources"].get("GPU", 0) for n in nodes))
-        if gpus:
-            return [(None, "gpu", shards or gpus)]
-        return [(None, "cpu", shards or len(nodes))]
+    if cpu_only and accelerators:
+        raise ConfigError("--accelerator picks GPU types; it cannot go with CPU shards")
+    if accelerators:
+        return [_typed_sweep(nodes, asked, shards) for asked in accelerators]
+    gpus = 0 if cpu_only else _gpus(nodes)
+    if gpus:
+        return [(None, "gpu", shards or gpus)]
+    return [(None, "cpu", shards or len(nodes))]
+
+
+def _gpus(nodes: Sequence[dict[str, Any]], key: str | None = None) -> int:
+    """GPUs on `nodes` (only those with the resource `key`, when given)."""
+    chosen = [n for n in nodes if key is None or key in n["Resources"]]
+    return int(sum(n["Resources"].get("GPU", 0) for n in chosen))
+
+
+def _typed_sweep(
+    nodes: Sequence[dict[str, Any]], asked: str, shards: int | None
+) -> tuple[str, str, int]:
+    """The whole sweep on one accelerator type, spelled as the cluster spells it."""
     have = sorted(
         {k.split(":", 1)[1] for n in nodes for k in n["Resources"] if k.startswith("accelerator")}
     )
-    plan = []
-    for asked in accelerators:
-        accelerator = next((h for h in have if h.lower() == asked.lower()), asked)
-        key = f"accelerator_type:{accelerator}"
-        gpus = int(sum(n["Resources"].get("GPU", 0) for n in nodes if key in n["Resources"]))
-        if not gpus:
-            raise ConfigError(
-                f"--accelerator {asked}: the Ray cluster has no GPU of that type "
-                f"(it has: {', '.join(have) or 'no typed GPUs'})"
-            )
-        plan.append((accelerator, "gpu", shards or gpus))
-    return plan
+    accelerator = next((h for h in have if h.lower() == asked.lower()), asked)
+    gpus = _gpus(nodes, f"accelerator_type:{accelerator}")
+    if not gpus:
+        raise ConfigError(
+            f"--accelerator {asked}: the Ray cluster has no GPU of that type "
+            f"(it has: {', '.join(have) or 'no typed GPUs'})"
+        )
+    return accelerator, "gpu", shards or gpus
 
 
 def _task_options(shard: _Shard) -> dict[str, Any]:
@@ -652,33 +653,15 @@ class _Driver:
         return missing
 
     def _shard_outcome(self, shard: _Shard, stopper: Stopper):
+        """(its run or None, its lost cases, its archbench_run.shards entry) for one shard."""
         progress = self.progress[shard.key]
         result = self.results.get(shard.key) or {}
         note = self.notes.get(shard.key) or {}
         data = _shard_data(progress, result.get("json"))
-        reason = self.reasons.get(shard.key)
-        if result.get("json") is not None:
-            inner = result["json"].get("archbench_run") or {}
-            my_lost = [e for e in inner.get("lost") or [] if e["case"] not in _done(data)]
-        elif progress.plan is not None:
-            my_lost = lost_cases(progress.plan, progress.cases, reason or "not run")
-        else:
-            my_lost = [{"case": f"shard {shard.key}", "reason": reason or "never started"}]
+        my_lost = _shard_lost(shard, progress, result, data, self.reasons.get(shard.key))
         node = result.get("node") or note.get("node")
         device = result.get("device") or ("cuda:0" if shard.gpu else "cpu")
-        entry = shard_entry(
-            shard.index,
-            progress.session,
-            node=node,
-            device=device,
-            torch_threads=None if progress.session else note.get("threads"),
-            cases_done=len(_done(data)) if data else 0,
-            cases_total=(len(_done(data)) if data else 0) + len(my_lost),
-        )
-        entry["ray_node"] = note.get("ray_node")  # hosts may share a name; Ray's node id not
-        if progress.collected_ids is not None:
-            entry["collected"] = len(progress.collected_ids)
-        entry["attempts"] = note.get("attempt")
+        entry = _ray_shard_entry(shard, progress, note, data, my_lost, node, device)
         run = None
         if data is not None and data.get("benchmarks"):
             run = ShardRun(
@@ -690,6 +673,36 @@ class _Driver:
                 complete=not my_lost and shard.key not in self.reasons,
             )
         return run, my_lost, entry
+
+
+def _shard_lost(shard: _Shard, progress: Progress, result: dict, data, reason: str | None):
+    """The cases a shard lacks: its sweep's own account when it wrote a JSON (less what an
+    earlier attempt streamed), else its plan less what it streamed, else the whole shard."""
+    if result.get("json") is not None:
+        inner = result["json"].get("archbench_run") or {}
+        return [e for e in inner.get("lost") or [] if e["case"] not in _done(data)]
+    if progress.plan is not None:
+        return lost_cases(progress.plan, progress.cases, reason or "not run")
+    return [{"case": f"shard {shard.key}", "reason": reason or "never started"}]
+
+
+def _ray_shard_entry(shard, progress, note, data, my_lost, node, device) -> dict[str, Any]:
+    """A Ray shard's archbench_run.shards entry: where it ran, what it did, how many tries."""
+    done = len(_done(data)) if data else 0
+    entry = shard_entry(
+        shard.index,
+        progress.session,
+        node=node,
+        device=device,
+        torch_threads=None if progress.session else note.get("threads"),
+        cases_done=done,
+        cases_total=done + len(my_lost),
+    )
+    entry["ray_node"] = note.get("ray_node")  # hosts may share a name; Ray's node id not
+    if progress.collected_ids is not None:
+        entry["collected"] = len(progress.collected_ids)
+    entry["attempts"] = note.get("attempt")
+    return entry
 
 
 def _probe_node(executable: str) -> dict[str, Any]:
@@ -707,8 +720,8 @@ def _probe_node(executable: str) -> dict[str, Any]:
 
 def _preflight(ray: Any, gpu_only: bool = False) -> None:
     """Refuse in one line, before any work, a node that lacks the driver's interpreter path or
-    the project (each shard runs `sys.executable -m archbench.cli.main` there). With GPU shards
-    only, nodes without a GPU (a head that only coordinates) are not asked."""
+    the project (each shard runs `sys.executable -m archbench.instrument.sweep.runner` there).
+    With GPU shards only, nodes without a GPU (a head that only coordinates) are not asked."""
     import sys
     from importlib import metadata
 

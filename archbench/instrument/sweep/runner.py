@@ -1,5 +1,6 @@
-"""`archbench sweep`: run the bench/ suites in a pytest subprocess, show each finished case,
-keep what finished on Ctrl-C or a crash, and render the HTML report next to the JSON.
+"""The single-device sweep: run the bench/ suites in a pytest subprocess, show each finished
+case and keep what finished on Ctrl-C or a crash; `archbench sweep` renders the report after it.
+Each shard of a sharded sweep is `python -m archbench.instrument.sweep.runner` (see main).
 
 The suites stream one JSON line per finished case (--archbench-records); if pytest-benchmark
 could not write its JSON (killed, or benchmarks disabled), the run is rebuilt from those lines.
@@ -7,6 +8,7 @@ could not write its JSON (killed, or benchmarks disabled), the run is rebuilt fr
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import platform
 import re
@@ -15,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,7 +30,7 @@ from archbench.instrument.runfile import (
     run_section,
     shard_entry,
 )
-from archbench.instrument.sweep.options import SweepOptions, check_data
+from archbench.instrument.sweep.options import SWEEP_OPTIONS, SweepOptions, check_data
 from archbench.instrument.sweep.plugin import CASE_TIMEOUT_S
 from archbench.instrument.sweep.progress import Progress, print_now
 from archbench.instrument.sweep.rebuild import is_complete_json, write_json_from_records
@@ -42,7 +43,16 @@ from archbench.instrument.sweep.signals import (
 from ppo_core.device import resolve_device
 from ppo_core.errors import ArchbenchError, ConfigError
 
-__all__ = ["SweepResult", "bench_dir", "pytest_command", "run_name", "run_sweep"]
+__all__ = [
+    "SweepResult",
+    "bench_dir",
+    "exit_status",
+    "main",
+    "pytest_command",
+    "run_name",
+    "run_sweep",
+    "summary_lines",
+]
 
 _POLL_S = 0.5
 HANG_GRACE_S = 60.0
@@ -56,8 +66,6 @@ class SweepResult:
 
     json_path: Path | None
     """The pytest-benchmark JSON (None when no case finished)."""
-    html_path: Path | None
-    """The rendered report (None when archbench.reports.render is missing or nothing finished)."""
     log_path: Path
     """pytest's full output."""
     records_path: Path
@@ -78,6 +86,8 @@ class SweepResult:
     """Why no report was rendered, when none was."""
     lost: tuple[dict[str, str], ...] = ()
     """Cases the run lacks: {"case": node id, "reason": one line} (archbench_run.lost)."""
+    html_path: Path | None = None
+    """The rendered report: the sweep never renders (None); `archbench sweep` fills it in."""
 
     @property
     def incomplete(self) -> bool:
@@ -118,7 +128,7 @@ def pytest_command(
 ) -> list[str]:
     """The pytest invocation a sweep runs (also what to paste to rerun it by hand)."""
     command = [sys.executable, "-m", "pytest", str(bench), "-q", "-p", "no:cacheprovider"]
-    command += ["-p", "archbench.instrument.sweep.plugin", *options.pytest_args()]
+    command += ["-p", "archbench.instrument.sweep.plugin", *options.argv()]
     if json_path is not None:
         command += ["--benchmark-json", str(json_path)]
     command += ["--archbench-records", str(records_path), *extra]
@@ -157,7 +167,6 @@ def run_sweep(
     lookback: str | int | None = None,
     out_dir: str | Path = "runs",
     pytest_args: Sequence[str] = (),
-    render: bool = True,
     echo: Callable[[str], None] | None = None,
     case_timeout: float | None = None,
     resume: str | Path | None = None,
@@ -171,7 +180,7 @@ def run_sweep(
     given |= {"device": device, "data": data, "pytest_args": list(pytest_args)}
     given |= {"cost_bps": cost_bps, "lookback": lookback}
     raw, resumed_path, previous = _resumed(given, resume)
-    options = SweepOptions.parse(raw.__getitem__)
+    options = SweepOptions.parse(raw.__getitem__, raw["pytest_args"])
     bench = bench_dir()
     resolved, label = _device_label(options.device)
     options = dataclasses.replace(options, device=resolved)
@@ -182,7 +191,7 @@ def run_sweep(
         out / f"{name}{suffix}" for suffix in (".json", ".records.jsonl", ".log", ".json.partial")
     )
     timeout = CASE_TIMEOUT_S[options.profile] if case_timeout is None else case_timeout
-    extra = [*raw["pytest_args"], "--archbench-case-timeout", str(timeout)]
+    extra = [*options.pytest_args, "--archbench-case-timeout", str(timeout)]
     if previous is not None:
         extra += _skip_finished(resumed_path, previous, echo)
     command = pytest_command(bench, partial_json, records_path, options, extra=extra)
@@ -205,13 +214,10 @@ def run_sweep(
         write_json_from_records(json_path, progress.session, [])
     if json_path is not None:
         resumed = (resumed_path, previous) if previous is not None else None
-        _write_run_section(json_path, progress, lost, raw, stopped, resumed)
-    html_path, note = None, "no case finished, so there is nothing to report"
-    if json_path is not None:
-        html_path, note = _render(json_path, log_path) if render else (None, None)
+        _write_run_section(json_path, progress, lost, options, stopped, resumed)
+    note = "no case finished, so there is nothing to report" if json_path is None else None
     return SweepResult(
         json_path=json_path,
-        html_path=html_path,
         log_path=log_path,
         records_path=records_path,
         returncode=returncode,
@@ -252,7 +258,7 @@ def _skip_finished(path: Path, previous: dict, echo: Callable[[str], None]) -> l
     return [arg for nodeid in done for arg in ("--deselect", nodeid)]
 
 
-def _write_run_section(json_path, progress, lost, raw, stopped, resumed) -> None:
+def _write_run_section(json_path, progress, lost, options, stopped, resumed) -> None:
     """archbench_run into the run (and a resumed run's earlier cases before its own)."""
     entry = shard_entry(
         0, progress.session, cases_done=len(progress.records), cases_total=progress.collected
@@ -260,17 +266,11 @@ def _write_run_section(json_path, progress, lost, raw, stopped, resumed) -> None
     section = run_section(
         lost=lost,
         shards=[entry],
-        options=_stored_options(raw),
+        options=options.stored(),
         stopped_by=stopped,
         resumed_from=str(resumed[0]) if resumed else None,
     )
     attach_run(json_path, section, resumed[1] if resumed else None)
-
-
-def _stored_options(raw: dict) -> dict:
-    """The options a --resume of this run reuses (as given, before resolving)."""
-    keys = ("profile", "presets", "hidden_dims", "data", "cost_bps", "lookback", "pytest_args")
-    return {key: raw[key] for key in keys}
 
 
 def _lost(progress: Progress, hung: str | None, stopped: str | None) -> list[dict[str, str]]:
@@ -356,22 +356,77 @@ def _hung(progress: Progress, case_timeout: float) -> str | None:
     )
 
 
-def _render(json_path: Path, log_path: Path) -> tuple[Path | None, str | None]:
+def summary_lines(result: SweepResult) -> list[str]:
+    """How the sweep ended, as `archbench sweep` (and each shard of a sharded one) prints it."""
+    done = f"{result.finished}/{result.collected}" if result.collected else str(result.finished)
+    lines = [f"{done} cases finished; pytest exit code {result.returncode}; log {result.log_path}"]
+    if result.json_path is not None:
+        how = " (rebuilt from the streamed records)" if result.rebuilt else ""
+        lines.append(f"wrote {result.json_path}{how}")
+    if result.html_path is not None:
+        lines.append(f"wrote {result.html_path}")
+    elif result.report_note:
+        lines.append(f"no report: {result.report_note}")
+    return lines + _lost_lines(result.lost, result.json_path)
+
+
+def _lost_lines(lost, json_path) -> list[str]:
+    """The run is incomplete: how much is missing, the first reasons, and how to finish."""
+    if not lost:
+        return []
+    lines = [f"incomplete: {len(lost)} case(s) not in the run"]
+    lines += [f"  {entry['case']}: {entry['reason']}" for entry in lost[:5]]
+    if len(lost) > 5:
+        lines.append(f"  ... and {len(lost) - 5} more (archbench_run.lost in the JSON)")
+    if json_path is not None:
+        lines.append(f"finish it with: archbench sweep --resume {json_path}")
+    return lines
+
+
+def exit_status(result: SweepResult, report_wanted: bool) -> int:
+    """128 + the signal that stopped it, 3 incomplete, 1 a failed case (or a report asked for
+    and not rendered), else 0."""
+    if result.stopped_by is not None:
+        return 128 + result.stopped_by  # as a shell reports a command ended by that signal
+    if result.lost:
+        return 3  # incomplete: the run lacks cases; --resume completes it
+    report_missing = report_wanted and result.json_path and result.html_path is None
+    return 0 if result.returncode == 0 and not report_missing else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m archbench.instrument.sweep.runner",
+        description="One single-device sweep, unrendered: what each shard of `archbench sweep "
+        "--devices` or `--ray` runs (the flags are SweepOptions.argv()'s).",
+    )
+    for option in SWEEP_OPTIONS:
+        option.declare(parser.add_argument)
+    parser.add_argument("--out", default="runs", metavar="DIR")
+    parser.add_argument("--case-timeout", type=float, default=None, metavar="S")
+    parser.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """A shard's sweep: the lines and exit codes of `archbench sweep --no-report`."""
+    args = _parser().parse_args(argv)
     try:
-        from archbench.reports.render import render_report
-    except ImportError as error:
-        return None, (
-            f"archbench.reports.render is not available ({error}); render later with "
-            f"`archbench report {json_path}`"
+        result = run_sweep(
+            **{option.dest: getattr(args, option.dest) for option in SWEEP_OPTIONS},
+            out_dir=args.out,
+            pytest_args=args.pytest_args,
+            case_timeout=args.case_timeout,
         )
-    html_path = json_path.with_suffix(".html")
-    try:
-        render_report([json_path], html_path)
-    except Exception as error:  # the run is safe on disk whatever the report does
-        with log_path.open("a", encoding="utf-8") as log:
-            log.write(f"\n$ archbench report {json_path}\n{traceback.format_exc()}")
-        return None, (
-            f"rendering failed ({type(error).__name__}: {error}; traceback in {log_path}); "
-            f"the run is kept: render it later with `archbench report {json_path}`"
-        )
-    return html_path, None
+        print("\n".join(summary_lines(result)), flush=True)
+        return exit_status(result, report_wanted=False)
+    except ArchbenchError as error:
+        print(f"archbench sweep: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("archbench sweep: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
