@@ -26,8 +26,10 @@ __all__ = [
     "oos_by_length",
     "oos_cells",
     "preset_summary",
+    "run_summaries",
     "run_to_run_drift",
     "suite_gaps",
+    "summary_of",
     "workload_text",
 ]
 
@@ -103,6 +105,23 @@ def preset_summary(frame: pd.DataFrame, precision: str | None = None) -> pd.Data
     if len(summary):
         summary = summary.sort_values("params", na_position="last").reset_index(drop=True)
     return summary
+
+
+def run_summaries(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """run -> preset_summary of its rows: computed once per report, read by every table and
+    chart that shows one run's sizes (each summary bootstraps every size's intervals)."""
+    return {run: preset_summary(rows) for run, rows in frame.groupby("run", sort=False)}
+
+
+def summary_of(
+    run: str, rows: pd.DataFrame, summaries: dict[str, pd.DataFrame] | None
+) -> pd.DataFrame:
+    """The run's summary from `summaries` (a copy: callers add columns), else computed.
+
+    A run a chart split per device kind has another name ('run (device)'), so it is computed."""
+    if summaries is not None and run in summaries:
+        return summaries[run].copy()
+    return preset_summary(rows)
 
 
 def _oom(rows: pd.DataFrame) -> dict:
