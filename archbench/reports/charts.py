@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from archbench.reports.evidence import device_label, summary_of
+from archbench.reports.evidence import RunSummary, device_label, summary_of
 from archbench.reports.stats import mean_ci
 from archbench.reports.tables import record_predicted
 
@@ -47,7 +47,7 @@ TITLES = {
 
 
 def build_charts(
-    df: pd.DataFrame, summaries: dict[str, pd.DataFrame] | None = None
+    df: pd.DataFrame, summaries: dict[str, RunSummary] | None = None
 ) -> dict[str, go.Figure | str]:
     """Each of CHARTS: its figure, or why there is no data for it.
 

@@ -20,6 +20,7 @@ __all__ = [
     "MEMORY_SAFETY_MARGIN",
     "Dataset",
     "OosCell",
+    "RunSummary",
     "combine_per_case",
     "device_groups",
     "device_label",
@@ -107,20 +108,33 @@ def preset_summary(frame: pd.DataFrame, precision: str | None = None) -> pd.Data
     return summary
 
 
-def run_summaries(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """run -> preset_summary of its rows: computed once per report, read by every table and
-    chart that shows one run's sizes (each summary bootstraps every size's intervals)."""
-    return {run: preset_summary(rows) for run, rows in frame.groupby("run", sort=False)}
+@dataclass(frozen=True)
+class RunSummary:
+    """One run's preset_summary, computed once per report for every part of the page."""
+
+    table: pd.DataFrame
+    """preset_summary of all the run's rows (every size's bootstrap intervals inside)."""
+    n_rows: int
+    """How many rows it read: rows of this run that number as many are the same rows."""
+
+
+def run_summaries(frame: pd.DataFrame) -> dict[str, RunSummary]:
+    """run -> the summary of its rows: the engine, the sizing table and the charts share it."""
+    return {
+        run: RunSummary(preset_summary(rows), len(rows))
+        for run, rows in frame.groupby("run", sort=False)
+    }
 
 
 def summary_of(
-    run: str, rows: pd.DataFrame, summaries: dict[str, pd.DataFrame] | None
+    run: str, rows: pd.DataFrame, summaries: dict[str, RunSummary] | None
 ) -> pd.DataFrame:
-    """The run's summary from `summaries` (a copy: callers add columns), else computed.
-
-    A run a chart split per device kind has another name ('run (device)'), so it is computed."""
-    if summaries is not None and run in summaries:
-        return summaries[run].copy()
+    """The summary of `rows`, all of one run's: from `summaries` when they hold exactly those
+    rows (a copy, as callers add columns), else computed. A run split per device kind for a
+    chart ('run (device)') or thinned by per-case combining is computed."""
+    known = None if summaries is None else summaries.get(run)
+    if known is not None and known.n_rows == len(rows):
+        return known.table.copy()
     return preset_summary(rows)
 
 

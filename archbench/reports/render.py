@@ -14,7 +14,7 @@ import pandas as pd
 from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
 from archbench.reports.charts import CHARTS, TITLES, build_charts
-from archbench.reports.evidence import run_summaries
+from archbench.reports.evidence import RunSummary, run_summaries
 from archbench.reports.host_load import (
     HOST_LOAD_METRIC,
     RunLoad,
@@ -106,11 +106,13 @@ def render_html(
     budgets = budgets or Limits()
     df = mark_loaded(_shareable(df))
     decided = decision_rows(df, allow_loaded=allow_loaded)
-    recommendations = recommend(decided, budgets)
+    summaries = run_summaries(df)  # once: the engine, the sizing table and two charts read them
+    # Timings left out of the decisions change the engine's rows: it then summarises its own.
+    left_out = (df["value"].notna() & decided["value"].isna()).any()
+    recommendations = recommend(decided, budgets, None if left_out else summaries)
     runs = list(dict.fromkeys(df["run"]))
     devices = list(dict.fromkeys(d.device for d in recommendations))
     loads = run_loads(df)
-    summaries = run_summaries(df)  # once: the sizing table and two charts read them
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
@@ -156,7 +158,7 @@ def _wrap(table_html: str, name: str = "") -> str:
     return f"<div class='{f'wide {name}'.strip()}'>{table_html}</div>"
 
 
-def _chart_parts(df: pd.DataFrame, summaries: dict[str, pd.DataFrame]) -> list[str]:
+def _chart_parts(df: pd.DataFrame, summaries: dict[str, RunSummary]) -> list[str]:
     figures = build_charts(df, summaries)
     parts = []
     for name in CHARTS:

@@ -14,6 +14,7 @@ from archbench.reports.evidence import (
     MEMORY_SAFETY_MARGIN,
     Dataset,
     OosCell,
+    RunSummary,
     combine_per_case,
     device_groups,
     device_label,
@@ -22,6 +23,7 @@ from archbench.reports.evidence import (
     preset_summary,
     run_to_run_drift,
     suite_gaps,
+    summary_of,
 )
 from archbench.reports.scores import Paired, Score, oos_scores, paired_seeds
 
@@ -271,13 +273,17 @@ class Decision:
         return None if self.size is None else self.size.hidden_dims
 
 
-def recommend(df: pd.DataFrame, budgets: Limits | None = None) -> list[Decision]:
+def recommend(
+    df: pd.DataFrame,
+    budgets: Limits | None = None,
+    summaries: dict[str, RunSummary] | None = None,
+) -> list[Decision]:
     """Every use case for every device in an archbench.reports.load frame (runs grouped by
-    device)."""
+    device). summaries: evidence.run_summaries of these same rows, when the caller has them."""
     budgets = budgets or Limits()
     out = []
     for device, frame in device_groups(df).items():
-        evidence = evidence_from_frame(frame, budgets, device=device)
+        evidence = evidence_from_frame(frame, budgets, device=device, summaries=summaries)
         out.extend(decide(use, evidence, budgets) for use in USE_CASES)
     return out
 
@@ -288,15 +294,21 @@ def evidence_from_frame(
     *,
     device: str | None = None,
     precision: str | None = None,
+    summaries: dict[str, RunSummary] | None = None,
 ) -> Evidence:
     """The Evidence of one device group, combined per (size, suite, case): every run adds what
     it measured, a newer run replaces an older one only for the same case.
 
     precision: rank throughput at this training precision (pick's --precision); None: the case
-    most sizes measured, at any precision (the report)."""
+    most sizes measured, at any precision (the report). summaries: evidence.run_summaries of
+    the rows `frame` was taken from, reused when the combined rows are one run's, all of them."""
     budgets = budgets or Limits()
     rows, used = combine_per_case(frame)
-    summary = preset_summary(rows, precision)
+    runs_in = list(dict.fromkeys(rows["run"])) if len(rows) else []
+    if precision is None and len(runs_in) == 1:
+        summary = summary_of(runs_in[0], rows, summaries)
+    else:
+        summary = preset_summary(rows, precision)
     sizes = tuple(_size(s) for s in summary.to_dict("records") if _complete(s))
     memory_budget, note = _memory_budget(rows, budgets)
     runs: dict[str, set[str]] = {}
