@@ -15,6 +15,7 @@ from archbench.cli.tables import eval_table, observation_words
 from ppo_core.config import EnvConfig, PPOConfig
 from ppo_core.device import TRAINING_PRECISIONS
 from ppo_core.errors import ConfigError
+from ppo_core.presets import hidden_dims_text
 
 __all__ = ["add_commands"]
 
@@ -430,7 +431,7 @@ def _check_train_out(args: argparse.Namespace):  # -> Path
 
 def _banner(config, market, device, done: int, resumed: str | None) -> str:
     """What `train` is about to do, on one line: size, data, budget, discounting, cost, input."""
-    dims = ",".join(map(str, config.network.hidden_dims))
+    dims = hidden_dims_text(config.network.hidden_dims)
     todo = config.n_iterations - done
     start = f"resuming {resumed} after iteration {done}: training" if resumed else "training"
     return (

@@ -24,6 +24,7 @@ __all__ = [
     "combine_per_case",
     "device_groups",
     "device_label",
+    "frame_dims",
     "oos_by_length",
     "oos_cells",
     "preset_summary",
@@ -67,6 +68,12 @@ KNOWN_BARS_PER_YEAR = {
 """Bars per year of the datasets bench/ runs, for records written before the overfit suite
 put `bars_per_year` (MarketData.periods_per_year) into its case: synthetic is hourly 24/7
 (365.25 x 24), equities trade ~252 days a year, hourly EUR/USD ~6,280 bars (weekends absent)."""
+
+
+def frame_dims(text: object) -> tuple[int, ...]:
+    """A run frame's hidden_dims cell ('1024,512,256', as load.py spells it) as the tuple the
+    engine keys sizes by: the frame is the JSON's edge, the engine works on tuples."""
+    return tuple(int(w) for w in str(text).split(","))
 
 
 def preset_summary(frame: pd.DataFrame, precision: str | None = None) -> pd.DataFrame:

@@ -18,6 +18,7 @@ from archbench.reports.evidence import (
     combine_per_case,
     device_groups,
     device_label,
+    frame_dims,
     oos_by_length,
     oos_cells,
     preset_summary,
@@ -26,6 +27,7 @@ from archbench.reports.evidence import (
     summary_of,
 )
 from archbench.reports.scores import Paired, Score, oos_scores, paired_seeds
+from ppo_core.presets import hidden_dims_text
 
 __all__ = [
     "USE_CASES",
@@ -215,7 +217,7 @@ class Size:
     @property
     def hidden_dims(self) -> str:
         """The widths as shown and passed on a command line, '1024,512,256'."""
-        return ",".join(map(str, self.dims))
+        return hidden_dims_text(self.dims)
 
 
 @dataclass(frozen=True)
@@ -340,7 +342,7 @@ def _size(s: dict) -> Size:
     note = (case if isinstance(case, str) else "") + (f"; {workload}" if workload else "")
     return Size(
         label=str(s["preset"]),
-        dims=tuple(int(w) for w in str(s["hidden_dims"]).split(",")),
+        dims=frame_dims(s["hidden_dims"]),
         params=int(s["params"]),
         throughput=_present(s.get("throughput_score")),
         throughput_note=note,
