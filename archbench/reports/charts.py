@@ -192,7 +192,7 @@ def _latency_figure(df: pd.DataFrame) -> go.Figure | str:
 def _memory_figure(df: pd.DataFrame, summaries: dict | None = None) -> go.Figure | str:
     rows = []
     for run, frame in df.groupby("run", sort=False):
-        summary = summary_of(run, frame, summaries)
+        summary = summary_of(run, frame, summaries).table
         for _, s in summary.iterrows():
             predicted = record_predicted(frame[frame["preset"] == s["preset"]])
             measured = s.get("memory_check_bytes")
@@ -347,7 +347,7 @@ def _chosen_rates(group: pd.DataFrame) -> str:
 def _pareto_figure(df: pd.DataFrame, summaries: dict | None = None) -> go.Figure | str:
     points = []
     for run, frame in df.groupby("run", sort=False):
-        summary = summary_of(run, frame, summaries)
+        summary = summary_of(run, frame, summaries).table
         for column in ("latency_p99", "val_sharpe"):
             if column not in summary:
                 summary[column] = np.nan

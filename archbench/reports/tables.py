@@ -195,7 +195,7 @@ def sizing_table(df: pd.DataFrame, summaries: dict[str, RunSummary] | None = Non
     summaries: evidence.run_summaries(df), when the caller has them already."""
     rows = []
     for run, frame in df.groupby("run", sort=False):
-        summary = summary_of(run, frame, summaries)
+        summary = summary_of(run, frame, summaries).table
         for _, s in summary.iterrows():
             rows_p = frame[frame["preset"] == s["preset"]]
             predicted = record_predicted(rows_p)

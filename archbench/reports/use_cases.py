@@ -15,15 +15,16 @@ from archbench.reports.evidence import (
     Dataset,
     OosCell,
     RunSummary,
+    SizeScores,
     combine_per_case,
     device_groups,
     device_label,
     frame_dims,
     oos_by_length,
     oos_cells,
-    preset_summary,
     run_to_run_drift,
     suite_gaps,
+    summarise,
     summary_of,
 )
 from archbench.reports.scores import Paired, Score, oos_scores, paired_seeds
@@ -310,8 +311,12 @@ def evidence_from_frame(
     if precision is None and len(runs_in) == 1:
         summary = summary_of(runs_in[0], rows, summaries)
     else:
-        summary = preset_summary(rows, precision)
-    sizes = tuple(_size(s) for s in summary.to_dict("records") if _complete(s))
+        summary = summarise(rows, precision)
+    sizes = tuple(
+        _size(s, summary.scores.get(s["preset"], SizeScores()))
+        for s in summary.table.to_dict("records")
+        if _complete(s)
+    )
     memory_budget, note = _memory_budget(rows, budgets)
     runs: dict[str, set[str]] = {}
     for (_, suite, _), run in used.items():
@@ -333,7 +338,7 @@ def _complete(s: dict) -> bool:
     return s.get("params") is not None and s.get("hidden_dims") is not None
 
 
-def _size(s: dict) -> Size:
+def _size(s: dict, scores: SizeScores) -> Size:
     """One preset_summary row as a Size, each figure with the run it came from."""
     oom = [suite for suite in s["oom_suites"] if suite in ("train", "memory", "overfit")]
     runs = [(f, s.get(f"{f}_run")) for f in ("throughput", "latency")]
@@ -344,10 +349,10 @@ def _size(s: dict) -> Size:
         label=str(s["preset"]),
         dims=frame_dims(s["hidden_dims"]),
         params=int(s["params"]),
-        throughput=_present(s.get("throughput_score")),
+        throughput=scores.throughput,
         throughput_note=note,
         throughput_workload=workload,
-        latency=_present(s.get("latency_score")),
+        latency=scores.latency,
         latency_note=str(s.get("latency_backend") or ""),
         memory_bytes=_number(s.get("memory_bytes")),
         memory_note=str(s.get("memory_source") or ""),
@@ -366,10 +371,6 @@ def _memory_budget(rows: pd.DataFrame, budgets: Limits) -> tuple[float | None, s
         budget = float(gpu_memory.iloc[0]) * (1 - MEMORY_SAFETY_MARGIN)
         return budget, f"GPU memory minus a {MEMORY_SAFETY_MARGIN:.0%} safety margin"
     return None, "no memory limit known (CPU run, no budget given)"
-
-
-def _present(value: object) -> Score | None:
-    return value if isinstance(value, Score) else None
 
 
 def _number(value: object) -> float | None:
