@@ -64,33 +64,8 @@ def test_inference_latency(benchmark, emit, options, market, size, batch, backen
     data = market(options.budget.data_bars)
     network = size.network(data.n_features, data.lookback)
     sizing = estimate(network)
-    ceilings = session_ceilings(options)
     dtype = backend if backend in ("bf16", "fp16", "int8") else "fp32"  # bytes per weight
-    floor_s, floor_basis = ceilings.read_floor_s(sizing.weight_bytes[dtype])
-    base = size_record(
-        SUITE,
-        options,
-        size.name,
-        network,
-        sizing,
-        case={
-            "batch": batch,
-            "backend": backend,
-            "weights": "initial (untrained)",
-            "floor_basis": floor_basis,
-        },
-        precision=dtype,
-        predicted={
-            "params": sizing.params,
-            "weight_bytes": sizing.weight_bytes[dtype],
-            # The least time reading the weights once takes: cache or memory (floor_basis).
-            "bandwidth_floor_s": floor_s,
-            "compute_floor_s": batch
-            * sizing.forward_flops_per_sample
-            / ceilings.matmul_flops_per_s,
-            "forward_flops": batch * sizing.forward_flops_per_sample,
-        },
-    )
+    base, floor_s, floor_basis = _base(options, size, network, sizing, batch, backend, dtype)
     device = torch.device(options.device)
     try:
         torch.manual_seed(0)
@@ -137,6 +112,37 @@ def test_inference_latency(benchmark, emit, options, market, size, batch, backen
     problem = below_floor(metrics["latency_p50_s"].value, floor_s, floor_basis)
     case = {**base.case, "measurement_problem": problem} if problem else base.case
     emit(_with(base, params=params, metrics=metrics, case=case))
+
+
+def _base(options, size, network, sizing, batch: int, backend: str, dtype: str):
+    """The case's record before timing, with its predictions: (record, floor_s, floor_basis)."""
+    ceilings = session_ceilings(options)
+    floor_s, floor_basis = ceilings.read_floor_s(sizing.weight_bytes[dtype])
+    base = size_record(
+        SUITE,
+        options,
+        size.name,
+        network,
+        sizing,
+        case={
+            "batch": batch,
+            "backend": backend,
+            "weights": "initial (untrained)",
+            "floor_basis": floor_basis,
+        },
+        precision=dtype,
+        predicted={
+            "params": sizing.params,
+            "weight_bytes": sizing.weight_bytes[dtype],
+            # The least time reading the weights once takes: cache or memory (floor_basis).
+            "bandwidth_floor_s": floor_s,
+            "compute_floor_s": batch
+            * sizing.forward_flops_per_sample
+            / ceilings.matmul_flops_per_s,
+            "forward_flops": batch * sizing.forward_flops_per_sample,
+        },
+    )
+    return base, floor_s, floor_basis
 
 
 def below_floor(p50_s: float | None, floor_s: float, basis: str) -> str | None:

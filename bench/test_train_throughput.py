@@ -85,10 +85,6 @@ def test_update_large_minibatch(benchmark, emit, options, market, size, precisio
 def _run_case(
     benchmark, emit, options, market, size, *, kind, n_envs, minibatch, precision, capture
 ):
-    from ppo_core.config import PPOConfig
-    from ppo_core.env import TradingEnv
-    from ppo_core.trainer import PPOTrainer
-
     budget = options.budget
     data = market(budget.data_bars)
     network = size.network(data.n_features, data.lookback)
@@ -122,27 +118,7 @@ def _run_case(
         precision=precision,
     )
     try:
-        config = PPOConfig(
-            total_timesteps=iterations * n_envs * n_steps,
-            n_envs=n_envs,
-            n_steps=n_steps,
-            n_epochs=budget.train_epochs,
-            minibatch_size=minibatch,
-            anneal_lr=False,  # a constant step size: every timed iteration does the same work
-            device=options.device,
-            precision=precision,
-            capture=capture,
-            network=network,
-        )
-        env = TradingEnv(
-            data,
-            "train",
-            n_envs=n_envs,
-            config=config.env,
-            device=options.device,
-            network=network,
-        )
-        trainer = PPOTrainer(env, config)
+        trainer = _trainer(options, data, network, case, iterations)
         for _ in range(budget.train_warmup):
             trainer.train_iteration()  # allocator, cuBLAS heuristics and caches; never timed
         seconds = timed_rounds(
@@ -159,12 +135,37 @@ def _run_case(
         return
     stats = trainer.stats[-len(seconds) :]
     params = sum(p.numel() for p in trainer.policy.parameters())
-    del trainer, env  # the ceiling's matmuls below need the memory the case held
+    del trainer  # the ceiling's matmuls below need the memory the case held
     session = ceilings.matmul_flops_per_s_by_dtype.get(precision)
     ceiling, ceiling_metrics = case_ceiling(options.device, session, precision=precision)
     metrics = _metrics(stats, seconds, sizing, ceiling)
     metrics.update(ceiling_metrics)
     emit(base.replace(params=params, metrics=metrics))
+
+
+def _trainer(options, data, network, case: dict, iterations: int):  # -> PPOTrainer
+    """A trainer for the case's settings, with the budget of `iterations` whole iterations."""
+    from ppo_core.config import PPOConfig
+    from ppo_core.env import TradingEnv
+    from ppo_core.trainer import PPOTrainer
+
+    n_envs, n_steps = case["n_envs"], case["n_steps"]
+    config = PPOConfig(
+        total_timesteps=iterations * n_envs * n_steps,
+        n_envs=n_envs,
+        n_steps=n_steps,
+        n_epochs=case["n_epochs"],
+        minibatch_size=case["minibatch"],
+        anneal_lr=False,  # a constant step size: every timed iteration does the same work
+        device=options.device,
+        precision=case["precision"],
+        capture=case["update"] == "captured",
+        network=network,
+    )
+    env = TradingEnv(
+        data, "train", n_envs=n_envs, config=config.env, device=options.device, network=network
+    )
+    return PPOTrainer(env, config)
 
 
 def case_ceiling(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from ppo_core.config import MAX_WIDTH
 from ppo_core.errors import ConfigError
 
-__all__ = ["PRESETS", "TRAINING_MODES", "parse_hidden_dims", "preset_name"]
+__all__ = ["PRESETS", "TRAINING_MODES", "hidden_dims_text", "parse_hidden_dims", "preset_name"]
 
 PRESETS: dict[str, tuple[int, ...]] = {
     "tiny": (256, 128, 64),
@@ -58,6 +58,12 @@ def parse_hidden_dims(text: str) -> tuple[int, ...]:
             raise ConfigError(f"hidden_dims {text!r}: width {width} is outside 1..{MAX_WIDTH:,}")
         dims.append(width)
     return tuple(dims)
+
+
+def hidden_dims_text(hidden_dims: tuple[int, ...] | list[int]) -> str:
+    """The widths as a command line and the run file spell them, '768,384,192': the one place
+    a hidden_dims tuple becomes text (parse_hidden_dims reads it back)."""
+    return ",".join(str(w) for w in hidden_dims)
 
 
 def preset_name(hidden_dims: tuple[int, ...] | list[int]) -> str:

@@ -28,7 +28,14 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "a recommendation, 1 when no size qualifies, 2 on bad input, 3 when sizes were measured "
         "out of sample but none beat flat and buy-and-hold beyond the noise (no skill).",
     )
-    where = pick.add_argument_group("device")
+    _device_options(pick.add_argument_group("device"))
+    _evidence_options(pick)
+    _setting_options(pick)
+    pick.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    pick.set_defaults(handler=_pick)
+
+
+def _device_options(where: argparse._ArgumentGroup) -> None:
     where.add_argument(
         "--gpu",
         default="auto",
@@ -43,6 +50,10 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         help="device memory in GiB: sizes an unlisted card, or overrides a named one's "
         "(a MIG slice, or to tell A100 40GB from 80GB)",
     )
+
+
+def _evidence_options(pick: argparse.ArgumentParser) -> None:
+    """What to judge on: the use case, the measured runs, the data and the latency budget."""
     pick.add_argument(
         "--use-case",
         metavar="NAME",
@@ -70,6 +81,10 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         metavar="X",
         help="batch-1 p99 latency budget (live trading defaults to reports' 1 ms)",
     )
+
+
+def _setting_options(pick: argparse.ArgumentParser) -> None:
+    """The training settings sized: rollout shape, extra sizes, precision, layout, margin."""
     pick.add_argument("--n-envs", type=int, metavar="N", help="environments (default: tier's)")
     pick.add_argument(
         "--n-steps", type=int, metavar="N", help="steps per env per rollout (default: mode's)"
@@ -105,8 +120,6 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         metavar="F",
         help="share of device memory kept free (default 0.10)",
     )
-    pick.add_argument("--json", action="store_true", help="print the whole result as JSON")
-    pick.set_defaults(handler=_pick)
 
 
 def _pick_device(gpu: str, vram_gb: float | None):  # -> datasheets.GpuSpec

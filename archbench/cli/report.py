@@ -15,6 +15,11 @@ __all__ = ["add_commands"]
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
+    _add_report(subcommands)
+    _add_compare(subcommands)
+
+
+def _add_report(subcommands: argparse._SubParsersAction) -> None:
     report = subcommands.add_parser(
         "report",
         help="benchmark JSON -> one HTML report with the recommended hidden_dims per use case",
@@ -68,6 +73,8 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     )
     report.set_defaults(handler=_report_command)
 
+
+def _add_compare(subcommands: argparse._SubParsersAction) -> None:
     compare = subcommands.add_parser(
         "compare",
         help="run A vs run B: ratio B/A per preset and metric with a noise-aware verdict",

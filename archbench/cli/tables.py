@@ -7,6 +7,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
+from ppo_core.presets import hidden_dims_text
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -61,7 +63,7 @@ def estimate_table(estimates, title: str):  # estimates: list[sizing.SizingEstim
         dims = e.config.hidden_dims
         table.add_row(
             preset_name(dims),
-            ",".join(str(w) for w in dims),
+            hidden_dims_text(dims),
             f"{e.params:,}",
             f"{e.first_layer_share:.1%}",
             f"{e.weight_bytes['fp32'] / 1e6:.1f}",
@@ -80,7 +82,7 @@ def inspect_table(info):  # info: checkpoint.CheckpointInfo
     table.add_column("field", no_wrap=True)
     table.add_column("value")
     rows = {
-        "hidden_dims": ",".join(str(w) for w in info.hidden_dims),
+        "hidden_dims": hidden_dims_text(info.hidden_dims),
         "trunk": info.trunk,
         "obs_dim": observation_words(info),
         "n_actions": str(info.n_actions),
@@ -232,7 +234,7 @@ def print_pick(result) -> None:  # result: pick.PickResult
     if rec is None:
         console.print(f"[bold red]no recommendation[/bold red] for {result.use_case!r}")
     else:
-        dims = ",".join(map(str, rec.hidden_dims))
+        dims = hidden_dims_text(rec.hidden_dims)
         console.print(
             f"[bold green]recommended:[/bold green] hidden_dims {dims} ({rec.label}), "
             f"n_envs {result.n_envs}, minibatch {result.minibatch}"
@@ -272,7 +274,7 @@ def print_pick(result) -> None:  # result: pick.PickResult
             latency += f" / {c.latency_p99_s.value * 1e3:.3g} ms"
         table.add_row(
             c.label,
-            ",".join(map(str, c.hidden_dims)),
+            hidden_dims_text(c.hidden_dims),
             f"{c.params:,}",
             f"{c.need_bytes / 2**30:.2f} GiB " + ("fits" if c.fits else "[red]too big[/red]"),
             _figure_text(c.env_steps_per_s, lambda v: f"{v:,.0f}"),

@@ -15,6 +15,7 @@ from archbench.cli.tables import eval_table, observation_words
 from ppo_core.config import EnvConfig, PPOConfig
 from ppo_core.device import TRAINING_PRECISIONS
 from ppo_core.errors import ConfigError
+from ppo_core.presets import hidden_dims_text
 
 __all__ = ["add_commands"]
 
@@ -24,6 +25,11 @@ _DATA_HELP = (
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
+    _add_train(subcommands)
+    _add_evaluate(subcommands)
+
+
+def _add_train(subcommands: argparse._SubParsersAction) -> None:
     from ppo_core.presets import TRAINING_MODES
 
     train = subcommands.add_parser(
@@ -58,6 +64,13 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         choices=list(TRAINING_MODES),
         help="training mode (default quick; with --resume, the checkpoint's settings)",
     )
+    _add_ppo_options(train)
+    _add_run_options(train)
+    train.set_defaults(handler=_train)
+
+
+def _add_ppo_options(train: argparse.ArgumentParser) -> None:
+    """The rollout, PPO and environment settings a run may override."""
     train.add_argument(
         "--n-envs", type=int, help=f"parallel environments (default {default(PPOConfig, 'n_envs')})"
     )
@@ -93,6 +106,10 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="observe the market window only, without position, unrealised return, bars held",
     )
+
+
+def _add_run_options(train: argparse.ArgumentParser) -> None:
+    """Where and how the run executes, and where its checkpoint goes."""
     seed, device = default(PPOConfig, "seed"), default(PPOConfig, "device")
     train.add_argument("--seed", type=int, default=seed, help=f"seed (default {seed})")
     train.add_argument("--device", default=device, help=f"auto, cpu, cuda or cuda:N ({device})")
@@ -115,8 +132,10 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "--out", help="checkpoint path (default model.pt; with --resume, the checkpoint itself)"
     )
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
-    train.set_defaults(handler=_train)
 
+
+def _add_evaluate(subcommands: argparse._SubParsersAction) -> None:
+    device = default(PPOConfig, "device")
     evaluate = subcommands.add_parser(
         "evaluate",
         help="evaluate a checkpoint on a data split against baselines",
@@ -341,6 +360,13 @@ def _train(args: argparse.Namespace) -> int:
         )
         return 128 + signal.SIGINT
     context = EvalContext.of(data, "validation", cost, results["policy"])
+    _print_trained(args, config, stats, results, context, trainer.precision, market.name, out)
+    _warn(context.caveat)
+    return 0
+
+
+def _print_trained(args, config, stats, results, context, precision, market, out) -> None:
+    """The training summary: JSON, or the last iteration's rates and the validation table."""
     summary = {
         "checkpoint": str(out),
         "hidden_dims": list(config.network.hidden_dims),
@@ -361,14 +387,12 @@ def _train(args: argparse.Namespace) -> int:
             last = stats[-1]
             print(
                 f"last iteration: {last.train_env_steps_per_s:,.0f} env-steps/s "
-                f"(whole iteration, {trainer.precision}), "
+                f"(whole iteration, {precision}), "
                 f"{last.update_samples_per_s:,.0f} update samples/s, "
                 f"explained variance {last.explained_variance:.3f}"
             )
-        eval_table(f"validation split of {market.name}", results, context)
+        eval_table(f"validation split of {market}", results, context)
         print(f"checkpoint written to {out}")
-    _warn(context.caveat)
-    return 0
 
 
 def _learn(trainer, out, args: argparse.Namespace, banner: str):  # -> list[IterationStats] | int
@@ -407,7 +431,7 @@ def _check_train_out(args: argparse.Namespace):  # -> Path
 
 def _banner(config, market, device, done: int, resumed: str | None) -> str:
     """What `train` is about to do, on one line: size, data, budget, discounting, cost, input."""
-    dims = ",".join(map(str, config.network.hidden_dims))
+    dims = hidden_dims_text(config.network.hidden_dims)
     todo = config.n_iterations - done
     start = f"resuming {resumed} after iteration {done}: training" if resumed else "training"
     return (

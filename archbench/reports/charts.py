@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from archbench.reports.evidence import device_label, preset_summary
+from archbench.reports.evidence import RunSummary, device_label, summary_of
 from archbench.reports.stats import mean_ci
 from archbench.reports.tables import record_predicted
 
@@ -46,16 +46,20 @@ TITLES = {
 """The heading each chart gets on the page."""
 
 
-def build_charts(df: pd.DataFrame) -> dict[str, go.Figure | str]:
-    """Each of CHARTS: its figure, or why there is no data for it."""
+def build_charts(
+    df: pd.DataFrame, summaries: dict[str, RunSummary] | None = None
+) -> dict[str, go.Figure | str]:
+    """Each of CHARTS: its figure, or why there is no data for it.
+
+    summaries: evidence.run_summaries(df), when the caller has them already."""
     by_device = _runs_by_device(df)
     return {
         "throughput": _throughput_figure(by_device),
         "latency": _latency_figure(by_device),
-        "memory": _memory_figure(by_device),
+        "memory": _memory_figure(by_device, summaries),
         "overfit": _overfit_figure(by_device),
         "curves": _curves_figure(by_device),
-        "pareto": _pareto_figure(by_device),
+        "pareto": _pareto_figure(by_device, summaries),
     }
 
 
@@ -185,10 +189,10 @@ def _latency_figure(df: pd.DataFrame) -> go.Figure | str:
     return fig
 
 
-def _memory_figure(df: pd.DataFrame) -> go.Figure | str:
+def _memory_figure(df: pd.DataFrame, summaries: dict | None = None) -> go.Figure | str:
     rows = []
     for run, frame in df.groupby("run", sort=False):
-        summary = preset_summary(frame)
+        summary = summary_of(run, frame, summaries).table
         for _, s in summary.iterrows():
             predicted = record_predicted(frame[frame["preset"] == s["preset"]])
             measured = s.get("memory_check_bytes")
@@ -340,10 +344,10 @@ def _chosen_rates(group: pd.DataFrame) -> str:
     return ", ".join(f"{rate:g} x{n}" for rate, n in counts.items()) or "not recorded"
 
 
-def _pareto_figure(df: pd.DataFrame) -> go.Figure | str:
+def _pareto_figure(df: pd.DataFrame, summaries: dict | None = None) -> go.Figure | str:
     points = []
     for run, frame in df.groupby("run", sort=False):
-        summary = preset_summary(frame)
+        summary = summary_of(run, frame, summaries).table
         for column in ("latency_p99", "val_sharpe"):
             if column not in summary:
                 summary[column] = np.nan

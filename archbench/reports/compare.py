@@ -500,10 +500,26 @@ def _statistic(metric: str, value: float, samples: tuple) -> str:
 
 
 def _compare_row(row: dict, alpha: float, tolerance: float) -> dict:
+    out = _blank_row(row, tolerance)
     a, b = row["value_a"], row["value_b"]
+    if _judged_by_status(out, row) or _judged_missing(out, row, a, b):
+        return out
+    if a == 0:
+        out["why"] = "A is 0; a ratio is undefined"
+        return out
+    out["ratio"] = b / a
+    if out["better"] == "higher":
+        out["gain"] = b / a
+    elif out["better"] == "lower" and b != 0:
+        out["gain"] = a / b
+    return _choose_test(out, row, alpha)
+
+
+def _blank_row(row: dict, tolerance: float) -> dict:
+    """One merged row's identity and figures, not yet judged ('not comparable')."""
     better = row["better_a"] if isinstance(row["better_a"], str) else row["better_b"]
     unit = row["unit_a"] if isinstance(row["unit_a"], str) else row["unit_b"]
-    out = {
+    return {
         "suite": row["suite"],
         "preset": row["preset"],
         "case": row["case"],
@@ -513,8 +529,8 @@ def _compare_row(row: dict, alpha: float, tolerance: float) -> dict:
         "statistic": None,
         "test": None,
         "timing": is_timing(row["metric"], unit),
-        "a": a,
-        "b": b,
+        "a": row["value_a"],
+        "b": row["value_b"],
         "ratio": np.nan,
         "gain": np.nan,
         "ci_low": np.nan,
@@ -530,40 +546,46 @@ def _compare_row(row: dict, alpha: float, tolerance: float) -> dict:
         "tolerance": tolerance,
         "why": "",
     }
+
+
+def _judged_by_status(out: dict, row: dict) -> bool:
+    """A case that failed (OOM, error) in A or B: judged here, figures unread; True if so."""
     failed_a, failed_b = out["status_a"] in _FAILED, out["status_b"] in _FAILED
     if failed_a and failed_b:
         out["why"] = f"{out['status_a']} in A and {out['status_b']} in B"
-        return out
-    if failed_a or failed_b:
-        side, other = ("b", "a") if failed_b else ("a", "b")
-        failure = f"{out[f'status_{side}']} in {side.upper()}: {row[f'reason_{side}']}"
-        if out[f"status_{other}"] != "ok":
-            out["why"] = f"{failure}; case not run in {other.upper()}"
-            return out
-        # Ran in one run and not in the other: that is the result, whatever the figures say.
-        out["verdict"] = "regressed" if failed_b else "improved"
-        out["decided_by"] = "status"
-        out["why"] = failure
-        return out
-    if pd.isna(a) or pd.isna(b):
-        missing = "A" if pd.isna(a) else "B"
-        reason = row.get(f"unavailable_{missing.lower()}")
-        out["why"] = (
-            f"unavailable in {missing}: {reason}"
-            if isinstance(reason, str)
-            else (f"not measured in {missing}")
-        )
-        return out
-    if a == 0:
-        out["why"] = "A is 0; a ratio is undefined"
-        return out
-    out["ratio"] = b / a
-    if out["better"] == "higher":
-        out["gain"] = b / a
-    elif out["better"] == "lower" and b != 0:
-        out["gain"] = a / b
+        return True
+    if not (failed_a or failed_b):
+        return False
+    side, other = ("b", "a") if failed_b else ("a", "b")
+    failure = f"{out[f'status_{side}']} in {side.upper()}: {row[f'reason_{side}']}"
+    if out[f"status_{other}"] != "ok":
+        out["why"] = f"{failure}; case not run in {other.upper()}"
+        return True
+    # Ran in one run and not in the other: that is the result, whatever the figures say.
+    out["verdict"] = "regressed" if failed_b else "improved"
+    out["decided_by"] = "status"
+    out["why"] = failure
+    return True
+
+
+def _judged_missing(out: dict, row: dict, a: float, b: float) -> bool:
+    """A figure absent from A or B: 'not comparable', with the run's reason; True if so."""
+    if not (pd.isna(a) or pd.isna(b)):
+        return False
+    missing = "A" if pd.isna(a) else "B"
+    reason = row.get(f"unavailable_{missing.lower()}")
+    out["why"] = (
+        f"unavailable in {missing}: {reason}"
+        if isinstance(reason, str)
+        else f"not measured in {missing}"
+    )
+    return True
+
+
+def _choose_test(out: dict, row: dict, alpha: float) -> dict:
+    """The test the statistic and the sample counts allow; too few samples: the tolerance."""
     samples_a, samples_b = row["samples_a"], row["samples_b"]
-    statistic = _statistic(row["metric"], a, samples_a)
+    statistic = _statistic(row["metric"], out["a"], samples_a)
     out["statistic"] = statistic
     need = min_samples(alpha)
     if statistic == "mean" and min(out["n_a"], out["n_b"]) >= 2:

@@ -13,9 +13,10 @@ from typing import Any
 import pandas as pd
 
 from archbench.instrument.device.datasheets import GpuSpec, find_gpu
+from archbench.reports.evidence import frame_dims
 from ppo_core.config import NetworkConfig
 from ppo_core.errors import ConfigError
-from ppo_core.presets import preset_name
+from ppo_core.presets import hidden_dims_text, preset_name
 from ppo_core.sizing import SizingEstimate, estimate
 
 __all__ = [
@@ -153,7 +154,7 @@ def results_runs(df: pd.DataFrame | None, device: GpuSpec, precision: str) -> li
 
 
 def _dims_rows(rows: pd.DataFrame, dims: tuple[int, ...], obs_dim: int) -> pd.DataFrame:
-    key = ",".join(str(w) for w in dims)
+    key = hidden_dims_text(dims)
     same_obs = rows["obs_dim"].isna() | (rows["obs_dim"] == obs_dim)
     return rows[(rows["hidden_dims"] == key) & same_obs]
 
@@ -221,7 +222,7 @@ def throughput_figure(
             [_measured_ok(run.rows, "train", name) for name in _METRIC_NAMES.get(metric, (metric,))]
         )
         for dims_key, hits in measured.groupby("hidden_dims"):
-            dims = tuple(int(w) for w in str(dims_key).split(","))
+            dims = frame_dims(dims_key)
             hits = _dims_rows(hits, dims, config.obs_dim)
             if hits.empty:
                 continue

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from archbench.reports.scores import percentile_score, rate_score
+from archbench.reports.scores import Score, percentile_score, rate_score
 from ppo_core.sizing import CUDA_CONTEXT_BYTES
 
 __all__ = [
@@ -20,14 +20,20 @@ __all__ = [
     "MEMORY_SAFETY_MARGIN",
     "Dataset",
     "OosCell",
+    "RunSummary",
+    "SizeScores",
     "combine_per_case",
     "device_groups",
     "device_label",
+    "frame_dims",
     "oos_by_length",
     "oos_cells",
     "preset_summary",
+    "run_summaries",
     "run_to_run_drift",
     "suite_gaps",
+    "summarise",
+    "summary_of",
     "workload_text",
 ]
 
@@ -66,23 +72,34 @@ put `bars_per_year` (MarketData.periods_per_year) into its case: synthetic is ho
 (365.25 x 24), equities trade ~252 days a year, hourly EUR/USD ~6,280 bars (weekends absent)."""
 
 
+def frame_dims(text: object) -> tuple[int, ...]:
+    """A run frame's hidden_dims cell ('1024,512,256', as load.py spells it) as the tuple the
+    engine keys sizes by: the frame is the JSON's edge, the engine works on tuples."""
+    return tuple(int(w) for w in str(text).split(","))
+
+
 def preset_summary(frame: pd.DataFrame, precision: str | None = None) -> pd.DataFrame:
     """One row per preset of ONE run (or combined device group) with its measured figures.
 
     Columns: preset, hidden_dims, params, oom (any case OOM), oom_suites (the suites in which
     every case the size ran was OOM), oom_cases (the OOM cases, 'suite: case'), throughput
-    (wall-clock env steps/s on the one train case every size is compared on, +_score, _case,
-    _run; only `precision`'s cases when given and measured), latency_p99 (fastest agreeing
-    batch-1 backend, +_score, _backend), memory_bytes (+_source: what must fit, with the CUDA
+    (wall-clock env steps/s on the one train case every size is compared on, +_case, _run;
+    only `precision`'s cases when given and measured), latency_p99 (fastest agreeing
+    batch-1 backend, +_backend), memory_bytes (+_source: what must fit, with the CUDA
     context on a GPU run, or 'predicted'), memory_check_bytes (+_source, _predicted: the figure
     that checks the sizing model), val_sharpe (mean over seeds on the longest overfit setting,
-    oos_by_length's choice). Absent columns: no data.
+    oos_by_length's choice). Absent columns: no data. The intervals: summarise(...).scores.
     """
+    return summarise(frame, precision).table
+
+
+def summarise(frame: pd.DataFrame, precision: str | None = None) -> RunSummary:
+    """preset_summary's table, with each size's scores (the intervals) beside it, typed."""
     sized, note = _at_precision(frame[frame["preset"].notna()], precision)
     cells = oos_cells(frame)
     longest = oos_by_length(cells)[-1] if cells else None
     throughput = _throughput(sized, note)
-    rows = []
+    rows, scores = [], {}
     for preset, rows_p in sized.groupby("preset", sort=False):
         dims = rows_p["hidden_dims"].dropna()
         params = rows_p["params"].dropna()
@@ -94,6 +111,10 @@ def preset_summary(frame: pd.DataFrame, precision: str | None = None) -> pd.Data
         }
         row.update(throughput.get(preset, {}))
         row.update(_latency(rows_p))
+        # The intervals go to typed scores; the table keeps the point figures.
+        scores[preset] = SizeScores(
+            row.pop("throughput_score", None), row.pop("latency_score", None)
+        )
         row.update(_memory(rows_p))
         cell = cells[longest].get(preset) if longest is not None else None
         if cell is not None:  # the report's pareto chart: mean Sharpe on the longest data
@@ -102,7 +123,44 @@ def preset_summary(frame: pd.DataFrame, precision: str | None = None) -> pd.Data
     summary = pd.DataFrame(rows)
     if len(summary):
         summary = summary.sort_values("params", na_position="last").reset_index(drop=True)
-    return summary
+    return RunSummary(summary, scores, len(frame))
+
+
+@dataclass(frozen=True)
+class SizeScores:
+    """One size's ranked figures with their intervals: typed, never fished out of a table cell."""
+
+    throughput: Score | None = None
+    """Whole-iteration env steps/s on the train case sizes are compared on; None: not measured."""
+    latency: Score | None = None
+    """Batch-1 p99 seconds of the fastest agreeing backend; None: not measured."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The sizes of one run (or device group), computed once per report for every reader."""
+
+    table: pd.DataFrame
+    """preset_summary: one row per preset with its point figures, fewest parameters first."""
+    scores: dict[str, SizeScores]
+    """preset -> its scores (every bootstrap of the summary is in these)."""
+    n_rows: int
+    """How many rows it read: rows of this run that number as many are the same rows."""
+
+
+def run_summaries(frame: pd.DataFrame) -> dict[str, RunSummary]:
+    """run -> the summary of its rows: the engine, the sizing table and the charts share it."""
+    return {run: summarise(rows) for run, rows in frame.groupby("run", sort=False)}
+
+
+def summary_of(run: str, rows: pd.DataFrame, summaries: dict[str, RunSummary] | None) -> RunSummary:
+    """The summary of `rows`, all of one run's: from `summaries` when they hold exactly those
+    rows (a copy, as callers add columns), else computed. A run split per device kind for a
+    chart ('run (device)') or thinned by per-case combining is computed."""
+    known = None if summaries is None else summaries.get(run)
+    if known is not None and known.n_rows == len(rows):
+        return dataclasses.replace(known, table=known.table.copy())
+    return summarise(rows)
 
 
 def _oom(rows: pd.DataFrame) -> dict:

@@ -229,43 +229,22 @@ def pick(
     and bandwidths (rollout). With no runs, throughput is a roofline estimate and latency a
     bandwidth floor.
     """
-    name = resolve_use_case(use_case)
-    use = next(u for u in USE_CASES if u.name == name)
+    use = {u.name: u for u in USE_CASES}[resolve_use_case(use_case)]
     precision, asked = _precisions(precision, device)
     mode = use.training_mode
     _check_numbers(safety_margin, data_bars, latency_budget_s)
-    tier = gpu_tier(None if device.is_cpu else device.name,
-                    None if device.is_cpu else device.memory_gib, tiers)  # fmt: skip
+    tier = gpu_tier(*((None, None) if device.is_cpu else (device.name, device.memory_gib)), tiers)
     run_list = results_runs(runs, device, precision)
-    settings = "as given" if n_envs or minibatch else None
-    if n_envs is None and minibatch is None:  # recommend the settings that were measured
-        n_envs, minibatch = _measured_settings(run_list)
-        settings = "the case measured on this device" if n_envs else None
-    n_envs = n_envs or tier.n_envs
-    n_steps = n_steps or int(TRAINING_MODES[mode]["n_steps"])
-    minibatch = minibatch or min(tier.minibatch_size, n_envs * n_steps)
-    if minibatch > n_envs * n_steps:
-        raise ConfigError(
-            f"--minibatch {minibatch} exceeds the rollout n_envs x n_steps = {n_envs * n_steps}"
-        )
-    n_epochs = int(TRAINING_MODES[mode]["n_epochs"])
+    n_envs, n_steps, minibatch, settings = _rollout(
+        run_list, tier, mode, n_envs, n_steps, minibatch
+    )
+    n_epochs = int(TRAINING_MODES[mode]["n_epochs"])  # the mode's, never overridden
     if latency_budget_s is None and "latency" in use.constraints:
         latency_budget_s = Limits().latency_p99_s
     network = network or _network_of(runs)
-
-    all_dims = list(dict.fromkeys([*PRESETS.values(), *(tuple(d) for d in extra_dims)]))
-    sizes = {
-        tuple(dims): estimate(
-            NetworkConfig(**{**network.to_dict(), "hidden_dims": dims}),
-            n_envs,
-            n_steps,
-            minibatch,
-            n_bars=data_bars,
-            obs_buffer=obs_buffer,
-            device="cpu" if device.is_cpu else "cuda",
-        )
-        for dims in all_dims
-    }
+    sizes = _estimates(
+        network, extra_dims, device, (n_envs, n_steps, minibatch), data_bars, obs_buffer
+    )
     context = 0 if device.is_cpu else CUDA_CONTEXT_BYTES
     budget = int(device.memory_bytes * (1.0 - safety_margin))
 
@@ -274,40 +253,20 @@ def pick(
                    data_bars, latency_budget_s)
         for size in sorted(sizes.values(), key=lambda s: s.params)
     ]  # fmt: skip
-    budgets = Limits(
-        latency_p99_s=latency_budget_s or Limits().latency_p99_s, memory_bytes=float(budget)
-    )
-    decision = None
     if run_list:
+        budgets = Limits(latency_budget_s or Limits().latency_p99_s, memory_bytes=float(budget))
         evidence = _evidence(runs, run_list, candidates, device, budgets, asked)
-        decision = decide(use, evidence, budgets)
-        by_dims = {c.hidden_dims: c for c in candidates}
-        chosen = None if decision.size is None else by_dims.get(decision.size.dims)
-        reason = decision.summary
+        chosen, decision, why = _decided(use, evidence, budgets, candidates)
     else:
-        tier_params = estimate(
-            NetworkConfig(**{**network.to_dict(), "hidden_dims": tier.hidden_dims})
-        )
-        chosen, reason = _tier_choice(candidates, tier, tier_params.params)
-        reason = f"no measurements: the tier table's prior; {reason}"
-
-    why = [reason if decision is None else f"use case {name!r}: {reason}"]
-    if decision is not None:
-        why.extend(decision.details)
-    notes = [
-        f"results {r.run} ({r.device}): "
-        + ("same device: its figures are measured here" if r.same else
-           f"another device: used only to extrapolate, scaled by {r.rate_source}")
-        for r in run_list
-    ]  # fmt: skip
+        (chosen, why), decision = _tier_prior(candidates, tier, network), None
     if chosen is not None:
-        size = sizes[chosen.hidden_dims]
         settings = settings or f"tier {tier.name!r} defaults"
+        size = sizes[chosen.hidden_dims]
         lines = _fit_and_speed(chosen, size, device, settings, mode, context, budget, safety_margin)
         why.extend(_engine_speed(lines, decision))
     return PickResult(
         device=device,
-        use_case=name,
+        use_case=use.name,
         training_mode=mode,
         tier=tier,
         n_envs=n_envs,
@@ -324,8 +283,86 @@ def pick(
         decision=decision,
         why=tuple(why),
         candidates=tuple(candidates),
-        notes=tuple(notes),
+        notes=tuple(_notes(run_list)),
     )
+
+
+def _notes(run_list: list[ResultsRun]) -> list[str]:
+    """What was made of each results file: measured here, or used to extrapolate."""
+    return [
+        f"results {r.run} ({r.device}): "
+        + ("same device: its figures are measured here" if r.same else
+           f"another device: used only to extrapolate, scaled by {r.rate_source}")
+        for r in run_list
+    ]  # fmt: skip
+
+
+def _tier_prior(
+    candidates: list[Candidate], tier: TierRow, network: NetworkConfig
+) -> tuple[Candidate | None, list[str]]:
+    """No measurements: the tier table's size (or the nearest that fits), and why."""
+    tier_params = estimate(NetworkConfig(**{**network.to_dict(), "hidden_dims": tier.hidden_dims}))
+    chosen, reason = _tier_choice(candidates, tier, tier_params.params)
+    return chosen, [f"no measurements: the tier table's prior; {reason}"]
+
+
+def _rollout(
+    run_list: list[ResultsRun],
+    tier: TierRow,
+    mode: str,
+    n_envs: int | None,
+    n_steps: int | None,
+    minibatch: int | None,
+) -> tuple[int, int, int, str | None]:
+    """n_envs, n_steps and minibatch (as given, else as measured on this device, else the
+    tier's and the mode's), and where they came from (None: the tier's defaults)."""
+    settings = "as given" if n_envs or minibatch else None
+    if n_envs is None and minibatch is None:  # recommend the settings that were measured
+        n_envs, minibatch = _measured_settings(run_list)
+        settings = "the case measured on this device" if n_envs else None
+    n_envs = n_envs or tier.n_envs
+    n_steps = n_steps or int(TRAINING_MODES[mode]["n_steps"])
+    minibatch = minibatch or min(tier.minibatch_size, n_envs * n_steps)
+    if minibatch > n_envs * n_steps:
+        raise ConfigError(
+            f"--minibatch {minibatch} exceeds the rollout n_envs x n_steps = {n_envs * n_steps}"
+        )
+    return n_envs, n_steps, minibatch, settings
+
+
+def _estimates(
+    network: NetworkConfig,
+    extra_dims: Sequence[tuple[int, ...]],
+    device: GpuSpec,
+    rollout: tuple[int, int, int],
+    data_bars: int | None,
+    obs_buffer: str,
+) -> dict[tuple[int, ...], SizingEstimate]:
+    """The sizing model of every preset and extra size, keyed by hidden_dims."""
+    n_envs, n_steps, minibatch = rollout
+    all_dims = list(dict.fromkeys([*PRESETS.values(), *(tuple(d) for d in extra_dims)]))
+    return {
+        tuple(dims): estimate(
+            NetworkConfig(**{**network.to_dict(), "hidden_dims": dims}),
+            n_envs,
+            n_steps,
+            minibatch,
+            n_bars=data_bars,
+            obs_buffer=obs_buffer,
+            device="cpu" if device.is_cpu else "cuda",
+        )
+        for dims in all_dims
+    }
+
+
+def _decided(
+    use, evidence: Evidence, budgets: Limits, candidates: list[Candidate]
+) -> tuple[Candidate | None, Decision, list[str]]:
+    """The engine's decision over the evidence, its candidate, and the reasons it gives."""
+    decision = decide(use, evidence, budgets)
+    by_dims = {c.hidden_dims: c for c in candidates}
+    chosen = None if decision.size is None else by_dims.get(decision.size.dims)
+    return chosen, decision, [f"use case {use.name!r}: {decision.summary}", *decision.details]
 
 
 def _engine_speed(lines: list[str], decision: Decision | None) -> list[str]:

@@ -14,6 +14,7 @@ import pandas as pd
 from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
 from archbench.reports.charts import CHARTS, TITLES, build_charts
+from archbench.reports.evidence import RunSummary, run_summaries
 from archbench.reports.host_load import (
     HOST_LOAD_METRIC,
     RunLoad,
@@ -105,7 +106,10 @@ def render_html(
     budgets = budgets or Limits()
     df = mark_loaded(_shareable(df))
     decided = decision_rows(df, allow_loaded=allow_loaded)
-    recommendations = recommend(decided, budgets)
+    summaries = run_summaries(df)  # once: the engine, the sizing table and two charts read them
+    # Timings left out of the decisions change the engine's rows: it then summarises its own.
+    left_out = (df["value"].notna() & decided["value"].isna()).any()
+    recommendations = recommend(decided, budgets, None if left_out else summaries)
     runs = list(dict.fromkeys(df["run"]))
     devices = list(dict.fromkeys(d.device for d in recommendations))
     loads = run_loads(df)
@@ -130,10 +134,10 @@ def render_html(
         _wrap(oos_table(df)),
         _suite_verdicts(df),
         "<h2>Sizing: predicted vs measured</h2>",
-        _wrap(sizing_table(df), "sizing"),
+        _wrap(sizing_table(df, summaries), "sizing"),
         "<h2>Fastest agreeing backend for a live decision (batch 1)</h2>",
         _wrap(backend_table(df)),
-        *_chart_parts(df),
+        *_chart_parts(df, summaries),
         "<h2>Environment steps (env suite)</h2>",
         _wrap(env_table(df)),
         "<h2>ppo_core against Stable-Baselines3 (peer suite)</h2>",
@@ -154,8 +158,8 @@ def _wrap(table_html: str, name: str = "") -> str:
     return f"<div class='{f'wide {name}'.strip()}'>{table_html}</div>"
 
 
-def _chart_parts(df: pd.DataFrame) -> list[str]:
-    figures = build_charts(df)
+def _chart_parts(df: pd.DataFrame, summaries: dict[str, RunSummary]) -> list[str]:
+    figures = build_charts(df, summaries)
     parts = []
     for name in CHARTS:
         parts.append(f"<h2>{html.escape(TITLES[name])}</h2>")

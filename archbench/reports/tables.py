@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from archbench.reports.evidence import MEMORY_SAFETY_MARGIN, preset_summary
+from archbench.reports.evidence import MEMORY_SAFETY_MARGIN, RunSummary, summary_of
 from archbench.reports.host_load import timing_rows
 from archbench.reports.load import missing_suites, run_info
 from archbench.reports.use_cases import USE_CASES, Decision, Limits
@@ -189,11 +189,13 @@ def _pct_error(predicted: float | None, measured: float | None) -> str | None:
     return f"{(predicted - measured) / measured * 100:+.1f}%"
 
 
-def sizing_table(df: pd.DataFrame) -> str:
-    """Per run and preset: parameters, checkpoint and training memory, predicted vs measured."""
+def sizing_table(df: pd.DataFrame, summaries: dict[str, RunSummary] | None = None) -> str:
+    """Per run and preset: parameters, checkpoint and training memory, predicted vs measured.
+
+    summaries: evidence.run_summaries(df), when the caller has them already."""
     rows = []
     for run, frame in df.groupby("run", sort=False):
-        summary = preset_summary(frame)
+        summary = summary_of(run, frame, summaries).table
         for _, s in summary.iterrows():
             rows_p = frame[frame["preset"] == s["preset"]]
             predicted = record_predicted(rows_p)

@@ -14,16 +14,21 @@ from archbench.reports.evidence import (
     MEMORY_SAFETY_MARGIN,
     Dataset,
     OosCell,
+    RunSummary,
+    SizeScores,
     combine_per_case,
     device_groups,
     device_label,
+    frame_dims,
     oos_by_length,
     oos_cells,
-    preset_summary,
     run_to_run_drift,
     suite_gaps,
+    summarise,
+    summary_of,
 )
 from archbench.reports.scores import Paired, Score, oos_scores, paired_seeds
+from ppo_core.presets import hidden_dims_text
 
 __all__ = [
     "USE_CASES",
@@ -213,7 +218,7 @@ class Size:
     @property
     def hidden_dims(self) -> str:
         """The widths as shown and passed on a command line, '1024,512,256'."""
-        return ",".join(map(str, self.dims))
+        return hidden_dims_text(self.dims)
 
 
 @dataclass(frozen=True)
@@ -271,13 +276,17 @@ class Decision:
         return None if self.size is None else self.size.hidden_dims
 
 
-def recommend(df: pd.DataFrame, budgets: Limits | None = None) -> list[Decision]:
+def recommend(
+    df: pd.DataFrame,
+    budgets: Limits | None = None,
+    summaries: dict[str, RunSummary] | None = None,
+) -> list[Decision]:
     """Every use case for every device in an archbench.reports.load frame (runs grouped by
-    device)."""
+    device). summaries: evidence.run_summaries of these same rows, when the caller has them."""
     budgets = budgets or Limits()
     out = []
     for device, frame in device_groups(df).items():
-        evidence = evidence_from_frame(frame, budgets, device=device)
+        evidence = evidence_from_frame(frame, budgets, device=device, summaries=summaries)
         out.extend(decide(use, evidence, budgets) for use in USE_CASES)
     return out
 
@@ -288,16 +297,26 @@ def evidence_from_frame(
     *,
     device: str | None = None,
     precision: str | None = None,
+    summaries: dict[str, RunSummary] | None = None,
 ) -> Evidence:
     """The Evidence of one device group, combined per (size, suite, case): every run adds what
     it measured, a newer run replaces an older one only for the same case.
 
     precision: rank throughput at this training precision (pick's --precision); None: the case
-    most sizes measured, at any precision (the report)."""
+    most sizes measured, at any precision (the report). summaries: evidence.run_summaries of
+    the rows `frame` was taken from, reused when the combined rows are one run's, all of them."""
     budgets = budgets or Limits()
     rows, used = combine_per_case(frame)
-    summary = preset_summary(rows, precision)
-    sizes = tuple(_size(s) for s in summary.to_dict("records") if _complete(s))
+    runs_in = list(dict.fromkeys(rows["run"])) if len(rows) else []
+    if precision is None and len(runs_in) == 1:
+        summary = summary_of(runs_in[0], rows, summaries)
+    else:
+        summary = summarise(rows, precision)
+    sizes = tuple(
+        _size(s, summary.scores.get(s["preset"], SizeScores()))
+        for s in summary.table.to_dict("records")
+        if _complete(s)
+    )
     memory_budget, note = _memory_budget(rows, budgets)
     runs: dict[str, set[str]] = {}
     for (_, suite, _), run in used.items():
@@ -319,7 +338,7 @@ def _complete(s: dict) -> bool:
     return s.get("params") is not None and s.get("hidden_dims") is not None
 
 
-def _size(s: dict) -> Size:
+def _size(s: dict, scores: SizeScores) -> Size:
     """One preset_summary row as a Size, each figure with the run it came from."""
     oom = [suite for suite in s["oom_suites"] if suite in ("train", "memory", "overfit")]
     runs = [(f, s.get(f"{f}_run")) for f in ("throughput", "latency")]
@@ -328,12 +347,12 @@ def _size(s: dict) -> Size:
     note = (case if isinstance(case, str) else "") + (f"; {workload}" if workload else "")
     return Size(
         label=str(s["preset"]),
-        dims=tuple(int(w) for w in str(s["hidden_dims"]).split(",")),
+        dims=frame_dims(s["hidden_dims"]),
         params=int(s["params"]),
-        throughput=_present(s.get("throughput_score")),
+        throughput=scores.throughput,
         throughput_note=note,
         throughput_workload=workload,
-        latency=_present(s.get("latency_score")),
+        latency=scores.latency,
         latency_note=str(s.get("latency_backend") or ""),
         memory_bytes=_number(s.get("memory_bytes")),
         memory_note=str(s.get("memory_source") or ""),
@@ -352,10 +371,6 @@ def _memory_budget(rows: pd.DataFrame, budgets: Limits) -> tuple[float | None, s
         budget = float(gpu_memory.iloc[0]) * (1 - MEMORY_SAFETY_MARGIN)
         return budget, f"GPU memory minus a {MEMORY_SAFETY_MARGIN:.0%} safety margin"
     return None, "no memory limit known (CPU run, no budget given)"
-
-
-def _present(value: object) -> Score | None:
-    return value if isinstance(value, Score) else None
 
 
 def _number(value: object) -> float | None:
