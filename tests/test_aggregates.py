@@ -1,0 +1,127 @@
+"""The aggregates over runs: hand-computed values, coverage checked by simulation at the
+counts the overfit suite records, and the deflated Sharpe ratio's behaviour under the null."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from archbench.instrument.aggregates import (
+    MIN_RUNS_PER_FOLD,
+    deflated_sharpe,
+    expected_max_sharpe,
+    improvement_estimate,
+    iqm,
+    iqm_estimate,
+    probability_of_improvement,
+)
+from ppo_core.errors import ConfigError
+
+# The suite's counts (bench/_cases.py): quick 1 seed x 2 folds, full 10 seeds x 3 folds.
+QUICK, FULL = (1, 2), (10, 3)
+COVERAGE_BAND = (0.90, 0.98)
+"""Where a nominal 95% interval's simulated coverage must fall."""
+
+
+def test_iqm_is_the_mean_of_the_middle_half():
+    # 8 runs: int(8 / 4) = 2 cut from each end, the mean of 2, 3, 4, 5.
+    assert iqm(np.array([100.0, 6, 1, 3, 5, -50, 4, 2])) == pytest.approx(3.5)
+    # 6 runs: 1 cut from each end (scipy's trim_mean cuts int(0.25 n)).
+    assert iqm(np.array([1.0, 2, 3, 4, 5, 60])) == pytest.approx(3.5)
+
+
+def test_probability_of_improvement_counts_pairs_and_ties_by_hand():
+    # Fold 0: x = (1, 3), y = (2, 3): pairs 1>2 no, 1>3 no, 3>2 yes, 3=3 half -> 1.5 / 4.
+    # Fold 1: x = (5,), y = (4,): 1.  Mean over folds: (0.375 + 1) / 2.
+    p = probability_of_improvement([[1.0, 3.0], [5.0]], [[2.0, 3.0], [4.0]])
+    assert p == pytest.approx((0.375 + 1.0) / 2)
+    assert probability_of_improvement([[1.0, 2.0]], [[1.0, 2.0]]) == pytest.approx(0.5)
+
+
+def test_too_few_runs_per_fold_give_no_interval():
+    seeds, folds = QUICK
+    by_fold = [np.arange(seeds, dtype=float) + f for f in range(folds)]
+    assert iqm_estimate(by_fold) is None
+    assert improvement_estimate(by_fold, by_fold) is None
+    short = [np.arange(MIN_RUNS_PER_FOLD - 1, dtype=float)] * 2
+    assert iqm_estimate(short) is None
+    enough = iqm_estimate([np.arange(MIN_RUNS_PER_FOLD, dtype=float)] * 2)
+    assert enough is not None
+    assert enough.low < enough.value < enough.high
+
+
+def _coverage(seeds: int, folds: int, experiments: int, rng: np.random.Generator) -> float:
+    """Share of simulated experiments whose IQM interval holds the true IQM. Folds are shifted
+    symmetrically about 0 (folds see different bars), so the mixture's IQM is exactly 0."""
+    shifts = np.linspace(-1.0, 1.0, folds)
+    hits = 0
+    for i in range(experiments):
+        noise = rng.standard_t(4, size=(folds, seeds)) if i % 2 else rng.normal(size=(folds, seeds))
+        estimate = iqm_estimate(list(noise + shifts[:, None]), seed=i)
+        hits += estimate.low <= 0.0 <= estimate.high
+    return hits / experiments
+
+
+@pytest.mark.parametrize(("seeds", "folds"), [FULL, (MIN_RUNS_PER_FOLD, QUICK[1])])
+def test_the_iqm_interval_covers_as_stated_at_the_suites_counts(seeds, folds):
+    """At the full profile's counts and at the fewest runs per fold that get an interval
+    (quick's 2 folds), normal and heavy-tailed (t, 4 df) runs alike."""
+    coverage = _coverage(seeds, folds, experiments=1000, rng=np.random.default_rng(7))
+    low, high = COVERAGE_BAND
+    assert low <= coverage <= high, f"coverage {coverage:.3f} at {seeds} seeds x {folds} folds"
+
+
+def test_the_improvement_interval_holds_a_half_when_sizes_are_alike():
+    """Two sizes drawn from one distribution: P(X > Y) is 0.5, and the interval holds it."""
+    rng = np.random.default_rng(3)
+    seeds, folds = FULL
+    hits = 0
+    for i in range(200):
+        x, y = rng.normal(size=(2, folds, seeds))
+        estimate = improvement_estimate(list(x), list(y), seed=i)
+        hits += estimate.low <= 0.5 <= estimate.high
+    assert COVERAGE_BAND[0] <= hits / 200 <= 1.0
+
+
+def test_the_deflated_sharpe_falls_as_more_sizes_are_tried():
+    sharpe, variance, bars = 0.08, 0.02**2, 1375  # per bar
+    values = [deflated_sharpe(sharpe, n, variance, bars) for n in (2, 3, 5, 10, 100)]
+    assert all(a > b for a, b in itertools.pairwise(values)), values
+    # N = 2: the first quantile, of 1 - 1/2, is 0; the second is of 1 - 1/(2e).
+    assert expected_max_sharpe(2, variance) == pytest.approx(
+        0.02 * 0.5772156649 * 0.9004526, rel=1e-6
+    )
+
+
+def test_the_deflated_sharpe_rarely_passes_the_best_of_null_trials():
+    """N strategies with no skill: the best one's DSR exceeds 0.95 at most 5% of the time,
+    where its undeflated probabilistic Sharpe (N = 1, benchmark 0) passes far more often."""
+    rng = np.random.default_rng(11)
+    n_trials, bars, experiments = 10, 1000, 400
+    passed = undeflated = 0
+    for _ in range(experiments):
+        returns = rng.normal(size=(n_trials, bars))
+        sharpes = returns.mean(axis=1) / returns.std(axis=1, ddof=1)
+        best = float(sharpes.max())
+        passed += deflated_sharpe(best, n_trials, float(sharpes.var(ddof=1)), bars) > 0.95
+        undeflated += 0.5 * (1 + math.erf(best * math.sqrt(bars - 1) / math.sqrt(2))) > 0.95
+    assert passed / experiments <= 0.05
+    assert undeflated / experiments > 0.25
+
+
+def test_skew_and_fat_tails_lower_a_positive_sharpes_deflated_value():
+    base = deflated_sharpe(0.1, 5, 0.03**2, 1000)
+    assert deflated_sharpe(0.1, 5, 0.03**2, 1000, skew=-1.0, kurtosis=9.0) < base
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"n_trials": 1}, "n_trials"), ({"bars": 1}, "bars"), ({"skew": 50.0}, "skew")],
+)
+def test_bad_inputs_name_the_problem(kwargs, match):
+    args = {"sharpe": 0.1, "n_trials": 3, "variance": 1e-4, "bars": 500, **kwargs}
+    with pytest.raises(ConfigError, match=match):
+        deflated_sharpe(**args)
