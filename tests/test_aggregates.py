@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from archbench.instrument.aggregates import (
@@ -18,6 +20,10 @@ from archbench.instrument.aggregates import (
     iqm_estimate,
     probability_of_improvement,
 )
+from archbench.reports.aggregates import overfit_aggregates
+from archbench.reports.load import load_runs
+from archbench.reports.render import render_html
+from archbench.reports.tables import aggregates_table
 from ppo_core.errors import ConfigError
 
 # The suite's counts (bench/_cases.py): quick 1 seed x 2 folds, full 10 seeds x 3 folds.
@@ -125,3 +131,78 @@ def test_bad_inputs_name_the_problem(kwargs, match):
     args = {"sharpe": 0.1, "n_trials": 3, "variance": 1e-4, "bars": 500, **kwargs}
     with pytest.raises(ConfigError, match=match):
         deflated_sharpe(**args)
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _records(means: dict[str, float], seeds: int, folds: int, crashes: bool = False):
+    """An overfit run as load_runs gives it: per size (fewest parameters first in `means`'
+    order, listed here largest first), seed and fold, a test Sharpe drawn around its mean;
+    with `crashes`, per-bar returns with a long left tail (a negated exponential)."""
+    rng, bars = np.random.default_rng(5), np.random.default_rng(6)
+    rows = []
+    for params, (preset, mean) in reversed(list(enumerate(means.items(), start=1))):
+        for seed, fold in itertools.product(range(seeds), range(folds)):
+            draws = 1.0 - bars.exponential(1.0, 500)  # skew -2, kurtosis 9
+            series = {"test_net_returns": list(draws)} if crashes else {}
+            rows.append(
+                {"run": "r", "suite": "overfit", "preset": preset, "params": params * 1000,
+                 "metric": "test_sharpe", "value": mean + rng.normal(), "case_dataset": "synthetic",
+                 "case_length": "long", "case_seed": seed, "case_fold": fold,
+                 "case_bars_per_year": 8766.0, "case_test_bars": 1375, "series": series}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_the_quick_fixture_gets_points_and_says_insufficient_for_every_interval():
+    df = load_runs([FIXTURES / "overfit-folds-quick.json"])
+    found = overfit_aggregates(df)
+    assert [(a.dataset, a.length) for a in found] == [("synthetic", "short"), ("synthetic", "long")]
+    for sweep in found:
+        assert [s.preset for s in sweep.sizes] == ["tiny", "small"]
+        assert all(s.interval is None and s.runs == 2 for s in sweep.sizes)
+        assert sweep.improvements[0].interval is None
+        assert sweep.selection.dsr is None
+        assert sweep.selection.why.startswith("insufficient: 1 seed(s) per fold")
+    table = aggregates_table(df)
+    assert table.count("[insufficient]") == 6
+    assert "P(small &gt; tiny) 1.00 [insufficient]" in table  # long: small won both folds
+
+
+def test_enough_seeds_give_intervals_an_ordering_and_a_deflated_sharpe():
+    df = _records({"tiny": 0.0, "small": 0.2, "large": 4.0}, *FULL)
+    (sweep,) = overfit_aggregates(df)
+    assert [s.preset for s in sweep.sizes] == ["tiny", "small", "large"]  # by parameters
+    for size, mean in zip(sweep.sizes, (0.0, 0.2, 4.0), strict=True):
+        assert size.interval.low < mean < size.interval.high
+        assert size.runs == 30
+    small_tiny, large_small = sweep.improvements
+    assert (large_small.bigger, large_small.smaller) == ("large", "small")
+    assert large_small.interval.low > 0.9  # 4 Sharpe apart at sd 1: nearly every pair
+    assert small_tiny.interval.low < 0.5 < small_tiny.interval.high  # 0.2 apart: no call
+    assert sweep.selection.preset == "large"
+    assert sweep.selection.n_trials == 3
+    assert 0.0 < sweep.selection.dsr <= 1.0
+    assert "4,125 bars" in sweep.selection.why  # 3 distinct folds x 1,375 test bars
+    assert "taken as normal" in sweep.selection.why
+    table = aggregates_table(df)
+    assert "P(large &gt; small)" in table
+    assert f"{sweep.selection.dsr:.2f} (best of 3)" in table
+
+
+def test_the_selection_reads_the_returns_tails_and_a_left_tail_lowers_the_dsr():
+    (normal,) = overfit_aggregates(_records({"tiny": 0.0, "large": 3.0}, 5, 2))
+    (crashes,) = overfit_aggregates(_records({"tiny": 0.0, "large": 3.0}, 5, 2, crashes=True))
+    assert normal.selection.sharpe == crashes.selection.sharpe  # the same runs
+    skew = float(crashes.selection.why.split("skew ")[1].split(",")[0])
+    kurtosis = float(crashes.selection.why.split("kurtosis ")[1].split()[0])
+    assert skew < -1.5
+    assert kurtosis > 6
+    assert crashes.selection.dsr < normal.selection.dsr
+
+
+def test_the_report_page_carries_the_aggregates_beside_the_out_of_sample_table():
+    page = render_html(load_runs([FIXTURES / "overfit-folds-quick.json"]), plotlyjs="cdn")
+    oos = page.index("<h2>Out of sample")
+    assert oos < page.index("P(beats next smaller)") < page.index("<h2>Sizing")
