@@ -206,3 +206,54 @@ def test_the_report_page_carries_the_aggregates_beside_the_out_of_sample_table()
     page = render_html(load_runs([FIXTURES / "overfit-folds-quick.json"]), plotlyjs="cdn")
     oos = page.index("<h2>Out of sample")
     assert oos < page.index("P(beats next smaller)") < page.index("<h2>Sizing")
+
+
+@pytest.fixture
+def overfit(monkeypatch):
+    """The overfit suite's module (bench/ is not a package)."""
+    import importlib
+
+    from archbench.instrument.sweep.runner import bench_dir
+
+    monkeypatch.syspath_prepend(str(bench_dir()))
+    return importlib.import_module("test_overfitting")
+
+
+def _finished(overfit, seeds: int, folds: int, edge: dict[str, float]) -> list:
+    """Finished cases: per size, seed and fold, 1,000 test bars of noise plus the size's edge."""
+    rng = np.random.default_rng(9)
+    cases = []
+    for (name, shift), seed, fold in itertools.product(edge.items(), range(seeds), range(folds)):
+        returns = rng.normal(shift, 1e-3, size=1000)
+        dims = (8 * (1 + list(edge).index(name)),)
+        cases.append(overfit._Finished("synthetic", "long", name, dims, seed, fold,
+                                       {"test": returns}, None, 8766.0, 1e-3))  # fmt: skip
+    return cases
+
+
+def test_the_suite_summary_says_insufficient_at_the_quick_profiles_counts(overfit):
+    lines = overfit.summary_lines(_finished(overfit, *QUICK, {"tiny": 0.0, "small": 1e-4}))
+    iqm_lines = [line for line in lines if "IQM test Sharpe" in line]
+    assert len(iqm_lines) == 2
+    assert all("[insufficient: under 5 seeds per fold]" in line for line in iqm_lines)
+    assert any("P(small > tiny) [insufficient" in line for line in lines)
+    assert any("selected small of 2 sizes; deflated Sharpe insufficient" in line for line in lines)
+
+
+def test_the_suite_summary_gives_intervals_and_the_deflated_sharpe_with_enough_seeds(overfit):
+    edge = {"tiny": 0.0, "small": 2e-5, "large": 2e-4}
+    lines = overfit.summary_lines(_finished(overfit, 5, 2, edge))
+
+    def iqm_line(name: str) -> tuple[float, float, float]:
+        line = next(line for line in lines if f"{name}: IQM test Sharpe" in line)
+        low, high = (float(x) for x in line.split("[")[1].split("]")[0].split(", "))
+        return float(line.split("Sharpe ")[1].split()[0]), low, high
+
+    # large: 2e-4 a bar at 1e-3 spread, a Sharpe of 18.7 a year, far above small's 1.9.
+    (large, low, high), (_, _, small_high) = iqm_line("large"), iqm_line("small")
+    assert small_high < low < large < high
+    assert any("P(large > small) 1.00 [" in line for line in lines)
+    deflated = next(line for line in lines if "deflated Sharpe" in line)
+    assert "selected large" in deflated
+    assert "of 3 sizes" in deflated
+    assert "on 2,000 bars" in deflated  # two folds' bars, counted once each

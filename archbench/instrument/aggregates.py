@@ -10,7 +10,7 @@ Lopez de Prado (2014). Shared by the overfit suite (bench/) and the reports, as 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -21,12 +21,14 @@ from ppo_core.errors import ConfigError
 __all__ = [
     "MIN_RUNS_PER_FOLD",
     "Estimate",
+    "deflated_best",
     "deflated_sharpe",
     "expected_max_sharpe",
     "improvement_estimate",
     "iqm",
     "iqm_estimate",
     "probability_of_improvement",
+    "return_moments",
 ]
 
 MIN_RUNS_PER_FOLD = 5
@@ -163,3 +165,42 @@ def deflated_sharpe(
             f"at Sharpe {sharpe:.3g} per bar"
         )
     return _NORMAL.cdf((sharpe - benchmark) * math.sqrt(bars - 1) / math.sqrt(spread))
+
+
+def deflated_best(
+    sharpes: Mapping[str, float],
+    bars_per_year: float,
+    bars: int,
+    skew: float = 0.0,
+    kurtosis: float = 3.0,
+) -> tuple[str, float]:
+    """(name, DSR) of the trial with the highest annualised Sharpe among `sharpes` (one per
+    trial, at least 2), deflated by the trials' own spread (deflated_sharpe, per bar)."""
+    if len(sharpes) < 2:
+        raise ConfigError(f"n_trials must be at least 2 for a selection, got {len(sharpes)}")
+    best = max(sharpes, key=sharpes.__getitem__)
+    per_bar = np.array(list(sharpes.values())) / math.sqrt(bars_per_year)  # (n_trials,)
+    dsr = deflated_sharpe(
+        sharpes[best] / math.sqrt(bars_per_year),
+        len(sharpes),
+        float(np.var(per_bar, ddof=1)),
+        bars,
+        skew,
+        kurtosis,
+    )
+    return best, dsr
+
+
+def return_moments(series: Sequence[Sequence[float]]) -> tuple[float, float] | None:
+    """(skew, kurtosis) of per-bar returns, the mean over the runs' series (each run's own
+    spread, since runs differ in volatility); None when no series has 4 bars and a spread."""
+    found = []
+    for returns in series:
+        r = np.asarray(returns, dtype=float)
+        if len(r) > 3 and r.std() > 0:
+            z = (r - r.mean()) / r.std()
+            found.append(((z**3).mean(), (z**4).mean()))
+    if not found:
+        return None
+    skew, kurtosis = np.mean(found, axis=0)
+    return float(skew), float(kurtosis)

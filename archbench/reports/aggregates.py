@@ -17,11 +17,12 @@ import pandas as pd
 from archbench.instrument.aggregates import (
     MIN_RUNS_PER_FOLD,
     Estimate,
-    deflated_sharpe,
+    deflated_best,
     improvement_estimate,
     iqm,
     iqm_estimate,
     probability_of_improvement,
+    return_moments,
 )
 from ppo_core.errors import ConfigError
 
@@ -178,20 +179,12 @@ def _selection(group: pd.DataFrame, metric: str, by_size: dict) -> Selection:
     bars = _distinct_fold_bars(chosen, "case_test_bars" if test else "case_val_bars")
     if not bars_per_year or not bars:
         return without("unavailable: the records carry no bars per year or split length")
-    per_bar = np.array(list(means.values())) / math.sqrt(bars_per_year)  # (n_trials,)
-    skew, kurtosis, moments = _moments(chosen, "test_net_returns" if test else "val_net_returns")
+    moments = _moments(chosen, "test_net_returns" if test else "val_net_returns")
     try:
-        dsr = deflated_sharpe(
-            means[preset] / math.sqrt(bars_per_year),
-            n_trials,
-            float(np.var(per_bar, ddof=1)),
-            bars,
-            skew,
-            kurtosis,
-        )
+        _, dsr = deflated_best(means, bars_per_year, bars, *moments[:2])
     except ConfigError as exc:
         return without(f"unavailable: {exc}")
-    why = f"best of {n_trials} sizes on {bars:,} bars (distinct folds); {moments}"
+    why = f"best of {n_trials} sizes on {bars:,} bars (distinct folds); {moments[2]}"
     return Selection(preset, n_trials, means[preset], dsr, why)
 
 
@@ -214,18 +207,13 @@ def _distinct_fold_bars(rows: pd.DataFrame, column: str) -> int:
 
 
 def _moments(rows: pd.DataFrame, series_name: str) -> tuple[float, float, str]:
-    """Skew and kurtosis of the per-bar returns (mean over runs) where the records carry them,
-    else a normal's, said so."""
-    found = []
-    for series in rows["series"] if "series" in rows else []:
-        returns = series.get(series_name) if isinstance(series, dict) else None
-        if returns is not None and len(returns) > 3:
-            r = np.asarray(returns, dtype=float)
-            sd = r.std()
-            if sd > 0:
-                z = (r - r.mean()) / sd
-                found.append(((z**3).mean(), (z**4).mean()))
-    if not found:
+    """Skew and kurtosis of the per-bar returns where the records carry them, else a
+    normal's, said so."""
+    series = rows["series"] if "series" in rows else []
+    found = return_moments(
+        [s[series_name] for s in series if isinstance(s, dict) and s.get(series_name)]
+    )
+    if found is None:
         return 0.0, 3.0, "returns taken as normal (the records carry no per-bar series)"
-    skew, kurtosis = np.mean(found, axis=0)
-    return float(skew), float(kurtosis), f"skew {skew:.2f}, kurtosis {kurtosis:.1f} of its returns"
+    skew, kurtosis = found
+    return skew, kurtosis, f"skew {skew:.2f}, kurtosis {kurtosis:.1f} of its returns"
