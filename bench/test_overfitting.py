@@ -7,7 +7,9 @@ on the same bars, mean net return per bar, the share of the oracle's edge captur
 data), the value loss on each split, and the per-bar validation returns (`series`) so a report
 can pair sizes on the same bars and bootstrap them. At the end of the session the suite prints,
 per dataset and length, each size's validation mean return with a 95% interval (seeds plus a
-block bootstrap over bars) and says plainly whether tiny's and the largest size's overlap.
+block bootstrap over bars) and says plainly whether tiny's and the largest size's overlap;
+then rliable-style aggregates over the runs (seed x fold): each size's IQM test Sharpe, P(bigger >
+smaller) for neighbours, and the selected size's deflated Sharpe (archbench.instrument.aggregates).
 """
 
 from __future__ import annotations
