@@ -13,6 +13,7 @@ import pytest
 
 from archbench.instrument.aggregates import (
     MIN_RUNS_PER_FOLD,
+    backtest_overfitting,
     deflated_sharpe,
     expected_max_sharpe,
     improvement_estimate,
@@ -257,3 +258,25 @@ def test_the_suite_summary_gives_intervals_and_the_deflated_sharpe_with_enough_s
     assert "selected large" in deflated
     assert "of 3 sizes" in deflated
     assert "on 2,000 bars" in deflated  # two folds' bars, counted once each
+
+
+def test_pbo_counts_the_splits_where_the_in_sample_best_falls_behind_by_hand():
+    # Trials A, B over 4 runs; of the 6 half splits, {0,1} picks A, which then loses on {2,3},
+    # and {2,3} picks B, which loses on {0,1}; the other 4 pick A, which wins out of sample.
+    performance = np.array([[4.0, 0.0], [3.0, 0.0], [0.0, 2.0], [1.0, 2.0]])
+    assert backtest_overfitting(performance) == pytest.approx(2 / 6)
+    assert backtest_overfitting(np.array([[2.0, 1.0]] * 4)) == 0.0
+
+
+def test_pbo_is_about_a_half_without_skill_and_near_zero_with_it():
+    rng = np.random.default_rng(13)
+    null = [backtest_overfitting(rng.normal(size=(10, 5)), seed=i) for i in range(40)]
+    assert 0.35 <= np.mean(null) <= 0.65
+    skilled = rng.normal(size=(30, 5))  # 30 runs: a sample of the 155 million splits
+    skilled[:, 2] += 2.0
+    assert backtest_overfitting(skilled) < 0.05
+
+
+def test_pbo_needs_four_runs_and_two_trials():
+    with pytest.raises(ConfigError, match="at least 4 runs and 2 trials"):
+        backtest_overfitting(np.zeros((3, 4)))

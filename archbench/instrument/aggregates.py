@@ -9,6 +9,7 @@ Lopez de Prado (2014). Shared by the overfit suite (bench/) and the reports, as 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,9 @@ from ppo_core.errors import ConfigError
 
 __all__ = [
     "MIN_RUNS_PER_FOLD",
+    "PBO_SPLITS",
     "Estimate",
+    "backtest_overfitting",
     "deflated_best",
     "deflated_sharpe",
     "expected_max_sharpe",
@@ -38,6 +41,9 @@ per fold has no spread to resample at all (tests/test_aggregates.py checks the f
 
 RESAMPLES = 2000
 """Bootstrap resamples per interval."""
+
+PBO_SPLITS = 2000
+"""Most in-sample / out-of-sample splits the PBO enumerates; beyond, a seeded random sample."""
 
 _EULER_GAMMA = 0.5772156649015329
 _NORMAL = NormalDist()
@@ -205,3 +211,37 @@ def return_moments(series: Sequence[Sequence[float]]) -> tuple[float, float] | N
         return None
     skew, kurtosis = np.mean(found, axis=0)
     return float(skew), float(kurtosis)
+
+
+def backtest_overfitting(performance: np.ndarray, seed: int = 0) -> float:
+    """Probability of backtest overfitting by combinatorially symmetric cross-validation
+    (Bailey, Borwein, Lopez de Prado and Zhu 2017) of a (runs, trials) matrix: over every
+    split of the runs into two halves, how often the trial best on one half ranks in the
+    bottom half of the trials on the other. An odd last run is left out."""
+    performance = np.asarray(performance, dtype=float)
+    runs, trials = performance.shape
+    runs -= runs % 2
+    if runs < 4 or trials < 2:
+        raise ConfigError(f"PBO needs at least 4 runs and 2 trials, got {runs} and {trials}")
+    in_sample = _half_splits(runs, np.random.default_rng(seed))  # (splits, runs) bool
+    matrix = performance[:runs]
+    is_mean = in_sample @ matrix  # (splits, trials); halves are equal, so sums rank as means
+    oos_mean = ~in_sample @ matrix
+    best = is_mean.argmax(axis=1)
+    oos_best = oos_mean[np.arange(len(best)), best][:, None]
+    # Its out-of-sample rank among the trials, 1 = worst; ties share the mean rank.
+    rank = (oos_mean < oos_best).sum(axis=1) + ((oos_mean == oos_best).sum(axis=1) + 1) / 2
+    omega = rank / (trials + 1)
+    return float(np.mean(np.log(omega / (1 - omega)) <= 0))
+
+
+def _half_splits(runs: int, rng: np.random.Generator) -> np.ndarray:
+    """(splits, runs) masks of the in-sample half: all of them up to PBO_SPLITS, else that
+    many drawn at random."""
+    if math.comb(runs, runs // 2) <= PBO_SPLITS:
+        chosen = np.array(list(itertools.combinations(range(runs), runs // 2)))
+    else:
+        chosen = np.argsort(rng.random((PBO_SPLITS, runs)), axis=1)[:, : runs // 2]
+    mask = np.zeros((len(chosen), runs), dtype=bool)
+    np.put_along_axis(mask, chosen, True, axis=1)
+    return mask
