@@ -26,6 +26,7 @@ from _cases import ALGORITHM, OPTIONS_KEY, is_oom, oom_record, size_record, time
 
 from archbench.instrument.aggregates import (
     MIN_RUNS_PER_FOLD,
+    backtest_overfitting,
     deflated_best,
     improvement_estimate,
     iqm,
@@ -656,7 +657,20 @@ def _deflated_line(head: str, ranked: list, by_size: dict) -> str:
     return (
         f"{head}: selected {best} (mean test Sharpe {means[best]:.2f}) of {len(means)} sizes; "
         f"deflated Sharpe {dsr:.2f} on {bars:,} bars (skew {skew:.2f}, kurtosis {kurtosis:.1f})"
+        f"{_pbo_text(runs)}"
     )
+
+
+def _pbo_text(runs: dict[str, list[_Finished]]) -> str:
+    """'; PBO 0.12 over 30 paired runs' on the (seed, fold) runs every size ran, if 4 or more."""
+    sharpes = [{(r.seed, r.fold): _sharpe(r.returns["test"], r.bars_per_year) for r in rs}
+               for rs in runs.values()]  # fmt: skip
+    shared = sorted(set.intersection(*(set(s) for s in sharpes)))
+    if len(shared) < 4:
+        return ""
+    matrix = np.array([[s[key] for s in sharpes] for key in shared])  # (runs, sizes)
+    used = len(shared) - len(shared) % 2  # CSCV halves: an odd last run is left out
+    return f"; PBO {backtest_overfitting(matrix):.2f} over {used} paired runs"
 
 
 def _intervals(val_returns: np.ndarray, bars_per_year: float, seed: int) -> dict[str, Metric]:

@@ -165,6 +165,7 @@ def test_the_quick_fixture_gets_points_and_says_insufficient_for_every_interval(
         assert all(s.interval is None and s.runs == 2 for s in sweep.sizes)
         assert sweep.improvements[0].interval is None
         assert sweep.selection.dsr is None
+        assert sweep.selection.pbo is None
         assert sweep.selection.why.startswith("insufficient: 1 seed(s) per fold")
     table = aggregates_table(df)
     assert table.count("[insufficient]") == 6
@@ -187,9 +188,11 @@ def test_enough_seeds_give_intervals_an_ordering_and_a_deflated_sharpe():
     assert 0.0 < sweep.selection.dsr <= 1.0
     assert "4,125 bars" in sweep.selection.why  # 3 distinct folds x 1,375 test bars
     assert "taken as normal" in sweep.selection.why
+    assert sweep.selection.pbo < 0.05  # large is best on nearly every half of the 30 runs
+    assert "PBO over 30 runs every size ran" in sweep.selection.why
     table = aggregates_table(df)
     assert "P(large &gt; small)" in table
-    assert f"{sweep.selection.dsr:.2f} (best of 3)" in table
+    assert f"{sweep.selection.dsr:.2f} (best of 3); PBO {sweep.selection.pbo:.2f}" in table
 
 
 def test_the_selection_reads_the_returns_tails_and_a_left_tail_lowers_the_dsr():
@@ -258,6 +261,7 @@ def test_the_suite_summary_gives_intervals_and_the_deflated_sharpe_with_enough_s
     assert "selected large" in deflated
     assert "of 3 sizes" in deflated
     assert "on 2,000 bars" in deflated  # two folds' bars, counted once each
+    assert "; PBO 0.00 over 10 paired runs" in deflated  # large best on every half
 
 
 def test_pbo_counts_the_splits_where_the_in_sample_best_falls_behind_by_hand():

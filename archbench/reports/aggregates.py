@@ -17,6 +17,7 @@ import pandas as pd
 from archbench.instrument.aggregates import (
     MIN_RUNS_PER_FOLD,
     Estimate,
+    backtest_overfitting,
     deflated_best,
     improvement_estimate,
     iqm,
@@ -73,6 +74,8 @@ class Selection:
     """Its mean annualised Sharpe over its runs."""
     dsr: float | None
     """Probability that its Sharpe is real after the selection; None when it cannot be had."""
+    pbo: float | None
+    """Probability of backtest overfitting (CSCV) over the runs every size ran; None under 4."""
     why: str
     """What the DSR stands on, or why there is none."""
 
@@ -163,7 +166,7 @@ def _selection(group: pd.DataFrame, metric: str, by_size: dict) -> Selection:
     n_trials = len(means)
 
     def without(why: str) -> Selection:
-        return Selection(preset, n_trials, means[preset], None, why)
+        return Selection(preset, n_trials, means[preset], None, None, why)
 
     if n_trials < 2:
         return without("one size tried: nothing to deflate")
@@ -185,7 +188,21 @@ def _selection(group: pd.DataFrame, metric: str, by_size: dict) -> Selection:
     except ConfigError as exc:
         return without(f"unavailable: {exc}")
     why = f"best of {n_trials} sizes on {bars:,} bars (distinct folds); {moments[2]}"
-    return Selection(preset, n_trials, means[preset], dsr, why)
+    paired = _paired_runs(group[group["metric"] == metric], list(by_size))
+    pbo = backtest_overfitting(paired) if len(paired) >= 4 else None
+    if pbo is not None:
+        why += f"; PBO over {len(paired) - len(paired) % 2} runs every size ran"
+    return Selection(preset, n_trials, means[preset], dsr, pbo, why)
+
+
+def _paired_runs(rows: pd.DataFrame, presets: list[str]) -> np.ndarray:
+    """(runs, sizes): the metric on each (seed, fold) that every size ran."""
+    if not {"case_seed", "case_fold"} <= set(rows.columns):
+        return np.empty((0, len(presets)))
+    table = rows.pivot_table(
+        index=["case_seed", "case_fold"], columns="preset", values="value", aggfunc="mean"
+    )
+    return table.reindex(columns=presets).dropna().to_numpy()
 
 
 def _first(rows: pd.DataFrame, column: str) -> float | None:

@@ -492,13 +492,14 @@ def aggregates_table(df: pd.DataFrame) -> str:
                 ]
             )
     headers = ["run", "dataset", "length", "metric", "preset", "runs", "IQM [95%]",
-               "P(beats next smaller) [95%]", "selected: deflated Sharpe"]  # fmt: skip
+               "P(beats next smaller) [95%]", "selected: deflated Sharpe, PBO"]  # fmt: skip
     note = (
         "<p class='note'>IQM: the mean of the middle half of the runs; intervals resample "
         f"seeds within each fold and need {MIN_RUNS_PER_FOLD} seeds per fold "
         "('insufficient' below). Deflated Sharpe (Bailey and Lopez de Prado 2014): the "
         "probability that the selected size's Sharpe is real after picking the best of the "
-        "sizes tried.</p>"
+        "sizes tried; PBO: how often the size best on half the runs falls in the bottom half on "
+        "the other half (CSCV).</p>"
     )
     return _table(headers, rows, numeric=range(5, 9)) + note
 
@@ -527,7 +528,8 @@ def _selection_cell(selection: Selection, preset: str) -> object:
         return None
     if selection.dsr is None:
         return selection.why
+    pbo = "" if selection.pbo is None else f"; PBO {selection.pbo:.2f}"
     return _Raw(
-        f"{selection.dsr:.2f} (best of {selection.n_trials}) "
+        f"{selection.dsr:.2f} (best of {selection.n_trials}){pbo} "
         f"<span class='note'>{_e(selection.why)}</span>"
     )
