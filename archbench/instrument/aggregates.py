@@ -109,7 +109,9 @@ def iqm_estimate(by_fold: Sequence[Sequence[float]], seed: int = 0) -> Estimate 
     return Estimate(value, low, high, sum(len(f) for f in folds))
 
 
-def probability_of_improvement(x_by_fold: Sequence[np.ndarray], y_by_fold: Sequence[np.ndarray]):
+def probability_of_improvement(
+    x_by_fold: Sequence[np.ndarray], y_by_fold: Sequence[np.ndarray]
+) -> np.ndarray:
     """P(X > Y) + P(X = Y) / 2 between the runs of each fold (the Mann-Whitney U over
     n_x n_y), averaged over folds, as rliable; arrays (..., n) give one value per row."""
     per_fold = []
