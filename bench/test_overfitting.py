@@ -7,7 +7,9 @@ on the same bars, mean net return per bar, the share of the oracle's edge captur
 data), the value loss on each split, and the per-bar validation returns (`series`) so a report
 can pair sizes on the same bars and bootstrap them. At the end of the session the suite prints,
 per dataset and length, each size's validation mean return with a 95% interval (seeds plus a
-block bootstrap over bars) and says plainly whether tiny's and the largest size's overlap.
+block bootstrap over bars) and says plainly whether tiny's and the largest size's overlap;
+then rliable-style aggregates over the runs (seed x fold): each size's IQM test Sharpe, P(bigger >
+smaller) for neighbours, and the selected size's deflated Sharpe (archbench.instrument.aggregates).
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ import numpy as np
 import pytest
 from _cases import ALGORITHM, OPTIONS_KEY, is_oom, oom_record, size_record, timed_rounds
 
+from archbench.instrument.aggregates import (
+    MIN_RUNS_PER_FOLD,
+    backtest_overfitting,
+    deflated_best,
+    improvement_estimate,
+    iqm,
+    iqm_estimate,
+    return_moments,
+)
 from archbench.instrument.record import Metric
 from archbench.instrument.resample import annualised_sharpe, block_length, circular_block_indices
 from ppo_core.sizing import estimate
@@ -528,6 +539,7 @@ def summary_lines(collected: list[_Finished]) -> list[str]:
                 f"Sharpe {np.mean(sharpes):.1f}{_fold_spread(runs)}{beside}; lr {rates}"
             )
         lines += _neighbour_lines(dataset, label, ranked)
+        lines += _aggregate_lines(dataset, label, ranked)
         if len(ranked) > 1:
             first, last = ranked[0][0][1], ranked[-1][0][1]
             a, b = intervals[first], intervals[last]
@@ -586,6 +598,79 @@ def _neighbour_lines(dataset: str, label: str, ranked: list) -> list[str]:
             f"{len(diffs)} paired seed-fold(s); {detect}"
         )
     return lines
+
+
+def _aggregate_lines(dataset: str, label: str, ranked: list) -> list[str]:
+    """rliable-style aggregates of the test Sharpe over the runs (seed x fold): each size's IQM
+    with a stratified bootstrap interval, P(bigger > smaller) for neighbours, and the deflated
+    Sharpe of the size with the highest mean from the sizes tried; 'insufficient' under
+    MIN_RUNS_PER_FOLD seeds per fold."""
+    by_size = {name: _test_sharpes_by_fold(runs) for (_width, name), runs in ranked}
+    head = f"  {dataset} {label}"
+    lines = []
+    for name, folds in by_size.items():
+        values = [v for runs in folds.values() for v in runs]
+        lines.append(
+            f"{head} {name:>8}: IQM test Sharpe {iqm(np.array(values)):.2f} "
+            f"{_bracket(iqm_estimate(list(folds.values())))} over {len(values)} run(s)"
+        )
+    for small, big in itertools.pairwise(by_size):
+        shared = sorted(by_size[small].keys() & by_size[big].keys())
+        x, y = [by_size[big][f] for f in shared], [by_size[small][f] for f in shared]
+        estimate = improvement_estimate(x, y) if shared else None
+        point = f"{estimate.value:.2f} " if estimate else ""
+        lines.append(f"{head}: P({big} > {small}) {point}{_bracket(estimate)}")
+    return [*lines, _deflated_line(head, ranked, by_size)]
+
+
+def _test_sharpes_by_fold(runs: list[_Finished]) -> dict[int, list[float]]:
+    by_fold: dict[int, list[float]] = {}
+    for r in runs:
+        by_fold.setdefault(r.fold, []).append(_sharpe(r.returns["test"], r.bars_per_year))
+    return by_fold
+
+
+def _bracket(estimate) -> str:
+    if estimate is None:
+        return f"[insufficient: under {MIN_RUNS_PER_FOLD} seeds per fold]"
+    return f"[{estimate.low:.2f}, {estimate.high:.2f}]"
+
+
+def _deflated_line(head: str, ranked: list, by_size: dict) -> str:
+    """The size with the highest mean test Sharpe, deflated for being the best of N sizes."""
+    if len(ranked) < 2:
+        return f"{head}: one size tried, no deflated Sharpe"
+    seeds = min(len(v) for folds in by_size.values() for v in folds.values())
+    means = {name: float(np.mean([v for f in folds.values() for v in f]))
+             for name, folds in by_size.items()}  # fmt: skip
+    best = max(means, key=means.__getitem__)
+    if seeds < MIN_RUNS_PER_FOLD:
+        return (
+            f"{head}: selected {best} of {len(means)} sizes; deflated Sharpe insufficient "
+            f"({seeds} seed(s) per fold, needs {MIN_RUNS_PER_FOLD})"
+        )
+    runs = {name: r for (_w, name), r in ranked}
+    # Seeds on real data replay the same bars: count each fold's bars once.
+    bars = sum(len(r.returns["test"]) for r in {r.fold: r for r in runs[best]}.values())
+    skew, kurtosis = return_moments([r.returns["test"] for r in runs[best]]) or (0.0, 3.0)
+    _, dsr = deflated_best(means, runs[best][0].bars_per_year, bars, skew, kurtosis)
+    return (
+        f"{head}: selected {best} (mean test Sharpe {means[best]:.2f}) of {len(means)} sizes; "
+        f"deflated Sharpe {dsr:.2f} on {bars:,} bars (skew {skew:.2f}, kurtosis {kurtosis:.1f})"
+        f"{_pbo_text(runs)}"
+    )
+
+
+def _pbo_text(runs: dict[str, list[_Finished]]) -> str:
+    """'; PBO 0.12 over 30 paired runs' on the (seed, fold) runs every size ran, if 4 or more."""
+    sharpes = [{(r.seed, r.fold): _sharpe(r.returns["test"], r.bars_per_year) for r in rs}
+               for rs in runs.values()]  # fmt: skip
+    shared = sorted(set.intersection(*(set(s) for s in sharpes)))
+    if len(shared) < 4:
+        return ""
+    matrix = np.array([[s[key] for s in sharpes] for key in shared])  # (runs, sizes)
+    used = len(shared) - len(shared) % 2  # CSCV halves: an odd last run is left out
+    return f"; PBO {backtest_overfitting(matrix):.2f} over {used} paired runs"
 
 
 def _intervals(val_returns: np.ndarray, bars_per_year: float, seed: int) -> dict[str, Metric]:

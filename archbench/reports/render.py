@@ -25,6 +25,7 @@ from archbench.reports.host_load import (
 )
 from archbench.reports.load import ReportError, case_label, load_runs, suite_verdict
 from archbench.reports.tables import (
+    aggregates_table,
     backend_table,
     env_table,
     header_table,
@@ -132,6 +133,7 @@ def render_html(
         use_case_table(budgets),
         "<h2>Out of sample: each size beside buy-and-hold, the trend rule and the oracle</h2>",
         _wrap(oos_table(df)),
+        *([_wrap(aggregates)] if (aggregates := aggregates_table(df)) else []),
         _suite_verdicts(df),
         "<h2>Sizing: predicted vs measured</h2>",
         _wrap(sizing_table(df, summaries), "sizing"),

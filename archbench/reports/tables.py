@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from archbench.instrument.aggregates import MIN_RUNS_PER_FOLD, Estimate
+from archbench.reports.aggregates import Improvement, Selection, overfit_aggregates
 from archbench.reports.evidence import MEMORY_SAFETY_MARGIN, RunSummary, summary_of
 from archbench.reports.host_load import timing_rows
 from archbench.reports.load import missing_suites, run_info
@@ -17,6 +19,7 @@ from archbench.reports.use_cases import USE_CASES, Decision, Limits
 
 __all__ = [
     "AGREEMENT_THRESHOLD",
+    "aggregates_table",
     "backend_table",
     "env_table",
     "header_table",
@@ -464,3 +467,71 @@ def _metric_cell(rows: pd.DataFrame, fmt: str, scale: list, mean: bool) -> objec
     value = float(values.mean() if mean else values.iloc[0]) * (scale[0] if scale else 1.0)
     seeds = f" ({len(values)} seeds)" if mean and len(values) > 1 else ""
     return _Raw(_e(fmt.format(value) + seeds) + loaded_mark(rows))
+
+
+def aggregates_table(df: pd.DataFrame) -> str:
+    """Per size, over its runs (seed x fold): the IQM of its Sharpe with a stratified bootstrap
+    interval, P(it beats the next smaller size) with its interval, and on the size with the
+    highest mean Sharpe the deflated Sharpe ratio for having picked it from the N tried."""
+    found = overfit_aggregates(df)
+    if not found:
+        return ""
+    rows = []
+    for sweep in found:
+        beats = {i.bigger: i for i in sweep.improvements}
+        for size in sweep.sizes:
+            rows.append(
+                [
+                    sweep.run,
+                    sweep.dataset,
+                    sweep.length,
+                    _AGGREGATE_METRICS.get(sweep.metric, sweep.metric),
+                    size.preset,
+                    f"{size.runs} ({size.folds} folds)",
+                    _interval_cell(size.value, size.interval, "{:.2f}"),
+                    _improvement_cell(beats.get(size.preset)),
+                    _selection_cell(sweep.selection, size.preset),
+                ]
+            )
+    headers = ["run", "dataset", "length", "metric", "preset", "runs", "IQM [95%]",
+               "P(beats next smaller) [95%]", "selected: deflated Sharpe, PBO"]  # fmt: skip
+    note = (
+        "<p class='note'>IQM: the mean of the middle half of the runs; intervals resample "
+        f"seeds within each fold and need {MIN_RUNS_PER_FOLD} seeds per fold "
+        "('insufficient' below). Deflated Sharpe (Bailey and Lopez de Prado 2014): the "
+        "probability that the selected size's Sharpe is real after picking the best of the "
+        "sizes tried; PBO: how often the size best on half the runs falls in the bottom half on "
+        "the other half (CSCV).</p>"
+    )
+    return _table(headers, rows, numeric=range(5, 9)) + note
+
+
+_AGGREGATE_METRICS = {"test_sharpe": "test Sharpe", "val_sharpe": "validation Sharpe"}
+
+
+def _interval_cell(value: float, interval: Estimate | None, fmt: str) -> str:
+    """'1.23 [0.45, 2.01]', or the point and 'insufficient' when the runs are too few."""
+    if interval is None:
+        return f"{fmt.format(value)} [insufficient]"
+    return f"{fmt.format(value)} [{fmt.format(interval.low)}, {fmt.format(interval.high)}]"
+
+
+def _improvement_cell(improvement: Improvement | None) -> str | None:
+    if improvement is None:
+        return None
+    if improvement.value != improvement.value:
+        return f"no shared folds with {improvement.smaller}"
+    cell = _interval_cell(improvement.value, improvement.interval, "{:.2f}")
+    return f"P({improvement.bigger} > {improvement.smaller}) {cell}"
+
+
+def _selection_cell(selection: Selection, preset: str) -> object:
+    if selection.preset != preset:
+        return None
+    if selection.dsr is None:
+        return selection.why
+    pbo = "" if selection.pbo is None else f"; PBO {selection.pbo:.2f}"
+    return _Raw(
+        f"{selection.dsr:.2f} (best of {selection.n_trials}){pbo} "
+        f"<span class='note'>{_e(selection.why)}</span>"
+    )
