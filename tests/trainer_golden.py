@@ -1,6 +1,6 @@
 """Fixed-seed CPU training scenarios whose exact figures pin the trainer's numbers.
 
-`python -m tests.trainer_golden` records them to tests/fixtures/trainer-golden.json; the
+`python tests/trainer_golden.py` records them to tests/fixtures/trainer-golden.json; the
 trainer's equivalence test reruns them and compares bit for bit (floats as float.hex).
 """
 
@@ -61,7 +61,12 @@ def _config(**changes: Any) -> PPOConfig:
 
 def _trainer(data: Any, config: PPOConfig) -> PPOTrainer:
     env = TradingEnv(
-        data, "train", config.n_envs, config.env, device="cpu", seed=config.seed,
+        data,
+        "train",
+        config.n_envs,
+        config.env,
+        device="cpu",
+        seed=config.seed,
         network=config.network,
     )
     return PPOTrainer(env, config)
@@ -81,8 +86,11 @@ def _checksum(trainer: PPOTrainer) -> str:
 def _figures(trainer: PPOTrainer) -> dict[str, Any]:
     return {
         "stats": [
-            {**{name: float(getattr(s, name)).hex() for name in FIGURES},
-             "epochs_run": s.epochs_run, "global_step": s.global_step}
+            {
+                **{name: float(getattr(s, name)).hex() for name in FIGURES},
+                "epochs_run": s.epochs_run,
+                "global_step": s.global_step,
+            }
             for s in trainer.stats
         ],
         "weights": _checksum(trainer),
@@ -90,25 +98,40 @@ def _figures(trainer: PPOTrainer) -> dict[str, Any]:
 
 
 def run_scenarios() -> dict[str, Any]:
-    """Every scenario's per-iteration figures and final weights checksum."""
+    """Every scenario's per-iteration figures and final weights checksum, on one thread (a
+    CPU's reductions may split otherwise)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        return _run_scenarios()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_scenarios() -> dict[str, Any]:
     data = prepare(make_synthetic(bars=3_000, seed=1), lookback=LOOKBACK)
     out: dict[str, Any] = {}
     for name, changes in {
         "indices": {},
         "observations": {"obs_buffer": "observations"},
-        "no_account": {"network": NetworkConfig(lookback=LOOKBACK, hidden_dims=(32, 16),
-                                                account_state=False)},
-        "target_kl": {"n_epochs": 8, "target_kl": 0.002, "learning_rate": 1e-2,
-                      "total_timesteps": 2 * 64},
+        "no_account": {
+            "network": NetworkConfig(lookback=LOOKBACK, hidden_dims=(32, 16), account_state=False)
+        },
+        "target_kl": {
+            "n_epochs": 8,
+            "target_kl": 0.002,
+            "learning_rate": 1e-2,
+            "total_timesteps": 2 * 64,
+        },
         "seed_3_no_anneal": {"seed": 3, "anneal_lr": False, "minibatch_size": 16},
     }.items():
         trainer = _trainer(data, _config(**changes))
         trainer.learn(progress=False)
         out[name] = _figures(trainer)
         if name == "indices":
-            validation = TradingEnv(data, "validation", 4, trainer.config.env, seed=7,
-                                    network=trainer.config.network)
+            validation = TradingEnv(
+                data, "validation", 4, trainer.config.env, seed=7, network=trainer.config.network
+            )
             out[name]["validation_value_loss"] = float(trainer.value_loss(validation)).hex()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "run.pt"
