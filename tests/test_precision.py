@@ -198,3 +198,28 @@ def test_a_gpu_checkpoint_resumes_with_the_cpus_adam(data, tmp_path):
     assert isinstance(group["lr"], float)
     resumed.train_iteration()  # the foreach step runs on the loaded state
     assert resumed.iteration == 2
+
+
+@pytest.mark.parametrize(
+    ("capability", "expected"),
+    [(None, False), ((7, 5), False), ((8, 0), True), ((8, 9), True), ((9, 0), True)],
+)
+def test_one_rule_says_which_cards_have_tf32_and_bf16_tensor_cores(capability, expected):
+    """The trainer's auto precision, its refusals and the matmul ceiling's plan all ask this."""
+    assert device_layer.has_tensor_float_cores(capability) is expected
+    assert device_layer.auto_precision(expected) == ("tf32" if expected else "fp32")
+    if capability is not None:
+        resolved = device_layer.resolve_precision("auto", "cuda:0", capability)
+        assert resolved == device_layer.auto_precision(expected)
+
+
+def test_pick_models_auto_as_train_does_from_the_datasheet():
+    from archbench.instrument.device.datasheets import GpuSpec, find_gpu
+    from archbench.reports.pick import _precisions
+
+    assert _precisions("auto", find_gpu("T4")) == ("fp32", None)  # Turing: no TF32 cores
+    assert _precisions("auto", find_gpu("A100-80GB")) == ("tf32", None)
+    cpu = GpuSpec("cpu", "test", "cpu", (), 16.0, 1.0, None, None, None, "a test's CPU")
+    assert _precisions("auto", cpu) == ("fp32", None)
+    with pytest.raises(ConfigError, match=r"precision must be auto, fp32, tf32 or bf16, got 'x'"):
+        _precisions("x", find_gpu("T4"))

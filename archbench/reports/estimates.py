@@ -13,7 +13,6 @@ from typing import Any
 import pandas as pd
 
 from archbench.instrument.device.datasheets import GpuSpec, find_gpu
-from ppo_core.config import NetworkConfig
 from ppo_core.errors import ConfigError
 from ppo_core.presets import preset_name
 from ppo_core.sizing import SizingEstimate, estimate
@@ -226,7 +225,7 @@ def throughput_figure(
             if hits.empty:
                 continue
             source = sizes.get(dims) or estimate(
-                NetworkConfig(**{**config.to_dict(), "hidden_dims": dims}),
+                config.replace(hidden_dims=dims),
                 size.n_envs,
                 size.n_steps,
                 size.minibatch,
