@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ppo_core.device import check_device
+from ppo_core.device import PRECISION_CHOICES, check_device
 from ppo_core.errors import ConfigError
 
 __all__ = [
@@ -181,6 +181,10 @@ class NetworkConfig:
         """Flattened observation width: market window + account state + zero padding."""
         return self.market_dim + self.account_dim + self.pad_dim
 
+    def replace(self, **changes: Any) -> NetworkConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
 
@@ -301,7 +305,7 @@ class PPOConfig:
             raise ConfigError(f"{owner}.seed must be in [0, 2**63 - 1] (torch's), got {self.seed}")
         check_device(self.device, f"{owner}.device")
         _one_of(owner, "obs_buffer", self.obs_buffer, ("indices", "observations"))
-        _one_of(owner, "precision", self.precision, ("auto", "fp32", "tf32", "bf16"))
+        _one_of(owner, "precision", self.precision, PRECISION_CHOICES)
         for name in ("anneal_lr", "clip_vloss", "norm_adv", "capture", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{owner}.{name} must be true or false")

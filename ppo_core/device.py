@@ -18,11 +18,15 @@ from typing import Any
 from ppo_core.errors import ConfigError
 
 __all__ = [
+    "PRECISION_CHOICES",
+    "TENSOR_FLOAT_PRECISIONS",
     "TRAINING_PRECISIONS",
     "Device",
+    "auto_precision",
     "check_device",
     "cuda_index",
     "cuda_synchronize",
+    "has_tensor_float_cores",
     "matmul_precision",
     "resolve_device",
     "resolve_precision",
@@ -31,6 +35,12 @@ __all__ = [
 TRAINING_PRECISIONS = ("fp32", "tf32", "bf16")
 """Matmul precisions training runs in: fp32 (TF32 off), tf32 (fp32 storage, TF32 tensor-core
 matmuls) and bf16 (autocast: bf16 matmuls, fp32 weights, Adam and loss)."""
+PRECISION_CHOICES = ("auto", *TRAINING_PRECISIONS)
+"""What a user may ask for: a training precision, or auto (see `auto_precision`)."""
+TENSOR_FLOAT_PRECISIONS = ("tf32", "bf16")
+"""The training precisions that need TF32/BF16 tensor cores (no CPU or pre-Ampere GPU has them)."""
+TENSOR_FLOAT_CAPABILITY = (8, 0)
+"""The CUDA compute capability from which a GPU has TF32 and BF16 tensor cores (Ampere on)."""
 
 _DEVICE_FORM = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -128,6 +138,16 @@ def _capability(device: Any) -> tuple[int, int]:
     return torch.cuda.get_device_capability(device)
 
 
+def has_tensor_float_cores(capability: tuple[int, int] | None) -> bool:
+    """A GPU of compute `capability` has TF32 and BF16 tensor cores; None (a CPU) has none."""
+    return capability is not None and tuple(capability) >= TENSOR_FLOAT_CAPABILITY
+
+
+def auto_precision(has_tf32: bool) -> str:
+    """What precision 'auto' trains in: tf32 where the card has TF32 tensor cores, else fp32."""
+    return "tf32" if has_tf32 else "fp32"
+
+
 def resolve_precision(
     requested: str, device: Any, capability: tuple[int, int] | None = None
 ) -> str:
@@ -137,21 +157,22 @@ def resolve_precision(
     fp32 elsewhere. tf32 and bf16 are refused on a CPU and on older GPUs, with one line.
     `capability` overrides the device's (tests).
     """
-    if requested not in ("auto", *TRAINING_PRECISIONS):
+    if requested not in PRECISION_CHOICES:
         raise ConfigError(
             f"precision must be auto, {', '.join(TRAINING_PRECISIONS)}; got {requested!r}"
         )
     if not str(device).startswith("cuda"):
-        if requested in ("tf32", "bf16"):
+        if requested in TENSOR_FLOAT_PRECISIONS:
             raise ConfigError(
                 f"precision {requested} needs a CUDA GPU (compute capability 8.0+); "
                 f"device is {device}: use --precision fp32"
             )
         return "fp32"
     major, minor = capability if capability is not None else _capability(device)
+    tensor_cores = has_tensor_float_cores((major, minor))
     if requested == "auto":
-        return "tf32" if major >= 8 else "fp32"
-    if requested in ("tf32", "bf16") and major < 8:
+        return auto_precision(tensor_cores)
+    if requested in TENSOR_FLOAT_PRECISIONS and not tensor_cores:
         raise ConfigError(
             f"precision {requested} needs compute capability 8.0+; {device} is {major}.{minor}: "
             "use --precision fp32"

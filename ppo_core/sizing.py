@@ -347,26 +347,11 @@ def estimate(
 ) -> SizingEstimate:
     """Size `config` for a PPO run of n_envs x n_steps rollouts and `minibatch`-sample updates
     on `device` ('cuda', 'cuda:N' or 'cpu': which Adam runs and what memory is counted)."""
-    for name, value in (("n_envs", n_envs), ("n_steps", n_steps), ("minibatch", minibatch)):
-        _count(name, value)
-    _count("n_bars", n_bars, allow_none=True)
-    if obs_buffer not in ("indices", "observations"):
-        raise ConfigError(
-            f"sizing.estimate: obs_buffer must be indices or observations, got {obs_buffer!r}"
-        )
-    kind = "cuda" if isinstance(device, str) and device.split(":")[0] == "cuda" else device
-    if kind not in WORKSPACE_BYTES:
-        raise ConfigError(f"sizing.estimate: device must be cpu, cuda or cuda:N, got {device!r}")
-
+    kind = _check_run(n_envs, n_steps, minibatch, n_bars, obs_buffer, device)
     linears = _linears(config)
-    norms = _layer_norms(config)
-    # Interleave LayerNorms after their Linear so layer_params reads in build order.
-    layers = [(name, d_in * d_out + d_out) for name, d_in, d_out in linears]
-    layers += [(name, 2 * width) for name, width in norms]
-    layers.sort(key=lambda item: _build_order(item[0]))
+    layers = _layer_params(config, linears)
     params = sum(count for _, count in layers)
     n_tensors = 2 * len(layers)
-    n_tensors_trunk = sum(2 for name, _ in layers if "trunk" in name)
     first = sum(count for name, count in layers if name.endswith("trunk.0"))
 
     forward_macs = sum(d_in * d_out for _, d_in, d_out in linears)
@@ -379,15 +364,7 @@ def estimate(
     samples = n_envs * n_steps
     obs_row = config.obs_dim * _FP32
     n_trunks = 1 if config.trunk == "shared" else 2
-    shared_keys = n_tensors_trunk if config.trunk == "shared" else 0
-    checkpoint_no_optimizer = (
-        CHECKPOINT_FIXED_BYTES
-        + params * _FP32
-        + n_tensors * CHECKPOINT_TENSOR_BYTES
-        + shared_keys * _SHARED_KEY_BYTES
-    )
-    # Adam stores exp_avg, exp_avg_sq and a 0-d fp32 `step` per parameter tensor.
-    adam_file = 2 * params * _FP32 + n_tensors * (_FP32 + CHECKPOINT_ADAM_TENSOR_BYTES)
+    checkpoint_no_optimizer, adam_file = _checkpoint_bytes(config, layers)
 
     return SizingEstimate(
         config=config,
@@ -423,6 +400,51 @@ def estimate(
         workspace_bytes=WORKSPACE_BYTES[kind],
         host_slack_bytes=round(HOST_SLACK_PER_WEIGHT_BYTE * params * _FP32) if kind == "cpu" else 0,
     )
+
+
+def _check_run(
+    n_envs: int, n_steps: int, minibatch: int, n_bars: int | None, obs_buffer: str, device: str
+) -> str:
+    """Refuse a bad run shape, in one line naming the argument -> the device kind."""
+    for name, value in (("n_envs", n_envs), ("n_steps", n_steps), ("minibatch", minibatch)):
+        _count(name, value)
+    _count("n_bars", n_bars, allow_none=True)
+    if obs_buffer not in ("indices", "observations"):
+        raise ConfigError(
+            f"sizing.estimate: obs_buffer must be indices or observations, got {obs_buffer!r}"
+        )
+    kind = "cuda" if isinstance(device, str) and device.split(":")[0] == "cuda" else device
+    if kind not in WORKSPACE_BYTES:
+        raise ConfigError(f"sizing.estimate: device must be cpu, cuda or cuda:N, got {device!r}")
+    return kind
+
+
+def _layer_params(
+    config: NetworkConfig, linears: list[tuple[str, int, int]]
+) -> list[tuple[str, int]]:
+    """(module name, parameter count) of every Linear and LayerNorm, in build order."""
+    # Interleave LayerNorms after their Linear so layer_params reads in build order.
+    layers = [(name, d_in * d_out + d_out) for name, d_in, d_out in linears]
+    layers += [(name, 2 * width) for name, width in _layer_norms(config)]
+    layers.sort(key=lambda item: _build_order(item[0]))
+    return layers
+
+
+def _checkpoint_bytes(config: NetworkConfig, layers: list[tuple[str, int]]) -> tuple[int, int]:
+    """Bytes of a checkpoint without the optimizer, and of the Adam state it adds."""
+    params = sum(count for _, count in layers)
+    n_tensors = 2 * len(layers)
+    n_tensors_trunk = sum(2 for name, _ in layers if "trunk" in name)
+    shared_keys = n_tensors_trunk if config.trunk == "shared" else 0
+    no_optimizer = (
+        CHECKPOINT_FIXED_BYTES
+        + params * _FP32
+        + n_tensors * CHECKPOINT_TENSOR_BYTES
+        + shared_keys * _SHARED_KEY_BYTES
+    )
+    # Adam stores exp_avg, exp_avg_sq and a 0-d fp32 `step` per parameter tensor.
+    adam_file = 2 * params * _FP32 + n_tensors * (_FP32 + CHECKPOINT_ADAM_TENSOR_BYTES)
+    return no_optimizer, adam_file
 
 
 def _build_order(name: str) -> tuple[int, int]:

@@ -1,7 +1,8 @@
 """PPO (clipped objective, GAE) on the vectorised trading env, with the rollout on the device.
 
 The math lives in pure functions (`compute_gae`, `ppo_loss`) that tests check against plain
-loops; `PPOTrainer` only sequences rollout -> GAE -> update and records what each phase cost.
+loops, the storage in `RolloutBuffer`, CUDA-graph capture in `capture`, Adam's set-up and
+resume in `adam`: `PPOTrainer` only sequences rollout -> GAE -> update and records the cost.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ppo_core import checkpoint
+from ppo_core import adam, checkpoint
+from ppo_core.capture import CapturedStep, check_capture
 from ppo_core.config import PPOConfig
 from ppo_core.device import (
     cuda_synchronize,
@@ -28,7 +30,9 @@ from ppo_core.device import (
 from ppo_core.env import TradingEnv
 from ppo_core.errors import CheckpointError, ConfigError, TrainingDiverged
 from ppo_core.network import ActorCritic, sample_actions, score_actions
-from ppo_core.ppo import compute_gae, explained_variance, ppo_loss
+from ppo_core.ppo import explained_variance, ppo_loss
+from ppo_core.progress import ProgressBar
+from ppo_core.rollout import Minibatch, RolloutBuffer
 from ppo_core.sizing import estimate
 
 __all__ = ["IterationStats", "PPOTrainer"]
@@ -91,52 +95,33 @@ class PPOTrainer:
         self.device = torch.device(resolve_device(config.device).device)
         self.precision = resolve_precision(config.precision, self.device)
         """The precision training runs in: config.precision with 'auto' resolved."""
-        _check_capture(config, self.device)
+        check_capture(config, self.device)
         torch.manual_seed(config.seed)
         self.policy = ActorCritic(config.network).to(self.device)
-        self.optimizer = _adam(self.policy, config, self.device)
+        self.optimizer = adam.make_adam(self.policy, config, self.device)
         self._forward: nn.Module = torch.compile(self.policy) if config.compile else self.policy
         self._generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self._autocast = self.precision == "bf16"
-        self._captured: _CapturedStep | None = None
+        self._captured: CapturedStep | None = None
         self.iteration = 0
         self.global_step = 0
         self.stats: list[IterationStats] = []
-        self._alloc_buffer()
+        network = config.network
+        self.buffer = RolloutBuffer(
+            config.n_steps,
+            config.n_envs,
+            network.obs_dim,
+            network.account_dim,
+            config.obs_buffer,
+            self.device,
+        )
+        """The rollout storage: refilled by every iteration's rollout."""
         self._next_obs = env.reset()
-
-    # -- the rollout buffer -------------------------------------------------------------
-
-    def _alloc_buffer(self) -> None:
-        cfg, dev = self.config, self.device
-        shape = (cfg.n_steps, cfg.n_envs)
-        if cfg.obs_buffer == "indices":
-            # An observation is a window over env.features plus the account state, so the bar
-            # index and the account reproduce it exactly.
-            self.buf_obs = torch.zeros(shape, dtype=torch.long, device=dev)  # (n_steps, n_envs)
-        else:
-            self.buf_obs = torch.zeros((*shape, cfg.network.obs_dim), device=dev)
-        self.buf_actions = torch.zeros(shape, dtype=torch.long, device=dev)
-        self.buf_log_probs = torch.zeros(shape, device=dev)
-        self.buf_values = torch.zeros(shape, device=dev)
-        self.buf_rewards = torch.zeros(shape, device=dev)
-        self.buf_dones = torch.zeros(shape, device=dev)
-        account_dim = cfg.network.account_dim if cfg.obs_buffer == "indices" else 0
-        self.buf_account = torch.zeros((*shape, account_dim), device=dev)  # (n_steps, n_envs, 3)
 
     @property
     def rollout_buffer_bytes(self) -> int:
         """Bytes the rollout buffer holds now (obs or indices, actions, log-probs, values, ...)."""
-        tensors = (
-            self.buf_obs,
-            self.buf_actions,
-            self.buf_log_probs,
-            self.buf_values,
-            self.buf_rewards,
-            self.buf_dones,
-            self.buf_account,
-        )
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return self.buffer.nbytes
 
     def buffer_savings(self) -> dict[str, int]:
         """Rollout bytes with full observations vs bar indices (the sizing model's figures)."""
@@ -150,18 +135,55 @@ class PPOTrainer:
             "saved": sizing.rollout_bytes_observations - sizing.rollout_bytes_indices,
         }
 
-    def _observations(self, stored: torch.Tensor, account: torch.Tensor) -> torch.Tensor:
-        """Buffer entries (B,) and their account states (B, account_dim) -> obs (B, obs_dim)."""
-        if self.config.obs_buffer == "indices":
-            return self.env.observe(stored, account if account.shape[-1] else None)
-        return stored
+    # -- one iteration: the PPO loop ----------------------------------------------------
 
-    # -- one iteration ------------------------------------------------------------------
+    def train_iteration(self) -> IterationStats:
+        """One rollout, GAE and clipped update; returns (and records) what it cost."""
+        with matmul_precision(self.precision):
+            return self._train_iteration()
+
+    def _train_iteration(self) -> IterationStats:
+        cfg = self.config
+        self.iteration += 1
+        lr = self._anneal_lr()
+        t0 = self._sync()
+        next_value, finished = self._collect()
+        t1 = self._sync()
+        advantages, returns = self.buffer.advantages_and_returns(
+            next_value, cfg.gamma, cfg.gae_lambda
+        )
+        t2 = self._sync()
+        update = self._update(advantages, returns)
+        t3 = self._sync()
+        self.global_step += cfg.batch_size
+        stats = self._record((t0, t1, t2, t3), update, returns, lr, finished)
+        self.stats.append(stats)
+        return stats
+
+    def _anneal_lr(self) -> float:
+        """Adam's step size for this iteration (linearly down to 0 when anneal_lr)."""
+        cfg = self.config
+        if cfg.anneal_lr:
+            fraction = 1.0 - (self.iteration - 1) / cfg.n_iterations
+            adam.set_lr(self.optimizer, cfg.learning_rate * max(fraction, 0.0))
+        return float(self.optimizer.param_groups[0]["lr"])
 
     def _sync(self) -> float:
         # GPU work is asynchronous: a phase is only over once the device has finished it.
         cuda_synchronize(self.device)
         return time.perf_counter()
+
+    def _collect(self) -> tuple[torch.Tensor, list[float]]:
+        """The training rollout, on from where the last one stopped -> the value of the next
+        observation (n_envs,) and the returns of the episodes that ended."""
+        self.policy.eval()
+        try:
+            self._next_obs, next_value, finished = self._rollout(self.env, self._next_obs)
+        except RuntimeError:
+            # Sampling from NaN logits fails inside torch; name the real cause if it is that.
+            self._check_parameters()
+            raise
+        return next_value, finished
 
     def _rollout(
         self, env: TradingEnv, obs: torch.Tensor
@@ -172,28 +194,13 @@ class PPOTrainer:
         finished_returns: list[torch.Tensor] = []
         with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=self._autocast):
             for step in range(cfg.n_steps):
-                if cfg.obs_buffer == "indices":
-                    self.buf_obs[step] = env.bar_index
-                    if env.account_state:
-                        self.buf_account[step] = env.current_account()
-                else:
-                    self.buf_obs[step] = obs
+                self.buffer.add_observation(step, env, obs)
                 action, log_prob, value = self._act(obs)
                 obs, reward, done, info = env.step(action)
                 if done.any():
-                    # Every episode end is a time limit, not a terminal state: bootstrap the
-                    # value of the observation the episode would have continued with (as SB3).
-                    final_obs = env.observe(
-                        info["final_bar_index"][done], info["final_account"][done]
-                    )
-                    reward = reward.clone()
-                    reward[done] += cfg.gamma * self._forward.value(final_obs).float()
+                    reward = self._bootstrap_time_limits(env, reward, done, info)
                     finished_returns.append(info["equity"][done])
-                self.buf_actions[step] = action
-                self.buf_log_probs[step] = log_prob
-                self.buf_values[step] = value
-                self.buf_rewards[step] = reward
-                self.buf_dones[step] = done.float()
+                self.buffer.add(step, action, log_prob, value, reward, done)
             next_value = self._forward.value(obs).float()
         returns = torch.cat(finished_returns).tolist() if finished_returns else []
         return obs, next_value, returns
@@ -204,52 +211,35 @@ class PPOTrainer:
         action, log_prob = sample_actions(logits, generator=self._generator)
         return action, log_prob, value.float()
 
-    def _update(self, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
-        cfg = self.config
-        batch = cfg.batch_size
-        b_obs = self.buf_obs.reshape(batch, *self.buf_obs.shape[2:])
-        b_account = self.buf_account.reshape(batch, -1)
-        b_actions = self.buf_actions.reshape(batch)
-        b_log_probs = self.buf_log_probs.reshape(batch)
-        b_values = self.buf_values.reshape(batch)
-        b_advantages = advantages.reshape(batch)
-        b_returns = returns.reshape(batch)
+    def _bootstrap_time_limits(
+        self, env: TradingEnv, reward: torch.Tensor, done: torch.Tensor, info: dict[str, Any]
+    ) -> torch.Tensor:
+        """Every episode end is a time limit, not a terminal state: add gamma times the value
+        of the observation the episode would have continued with (as SB3) -> reward (n_envs,)."""
+        final_obs = env.observe(info["final_bar_index"][done], info["final_account"][done])
+        reward = reward.clone()
+        reward[done] += self.config.gamma * self._forward.value(final_obs).float()
+        return reward
 
+    def _update(self, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
+        """K epochs of shuffled minibatch steps (fewer once approx_kl passes target_kl) ->
+        the mean losses, the last approx_kl and the epochs run."""
+        cfg = self.config
+        self.policy.train()
         sums = torch.zeros(5, device=self.device)  # policy, value, entropy, clipfrac, non-finite
-        n_minibatches = 0
-        epochs_run = 0
+        n_minibatches = epochs_run = 0
         approx_kl = torch.zeros((), device=self.device)
         for _epoch in range(cfg.n_epochs):
-            permutation = torch.randperm(batch, device=self.device, generator=self._generator)
-            for start in range(0, batch, cfg.minibatch_size):
-                mb_inds = permutation[start : start + cfg.minibatch_size]
-                minibatch = (
-                    self._observations(b_obs[mb_inds], b_account[mb_inds]),  # (mb, obs_dim)
-                    b_actions[mb_inds],
-                    b_log_probs[mb_inds],
-                    b_advantages[mb_inds],
-                    b_values[mb_inds],
-                    b_returns[mb_inds],
-                )
-                if self.config.capture:
-                    if self._captured is None:
-                        self._captured = _CapturedStep(self, minibatch)
-                    step_stats, approx_kl = self._captured.replay(minibatch)
-                else:
-                    step_stats, approx_kl = self._minibatch_step(*minibatch)
-                    # Free the gradients now, not at the next step: the next minibatch's
-                    # gather and forward then never hold them (sizing's peak model).
-                    self.optimizer.zero_grad(set_to_none=True)
+            for minibatch in self.buffer.minibatches(
+                advantages, returns, cfg.minibatch_size, self._generator, self.env.observe
+            ):
+                step_stats, approx_kl = self._step(minibatch)
                 # Accumulate on the device; one host sync per epoch instead of per minibatch.
                 sums += step_stats
                 n_minibatches += 1
                 del minibatch  # the next gather must not overlap this minibatch's rows
             epochs_run += 1
-            if sums[4].item() > 0:
-                raise TrainingDiverged(
-                    f"iteration {self.iteration}: the PPO loss became NaN or inf in epoch "
-                    f"{epochs_run}; lower the learning rate or check the data"
-                )
+            self._check_finite_loss(sums[4], epochs_run)
             if cfg.target_kl is not None and approx_kl.item() > cfg.target_kl:
                 break
         self._check_parameters()
@@ -262,6 +252,20 @@ class PPOTrainer:
             "approx_kl": float(approx_kl),
             "epochs_run": epochs_run,
         }
+
+    def _step(self, minibatch: Minibatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """One minibatch step, replayed from a CUDA graph when config.capture."""
+        if self.config.capture:
+            if self._captured is None:
+                self._captured = CapturedStep(
+                    self._minibatch_step, self.policy, self.optimizer, self.device, minibatch
+                )
+            return self._captured.replay(minibatch)
+        step = self._minibatch_step(*minibatch)
+        # Free the gradients now, not at the next step: the next minibatch's gather and
+        # forward then never hold them (sizing's peak model).
+        self.optimizer.zero_grad(set_to_none=True)
+        return step
 
     def _minibatch_step(
         self,
@@ -317,6 +321,13 @@ class PPOTrainer:
         new_log_prob, entropy = score_actions(logits, actions)
         return new_log_prob, entropy, value.float()
 
+    def _check_finite_loss(self, non_finite: torch.Tensor, epoch: int) -> None:
+        if non_finite.item() > 0:
+            raise TrainingDiverged(
+                f"iteration {self.iteration}: the PPO loss became NaN or inf in epoch "
+                f"{epoch}; lower the learning rate or check the data"
+            )
+
     def _check_parameters(self) -> None:
         for name, param in self.policy.named_parameters():
             if not torch.isfinite(param).all():
@@ -325,43 +336,24 @@ class PPOTrainer:
                     "lower the learning rate or check the data"
                 )
 
-    def train_iteration(self) -> IterationStats:
-        """One rollout, GAE and clipped update; returns (and records) what it cost."""
-        with matmul_precision(self.precision):
-            return self._train_iteration()
-
-    def _train_iteration(self) -> IterationStats:
-        cfg = self.config
-        self.iteration += 1
-        if cfg.anneal_lr:
-            fraction = 1.0 - (self.iteration - 1) / cfg.n_iterations
-            _set_lr(self.optimizer, cfg.learning_rate * max(fraction, 0.0))
-        lr = float(self.optimizer.param_groups[0]["lr"])
-
-        self.policy.eval()
-        t0 = self._sync()
-        try:
-            self._next_obs, next_value, finished = self._rollout(self.env, self._next_obs)
-        except RuntimeError:
-            # Sampling from NaN logits fails inside torch; name the real cause if it is that.
-            self._check_parameters()
-            raise
-        t1 = self._sync()
-        advantages, returns = compute_gae(
-            self.buf_rewards, self.buf_values, self.buf_dones, next_value, cfg.gamma, cfg.gae_lambda
-        )
-        t2 = self._sync()
-        self.policy.train()
-        update = self._update(advantages, returns)
-        t3 = self._sync()
-
-        self.global_step += cfg.batch_size
-        update_samples = update["epochs_run"] * cfg.batch_size
-        stats = IterationStats(
+    def _record(
+        self,
+        times: tuple[float, float, float, float],
+        update: dict[str, Any],
+        returns: torch.Tensor,
+        lr: float,
+        finished: list[float],
+    ) -> IterationStats:
+        """The iteration's figures from its phase boundaries (start, rollout end, GAE end,
+        update end), the update's means and the rollout's GAE returns."""
+        t0, t1, t2, t3 = times
+        batch = self.config.batch_size
+        update_samples = update["epochs_run"] * batch
+        return IterationStats(
             iteration=self.iteration,
             global_step=self.global_step,
-            train_env_steps_per_s=cfg.batch_size / (t3 - t0),
-            rollout_env_steps_per_s=cfg.batch_size / (t1 - t0),
+            train_env_steps_per_s=batch / (t3 - t0),
+            rollout_env_steps_per_s=batch / (t1 - t0),
             update_samples_per_s=update_samples / (t3 - t2),
             rollout_s=t1 - t0,
             gae_s=t2 - t1,
@@ -373,13 +365,11 @@ class PPOTrainer:
             entropy=update["entropy"],
             approx_kl=update["approx_kl"],
             clipfrac=update["clipfrac"],
-            explained_variance=explained_variance(self.buf_values.flatten(), returns.flatten()),
+            explained_variance=explained_variance(self.buffer.values.flatten(), returns.flatten()),
             learning_rate=lr,
             epochs_run=update["epochs_run"],
             mean_episode_return=sum(finished) / len(finished) if finished else math.nan,
         )
-        self.stats.append(stats)
-        return stats
 
     def value_loss(self, env: TradingEnv) -> float:
         """0.5 * mean (V - GAE return)^2 of the current policy over one rollout on `env` (e.g.
@@ -390,10 +380,8 @@ class PPOTrainer:
         self.policy.eval()
         with matmul_precision(self.precision):
             _, next_value, _ = self._rollout(env, env.reset())
-        _, returns = compute_gae(
-            self.buf_rewards, self.buf_values, self.buf_dones, next_value, cfg.gamma, cfg.gae_lambda
-        )
-        return float(0.5 * ((self.buf_values - returns) ** 2).mean())
+        _, returns = self.buffer.advantages_and_returns(next_value, cfg.gamma, cfg.gae_lambda)
+        return float(0.5 * ((self.buffer.values - returns) ** 2).mean())
 
     # -- a whole run --------------------------------------------------------------------
 
@@ -412,8 +400,7 @@ class PPOTrainer:
         if progress is None:
             progress = sys.stderr.isatty()
         remaining = self.config.n_iterations - self.iteration
-        bar = _ProgressBar(remaining, enabled=progress)
-        with bar:
+        with ProgressBar(remaining, enabled=progress) as bar:
             while self.iteration < self.config.n_iterations:
                 stats = self.train_iteration()
                 bar.advance(stats)
@@ -453,19 +440,8 @@ class PPOTrainer:
         if ckpt.optimizer_state_dict is None:
             raise CheckpointError(f"{ckpt.path}: has no optimizer state, so training cannot resume")
         # Run the stored state the way this trainer runs Adam (a GPU's fused, maybe captured
-        # Adam; a CPU's foreach): load_state_dict places each `step` by the groups' flags.
-        stored = ckpt.optimizer_state_dict
-        own = self.optimizer.param_groups
-        flags = ("fused", "foreach", "capturable")
-        groups = [
-            {**group, **{key: mine[key] for key in flags}, "lr": float(group["lr"])}
-            for group, mine in zip(stored["param_groups"], own, strict=True)
-        ]
-        own_lrs = [group["lr"] for group in own]
-        self.optimizer.load_state_dict({**stored, "param_groups": groups})
-        for group, mine in zip(self.optimizer.param_groups, own_lrs, strict=True):
-            if torch.is_tensor(mine):  # a captured graph reads this very tensor
-                group["lr"] = mine.fill_(group["lr"])
+        # Adam; a CPU's foreach).
+        adam.load_state(self.optimizer, ckpt.optimizer_state_dict)
         self.iteration = int(ckpt.meta.get("iteration", 0))
         self.global_step = int(ckpt.meta.get("global_step", 0))
 
@@ -485,144 +461,3 @@ def _check_env(env: TradingEnv, config: PPOConfig) -> None:
             f"expects {network.obs_dim} ({expected}): build the TradingEnv with "
             "network=config.network"
         )
-
-
-def _check_capture(config: PPOConfig, device: torch.device) -> None:
-    if not config.capture:
-        return
-    if device.type != "cuda":
-        raise ConfigError(
-            f"PPOConfig.capture replays CUDA graphs; device is {device}: set it false"
-        )
-    if config.compile:
-        raise ConfigError("PPOConfig.capture and compile are two ways to cut launches: pick one")
-    if config.batch_size % config.minibatch_size:
-        raise ConfigError(
-            f"PPOConfig.capture replays one minibatch shape: minibatch_size "
-            f"{config.minibatch_size} must divide n_envs * n_steps = {config.batch_size}"
-        )
-
-
-def _adam(policy: nn.Module, config: PPOConfig, device: torch.device) -> torch.optim.Adam:
-    """Adam with eps=1e-5, as in the PPO implementation-details study (1e-8 is too small).
-
-    CUDA: the fused kernel (one launch per step instead of a few per parameter tensor);
-    captured, its step size lives in a device tensor so annealing reaches the replayed
-    graph. CPU: foreach (torch would pick the per-tensor loop, ~1.8x slower per step)."""
-    params = policy.parameters()
-    if device.type != "cuda":
-        return torch.optim.Adam(params, lr=config.learning_rate, eps=1e-5, foreach=True)
-    if config.capture:
-        lr = torch.tensor(config.learning_rate, dtype=torch.float32, device=device)
-        return torch.optim.Adam(params, lr=lr, eps=1e-5, fused=True, capturable=True)
-    return torch.optim.Adam(params, lr=config.learning_rate, eps=1e-5, fused=True)
-
-
-def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        if isinstance(group["lr"], torch.Tensor):
-            group["lr"].fill_(lr)  # in place: a captured graph reads this very tensor
-        else:
-            group["lr"] = lr
-
-
-class _CapturedStep:
-    """One minibatch step (`PPOTrainer._minibatch_step`) captured in a CUDA graph: replay
-    copies the minibatch into static inputs and relaunches every kernel in one call.
-
-    Capture needs a few warm-up steps (cuBLAS workspaces, Adam's state); they run on copies'
-    worth of the real parameters and Adam state, which `_restore` puts back, so the first
-    replayed step starts from exactly the state the eager update would have started from.
-    """
-
-    WARMUP_STEPS = 3
-
-    def __init__(self, trainer: PPOTrainer, minibatch: tuple[torch.Tensor, ...]) -> None:
-        self._static = tuple(t.detach().clone() for t in minibatch)
-        saved = _snapshot(trainer)
-        side = torch.cuda.Stream(trainer.device)
-        side.wait_stream(torch.cuda.current_stream(trainer.device))
-        with torch.cuda.stream(side):
-            for _ in range(self.WARMUP_STEPS):
-                trainer.optimizer.zero_grad(set_to_none=True)
-                trainer._minibatch_step(*self._static, autocast_cache=False)
-        torch.cuda.current_stream(trainer.device).wait_stream(side)
-        _restore(trainer, saved)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        self._graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._graph):
-            self._stats, self._approx_kl = trainer._minibatch_step(
-                *self._static, autocast_cache=False
-            )
-
-    def replay(self, minibatch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        for static, value in zip(self._static, minibatch, strict=True):
-            static.copy_(value)
-        self._graph.replay()
-        return self._stats.clone(), self._approx_kl.clone()
-
-
-def _snapshot(trainer: PPOTrainer) -> dict[str, Any]:
-    """Copies of the parameters and Adam's state (None for state not created yet)."""
-    return {
-        "params": [p.detach().clone() for p in trainer.policy.parameters()],
-        "state": [
-            {k: v.detach().clone() for k, v in trainer.optimizer.state[p].items()}
-            if trainer.optimizer.state.get(p)
-            else None
-            for p in trainer.policy.parameters()
-        ],
-    }
-
-
-def _restore(trainer: PPOTrainer, saved: dict[str, Any]) -> None:
-    """Write `saved` back in place (the graph keeps these tensors' addresses); Adam state that
-    did not exist before becomes zeros, which is exactly what a fresh Adam starts from."""
-    with torch.no_grad():
-        for param, value, state in zip(
-            trainer.policy.parameters(), saved["params"], saved["state"], strict=True
-        ):
-            param.copy_(value)
-            for key, tensor in trainer.optimizer.state[param].items():
-                if isinstance(tensor, torch.Tensor):
-                    tensor.copy_(state[key] if state is not None else torch.zeros_like(tensor))
-
-
-class _ProgressBar:
-    """A rich progress bar with the latest throughput and losses; silent when disabled."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self._progress = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            # On stderr: `archbench train --json | jq` would otherwise get the bar in its JSON.
-            self._progress = Progress(
-                TextColumn("[bold]PPO[/bold] it {task.completed}/{task.total}"),
-                BarColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[status]}"),
-                transient=False,
-                console=Console(stderr=True),
-            )
-            self._task = self._progress.add_task("train", total=total, status="")
-
-    def __enter__(self) -> _ProgressBar:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    def advance(self, stats: IterationStats) -> None:
-        if self._progress is not None:
-            status = (
-                f"{stats.train_env_steps_per_s:,.0f} env-steps/s  "
-                f"{stats.update_samples_per_s:,.0f} "
-                f"upd/s  vloss {stats.value_loss:.3g}  ent {stats.entropy:.3f}  "
-                f"kl {stats.approx_kl:.4f}"
-            )
-            self._progress.update(self._task, advance=1, status=status)

@@ -197,3 +197,13 @@ def test_a_network_dict_without_input_multiple_is_the_unpadded_layout():
     ppo = PPOConfig.from_dict({**PPOConfig().to_dict(), "network": old})
     assert ppo.network.obs_dim == 5303
     assert NetworkConfig.from_dict(NetworkConfig().to_dict()).obs_dim == 5304
+
+
+def test_network_replace_changes_the_named_fields_and_validates_again():
+    base = NetworkConfig(lookback=8, hidden_dims=(32, 16))
+    wider = base.replace(hidden_dims=[64, 32])
+    assert wider.hidden_dims == (64, 32)  # a list from the edge becomes the tuple inside
+    assert wider == NetworkConfig(lookback=8, hidden_dims=(64, 32))
+    assert base.hidden_dims == (32, 16)  # the original is untouched (frozen)
+    with pytest.raises(ConfigError, match=r"NetworkConfig\.hidden_dims\[1\]"):
+        base.replace(hidden_dims=(64, 0))

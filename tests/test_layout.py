@@ -91,7 +91,8 @@ def test_each_part_imports_only_downward(part):
 # Inside a part, modules split by job import only the ones before them here: the page from
 # its tables and charts, the sweep's run from its options, progress, stop signals and rebuild,
 # the market data's loaders from the record, the synthetic markets and the splits, and the
-# simple rules from the ceiling they are judged against (the capacity probe uses both).
+# simple rules from the ceiling they are judged against (the capacity probe uses both), and the
+# trainer from its rollout buffer, captured step, Adam and progress bar.
 JOBS_IN_ORDER = {
     "ppo_core": (
         "market",
@@ -102,6 +103,11 @@ JOBS_IN_ORDER = {
         "ceiling",
         "rules",
         "capacity_probe",
+        "rollout",
+        "capture",
+        "adam",
+        "progress",
+        "trainer",
     ),
     "archbench.reports": ("tables", "charts", "render"),
     "archbench.instrument.sweep": ("options", "progress", "signals", "rebuild", "runner"),

@@ -132,7 +132,7 @@ def _unpadded_copy(padded: ActorCritic) -> ActorCritic:
     """The same network on the unpadded observation: every weight copied, minus the pad
     columns of the first Linear of each trunk."""
     config = padded.config
-    unpadded = ActorCritic(NetworkConfig(**{**config.to_dict(), "input_multiple": 1}))
+    unpadded = ActorCritic(config.replace(input_multiple=1))
     width = unpadded.config.obs_dim
     state = {
         name: tensor[:, :width] if tensor.shape[-1:] == (config.obs_dim,) else tensor

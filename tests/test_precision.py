@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from ppo_core import device as device_layer
+from ppo_core.capture import check_capture, restore, snapshot
 from ppo_core.config import EnvConfig, NetworkConfig, PPOConfig
 from ppo_core.data import prepare
 from ppo_core.env import TradingEnv
 from ppo_core.errors import ConfigError
 from ppo_core.synthetic import make_synthetic
-from ppo_core.trainer import PPOTrainer, _restore, _snapshot
+from ppo_core.trainer import PPOTrainer
 
 LOOKBACK = 8
 
@@ -113,11 +114,9 @@ def test_legacy_bf16_flag_in_a_stored_config_becomes_a_precision():
     ],
 )
 def test_capture_is_refused_where_it_cannot_be_replayed(data, changes, message):
-    from ppo_core import trainer as trainer_module
-
     config = _config(capture=True, **changes)
     with pytest.raises(ConfigError, match=message):
-        trainer_module._check_capture(config, torch.device(config.device))
+        check_capture(config, torch.device(config.device))
 
 
 def _minibatch(trainer: PPOTrainer, seed: int) -> tuple[torch.Tensor, ...]:
@@ -135,7 +134,7 @@ def _minibatch(trainer: PPOTrainer, seed: int) -> tuple[torch.Tensor, ...]:
 
 @pytest.mark.parametrize("prior_steps", [0, 2])
 def test_capture_warmup_is_undone_exactly(data, prior_steps):
-    """What _CapturedStep does around its warm-up, on a CPU: snapshot, three steps, restore.
+    """What CapturedStep does around its warm-up, on a CPU: snapshot, three steps, restore.
     The next step must then match a trainer that never warmed up, bit for bit, both from a
     fresh Adam (whose state the restore recreates as zeros) and from one mid-run."""
     reference, warmed = _trainer(data, _config()), _trainer(data, _config())
@@ -143,11 +142,11 @@ def test_capture_warmup_is_undone_exactly(data, prior_steps):
         for seed in range(prior_steps):
             trainer.optimizer.zero_grad(set_to_none=True)
             trainer._minibatch_step(*_minibatch(trainer, seed))
-    saved = _snapshot(warmed)
+    saved = snapshot(warmed.policy, warmed.optimizer)
     for seed in (10, 11, 12):
         warmed.optimizer.zero_grad(set_to_none=True)
         warmed._minibatch_step(*_minibatch(warmed, seed))
-    _restore(warmed, saved)
+    restore(warmed.policy, warmed.optimizer, saved)
     for trainer in (reference, warmed):
         trainer.optimizer.zero_grad(set_to_none=True)
         trainer._minibatch_step(*_minibatch(trainer, 99))
@@ -199,3 +198,28 @@ def test_a_gpu_checkpoint_resumes_with_the_cpus_adam(data, tmp_path):
     assert isinstance(group["lr"], float)
     resumed.train_iteration()  # the foreach step runs on the loaded state
     assert resumed.iteration == 2
+
+
+@pytest.mark.parametrize(
+    ("capability", "expected"),
+    [(None, False), ((7, 5), False), ((8, 0), True), ((8, 9), True), ((9, 0), True)],
+)
+def test_one_rule_says_which_cards_have_tf32_and_bf16_tensor_cores(capability, expected):
+    """The trainer's auto precision, its refusals and the matmul ceiling's plan all ask this."""
+    assert device_layer.has_tensor_float_cores(capability) is expected
+    assert device_layer.auto_precision(expected) == ("tf32" if expected else "fp32")
+    if capability is not None:
+        resolved = device_layer.resolve_precision("auto", "cuda:0", capability)
+        assert resolved == device_layer.auto_precision(expected)
+
+
+def test_pick_models_auto_as_train_does_from_the_datasheet():
+    from archbench.instrument.device.datasheets import GpuSpec, find_gpu
+    from archbench.reports.pick import _precisions
+
+    assert _precisions("auto", find_gpu("T4")) == ("fp32", None)  # Turing: no TF32 cores
+    assert _precisions("auto", find_gpu("A100-80GB")) == ("tf32", None)
+    cpu = GpuSpec("cpu", "test", "cpu", (), 16.0, 1.0, None, None, None, "a test's CPU")
+    assert _precisions("auto", cpu) == ("fp32", None)
+    with pytest.raises(ConfigError, match=r"precision must be auto, fp32, tf32 or bf16, got 'x'"):
+        _precisions("x", find_gpu("T4"))

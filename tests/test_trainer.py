@@ -231,16 +231,16 @@ def test_time_limit_ends_are_bootstrapped_with_the_value_of_the_next_observation
     replay.reset()
     trainer._rollout(trainer.env, trainer._next_obs)
     for step in range(config.n_steps):
-        _obs, reward, done, info = replay.step(trainer.buf_actions[step])
+        _obs, reward, done, info = replay.step(trainer.buffer.actions[step])
         expected = reward.clone()
         with torch.no_grad():
             final_obs = replay.observe(info["final_bar_index"], info["final_account"])
             final_values = trainer.policy.value(final_obs)
         expected[done] += 0.9 * final_values[done]
-        torch.testing.assert_close(trainer.buf_rewards[step], expected)
-        assert trainer.buf_dones[step].tolist() == done.float().tolist()
+        torch.testing.assert_close(trainer.buffer.rewards[step], expected)
+        assert trainer.buffer.dones[step].tolist() == done.float().tolist()
     # Two-bar episodes end on every second step, in both environments.
-    assert trainer.buf_dones.sum(dim=0).tolist() == [3.0, 3.0]
+    assert trainer.buffer.dones.sum(dim=0).tolist() == [3.0, 3.0]
 
 
 def test_value_loss_on_another_split_leaves_training_where_it_was(data):

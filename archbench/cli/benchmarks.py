@@ -205,8 +205,8 @@ def render_runs(paths: Sequence[Path], html_path: Path) -> Path | None:
 
 def _sharded(args: argparse.Namespace) -> int:
     """`archbench sweep` with --devices, --ray, --accelerator or --shards."""
-    from archbench.instrument.sweep.multisweep import check_devices, run_on_devices
     from archbench.instrument.runfile import previous_run
+    from archbench.instrument.sweep.multisweep import check_devices, run_on_devices
 
     if not args.ray and (args.accelerator or args.shards):
         flag = "--accelerator" if args.accelerator else "--shards"
@@ -233,8 +233,8 @@ def _sharded(args: argparse.Namespace) -> int:
 
 def _sharded_options(args: argparse.Namespace, previous: tuple[Path, dict] | None) -> SweepOptions:
     """The options every shard runs: a resumed run's own, else the flags given."""
-    from archbench.instrument.sweep.options import SweepOptions
     from archbench.instrument.runfile import RUN_KEY
+    from archbench.instrument.sweep.options import SweepOptions
 
     stored = ((previous[1].get(RUN_KEY) or {}).get("options") if previous else None) or {}
     given = {key: stored.get(key, getattr(args, key)) for key in _RESUME_TAKES}

@@ -9,6 +9,7 @@ import sys
 from archbench.cli._common import default, print_json
 from archbench.cli.tables import print_pick
 from ppo_core.config import PPOConfig
+from ppo_core.device import PRECISION_CHOICES
 from ppo_core.errors import ConfigError
 
 __all__ = ["add_commands"]
@@ -101,7 +102,7 @@ def _setting_options(pick: argparse.ArgumentParser) -> None:
     )
     pick.add_argument(
         "--precision",
-        choices=["auto", "fp32", "tf32", "bf16"],
+        choices=list(PRECISION_CHOICES),
         default="auto",
         help="training precision: auto (the default) ranks measured sizes at the precision each "
         "ran fastest and models tf32 where the card has it (as train's auto); fp32, tf32 or "

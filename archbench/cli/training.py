@@ -7,11 +7,11 @@ import argparse
 import dataclasses
 import signal
 import sys
-import threading
 from typing import Any
 
 from archbench.cli._common import LOOKBACK_HELP, default, output_file, print_json, size_options
 from archbench.cli.tables import eval_table, observation_words
+from archbench.instrument.stopping import StopGuard
 from ppo_core.config import EnvConfig, PPOConfig
 from ppo_core.device import TRAINING_PRECISIONS
 from ppo_core.errors import ConfigError
@@ -452,13 +452,16 @@ class _StopAfterIteration:
     iteration (weights and Adam state consistent), a second stops it at once."""
 
     def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, object] = {}
+        self._guard = StopGuard((signal.SIGINT, signal.SIGTERM), on_signal=self._note)
 
-    def _note(self, signum: int, _frame: object) -> None:
-        if self.signum is not None:
+    @property
+    def signum(self) -> int | None:
+        """The first stop signal received, if any."""
+        return self._guard.signum
+
+    def _note(self, signum: int) -> None:
+        if len(self._guard.received) > 1:
             raise KeyboardInterrupt
-        self.signum = signum
         print(
             f"archbench train: {signal.Signals(signum).name}: stopping after this iteration and "
             "saving the checkpoint (again to stop at once)",
@@ -470,14 +473,11 @@ class _StopAfterIteration:
             raise _Stopped
 
     def __enter__(self) -> _StopAfterIteration:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._note)
+        self._guard.__enter__()
         return self
 
-    def __exit__(self, *_exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+    def __exit__(self, *exc: object) -> None:
+        self._guard.__exit__(*exc)
 
 
 def _check_features(ckpt, n_features: int) -> None:  # ckpt: checkpoint.Checkpoint

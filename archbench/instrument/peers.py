@@ -17,6 +17,7 @@ from torch import nn
 
 from ppo_core.config import NetworkConfig, PPOConfig
 from ppo_core.data import PreparedData
+from ppo_core.device import TENSOR_FLOAT_PRECISIONS
 from ppo_core.env import EvalResult, TradingEnv, evaluate_policy
 from ppo_core.errors import ConfigError
 from ppo_core.evaluation import greedy_actions
@@ -170,7 +171,7 @@ def build_sb3_ppo(data: PreparedData, config: PPOConfig) -> Any:
     loss matched to ppo_core's (see `sb3_loss_settings`)."""
     from stable_baselines3 import PPO
 
-    lower_precision = config.precision in ("tf32", "bf16")
+    lower_precision = config.precision in TENSOR_FLOAT_PRECISIONS
     if config.target_kl is not None or config.clip_vloss or lower_precision or config.compile:
         raise ConfigError(
             "the SB3 comparison takes target_kl=None, clip_vloss=false, precision fp32 and "

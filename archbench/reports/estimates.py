@@ -14,7 +14,6 @@ import pandas as pd
 
 from archbench.instrument.device.datasheets import GpuSpec, find_gpu
 from archbench.reports.evidence import frame_dims
-from ppo_core.config import NetworkConfig
 from ppo_core.errors import ConfigError
 from ppo_core.presets import hidden_dims_text, preset_name
 from ppo_core.sizing import SizingEstimate, estimate
@@ -227,7 +226,7 @@ def throughput_figure(
             if hits.empty:
                 continue
             source = sizes.get(dims) or estimate(
-                NetworkConfig(**{**config.to_dict(), "hidden_dims": dims}),
+                config.replace(hidden_dims=dims),
                 size.n_envs,
                 size.n_steps,
                 size.minibatch,

@@ -39,6 +39,7 @@ from archbench.reports.use_cases import (
     find_use_case,
 )
 from ppo_core.config import NetworkConfig
+from ppo_core.device import PRECISION_CHOICES, auto_precision
 from ppo_core.errors import ConfigError
 from ppo_core.presets import PRESETS, TRAINING_MODES, preset_name
 from ppo_core.sizing import CUDA_CONTEXT_BYTES, SizingEstimate, estimate
@@ -301,7 +302,7 @@ def _tier_prior(
     candidates: list[Candidate], tier: TierRow, network: NetworkConfig
 ) -> tuple[Candidate | None, list[str]]:
     """No measurements: the tier table's size (or the nearest that fits), and why."""
-    tier_params = estimate(NetworkConfig(**{**network.to_dict(), "hidden_dims": tier.hidden_dims}))
+    tier_params = estimate(network.replace(hidden_dims=tier.hidden_dims))
     chosen, reason = _tier_choice(candidates, tier, tier_params.params)
     return chosen, [f"no measurements: the tier table's prior; {reason}"]
 
@@ -343,7 +344,7 @@ def _estimates(
     all_dims = list(dict.fromkeys([*PRESETS.values(), *(tuple(d) for d in extra_dims)]))
     return {
         tuple(dims): estimate(
-            NetworkConfig(**{**network.to_dict(), "hidden_dims": dims}),
+            network.replace(hidden_dims=dims),
             n_envs,
             n_steps,
             minibatch,
@@ -383,11 +384,13 @@ def _precisions(precision: str, device: GpuSpec) -> tuple[str, str | None]:
 
     auto: measured figures at whatever precision ran fastest; models at what train's auto
     uses (tf32 where the card has it)."""
-    if precision not in ("auto", "fp32", "tf32", "bf16"):
-        raise ConfigError(f"precision must be auto, fp32, tf32 or bf16, got {precision!r}")
+    if precision not in PRECISION_CHOICES:
+        choices = f"{', '.join(PRECISION_CHOICES[:-1])} or {PRECISION_CHOICES[-1]}"
+        raise ConfigError(f"precision must be {choices}, got {precision!r}")
     if precision == "auto":
+        # The datasheet says whether the card has TF32 tensor cores (no capability to read).
         has_tf32 = not device.is_cpu and device.matmul_flops_per_s("tf32") is not None
-        return ("tf32" if has_tf32 else "fp32"), None
+        return auto_precision(has_tf32), None
     if device.is_cpu and precision != "fp32":
         raise ConfigError(f"--precision {precision} needs a GPU; a CPU trains in fp32")
     return precision, precision
@@ -588,13 +591,7 @@ def _network_of(runs: pd.DataFrame | None) -> NetworkConfig:
         return network
     measured = {int(v) for v in runs["obs_dim"].dropna()}
     for account_state, input_multiple in ((True, 1), (False, 1)):
-        older = NetworkConfig(
-            **{
-                **network.to_dict(),
-                "account_state": account_state,
-                "input_multiple": input_multiple,
-            }
-        )
+        older = network.replace(account_state=account_state, input_multiple=input_multiple)
         if measured == {older.obs_dim}:
             return older
     return network

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ppo_core.device import TRAINING_PRECISIONS
 from ppo_core.errors import ConfigError
 
 __all__ = [
@@ -22,7 +23,7 @@ __all__ = [
     "known_names",
 ]
 
-PRECISIONS = ("fp32", "tf32", "bf16")
+PRECISIONS = TRAINING_PRECISIONS
 """Matmul precisions the table gives rates for. fp32 is what `archbench train` runs (torch's
 default float32 matmul precision 'highest': no TF32); bf16 is `train --bf16`."""
 

@@ -17,6 +17,7 @@ from archbench.instrument.device import gpu
 from archbench.instrument.device.tiers import gpu_tier
 from archbench.instrument.record import Metric
 from archbench.instrument.timing import time_callable
+from ppo_core.device import has_tensor_float_cores
 
 __all__ = [
     "MATMUL_DTYPES",
@@ -260,7 +261,7 @@ def _dtype_plan(device: str) -> tuple[dict[str, Any], dict[str, str]]:
     skipped: dict[str, str] = {}
     if device.startswith("cuda"):
         major, minor = torch.cuda.get_device_capability(device)
-        if major >= 8:
+        if has_tensor_float_cores((major, minor)):
             plan["tf32"] = (torch.float32, "high")
             plan["bf16"] = (torch.bfloat16, "highest")
         else:

@@ -35,6 +35,7 @@ from archbench.instrument.runfile import (
     shard_entry,
     write_merged,
 )
+from archbench.instrument.stopping import STOP_SIGNALS, StopGuard
 from archbench.instrument.sweep.options import SweepOptions
 from archbench.instrument.sweep.progress import Progress, print_now
 from archbench.instrument.sweep.rebuild import write_json_from_records
@@ -318,21 +319,14 @@ def _wait_all(
 @contextlib.contextmanager
 def _terminate_as_interrupt(noted: list[str]) -> Iterator[None]:
     """SIGTERM and SIGHUP stop the shards like Ctrl-C, so their finished cases are kept."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
-    def interrupt(signum: int, frame: Any) -> None:
+    def interrupt(signum: int) -> None:
         noted.append(signal.Signals(signum).name)  # the run file says which signal
         raise KeyboardInterrupt
 
-    signals = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
-    previous = {number: signal.signal(number, interrupt) for number in signals}
-    try:
+    signals = [number for number in STOP_SIGNALS if number != signal.SIGINT]
+    with StopGuard(signals, on_signal=interrupt):
         yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 def _wait_or_stop(children: list[subprocess.Popen], echo: Callable[[str], None]) -> bool:
@@ -379,5 +373,3 @@ def shard_json(folder: Path) -> dict[str, Any] | None:
         except (OSError, ValueError):
             return None
     return None
-
-

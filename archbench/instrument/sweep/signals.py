@@ -8,45 +8,20 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
-from typing import Any
+
+from archbench.instrument.stopping import StopGuard
 
 __all__ = ["STOP_GRACE_S", "Stopper", "parent_death_signal", "signal_group"]
 
-_STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
 STOP_GRACE_S = 60.0
 """How long pytest gets to finish the JSON after the first stop signal before it is killed (a
 case inside a long CUDA call only sees the interrupt when the call returns)."""
 
 
-class Stopper:
-    """While active, SIGINT, SIGTERM and SIGHUP are noted instead of ending the sweep, so it can
-    stop pytest and still write what finished. Outside the main thread it notes nothing."""
-
-    def __init__(self) -> None:
-        self.received: list[int] = []
-        self._previous: dict[int, Any] = {}
-
-    @property
-    def signum(self) -> int | None:
-        """The first stop signal received, if any."""
-        return self.received[0] if self.received else None
-
-    def _note(self, signum: int, _frame: Any) -> None:
-        self.received.append(signum)
-
-    def __enter__(self) -> Stopper:
-        if threading.current_thread() is threading.main_thread():
-            for signum in _STOP_SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._note)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+Stopper = StopGuard
+"""The sweep's guard: SIGINT, SIGTERM and SIGHUP noted instead of ending the sweep, so it can
+stop pytest and still write what finished (the one guard, `archbench.instrument.stopping`)."""
 
 
 def parent_death_signal() -> Callable[[], None] | None:
