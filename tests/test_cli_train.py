@@ -218,18 +218,54 @@ def test_resume_continues_on_the_checkpoints_own_data_and_costs(tmp_path):
     assert not (tmp_path / "no.pt").exists()
 
 
-@pytest.mark.slow
-def test_the_default_workload_is_learned_and_needs_discounting(tmp_path, capsys):
-    """`archbench train --preset tiny --data synthetic`, every other setting at its default
-    (100,000 bars, signal 0.5, 30 bp, gamma 0.99, the account state at its gain, 100k steps),
-    on seeds 0-2: on average it beats buy-and-hold and flat on the validation split's 20,000
-    bars, and the same runs at --gamma 0 do worse. Myopic, a policy that reads its own position
-    never pays 30 bp for one bar's 21 bp edge, so it mostly keeps whatever position it holds.
+LEARNING_THREADS = "ARCHBENCH_LEARNING_THREADS"
+"""Torch CPU threads for the learning test (unset: torch's default, one per core): the margins
+must hold at 1 and at 2 (ARCHBENCH_LEARNING_THREADS=1 pytest -m slow -k needs_discounting)."""
 
-    One run at this budget is not converged, and float rounding (another CPU, another thread
-    count) moves it as much as another seed does: 3 of the README's 13 runs ("The workload")
-    beat buy-and-hold by under 1 Sharpe. Every three-seed window of that table clears these
-    margins on the mean (the closest: +1.07 and +0.88); ~6 x 45 s on 2 cores."""
+
+@pytest.fixture
+def learning_threads():
+    """torch.set_num_threads($ARCHBENCH_LEARNING_THREADS) for one test, then back."""
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    wanted = os.environ.get(LEARNING_THREADS)
+    if wanted is not None:
+        if not wanted.isdigit() or int(wanted) < 1:
+            pytest.fail(f"{LEARNING_THREADS} must be a positive integer, got {wanted!r}")
+        torch.set_num_threads(int(wanted))
+    yield torch.get_num_threads()
+    torch.set_num_threads(before)
+
+
+# Margins of the learning test, from the spread of its statistics (validation Sharpe; bounded
+# account inputs at the gain; docs/measurements/account-2026-12-03, tiny, 100k steps). Per seed,
+# gamma 0.99 over the better of buy-and-hold and flat: 5.37 / 6.98 / 7.36 / 9.30 (seeds 0-3, one
+# thread){TWO_D1}; gamma 0.99 over gamma 0: 2.40 / 4.91 / 6.26 (seeds 0-2, one thread){TWO_D2}.
+# Another thread count moves a run as much as another seed does: the same seed at 1 and 2
+# threads differed by -3.89 / +2.38 / -2.37 Sharpe (legacy inputs, README "The workload"), a
+# per-run sd of 2.3, above the 1.6 and 2.0 measured across seeds. So each margin is the measured
+# mean minus 3 x 2.3 / sqrt(3) (three standard errors of a three-seed mean), rounded down to 0.5:
+# 7.25 - 3.98 -> 3.0 and 4.52 - 3.98 -> 0.5. gamma 0.99's share of the oracle's log return
+# (0.26 / 0.20 / 0.36 / 0.41; legacy at two threads 0.04 / 0.35 / 0.01, a per-run sd of 0.12):
+# 0.31 - 3 x 0.12 / sqrt(3) -> 0.10.
+OVER_BASELINE = 3.0
+OVER_MYOPIC = 0.5
+ORACLE_SHARE = 0.10
+
+
+@pytest.mark.slow
+def test_the_default_workload_is_learned_and_needs_discounting(tmp_path, capsys, learning_threads):
+    """`archbench train --preset tiny --data synthetic`, every other setting at its default
+    (100,000 bars, signal 0.5, 30 bp, gamma 0.99, the bounded account state at its gain, 100k
+    steps), on seeds 0-2: on average it beats buy-and-hold and flat on the validation split's
+    20,000 bars, and the same runs at --gamma 0 do worse. Myopic, a policy that reads its own
+    position never pays 30 bp for one bar's 21 bp edge, so it mostly keeps whatever position it
+    holds. One run at this budget is not converged, so the margins (above) are set from the
+    spread across seeds and thread counts; $ARCHBENCH_LEARNING_THREADS sets the thread count.
+    ~6 x 45 s on 2 idle cores."""
     sharpe: dict[str, list[float]] = {"gamma 0.99": [], "gamma 0": [], "baseline": []}
     returns: dict[str, list[float]] = {"gamma 0.99": [], "oracle": []}
     for seed in ("0", "1", "2"):
@@ -253,9 +289,10 @@ def test_the_default_workload_is_learned_and_needs_discounting(tmp_path, capsys)
             returns["gamma 0.99"].append(policy["total_log_return"])
             returns["oracle"].append(results["oracle"]["total_log_return"])
     mean = {name: sum(values) / len(values) for name, values in sharpe.items()}
-    assert mean["gamma 0.99"] > mean["baseline"] + 0.5, sharpe
-    assert mean["gamma 0.99"] > mean["gamma 0"] + 0.5, sharpe
-    assert sum(returns["gamma 0.99"]) > 0.05 * sum(returns["oracle"]), returns
+    context = (learning_threads, sharpe)
+    assert mean["gamma 0.99"] > mean["baseline"] + OVER_BASELINE, context
+    assert mean["gamma 0.99"] > mean["gamma 0"] + OVER_MYOPIC, context
+    assert sum(returns["gamma 0.99"]) > ORACLE_SHARE * sum(returns["oracle"]), returns
 
 
 def _stop_after_first_iteration(monkeypatch) -> None:
