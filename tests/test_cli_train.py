@@ -243,7 +243,7 @@ def learning_threads():
 # Margins of the learning test, from the spread of its statistics (validation Sharpe; bounded
 # account inputs at the gain; docs/measurements/account-2026-12-03, tiny, 100k steps). Per seed,
 # gamma 0.99 over the better of buy-and-hold and flat: 5.37 / 6.98 / 7.36 / 9.30 (seeds 0-3, one
-# thread){TWO_D1}; gamma 0.99 over gamma 0: 2.40 / 4.91 / 6.26 (seeds 0-2, one thread){TWO_D2}.
+# thread); gamma 0.99 over gamma 0: 2.40 / 4.91 / 6.26 (seeds 0-2, one thread).
 # Another thread count moves a run as much as another seed does: the same seed at 1 and 2
 # threads differed by -3.89 / +2.38 / -2.37 Sharpe (legacy inputs, README "The workload"), a
 # per-run sd of 2.3, above the 1.6 and 2.0 measured across seeds. So each margin is the measured
