@@ -37,8 +37,8 @@ UNREALISED_SCALE = 100.0
 """Legacy account inputs: the unrealised log return enters times this (percent)."""
 UNREALISED_SIGMAS = 4.0
 """Bounded account inputs: the unrealised return's z-score (random-walk standard deviations over
-the hold) is divided by this before the tanh, so a hold through a planted regime (median z 2,
-90% below 4.8 along the oracle's positions on the default market) stays off the bound."""
+the hold) is divided by this before the tanh, so a hold through a planted regime, several
+standard deviations in the money, stays off the bound (README, "The workload")."""
 VOLATILITY_BARS = 50
 """Bounded account inputs: the unrealised return is scaled by the root mean square of the log
 returns over this many bars before the current one (a causal, recent volatility)."""
@@ -51,11 +51,10 @@ class TradingEnv:
     obs[:, k * n_features + f] = features[t - lookback + 1 + k, f], then (account_state) the
     account: the position p held into bar t, the unrealised return of the open position
     u = p * log(close[t] / close[entry]) and the bars held h = t - entry (both 0 when flat), as
-    NetworkConfig.account_inputs says: 'bounded', tanh(u / (UNREALISED_SIGMAS * vol[t] * sqrt(h)))
-    with vol[t] the
-    RMS log return of the VOLATILITY_BARS bars before t, and min(1, log1p(h) /
-    log1p(account_horizon)); 'legacy', UNREALISED_SCALE * u and h / BARS_HELD_SCALE, clipped to
-    +-NORMALIZED_CLIP. All three times NetworkConfig.account_gain,
+    NetworkConfig.account_inputs says: 'bounded', tanh(u / (UNREALISED_SIGMAS * vol[t] *
+    sqrt(h))) with vol[t] the RMS log return of the VOLATILITY_BARS bars before t, and
+    min(1, log1p(h) / log1p(account_horizon)); 'legacy', UNREALISED_SCALE * u and
+    h / BARS_HELD_SCALE, clipped to +-NORMALIZED_CLIP. All three times NetworkConfig.account_gain,
     then zeros up to a multiple of input_multiple inputs (NetworkConfig.pad_dim): the layout of
     `network`, the NetworkConfig of the policy that reads it. `observe(bar_index, account)`
     rebuilds it; `account()` returns the account state unscaled.
