@@ -18,8 +18,9 @@ Older checkpoints still load: one without "data" loads with `data` None (evaluat
 needs --data), and one whose network has no "account_state" was trained on the market window
 alone, so it loads with account_state False; one whose network has no "input_multiple" was
 built on the unpadded observation, so it loads with input_multiple 1, and one with no
-"scale_account" saw the raw account state, so it loads with scale_account False
-(NetworkConfig.from_dict).
+"scale_account" saw the raw account state, so it loads with scale_account False; one with no
+"account_inputs" or "account_fusion" saw the legacy account inputs at the first layer, so it
+loads with account_inputs "legacy" and account_fusion "gain" (NetworkConfig.from_dict).
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ _ARCHITECTURE_KEYS = (
     "account_state",
     "input_multiple",
     "scale_account",
+    "account_inputs",
+    "account_horizon",
+    "account_fusion",
 )
 
 

@@ -31,6 +31,8 @@ ACCOUNT_DIM = 3
 """Account-state inputs: signed position, unrealised return of the open position, bars held."""
 ACTIVATIONS = ("relu", "tanh", "gelu")
 TRUNKS = ("shared", "separate")
+ACCOUNT_INPUTS = ("bounded", "legacy")
+ACCOUNT_FUSIONS = ("late", "gain")
 
 
 def _positive_int(owner: str, name: str, value: Any, maximum: int | None = None) -> None:
@@ -114,7 +116,18 @@ class NetworkConfig:
     """The observation is zero-padded up to a multiple of this many inputs; 1 = no padding."""
     scale_account: bool = True
     """Enter the account state at account_gain, the whole window's scale at init, so the policy
-    reads its own position (README, "The workload"); False: raw, as older checkpoints."""
+    reads its own position (README, "The workload"); False: raw, as older checkpoints. Only
+    with account_fusion 'gain': late fusion needs no gain."""
+    account_inputs: str = "bounded"
+    """'bounded': position, tanh(unrealised log return / (recent volatility x sqrt(bars held)))
+    and log1p(bars held) / log1p(account_horizon) capped at 1, each in [-1, 1]; 'legacy': the
+    unrealised return in percent and bars held / 100, clipped at +-10 (older checkpoints)."""
+    account_horizon: int = 256
+    """Bars held reach 1 (the cap) at this many bars: the training episode length, so no
+    evaluation bar shows a holding period training never saw. Used by 'bounded' inputs."""
+    account_fusion: str = "gain"
+    """Where the account state joins: 'late', concatenated to the trunk's output at the input of
+    both heads; 'gain', beside the market window at the first layer (times account_gain)."""
 
     def __post_init__(self) -> None:
         owner = "NetworkConfig"
@@ -143,6 +156,9 @@ class NetworkConfig:
             raise ConfigError(
                 f"{owner}.scale_account must be true or false, got {self.scale_account!r}"
             )
+        _one_of(owner, "account_inputs", self.account_inputs, ACCOUNT_INPUTS)
+        _positive_int(owner, "account_horizon", self.account_horizon, MAX_WIDTH)
+        _one_of(owner, "account_fusion", self.account_fusion, ACCOUNT_FUSIONS)
 
     @property
     def market_dim(self) -> int:
@@ -156,9 +172,16 @@ class NetworkConfig:
 
     @property
     def account_gain(self) -> float:
-        """The factor the account state enters the observation with: sqrt(market_dim) when
-        scale_account (each first-layer weight is ~1/sqrt(obs_dim) at init), else 1.0."""
-        return math.sqrt(self.market_dim) if self.scale_account and self.account_state else 1.0
+        """The factor the account state enters the observation with: sqrt(market_dim) when it
+        joins at the first layer with scale_account (each first-layer weight is ~1/sqrt(obs_dim)
+        at init), else 1.0."""
+        gained = self.scale_account and self.account_fusion == "gain"
+        return math.sqrt(self.market_dim) if gained and self.account_state else 1.0
+
+    @property
+    def late_account_dim(self) -> int:
+        """Account inputs each head reads beside the trunk's output (0 unless late fusion)."""
+        return self.account_dim if self.account_fusion == "late" else 0
 
     @property
     def observation_layout(self) -> dict[str, Any]:
@@ -166,6 +189,8 @@ class NetworkConfig:
         return {
             "account_state": self.account_state,
             "account_gain": self.account_gain if self.account_state else None,
+            "account_inputs": self.account_inputs if self.account_state else None,
+            "account_horizon": self.account_horizon if self.account_state else None,
             "pad_dim": self.pad_dim,
         }
 
@@ -191,8 +216,11 @@ class NetworkConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NetworkConfig:
         if isinstance(data, dict):
-            # Written before the padding or the account scaling existed: built without them.
-            data = {"input_multiple": 1, "scale_account": False, **data}
+            # Written before the padding, the account scaling, the bounded account inputs or
+            # late fusion existed: built without them.
+            old = {"input_multiple": 1, "scale_account": False}
+            old |= {"account_inputs": "legacy", "account_fusion": "gain"}
+            data = {**old, **data}
         return _from_dict(cls, data)
 
 

@@ -32,9 +32,16 @@ __all__ = [
 ACTION_TO_POSITION = (-1, 0, 1)
 """Action 0 is short, 1 flat, 2 long: position = action - 1."""
 BARS_HELD_SCALE = 100.0
-"""Bars held enter the observation divided by this, so a typical holding period is O(1)."""
+"""Legacy account inputs: bars held enter divided by this, so a typical holding period is O(1)."""
 UNREALISED_SCALE = 100.0
-"""The unrealised log return enters the observation times this (percent), so it is O(1)."""
+"""Legacy account inputs: the unrealised log return enters times this (percent)."""
+UNREALISED_SIGMAS = 4.0
+"""Bounded account inputs: the unrealised return's z-score (random-walk standard deviations over
+the hold) is divided by this before the tanh, so a hold through a planted regime, several
+standard deviations in the money, stays off the bound (README, "The workload")."""
+VOLATILITY_BARS = 50
+"""Bounded account inputs: the unrealised return is scaled by the root mean square of the log
+returns over this many bars before the current one (a causal, recent volatility)."""
 
 
 class TradingEnv:
@@ -42,9 +49,12 @@ class TradingEnv:
 
     Observation of bar t: feature rows t-lookback+1..t flattened bar-major, i.e.
     obs[:, k * n_features + f] = features[t - lookback + 1 + k, f], then (account_state) the
-    account: the position p held into bar t, the unrealised return of the open position,
-    UNREALISED_SCALE * p * log(close[t] / close[entry]), and the bars held / BARS_HELD_SCALE
-    (both clipped to +-NORMALIZED_CLIP; 0 when flat), all three times NetworkConfig.account_gain,
+    account: the position p held into bar t, the unrealised return of the open position
+    u = p * log(close[t] / close[entry]) and the bars held h = t - entry (both 0 when flat), as
+    NetworkConfig.account_inputs says: 'bounded', tanh(u / (UNREALISED_SIGMAS * vol[t] *
+    sqrt(h))) with vol[t] the RMS log return of the VOLATILITY_BARS bars before t, and
+    min(1, log1p(h) / log1p(account_horizon)); 'legacy', UNREALISED_SCALE * u and
+    h / BARS_HELD_SCALE, clipped to +-NORMALIZED_CLIP. All three times NetworkConfig.account_gain,
     then zeros up to a multiple of input_multiple inputs (NetworkConfig.pad_dim): the layout of
     `network`, the NetworkConfig of the policy that reads it. `observe(bar_index, account)`
     rebuilds it; `account()` returns the account state unscaled.
@@ -99,6 +109,7 @@ class TradingEnv:
         self.log_returns = torch.as_tensor(data.log_returns, device=self.device)  # (T,) float64
         # log(close[t] / close[0]): an open position's unrealised return is a difference of two.
         self._log_price = torch.cumsum(self.log_returns, 0) - self.log_returns  # (T,) float64
+        self._volatility = _recent_volatility(self.log_returns)  # (T,) float64
         self._n_windows = self.features.shape[0] - self.lookback + 1
         # Gathering (B * lookback) feature rows and reshaping is ~3x faster on a CPU than
         # index_select over an overlapping as_strided window view (a generic strided copy).
@@ -181,14 +192,19 @@ class TradingEnv:
     ) -> torch.Tensor:
         """The account state at bar t of a position taken at entry_bar -> (B, ACCOUNT_DIM)
         float32: position, scaled unrealised log return, scaled bars held (0 when flat)."""
-        held = position != 0
         p = position.to(torch.float64)
-        unrealised = (
-            UNREALISED_SCALE * p * (self._log_price[bar_index] - self._log_price[entry_bar])
-        )
-        bars_held = torch.where(held, bar_index - entry_bar, 0).to(torch.float64) / BARS_HELD_SCALE
-        state = torch.stack([p, unrealised, bars_held], dim=1)  # (B, 3)
-        return state.clamp(-NORMALIZED_CLIP, NORMALIZED_CLIP).to(torch.float32)
+        unrealised = p * (self._log_price[bar_index] - self._log_price[entry_bar])  # (B,)
+        held = torch.where(position != 0, bar_index - entry_bar, 0).to(torch.float64)  # (B,)
+        if self.network.account_inputs == "legacy":
+            state = torch.stack([p, UNREALISED_SCALE * unrealised, held / BARS_HELD_SCALE], dim=1)
+            return state.clamp(-NORMALIZED_CLIP, NORMALIZED_CLIP).to(torch.float32)
+        # A z-score of the unrealised return under a random walk: saturates only on a move of
+        # several standard deviations, not on a long hold in a trending market.
+        spread = UNREALISED_SIGMAS * self._volatility[bar_index] * held.clamp(min=1.0).sqrt()
+        horizon = math.log1p(self.network.account_horizon)
+        held_scaled = (torch.log1p(held) / horizon).clamp(max=1.0)
+        state = torch.stack([p, torch.tanh(unrealised / spread), held_scaled], dim=1)  # (B, 3)
+        return state.to(torch.float32)
 
     def current_account(self) -> torch.Tensor:
         """The account state of every environment now -> (n_envs, ACCOUNT_DIM) float32."""
@@ -240,6 +256,19 @@ class TradingEnv:
             raise ValueError(f"action must be an integer tensor, got {action.dtype}")
         if action.device.type == "cpu" and ((action < 0) | (action > 2)).any():
             raise ValueError("actions must be 0 (short), 1 (flat) or 2 (long)")
+
+
+def _recent_volatility(log_returns: torch.Tensor) -> torch.Tensor:
+    """log_returns (T,) -> (T,): the RMS of the VOLATILITY_BARS log returns before each bar
+    (fewer at the start; bar 0 takes bar 1's), floored so that a flat price divides safely."""
+    squares = torch.cat([log_returns.new_zeros(1), torch.cumsum(log_returns**2, 0)])  # (T + 1,)
+    t = torch.arange(len(log_returns), device=log_returns.device)
+    first = (t - VOLATILITY_BARS).clamp(min=0)
+    count = (t - first).clamp(min=1)
+    rms = ((squares[t] - squares[first]) / count).clamp(min=0.0).sqrt()
+    if len(rms) > 1:
+        rms[0] = rms[1]
+    return rms.clamp(min=1e-12)
 
 
 # ------------------------------------------------------------------------------ evaluation

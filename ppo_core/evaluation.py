@@ -85,10 +85,10 @@ def _positions_with_account(
     progress: bool | None,
 ) -> np.ndarray:
     """greedy_positions for a network that sees its account state, which makes each decision
-    depend on the last. The first layer is linear, so for obs = [window; account; pad]
-    W·obs + b = (W_window·window + b) + W_account·account: the window part, nearly all of the
-    work, is computed for CHUNK_BARS bars at once; only the account part and the small layers
-    after the first depend on the position. Same actions as policy_positions (up to rounding)."""
+    depend on the last. The window part, nearly all of the work, is computed for CHUNK_BARS bars
+    at once: with late fusion the whole trunk; otherwise the first layer, which is linear, so for
+    obs = [window; account; pad] W·obs + b = (W_window·window + b) + W_account·account. Only
+    the rest depends on the position. Same actions as policy_positions (up to rounding)."""
     env = TradingEnv(data, split, n_envs=1, device=device, network=policy.config)
     start, end = data.splits.range(split)
     # The position held into the next bar and the bar it was entered at, each (1,).
@@ -97,8 +97,7 @@ def _positions_with_account(
     with _Progress(f"evaluating the {split} split", end - start, progress) as bar:
         for chunk_start in range(start, end, CHUNK_BARS):
             bars = torch.arange(chunk_start, min(chunk_start + CHUNK_BARS, end), device=device)
-            # With account None the env feeds zeros there (and in the padding): W_window·window + b.
-            window_part = policy.actor_trunk[0](env.observe(bars))  # (chunk, h0)
+            window_part = _window_part(policy, env.observe(bars))  # (chunk, h)
             held = _chunk_actions(policy, env, bars, window_part, held, actions)
             bar.advance(len(bars))
     return torch.cat(actions).cpu().numpy() - 1
@@ -116,17 +115,13 @@ def _chunk_actions(
     held after them. A policy holds its position for many bars, so each step guesses that it
     keeps it over the next `span` bars (the account state of each is then known) and decides them
     in one batch; the decisions up to the first change are the ones the bar-by-bar loop makes."""
-    config = policy.config
     position, entry = held
-    rest = policy.actor_trunk[1:]
-    w_account = policy.actor_trunk[0].weight[:, config.market_dim :][:, : config.account_dim]
     i, span = 0, _MIN_SPAN
     while i < len(bars):
         t = bars[i : i + span]  # (k,)
         k = len(t)
-        account = env.account(t, position.expand(k), entry.expand(k)) * config.account_gain
-        hidden = window_part[i : i + k] + account @ w_account.T  # (k, h0)
-        chosen = policy.actor_head(rest(hidden)).argmax(dim=-1)  # (k,)
+        account = env.account(t, position.expand(k), entry.expand(k))  # (k, 3)
+        chosen = _logits(policy, window_part[i : i + k], account).argmax(dim=-1)  # (k,)
         moved = torch.nonzero(chosen - 1 != position).flatten()
         accepted = int(moved[0]) + 1 if len(moved) else k
         actions.append(chosen[:accepted])
@@ -136,6 +131,25 @@ def _chunk_actions(
         # Guess twice the last holding period: a flipping policy wastes little, a holder batches.
         span = min(max(2 * accepted, _MIN_SPAN), CHUNK_BARS)
     return position, entry
+
+
+def _window_part(policy: ActorCritic, obs: torch.Tensor) -> torch.Tensor:
+    """obs (B, obs_dim) with a zero account state -> what of the actor does not depend on the
+    account: the trunk's output (late fusion) or W_window·window + b, the first layer's."""
+    trunk_input, _account = policy.split_obs(obs)
+    if policy.config.late_account_dim:
+        return policy.actor_trunk(trunk_input)  # (B, hidden_dims[-1])
+    return policy.actor_trunk[0](trunk_input)  # (B, hidden_dims[0])
+
+
+def _logits(policy: ActorCritic, window_part: torch.Tensor, account: torch.Tensor) -> torch.Tensor:
+    """_window_part's (k, h) and the unscaled account state (k, 3) -> the actor's logits."""
+    config = policy.config
+    if config.late_account_dim:
+        return policy.actor_head(policy.head_input(window_part, account))
+    w_account = policy.actor_trunk[0].weight[:, config.market_dim :][:, : config.account_dim]
+    hidden = window_part + (account * config.account_gain) @ w_account.T  # (k, h0)
+    return policy.actor_head(policy.actor_trunk[1:](hidden))
 
 
 class _Progress:

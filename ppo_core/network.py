@@ -35,9 +35,14 @@ def _linear(in_dim: int, out_dim: int, gain: float, pad: int = 0) -> nn.Linear:
 
 def _trunk(config: NetworkConfig) -> nn.Sequential:
     layers: list[nn.Module] = []
-    widths = [config.obs_dim - config.pad_dim, *config.hidden_dims]
-    for i, (in_dim, out_dim) in enumerate(itertools.pairwise(widths)):
-        layers.append(_linear(in_dim, out_dim, math.sqrt(2), pad=config.pad_dim if i == 0 else 0))
+    if config.late_account_dim:
+        # Late fusion: the trunk reads the market window alone (a view of each padded row).
+        in_dim, pad = config.market_dim, 0
+    else:
+        in_dim, pad = config.obs_dim - config.pad_dim, config.pad_dim
+    widths = [in_dim, *config.hidden_dims]
+    for i, (d_in, out_dim) in enumerate(itertools.pairwise(widths)):
+        layers.append(_linear(d_in, out_dim, math.sqrt(2), pad=pad if i == 0 else 0))
         if config.layer_norm:
             layers.append(nn.LayerNorm(out_dim))
         layers.append(_ACTIVATIONS[config.activation]())
@@ -46,14 +51,17 @@ def _trunk(config: NetworkConfig) -> nn.Sequential:
 
 def _head(config: NetworkConfig, out_dim: int, out_gain: float) -> nn.Sequential:
     return nn.Sequential(
-        _linear(config.hidden_dims[-1], config.head_dim, math.sqrt(2)),
+        _linear(config.hidden_dims[-1] + config.late_account_dim, config.head_dim, math.sqrt(2)),
         _ACTIVATIONS[config.activation](),
         _linear(config.head_dim, out_dim, out_gain),
     )
 
 
 class ActorCritic(nn.Module):
-    """Policy logits and state value from a flattened window of market features."""
+    """Policy logits and state value from a flattened window of market features.
+
+    With late account fusion the trunk reads obs[:, :market_dim] and each head reads the trunk's
+    output with the account state (obs[:, market_dim:market_dim + account_dim]) beside it."""
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
@@ -66,16 +74,36 @@ class ActorCritic(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """obs (batch, obs_dim) -> logits (batch, n_actions), value (batch,)."""
-        actor_features = self.actor_trunk(obs)
+        trunk_input, account = self.split_obs(obs)
+        actor_features = self.actor_trunk(trunk_input)
         if self.config.trunk == "shared":
             critic_features = actor_features
         else:
-            critic_features = self.critic_trunk(obs)
-        return self.actor_head(actor_features), self.critic_head(critic_features).squeeze(-1)
+            critic_features = self.critic_trunk(trunk_input)
+        logits = self.actor_head(self.head_input(actor_features, account))
+        return logits, self.critic_head(self.head_input(critic_features, account)).squeeze(-1)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """obs (batch, obs_dim) -> value (batch,)."""
-        return self.critic_head(self.critic_trunk(obs)).squeeze(-1)
+        trunk_input, account = self.split_obs(obs)
+        features = self.critic_trunk(trunk_input)
+        return self.critic_head(self.head_input(features, account)).squeeze(-1)
+
+    def split_obs(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """obs (batch, obs_dim) -> the trunk's input, and the account state (batch,
+        account_dim) the heads read (None unless late fusion)."""
+        late = self.config.late_account_dim
+        if not late:
+            return obs, None
+        market = self.config.market_dim
+        return obs[..., :market], obs[..., market : market + late]
+
+    @staticmethod
+    def head_input(features: torch.Tensor, account: torch.Tensor | None) -> torch.Tensor:
+        """Trunk output (batch, hidden) [+ account (batch, account_dim)] -> a head's input."""
+        if account is None:
+            return features
+        return torch.cat([features, account.to(features.dtype)], dim=-1)
 
     def act(
         self,

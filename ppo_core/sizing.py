@@ -103,14 +103,15 @@ _INT64 = 8
 def _linears(config: NetworkConfig) -> list[tuple[str, int, int]]:
     """(module name, in, out) of every Linear, named as in ActorCritic's state dict."""
     trunk_step = 3 if config.layer_norm else 2  # Linear, [LayerNorm], activation
-    widths = [config.obs_dim, *config.hidden_dims]
+    # Late fusion: the trunk reads the market window; each head, the account state as well.
+    widths = [config.market_dim if config.late_account_dim else config.obs_dim, *config.hidden_dims]
     trunks = ["actor_trunk"] if config.trunk == "shared" else ["actor_trunk", "critic_trunk"]
     layers = [
         (f"{trunk}.{i * trunk_step}", d_in, d_out)
         for trunk in trunks
         for i, (d_in, d_out) in enumerate(itertools.pairwise(widths))
     ]
-    h, k = config.hidden_dims[-1], config.head_dim
+    h, k = config.hidden_dims[-1] + config.late_account_dim, config.head_dim
     layers += [("actor_head.0", h, k), ("actor_head.2", k, config.n_actions)]
     layers += [("critic_head.0", h, k), ("critic_head.2", k, 1)]
     return layers

@@ -207,6 +207,9 @@ def test_mismatch_names_both_hidden_dims_in_one_line(tmp_path):
         ("head_dim", 32, "head_dim 64; config asks for 32"),
         ("activation", "tanh", "activation 'relu'; config asks for 'tanh'"),
         ("layer_norm", True, "layer_norm False; config asks for True"),
+        ("account_fusion", "late", "account_fusion 'gain'; config asks for 'late'"),
+        ("account_inputs", "legacy", "account_inputs 'bounded'; config asks for 'legacy'"),
+        ("account_horizon", 512, "account_horizon 256; config asks for 512"),
     ],
 )
 def test_every_architecture_field_is_compared(make_checkpoint, small_config, field, value, shown):
@@ -448,19 +451,27 @@ def test_a_checkpoint_from_before_the_account_state_and_data_fields_still_loads(
 
 
 def test_a_checkpoint_from_before_the_padding_loads_unpadded_and_evaluates(tmp_path):
-    """A file written before input_multiple and scale_account existed holds a 427-wide first
-    layer (8 x 53 market + 3 account inputs) trained on the raw account state: it loads with
-    input_multiple 1 and scale_account False and evaluates on 427-wide, unscaled observations."""
+    """A file written before input_multiple, scale_account, account_inputs and account_fusion
+    existed holds a 427-wide first layer (8 x 53 market + 3 account inputs) trained on the raw,
+    legacy account state: it loads with input_multiple 1, scale_account False, account_inputs
+    'legacy' and account_fusion 'gain' and evaluates on 427-wide, unscaled observations."""
     from ppo_core.data import prepare
     from ppo_core.evaluation import evaluate_with_baselines
     from ppo_core.synthetic import make_synthetic
 
-    old = NetworkConfig(lookback=8, hidden_dims=(16,), input_multiple=1, scale_account=False)
+    old = NetworkConfig(
+        lookback=8,
+        hidden_dims=(16,),
+        input_multiple=1,
+        scale_account=False,
+        account_inputs="legacy",
+        account_fusion="gain",
+    )
     path = tmp_path / "old.pt"
     checkpoint.save(path, PPOConfig(network=old), ActorCritic(old))
     payload = torch.load(path, weights_only=True)
-    del payload["config"]["network"]["input_multiple"]
-    del payload["config"]["network"]["scale_account"]
+    for key in ("input_multiple", "scale_account", "account_inputs", "account_fusion"):
+        del payload["config"]["network"][key]
     torch.save(payload, path)
     loaded = checkpoint.load(path)
     assert loaded.config == old == loaded.ppo_config.network
@@ -472,9 +483,25 @@ def test_a_checkpoint_from_before_the_padding_loads_unpadded_and_evaluates(tmp_p
     assert results["policy"].n_bars == results["flat"].n_bars > 0
     with pytest.raises(ArchitectureMismatch, match="input_multiple 1; config asks for 8"):
         checkpoint.load(path, config=NetworkConfig(lookback=8, hidden_dims=(16,)))
-    scaled = NetworkConfig(lookback=8, hidden_dims=(16,), input_multiple=1)
+    scaled = NetworkConfig(lookback=8, hidden_dims=(16,), input_multiple=1, account_inputs="legacy")
     with pytest.raises(ArchitectureMismatch, match="scale_account False; config asks for True"):
         checkpoint.load(path, config=scaled)
+
+
+def test_a_late_fusion_checkpoint_round_trips_weights_only(tmp_path):
+    """account_fusion travels in the file: a late-fusion policy loads (weights_only) into the
+    same architecture, its heads 3 inputs wider than the trunk's output, same outputs."""
+    config = NetworkConfig(lookback=8, hidden_dims=(16,), account_fusion="late")
+    policy = ActorCritic(config)
+    path = tmp_path / "late.pt"
+    checkpoint.save(path, PPOConfig(network=config), policy)
+    loaded = checkpoint.load(path)
+    assert loaded.config == config
+    assert loaded.policy_state_dict["actor_head.0.weight"].shape == (64, 16 + 3)
+    again = ActorCritic(loaded.config)
+    again.load_state_dict(loaded.policy_state_dict)
+    obs = torch.randn(5, config.obs_dim)
+    torch.testing.assert_close(again(obs)[0], policy(obs)[0])
 
 
 def _poisoned(path: Path, value: float, which: str | None = None) -> Path:

@@ -218,18 +218,57 @@ def test_resume_continues_on_the_checkpoints_own_data_and_costs(tmp_path):
     assert not (tmp_path / "no.pt").exists()
 
 
-@pytest.mark.slow
-def test_the_default_workload_is_learned_and_needs_discounting(tmp_path, capsys):
-    """`archbench train --preset tiny --data synthetic`, every other setting at its default
-    (100,000 bars, signal 0.5, 30 bp, gamma 0.99, the account state at its gain, 100k steps),
-    on seeds 0-2: on average it beats buy-and-hold and flat on the validation split's 20,000
-    bars, and the same runs at --gamma 0 do worse. Myopic, a policy that reads its own position
-    never pays 30 bp for one bar's 21 bp edge, so it mostly keeps whatever position it holds.
+LEARNING_THREADS = "ARCHBENCH_LEARNING_THREADS"
+"""Torch CPU threads for the learning test (unset: torch's default, one per core): the margins
+must hold at 1 and at 2 (ARCHBENCH_LEARNING_THREADS=1 pytest -m slow -k needs_discounting)."""
 
-    One run at this budget is not converged, and float rounding (another CPU, another thread
-    count) moves it as much as another seed does: 3 of the README's 13 runs ("The workload")
-    beat buy-and-hold by under 1 Sharpe. Every three-seed window of that table clears these
-    margins on the mean (the closest: +1.07 and +0.88); ~6 x 45 s on 2 cores."""
+
+@pytest.fixture
+def learning_threads():
+    """torch.set_num_threads($ARCHBENCH_LEARNING_THREADS) for one test, then back."""
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    wanted = os.environ.get(LEARNING_THREADS)
+    if wanted is not None:
+        if not wanted.isdigit() or int(wanted) < 1:
+            pytest.fail(f"{LEARNING_THREADS} must be a positive integer, got {wanted!r}")
+        torch.set_num_threads(int(wanted))
+    yield torch.get_num_threads()
+    torch.set_num_threads(before)
+
+
+# Margins of the learning test, set from the spread of its statistics (validation Sharpe; tiny,
+# 100k steps; docs/measurements/account-2026-12-03). Bounded account inputs at the gain, one
+# thread, seeds 0-2 (3): gamma 0.99 over the better of buy-and-hold and flat 5.37 / 6.98 / 7.36
+# (9.30), mean 6.57; over gamma 0 2.40 / 4.91 / 6.26, mean 4.52; share of the oracle's log return
+# 0.26 / 0.20 / 0.36 (0.41), mean 0.27. Seeds 0-1 at two threads: 10.47 / 8.35, 9.62 / 7.08 and
+# 0.45 / 0.24. Another thread count moves a run as much as another seed does: the same seed at 1
+# and 2 threads differed by -3.89 / +2.38 / -2.37 (legacy inputs, README "The workload") / +5.10 /
+# +1.37 (bounded, seeds 0-1) Sharpe at gamma 0.99, -0.97 / +0.93 / +1.91 / -2.12 / -0.81 at gamma
+# 0 and -0.20 / +0.19 / -0.10 / +0.20 / +0.04 in oracle share: per-run sds of 2.57, 1.14 and
+# 0.124, so two CPUs' three-seed means differ with sd 2.10, 2.30 (the gamma difference) and
+# 0.101. Each margin is the one-thread mean minus twice that, rounded down: 6.57 - 4.20 -> 2.3
+# and 0.27 - 0.20 -> 0.07. For the gamma contrast twice is just below zero (4.52 - 4.60), so it
+# asks gamma 0.99 to win on the mean: 1.97 sds, which a CPU misses with probability ~2.5%
+# (normal approximation); three seeds at this budget cannot hold it tighter.
+OVER_BASELINE = 2.3
+OVER_MYOPIC = 0.0
+ORACLE_SHARE = 0.07
+
+
+@pytest.mark.slow
+def test_the_default_workload_is_learned_and_needs_discounting(tmp_path, capsys, learning_threads):
+    """`archbench train --preset tiny --data synthetic`, every other setting at its default
+    (100,000 bars, signal 0.5, 30 bp, gamma 0.99, the bounded account state at its gain, 100k
+    steps), on seeds 0-2: on average it beats buy-and-hold and flat on the validation split's
+    20,000 bars, and the same runs at --gamma 0 do worse. Myopic, a policy that reads its own
+    position never pays 30 bp for one bar's 21 bp edge, so it mostly keeps whatever position it
+    holds. One run at this budget is not converged, so the margins (above) are set from the
+    spread across seeds and thread counts; $ARCHBENCH_LEARNING_THREADS sets the thread count.
+    ~6 x 45 s on 2 idle cores."""
     sharpe: dict[str, list[float]] = {"gamma 0.99": [], "gamma 0": [], "baseline": []}
     returns: dict[str, list[float]] = {"gamma 0.99": [], "oracle": []}
     for seed in ("0", "1", "2"):
@@ -253,9 +292,10 @@ def test_the_default_workload_is_learned_and_needs_discounting(tmp_path, capsys)
             returns["gamma 0.99"].append(policy["total_log_return"])
             returns["oracle"].append(results["oracle"]["total_log_return"])
     mean = {name: sum(values) / len(values) for name, values in sharpe.items()}
-    assert mean["gamma 0.99"] > mean["baseline"] + 0.5, sharpe
-    assert mean["gamma 0.99"] > mean["gamma 0"] + 0.5, sharpe
-    assert sum(returns["gamma 0.99"]) > 0.05 * sum(returns["oracle"]), returns
+    context = (learning_threads, sharpe)
+    assert mean["gamma 0.99"] > mean["baseline"] + OVER_BASELINE, context
+    assert mean["gamma 0.99"] > mean["gamma 0"] + OVER_MYOPIC, context
+    assert sum(returns["gamma 0.99"]) > ORACLE_SHARE * sum(returns["oracle"]), returns
 
 
 def _stop_after_first_iteration(monkeypatch) -> None:

@@ -187,6 +187,33 @@ def test_the_account_gain_follows_the_window_and_old_dicts_load_raw():
     assert NetworkConfig.from_dict(NetworkConfig().to_dict()).scale_account is True
 
 
+def test_late_fusion_needs_no_gain_and_old_dicts_load_legacy_inputs_at_the_first_layer():
+    """Late fusion joins the account state after the trunk, so it enters raw; a dict written
+    before account_inputs and account_fusion existed saw the legacy inputs at the first layer."""
+    late = NetworkConfig(account_fusion="late")
+    assert (late.account_gain, late.late_account_dim) == (1.0, 3)
+    assert NetworkConfig(account_fusion="late", account_state=False).late_account_dim == 0
+    assert NetworkConfig(account_fusion="gain").late_account_dim == 0
+    old = NetworkConfig(account_fusion="late").to_dict()
+    del old["account_inputs"], old["account_fusion"]
+    loaded = NetworkConfig.from_dict(old)
+    assert (loaded.account_inputs, loaded.account_fusion) == ("legacy", "gain")
+    assert NetworkConfig.from_dict(late.to_dict()) == late
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("account_fusion", "early", "account_fusion must be one of late, gain; got 'early'"),
+        ("account_inputs", "raw", "account_inputs must be one of bounded, legacy; got 'raw'"),
+        ("account_horizon", 0, "account_horizon must be positive, got 0"),
+    ],
+)
+def test_bad_account_options_are_named(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        NetworkConfig(**{field: value})
+
+
 def test_a_network_dict_without_input_multiple_is_the_unpadded_layout():
     """Checkpoints and records written before the padding existed have no input_multiple key:
     their networks were built on the 5,303-wide observation, so they must load as such."""

@@ -46,11 +46,16 @@ def _window(
 
 
 def _account(data, t: int, position: int, entry: int) -> tuple:
-    """Position, unrealised log return since entry in percent, bars held / 100, the slow way."""
+    """Position, tanh of the unrealised log return since entry over 4 x the RMS log return of
+    the 50 bars before t x sqrt(bars held), and log1p(bars held) / log1p(256) capped at 1: the
+    bounded account inputs, the slow way."""
     if position == 0:
         return (0.0, 0.0, 0.0)
-    unrealised = 100.0 * position * data.log_returns[entry:t].sum()
-    return (float(position), float(np.clip(unrealised, -10, 10)), (t - entry) / 100.0)
+    unrealised = position * data.log_returns[entry:t].sum()
+    recent = data.log_returns[max(0, t - 50) : t]
+    volatility = math.sqrt(sum(r * r for r in recent) / len(recent))
+    z = unrealised / (4.0 * volatility * math.sqrt(t - entry))
+    return (float(position), math.tanh(z), min(1.0, math.log1p(t - entry) / math.log1p(256)))
 
 
 def test_reset_shapes_dtypes_and_starts(data):
@@ -302,6 +307,38 @@ def test_the_observation_is_laid_out_as_the_network_says(
         assert np.array_equal(final[i].numpy(), expected)
 
 
+def test_late_fusion_and_legacy_inputs_lay_out_the_account_as_they_say(data):
+    """Late fusion carries the account state raw (no gain: it joins after the trunk); legacy
+    inputs are the percent unrealised return and bars held / 100 of older checkpoints; bounded
+    inputs stay in [-1, 1] however long a position is held."""
+    late = TradingEnv(
+        data, "train", n_envs=2, network=NetworkConfig(lookback=LOOKBACK, account_fusion="late")
+    )
+    legacy = TradingEnv(
+        data, "train", n_envs=2, network=NetworkConfig(lookback=LOOKBACK, account_inputs="legacy")
+    )
+    start, end = data.splits.train
+    bars = torch.tensor([start + 30, end - 1])
+    long = torch.ones(2, dtype=torch.long)
+    entry = torch.tensor([start + 27, start])  # held 3 bars; held the whole split
+    account = late.account(bars, long, entry)
+    assert np.array_equal(
+        late.observe(bars, account)[0].numpy(), _window(data, start + 30, account[0], 1064, 1.0)
+    )
+    np.testing.assert_allclose(
+        account[0].numpy(), _account(data, start + 30, 1, start + 27), rtol=1e-5, atol=1e-6
+    )
+    assert account[1, 2] == 1.0  # capped at the 256-bar training episode
+    assert (account.abs() <= 1.0).all()
+    unrealised = 100.0 * data.log_returns[start + 27 : start + 30].sum()
+    np.testing.assert_allclose(
+        legacy.account(bars, long, entry)[0].numpy(), [1.0, unrealised, 0.03], rtol=1e-5, atol=1e-6
+    )
+    held = float(legacy.account(bars, long, entry)[1, 2])
+    assert held == pytest.approx((end - 1 - start) / 100)
+    assert held > 2.56  # beyond any training episode
+
+
 def test_a_network_of_another_window_is_refused_in_one_line(data):
     with pytest.raises(ConfigError, match=f"53 x {LOOKBACK}: prepare it with lookback=100"):
         TradingEnv(data, "train", n_envs=2, network=NetworkConfig(lookback=100))
@@ -387,7 +424,8 @@ def test_evaluation_feeds_each_decision_its_own_account_state(data):
 
     def policy(obs: torch.Tensor) -> torch.Tensor:
         position, bars_held = obs[:, MARKET] / GAIN, obs[:, MARKET + 2] / GAIN
-        long_enough = (position > 0.5) & (bars_held >= 0.03 - 1e-6)
+        three_bars = math.log1p(3) / math.log1p(256)  # the bounded bars-held input
+        long_enough = (position > 0.5) & (bars_held >= three_bars - 1e-6)
         return torch.where(long_enough, 1, 2)
 
     start, end = data.splits.validation

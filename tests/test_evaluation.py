@@ -41,8 +41,14 @@ def _per_bar(policy: ActorCritic, data, split: str) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "network",
-    [{}, {"trunk": "separate"}, {"layer_norm": True, "activation": "tanh"}],
-    ids=["shared", "separate", "layer_norm"],
+    [
+        {},
+        {"trunk": "separate"},
+        {"layer_norm": True, "activation": "tanh"},
+        {"account_fusion": "late"},
+        {"account_fusion": "late", "trunk": "separate", "activation": "tanh"},
+    ],
+    ids=["shared", "separate", "layer_norm", "late", "late-separate"],
 )
 @pytest.mark.parametrize("split", ["validation", "test"])
 def test_batched_positions_equal_the_per_bar_loop(data, network, split, monkeypatch):
@@ -65,6 +71,15 @@ def test_the_account_state_changes_the_batched_actions(data, monkeypatch):
     config = policy.config
     with torch.no_grad():
         policy.actor_trunk[0].weight[:, config.market_dim : config.market_dim + 3] = 0.0
+    assert not np.array_equal(with_account, greedy_positions(policy, data, "validation"))
+
+
+def test_late_fusion_account_weights_change_the_batched_actions(data):
+    """The same pin for late fusion: the account state's head weights move the decisions."""
+    policy = _trading_policy(account_fusion="late")
+    with_account = greedy_positions(policy, data, "validation", progress=False)
+    with torch.no_grad():
+        policy.actor_head[0].weight[:, -3:] = 0.0
     assert not np.array_equal(with_account, greedy_positions(policy, data, "validation"))
 
 

@@ -51,8 +51,11 @@ def test_single_env_truncates_with_the_next_observation(data):
         assert details["position"] == 1
         assert details["trades"] == 1
     # The observation the episode would have continued with: long for 3 bars since first_bar.
-    unrealised = 100.0 * float(data.log_returns[first_bar : first_bar + 3].sum())
-    account = torch.tensor([[1.0, unrealised, 0.03]])
+    # The bounded inputs: the z-score of 3 bars' return over 4 x the RMS of the 50 bars before.
+    now = first_bar + 3
+    volatility = float(np.sqrt(np.mean(data.log_returns[now - 50 : now] ** 2)))
+    z = float(data.log_returns[first_bar:now].sum()) / (4.0 * volatility * np.sqrt(3))
+    account = torch.tensor([[1.0, np.tanh(z), np.log1p(3) / np.log1p(256)]])
     expected = env.env.observe(torch.tensor([first_bar + 3]), account)[0].numpy()
     np.testing.assert_allclose(obs, expected, rtol=1e-6, atol=1e-6)
     total = float(data.log_returns[first_bar : first_bar + 3].sum()) - 30e-4  # one 30 bp entry

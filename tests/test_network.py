@@ -173,6 +173,29 @@ def test_pad_weights_start_and_stay_zero_and_change_no_output(trunk):
     torch.testing.assert_close(value, same_value)
 
 
+@pytest.mark.parametrize("trunk", ["shared", "separate"])
+def test_late_fusion_feeds_the_account_state_to_the_heads_beside_the_trunk(trunk):
+    """The trunk reads the 32 market inputs alone; each head reads the trunk's output and the
+    3 account inputs, exactly as a plain concatenation computes it; the padding is ignored."""
+    torch.manual_seed(0)
+    policy = ActorCritic(_config(trunk=trunk, account_fusion="late"))
+    assert policy.actor_trunk[0].in_features == 32
+    assert policy.actor_head[0].in_features == policy.critic_head[0].in_features == 16 + 3
+    obs = torch.cat([torch.randn(6, 35), torch.zeros(6, 5)], dim=1)  # (6, 40) as the env pads
+    logits, value = policy(obs)
+    actor = policy.actor_head(torch.cat([policy.actor_trunk(obs[:, :32]), obs[:, 32:35]], 1))
+    critic = policy.critic_head(torch.cat([policy.critic_trunk(obs[:, :32]), obs[:, 32:35]], 1))
+    torch.testing.assert_close(logits, actor)
+    torch.testing.assert_close(value, critic.squeeze(-1))
+    torch.testing.assert_close(policy.value(obs), value)
+    moved = obs.clone()
+    moved[:, 32] = 1.0  # another position, same market
+    assert not torch.allclose(policy(moved)[0], logits)
+    padded = obs.clone()
+    padded[:, 35:] = 5.0
+    torch.testing.assert_close(policy(padded)[0], logits)
+
+
 @pytest.mark.gpu
 def test_runs_on_cuda_with_bf16_autocast():
     policy = ActorCritic(_config()).cuda()

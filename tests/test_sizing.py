@@ -78,6 +78,20 @@ def test_the_account_state_adds_three_inputs_to_the_first_layer():
     )
 
 
+@pytest.mark.parametrize("trunk", ["shared", "separate"])
+def test_late_fusion_moves_the_account_inputs_from_the_trunk_to_each_head(trunk):
+    """The trunk reads the 5,300-wide window (no padding) and each head 3 more inputs: the
+    estimate counts what ActorCritic builds."""
+    from ppo_core.network import ActorCritic
+
+    config = NetworkConfig(hidden_dims=(64, 32), trunk=trunk, account_fusion="late")
+    built = sum(p.numel() for p in ActorCritic(config).parameters())
+    assert estimate(config).params == built
+    gained = estimate(NetworkConfig(hidden_dims=(64, 32), trunk=trunk, input_multiple=1))
+    trunks = 1 if trunk == "shared" else 2
+    assert gained.params - estimate(config).params == trunks * 3 * 64 - 2 * 3 * 64
+
+
 def test_the_default_pads_the_input_to_5304_with_one_zero_weight_per_first_width():
     """input_multiple 8 pads 5,303 inputs with one zero to 5,304 (aligned GEMMs): one more
     weight per first-layer output, 256 for tiny (+0.02%); without the account state the
