@@ -28,7 +28,7 @@ from ppo_core.errors import ConfigError
 from ppo_core.presets import PRESETS
 from ppo_core.rules import window_blocks
 
-__all__ = ["PROBE_SIZES", "FitSettings", "ProbeResult", "fit_size", "run_probe"]
+__all__ = ["PROBE_SIZES", "FitSettings", "ProbeResult", "probe_market", "run_probe"]
 
 PROBE_SIZES: dict[str, tuple[int, ...]] = {
     "linear": (),
@@ -146,10 +146,10 @@ def _fit(
 
 def _inputs(data: PreparedData, split: str, inputs: str) -> tuple[np.ndarray, np.ndarray]:
     bars = np.arange(*data.splits.range(split))
-    x = window_blocks(data, bars, _BLOCK[inputs])  # (n, blocks * 53), newest block first
+    keep = None
     if inputs == "traces":
         keep = [data.feature_names.index(name) for name in TRACE_FEATURES]
-        x = x.reshape(len(bars), -1, data.n_features)[:, :, keep].reshape(len(bars), -1)
+    x = window_blocks(data, bars, _BLOCK[inputs], keep)  # (n, blocks * features), newest first
     return x, data.market.expected_return[bars]
 
 
@@ -194,21 +194,6 @@ def _sharpe(data: PreparedData, problem: _Problem, model: nn.Module) -> float:
     return evaluate_positions(positions, data, "validation", COST_BPS).sharpe
 
 
-def fit_size(
-    data: PreparedData,
-    inputs: str,
-    train_bars: int,
-    size: str,
-    hidden_dims: tuple[int, ...],
-    seed: int,
-    fit: FitSettings = FitSettings(),
-) -> ProbeResult:
-    """Fit one size on the last `train_bars` training bars of a capacity market and judge it
-    on validation: R^2 of the causal expected return, and the Sharpe of trading it."""
-    problem = _problem(data, inputs, train_bars)
-    return _fit_problem(data, problem, inputs, size, hidden_dims, seed, fit)
-
-
 def _fit_problem(
     data: PreparedData,
     problem: _Problem,
@@ -238,15 +223,18 @@ def _fit_problem(
     )
 
 
-def _probe_one(
+def probe_market(
     data: PreparedData,
     inputs: str,
     train_bars: int,
     sizes: dict[str, tuple[int, ...]],
     seeds: tuple[int, ...],
-    fit: FitSettings,
-    on_fit: Callable[[ProbeResult], None] | None,
+    fit: FitSettings = FitSettings(),
+    on_fit: Callable[[ProbeResult], None] | None = None,
 ) -> list[ProbeResult]:
+    """Fit each size (name -> hidden widths) and seed on the last `train_bars` training bars
+    of a capacity market and judge it on validation: R^2 of the causal expected return, and
+    the Sharpe of trading the prediction."""
     problem = _problem(data, inputs, train_bars)
     results = []
     for size, dims in sizes.items():
@@ -302,7 +290,9 @@ def run_probe(
         data = prepare(market)
         for length in train_lengths:
             for kind in inputs:
-                results += _probe_one(data, kind, length, sizes or PROBE_SIZES, seeds, fit, on_fit)
+                results += probe_market(
+                    data, kind, length, sizes or PROBE_SIZES, seeds, fit, on_fit
+                )
     return results
 
 
