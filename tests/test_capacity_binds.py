@@ -40,7 +40,7 @@ ENOUGH, LITTLE = 45_000, 5_000
 
 @pytest.fixture(scope="module")
 def wide_market():
-    """capacity-w64, 80,000 hourly bars: 47,900 training and 15,900 validation bars."""
+    """capacity-w64, 80,000 hourly bars: 47,700 training and 15,900 validation bars."""
     return prepare(make_capacity_market(80_000, seed=0, complexity=64, wide=True))
 
 
