@@ -159,11 +159,17 @@ class _Problem:
     prediction turns into positions."""
 
     xt: torch.Tensor
+    """(train_bars, inputs) standardised with the training bars' statistics."""
     yt: torch.Tensor
+    """(train_bars,) the causal expected return in units of its training std."""
     xv: torch.Tensor
+    """(validation bars, inputs), standardised as xt."""
     yv: torch.Tensor
+    """(validation bars,) in the units of yt."""
     scale: float
+    """The training std of y: a prediction times scale is a log return per bar."""
     rule: Hysteresis
+    """The causal ceiling's hysteresis, fitted on the training split's planted edge."""
 
 
 def _problem(data: PreparedData, inputs: str, train_bars: int) -> _Problem:

@@ -47,8 +47,12 @@ def wide_market():
 @pytest.fixture(scope="module", params=[ENOUGH, LITTLE], ids=["enough", "little"])
 def paired(request, wide_market):
     """big - small per seed, for R^2 and Sharpe, at one training length."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the figures above hold at 1 and 2 threads; 1 is cheapest here
-    results = probe_market(wide_market, "traces", request.param, SIZES, SEEDS, FIT)
+    try:
+        results = probe_market(wide_market, "traces", request.param, SIZES, SEEDS, FIT)
+    finally:
+        torch.set_num_threads(threads)
     small, big = ([r for r in results if r.size == name] for name in SIZES)
     r2 = [b.r2_validation - s.r2_validation for s, b in zip(small, big, strict=True)]
     sharpe = [b.sharpe_validation - s.sharpe_validation for s, b in zip(small, big, strict=True)]

@@ -308,11 +308,14 @@ def test_the_capacity_probe_fits_every_size_on_the_trace_window():
 
 
 def test_the_capacity_probe_takes_the_wide_knob_and_custom_widths_by_name(capsys):
+    import torch
+
     from ppo_core.capacity_probe import main
 
     argv = ["--complexities", "--markets", "capacity-w8", "--bars", "4000", "--sizes", "16"]
     argv += ["--train-lengths", "600", "--seeds", "0", "--max-epochs", "1"]
-    assert main([*argv, "--inputs", "traces"]) == 0
+    threads = torch.get_num_threads()
+    assert main([*argv, "--inputs", "traces", "--threads", str(threads)]) == 0
     out = capsys.readouterr().out
     assert "| traces | capacity-w8 | 600 |" in out
     assert "| 16 |" in out  # the size is named by its widths
