@@ -468,8 +468,8 @@ def load_market_data(
 
 
 def is_generated(spec: str) -> bool:
-    """Whether `spec` names generated bars ('synthetic', 'capacity[-K]'), which take a length
-    and a seed, rather than a file or a named real dataset, which is used whole."""
+    """Whether `spec` names generated bars ('synthetic', 'capacity[-K]', 'capacity-wK'), which
+    take a length and a seed, rather than a file or a named real dataset, which is used whole."""
     key = str(spec).strip().lower()
     return key == "synthetic" or parse_capacity_spec(key) is not None
 
