@@ -80,6 +80,7 @@ def test_the_bigger_size_wins_with_enough_data_and_not_with_little(paired):
 
 
 def test_simple_rules_stay_under_half_the_causal_ceiling(wide_market):
+    # Measured: ceiling 11.55 (oracle 13.23), one-bar rule -0.25, trend 0.81, linear -1.26.
     ceiling = causal_ceiling(wide_market, COST_BPS).result.sharpe
     rules = {
         "one_bar": one_bar_rule(wide_market, COST_BPS).result.sharpe,
