@@ -9,11 +9,13 @@ seed sets the initial weights and the minibatch order); interval: two-sided 95% 
 the three paired differences (archbench_reports.stats.mean_ci).
 
 Measured (80,000 bars, market seed 0, train on the most recent 45,000 or 5,000 training bars,
-validation 15,900 bars, Adam 5e-3, batch 2,048; torch threads 1 and 2 gave identical figures):
-  45,000 bars: R^2 16 units 0.327 / 0.320 / 0.325, 128 units 0.383 / 0.392 / 0.393
-               Sharpe 16 units 3.65 / 3.42 / 3.66, 128 units 4.22 / 4.45 / 4.01
+validation 15,900 bars, Adam 5e-3, batch 2,048), seeds 0 / 1 / 2, 1 torch thread [2 threads]:
+  45,000 bars: R^2 16 units 0.327 / 0.320 / 0.325 [0.328 / 0.318 / 0.325],
+               128 units 0.383 / 0.392 / 0.393 [0.386 / 0.371 / 0.391]
+               Sharpe 16 units 3.65 / 3.42 / 3.66 [3.42 / 3.35 / 3.70],
+               128 units 4.22 / 4.45 / 4.01 [4.09 / 4.51 / 4.25]
   5,000 bars:  R^2 16 units -0.032 / -0.020 / -0.031, 128 units -0.054 / -0.055 / -0.066
-               Sharpe 16 units 0 / 0 / 0 (never enters), 128 units 0 / 0 / 0.94
+               Sharpe 16 units 0 / 0 / 0 (never enters), 128 units 0 / 0 / 0.94 [the same]
 """
 
 from __future__ import annotations
@@ -66,9 +68,10 @@ def test_the_bigger_size_wins_with_enough_data_and_not_with_little(paired):
         (r.size, r.seed, round(r.r2_validation, 3), round(r.sharpe_validation, 2)) for r in results
     ]
     if length == ENOUGH:
-        # Measured R^2 +0.065 (95%: +0.045 .. +0.086). The Sharpe gain, +0.65, is on every
-        # seed (+0.57 / +1.03 / +0.35) but three seeds do not put it beyond its 95% interval
-        # (-0.21 .. +1.51): asserted per seed, not beyond the interval.
+        # Measured R^2 +0.065 (95%: +0.045 .. +0.086) [2 threads +0.059, +0.043 .. +0.075].
+        # The Sharpe gain, +0.65 [+0.79], is on every seed (+0.57 / +1.03 / +0.35 [+0.67 /
+        # +1.16 / +0.55]) but three seeds do not put it beyond its 95% interval (-0.21 ..
+        # +1.51 [-0.01 .. +1.60]): asserted per seed, not beyond the interval.
         assert r2[1] > 0, (r2, shown)
         assert all(d > 0 for d in sharpe[3]), (sharpe, shown)
     else:
