@@ -370,8 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Refused before minutes of fitting, not after.
     out = check_output(args.json, flag="--json", example="probe.json") if args.json else None
-    fit = FitSettings(args.max_epochs, args.batch, args.lr)
-    markets = tuple(_market_names(tuple(args.complexities), tuple(args.markets)))
+    try:
+        fit = FitSettings(args.max_epochs, args.batch, args.lr)
+        markets = tuple(_market_names(tuple(args.complexities), tuple(args.markets)))
+    except ConfigError as error:
+        parser.error(str(error))  # one line and exit status 2, before any fitting
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     results = run_probe(

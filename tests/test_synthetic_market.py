@@ -337,6 +337,20 @@ def test_the_capacity_probe_refuses_bad_settings(kwargs, message):
         run_probe(**{"complexities": (2,), "bars": 4_000, "fit": FitSettings(1), **kwargs})
 
 
+@pytest.mark.parametrize(
+    "argv", [["--batch", "0"], ["--markets", "synthetic"]], ids=["batch", "market"]
+)
+def test_the_probe_cli_refuses_bad_settings_in_one_line(argv, capsys):
+    from ppo_core.capacity_probe import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "FitSettings.batch" in err or "capacity-K or capacity-wK" in err
+
+
 @pytest.mark.parametrize(("field", "value"), [("max_epochs", 0), ("batch", 1.5), ("lr", 2.0)])
 def test_probe_fit_settings_name_the_bad_field(field, value):
     from ppo_core.capacity_probe import FitSettings
