@@ -1,11 +1,13 @@
 """The capacity market: synthetic bars whose edge is a random teacher network of the recent
-order-flow traces, with a knob (the number of hidden patterns) that moves which size is right.
+order-flow traces, with knobs (the number of hidden patterns, and how wide a span of the window
+they read) that move which size is right.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,6 +18,7 @@ __all__ = [
     "CAPACITY_ANNUAL_VOL",
     "CAPACITY_DEFAULT_COMPLEXITY",
     "CAPACITY_SIGNAL_STRENGTH",
+    "CapacityKnob",
     "causal_edge",
     "make_capacity_market",
     "parse_capacity_spec",
@@ -28,43 +31,74 @@ market")."""
 CAPACITY_SIGNAL_STRENGTH = 0.15
 """Standard deviation of the planted edge per bar, in units of the base per-bar volatility
 (README, "The capacity market", says why well below the old market's 0.5)."""
+WIDE_SIGNAL_STRENGTH = 0.3
+"""The same for the wide-span family ('capacity-wK'): its edge turns over within a few bars,
+so it takes a stronger edge to pay a round trip (README, "The capacity market")."""
 CAPACITY_ANNUAL_VOL = 0.8
 """Annual volatility of the bars (a crypto pair's): the default 30 bp cost is 0.35 of a bar's
 volatility, so an edge weak enough to hide from momentum rules can still pay for trading."""
 TEACHER_LAGS = 96
 """Bars of each trace a hidden pattern reads (inside the default 100-bar observation window)."""
 TEACHER_BASIS = 4
-"""Smooth lag shapes per trace that a pattern mixes (cosines of 0 .. 3 half-periods)."""
+"""Smooth lag shapes per trace that a pattern mixes (cosines of 0 .. 3 half-periods): a span of
+12 directions of the window, which 16 ReLU units already cover."""
+WIDE_TEACHER_BASIS = 16
+"""Lag shapes per trace of the wide-span family (cosines of 0 .. 15 half-periods): a span of
+48 directions, more than a 16-unit first layer can project onto."""
 CHANNELS = ("gap", "volume", "wick")
 """The observable traces: the opening gap, log volume, and the upper/lower wick log-ratio."""
 _GAP_SCALE, _VOLUME_SCALE, _WICK_SCALE = 0.3, 0.4, 0.3
 _ABS_MEAN = math.sqrt(2 / math.pi)  # E|h| for h ~ N(0, 1)
-_SPEC = re.compile(r"capacity(?:-(\d+))?")
+_SPEC = re.compile(r"capacity(?:-(w?)(\d+))?")
 _TEACHER_SALT = 0x7EAC4E
+_WIDE_SALT = 0x71DE
 
 
-def parse_capacity_spec(spec: str) -> int | None:
-    """'capacity' -> the default knob, 'capacity-16' -> 16; None for any other name."""
+@dataclass(frozen=True)
+class CapacityKnob:
+    """What a 'capacity[-[w]K]' dataset name sets."""
+
+    complexity: int
+    """Hidden patterns of the teacher (K)."""
+    wide: bool
+    """Whether the patterns read the wide span (WIDE_TEACHER_BASIS lag shapes per trace)."""
+
+    @property
+    def name(self) -> str:
+        """The canonical dataset name: 'capacity-8' or 'capacity-w64'."""
+        return f"capacity-{'w' if self.wide else ''}{self.complexity}"
+
+    @property
+    def signal_strength(self) -> float:
+        """The family's default edge strength."""
+        return WIDE_SIGNAL_STRENGTH if self.wide else CAPACITY_SIGNAL_STRENGTH
+
+
+def parse_capacity_spec(spec: str) -> CapacityKnob | None:
+    """'capacity' -> the default knob, 'capacity-16' -> 16 patterns, 'capacity-w64' -> 64
+    patterns over the wide span; None for any other name."""
     match = _SPEC.fullmatch(str(spec).strip().lower())
     if match is None:
         return None
-    return int(match.group(1)) if match.group(1) else CAPACITY_DEFAULT_COMPLEXITY
+    complexity = int(match.group(2)) if match.group(2) else CAPACITY_DEFAULT_COMPLEXITY
+    return CapacityKnob(complexity, wide=match.group(1) == "w")
 
 
-def _teacher(seed: int, complexity: int) -> tuple[np.ndarray, np.ndarray]:
+def _teacher(seed: int, complexity: int, wide: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Filters (K, TEACHER_LAGS, channels) of unit norm and output signs (K,).
 
-    Patterns are drawn one after another from their own stream, so the teacher of knob k is
-    the first k patterns of the teacher of any larger knob (same seed)."""
-    rng = np.random.default_rng([_TEACHER_SALT, seed])
+    Patterns are drawn one after another from their own stream (one per family), so the
+    teacher of knob k is the first k patterns of the teacher of any larger knob (same seed)."""
+    rng = np.random.default_rng([_WIDE_SALT if wide else _TEACHER_SALT, seed])
+    n_basis = WIDE_TEACHER_BASIS if wide else TEACHER_BASIS
     lags = np.arange(TEACHER_LAGS)
-    # Smooth shapes over the lags keep a pattern's value for tens of bars: long enough to
+    # Smooth shapes over the lags keep a pattern's value for several bars: long enough to
     # pay a round trip's cost, the way a real edge has to.
-    basis = np.cos(np.pi * np.outer(np.arange(TEACHER_BASIS), lags + 0.5) / TEACHER_LAGS)
+    basis = np.cos(np.pi * np.outer(np.arange(n_basis), lags + 0.5) / TEACHER_LAGS)
     filters = np.empty((complexity, TEACHER_LAGS, len(CHANNELS)))
     signs = np.empty(complexity)
     for j in range(complexity):
-        mix = rng.standard_normal((TEACHER_BASIS, len(CHANNELS)))
+        mix = rng.standard_normal((n_basis, len(CHANNELS)))
         filters[j] = basis.T @ mix  # (lags, channels)
         filters[j] /= np.linalg.norm(filters[j])
         # Alternate signs: as many patterns push up as down, so the edge is symmetric
@@ -82,10 +116,10 @@ def _edge_scale(filters: np.ndarray, signs: np.ndarray) -> float:
     return float(math.sqrt(signs @ cov @ signs))
 
 
-def causal_edge(traces: np.ndarray, seed: int, complexity: int) -> np.ndarray:
+def causal_edge(traces: np.ndarray, seed: int, complexity: int, wide: bool = False) -> np.ndarray:
     """traces (T, channels) of the unit-normal order flow -> the teacher's output (T,), unit
     variance, 0 before the first full TEACHER_LAGS window: a function of bars up to t only."""
-    filters, signs = _teacher(seed, complexity)
+    filters, signs = _teacher(seed, complexity, wide)
     n = len(traces)
     out = np.zeros(n)
     if n < TEACHER_LAGS:
@@ -138,8 +172,9 @@ def make_capacity_market(
     bars: int = 100_000,
     seed: int = 0,
     complexity: int = CAPACITY_DEFAULT_COMPLEXITY,
-    signal_strength: float = CAPACITY_SIGNAL_STRENGTH,
+    signal_strength: float | None = None,
     annual_vol: float = CAPACITY_ANNUAL_VOL,
+    wide: bool = False,
 ) -> MarketData:
     """Hourly bars whose drift is a random teacher network of the last TEACHER_LAGS bars of
     three observable traces; `complexity` is the teacher's number of hidden patterns.
@@ -153,12 +188,17 @@ def make_capacity_market(
     E|h|) / (its exact std), c_j = +1, -1, +1, ...: an even function of the window, so no
     linear function of it (and no single input) carries the edge. A student needs ~2 ReLU
     units per pattern and must find K directions in the window: the knob moves which width
-    and data length suffice.
+    and data length suffice. `wide` mixes WIDE_TEACHER_BASIS lag shapes per trace instead of
+    TEACHER_BASIS (a 48- rather than 12-dimensional span); `signal_strength` defaults to the
+    family's (CAPACITY_SIGNAL_STRENGTH, WIDE_SIGNAL_STRENGTH).
     mu_t is E[r_(t+1) | bars 0..t] exactly (`expected_return`): the traces are observable.
     Returns add mu to GARCH(1,1) Student-t(5) noise with volatility regimes (make_synthetic's).
     Prefix-stable: a shorter market is the prefix of a longer one with the same seed and knob,
     and the teacher of a smaller knob is the first patterns of a larger one's.
     """
+    knob = CapacityKnob(complexity, bool(wide))
+    if signal_strength is None:
+        signal_strength = knob.signal_strength
     _check(bars, complexity, signal_strength, annual_vol)
     bar_seconds = 3600.0
     base = annual_vol * math.sqrt(bar_seconds / YEAR_SECONDS)
@@ -168,7 +208,7 @@ def make_capacity_market(
     n = rng.standard_normal((bars, 13))
     traces = n[:, 8:11]  # (T, 3): gap, volume, wick
     sigma, z = _volatility(n[:, :8], base)
-    edge = signal_strength * base * causal_edge(traces, seed, complexity)  # mu_t, (T,)
+    edge = signal_strength * base * causal_edge(traces, seed, complexity, knob.wide)  # mu_t, (T,)
     ret = np.zeros(bars)
     ret[1:] = edge[:-1] + sigma[1:] * z[1:]
     close = 100.0 * np.exp(np.cumsum(ret))
@@ -188,14 +228,14 @@ def make_capacity_market(
     expected = np.zeros(bars)
     expected[:-1] = edge[:-1]
     return MarketData(
-        name=f"capacity-{complexity}",
+        name=knob.name,
         timestamps=timestamps,
         ohlcv=np.column_stack([open_, high, low, close, volume]),
         bar_seconds=bar_seconds,
         source=(
             f"generated by ppo_core.capacity_market.make_capacity_market(seed={seed}, "
             f"complexity={complexity}, signal_strength={signal_strength}, "
-            f"annual_vol={annual_vol}); no licence needed"
+            f"annual_vol={annual_vol}, wide={knob.wide}); no licence needed"
         ),
         expected_return=expected,
     )

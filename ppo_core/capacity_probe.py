@@ -1,8 +1,9 @@
 """A cheap capacity probe: supervised MLPs of scaled-down preset shapes learn the capacity
-market's causal expected return from the normalised window, at two data lengths and two knobs.
+market's causal expected return from the normalised window, at several data lengths and knobs.
 
-`python -m ppo_core.capacity_probe` prints the out-of-sample R^2 per size (README, "The
-capacity market"). Supervised, not PPO, so it fits a laptop CPU in minutes.
+`python -m ppo_core.capacity_probe` prints the out-of-sample R^2 and the Sharpe of trading each
+size's prediction per size (README, "The capacity market"). Supervised, not PPO, so it fits a
+laptop CPU in minutes.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ import torch
 from torch import nn
 
 from ppo_core.atomic import atomic_path, check_output
-from ppo_core.capacity_market import make_capacity_market
+from ppo_core.capacity_market import make_capacity_market, parse_capacity_spec
+from ppo_core.ceiling import Hysteresis, fit_hysteresis
 from ppo_core.data import PreparedData, make_splits, prepare
+from ppo_core.env import evaluate_positions
 from ppo_core.errors import ConfigError
 from ppo_core.presets import PRESETS
 from ppo_core.rules import window_blocks
 
-__all__ = ["PROBE_SIZES", "ProbeResult", "run_probe"]
+__all__ = ["PROBE_SIZES", "FitSettings", "ProbeResult", "probe_market", "run_probe"]
 
 PROBE_SIZES: dict[str, tuple[int, ...]] = {
     "linear": (),
@@ -42,6 +45,28 @@ INPUTS = ("traces", "window")
 """What a probe MLP reads: the TRACE_FEATURES' window, or the whole 53-feature window."""
 _PATIENCE = 5
 """Epochs without a better held-out R^2 before a fit stops (its best weights are kept)."""
+COST_BPS = 30.0
+"""The cost the prediction's Sharpe is judged at (the env's default)."""
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How a probe MLP is fitted: Adam with early stopping on the last 15% of its bars."""
+
+    max_epochs: int = 60
+    """Epochs at most (early stopping usually ends a fit sooner)."""
+    batch: int = 256
+    """Minibatch size."""
+    lr: float = 1e-3
+    """Adam step size."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_epochs", "batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"FitSettings.{name} must be an integer >= 1, got {value!r}")
+        if not (isinstance(self.lr, int | float) and 0 < self.lr < 1):
+            raise ConfigError(f"FitSettings.lr must lie in (0, 1), got {self.lr!r}")
 
 
 @dataclass(frozen=True)
@@ -50,6 +75,8 @@ class ProbeResult:
 
     inputs: str
     """'traces' or 'window' (INPUTS)."""
+    market: str
+    """The market's dataset name ('capacity-8', 'capacity-w64')."""
     complexity: int
     """Hidden patterns of the market (the knob)."""
     train_bars: int
@@ -64,6 +91,9 @@ class ProbeResult:
     """1 - MSE / Var of the causal expected return on the validation split."""
     r2_train: float
     """The same on the training bars it was fitted on."""
+    sharpe_validation: float
+    """Annualised net Sharpe at COST_BPS on validation of trading the prediction with the
+    causal ceiling's hysteresis (thresholds fitted on the training split's planted edge)."""
     seed: int
     """Seed of the initial weights and the minibatch order."""
     epochs: int
@@ -88,17 +118,17 @@ def _r2(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def _fit(
-    x: torch.Tensor, y: torch.Tensor, hidden_dims: tuple[int, ...], seed: int, max_epochs: int
+    x: torch.Tensor, y: torch.Tensor, hidden_dims: tuple[int, ...], seed: int, fit: FitSettings
 ) -> tuple[nn.Module, int]:
     """Adam with early stopping on the last 15% of the training bars (_PATIENCE epochs)."""
     torch.manual_seed(seed)
     model = _mlp(x.shape[1], hidden_dims)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
+    optimizer = torch.optim.Adam(model.parameters(), lr=fit.lr, weight_decay=1e-5)
     cut = int(len(y) * 0.85)
     best, best_state, epoch, stale = -np.inf, None, 0, 0
     generator = torch.Generator().manual_seed(seed)
-    while epoch < max_epochs and stale < _PATIENCE:
-        for batch in torch.randperm(cut, generator=generator).split(256):
+    while epoch < fit.max_epochs and stale < _PATIENCE:
+        for batch in torch.randperm(cut, generator=generator).split(fit.batch):
             optimizer.zero_grad()
             loss = ((model(x[batch]).squeeze(-1) - y[batch]) ** 2).mean()
             loss.backward()
@@ -116,64 +146,121 @@ def _fit(
 
 def _inputs(data: PreparedData, split: str, inputs: str) -> tuple[np.ndarray, np.ndarray]:
     bars = np.arange(*data.splits.range(split))
-    x = window_blocks(data, bars, _BLOCK[inputs])  # (n, blocks * 53), newest block first
+    keep = None
     if inputs == "traces":
         keep = [data.feature_names.index(name) for name in TRACE_FEATURES]
-        x = x.reshape(len(bars), -1, data.n_features)[:, :, keep].reshape(len(bars), -1)
+    x = window_blocks(data, bars, _BLOCK[inputs], keep)  # (n, blocks * features), newest first
     return x, data.market.expected_return[bars]
 
 
-def _tensors(data: PreparedData, inputs: str, train_bars: int) -> list[tuple[torch.Tensor, ...]]:
+@dataclass(frozen=True)
+class _Problem:
+    """One regression: standardised tensors of the training bars and validation, and how a
+    prediction turns into positions."""
+
+    xt: torch.Tensor
+    """(train_bars, inputs) standardised with the training bars' statistics."""
+    yt: torch.Tensor
+    """(train_bars,) the causal expected return in units of its training std."""
+    xv: torch.Tensor
+    """(validation bars, inputs), standardised as xt."""
+    yv: torch.Tensor
+    """(validation bars,) in the units of yt."""
+    scale: float
+    """The training std of y: a prediction times scale is a log return per bar."""
+    rule: Hysteresis
+    """The causal ceiling's hysteresis, fitted on the training split's planted edge."""
+
+
+def _problem(data: PreparedData, inputs: str, train_bars: int) -> _Problem:
     """Standardised (x, y) of the last `train_bars` training bars and of validation, with
-    statistics of those training bars; y in units of its training std, so MSE = 1 - R^2."""
+    statistics of those training bars; y in units of its training std, so MSE = 1 - R^2. The
+    hysteresis is the causal ceiling's (fitted on the whole training split's planted edge)."""
     x_train, y_train = _inputs(data, "train", inputs)
+    train = slice(*data.splits.train)
+    rule, _ = fit_hysteresis(data.market.expected_return[train], data.log_returns[train], COST_BPS)
     x_train, y_train = x_train[-train_bars:], y_train[-train_bars:]
     x_val, y_val = _inputs(data, "validation", inputs)
     mean, std, scale = x_train.mean(axis=0), x_train.std(axis=0) + 1e-8, y_train.std()
-    return [
+    (xt, yt), (xv, yv) = (
         (
             torch.as_tensor((x - mean) / std, dtype=torch.float32),
             torch.as_tensor(y / scale, dtype=torch.float32),
         )
         for x, y in ((x_train, y_train), (x_val, y_val))
-    ]
+    )
+    return _Problem(xt, yt, xv, yv, float(scale), rule)
 
 
-def _probe_one(
+def _sharpe(data: PreparedData, problem: _Problem, model: nn.Module) -> float:
+    """Trade the validation prediction (back in log return per bar) with the ceiling's rule."""
+    with torch.no_grad():
+        prediction = model(problem.xv).squeeze(-1).numpy().astype(np.float64) * problem.scale
+    positions = problem.rule.positions(prediction)
+    return evaluate_positions(positions, data, "validation", COST_BPS).sharpe
+
+
+def _fit_problem(
+    data: PreparedData,
+    problem: _Problem,
+    inputs: str,
+    size: str,
+    hidden_dims: tuple[int, ...],
+    seed: int,
+    fit: FitSettings,
+) -> ProbeResult:
+    started = time.perf_counter()
+    model, epochs = _fit(problem.xt, problem.yt, hidden_dims, seed, fit)
+    knob = parse_capacity_spec(data.market.name)
+    return ProbeResult(
+        inputs=inputs,
+        market=data.market.name,
+        complexity=knob.complexity if knob is not None else 0,
+        train_bars=len(problem.yt),
+        size=size,
+        hidden_dims=hidden_dims,
+        params=sum(p.numel() for p in model.parameters()),
+        r2_validation=_r2(model, problem.xv, problem.yv),
+        r2_train=_r2(model, problem.xt, problem.yt),
+        sharpe_validation=_sharpe(data, problem, model),
+        seed=seed,
+        epochs=epochs,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def probe_market(
     data: PreparedData,
     inputs: str,
-    complexity: int,
     train_bars: int,
+    sizes: dict[str, tuple[int, ...]],
     seeds: tuple[int, ...],
-    max_epochs: int,
-    on_fit: Callable[[ProbeResult], None] | None,
+    fit: FitSettings = FitSettings(),
+    on_fit: Callable[[ProbeResult], None] | None = None,
 ) -> list[ProbeResult]:
-    (xt, yt), (xv, yv) = _tensors(data, inputs, train_bars)
+    """Fit each size (name -> hidden widths) and seed on the last `train_bars` training bars
+    of a capacity market and judge it on validation: R^2 of the causal expected return, and
+    the Sharpe of trading the prediction."""
+    problem = _problem(data, inputs, train_bars)
     results = []
-    for size, dims in PROBE_SIZES.items():
+    for size, dims in sizes.items():
         for seed in seeds:
-            started = time.perf_counter()
-            model, epochs = _fit(xt, yt, dims, seed, max_epochs)
-            params = sum(p.numel() for p in model.parameters())
-            r2_val, r2_train = _r2(model, xv, yv), _r2(model, xt, yt)
-            elapsed = time.perf_counter() - started
-            result = ProbeResult(
-                inputs,
-                complexity,
-                len(yt),
-                size,
-                dims,
-                params,
-                r2_val,
-                r2_train,
-                seed,
-                epochs,
-                elapsed,
-            )
+            result = _fit_problem(data, problem, inputs, size, dims, seed, fit)
             if on_fit is not None:
                 on_fit(result)
             results.append(result)
     return results
+
+
+def _market_names(complexities: tuple[int, ...], markets: tuple[str, ...]) -> list[str]:
+    """Canonical capacity-market names of the knobs asked for, in order, each once."""
+    names = [f"capacity-{k}" for k in complexities]
+    for spec in markets:
+        knob = parse_capacity_spec(spec)
+        if knob is None:
+            raise ConfigError(f"probe markets must be capacity-K or capacity-wK, got {spec!r}")
+        names.append(knob.name)
+    return list(dict.fromkeys(names))
 
 
 def run_probe(
@@ -181,16 +268,20 @@ def run_probe(
     bars: int = 100_000,
     train_lengths: tuple[int, ...] = (5_000, 20_000, 59_000),
     seeds: tuple[int, ...] = (0, 1),
-    max_epochs: int = 60,
+    fit: FitSettings = FitSettings(),
     inputs: tuple[str, ...] = INPUTS,
     on_fit: Callable[[ProbeResult], None] | None = None,
+    markets: tuple[str, ...] = (),
+    sizes: dict[str, tuple[int, ...]] | None = None,
 ) -> list[ProbeResult]:
-    """Fit every PROBE_SIZES shape per input kind, knob, training length and seed; one market
-    (seed 0) per knob, the same validation bars for every length (a shorter length is the most
+    """Fit every size (default PROBE_SIZES) per input kind, knob, training length and seed; one
+    market (seed 0) per knob: capacity-K for each of `complexities`, then the `markets` named
+    ('capacity-w64'). The same validation bars serve every length (a shorter length is the most
     recent bars of the training split). `on_fit` sees each result as it is made."""
     for kind in inputs:
         if kind not in INPUTS:
             raise ConfigError(f"probe inputs must be among {', '.join(INPUTS)}, got {kind!r}")
+    names = _market_names(complexities, markets)
     train = make_splits(bars, lookback=100).train  # the default window, as prepare cuts it
     for length in train_lengths:
         if not 2 <= length <= train[1] - train[0]:
@@ -199,69 +290,107 @@ def run_probe(
                 f"bars of {bars:,} bars"
             )
     results = []
-    for complexity in complexities:
-        data = prepare(make_capacity_market(bars, seed=0, complexity=complexity))
+    for name in names:
+        knob = parse_capacity_spec(name)
+        market = make_capacity_market(bars, seed=0, complexity=knob.complexity, wide=knob.wide)
+        data = prepare(market)
         for length in train_lengths:
             for kind in inputs:
-                results += _probe_one(data, kind, complexity, length, seeds, max_epochs, on_fit)
+                results += probe_market(
+                    data, kind, length, sizes or PROBE_SIZES, seeds, fit, on_fit
+                )
     return results
 
 
-def _table(results: list[ProbeResult]) -> str:
-    """Mean validation R^2 over seeds: one row per (inputs, knob, length), a column per size;
+def _table(results: list[ProbeResult], field: str = "r2_validation", digits: int = 3) -> str:
+    """Mean of `field` over seeds: one row per (inputs, market, length), a column per size;
     the best size of each row in bold."""
     sizes = list(dict.fromkeys(r.size for r in results))
-    rows: dict[tuple[str, int, int], dict[str, list[float]]] = {}
+    rows: dict[tuple[str, str, int], dict[str, list[float]]] = {}
     for r in results:
-        row = rows.setdefault((r.inputs, r.complexity, r.train_bars), {})
-        row.setdefault(r.size, []).append(r.r2_validation)
+        row = rows.setdefault((r.inputs, r.market, r.train_bars), {})
+        row.setdefault(r.size, []).append(getattr(r, field))
     lines = [
-        "| inputs | knob K | train bars | " + " | ".join(sizes) + " |",
-        "|---|---:|---:|" + "---:|" * len(sizes),
+        "| inputs | market | train bars | " + " | ".join(sizes) + " |",
+        "|---|---|---:|" + "---:|" * len(sizes),
     ]
-    for (kind, complexity, length), row in rows.items():
+    for (kind, market, length), row in rows.items():
         means = {size: float(np.mean(row[size])) for size in sizes}
         best = max(means, key=means.get)
-        cells = [f"**{means[s]:.3f}**" if s == best else f"{means[s]:.3f}" for s in sizes]
-        lines.append(f"| {kind} | {complexity} | {length:,} | " + " | ".join(cells) + " |")
+        cells = [
+            f"**{means[s]:.{digits}f}**" if s == best else f"{means[s]:.{digits}f}" for s in sizes
+        ]
+        lines.append(f"| {kind} | {market} | {length:,} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _report_fit(r: ProbeResult) -> None:
     print(
-        f"{r.inputs} K={r.complexity} {r.train_bars:,} bars {r.size} seed {r.seed}: "
-        f"R^2 val {r.r2_validation:.3f}, train {r.r2_train:.3f}, {r.epochs} epochs, "
-        f"{r.seconds:.0f} s",
+        f"{r.inputs} {r.market} {r.train_bars:,} bars {r.size} seed {r.seed}: "
+        f"R^2 val {r.r2_validation:.3f}, train {r.r2_train:.3f}, Sharpe val "
+        f"{r.sharpe_validation:.2f}, {r.epochs} epochs, {r.seconds:.0f} s",
         file=sys.stderr,
         flush=True,
     )
 
 
+def _parse_size(text: str) -> tuple[str, tuple[int, ...]]:
+    """'tiny' (a PROBE_SIZES key) or widths '16' / '64,32,16' -> (name, hidden_dims)."""
+    if text in PROBE_SIZES:
+        return text, PROBE_SIZES[text]
+    try:
+        dims = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        dims = ()
+    if not dims or min(dims) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a probe size ({', '.join(PROBE_SIZES)}) nor widths like 64,32"
+        )
+    return "-".join(map(str, dims)), dims
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--complexities", type=int, nargs="+", default=[2, 32])
+    parser.add_argument("--complexities", type=int, nargs="*", default=[2, 32])
+    parser.add_argument(
+        "--markets", nargs="+", default=[], help="more knobs by name, e.g. capacity-w64"
+    )
     parser.add_argument("--bars", type=int, default=100_000)
     parser.add_argument("--train-lengths", type=int, nargs="+", default=[5_000, 20_000, 59_000])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument(
+        "--sizes", type=_parse_size, nargs="+", help="probe sizes or widths (default: all)"
+    )
     parser.add_argument("--max-epochs", type=int, default=60)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--inputs", nargs="+", choices=INPUTS, default=list(INPUTS))
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--json", help="also write every fit's figures to this JSON file")
     args = parser.parse_args(argv)
     # Refused before minutes of fitting, not after.
     out = check_output(args.json, flag="--json", example="probe.json") if args.json else None
+    try:
+        fit = FitSettings(args.max_epochs, args.batch, args.lr)
+        markets = tuple(_market_names(tuple(args.complexities), tuple(args.markets)))
+    except ConfigError as error:
+        parser.error(str(error))  # one line and exit status 2, before any fitting
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     results = run_probe(
-        tuple(args.complexities),
+        (),
         args.bars,
         tuple(args.train_lengths),
         tuple(args.seeds),
-        args.max_epochs,
+        fit,
         tuple(args.inputs),
         on_fit=_report_fit,
+        markets=markets,
+        sizes=dict(args.sizes) if args.sizes else None,
     )
-    print(_table(results))
+    print("Validation R^2 of the causal expected return:\n" + _table(results))
+    print("\nValidation Sharpe of trading it (causal ceiling's hysteresis, 30 bp):")
+    print(_table(results, "sharpe_validation", digits=2))
     print(f"\n{time.perf_counter() - started:.0f} s, {args.threads} torch thread(s)")
     if out is not None:
         with atomic_path(out) as tmp:

@@ -13,11 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ppo_core.capacity_market import (
-    CAPACITY_SIGNAL_STRENGTH,
-    make_capacity_market,
-    parse_capacity_spec,
-)
+from ppo_core.capacity_market import make_capacity_market, parse_capacity_spec
 from ppo_core.data import format_time, longest_lookback, min_bars
 from ppo_core.errors import ConfigError, DataError
 from ppo_core.features import FEATURE_WARMUP
@@ -442,9 +438,9 @@ def load_market_data(
     `bars`: the length of synthetic data (default SYNTHETIC_BARS), or the most recent `bars`
     bars of real data (default: all of it). `seed` and `signal_strength` (default: the
     generator's own) apply to synthetic data only; 'capacity-K' is the capacity market with
-    K hidden patterns (make_capacity_market). `timestamp_column` and `timestamp_format` apply
-    to files only (see load_ohlcv_file). The result's `origin` holds these arguments, so a
-    checkpoint can rebuild the same bars.
+    K hidden patterns (make_capacity_market), 'capacity-wK' its wide-span family.
+    `timestamp_column` and `timestamp_format` apply to files only (see load_ohlcv_file). The
+    result's `origin` holds these arguments, so a checkpoint can rebuild the same bars.
     """
     if bars is not None and (isinstance(bars, bool) or not isinstance(bars, int) or bars < 2):
         raise ConfigError(f"bars must be an integer >= 2, got {bars!r}")
@@ -464,7 +460,7 @@ def load_market_data(
         origin.update(timestamp_column=timestamp_column, timestamp_format=timestamp_format)
     else:
         raise DataError(
-            f"{key}: neither a file nor a dataset name (synthetic, capacity-K, "
+            f"{key}: neither a file nor a dataset name (synthetic, capacity-K, capacity-wK, "
             f"{', '.join(DATASETS)})"
         )
     market = dataclasses.replace(market, origin=origin)
@@ -472,21 +468,21 @@ def load_market_data(
 
 
 def is_generated(spec: str) -> bool:
-    """Whether `spec` names generated bars ('synthetic', 'capacity[-K]'), which take a length
-    and a seed, rather than a file or a named real dataset, which is used whole."""
+    """Whether `spec` names generated bars ('synthetic', 'capacity[-K]', 'capacity-wK'), which
+    take a length and a seed, rather than a file or a named real dataset, which is used whole."""
     key = str(spec).strip().lower()
     return key == "synthetic" or parse_capacity_spec(key) is not None
 
 
 def _generated(key: str, bars: int, seed: int, signal_strength: float | None) -> MarketData:
     """The synthetic market or the capacity market `key` names, with its origin recorded."""
-    complexity = parse_capacity_spec(key)
-    if complexity is None:
+    knob = parse_capacity_spec(key)
+    if knob is None:
         signal = DEFAULT_SIGNAL_STRENGTH if signal_strength is None else signal_strength
         market = make_synthetic(bars, seed=seed, signal_strength=signal)
     else:
-        signal = CAPACITY_SIGNAL_STRENGTH if signal_strength is None else signal_strength
-        market = make_capacity_market(bars, seed, complexity, signal_strength=signal)
+        signal = knob.signal_strength if signal_strength is None else signal_strength
+        market = make_capacity_market(bars, seed, knob.complexity, signal, wide=knob.wide)
         key = market.name  # 'capacity' and 'capacity-2' are the same bars: one spelling
     origin = {"spec": key, "bars": market.n_bars, "seed": seed, "signal_strength": signal}
     return dataclasses.replace(market, origin=origin)

@@ -19,13 +19,17 @@ _RIDGE_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 """Ridge penalties tried, as multiples of the mean input variance per sample."""
 
 
-def window_blocks(data: PreparedData, bars: np.ndarray, block: int) -> np.ndarray:
+def window_blocks(
+    data: PreparedData, bars: np.ndarray, block: int, columns: list[int] | None = None
+) -> np.ndarray:
     """The normalised observation window of each decision bar, averaged over runs of `block`
-    lags: (len(bars), ceil(lookback / block) * n_features) float64, newest lags first.
+    lags: (len(bars), ceil(lookback / block) * n_features) float64, newest lags first;
+    `columns` keeps only those features (n_features = len(columns)).
 
     A fixed linear map of the window: a linear model on it is a linear model on the window
     whose weights are constant within a block (the planted patterns are smooth in the lag)."""
-    features = data.features.astype(np.float64)
+    features = data.features if columns is None else data.features[:, columns]
+    features = features.astype(np.float64)
     cumulative = np.vstack([np.zeros((1, features.shape[1])), np.cumsum(features, axis=0)])
     bars = np.asarray(bars)
     columns = []

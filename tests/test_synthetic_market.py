@@ -64,6 +64,33 @@ def test_a_smaller_knob_is_the_first_patterns_of_a_larger_one():
     assert np.array_equal(large[:3], small)
 
 
+def test_the_wide_family_is_seeded_prefix_stable_and_reads_a_48_direction_span():
+    short = cm.make_capacity_market(2_000, seed=3, complexity=8, wide=True)
+    long = cm.make_capacity_market(5_000, seed=3, complexity=8, wide=True)
+    assert short.name == "capacity-w8"
+    assert np.array_equal(long.ohlcv[:2_000], short.ohlcv)
+    assert np.array_equal(long.expected_return[:1_999], short.expected_return[:1_999])
+    narrow = cm.make_capacity_market(2_000, seed=3, complexity=8)
+    assert np.array_equal(narrow.ohlcv[:, 4], short.ohlcv[:, 4])  # same traces, other teacher
+    assert not np.allclose(narrow.expected_return, short.expected_return)
+    small, _ = cm._teacher(seed=5, complexity=3, wide=True)
+    large, _ = cm._teacher(seed=5, complexity=64, wide=True)
+    assert np.array_equal(large[:3], small)
+    # What a first layer must project onto: 48 directions of the window here, 12 in the
+    # narrow family however many patterns it has.
+    assert np.linalg.matrix_rank(large.reshape(64, -1)) == 3 * cm.WIDE_TEACHER_BASIS == 48
+    narrow_large, _ = cm._teacher(seed=5, complexity=64)
+    assert np.linalg.matrix_rank(narrow_large.reshape(64, -1)) == 12
+
+
+def test_the_wide_edge_has_its_planted_size():
+    market = cm.make_capacity_market(30_000, seed=7, complexity=64, wide=True)
+    edge = market.expected_return[cm.TEACHER_LAGS : -1]
+    base = cm.CAPACITY_ANNUAL_VOL * math.sqrt(3600 / YEAR_SECONDS)
+    assert edge.std() / base == pytest.approx(cm.WIDE_SIGNAL_STRENGTH, rel=0.15)
+    assert np.corrcoef(edge[:-1], edge[1:])[0, 1] > 0.8  # holds for a few bars
+
+
 def test_the_edge_is_the_teacher_of_traces_read_back_from_the_bars():
     """mu_t is a function of bars 0..t: recover the traces from OHLCV alone, apply the
     teacher, and get the planted edge back. This is what makes the causal ceiling exact."""
@@ -139,6 +166,11 @@ def test_the_capacity_market_is_a_named_dataset():
         False,
         False,
     ]
+    wide = load_market_data("capacity-W16", bars=3_000, seed=2)
+    assert np.array_equal(wide.ohlcv, cm.make_capacity_market(3_000, 2, 16, wide=True).ohlcv)
+    assert wide.origin["spec"] == "capacity-w16"
+    assert wide.origin["signal_strength"] == cm.WIDE_SIGNAL_STRENGTH
+    assert cm.parse_capacity_spec("capacity-w16") == cm.CapacityKnob(16, wide=True)
     with pytest.raises(ConfigError, match="complexity"):
         load_market_data("capacity-0", bars=1_000)
     with pytest.raises(DataError, match="capacity-K"):
@@ -250,7 +282,7 @@ def test_on_the_old_market_a_one_bar_gap_rule_matches_the_oracle():
 
 
 def test_the_capacity_probe_fits_every_size_on_the_trace_window():
-    from ppo_core.capacity_probe import PROBE_SIZES, TRACE_FEATURES, run_probe
+    from ppo_core.capacity_probe import PROBE_SIZES, TRACE_FEATURES, FitSettings, run_probe
 
     seen = []
     results = run_probe(
@@ -258,7 +290,7 @@ def test_the_capacity_probe_fits_every_size_on_the_trace_window():
         bars=4_000,
         train_lengths=(600,),
         seeds=(0,),
-        max_epochs=1,
+        fit=FitSettings(max_epochs=1),
         inputs=("traces",),
         on_fit=seen.append,
     )
@@ -268,17 +300,60 @@ def test_the_capacity_probe_fits_every_size_on_the_trace_window():
     n_inputs = len(TRACE_FEATURES) * 25  # 100 lags in blocks of 4
     assert results[0].params == n_inputs + 1  # the linear model
     for r in results:
+        assert r.market == "capacity-2"
         assert r.train_bars == 600
         assert r.epochs == 1
         assert -np.inf < r.r2_validation <= 1.0
+        assert math.isfinite(r.sharpe_validation)
+
+
+def test_the_capacity_probe_takes_the_wide_knob_and_custom_widths_by_name(capsys):
+    import torch
+
+    from ppo_core.capacity_probe import main
+
+    argv = ["--complexities", "--markets", "capacity-w8", "--bars", "4000", "--sizes", "16"]
+    argv += ["--train-lengths", "600", "--seeds", "0", "--max-epochs", "1"]
+    threads = torch.get_num_threads()
+    assert main([*argv, "--inputs", "traces", "--threads", str(threads)]) == 0
+    out = capsys.readouterr().out
+    assert "| traces | capacity-w8 | 600 |" in out
+    assert "| 16 |" in out  # the size is named by its widths
+    assert "Sharpe" in out
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"train_lengths": (10**6,)}, "train length"), ({"inputs": ("pixels",)}, "inputs")],
+    [
+        ({"train_lengths": (10**6,)}, "train length"),
+        ({"inputs": ("pixels",)}, "inputs"),
+        ({"markets": ("synthetic",)}, "capacity-K or capacity-wK"),
+    ],
 )
 def test_the_capacity_probe_refuses_bad_settings(kwargs, message):
-    from ppo_core.capacity_probe import run_probe
+    from ppo_core.capacity_probe import FitSettings, run_probe
 
     with pytest.raises(ConfigError, match=message):
-        run_probe(**{"complexities": (2,), "bars": 4_000, "max_epochs": 1, **kwargs})
+        run_probe(**{"complexities": (2,), "bars": 4_000, "fit": FitSettings(1), **kwargs})
+
+
+@pytest.mark.parametrize(
+    "argv", [["--batch", "0"], ["--markets", "synthetic"]], ids=["batch", "market"]
+)
+def test_the_probe_cli_refuses_bad_settings_in_one_line(argv, capsys):
+    from ppo_core.capacity_probe import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "FitSettings.batch" in err or "capacity-K or capacity-wK" in err
+
+
+@pytest.mark.parametrize(("field", "value"), [("max_epochs", 0), ("batch", 1.5), ("lr", 2.0)])
+def test_probe_fit_settings_name_the_bad_field(field, value):
+    from ppo_core.capacity_probe import FitSettings
+
+    with pytest.raises(ConfigError, match=f"FitSettings.{field}"):
+        FitSettings(**{field: value})
