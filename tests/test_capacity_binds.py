@@ -6,7 +6,7 @@ The sizes are one hidden layer of 16 and of 128 units: the teacher of 'capacity-
 directions inside a 48-dimensional span of the window, and a 16-unit first layer can project
 onto only 16 of them. Judged on validation, seeds 0-2 paired (same bars, same data, the
 seed sets the initial weights and the minibatch order); interval: two-sided 95% Student-t on
-the three paired differences (archbench_reports.stats.mean_ci).
+the three paired differences (archbench.reports.stats.mean_ci).
 
 Measured (80,000 bars, market seed 0, train on the most recent 45,000 or 5,000 training bars,
 validation 15,900 bars, Adam 5e-3, batch 2,048), seeds 0 / 1 / 2, 1 torch thread [2 threads]:
@@ -23,7 +23,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from archbench_reports.stats import mean_ci
+from archbench.reports.stats import mean_ci
 from ppo_core.capacity_market import make_capacity_market
 from ppo_core.capacity_probe import COST_BPS, FitSettings, probe_market
 from ppo_core.ceiling import causal_ceiling
