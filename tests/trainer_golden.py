@@ -1,6 +1,6 @@
 """Fixed-seed CPU training scenarios whose exact figures pin the trainer's numbers.
 
-`python tests/trainer_golden.py` records them to tests/fixtures/trainer-golden.json; the
+`python tests/trainer_golden.py` records them to tests/golden/trainer-golden.json; the
 trainer's equivalence test reruns them and compares bit for bit (floats as float.hex).
 """
 
@@ -22,7 +22,8 @@ from ppo_core.env import TradingEnv
 from ppo_core.synthetic import make_synthetic
 from ppo_core.trainer import PPOTrainer
 
-GOLDEN = Path(__file__).parent / "fixtures" / "trainer-golden.json"
+# Not under fixtures/: that folder holds run files, and a test reads every one as a run.
+GOLDEN = Path(__file__).parent / "golden" / "trainer-golden.json"
 LOOKBACK = 8
 FIGURES = (
     "policy_loss",

@@ -132,7 +132,7 @@ def _runs_by_size(rows: pd.DataFrame) -> dict[str, dict[int, list[float]]]:
     # Records written before folds (one train/validation cut) are one fold.
     folds = order["case_fold"] if "case_fold" in order else pd.Series(0, index=order.index)
     for preset, fold, value in zip(order["preset"], folds, order["value"], strict=True):
-        fold_key = int(fold) if fold == fold else 0
+        fold_key = 0 if pd.isna(fold) else int(fold)  # NaN or NA: a record without folds
         by_size.setdefault(str(preset), {}).setdefault(fold_key, []).append(float(value))
     return by_size
 
