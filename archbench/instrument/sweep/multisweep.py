@@ -39,14 +39,12 @@ from archbench.instrument.stopping import STOP_SIGNALS, StopGuard
 from archbench.instrument.sweep.options import SweepOptions
 from archbench.instrument.sweep.progress import Progress, print_now
 from archbench.instrument.sweep.rebuild import write_json_from_records
-from archbench.instrument.sweep.runner import run_name
+from archbench.instrument.sweep.runner import out_folder, run_name
 from archbench.instrument.sweep.shards import parse_devices, visible_device
-from ppo_core.errors import ArchbenchError, ConfigError
 
 __all__ = [
     "MultiSweepResult",
     "check_devices",
-    "out_folder",
     "run_on_devices",
     "shard_command",
     "shard_json",
@@ -351,18 +349,6 @@ def _wait_or_stop(children: list[subprocess.Popen], echo: Callable[[str], None])
 
 
 # --- shared ------------------------------------------------------------------------------
-
-
-def out_folder(out_dir: str | Path) -> Path:
-    """--out, made absolute and created (one line if it cannot be)."""
-    out = Path(out_dir).resolve()
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out_dir}: is a file; give a folder for the run's files")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ArchbenchError(f"cannot create the output folder {out}: {error}") from None
-    return out
 
 
 def shard_json(folder: Path) -> dict[str, Any] | None:

@@ -38,14 +38,13 @@ from archbench.instrument.runfile import (
 )
 from archbench.instrument.sweep.multisweep import (
     MultiSweepResult,
-    out_folder,
     shard_command,
     stored_options,
 )
 from archbench.instrument.sweep.options import SweepOptions
 from archbench.instrument.sweep.progress import Progress, print_now
 from archbench.instrument.sweep.rebuild import write_json_from_records
-from archbench.instrument.sweep.runner import run_name
+from archbench.instrument.sweep.runner import out_folder, run_name
 from archbench.instrument.sweep.signals import Stopper, parent_death_signal
 from ppo_core.errors import ArchbenchError, ConfigError
 

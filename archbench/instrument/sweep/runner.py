@@ -145,7 +145,8 @@ def _device_label(device: str) -> tuple[str, str]:
     return resolved, f"{resolved.replace(':', '')}-{short}"
 
 
-def _output_folder(out_dir: str | Path) -> Path:
+def out_folder(out_dir: str | Path) -> Path:
+    """--out, made absolute and created (one line if it cannot be); every sweep's one check."""
     out = Path(out_dir).expanduser().resolve()  # pytest runs from the checkout, not from here
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out_dir}: is a file; give a folder for the run's files")
@@ -185,7 +186,7 @@ def run_sweep(
     resolved, label = _device_label(options.device)
     options = dataclasses.replace(options, device=resolved)
     check_data(options.data, options.lookback)
-    out = _output_folder(out_dir)
+    out = out_folder(out_dir)
     name = run_name(platform.node(), label, datetime.now(timezone.utc))
     json_path, records_path, log_path, partial_json = (
         out / f"{name}{suffix}" for suffix in (".json", ".records.jsonl", ".log", ".json.partial")
