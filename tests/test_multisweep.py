@@ -117,10 +117,13 @@ def test_ctrl_c_keeps_the_shards_finished_cases(tmp_path):
     assert "interrupted: each shard keeps its finished cases" in text
     (merged,) = tmp_path.glob("run-*.json")
     records = _records(merged)
-    assert 1 <= len(records) <= 3  # of four: at least one finished, and not all of them
+    # At least one case finished before the interrupt (the loop above waited for it). Usually
+    # the seconds-long case is cut; on a loaded machine the shards may have finished all four
+    # by the time the interrupt reaches them, and all four must then be kept.
+    assert 1 <= len(records) <= 4
     assert all(r["status"] == "ok" for r in records)
     assert not list(tmp_path.rglob("*.partial"))
-    assert json.loads(merged.read_text())["archbench_run"]["incomplete"] is True
+    assert json.loads(merged.read_text())["archbench_run"]["incomplete"] is True  # stopped
     # --resume on two CPU shards again: only the cases the stopped run lacks, then all four.
     resumed_dir = tmp_path / "resumed"
     argv = ["sweep", "--resume", str(merged), "--devices", "cpu,cpu", "--out", str(resumed_dir)]
