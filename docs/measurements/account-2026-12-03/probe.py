@@ -29,6 +29,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--fusion", default="gain", help="NetworkConfig.account_fusion")
     parser.add_argument("--inputs", default="bounded", help="NetworkConfig.account_inputs")
     parser.add_argument("--trunk", default="shared")
+    parser.add_argument("--preset", default="tiny", help="size (records without it are tiny)")
     parser.add_argument("--gamma", type=float, default=0.99)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--steps", type=int, default=100_000)
@@ -70,7 +71,7 @@ def main() -> None:
     args = _arguments()
     torch.set_num_threads(args.threads)
     net = NetworkConfig(
-        hidden_dims=PRESETS["tiny"],
+        hidden_dims=PRESETS[args.preset],
         trunk=args.trunk,
         account_fusion=args.fusion,
         account_inputs=args.inputs,
@@ -86,7 +87,7 @@ def main() -> None:
     market = load_market_data("synthetic", bars=None, seed=args.seed)
     data = prepare(market, lookback=net.lookback)
     started = time.perf_counter()
-    record = {k: getattr(args, k) for k in ("seed", "fusion", "inputs", "trunk", "gamma")}
+    record = {k: getattr(args, k) for k in ("seed", "preset", "fusion", "inputs", "trunk", "gamma")}
     record.update(threads=args.threads, steps=args.steps)
     start, end = data.splits.range("validation")
     oracle = oracle_positions(market.expected_return[start:end], config.env.cost_bps)
