@@ -218,6 +218,33 @@ def test_resume_continues_on_the_checkpoints_own_data_and_costs(tmp_path):
     assert not (tmp_path / "no.pt").exists()
 
 
+def test_resume_keeps_the_checkpoints_seed_and_refuses_another(tmp_path, capsys):
+    """Without --seed a resumed run continues with the checkpoint's seed (it fell back to 0);
+    another --seed would start another run: refused in one line naming both, nothing written."""
+    first, resumed = tmp_path / "first.pt", tmp_path / "resumed.pt"
+    argv = ["train", *SMALL, *DATA, "--device", "cpu", "--seed", "3", "--out", str(first)]
+    assert main([*argv, "--json"]) == 0
+    assert checkpoint.load(first).ppo_config.seed == 3
+    resume = ["train", *SMALL, "--device", "cpu", "--resume", str(first), "--out", str(resumed)]
+    capsys.readouterr()
+    assert main([*resume, "--seed", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--seed 5: {first} was trained with seed 3" in err
+    assert len(err.splitlines()) == 1
+    assert not resumed.exists()
+    assert main([*resume, "--json"]) == 0
+    after = checkpoint.load(resumed)
+    assert (after.ppo_config.seed, after.data["origin"]["seed"]) == (3, 3)
+    assert after.meta["iteration"] == 4
+    # The same seed, given, is the same run.
+    assert main([*resume, "--seed", "3", "--json"]) == 0
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "with --resume, the checkpoint's: another seed" in " ".join(
+        capsys.readouterr().out.split()
+    )
+
+
 LEARNING_THREADS = "ARCHBENCH_LEARNING_THREADS"
 """Torch CPU threads for the learning test (unset: torch's default, one per core): the margins
 must hold at 1 and at 2 (ARCHBENCH_LEARNING_THREADS=1 pytest -m slow -k needs_discounting)."""

@@ -267,10 +267,12 @@ def test_the_command_line_takes_its_defaults_from_the_config_dataclasses():
         ppo.minibatch_size,
     )
     train = parser.parse_args(["train"])
-    # --timesteps has no parse-time default: on a resume it counts more steps (issue 25).
+    # --timesteps and --seed have no parse-time default: on a resume the first counts more
+    # steps and the second is the checkpoint's (issue 25).
     from archbench.cli.training import _training_config
 
-    assert (_training_config(train).total_timesteps, train.seed, train.device) == (
+    config = _training_config(train)
+    assert (config.total_timesteps, config.seed, train.device) == (
         ppo.total_timesteps,
         ppo.seed,
         ppo.device,

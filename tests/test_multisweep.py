@@ -128,12 +128,37 @@ def test_ctrl_c_keeps_the_shards_finished_cases(tmp_path):
     resumed_dir = tmp_path / "resumed"
     argv = ["sweep", "--resume", str(merged), "--devices", "cpu,cpu", "--out", str(resumed_dir)]
     assert main([*argv, "--no-report"]) == 0
+    if len(records) == 4:  # all four came home before the stop: nothing to resume, no new run
+        assert not resumed_dir.exists()
+        return
     (resumed,) = resumed_dir.glob("run-*.json")
     assert len(_records(resumed)) == 4
     assert json.loads(resumed.read_text())["archbench_run"]["incomplete"] is False
     kept = {b["fullname"]: b for b in json.loads(merged.read_text())["benchmarks"]}
     again = {b["fullname"]: b for b in json.loads(resumed.read_text())["benchmarks"]}
     assert all(again[name] == bench for name, bench in kept.items())  # not redone
+
+
+@pytest.mark.parametrize(
+    "how",
+    [[], ["--devices", "cpu,cpu"], ["--ray", "local", "--devices", "cpu"]],
+    ids=["plain", "devices", "ray"],
+)
+def test_resuming_a_run_that_has_every_case_says_so_and_writes_nothing(
+    single_run, how, tmp_path, capsys
+):
+    before = {path: path.read_bytes() for path in single_run.parent.iterdir()}
+    out = tmp_path / "resumed"
+    capsys.readouterr()
+    assert main(["sweep", "--resume", str(single_run), *how, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [
+        f"archbench sweep: {single_run} has every case of its sweep (3 finished, none lost): "
+        "nothing to resume, nothing written"
+    ]
+    assert captured.err == ""
+    assert not out.exists()
+    assert {path: path.read_bytes() for path in single_run.parent.iterdir()} == before
 
 
 # --- bad input: one line, exit 2, before any work ------------------------------------------

@@ -10,36 +10,24 @@ import re
 
 import pytest
 import torch
+from _configs import LOOKBACK, tiny_cpu_config
 
 from ppo_core import device as device_layer
 from ppo_core.capture import check_capture, restore, snapshot
-from ppo_core.config import EnvConfig, NetworkConfig, PPOConfig
+from ppo_core.config import PPOConfig
 from ppo_core.data import prepare
 from ppo_core.env import TradingEnv
 from ppo_core.errors import ConfigError
 from ppo_core.synthetic import make_synthetic
 from ppo_core.trainer import PPOTrainer
 
-LOOKBACK = 8
+ITERATIONS = 2
+"""Updates a learn() here runs (the GPU precision runs): half the tiny config's default."""
 
 
 @pytest.fixture(scope="module")
 def data():
     return prepare(make_synthetic(bars=2_000, seed=3), lookback=LOOKBACK)
-
-
-def _config(**changes) -> PPOConfig:
-    base = PPOConfig(
-        total_timesteps=2 * 64,
-        n_envs=4,
-        n_steps=16,
-        n_epochs=2,
-        minibatch_size=32,
-        device="cpu",
-        network=NetworkConfig(lookback=LOOKBACK, hidden_dims=(32, 16)),
-        env=EnvConfig(episode_bars=24),
-    )
-    return base.replace(**changes)
 
 
 def _trainer(data, config: PPOConfig) -> PPOTrainer:
@@ -93,13 +81,13 @@ def test_matmul_precision_is_restored_even_on_error():
 
 
 def test_trainer_records_the_resolved_precision_and_refuses_bf16_on_cpu(data):
-    assert _trainer(data, _config()).precision == "fp32"
+    assert _trainer(data, tiny_cpu_config(ITERATIONS)).precision == "fp32"
     with pytest.raises(ConfigError, match="precision bf16 needs a CUDA GPU"):
-        _trainer(data, _config(precision="bf16"))
+        _trainer(data, tiny_cpu_config(ITERATIONS, precision="bf16"))
 
 
 def test_legacy_bf16_flag_in_a_stored_config_becomes_a_precision():
-    stored = _config().to_dict()
+    stored = tiny_cpu_config(ITERATIONS).to_dict()
     del stored["precision"], stored["capture"]
     assert PPOConfig.from_dict({**stored, "bf16": True}).precision == "bf16"
     assert PPOConfig.from_dict({**stored, "bf16": False}).precision == "fp32"
@@ -114,7 +102,7 @@ def test_legacy_bf16_flag_in_a_stored_config_becomes_a_precision():
     ],
 )
 def test_capture_is_refused_where_it_cannot_be_replayed(data, changes, message):
-    config = _config(capture=True, **changes)
+    config = tiny_cpu_config(ITERATIONS, capture=True, **changes)
     with pytest.raises(ConfigError, match=message):
         check_capture(config, torch.device(config.device))
 
@@ -137,7 +125,10 @@ def test_capture_warmup_is_undone_exactly(data, prior_steps):
     """What CapturedStep does around its warm-up, on a CPU: snapshot, three steps, restore.
     The next step must then match a trainer that never warmed up, bit for bit, both from a
     fresh Adam (whose state the restore recreates as zeros) and from one mid-run."""
-    reference, warmed = _trainer(data, _config()), _trainer(data, _config())
+    reference, warmed = (
+        _trainer(data, tiny_cpu_config(ITERATIONS)),
+        _trainer(data, tiny_cpu_config(ITERATIONS)),
+    )
     for trainer in (reference, warmed):
         for seed in range(prior_steps):
             trainer.optimizer.zero_grad(set_to_none=True)
@@ -156,7 +147,9 @@ def test_capture_warmup_is_undone_exactly(data, prior_steps):
 
 @pytest.mark.gpu
 def test_captured_update_gives_the_eager_parameters(data):
-    config = _config(device="cuda", precision="fp32", n_envs=8, n_steps=32, minibatch_size=64)
+    config = tiny_cpu_config(
+        ITERATIONS, device="cuda", precision="fp32", n_envs=8, n_steps=32, minibatch_size=64
+    )
     eager, captured = _trainer(data, config), _trainer(data, config.replace(capture=True))
     for _ in range(2):
         a, b = eager.train_iteration(), captured.train_iteration()
@@ -171,7 +164,7 @@ def test_lower_precision_trains_and_leaves_the_process_setting_alone(data, preci
     if torch.cuda.get_device_capability()[0] < 8:
         pytest.skip("tf32 and bf16 need compute capability 8.0+")
     before = torch.get_float32_matmul_precision()
-    trainer = _trainer(data, _config(device="cuda", precision=precision))
+    trainer = _trainer(data, tiny_cpu_config(ITERATIONS, device="cuda", precision=precision))
     stats = trainer.learn(progress=False)
     assert trainer.precision == precision
     assert all(s.train_env_steps_per_s > 0 for s in stats)
@@ -181,7 +174,7 @@ def test_lower_precision_trains_and_leaves_the_process_setting_alone(data, preci
 def test_a_gpu_checkpoint_resumes_with_the_cpus_adam(data, tmp_path):
     """A checkpoint written by a captured, fused GPU Adam (tensor step size, device steps) keeps
     its moments and step size but runs with this trainer's foreach Adam."""
-    trainer = _trainer(data, _config())
+    trainer = _trainer(data, tiny_cpu_config(ITERATIONS))
     trainer.train_iteration()
     path = tmp_path / "gpu.pt"
     trainer.save(path)
@@ -190,7 +183,7 @@ def test_a_gpu_checkpoint_resumes_with_the_cpus_adam(data, tmp_path):
         group.update(fused=True, foreach=None, capturable=True, lr=torch.tensor(group["lr"]))
     torch.save(payload, path)
 
-    resumed = _trainer(data, _config())
+    resumed = _trainer(data, tiny_cpu_config(ITERATIONS))
     resumed.resume(path)
     group = resumed.optimizer.param_groups[0]
     assert (group["fused"], group["foreach"], group["capturable"]) == (None, True, False)

@@ -19,7 +19,13 @@ from archbench.cli.benchmarks import render_run
 from archbench.instrument.sweep.options import SWEEP_OPTIONS, SweepOptions
 from archbench.instrument.sweep.progress import Progress, _headline
 from archbench.instrument.sweep.rebuild import rebuild_run, resolve_run
-from archbench.instrument.sweep.runner import bench_dir, pytest_command, run_name, run_sweep
+from archbench.instrument.sweep.runner import (
+    bench_dir,
+    nothing_to_resume,
+    pytest_command,
+    run_name,
+    run_sweep,
+)
 from archbench.reports.load import load_run
 from ppo_core.errors import ArchbenchError
 
@@ -339,6 +345,35 @@ def test_resume_runs_only_the_cases_a_stopped_run_lacks(tmp_path, monkeypatch):
     assert after["benchmarks"][0] == before["benchmarks"][0]  # kept as it was, not redone
     assert after["archbench_run"]["resumed_from"] == str(stopped)
     assert json.loads(stopped.read_text()) == before  # the input is never rewritten
+
+
+def _run_with(**section) -> dict:
+    """A run of two finished cases whose archbench_run is `section` over a complete one's."""
+    record = {"schema": "archbench/1", "suite": "env", "status": "ok"}
+    ids = [f"bench/test_env.py::test_env_step[n_envs{n}]" for n in (1, 64)]
+    shard = {"index": 0, "cases_done": 2, "cases_total": 2}
+    whole = {"incomplete": False, "lost": [], "shards": [shard], "stopped_by": None}
+    benchmarks = [{"fullname": i, "extra_info": {"archbench": record}} for i in ids]
+    return {"benchmarks": benchmarks, "archbench_run": {**whole, **section}}
+
+
+def test_only_a_run_that_knows_it_lacks_nothing_is_not_resumed(tmp_path):
+    path = tmp_path / "run.json"
+    said = nothing_to_resume(path, _run_with())
+    assert said == (
+        f"archbench sweep: {path} has every case of its sweep (2 finished, none lost): "
+        "nothing to resume, nothing written"
+    )
+    # Stopped after every planned case had finished: whole all the same.
+    assert nothing_to_resume(path, _run_with(incomplete=True, stopped_by="SIGINT")) == said
+    # A lost case, a shard stopped before its plan was known, a run without shards or without
+    # an archbench_run section (it cannot say what its sweep was): resumed as before.
+    lost = [{"case": "bench/test_x.py::test_y", "reason": "not run"}]
+    assert nothing_to_resume(path, _run_with(incomplete=True, lost=lost)) is None
+    unplanned = [{"index": 0, "cases_done": 0, "cases_total": None}]
+    assert nothing_to_resume(path, _run_with(stopped_by="SIGTERM", shards=unplanned)) is None
+    assert nothing_to_resume(path, _run_with(shards=[])) is None
+    assert nothing_to_resume(path, {"benchmarks": _run_with()["benchmarks"]}) is None
 
 
 def test_a_case_past_its_timeout_fails_with_that_reason_and_the_rest_run(tmp_path):

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from _configs import LOOKBACK, tiny_cpu_config  # LOOKBACK 8; the learning test uses 10
 
 from ppo_core import checkpoint
 from ppo_core.config import EnvConfig, NetworkConfig, PPOConfig
@@ -14,26 +15,10 @@ from ppo_core.errors import ArchitectureMismatch, ConfigError, TrainingDiverged
 from ppo_core.synthetic import make_synthetic
 from ppo_core.trainer import PPOTrainer
 
-LOOKBACK = 8  # small windows keep these tests fast; the learning test uses the reference 100
-
 
 @pytest.fixture(scope="module")
 def data():
     return prepare(make_synthetic(bars=3_000, seed=1), lookback=LOOKBACK)
-
-
-def _config(**changes) -> PPOConfig:
-    base = PPOConfig(
-        total_timesteps=4 * 64,
-        n_envs=4,
-        n_steps=16,
-        n_epochs=2,
-        minibatch_size=32,
-        device="cpu",
-        network=NetworkConfig(lookback=LOOKBACK, hidden_dims=(32, 16)),
-        env=EnvConfig(episode_bars=24),
-    )
-    return base.replace(**changes)
 
 
 def _trainer(data, config: PPOConfig) -> PPOTrainer:
@@ -50,7 +35,7 @@ def _trainer(data, config: PPOConfig) -> PPOTrainer:
 
 
 def test_learn_records_every_iteration(data):
-    config = _config()
+    config = tiny_cpu_config()
     trainer = _trainer(data, config)
     stats = trainer.learn(progress=False)
     assert len(stats) == config.n_iterations == 4
@@ -78,22 +63,22 @@ def test_index_buffer_is_exact(data):
     """Storing bar indices and gathering windows gives the very same training as storing rows."""
     results = []
     for mode in ("indices", "observations"):
-        trainer = _trainer(data, _config(obs_buffer=mode, total_timesteps=2 * 64))
+        trainer = _trainer(data, tiny_cpu_config(obs_buffer=mode, total_timesteps=2 * 64))
         trainer.learn(progress=False)
         results.append(torch.cat([p.detach().flatten() for p in trainer.policy.parameters()]))
     torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
 
 
 def test_index_buffer_saves_memory(data):
-    trainer = _trainer(data, _config())
-    rows = _trainer(data, _config(obs_buffer="observations"))
+    trainer = _trainer(data, tiny_cpu_config())
+    rows = _trainer(data, tiny_cpu_config(obs_buffer="observations"))
     assert trainer.rollout_buffer_bytes < rows.rollout_buffer_bytes
     savings = trainer.buffer_savings()
     assert savings["saved"] == savings["observations"] - savings["indices"] > 0
 
 
 def test_target_kl_stops_epochs_early(data):
-    trainer = _trainer(data, _config(n_epochs=8, target_kl=1e-9, learning_rate=1e-2))
+    trainer = _trainer(data, tiny_cpu_config(n_epochs=8, target_kl=1e-9, learning_rate=1e-2))
     stats = trainer.train_iteration()
     assert stats.epochs_run == 1  # any update moves KL past 1e-9 within the first epoch
     assert stats.update_samples == stats.epochs_run * trainer.config.batch_size
@@ -101,7 +86,7 @@ def test_target_kl_stops_epochs_early(data):
 
 def test_nan_parameter_stops_training_and_keeps_last_checkpoint(data, tmp_path):
     path = tmp_path / "run.pt"
-    trainer = _trainer(data, _config(total_timesteps=64 * 3))
+    trainer = _trainer(data, tiny_cpu_config(total_timesteps=64 * 3))
     trainer.train_iteration()
     trainer.save(path)
     before = path.read_bytes()
@@ -115,7 +100,7 @@ def test_nan_parameter_stops_training_and_keeps_last_checkpoint(data, tmp_path):
 
 def test_checkpoint_resume_continues_and_refuses_other_architecture(data, tmp_path):
     path = tmp_path / "run.pt"
-    config = _config(total_timesteps=64 * 4)
+    config = tiny_cpu_config(total_timesteps=64 * 4)
     first = _trainer(data, config)
     first.train_iteration()
     first.train_iteration()
@@ -129,7 +114,9 @@ def test_checkpoint_resume_continues_and_refuses_other_architecture(data, tmp_pa
     resumed.learn(progress=False)
     assert resumed.iteration == 4
 
-    other = _trainer(data, _config(network=NetworkConfig(lookback=LOOKBACK, hidden_dims=(64, 16))))
+    other = _trainer(
+        data, tiny_cpu_config(network=NetworkConfig(lookback=LOOKBACK, hidden_dims=(64, 16)))
+    )
     with pytest.raises(ArchitectureMismatch, match=r"\(32, 16\).*\(64, 16\)"):
         other.resume(path)
 
@@ -139,7 +126,7 @@ def test_pad_weights_stay_exactly_zero_through_ppo_training(data, trunk):
     """8 x 53 market + 3 account inputs = 427, padded with 5 zeros to 432: after whole PPO
     iterations (clipped gradients, Adam) the first layers' pad columns are still exactly 0."""
     network = NetworkConfig(lookback=LOOKBACK, hidden_dims=(32, 16), trunk=trunk)
-    trainer = _trainer(data, _config(network=network, total_timesteps=2 * 64))
+    trainer = _trainer(data, tiny_cpu_config(network=network, total_timesteps=2 * 64))
     assert (trainer.env.obs_dim, network.pad_dim) == (432, 5)
     trainer.learn(progress=False)
     for layer in (trainer.policy.actor_trunk[0], trainer.policy.critic_trunk[0]):
@@ -160,7 +147,7 @@ def test_pad_weights_stay_exactly_zero_through_ppo_training(data, trunk):
     ],
 )
 def test_an_env_laid_out_otherwise_than_the_network_is_refused(data, change, wrong):
-    config = _config()
+    config = tiny_cpu_config()
     network = dataclasses.replace(config.network, **change)
     env = TradingEnv(data, "train", config.n_envs, config.env, network=network)
     with pytest.raises(ConfigError, match=wrong + ".*network=config.network"):
@@ -169,7 +156,7 @@ def test_an_env_laid_out_otherwise_than_the_network_is_refused(data, change, wro
 
 def test_checkpoint_stores_full_config_and_normaliser(data, tmp_path):
     path = tmp_path / "run.pt"
-    trainer = _trainer(data, _config())
+    trainer = _trainer(data, tiny_cpu_config())
     trainer.learn(progress=False, checkpoint_path=path)
     ckpt = checkpoint.load(path)
     assert ckpt.ppo_config == trainer.config
@@ -223,7 +210,7 @@ def test_tiny_learns_to_hold_through_regimes_with_discounting_and_the_account_st
 def test_time_limit_ends_are_bootstrapped_with_the_value_of_the_next_observation(data):
     """Every episode end is a truncation: the reward of the last step must carry
     gamma * V(observation the episode would have continued with), and nothing else does."""
-    config = _config(
+    config = tiny_cpu_config(
         n_envs=2, n_steps=6, minibatch_size=12, gamma=0.9, env=EnvConfig(episode_bars=2)
     )
     trainer = _trainer(data, config)
@@ -244,7 +231,7 @@ def test_time_limit_ends_are_bootstrapped_with_the_value_of_the_next_observation
 
 
 def test_value_loss_on_another_split_leaves_training_where_it_was(data):
-    config = _config()
+    config = tiny_cpu_config()
     trainer = _trainer(data, config)
     trainer.train_iteration()
     next_obs, bars = trainer._next_obs.clone(), trainer.env.bar_index.clone()
@@ -263,7 +250,7 @@ def test_value_loss_on_another_split_leaves_training_where_it_was(data):
 
 
 def test_the_progress_bar_is_on_stderr_so_json_on_stdout_stays_clean(data, capsys):
-    _trainer(data, _config(total_timesteps=64)).learn(progress=True)
+    _trainer(data, tiny_cpu_config(total_timesteps=64)).learn(progress=True)
     out, err = capsys.readouterr()
     assert out == ""
     assert "PPO" in err

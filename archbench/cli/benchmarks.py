@@ -54,7 +54,8 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "--resume",
         metavar="RUN",
         help="run only the cases an earlier run (its JSON, or a folder holding one) lacks, with "
-        "its options, into a new run holding both; works with --devices and --ray too",
+        "its options, into a new run holding both; works with --devices and --ray too. A run "
+        "that lacks none: says so, writes nothing and exits 0",
     )
     sweep.add_argument(
         "--case-timeout",
@@ -126,17 +127,32 @@ def _check_resume(args: argparse.Namespace, parser_defaults: dict) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from archbench.instrument.sweep.runner import exit_status, run_sweep, summary_lines
+    from archbench.instrument.runfile import previous_run
+    from archbench.instrument.sweep.runner import (
+        exit_status,
+        nothing_to_resume,
+        run_sweep,
+        summary_lines,
+    )
 
     output_folder(args.out, flag="--out")
+    sharded = bool(args.devices or args.ray or args.accelerator or args.shards)
+    if sharded:
+        _check_shard_flags(args)
+    previous = None
     if args.resume:
         _check_resume(
             args,
             {"profile": "quick", "presets": None, "hidden_dims": [], "data": "synthetic"}
             | {"cost_bps": None, "lookback": None},
         )
-    if args.devices or args.ray or args.accelerator or args.shards:
-        return _sharded(args)
+        previous = previous_run(args.resume)
+        whole = nothing_to_resume(*previous)
+        if whole is not None:  # the same answer whichever way it would have been run
+            print(whole)
+            return 0
+    if sharded:
+        return _sharded(args, previous)
 
     result = run_sweep(
         profile=args.profile,
@@ -203,17 +219,20 @@ def render_runs(paths: Sequence[Path], html_path: Path) -> Path | None:
 # --- several devices or nodes ------------------------------------------------------------
 
 
-def _sharded(args: argparse.Namespace) -> int:
-    """`archbench sweep` with --devices, --ray, --accelerator or --shards."""
-    from archbench.instrument.runfile import previous_run
-    from archbench.instrument.sweep.multisweep import check_devices, run_on_devices
-
+def _check_shard_flags(args: argparse.Namespace) -> None:
+    """The sharding flags agree with each other (checked before a run to resume is read)."""
     if not args.ray and (args.accelerator or args.shards):
         flag = "--accelerator" if args.accelerator else "--shards"
         raise ConfigError(f"{flag} needs --ray ADDRESS (on one machine, use --devices)")
     if args.devices and args.device != "auto":
         raise ConfigError(f"give --devices or --device, not both (got --device {args.device})")
-    previous = previous_run(args.resume) if args.resume else None
+
+
+def _sharded(args: argparse.Namespace, previous: tuple[Path, dict] | None) -> int:
+    """`archbench sweep` with --devices, --ray, --accelerator or --shards; `previous`: the run
+    --resume names, read."""
+    from archbench.instrument.sweep.multisweep import check_devices, run_on_devices
+
     options = _sharded_options(args, previous)
     if args.ray:
         result = _on_ray(args, options, previous)

@@ -111,7 +111,12 @@ def _add_ppo_options(train: argparse.ArgumentParser) -> None:
 def _add_run_options(train: argparse.ArgumentParser) -> None:
     """Where and how the run executes, and where its checkpoint goes."""
     seed, device = default(PPOConfig, "seed"), default(PPOConfig, "device")
-    train.add_argument("--seed", type=int, default=seed, help=f"seed (default {seed})")
+    train.add_argument(
+        "--seed",
+        type=int,
+        help=f"seed of the weights, the environments and synthetic data (default {seed}; with "
+        "--resume, the checkpoint's: another seed is another run, refused)",
+    )
     train.add_argument("--device", default=device, help=f"auto, cpu, cuda or cuda:N ({device})")
     train.add_argument(
         "--precision",
@@ -125,8 +130,8 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--resume",
         metavar="CKPT",
-        help="continue this checkpoint's run: its architecture, data, costs and settings, for "
-        "what is left of its budget (or --timesteps more steps)",
+        help="continue this checkpoint's run: its architecture, data, costs, seed and settings, "
+        "for what is left of its budget (or --timesteps more steps)",
     )
     train.add_argument(
         "--out", help="checkpoint path (default model.pt; with --resume, the checkpoint itself)"
@@ -241,7 +246,8 @@ def _training_config(args: argparse.Namespace, stored=None):  # -> PPOConfig
         network["lookback"] = args.lookback
     if network and stored is None:  # a resumed run's architecture is the checkpoint's
         changes["network"] = dataclasses.replace(config.network, **network)
-    changes.update(seed=args.seed, precision=args.precision, compile=args.compile)
+    seed = _run_seed(args.seed, stored, config.seed)
+    changes.update(seed=seed, precision=args.precision, compile=args.compile)
     if "minibatch_size" not in changes:
         batch = changes.get("n_envs", config.n_envs) * changes.get("n_steps", config.n_steps)
         changes["minibatch_size"] = min(config.minibatch_size, batch)
@@ -276,6 +282,20 @@ def _resumed_config(args: argparse.Namespace, stored):  # -> PPOConfig
         if args.mode:
             config = config.replace(**TRAINING_MODES[args.mode])
     return config.replace(device=args.device)
+
+
+def _run_seed(given: int | None, stored, run_seed: int) -> int:
+    """--seed, else the run's own: today's default for a new run, the checkpoint's for a
+    resumed one (`stored`), which refuses another seed in one line naming both."""
+    if given is None:
+        return run_seed
+    if stored is not None and stored.ppo_config is not None and given != run_seed:
+        raise ConfigError(
+            f"--seed {given}: {stored.path} was trained with seed {run_seed}, and a resume "
+            f"continues that run; drop --seed (or pass --seed {run_seed}), or start a new run "
+            "with this seed without --resume"
+        )
+    return given
 
 
 def _resumed_budget(config, stored, more: int | None):  # -> PPOConfig

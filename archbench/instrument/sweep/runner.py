@@ -17,12 +17,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from archbench.instrument.runfile import (
+    RUN_KEY,
     attach_run,
     finished_cases,
     lost_cases,
@@ -48,6 +49,7 @@ __all__ = [
     "bench_dir",
     "exit_status",
     "main",
+    "nothing_to_resume",
     "pytest_command",
     "run_name",
     "run_sweep",
@@ -238,6 +240,25 @@ def _resumed(raw: dict, resume: str | Path | None) -> tuple[dict, Path | None, d
         return raw, None, None
     path, previous = previous_run(resume)
     return {**raw, **((previous.get("archbench_run") or {}).get("options") or {})}, path, previous
+
+
+def nothing_to_resume(path: Path, previous: Mapping) -> str | None:
+    """The one line to print when the run at `path` holds every case of its sweep (its
+    archbench_run lists no lost case and every shard knew its plan), else None: resume it.
+    A run without archbench_run cannot say what its sweep was: it is resumed as before."""
+    section = previous.get(RUN_KEY)
+    if not isinstance(section, dict) or section.get("lost"):
+        return None
+    shards = section.get("shards") or []
+    # A shard stopped (or crashed) before its plan was known lists no lost case yet may lack
+    # every case it had to run: only a known plan with nothing lost is a whole run.
+    if not shards or any(shard.get("cases_total") is None for shard in shards):
+        return None
+    done = len(finished_cases(previous))
+    return (
+        f"archbench sweep: {path} has every case of its sweep ({done} finished, none lost): "
+        "nothing to resume, nothing written"
+    )
 
 
 def _keep_json(partial: Path, json_path: Path, progress: Progress) -> tuple[Path | None, bool]:
