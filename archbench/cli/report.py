@@ -144,8 +144,8 @@ def _add_compare(subcommands: argparse._SubParsersAction) -> None:
 def _report_command(args: argparse.Namespace) -> int:
     from archbench.instrument.sweep.rebuild import resolve_run
     from archbench.reports.compare import compare_runs, comparison_html
+    from archbench.reports.decision_types import Limits
     from archbench.reports.render import render_report
-    from archbench.reports.use_cases import Limits
 
     inputs = [*args.runs, *(args.compare or ())]
     output_file(args.output, inputs, flag="-o", example="report.html")
