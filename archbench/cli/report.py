@@ -143,7 +143,8 @@ def _add_compare(subcommands: argparse._SubParsersAction) -> None:
 
 def _report_command(args: argparse.Namespace) -> int:
     from archbench.instrument.sweep.rebuild import resolve_run
-    from archbench.reports.compare import compare_runs, comparison_html
+    from archbench.reports.compare import compare_runs
+    from archbench.reports.compare_text import comparison_html
     from archbench.reports.decision_types import Limits
     from archbench.reports.render import render_report
 
@@ -225,13 +226,9 @@ def _rebuilt(path: Path) -> bool:
 
 def _compare_command(args: argparse.Namespace) -> int:
 
-    from archbench.reports.compare import (
-        DEFAULT_DRIFT,
-        compare_runs,
-        comparison_html,
-        has_regression,
-        unjudged_timing_rows,
-    )
+    from archbench.reports.compare import compare_runs, has_regression, unjudged_timing_rows
+    from archbench.reports.compare_text import comparison_html
+    from archbench.reports.compare_verdicts import DEFAULT_DRIFT
 
     if args.html:
         output_file(args.html, [args.a, args.b], flag="--html", example="compare.html")
