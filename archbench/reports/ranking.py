@@ -56,33 +56,49 @@ def _objective(
 ) -> tuple[_Ranking | None, str]:
     """What the use case ranks, or None and why nothing can be ranked."""
     if use.objective == "throughput":
-        scores = {s.label: s.throughput for s in evidence.sizes if s.throughput is not None}
-        if not scores:
-            gap = evidence.gaps.get("train", "no train case finished")
-            return None, f"no training throughput measured ({gap})"
-        margin = budgets.min_throughput_effect
-        if evidence.drift is not None and evidence.drift > margin:
-            margin = evidence.drift
-            details.append(f"throughput margin {margin:.0%}: the run-to-run drift measured here")
-        else:
-            details.append(f"throughput margin {margin:.0%} (Limits.min_throughput_effect)")
-        case = next(s.throughput_note for s in evidence.sizes if s.throughput is not None)
-        details.append(f"compared on one case: {case}")
-        return _Ranking(scores, "training throughput", min_effect=margin), ""
+        return _throughput_ranking(evidence, budgets, details)
     if not evidence.oos:
         gap = evidence.gaps.get("overfit", "no overfit case finished")
         return None, f"no out-of-sample figure ({gap})"
     dataset, why = _dataset(use.dataset, evidence.oos, budgets)
     if dataset is None:
         return None, why
-    cells = evidence.oos[dataset]
     details.append(f"data: {dataset.text()}; {why}")
+    _note_workloads(use, evidence, dataset, details)
+    return _oos_ranking(evidence.oos[dataset], dataset, details), ""
+
+
+def _throughput_ranking(
+    evidence: Evidence, budgets: Limits, details: list[str]
+) -> tuple[_Ranking | None, str]:
+    """Whole-iteration throughput, with the margin a faster size needs (the drift, if larger)."""
+    scores = {s.label: s.throughput for s in evidence.sizes if s.throughput is not None}
+    if not scores:
+        gap = evidence.gaps.get("train", "no train case finished")
+        return None, f"no training throughput measured ({gap})"
+    margin = budgets.min_throughput_effect
+    if evidence.drift is not None and evidence.drift > margin:
+        margin = evidence.drift
+        details.append(f"throughput margin {margin:.0%}: the run-to-run drift measured here")
+    else:
+        details.append(f"throughput margin {margin:.0%} (Limits.min_throughput_effect)")
+    case = next(s.throughput_note for s in evidence.sizes if s.throughput is not None)
+    details.append(f"compared on one case: {case}")
+    return _Ranking(scores, "training throughput", min_effect=margin), ""
+
+
+def _note_workloads(use: UseCase, evidence: Evidence, dataset: Dataset, details: list[str]) -> None:
+    """Say which other workloads were measured and not pooled with the chosen one."""
     others = {d.workload for d in evidence.oos if d.workload != dataset.workload}
     if others:
         details.append(f"not pooled: other workloads measured ({'; '.join(sorted(others))})")
     perf = {s.throughput_workload for s in evidence.sizes if s.throughput_workload}
     if perf - {dataset.workload} and "usable_rate" in use.constraints:
         details.append(f"the usable-rate check reads throughput of {'; '.join(sorted(perf))}")
+
+
+def _oos_ranking(cells: dict[str, OosCell], dataset: Dataset, details: list[str]) -> _Ranking:
+    """Out-of-sample Sharpe of each size on `dataset`, annualised where bars per year are known."""
     per_year = dataset.bars_per_year or 1.0
     if dataset.bars_per_year is None:
         details.append("bars per year unknown: Sharpe not annualised")
@@ -91,7 +107,7 @@ def _objective(
     if oracle:
         details.append(f"the oracle's Sharpe on the same bars: {sum(oracle) / len(oracle):.2f}")
     what = f"out-of-sample Sharpe on {dataset.text()}"
-    return _Ranking(scores, what, dict(cells), per_year), ""
+    return _Ranking(scores, what, dict(cells), per_year)
 
 
 def _dataset(
@@ -103,46 +119,61 @@ def _dataset(
     informative = [d for d in settings if any(_has_interval(c) for c in oos[d].values())]
     settings = informative or settings
     rank = {d: i for i, d in enumerate(settings)}
-
-    def length(d: Dataset) -> int:
-        return rank[d]
-
     if which == "longest":
         return settings[-1], "the longest dataset measured"
     if which == "longest_budget":
-        budgets_seen = [d.budget for d in settings if d.budget is not None]
-        floor = budgets.extended_min_budget
-        if not budgets_seen or max(budgets_seen) < floor:
-            longest = f"{max(budgets_seen):,}" if budgets_seen else "not recorded"
-            return None, (
-                f"not measured: no overfit run of >= {floor:,} env steps (longest: {longest}); "
-                "a shorter budget ranks how fast sizes learn, not where they end"
-            )
-        top = [d for d in settings if d.budget == max(budgets_seen)]
-        return max(
-            top, key=length
-        ), f"the longest training budget measured ({max(budgets_seen):,} env steps)"
+        return _longest_budget(settings, rank, budgets)
     if which == "most_volatile":
-        known = [d for d in settings if d.volatility is not None]
-        if not known:
-            return (
-                None,
-                "no overfit record states its dataset's volatility (rerun the overfit suite)",
-            )
-        best = max(known, key=lambda d: (d.volatility, length(d)))
-        return best, f"the most volatile dataset measured ({best.volatility:.0%} a year)"
+        return _most_volatile(settings, rank)
     if which == "short":
-        if budgets.limited_data_bars is not None:
-            short = [d for d in settings if d.bars <= budgets.limited_data_bars]
-            wanted = f"<= {budgets.limited_data_bars:,} bars"
-        else:
-            short = [d for d in settings if d.years is not None and d.years < 1.0]
-            wanted = "under one year of bars"
-        if not short:
-            shortest = settings[0]
-            return None, f"no dataset {wanted} measured (shortest: {shortest.text()})"
-        return min(short, key=length), f"the shortest dataset {wanted}"
+        return _short(settings, rank, budgets)
     raise ValueError(f"UseCase.dataset {which!r} is not one of the known settings")
+
+
+def _longest_budget(
+    settings: list[Dataset], rank: dict[Dataset, int], budgets: Limits
+) -> tuple[Dataset | None, str]:
+    """The longest setting at the largest training budget, if that budget is long enough."""
+    budgets_seen = [d.budget for d in settings if d.budget is not None]
+    floor = budgets.extended_min_budget
+    if not budgets_seen or max(budgets_seen) < floor:
+        longest = f"{max(budgets_seen):,}" if budgets_seen else "not recorded"
+        return None, (
+            f"not measured: no overfit run of >= {floor:,} env steps (longest: {longest}); "
+            "a shorter budget ranks how fast sizes learn, not where they end"
+        )
+    top = [d for d in settings if d.budget == max(budgets_seen)]
+    return max(
+        top, key=rank.__getitem__
+    ), f"the longest training budget measured ({max(budgets_seen):,} env steps)"
+
+
+def _most_volatile(settings: list[Dataset], rank: dict[Dataset, int]) -> tuple[Dataset | None, str]:
+    """The most volatile setting whose volatility is recorded (the longer of equals)."""
+    known = [d for d in settings if d.volatility is not None]
+    if not known:
+        return (
+            None,
+            "no overfit record states its dataset's volatility (rerun the overfit suite)",
+        )
+    best = max(known, key=lambda d: (d.volatility, rank[d]))
+    return best, f"the most volatile dataset measured ({best.volatility:.0%} a year)"
+
+
+def _short(
+    settings: list[Dataset], rank: dict[Dataset, int], budgets: Limits
+) -> tuple[Dataset | None, str]:
+    """The shortest setting under the limited-data bound (under one year unless given)."""
+    if budgets.limited_data_bars is not None:
+        short = [d for d in settings if d.bars <= budgets.limited_data_bars]
+        wanted = f"<= {budgets.limited_data_bars:,} bars"
+    else:
+        short = [d for d in settings if d.years is not None and d.years < 1.0]
+        wanted = "under one year of bars"
+    if not short:
+        shortest = settings[0]
+        return None, f"no dataset {wanted} measured (shortest: {shortest.text()})"
+    return min(short, key=rank.__getitem__), f"the shortest dataset {wanted}"
 
 
 def _has_interval(cell: OosCell) -> bool:
