@@ -216,13 +216,13 @@ def test_the_report_page_carries_the_aggregates_beside_the_out_of_sample_table()
 
 @pytest.fixture
 def overfit(monkeypatch):
-    """The overfit suite's module (bench/ is not a package)."""
+    """The overfit suite's statistics module (bench/ is not a package)."""
     import importlib
 
     from archbench.instrument.sweep.runner import bench_dir
 
     monkeypatch.syspath_prepend(str(bench_dir()))
-    return importlib.import_module("test_overfitting")
+    return importlib.import_module("overfit_stats")
 
 
 def _finished(overfit, seeds: int, folds: int, edge: dict[str, float]) -> list:

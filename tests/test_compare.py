@@ -13,17 +13,15 @@ import pytest
 
 from archbench.cli.main import main
 from archbench.reports.compare import (
-    HOST_LOAD_METRIC,
-    VERDICTS,
     HostLoad,
     compare_runs,
-    comparison_html,
     has_regression,
-    min_samples,
     setup_note,
     unjudged_timing_rows,
-    verdict_text,
 )
+from archbench.reports.compare_text import comparison_html, verdict_text
+from archbench.reports.compare_verdicts import VERDICTS, min_samples
+from archbench.reports.host_load import HOST_LOAD_METRIC
 from archbench.reports.load import case_label, load_runs
 from ppo_core.errors import ConfigError
 

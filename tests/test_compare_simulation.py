@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from archbench.instrument.sweep.runner import bench_dir
-from archbench.reports.compare import judge_samples
+from archbench.reports.compare_verdicts import judge_samples
 
 SIZES = 5
 TRAIN_CASES = 4  # per size: precisions x update modes

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from archbench.reports.decision_types import USE_CASES
 from archbench.reports.evidence import oos_cells
 from archbench.reports.load import load_runs
-from archbench.reports.use_cases import USE_CASES, evidence_from_frame, recommend
+from archbench.reports.use_cases import evidence_from_frame, recommend
 
 H200 = Path(__file__).parents[1] / "docs" / "measurements" / "h200-2026-11-26"
 NAMES = (

@@ -11,7 +11,7 @@ def overfit(monkeypatch):
     import importlib
 
     monkeypatch.syspath_prepend(str(bench_dir()))
-    return importlib.import_module("test_overfitting")
+    return importlib.import_module("overfit_stats")
 
 
 def test_block_bootstrap_spread_matches_the_standard_error_of_independent_bars(overfit):

@@ -20,9 +20,9 @@ import pytest
 from archbench.cli.main import main
 from archbench.instrument.device.datasheets import cpu_spec, custom_spec, find_gpu
 from archbench.instrument.device.tiers import config_for_gpu, gpu_tier
+from archbench.reports.decision_types import USE_CASES
 from archbench.reports.load import load_runs
 from archbench.reports.pick import DEFAULT_SAFETY_MARGIN, pick, resolve_use_case
-from archbench.reports.use_cases import USE_CASES
 from ppo_core.config import NetworkConfig
 from ppo_core.errors import ConfigError
 from ppo_core.presets import PRESETS

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from archbench.instrument.sweep import raysweep
+from archbench.instrument.sweep import ray_connect, ray_driver, ray_worker, raysweep
 from archbench.instrument.sweep.options import SweepOptions
 from ppo_core.errors import ArchbenchError
 
@@ -192,7 +192,7 @@ def test_cpu_shards_spread_one_per_node_with_the_node_s_cores(tmp_path, monkeypa
         # A node without the driver's interpreter path is refused before any shard starts.
         monkeypatch.setattr(sys, "executable", "/nowhere/bin/python")
         with pytest.raises(ArchbenchError, match=r"has no /nowhere/bin/python.*same path"):
-            raysweep._preflight(ray)
+            ray_connect._preflight(ray)
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -251,14 +251,14 @@ def test_accelerator_types_match_whatever_their_case():
 
 
 def test_cpu_shards_ask_ray_to_spread_and_gpu_shards_for_their_type():
-    cpu = raysweep._Shard(key="0", index=0, n_shards=2, accelerator=None, gpu=False)
-    gpu = raysweep._Shard(key="A100/1", index=1, n_shards=2, accelerator="A100", gpu=True)
-    assert raysweep._task_options(cpu) == {
+    cpu = ray_driver._Shard(key="0", index=0, n_shards=2, accelerator=None, gpu=False)
+    gpu = ray_driver._Shard(key="A100/1", index=1, n_shards=2, accelerator="A100", gpu=True)
+    assert ray_driver._task_options(cpu) == {
         "max_retries": 2, "retry_exceptions": False, "scheduling_strategy": "SPREAD",
         "num_cpus": 1,
     }  # fmt: skip
-    assert raysweep._task_options(gpu)["accelerator_type"] == "A100"
-    assert raysweep._task_options(gpu)["num_gpus"] == 1
+    assert ray_driver._task_options(gpu)["accelerator_type"] == "A100"
+    assert ray_driver._task_options(gpu)["num_gpus"] == 1
 
 
 def test_a_failure_reads_as_its_cause_without_colour_or_frame_header():
@@ -269,11 +269,11 @@ def test_a_failure_reads_as_its_cause_without_colour_or_frame_header():
 
     header = "\x1b[36mray::_shard_task()\x1b[39m (pid=1, ip=10.0.0.1)\nTraceback (most ..."
     error = TaskError(header, FileNotFoundError("[Errno 2] No such file: '/opt/venv/bin/python'"))
-    assert raysweep._cause(error) == (
+    assert ray_driver._cause(error) == (
         "FileNotFoundError: [Errno 2] No such file: '/opt/venv/bin/python'"
     )
     log = "collected 4 cases\n\x1b[31mERROR: torch sees no CUDA device (--device cuda)\x1b[0m\n"
-    assert raysweep._last_error_line(log) == "ERROR: torch sees no CUDA device (--device cuda)"
+    assert ray_driver._last_error_line(log) == "ERROR: torch sees no CUDA device (--device cuda)"
 
 
 def test_retries_are_named_only_when_ray_retried():
@@ -288,9 +288,9 @@ def test_retries_are_named_only_when_ray_retried():
         def __init__(self, attempts):
             self.attempts = type("M", (), {"remote": staticmethod(lambda: {"0": attempts})})
 
-    shard = raysweep._Shard(key="0", index=0, n_shards=1, accelerator=None, gpu=False)
+    shard = ray_driver._Shard(key="0", index=0, n_shards=1, accelerator=None, gpu=False)
     for attempts, expected in [(1, "failed: "), (3, "lost after 2 retries: ")]:
-        driver = object.__new__(raysweep._Driver)
+        driver = object.__new__(ray_driver._Driver)
         driver.ray, driver.collector, driver.stopped = Ray(attempts), Collector(attempts), None
         assert driver._failure(shard, RuntimeError("worker died")).startswith(expected)
 
@@ -299,9 +299,9 @@ def test_cases_one_node_could_not_collect_are_recorded_not_dropped(tmp_path):
     from archbench.instrument.runfile import mismatches
     from archbench.instrument.sweep.progress import Progress
 
-    driver = object.__new__(raysweep._Driver)
+    driver = object.__new__(ray_driver._Driver)
     driver.shards = [
-        raysweep._Shard(key=str(i), index=i, n_shards=2, accelerator=None, gpu=False)
+        ray_driver._Shard(key=str(i), index=i, n_shards=2, accelerator=None, gpu=False)
         for i in range(2)
     ]
     everything = ["t::a", "t::b", "t::data[sp500]", "t::data[eurusd]"]
@@ -334,6 +334,6 @@ def test_a_shard_gets_its_node_s_cores_over_the_shards_there():
                     {"NodeID": "n1", "Resources": {"GPU": 2.0}}]  # fmt: skip
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert raysweep._threads_here(Ray(), gpu=False, per_node=1) == cores
-    assert raysweep._threads_here(Ray(), gpu=False, per_node=cores * 4) == 1  # never 0
-    assert raysweep._threads_here(Ray(), gpu=True, per_node=1) == max(1, cores // 2)  # 2 GPUs
+    assert ray_worker._threads_here(Ray(), gpu=False, per_node=1) == cores
+    assert ray_worker._threads_here(Ray(), gpu=False, per_node=cores * 4) == 1  # never 0
+    assert ray_worker._threads_here(Ray(), gpu=True, per_node=1) == max(1, cores // 2)  # 2 GPUs

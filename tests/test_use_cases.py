@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from archbench.instrument.device.datasheets import cpu_spec, find_gpu
+from archbench.reports.decision_types import USE_CASES, Limits
 from archbench.reports.load import load_runs
 from archbench.reports.pick import pick
 from archbench.reports.scores import (
@@ -35,7 +36,7 @@ from archbench.reports.stats import (
     mean_ci,
     t_critical_975,
 )
-from archbench.reports.use_cases import USE_CASES, Limits, decide, evidence_from_frame, recommend
+from archbench.reports.use_cases import decide, evidence_from_frame, recommend
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUN = FIXTURES / "run-cpu-quick.json"

@@ -143,9 +143,10 @@ def _add_compare(subcommands: argparse._SubParsersAction) -> None:
 
 def _report_command(args: argparse.Namespace) -> int:
     from archbench.instrument.sweep.rebuild import resolve_run
-    from archbench.reports.compare import compare_runs, comparison_html
+    from archbench.reports.compare import compare_runs
+    from archbench.reports.compare_text import comparison_html
+    from archbench.reports.decision_types import Limits
     from archbench.reports.render import render_report
-    from archbench.reports.use_cases import Limits
 
     inputs = [*args.runs, *(args.compare or ())]
     output_file(args.output, inputs, flag="-o", example="report.html")
@@ -225,13 +226,9 @@ def _rebuilt(path: Path) -> bool:
 
 def _compare_command(args: argparse.Namespace) -> int:
 
-    from archbench.reports.compare import (
-        DEFAULT_DRIFT,
-        compare_runs,
-        comparison_html,
-        has_regression,
-        unjudged_timing_rows,
-    )
+    from archbench.reports.compare import compare_runs, has_regression, unjudged_timing_rows
+    from archbench.reports.compare_text import comparison_html
+    from archbench.reports.compare_verdicts import DEFAULT_DRIFT
 
     if args.html:
         output_file(args.html, [args.a, args.b], flag="--html", example="compare.html")

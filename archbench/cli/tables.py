@@ -308,15 +308,9 @@ def print_comparison(table: pd.DataFrame, console=None, *, show_all: bool = Fals
     import pandas as pd
     from rich.markup import escape
 
-    from archbench.reports.compare import (
-        VERDICTS,
-        cell_text,
-        devices_note,
-        number_text,
-        ratio_text,
-        setup_note,
-        verdict_text,
-    )
+    from archbench.reports.compare import devices_note, setup_note
+    from archbench.reports.compare_text import cell_text, number_text, ratio_text, verdict_text
+    from archbench.reports.compare_verdicts import VERDICTS
 
     console = console or rich_console()
     run_a, run_b = table.attrs.get("runs", ("A", "B"))

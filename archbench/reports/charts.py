@@ -190,6 +190,34 @@ def _latency_figure(df: pd.DataFrame) -> go.Figure | str:
 
 
 def _memory_figure(df: pd.DataFrame, summaries: dict | None = None) -> go.Figure | str:
+    rows = _memory_rows(df, summaries)
+    if not rows:
+        return "no memory suite results and no predicted breakdown in any run"
+    many = len({r[0] for r in rows}) > 1
+    x = [_label(run, preset, many) for run, preset, *_ in rows]
+    fig = go.Figure()
+    _add_predicted_bars(fig, x, rows)
+    measured = [None if m is None or pd.isna(m) else m / 1e6 for _, _, _, m, _ in rows]
+    if any(v is not None for v in measured):
+        fig.add_trace(
+            go.Bar(
+                x=x,
+                y=measured,
+                name="measured peak",
+                offsetgroup="measured",
+                marker_color="#444",
+                customdata=[src for *_, src in rows],
+                hovertemplate="%{x}<br>measured %{y:,.1f} MB (%{customdata})<extra></extra>",
+            )
+        )
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(title="MB (10^6 bytes)")
+    return fig
+
+
+def _memory_rows(df: pd.DataFrame, summaries: dict | None) -> list[tuple]:
+    """(run, preset, predicted breakdown, measured bytes or None, its source) per size that has
+    either."""
     rows = []
     for run, frame in df.groupby("run", sort=False):
         summary = summary_of(run, frame, summaries).table
@@ -200,11 +228,11 @@ def _memory_figure(df: pd.DataFrame, summaries: dict | None = None) -> go.Figure
             if not any(k in predicted for k in _COMPONENTS) and measured is None:
                 continue
             rows.append((run, s["preset"], predicted, measured, s.get("memory_check_source")))
-    if not rows:
-        return "no memory suite results and no predicted breakdown in any run"
-    many = len({r[0] for r in rows}) > 1
-    x = [_label(run, preset, many) for run, preset, *_ in rows]
-    fig = go.Figure()
+    return rows
+
+
+def _add_predicted_bars(fig: go.Figure, x: list[str], rows: list[tuple]) -> None:
+    """The sizing model's breakdown, one stacked bar per component that is not zero."""
     base = np.zeros(len(rows))
     for i, component in enumerate(_COMPONENTS):
         values = np.array([float(p.get(component) or 0) / 1e6 for _, _, p, _, _ in rows])
@@ -222,22 +250,6 @@ def _memory_figure(df: pd.DataFrame, summaries: dict | None = None) -> go.Figure
             )
         )
         base += values
-    measured = [None if m is None or pd.isna(m) else m / 1e6 for _, _, _, m, _ in rows]
-    if any(v is not None for v in measured):
-        fig.add_trace(
-            go.Bar(
-                x=x,
-                y=measured,
-                name="measured peak",
-                offsetgroup="measured",
-                marker_color="#444",
-                customdata=[src for *_, src in rows],
-                hovertemplate="%{x}<br>measured %{y:,.1f} MB (%{customdata})<extra></extra>",
-            )
-        )
-    fig.update_layout(barmode="group")
-    fig.update_yaxes(title="MB (10^6 bytes)")
-    return fig
 
 
 def _overfit_figure(df: pd.DataFrame) -> go.Figure | str:

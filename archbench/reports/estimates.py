@@ -7,6 +7,7 @@ and bandwidth ratios, a roofline estimate, a bandwidth floor, or a rule of thumb
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,6 +200,10 @@ def _measured_ok(rows: pd.DataFrame, suite: str, metric: str) -> pd.DataFrame:
 # -- figures ------------------------------------------------------------------------------
 
 
+# (rank: hardware gap, size gap), the run, its nearest case's row, the measured size's estimate
+_Nearest = tuple[tuple[float, float], ResultsRun, pd.Series, SizingEstimate]
+
+
 def throughput_figure(
     metric: str,
     size: SizingEstimate,
@@ -210,60 +215,98 @@ def throughput_figure(
     """Measured on this device; else scaled from the nearest measured run; else roofline."""
     update = metric == "update_samples_per_s"
     target_rate = device.matmul_flops_per_s(precision) if update else device.bandwidth_bytes_per_s
-    config = size.config
-    best: tuple[tuple[float, float], ResultsRun, pd.Series, SizingEstimate] | None = None
+    best = _nearest_measured(metric, size, runs, target_rate, sizes)
+    if best is None:
+        return _roofline(update, size, device, precision)
+    return _scaled(best, size, device, precision, target_rate, update)
+
+
+def _nearest_measured(
+    metric: str,
+    size: SizingEstimate,
+    runs: list[ResultsRun],
+    target_rate: float | None,
+    sizes: dict[tuple[int, ...], SizingEstimate],
+) -> _Nearest | None:
+    """The measured case nearest to `size`: the closest hardware (this device first), then the
+    closest cost (train FLOPs or weight bytes); None when no run can be scaled from."""
+    update = metric == "update_samples_per_s"
+    best: _Nearest | None = None
     for run in runs:
         source_rate = run.matmul if update else run.bandwidth
         if not run.same and (target_rate is None or source_rate is None):
             continue
         hardware = 0.0 if run.same else abs(math.log(target_rate / source_rate))
-        measured = pd.concat(
-            [_measured_ok(run.rows, "train", name) for name in _METRIC_NAMES.get(metric, (metric,))]
-        )
-        for dims_key, hits in measured.groupby("hidden_dims"):
-            dims = frame_dims(dims_key)
-            hits = _dims_rows(hits, dims, config.obs_dim)
-            if hits.empty:
-                continue
-            source = sizes.get(dims) or estimate(
-                config.replace(hidden_dims=dims),
-                size.n_envs,
-                size.n_steps,
-                size.minibatch,
-            )
+        for hits, source in _measured_sizes(metric, run, size, sizes):
             cost = _cost(source, update) / _cost(size, update)
             rank = (hardware, abs(math.log(cost)))
             if best is None or rank < best[0]:
                 row = _nearest_case(hits, size.n_envs, size.minibatch)
                 best = (rank, run, row, source)
-    if best is not None:
-        (hardware, size_gap), run, row, source = best
-        value = float(row["value"])
-        where = f"run {run.run} ({run.device}), {_case_text(row)}"
-        if run.same and size_gap == 0:
-            if _same_settings(row, size.n_envs, size.minibatch):
-                return Figure(value, "measured", where)
-            # Same device and size, but n_envs/minibatch differ: the figure is real, yet it is
-            # not the throughput of the settings asked about.
-            return Figure(
-                value,
-                "measured (other settings)",
-                f"{where}; measured at n_envs={_setting(row, 'case_n_envs')}, "
-                f"minibatch={_setting(row, 'case_minibatch')}, asked for n_envs={size.n_envs}, "
-                f"minibatch={size.minibatch}",
-            )
-        factor = _cost(source, update) / _cost(size, update)
-        parts = []
-        if size_gap:
-            kind = "train FLOPs" if update else "weight bytes"
-            parts.append(f"x{factor:.3g} for {kind} ({preset_name(source.config.hidden_dims)})")
-        if not run.same:
-            ratio = target_rate / (run.matmul if update else run.bandwidth)
-            rate = f"{precision} matmul rate" if update else "memory bandwidth"
-            parts.append(f"x{ratio:.3g} {rate} ({device.name} vs {run.rate_source})")
-            factor *= ratio
-        return Figure(value * factor, "extrapolated", f"{where}, " + ", ".join(parts))
-    return _roofline(update, size, device, precision)
+    return best
+
+
+def _measured_sizes(
+    metric: str,
+    run: ResultsRun,
+    size: SizingEstimate,
+    sizes: dict[tuple[int, ...], SizingEstimate],
+) -> Iterator[tuple[pd.DataFrame, SizingEstimate]]:
+    """(rows, sizing estimate) of each size `run` measured `metric` for, at `size`'s input."""
+    config = size.config
+    measured = pd.concat(
+        [_measured_ok(run.rows, "train", name) for name in _METRIC_NAMES.get(metric, (metric,))]
+    )
+    for dims_key, hits in measured.groupby("hidden_dims"):
+        dims = frame_dims(dims_key)
+        hits = _dims_rows(hits, dims, config.obs_dim)
+        if hits.empty:
+            continue
+        source = sizes.get(dims) or estimate(
+            config.replace(hidden_dims=dims),
+            size.n_envs,
+            size.n_steps,
+            size.minibatch,
+        )
+        yield hits, source
+
+
+def _scaled(
+    best: _Nearest,
+    size: SizingEstimate,
+    device: GpuSpec,
+    precision: str,
+    target_rate: float | None,
+    update: bool,
+) -> Figure:
+    """The nearest measured figure as it stands (same device and size), or scaled to `size`
+    by cost and to `device` by its matmul rate or bandwidth."""
+    (_hardware, size_gap), run, row, source = best
+    value = float(row["value"])
+    where = f"run {run.run} ({run.device}), {_case_text(row)}"
+    if run.same and size_gap == 0:
+        if _same_settings(row, size.n_envs, size.minibatch):
+            return Figure(value, "measured", where)
+        # Same device and size, but n_envs/minibatch differ: the figure is real, yet it is
+        # not the throughput of the settings asked about.
+        return Figure(
+            value,
+            "measured (other settings)",
+            f"{where}; measured at n_envs={_setting(row, 'case_n_envs')}, "
+            f"minibatch={_setting(row, 'case_minibatch')}, asked for n_envs={size.n_envs}, "
+            f"minibatch={size.minibatch}",
+        )
+    factor = _cost(source, update) / _cost(size, update)
+    parts = []
+    if size_gap:
+        kind = "train FLOPs" if update else "weight bytes"
+        parts.append(f"x{factor:.3g} for {kind} ({preset_name(source.config.hidden_dims)})")
+    if not run.same:
+        ratio = target_rate / (run.matmul if update else run.bandwidth)
+        rate = f"{precision} matmul rate" if update else "memory bandwidth"
+        parts.append(f"x{ratio:.3g} {rate} ({device.name} vs {run.rate_source})")
+        factor *= ratio
+    return Figure(value * factor, "extrapolated", f"{where}, " + ", ".join(parts))
 
 
 def _cost(size: SizingEstimate, update: bool) -> float:

@@ -219,34 +219,15 @@ def _run_state(data: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _record_rows(record: dict[str, Any], where: str, info: dict[str, Any]) -> list[dict[str, Any]]:
-    for key in ("suite", "metrics"):
-        if key not in record:
-            raise ReportError(f"{where}: record has no {key!r}")
-    suite = record["suite"]
-    if not isinstance(suite, str) or not suite:
-        raise ReportError(f"{where}: record suite {suite!r} is not a name")
-    metrics = record["metrics"]
-    if not isinstance(metrics, dict):
-        raise ReportError(f"{where}: record metrics is a {type(metrics).__name__}, not an object")
-    case = record.get("case") or {}
-    if not isinstance(case, dict):
-        raise ReportError(f"{where}: record case is a {type(case).__name__}, not an object")
-    dims = record.get("hidden_dims")
-    if dims is not None and (
-        not isinstance(dims, list) or not all(isinstance(w, int) and w > 0 for w in dims)
-    ):
-        raise ReportError(f"{where}: hidden_dims {dims!r} is not a list of positive widths")
-    predicted = record.get("predicted") or {}
-    if not isinstance(predicted, dict):
-        raise ReportError(
-            f"{where}: record predicted is a {type(predicted).__name__}, not an object"
-        )
+    """One row per metric of a record (one row for a case that measured nothing)."""
+    _check_suite_and_metrics(record, where)
+    case, dims, predicted = _checked_parts(record, where)
     status = record["status"]
     if status not in ("ok", "oom", "error"):
         raise ReportError(f"{where}: status {status!r} is not one of ok, oom, error")
     base = dict(info)
     base.update(
-        suite=suite,
+        suite=record["suite"],
         preset=record.get("preset"),
         hidden_dims=",".join(str(w) for w in dims) if dims else None,
         params=record.get("params"),
@@ -260,6 +241,50 @@ def _record_rows(record: dict[str, Any], where: str, info: dict[str, Any]) -> li
         series=_series(record["series"], where),
         workload=dict(record["workload"]) if isinstance(record["workload"], dict) else None,
     )
+    _add_where(base, record)
+    base.update({f"case_{k}": v for k, v in case.items()})
+    metrics = record["metrics"]
+    if not metrics:
+        # An OOM or error case measured nothing, but the report must still show that it ran.
+        return [dict(base, metric=None, value=None, unit=None, better=None, samples=())]
+    return [
+        dict(base, metric=name, **_metric_fields(m, f"{where}: metric {name!r}"))
+        for name, m in metrics.items()
+    ]
+
+
+def _check_suite_and_metrics(record: dict[str, Any], where: str) -> None:
+    for key in ("suite", "metrics"):
+        if key not in record:
+            raise ReportError(f"{where}: record has no {key!r}")
+    suite = record["suite"]
+    if not isinstance(suite, str) or not suite:
+        raise ReportError(f"{where}: record suite {suite!r} is not a name")
+    metrics = record["metrics"]
+    if not isinstance(metrics, dict):
+        raise ReportError(f"{where}: record metrics is a {type(metrics).__name__}, not an object")
+
+
+def _checked_parts(record: dict[str, Any], where: str) -> tuple[dict, list | None, dict]:
+    """The record's case, hidden_dims and predicted figures, each checked for its shape."""
+    case = record.get("case") or {}
+    if not isinstance(case, dict):
+        raise ReportError(f"{where}: record case is a {type(case).__name__}, not an object")
+    dims = record.get("hidden_dims")
+    if dims is not None and (
+        not isinstance(dims, list) or not all(isinstance(w, int) and w > 0 for w in dims)
+    ):
+        raise ReportError(f"{where}: hidden_dims {dims!r} is not a list of positive widths")
+    predicted = record.get("predicted") or {}
+    if not isinstance(predicted, dict):
+        raise ReportError(
+            f"{where}: record predicted is a {type(predicted).__name__}, not an object"
+        )
+    return case, dims, predicted
+
+
+def _add_where(base: dict[str, Any], record: dict[str, Any]) -> None:
+    """The record's own device, profile and, in a merged multi-device run, GPU and node."""
     if record.get("device"):
         base["device"] = record["device"]
     # A merged multi-device run (archbench sweep --devices/--ray) names each record's GPU and node.
@@ -273,14 +298,6 @@ def _record_rows(record: dict[str, Any], where: str, info: dict[str, Any]) -> li
             base[column] = record[key]
     if record.get("profile"):
         base["profile"] = record["profile"]
-    base.update({f"case_{k}": v for k, v in case.items()})
-    if not metrics:
-        # An OOM or error case measured nothing, but the report must still show that it ran.
-        return [dict(base, metric=None, value=None, unit=None, better=None, samples=())]
-    return [
-        dict(base, metric=name, **_metric_fields(m, f"{where}: metric {name!r}"))
-        for name, m in metrics.items()
-    ]
 
 
 def _metric_fields(metric: Any, where: str) -> dict[str, Any]:

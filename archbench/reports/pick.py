@@ -16,6 +16,14 @@ import pandas as pd
 
 from archbench.instrument.device.datasheets import GpuSpec
 from archbench.instrument.device.tiers import GPU_TIERS, TierRow, gpu_tier
+from archbench.reports.decision_types import (
+    USE_CASES,
+    Decision,
+    Evidence,
+    Limits,
+    Size,
+    find_use_case,
+)
 from archbench.reports.estimates import (
     Figure,
     ResultsRun,
@@ -28,16 +36,7 @@ from archbench.reports.estimates import (
 )
 from archbench.reports.evidence import MEMORY_SAFETY_MARGIN, combine_per_case, oos_cells
 from archbench.reports.scores import point_score
-from archbench.reports.use_cases import (
-    USE_CASES,
-    Decision,
-    Evidence,
-    Limits,
-    Size,
-    decide,
-    evidence_from_frame,
-    find_use_case,
-)
+from archbench.reports.use_cases import decide, evidence_from_frame
 from ppo_core.config import NetworkConfig
 from ppo_core.device import PRECISION_CHOICES, auto_precision
 from ppo_core.errors import ConfigError

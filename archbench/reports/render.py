@@ -14,6 +14,7 @@ import pandas as pd
 from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
 from archbench.reports.charts import CHARTS, TITLES, build_charts
+from archbench.reports.decision_types import Limits
 from archbench.reports.evidence import RunSummary, run_summaries
 from archbench.reports.host_load import (
     HOST_LOAD_METRIC,
@@ -37,7 +38,7 @@ from archbench.reports.tables import (
     unavailable_table,
     use_case_table,
 )
-from archbench.reports.use_cases import Limits, recommend
+from archbench.reports.use_cases import recommend
 from ppo_core.atomic import atomic_path
 
 __all__ = ["render_html", "render_report", "write_section"]

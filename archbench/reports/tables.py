@@ -12,10 +12,10 @@ import pandas as pd
 
 from archbench.instrument.aggregates import MIN_RUNS_PER_FOLD, Estimate
 from archbench.reports.aggregates import Improvement, Selection, overfit_aggregates
+from archbench.reports.decision_types import USE_CASES, Decision, Limits
 from archbench.reports.evidence import MEMORY_SAFETY_MARGIN, RunSummary, summary_of
 from archbench.reports.host_load import timing_rows
 from archbench.reports.load import missing_suites, run_info
-from archbench.reports.use_cases import USE_CASES, Decision, Limits
 
 __all__ = [
     "AGREEMENT_THRESHOLD",

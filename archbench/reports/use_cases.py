@@ -1,18 +1,19 @@
 """THE decision engine: which hidden_dims for each use case, from measured figures and their noise.
 
-`archbench report` and `archbench pick` both call `decide`; the use cases are data, below.
+`archbench report` and `archbench pick` both call `decide`; the use cases are data (decision_types),
+what each ranks and which sizes its constraints exclude are in ranking.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import pandas as pd
 
+from archbench.reports.decision_types import USE_CASES, Decision, Evidence, Limits, Size, UseCase
 from archbench.reports.evidence import (
     MEMORY_SAFETY_MARGIN,
-    Dataset,
     OosCell,
     RunSummary,
     SizeScores,
@@ -20,260 +21,16 @@ from archbench.reports.evidence import (
     device_groups,
     device_label,
     frame_dims,
-    oos_by_length,
     oos_cells,
     run_to_run_drift,
     suite_gaps,
     summarise,
     summary_of,
 )
-from archbench.reports.scores import Paired, Score, oos_scores, paired_seeds
-from ppo_core.presets import hidden_dims_text
+from archbench.reports.ranking import _by_seed, _constrain, _objective, _Ranking
+from archbench.reports.scores import Score, paired_seeds
 
-__all__ = [
-    "USE_CASES",
-    "Decision",
-    "Evidence",
-    "Limits",
-    "Size",
-    "UseCase",
-    "decide",
-    "evidence_from_frame",
-    "find_use_case",
-    "recommend",
-]
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The limits (latency and memory budgets) and noise rules decisions are made under; every
-    default is stated. Not bench's per-profile `Budget`, which is how much work a suite does."""
-
-    latency_p99_s: float = 1e-3
-    """Live trading: batch-1 p99 budget. 1 ms leaves a bar-close decision room for features
-    and order routing."""
-    memory_bytes: float | None = None
-    """Training memory budget; None: the device's memory minus MEMORY_SAFETY_MARGIN on a GPU,
-    no limit on a CPU run."""
-    min_throughput_fraction: float = 0.25
-    """'Trains at a usable rate': at least this fraction of the fastest size's whole-iteration
-    throughput (production, extended training)."""
-    min_throughput_effect: float = 0.15
-    """A faster size must be at least this much faster (relative), beyond the noise, to beat a
-    cheaper one: the run-to-run drift measured at one commit on one GPU (README, H200 runs);
-    where the evidence repeats a case in two runs, the larger of this and that drift."""
-    limited_data_bars: int | None = None
-    """Limited data: the most bars counted as limited; None: under one year of bars."""
-    extended_min_budget: int = 100_000_000
-    """Extended training is decided only from overfit runs of at least this many env steps (a
-    fifth of the 500M it names): below it a ranking says which size learns fastest, not which
-    ends best."""
-
-    def __post_init__(self) -> None:
-        for name in ("latency_p99_s", "min_throughput_fraction"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
-        if not 0 <= self.min_throughput_effect < 1:
-            effect = self.min_throughput_effect
-            raise ValueError(f"Limits.min_throughput_effect must be in [0, 1), got {effect!r}")
-        if self.memory_bytes is not None and not (
-            math.isfinite(self.memory_bytes) and self.memory_bytes > 0
-        ):
-            raise ValueError(f"Limits.memory_bytes must be positive, got {self.memory_bytes!r}")
-        if self.limited_data_bars is not None and not self.limited_data_bars > 0:
-            raise ValueError(
-                f"Limits.limited_data_bars must be positive, got {self.limited_data_bars!r}"
-            )
-
-
-@dataclass(frozen=True)
-class UseCase:
-    """One way people use a PPO trading net: an objective over a measured quantity, as data."""
-
-    name: str
-    """Label shown in the report and accepted (loosely) by `pick --use-case`."""
-    objective: str
-    """'throughput' (whole-iteration env steps/s, higher) or 'oos' (validation Sharpe, higher)."""
-    dataset: str | None
-    """For 'oos': which overfit setting decides: 'longest', 'most_volatile', 'short',
-    'longest_budget'."""
-    constraints: tuple[str, ...]
-    """Applied before ranking: 'fits' (memory budget, no OOM), 'usable_rate' (throughput
-    fraction of the fastest), 'latency' (batch-1 p99 of the fastest agreeing backend)."""
-    training_mode: str
-    """presets.TRAINING_MODES key this use case trains with (pick's n_steps and epochs)."""
-    rule: str
-    """The rule in one line, printed with every answer and in the README."""
-
-
-USE_CASES: tuple[UseCase, ...] = (
-    UseCase(
-        "quick iteration",
-        "throughput",
-        None,
-        ("fits",),
-        "quick",
-        "highest whole-iteration training throughput (rollout + GAE + update) among sizes that fit",
-    ),
-    UseCase(
-        "standard production",
-        "oos",
-        "longest",
-        ("fits", "usable_rate"),
-        "production",
-        "best out-of-sample Sharpe on the longest dataset among sizes that fit and train at "
-        ">= 25% of the fastest size's rate",
-    ),
-    UseCase(
-        "live trading",
-        "oos",
-        "longest",
-        ("fits", "latency"),
-        "production",
-        "best out-of-sample Sharpe on the longest dataset among sizes whose fastest agreeing "
-        "backend meets the batch-1 p99 budget",
-    ),
-    UseCase(
-        "complex / volatile symbols",
-        "oos",
-        "most_volatile",
-        ("fits",),
-        "production",
-        "best out-of-sample Sharpe on the most volatile dataset measured, among sizes that fit",
-    ),
-    UseCase(
-        "limited data (< 1 year of bars)",
-        "oos",
-        "short",
-        ("fits",),
-        "production",
-        "best out-of-sample Sharpe on the shortest dataset under one year of bars",
-    ),
-    UseCase(
-        "extended training (500M+ steps)",
-        "oos",
-        "longest_budget",
-        ("fits", "usable_rate"),
-        "extended",
-        "best out-of-sample Sharpe at the longest training budget measured, among sizes that "
-        "fit and train at >= 25% of the fastest size's rate",
-    ),
-)
-
-
-def find_use_case(text: str | None) -> UseCase:
-    """A loosely spelled use case ('live-trading', 'limited data') -> its UseCase.
-
-    None means standard production. Raises ValueError naming the choices.
-    """
-    if text is None:
-        return USE_CASES[1]
-    wanted = _words(text)
-    hits = [
-        u for u in USE_CASES if wanted and (_words(u.name) == wanted or wanted in _words(u.name))
-    ]
-    if len(hits) == 1:
-        return hits[0]
-    what = "ambiguous" if hits else "unknown"
-    names = "; ".join(u.name for u in USE_CASES)
-    raise ValueError(f"{what} use case {text!r}; choose one of: {names}")
-
-
-def _words(text: str) -> str:
-    return "".join(ch for ch in text.lower() if ch.isalnum())
-
-
-@dataclass(frozen=True)
-class Size:
-    """One network size and the figures measured (or modelled) for it on one device."""
-
-    label: str
-    """Preset name, or the widths joined by 'x'."""
-    dims: tuple[int, ...]
-    """Widths, (1024, 512, 256): the key sizes are matched by (pick's candidates too)."""
-    params: int
-    """Exact parameter count: the cost that breaks ties (fewer is cheaper)."""
-    throughput: Score | None = None
-    """Whole-iteration env steps/s; None: not measured."""
-    throughput_note: str = ""
-    """Which case, or how it was extrapolated."""
-    throughput_workload: str = ""
-    """The workload the throughput was measured on (evidence.workload_text); '' if unknown."""
-    latency: Score | None = None
-    """Batch-1 p99 seconds of the fastest agreeing backend; None: not measured."""
-    latency_note: str = ""
-    """Which backend."""
-    memory_bytes: float | None = None
-    """What training needs on the device (measured, or the sizing model's, see memory_note)."""
-    memory_note: str = ""
-    """Where memory_bytes comes from."""
-    oom: str | None = None
-    """Why this size cannot run here: every case of a suite ran out of memory; None: it did not."""
-    oom_cases: tuple[str, ...] = ()
-    """Cases that ran out of memory ('suite: case'): those settings are excluded, not the size."""
-    runs: tuple[tuple[str, str], ...] = ()
-    """(figure, run) pairs: which run each figure came from."""
-
-    @property
-    def hidden_dims(self) -> str:
-        """The widths as shown and passed on a command line, '1024,512,256'."""
-        return hidden_dims_text(self.dims)
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """Everything a decision may read, for one device."""
-
-    device: str
-    """What the figures were measured on (or the device a pick sizes for)."""
-    sizes: tuple[Size, ...]
-    """Every size considered, fewest parameters first."""
-    oos: dict[Dataset, dict[str, OosCell]] = field(default_factory=dict)
-    """Out-of-sample cells per overfit setting, keyed by Size.label."""
-    memory_budget: float | None = None
-    """Bytes a size may need; None: no limit known."""
-    memory_budget_note: str = "no memory limit known"
-    """Where the budget comes from."""
-    gaps: dict[str, str] = field(default_factory=dict)
-    """suite -> why it gave no figures."""
-    source: str = ""
-    """Which runs supplied which suites."""
-    drift: float | None = None
-    """Largest relative run-to-run change of one train case measured in two runs; None: no case
-    was repeated."""
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The size chosen for one use case on one device, and why, with the figures."""
-
-    use_case: UseCase
-    """What was asked."""
-    device: str
-    """Evidence.device."""
-    size: Size | None
-    """The chosen size; None when nothing can be recommended."""
-    score: Score | None
-    """The chosen size's objective figure with its interval."""
-    best: str | None
-    """The size with the best point estimate (differs from size.label when within noise)."""
-    runner_up: str | None
-    """The eligible size ranked next to the chosen one."""
-    within_noise: bool | None
-    """True: a cheaper size won because the best does not beat it beyond the noise; False: the
-    chosen size beats the next cheaper eligible size beyond the noise; None: no comparison."""
-    summary: str
-    """One line: the answer and the figures that decided it, or 'no recommendation: <why>'."""
-    details: tuple[str, ...] = ()
-    """The rule, the data used, constraints, exclusions and sizes not measured, a line each."""
-    skill_shown: bool | None = None
-    """Out of sample: False when no size beat the baselines beyond the noise (the answer is
-    'no size shows skill'), True when the chosen one did; None: not an out-of-sample use case."""
-
-    @property
-    def hidden_dims(self) -> str | None:
-        return None if self.size is None else self.size.hidden_dims
+__all__ = ["decide", "evidence_from_frame", "recommend"]
 
 
 def recommend(
@@ -380,32 +137,6 @@ def _number(value: object) -> float | None:
 
 
 # -- the decision -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Ranking:
-    """What one use case ranks: each size's objective figure and how two sizes compare."""
-
-    scores: dict[str, Score]
-    """label -> objective Score for every size that measured it."""
-    what: str
-    """The objective in words ('training throughput', 'out-of-sample Sharpe on ...')."""
-    cells: dict[str, OosCell] = field(default_factory=dict)
-    """Out-of-sample cells by label (oos objective only)."""
-    bars_per_year: float = 1.0
-    """Annualisation of the oos cells."""
-    min_effect: float = 0.0
-    """Relative margin a faster size needs (throughput only)."""
-
-    def beats(self, a: str, b: str) -> tuple[bool | None, str]:
-        """Does a beat b beyond the noise? And the paired difference in words, '' if none."""
-        if not self.cells:
-            verdict = self.scores[a].beats(self.scores[b], higher=True, min_effect=self.min_effect)
-            return verdict, ""
-        paired = _pair(self.cells[a], self.cells[b], self.bars_per_year)
-        if paired is None:
-            return None, ""
-        return paired.beyond, f"; paired difference {paired.text()}"
 
 
 def decide(use: UseCase, evidence: Evidence, budgets: Limits | None = None) -> Decision:
@@ -528,20 +259,6 @@ def _note_oom_cases(pool: list[Size], details: list[str]) -> None:
             )
 
 
-def _pair(a: OosCell, b: OosCell, bars_per_year: float) -> Paired | None:
-    """a - b on the seeds both sizes measured (aligned by seed, the count printed)."""
-    (sharpe_a, bars_a), (sharpe_b, bars_b) = _by_seed(a), _by_seed(b)
-    return paired_seeds(sharpe_a, sharpe_b, (bars_a, bars_b), bars_per_year)
-
-
-def _by_seed(cell: OosCell) -> tuple[dict, dict]:
-    """(seed -> out-of-sample Sharpe, seed -> its per-bar returns) of one cell."""
-    index = cell.by_seed()
-    sharpe = {k: cell.val_sharpe[i] for k, i in index.items()}
-    bars = {k: cell.val_returns[i] for k, i in index.items()} if cell.val_returns else {}
-    return sharpe, bars
-
-
 def _skilled(
     pool: list[Size], ranking: _Ranking, details: list[str]
 ) -> tuple[list[Size], dict[str, str]]:
@@ -603,189 +320,3 @@ def _fmt(use: UseCase, score: Score) -> str:
         text = f"Sharpe {score.value:.2f}"
         span = "" if interval is None else f" [{interval[0]:.2f}, {interval[1]:.2f}]"
     return text + (span or " (no interval)")
-
-
-def _objective(
-    use: UseCase, evidence: Evidence, budgets: Limits, details: list[str]
-) -> tuple[_Ranking | None, str]:
-    """What the use case ranks, or None and why nothing can be ranked."""
-    if use.objective == "throughput":
-        scores = {s.label: s.throughput for s in evidence.sizes if s.throughput is not None}
-        if not scores:
-            gap = evidence.gaps.get("train", "no train case finished")
-            return None, f"no training throughput measured ({gap})"
-        margin = budgets.min_throughput_effect
-        if evidence.drift is not None and evidence.drift > margin:
-            margin = evidence.drift
-            details.append(f"throughput margin {margin:.0%}: the run-to-run drift measured here")
-        else:
-            details.append(f"throughput margin {margin:.0%} (Limits.min_throughput_effect)")
-        case = next(s.throughput_note for s in evidence.sizes if s.throughput is not None)
-        details.append(f"compared on one case: {case}")
-        return _Ranking(scores, "training throughput", min_effect=margin), ""
-    if not evidence.oos:
-        gap = evidence.gaps.get("overfit", "no overfit case finished")
-        return None, f"no out-of-sample figure ({gap})"
-    dataset, why = _dataset(use.dataset, evidence.oos, budgets)
-    if dataset is None:
-        return None, why
-    cells = evidence.oos[dataset]
-    details.append(f"data: {dataset.text()}; {why}")
-    others = {d.workload for d in evidence.oos if d.workload != dataset.workload}
-    if others:
-        details.append(f"not pooled: other workloads measured ({'; '.join(sorted(others))})")
-    perf = {s.throughput_workload for s in evidence.sizes if s.throughput_workload}
-    if perf - {dataset.workload} and "usable_rate" in use.constraints:
-        details.append(f"the usable-rate check reads throughput of {'; '.join(sorted(perf))}")
-    per_year = dataset.bars_per_year or 1.0
-    if dataset.bars_per_year is None:
-        details.append("bars per year unknown: Sharpe not annualised")
-    scores = oos_scores({k: (c.val_sharpe, c.val_returns) for k, c in cells.items()}, per_year)
-    oracle = [v for c in cells.values() for v in c.oracle_sharpe]
-    if oracle:
-        details.append(f"the oracle's Sharpe on the same bars: {sum(oracle) / len(oracle):.2f}")
-    what = f"out-of-sample Sharpe on {dataset.text()}"
-    return _Ranking(scores, what, dict(cells), per_year), ""
-
-
-def _dataset(
-    which: str | None, oos: dict[Dataset, dict[str, OosCell]], budgets: Limits
-) -> tuple[Dataset | None, str]:
-    """The overfit setting a use case decides on, and why that one."""
-    settings = oos_by_length(oos)  # shortest first
-    # A setting where no size has two seeds or per-bar returns cannot separate anything.
-    informative = [d for d in settings if any(_has_interval(c) for c in oos[d].values())]
-    settings = informative or settings
-    rank = {d: i for i, d in enumerate(settings)}
-
-    def length(d: Dataset) -> int:
-        return rank[d]
-
-    if which == "longest":
-        return settings[-1], "the longest dataset measured"
-    if which == "longest_budget":
-        budgets_seen = [d.budget for d in settings if d.budget is not None]
-        floor = budgets.extended_min_budget
-        if not budgets_seen or max(budgets_seen) < floor:
-            longest = f"{max(budgets_seen):,}" if budgets_seen else "not recorded"
-            return None, (
-                f"not measured: no overfit run of >= {floor:,} env steps (longest: {longest}); "
-                "a shorter budget ranks how fast sizes learn, not where they end"
-            )
-        top = [d for d in settings if d.budget == max(budgets_seen)]
-        return max(
-            top, key=length
-        ), f"the longest training budget measured ({max(budgets_seen):,} env steps)"
-    if which == "most_volatile":
-        known = [d for d in settings if d.volatility is not None]
-        if not known:
-            return (
-                None,
-                "no overfit record states its dataset's volatility (rerun the overfit suite)",
-            )
-        best = max(known, key=lambda d: (d.volatility, length(d)))
-        return best, f"the most volatile dataset measured ({best.volatility:.0%} a year)"
-    if which == "short":
-        if budgets.limited_data_bars is not None:
-            short = [d for d in settings if d.bars <= budgets.limited_data_bars]
-            wanted = f"<= {budgets.limited_data_bars:,} bars"
-        else:
-            short = [d for d in settings if d.years is not None and d.years < 1.0]
-            wanted = "under one year of bars"
-        if not short:
-            shortest = settings[0]
-            return None, f"no dataset {wanted} measured (shortest: {shortest.text()})"
-        return min(short, key=length), f"the shortest dataset {wanted}"
-    raise ValueError(f"UseCase.dataset {which!r} is not one of the known settings")
-
-
-def _has_interval(cell: OosCell) -> bool:
-    return len(cell.val_sharpe) >= 2 or cell.val_returns is not None
-
-
-def _constrain(
-    use: UseCase, sizes: list[Size], evidence: Evidence, budgets: Limits, details: list[str]
-) -> tuple[list[Size], dict[str, str]]:
-    """Apply the use case's constraints: (sizes left, label -> why excluded)."""
-    excluded: dict[str, str] = {}
-    pool = list(sizes)
-    for kind in use.constraints:
-        keep = []
-        for size in pool:
-            why = _violates(kind, size, evidence, budgets)
-            if why:
-                excluded[size.label] = why
-            else:
-                keep.append(size)
-        pool = keep
-        details.append(_constraint_text(kind, evidence, budgets))
-    return pool, excluded
-
-
-def _fastest(evidence: Evidence) -> float | None:
-    rates = [s.throughput.value for s in evidence.sizes if s.throughput is not None]
-    return max(rates) if rates else None
-
-
-def _violates(kind: str, size: Size, evidence: Evidence, budgets: Limits) -> str | None:
-    if kind == "fits":
-        if size.oom:
-            return size.oom
-        limit = evidence.memory_budget
-        if limit is None:
-            return None
-        if size.memory_bytes is None:
-            # Stated as not checked when no size has a figure (a run without the memory suite)
-            known = any(s.memory_bytes is not None for s in evidence.sizes)
-            return "memory not measured or predicted" if known else None
-        if size.memory_bytes > limit:
-            return f"needs {size.memory_bytes / 2**30:.3g} GiB of {limit / 2**30:.3g} GiB"
-        return None
-    if kind == "usable_rate":
-        fastest = _fastest(evidence)
-        if fastest is None:
-            return None  # stated as not checked
-        if size.throughput is None:
-            return "training throughput not measured"
-        floor = budgets.min_throughput_fraction * fastest
-        if size.throughput.value < floor:
-            return f"{size.throughput.value:,.0f} env steps/s < {floor:,.0f}"
-        return None
-    if kind == "latency":
-        if size.latency is None:
-            return "batch-1 latency not measured"
-        upper = size.latency.upper
-        if upper is None:  # a p99 from too few samples cannot be held to a budget
-            return (
-                f"p99 {size.latency.value * 1e3:.3g} ms ({size.latency_note}): {size.latency.how}"
-            )
-        if upper > budgets.latency_p99_s:
-            return (
-                f"p99 {size.latency.value * 1e3:.3g} ms, 95% upper bound {upper * 1e3:.3g} ms "
-                f"({size.latency_note}) > {budgets.latency_p99_s * 1e3:g} ms"
-            )
-        return None
-    raise ValueError(f"UseCase.constraints has unknown constraint {kind!r}")
-
-
-def _constraint_text(kind: str, evidence: Evidence, budgets: Limits) -> str:
-    if kind == "fits":
-        limit = evidence.memory_budget
-        if limit is None:
-            return f"fits: no OOM ({evidence.memory_budget_note})"
-        if all(s.memory_bytes is None for s in evidence.sizes):
-            why = evidence.gaps.get("memory", "no memory figure or prediction")
-            return f"fits: no OOM; memory not checked ({why})"
-        return f"fits: no OOM, memory <= {limit / 2**30:.3g} GiB ({evidence.memory_budget_note})"
-    if kind == "usable_rate":
-        fastest = _fastest(evidence)
-        if fastest is None:
-            return "usable rate: not checked (no training throughput measured)"
-        return (
-            f"usable rate: >= {budgets.min_throughput_fraction:.0%} of the fastest size's "
-            f"{fastest:,.0f} env steps/s"
-        )
-    return (
-        f"latency: the 95% upper bound of the batch-1 p99 of the fastest agreeing backend <= "
-        f"{budgets.latency_p99_s * 1e3:g} ms"
-    )

@@ -172,19 +172,37 @@ def find_gpu(
     tokens = _tokens(name)
     if "mig" in tokens:
         return None
-    joined = "".join(tokens)
+    exact = _spelled_entry("".join(tokens), table)
+    if exact is not None:
+        return exact
+    candidates = _boards(tokens, table)
+    if not candidates:
+        return None
+    return _by_capacity(name, candidates, _memory_hint(tokens) or memory_gib)
+
+
+def _spelled_entry(joined: str, table: tuple[GpuSpec, ...]) -> GpuSpec | None:
+    """The entry whose name or an alias spells exactly `joined` (tokens run together)."""
     for spec in table:
         spellings = [spec.name, *spec.aliases]
         if joined in {"".join(_tokens(s)) for s in spellings}:
             return spec
+    return None
+
+
+def _boards(tokens: list[str], table: tuple[GpuSpec, ...]) -> list[GpuSpec]:
+    """The entries of the named model: the PCIe boards when 'pcie' is named and one exists,
+    else the SXM ones (all, when the model has only PCIe boards)."""
     candidates = [spec for spec in table if spec.model in tokens]
-    if not candidates:
-        return None
     if "pcie" in tokens and any("pcie" in s.variant.lower() for s in candidates):
-        candidates = [s for s in candidates if "pcie" in s.variant.lower()]
-    elif len(candidates) > 1:
-        candidates = [s for s in candidates if "pcie" not in s.variant.lower()] or candidates
-    memory = _memory_hint(tokens) or memory_gib
+        return [s for s in candidates if "pcie" in s.variant.lower()]
+    if len(candidates) > 1:
+        return [s for s in candidates if "pcie" not in s.variant.lower()] or candidates
+    return candidates
+
+
+def _by_capacity(name: str, candidates: list[GpuSpec], memory: float | None) -> GpuSpec:
+    """The candidate closest to `memory` GiB; with no size known, the only capacity there is."""
     if memory is not None:
         # The detected figure sits a little under the datasheet's (reserved, ECC memory).
         return min(candidates, key=lambda s: abs(s.memory_gib - memory))
