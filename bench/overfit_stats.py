@@ -5,7 +5,6 @@ seeds, and the session summary (intervals, neighbours' paired differences, rliab
 from __future__ import annotations
 
 import itertools
-import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ from archbench.instrument.aggregates import (
     improvement_estimate,
     iqm,
     iqm_estimate,
+    minimum_detectable_difference,
     return_moments,
 )
 from archbench.instrument.resample import annualised_sharpe, block_length, circular_block_indices
@@ -140,19 +140,6 @@ def _fold_spread(runs: list[_Finished]) -> str:
         return ""
     means = [float(np.mean(v)) for v in by_fold.values()]
     return f" (folds {min(means):.1f}..{max(means):.1f})"
-
-
-MDE_Z = 1.959964 + 0.841621
-"""z_(0.975) + z_(0.80): a paired difference this many standard errors from 0 is found at
-alpha 0.05 (two-sided) with 80% power (normal approximation)."""
-
-
-def minimum_detectable_difference(differences: list[float]) -> float | None:
-    """The smallest mean paired difference that `differences` (one per seed and fold) would
-    detect at alpha 0.05 with 80% power, from their own spread; None under 3 pairs."""
-    if len(differences) < 3:
-        return None
-    return float(MDE_Z * np.std(differences, ddof=1) / math.sqrt(len(differences)))
 
 
 def _neighbour_lines(dataset: str, label: str, ranked: list) -> list[str]:
