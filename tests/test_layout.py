@@ -109,8 +109,29 @@ JOBS_IN_ORDER = {
         "progress",
         "trainer",
     ),
-    "archbench.reports": ("tables", "charts", "render"),
-    "archbench.instrument.sweep": ("options", "progress", "signals", "rebuild", "runner"),
+    "archbench.reports": (
+        "decision_types",
+        "ranking",
+        "use_cases",
+        "compare_verdicts",
+        "compare_pool",
+        "compare",
+        "compare_text",
+        "tables",
+        "charts",
+        "render",
+    ),
+    "archbench.instrument.sweep": (
+        "options",
+        "progress",
+        "signals",
+        "rebuild",
+        "runner",
+        "ray_connect",
+        "ray_worker",
+        "ray_driver",
+        "raysweep",
+    ),
 }
 
 

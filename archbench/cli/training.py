@@ -20,7 +20,8 @@ from ppo_core.presets import hidden_dims_text
 __all__ = ["add_commands"]
 
 _DATA_HELP = (
-    "synthetic, sp500, nasdaq, eurusd-1h, googl (the `data` extra) or a CSV/Parquet OHLCV file"
+    "synthetic, capacity-K, capacity-wK, sp500, nasdaq, eurusd-1h, googl (the `data` extra) "
+    "or a CSV/Parquet OHLCV file"
 )
 
 

@@ -67,7 +67,7 @@ def parse_device(text: str) -> str:
 
 
 def parse_data(text: str) -> str:
-    """'synthetic', 'capacity[-K]', a named dataset, or an existing file (made absolute: pytest
+    """'synthetic', 'capacity[-[w]K]', a named dataset, or an existing file (made absolute: pytest
     runs elsewhere). Its contents are checked by check_data, which reads it."""
     from ppo_core.loaders import DATASETS, is_generated
 
@@ -80,7 +80,7 @@ def parse_data(text: str) -> str:
     if not path.is_file():
         raise ConfigError(
             f"--data {spec}: no such file, and not a dataset name "
-            f"(synthetic, capacity-K, {', '.join(DATASETS)})"
+            f"(synthetic, capacity-K, capacity-wK, {', '.join(DATASETS)})"
         )
     return str(path.resolve())
 
@@ -173,7 +173,8 @@ SWEEP_OPTIONS: tuple[SweepOption, ...] = (
         "--data",
         parse_data,
         "synthetic",
-        "synthetic, capacity-K (the capacity market with K hidden patterns), a named dataset "
+        "synthetic, capacity-K or capacity-wK (the capacity market with K hidden patterns; w: "
+        "the wide span where width binds), a named dataset "
         "(sp500, eurusd-1h, ...) or an OHLCV CSV/Parquet file",
         "DATA",
     ),
