@@ -94,6 +94,36 @@ def test_an_old_record_is_migrated_and_a_new_one_reads_as_written(tmp_path):
     assert "status" not in json.loads(path.read_text())["benchmarks"][0]["extra_info"]["archbench"]
 
 
+def _read_back(tmp_path, *records: dict) -> list[dict]:
+    path = tmp_path / "run.json"
+    write_run(path, {"benchmarks": [record_entry(f"t::{i}", r) for i, r in enumerate(records)]})
+    return [record for _, record in run_records(read_run(path), path)]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "recorded", "expected"),
+    [
+        ("synthetic", None, 8766.0),  # written before the suite recorded it: from the name
+        (" SP500 ", None, 252.0),  # the name as the old engine matched it
+        ("eurusd-1h", 0, 6280.0),  # not a usable figure: the name's
+        ("sp500", 1000.0, 1000.0),  # recorded: kept, never overwritten from the name
+        ("my-file.csv", None, None),  # a name nobody knows: no figure, not a guess
+    ],
+)
+def test_an_old_overfit_case_gets_bars_per_year_from_its_dataset_name(
+    tmp_path, dataset, recorded, expected
+):
+    case = {"dataset": dataset, "bars": 2000, "seed": 0}
+    if recorded is not None:
+        case["bars_per_year"] = recorded
+    overfit = Record(suite="overfit", device="cpu", profile="quick", case=case).to_dict()
+    train = Record(suite="train", device="cpu", profile="quick", case=dict(case)).to_dict()
+    (migrated, other) = _read_back(tmp_path, overfit, train)
+    assert migrated["case"].get("bars_per_year") == expected
+    assert migrated["case"]["dataset"] == dataset
+    assert other["case"] == train["case"]  # only the overfit suite's cases carry it
+
+
 def test_a_planted_unknown_schema_is_refused_with_one_line_naming_the_case(tmp_path):
     data = json.loads(RUN.read_text())
     record = data["benchmarks"][3]["extra_info"]["archbench"]

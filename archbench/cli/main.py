@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from archbench.cli import benchmarks, export, pick, report, sizing, training
+from archbench.cli import benchmarks, evaluate, export, pick, report, sizing, training
 from archbench.cli._common import check_data_flags, check_numbers, exit_on_closed_pipe
 from ppo_core import __version__
 from ppo_core.errors import ArchbenchError
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ppo-archbench {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # One call per command group, in the order a new user meets them in --help.
-    for group in (sizing, benchmarks, report, pick, training, export):
+    for group in (sizing, benchmarks, report, pick, training, evaluate, export):
         group.add_commands(subcommands)
     return parser
 

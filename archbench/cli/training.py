@@ -1,5 +1,5 @@
-"""`archbench train` and `archbench evaluate`: train a policy on a dataset and score a
-checkpoint against the baselines a trader uses, at the data's cost."""
+"""`archbench train`: train one network size with PPO on a dataset (or continue a checkpoint's
+run), stop cleanly on a signal, and print the validation metrics beside the baselines."""
 
 from __future__ import annotations
 
@@ -7,9 +7,15 @@ import argparse
 import dataclasses
 import signal
 import sys
-from typing import Any
 
 from archbench.cli._common import LOOKBACK_HELP, default, output_file, print_json, size_options
+from archbench.cli.run_data import (
+    add_data_options,
+    checkpoint_market,
+    market_options,
+    train_cost,
+    warn,
+)
 from archbench.cli.tables import eval_table, observation_words
 from archbench.instrument.stopping import StopGuard
 from ppo_core.config import EnvConfig, PPOConfig
@@ -19,15 +25,9 @@ from ppo_core.presets import hidden_dims_text
 
 __all__ = ["add_commands"]
 
-_DATA_HELP = (
-    "synthetic, capacity-K, capacity-wK, sp500, nasdaq, eurusd-1h, googl (the `data` extra) "
-    "or a CSV/Parquet OHLCV file"
-)
-
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
     _add_train(subcommands)
-    _add_evaluate(subcommands)
 
 
 def _add_train(subcommands: argparse._SubParsersAction) -> None:
@@ -51,7 +51,7 @@ def _add_train(subcommands: argparse._SubParsersAction) -> None:
     size.add_argument(
         "--auto", action="store_true", help="hidden_dims, n_envs and minibatch from the GPU tier"
     )
-    _add_data_options(train, "synthetic; with --resume, the checkpoint's data")
+    add_data_options(train, "synthetic; with --resume, the checkpoint's data")
     train.add_argument("--lookback", type=int, metavar="BARS", help=LOOKBACK_HELP)
     timesteps = default(PPOConfig, "total_timesteps")
     train.add_argument(
@@ -138,69 +138,6 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
         "--out", help="checkpoint path (default model.pt; with --resume, the checkpoint itself)"
     )
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
-
-
-def _add_evaluate(subcommands: argparse._SubParsersAction) -> None:
-    device = default(PPOConfig, "device")
-    evaluate = subcommands.add_parser(
-        "evaluate",
-        help="evaluate a checkpoint on a data split against baselines",
-        description="Run a checkpoint's deterministic policy over a whole split and print total "
-        "log return, annualised Sharpe, max drawdown, turnover and hit rate beside the baselines "
-        "(flat, buy-and-hold, a trend rule, random at the policy's own turnover), with the cost "
-        "and where it came from, the split's period, bars per year and the Sharpe's standard "
-        "error (a warning above 1). Features are normalised with the statistics stored in the "
-        "checkpoint.",
-    )
-    evaluate.add_argument("checkpoint", help="a checkpoint written by `archbench train`")
-    _add_data_options(evaluate, "the data the checkpoint was trained on")
-    evaluate.add_argument("--split", choices=["train", "validation", "test"], default="validation")
-    evaluate.add_argument("--seed", type=int, default=0, help="synthetic data seed (default 0)")
-    evaluate.add_argument(
-        "--allow-in-sample",
-        action="store_true",
-        help="score a split that overlaps the checkpoint's training bars anyway",
-    )
-    evaluate.add_argument(
-        "--cost-bps",
-        type=float,
-        help="trading cost per unit of position change, bp (default: the checkpoint's on its own "
-        "data, else the data's: eurusd-1h 1, sp500/nasdaq/googl 5, synthetic 30)",
-    )
-    evaluate.add_argument("--device", default=device, help=f"auto, cpu, cuda or cuda:N ({device})")
-    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    evaluate.set_defaults(handler=_evaluate)
-
-
-def _add_data_options(parser: argparse.ArgumentParser, default_data: str) -> None:
-    """--data and the options that shape the data it names."""
-    from ppo_core.synthetic import DEFAULT_SIGNAL_STRENGTH, SYNTHETIC_BARS
-
-    parser.add_argument("--data", help=f"{_DATA_HELP} (default: {default_data})")
-    parser.add_argument(
-        "--bars",
-        type=int,
-        help=f"bars of the data to use (synthetic: length to make, default {SYNTHETIC_BARS:,})",
-    )
-    parser.add_argument(
-        "--signal-strength",
-        type=float,
-        help="synthetic data: the planted edge per bar in units of volatility "
-        f"(default {DEFAULT_SIGNAL_STRENGTH:g})",
-    )
-    _add_timestamp_options(parser)
-
-
-def _add_timestamp_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--timestamp-column", metavar="NAME", help="files only: the column holding the bar times"
-    )
-    parser.add_argument(
-        "--timestamp-format",
-        metavar="FMT",
-        help="files only: a strftime pattern ('%%d.%%m.%%Y %%H:%%M'), dayfirst, monthfirst, "
-        "epoch_s or epoch_ms (default: detected)",
-    )
 
 
 def _training_config(args: argparse.Namespace, stored=None):  # -> PPOConfig
@@ -315,18 +252,6 @@ def _resumed_budget(config, stored, more: int | None):  # -> PPOConfig
     return config.replace(total_timesteps=iterations * config.batch_size)
 
 
-def _signal(args: argparse.Namespace) -> dict[str, Any]:
-    """load_market_data's keyword arguments from the command line's data options."""
-    options: dict[str, Any] = {}
-    if args.signal_strength is not None:
-        options["signal_strength"] = args.signal_strength
-    if args.timestamp_column is not None:
-        options["timestamp_column"] = args.timestamp_column
-    if args.timestamp_format is not None:
-        options["timestamp_format"] = args.timestamp_format
-    return options
-
-
 def _train(args: argparse.Namespace) -> int:
     from ppo_core import checkpoint
     from ppo_core.data import Normalizer, prepare
@@ -345,14 +270,16 @@ def _train(args: argparse.Namespace) -> int:
     # Resumed weights were trained on the checkpoint's feature scaling: keep it.
     normalizer = Normalizer.from_dict(stored.obs_norm) if stored and stored.obs_norm else None
     if stored is not None and args.data is None:
-        market = _checkpoint_market(args, stored, args.resume)
+        market = checkpoint_market(args, stored, args.resume)
     else:
-        data_spec = args.data or "synthetic"
-        market = load_market_data(data_spec, bars=args.bars, seed=config.seed, **_signal(args))
+        options = market_options(args)
+        market = load_market_data(
+            args.data or "synthetic", bars=args.bars, seed=config.seed, **options
+        )
     # Data that cannot be used is refused before any warning about how it would be traded.
     data = prepare(market, lookback=config.network.lookback, normalizer=normalizer)
-    cost = _train_cost(args, market, stored)
-    _warn(cost.warning)  # before the training it would spoil
+    cost = train_cost(args, market, stored)
+    warn(cost.warning)  # before the training it would spoil
     config = config.replace(env=dataclasses.replace(config.env, cost_bps=cost.bps))
     env = TradingEnv(
         data,
@@ -382,7 +309,7 @@ def _train(args: argparse.Namespace) -> int:
         return 128 + signal.SIGINT
     context = EvalContext.of(data, "validation", cost, results["policy"])
     _print_trained(args, config, stats, results, context, trainer.precision, market.name, out)
-    _warn(context.caveat)
+    warn(context.caveat)
     return 0
 
 
@@ -499,165 +426,3 @@ class _StopAfterIteration:
 
     def __exit__(self, *exc: object) -> None:
         self._guard.__exit__(*exc)
-
-
-def _check_features(ckpt, n_features: int) -> None:  # ckpt: checkpoint.Checkpoint
-    """The policy's input width against the data's, as one ArchitectureMismatch line (torch
-    would say 'mat1 and mat2 shapes cannot be multiplied')."""
-    from ppo_core.errors import ArchitectureMismatch
-
-    config = ckpt.config
-    if config.n_features != n_features:
-        raise ArchitectureMismatch(
-            f"checkpoint {ckpt.path} has n_features {config.n_features} "
-            f"({config.obs_dim} inputs with lookback {config.lookback}); the data gives "
-            f"{n_features} features per bar ({n_features * config.lookback} inputs): it was "
-            "trained on other features, so it cannot be evaluated on these"
-        )
-
-
-def _train_cost(args: argparse.Namespace, market, stored):  # -> TradingCost
-    """The cost training pays: --cost-bps, else a resumed run's own (`stored`, the checkpoint
-    or None), else the data's default (a property of the data: 1 bp on hourly EUR/USD is not
-    the synthetic market's 30 bp)."""
-    from ppo_core.loaders import default_cost
-    from ppo_core.market import TradingCost
-
-    if args.cost_bps is not None:
-        return TradingCost(args.cost_bps, "--cost-bps")
-    if stored is not None and stored.ppo_config is not None:
-        return TradingCost(stored.ppo_config.env.cost_bps, f"the cost {args.resume} was trained at")
-    return default_cost(market)
-
-
-def _evaluate_cost(args: argparse.Namespace, ckpt, market):  # -> TradingCost
-    """The cost a checkpoint is scored at: --cost-bps, else the cost it was trained at when
-    scored on its own data series, else the data's default."""
-    from ppo_core.loaders import default_cost
-    from ppo_core.market import TradingCost
-
-    if args.cost_bps is not None:
-        return TradingCost(args.cost_bps, "--cost-bps")
-    default = default_cost(market)
-    # The same series: the same recorded spec (a file's resolved path, a dataset's name).
-    trained = (ckpt.data or {}).get("origin") or {}
-    if ckpt.ppo_config is None or trained.get("spec") != (market.origin or {}).get("spec"):
-        return default
-    bps = ckpt.ppo_config.env.cost_bps
-    source = f"the cost {args.checkpoint} was trained at"
-    if bps != default.bps:
-        return TradingCost(bps, source)
-    # The data's default, said as such; on a file, the synthetic default keeps its warning.
-    return TradingCost(bps, f"{source}, {default.source}", default.warning)
-
-
-def _warn(message: str | None) -> None:
-    """A cost warning or a Sharpe caveat, on stderr so that --json output stays clean."""
-    if message:
-        print(f"warning: {message}", file=sys.stderr)
-
-
-def _checkpoint_market(args: argparse.Namespace, ckpt, path: str):  # -> market.MarketData
-    """The bars to evaluate on or resume with: --data when given, else the checkpoint's own
-    training data (the checkpoint at `path`), rebuilt from its recorded origin and checked
-    against its content hash."""
-    from pathlib import Path
-
-    from ppo_core.errors import DataError
-    from ppo_core.loaders import DATASETS, load_market_data
-
-    if args.data is not None:
-        return load_market_data(args.data, bars=args.bars, seed=args.seed, **_signal(args))
-    if args.bars is not None or _signal(args):
-        raise ConfigError(
-            "--bars, --signal-strength and the timestamp options shape the data --data names; "
-            f"without --data the checkpoint's own data is used ({path})"
-        )
-    identity = ckpt.data or {}
-    origin = identity.get("origin")
-    if not isinstance(origin, dict) or "spec" not in origin:
-        raise DataError(
-            f"{path} does not record its training data (written before archbench "
-            "recorded it); pass --data"
-        )
-    spec = str(origin["spec"])
-    if spec.lower() not in ("synthetic", *DATASETS) and not Path(spec).exists():
-        raise DataError(
-            f"{path} was trained on the file {spec}, which is no longer there (moved or "
-            "deleted); pass --data with the file's path now to use it"
-        )
-    options = {k: v for k, v in origin.items() if k != "spec" and v is not None}
-    market = load_market_data(spec, **options)
-    if market.content_hash() != identity.get("sha256"):
-        raise DataError(
-            f"{path}: its training data {spec} has changed since training "
-            f"(content hash differs); pass --data to evaluate on it as new data"
-        )
-    return market
-
-
-def _in_sample_overlap(ckpt, data, split: str) -> str | None:
-    """Why `split` of `data` overlaps the checkpoint's training bars, or None when it does not.
-    Bars are the same bars when the data is the same series (same name and, for synthetic
-    data, the same seed and signal): then their times are compared."""
-    import numpy as np
-
-    from ppo_core.data import format_time
-
-    identity = ckpt.data
-    if not identity or identity.get("name") != data.market.name:
-        return None
-    trained, now = identity.get("origin") or {}, data.market.origin or {}
-    if any(trained.get(k) != now.get(k) for k in ("seed", "signal_strength")):
-        return None
-    first, last = (np.datetime64(t) for t in identity["split_times"]["train"])
-    start, end = data.splits.range(split)
-    lo, hi = data.market.timestamps[start], data.market.timestamps[end - 1]
-    if hi < first or lo > last:
-        return None
-    lo, hi, first, last = map(format_time, (lo, hi, first, last))
-    return (
-        f"the {split} split ({lo} .. {hi}) overlaps the bars {ckpt.path} was trained on "
-        f"({first} .. {last}); pass --allow-in-sample to score it anyway"
-    )
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from ppo_core import checkpoint
-    from ppo_core.data import Normalizer, prepare
-    from ppo_core.device import resolve_device
-    from ppo_core.errors import DataError
-    from ppo_core.evaluation import EvalContext, evaluate_with_baselines
-    from ppo_core.features import FEATURE_NAMES
-    from ppo_core.network import ActorCritic
-
-    ckpt = checkpoint.load(args.checkpoint)
-    _check_features(ckpt, len(FEATURE_NAMES))
-    normalizer = Normalizer.from_dict(ckpt.obs_norm) if ckpt.obs_norm else None
-    market = _checkpoint_market(args, ckpt, args.checkpoint)
-    data = prepare(market, lookback=ckpt.config.lookback, normalizer=normalizer)
-    overlap = _in_sample_overlap(ckpt, data, args.split)
-    if overlap and not args.allow_in_sample:
-        raise DataError(overlap)
-    policy = ActorCritic(ckpt.config)
-    policy.load_state_dict(ckpt.policy_state_dict)
-    policy.to(resolve_device(args.device).device)
-    cost = _evaluate_cost(args, ckpt, market)
-    _warn(cost.warning)
-    results = evaluate_with_baselines(policy, data, args.split, cost.bps)
-    context = EvalContext.of(data, args.split, cost, results["policy"])
-    if args.json:
-        print_json(
-            {
-                "checkpoint": str(args.checkpoint),
-                "data": market.name,
-                "in_sample": bool(overlap),
-                **context.to_dict(),
-                "results": {name: r.to_dict() for name, r in results.items()},
-            }
-        )
-    else:
-        note = " (in-sample)" if overlap else ""
-        eval_table(f"{args.split} split of {market.name}{note}", results, context)
-    _warn(context.caveat)
-    return 0

@@ -13,7 +13,12 @@ migrations at the end of this module give a record read from an older file the s
   `device_uuid`, `gpu_name`, `gpu_memory_bytes`, `node`, `cpu_model` and `shard`;
   machine_info gains `archbench_shards`.
 - records gained `status`/`reason` (OOM and errors recorded), `precision`, `series` (the
-  overfit suite's per-bar figures) and `workload` (issue 23: which task was measured).
+  overfit suite's per-bar figures) and `workload` (issue 23: which task was measured); overfit
+  cases gained `bars_per_year` (before it, the dataset's name implied it).
+- train records written before the suite timed the whole iteration (`train_env_steps_per_s`)
+  carry their rollout-only rate as `env_steps_per_s`, today's `rollout_env_steps_per_s`. Not
+  renamed here: the report's throughput chart plots the old name, so renaming would change the
+  pages of old runs; archbench.reports.estimates reads both names.
 - 2026-12, issue 24: the top-level `archbench_run` section: {"incomplete", "lost": [{"case",
   "reason"}], "shards": [{"index", "node", "device", "torch_threads", "commit", "python",
   "torch", "cuda", "driver", "cases_done", "cases_total"}], "mismatch": [line], "options":
@@ -455,6 +460,36 @@ class _Migration:
     """Adds the missing field(s) in place, with the value the older format meant."""
 
 
+_KNOWN_BARS_PER_YEAR = {
+    "synthetic": 8766.0,
+    "sp500": 252.0,
+    "nasdaq": 252.0,
+    "googl": 252.0,
+    "eurusd-1h": 6280.0,
+}
+"""Bars per year of the datasets bench/ runs, for overfit records written before the suite put
+`bars_per_year` (MarketData.periods_per_year) into its case: synthetic is hourly 24/7
+(365.25 x 24), equities trade ~252 days a year, hourly EUR/USD ~6,280 bars (weekends absent)."""
+
+
+def _known_bars_per_year(record: Mapping[str, Any]) -> float | None:
+    """The bars per year an overfit record's dataset name implies, when its case does not
+    carry a positive `bars_per_year` of its own; None otherwise (nothing to upgrade)."""
+    case = record.get("case")
+    if record.get("suite") != "overfit" or not isinstance(case, dict):
+        return None
+    recorded = case.get("bars_per_year")
+    if isinstance(recorded, int | float) and recorded > 0:
+        return None
+    name = case.get("dataset")
+    return _KNOWN_BARS_PER_YEAR.get(name.strip().lower()) if isinstance(name, str) else None
+
+
+def _add_bars_per_year(record: dict[str, Any]) -> None:
+    # A new case dict: the record was copied shallowly, and the file's own case stays as read.
+    record["case"] = {**record["case"], "bars_per_year": _known_bars_per_year(record)}
+
+
 _MIGRATIONS = (
     # archbench/1 before OOMs and errors were recorded: every record was a finished measurement.
     _Migration(
@@ -471,6 +506,14 @@ _MIGRATIONS = (
     # Before issue 23 a record did not say which task it measured: the task is unknown (None),
     # and the engine never pools an unknown task with a known one.
     _Migration("workload", lambda r: "workload" not in r, lambda r: r.update(workload=None)),
+    # Before the overfit suite recorded `bars_per_year` in its case (to annualise Sharpe and
+    # date a dataset's length), the dataset's name said it for the datasets bench/ runs; a
+    # name not in _KNOWN_BARS_PER_YEAR stays without one (its duration is unknown, not guessed).
+    _Migration(
+        "overfit case bars_per_year",
+        lambda r: _known_bars_per_year(r) is not None,
+        _add_bars_per_year,
+    ),
 )
 """The format history, oldest first; each step makes an older record look like a new one."""
 

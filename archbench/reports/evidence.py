@@ -16,7 +16,6 @@ from archbench.reports.scores import Score, percentile_score, rate_score
 from ppo_core.sizing import CUDA_CONTEXT_BYTES
 
 __all__ = [
-    "KNOWN_BARS_PER_YEAR",
     "MEMORY_SAFETY_MARGIN",
     "Dataset",
     "OosCell",
@@ -59,17 +58,6 @@ MEMORY_SAFETY_MARGIN = 0.10
 """Share of the GPU's memory kept free when the budget is the GPU itself: allocator
 fragmentation, cuBLAS workspaces beyond the context's, and the gap between the datasheet
 capacity and what the driver exposes. `archbench pick` uses the same figure."""
-
-KNOWN_BARS_PER_YEAR = {
-    "synthetic": 8766.0,
-    "sp500": 252.0,
-    "nasdaq": 252.0,
-    "googl": 252.0,
-    "eurusd-1h": 6280.0,
-}
-"""Bars per year of the datasets bench/ runs, for records written before the overfit suite
-put `bars_per_year` (MarketData.periods_per_year) into its case: synthetic is hourly 24/7
-(365.25 x 24), equities trade ~252 days a year, hourly EUR/USD ~6,280 bars (weekends absent)."""
 
 
 def frame_dims(text: object) -> tuple[int, ...]:
@@ -356,11 +344,9 @@ def _cuda_context(rows: pd.DataFrame) -> float:
 
 
 def _bars_per_year(case: dict) -> float | None:
+    # Older records get theirs from the dataset's name when the run file is read (runfile.py).
     recorded = case.get("bars_per_year")
-    if isinstance(recorded, int | float) and recorded > 0:
-        return float(recorded)
-    name = case.get("dataset")
-    return KNOWN_BARS_PER_YEAR.get(name.strip().lower()) if isinstance(name, str) else None
+    return float(recorded) if isinstance(recorded, int | float) and recorded > 0 else None
 
 
 @dataclass(frozen=True)
