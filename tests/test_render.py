@@ -13,7 +13,7 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from archbench.cli.main import main
-from archbench.reports.charts import CHARTS
+from archbench.reports.charts import CHARTS, build_charts
 from archbench.reports.compare import compare_runs
 from archbench.reports.evidence import preset_summary
 from archbench.reports.load import load_runs
@@ -49,6 +49,19 @@ def test_every_chart_is_drawn_for_a_full_run(page):
     # The fixtures' overfit records predate the learning curves, and the page says so.
     assert page.count("no data:") == 1
     assert "no learning curve in any run (overfit records written before the curves)" in page
+
+
+def test_the_throughput_chart_draws_the_rate_the_engine_ranks():
+    """The whole-iteration rate (train_env_steps_per_s) and the rollout's are drawn beside the
+    update rate (the H200 quick run); since the rename the chart had drawn only the update rate
+    of every run newer than the fixtures here."""
+    h200 = Path(__file__).parent.parent / "docs/measurements/h200-2026-11-26/quick-cuda.json.gz"
+    chart = build_charts(load_runs([h200]))["throughput"]
+    assert [trace.name for trace in chart.data] == [
+        "quick-cuda: train_env_steps_per_s",
+        "quick-cuda: rollout_env_steps_per_s",
+        "quick-cuda: update_samples_per_s",
+    ]
 
 
 def test_header_names_machines_torch_and_commit(page, two_runs):

@@ -81,9 +81,20 @@ def _label(run: str, preset: str, many_runs: bool) -> str:
     return f"{run}: {preset}" if many_runs else preset
 
 
+_THROUGHPUT_METRICS = (
+    "train_env_steps_per_s",
+    "rollout_env_steps_per_s",
+    "env_steps_per_s",
+    "update_samples_per_s",
+)
+"""The train suite's rates: the whole iteration (what the engine ranks), the rollout alone
+(`env_steps_per_s` in runs written before the suite measured the whole iteration) and the
+update."""
+
+
 def _throughput_figure(df: pd.DataFrame) -> go.Figure | str:
     m = df[(df["suite"] == "train") & (df["value"].notna()) & df["params"].notna()]
-    m = m[m["metric"].isin(["env_steps_per_s", "update_samples_per_s"])]
+    m = m[m["metric"].isin(_THROUGHPUT_METRICS)]
     if m.empty:
         return "no training throughput in any run (train suite missing or every case OOM)"
     fig = go.Figure()
