@@ -299,6 +299,8 @@ def minimum_detectable_difference(differences: Sequence[float]) -> float | None:
     if len(values) < 3:
         return None
     df = len(values) - 1
+    # The critical value is where the power at no shift (the level) is MDE_ALPHA; the level
+    # falls as the critical value rises, so _solve, which wants an increasing f, gets -level.
     critical = _solve(lambda c: -t_test_power(0.0, df, c), -MDE_ALPHA, 0.0, 100.0)
     shift = _solve(lambda d: t_test_power(d, df, critical), MDE_POWER, 0.0, 100.0)
     return float(shift * values.std(ddof=1) / math.sqrt(len(values)))
