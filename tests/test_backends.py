@@ -145,8 +145,18 @@ def test_torch_compile_agrees_or_says_why(policy, obs):
         assert compiled.reason.startswith("torch.compile failed: ")
         return
     check = agreement(compiled, policy, obs)
-    assert check.ok
-    assert check.max_abs_logit_diff < 1e-4
+    # Whether inductor's code is faithful depends on the CPU: with its AVX2 code (torch and
+    # its kernels capped at AVX2 on an AVX-512 Xeon, ATEN_CPU_CAPABILITY=avx2) this policy's
+    # logits came out up to 2.9 off (65% of decisive actions agreed), with AVX-512 code within
+    # 1e-6. Either way the check must say which it is, and refuse to time a wrong one.
+    with torch.inference_mode():
+        error = (compiled.run(obs).float() - policy(obs)[0].float()).abs().max().item()
+    assert check.max_abs_logit_diff == pytest.approx(error, abs=1e-6)
+    if error < 1e-4:
+        assert check.ok, check.describe()
+    else:
+        assert not check.ok
+        assert check.refusal().startswith("disagrees with eager: "), check.describe()
 
 
 def test_cuda_graph_is_unavailable_on_cpu_with_a_reason(policy, obs):
