@@ -272,7 +272,7 @@ def learning_threads():
 # margins.py prints them). One run at this budget is not converged: another CPU model rounds
 # every matmul differently and 100k PPO steps carry that into another policy. Five kernel
 # configurations of one Intel Xeon stand in for five CPUs (its AVX-512 kernels, and MKL,
-# oneDNN and torch capped at AVX2, as on an AVX2-only EPYC, or at SSE4.2; 1 and 2 threads).
+# oneDNN and torch capped at AVX2, as on a pre-Zen 4 EPYC, or at SSE4.2; 1 and 2 threads).
 # Six-seed means per configuration (native 1t / native 2t / avx2 1t / avx2 2t / sse42 1t):
 #   gamma 0.99 over the better of buy-and-hold and flat  8.24 / 8.20 / 4.41 / 7.37 / 9.13
 #   gamma 0.99 over gamma 0                              6.59 / 6.31 / 2.28 / 4.72 / 8.10

@@ -4,7 +4,7 @@
 # Usage, from the repository root:
 #   bash docs/measurements/learning-cpu-2026-12-04/run.sh SEED GAMMA THREADS [ISA] [STEPS]
 # ISA: native (default: this CPU's widest kernels), avx2 (the kernels an AVX2-only x86 CPU such
-# as an AMD EPYC Zen 2/3 runs: torch's, MKL's and oneDNN's dispatch capped at AVX2) or sse42
+# as an AMD EPYC before Zen 4 runs: torch's, MKL's and oneDNN's dispatch capped at AVX2) or sse42
 # (capped at SSE4.2: torch's scalar 'default' kernels). Each cap changes the float rounding of
 # every matmul and reduction, as another CPU model would.
 set -euo pipefail
