@@ -15,6 +15,22 @@ from archbench.instrument.device.machine import MATMUL_DTYPES, device_info, meas
 GiB = 2**30
 
 
+@pytest.mark.parametrize(
+    ("cap", "native"),
+    [("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", True), ("ALL", True)],
+)
+def test_a_onednn_cap_below_bf16_skips_the_bf16_ceiling_and_says_so(monkeypatch, cap, native):
+    """Capped below its bf16 kernels, oneDNN emulates a bf16 matmul hundreds of times slower:
+    the ceiling is skipped with the cap named, whatever the CPU's flags say."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert (machine._onednn_bf16_cap() is None) is native
+    if native:
+        return
+    assert machine._cpu_has_native_bf16() is False
+    _plan, skipped = machine._dtype_plan("cpu")
+    assert skipped["bf16"].startswith(f"ONEDNN_MAX_CPU_ISA={cap.upper()} caps oneDNN below")
+
+
 def test_ceiling_arithmetic_with_planted_timings(monkeypatch):
     """2 n^3 FLOP per GEMM and 2 x buffer bytes per copy, divided by the timed seconds."""
     calls = []

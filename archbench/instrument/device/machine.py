@@ -245,7 +245,23 @@ def _cache_read_rates(n_bytes: int, warmup: int, repeats: int) -> list[float]:
     return [buffer.nbytes / s for s in seconds]
 
 
+_ONEDNN_BF16_ISAS = ("BF16", "AMX", "FP16", "AVX10", "ALL", "DEFAULT")
+"""oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) that keep its native bf16 kernels: AVX512_CORE_BF16
+and every ISA above it (oneDNN's names), or no cap."""
+
+
+def _onednn_bf16_cap() -> str | None:
+    """ONEDNN_MAX_CPU_ISA when it caps oneDNN below its bf16 kernels, else None: torch then
+    emulates a bf16 matmul (500x slower on an AVX-512 Xeon capped at AVX2), which is no ceiling."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    if cap and not any(isa in cap for isa in _ONEDNN_BF16_ISAS):
+        return cap
+    return None
+
+
 def _cpu_has_native_bf16() -> bool:
+    if _onednn_bf16_cap() is not None:
+        return False
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -274,8 +290,12 @@ def _dtype_plan(device: str) -> tuple[dict[str, Any], dict[str, str]]:
         if _cpu_has_native_bf16():
             plan["bf16"] = (torch.bfloat16, "highest")
         else:
+            cap = _onednn_bf16_cap()
             skipped["bf16"] = (
-                "this CPU has no native bf16 matmul (no avx512_bf16/amx_bf16); "
+                f"ONEDNN_MAX_CPU_ISA={cap} caps oneDNN below its native bf16 kernels; "
+                "torch would emulate a bf16 matmul, which is no ceiling"
+                if cap is not None
+                else "this CPU has no native bf16 matmul (no avx512_bf16/amx_bf16); "
                 "torch would emulate it, which is no ceiling"
             )
     return plan, skipped
