@@ -26,7 +26,9 @@ def _connect(ray: Any, address: str, init: dict[str, Any]) -> bool:
     if ray.is_initialized():  # a cluster this process already joined (tests, notebooks)
         return False
     if address == "local":
-        ray.init(include_dashboard=False, log_to_driver=False, **init)
+        # Ray's own "local" always starts a new cluster: a bare ray.init() would join the one
+        # /tmp/ray/ray_current_cluster names, and hang there if that cluster was killed.
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, **init)
         return True
     _init_within(ray, address, init)
     return False
