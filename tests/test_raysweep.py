@@ -337,3 +337,23 @@ def test_a_shard_gets_its_node_s_cores_over_the_shards_there():
     assert ray_worker._threads_here(Ray(), gpu=False, per_node=1) == cores
     assert ray_worker._threads_here(Ray(), gpu=False, per_node=cores * 4) == 1  # never 0
     assert ray_worker._threads_here(Ray(), gpu=True, per_node=1) == max(1, cores // 2)  # 2 GPUs
+
+
+def test_ray_local_starts_its_own_cluster_rather_than_joining_a_recorded_one():
+    """A bare ray.init() joins the cluster /tmp/ray/ray_current_cluster names, and hung there
+    when a killed run left that file pointing at a dead one; 'local' always starts a new one."""
+    calls = []
+
+    class FakeRay:
+        @staticmethod
+        def is_initialized():
+            return False
+
+        @staticmethod
+        def init(**kwargs):
+            calls.append(kwargs)
+
+    assert ray_connect._connect(FakeRay, "local", {"runtime_env": {}}) is True
+    assert calls == [
+        {"address": "local", "include_dashboard": False, "log_to_driver": False, "runtime_env": {}}
+    ]
