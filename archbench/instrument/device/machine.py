@@ -252,7 +252,7 @@ and every ISA above it (oneDNN's names), or no cap."""
 
 def _onednn_bf16_cap() -> str | None:
     """ONEDNN_MAX_CPU_ISA when it caps oneDNN below its bf16 kernels, else None: torch then
-    emulates a bf16 matmul (500x slower on an AVX-512 Xeon capped at AVX2), which is no ceiling."""
+    emulates a bf16 matmul, whatever the CPU's flags say, and that is no ceiling."""
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
     if cap and not any(isa in cap for isa in _ONEDNN_BF16_ISAS):
         return cap
