@@ -206,7 +206,8 @@ def test_without_ray_installed_ray_says_how_to_get_it(capsys, monkeypatch):
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # "local": a new cluster, not the one a killed run may have left in /tmp/ray.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
