@@ -23,9 +23,15 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 Z = 3.0
+STATISTICS = {
+    # name: (the per-seed value it is built from, whether it is a share of the oracle's sum)
+    "over_baseline": ("over_baseline", False),
+    "over_myopic": ("over_myopic", False),
+    "oracle_share": ("log_return", True),
+}
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2,3,4,5")
     parser.add_argument("--steps", type=int, default=100_000)
@@ -34,82 +40,83 @@ def main() -> None:
         help="the test's margins, over_baseline,over_myopic,oracle_share: how many "
         "sds below the mean each sits, and the configurations that would miss it",
     )
-    args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    return parser.parse_args()
+
+
+def _runs(steps: int) -> dict[tuple, dict]:
+    """(isa, threads, seed, gamma) -> the record of that run at `steps`."""
     runs = {}
     for line in (HERE / "results.jsonl").read_text().splitlines():
         r = json.loads(line)
-        if r.get("steps", 100_000) != args.steps:
-            continue
-        runs[(r.get("isa", "native"), r["threads"], r["seed"], r["gamma"])] = r
+        if r.get("steps", 100_000) == steps:
+            runs[(r.get("isa", "native"), r["threads"], r["seed"], r["gamma"])] = r
+    return runs
+
+
+def _per_seed(runs: dict[tuple, dict], config: tuple, seeds: list[int]) -> list[dict]:
+    """One configuration's per-seed values the test's statistics are built from."""
+    rows = []
+    for s in seeds:
+        far, myopic = runs[(*config, s, 0.99)], runs[(*config, s, 0.0)]
+        v = far["validation_sharpe"]
+        rows.append(
+            {
+                "over_baseline": v["policy"] - max(v["buy_and_hold"], v["flat"]),
+                "over_myopic": v["policy"] - myopic["validation_sharpe"]["policy"],
+                "log_return": far["policy_log_return"],
+                "oracle": far["oracle_log_return"],
+            }
+        )
+    return rows
+
+
+def _report(name: str, table: dict[tuple, list[dict]], chosen: float | None) -> None:
+    """Print one statistic per configuration, its spread across CPUs and its margin."""
+    column, is_share = STATISTICS[name]
+    rows = next(iter(table.values()))
+    # A mean over seeds, or a ratio of sums over the oracle's (the same bars in every config).
+    divisor = sum(r["oracle"] for r in rows) if is_share else len(rows)
+    values = {c: sum(r[column] for r in config_rows) / divisor for c, config_rows in table.items()}
+    mean = statistics.mean(values.values())
+    # Two estimates of the statistic's spread across CPUs: from each seed's spread across
+    # configurations, carried to the statistic, and from the configurations' values
+    # themselves; the larger is used.
+    variance = sum(
+        statistics.variance([config_rows[i][column] for config_rows in table.values()])
+        for i in range(len(rows))
+    )
+    per_seed = math.sqrt(variance) / divisor
+    sd = max(per_seed, statistics.stdev(values.values()))
+    step = 0.01 if is_share else 0.1
+    margin = math.floor((mean - Z * sd) / step) * step
+    shown = ", ".join(f"{isa}/{t}t {v:+.3f}" for (isa, t), v in values.items())
+    print(
+        f"{name}: {shown}; mean {mean:+.3f}, sd across CPUs {sd:.3f} "
+        f"(per seed {per_seed:.3f}), "
+        f"mean - {Z:g} sd {margin:+.2f}; lowest {min(values.values()):+.3f}"
+    )
+    if chosen is not None:
+        below = mean - chosen
+        missed = [c for c, v in values.items() if not v > chosen]
+        print(
+            f"  margin {chosen:+.2f}: {below / sd:.1f} sds below the mean "
+            f"({below / per_seed:.1f} per-seed sds); configurations that miss it: {missed}"
+        )
+
+
+def main() -> None:
+    args = _arguments()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    runs = _runs(args.steps)
     configs = sorted({k[:2] for k in runs})
     complete = [c for c in configs if all((*c, s, g) in runs for s in seeds for g in (0.99, 0.0))]
     print(f"{args.steps:,} steps, seeds {seeds}; complete configurations: {complete}")
     if len(complete) < 2:
         raise SystemExit("need at least two complete configurations")
-
-    def per_seed(config):
-        rows = []
-        for s in seeds:
-            far, myopic = runs[(*config, s, 0.99)], runs[(*config, s, 0.0)]
-            v = far["validation_sharpe"]
-            rows.append(
-                {
-                    "over_baseline": v["policy"] - max(v["buy_and_hold"], v["flat"]),
-                    "over_myopic": v["policy"] - myopic["validation_sharpe"]["policy"],
-                    "log_return": far["policy_log_return"],
-                    "oracle": far["oracle_log_return"],
-                }
-            )
-        return rows
-
-    table = {c: per_seed(c) for c in complete}
-    oracle_sum = sum(row["oracle"] for row in table[complete[0]])
-    stats = {
-        "over_baseline": lambda rows: statistics.mean(r["over_baseline"] for r in rows),
-        "over_myopic": lambda rows: statistics.mean(r["over_myopic"] for r in rows),
-        "oracle_share": lambda rows: sum(r["log_return"] for r in rows) / oracle_sum,
-    }
-    # How much each seed's value moves across CPUs, carried to the mean (or the ratio of sums).
-    scale = {
-        "over_baseline": 1 / len(seeds),
-        "over_myopic": 1 / len(seeds),
-        "oracle_share": 1 / oracle_sum,
-    }
-    key = {
-        "over_baseline": "over_baseline",
-        "over_myopic": "over_myopic",
-        "oracle_share": "log_return",
-    }
-    chosen = (
-        dict(zip(stats, map(float, args.margins.split(",")), strict=True)) if args.margins else {}
-    )
-    for name, statistic in stats.items():
-        values = {c: statistic(rows) for c, rows in table.items()}
-        mean = statistics.mean(values.values())
-        variance = sum(
-            statistics.variance([table[c][i][key[name]] for c in complete])
-            for i in range(len(seeds))
-        )
-        # Two estimates of the statistic's spread across CPUs: from each seed's spread across
-        # configurations, and from the configurations' values themselves; the larger is used.
-        per_seed = math.sqrt(variance) * scale[name]
-        sd = max(per_seed, statistics.stdev(values.values()))
-        step = 0.01 if name == "oracle_share" else 0.1
-        margin = math.floor((mean - Z * sd) / step) * step
-        shown = ", ".join(f"{isa}/{t}t {v:+.3f}" for (isa, t), v in values.items())
-        print(
-            f"{name}: {shown}; mean {mean:+.3f}, sd across CPUs {sd:.3f} "
-            f"(per seed {per_seed:.3f}), "
-            f"mean - {Z:g} sd {margin:+.2f}; lowest {min(values.values()):+.3f}"
-        )
-        if name in chosen:
-            below = mean - chosen[name]
-            missed = [c for c, v in values.items() if not v > chosen[name]]
-            print(
-                f"  margin {chosen[name]:+.2f}: {below / sd:.1f} sds below the mean "
-                f"({below / per_seed:.1f} per-seed sds); configurations that miss it: {missed}"
-            )
+    table = {c: _per_seed(runs, c, seeds) for c in complete}
+    margins = map(float, args.margins.split(",")) if args.margins else [None] * len(STATISTICS)
+    for name, chosen in zip(STATISTICS, margins, strict=True):
+        _report(name, table, chosen)
 
 
 if __name__ == "__main__":

@@ -32,9 +32,8 @@ def make_pairs(bars, seed, rho, signal=0.5, annual_vol=0.4, regime_bars=40, line
     ret, sigma, trend = syn._garch_with_trends(n[:, :14], base, signal)
     g, e = n[:, 14], n[:, 15]
     s = trend.astype(float)
-    w = rho * s * g + np.sqrt(1 - rho**2 * s**2) * e
-    if linear:  # control: the same trace strength, visible in the wick ratio alone
-        w = rho * s + np.sqrt(1 - rho**2 * s**2) * e
+    # The control (linear) puts the same trace strength in the wick ratio alone.
+    w = rho * s * (1.0 if linear else g) + np.sqrt(1 - rho**2 * s**2) * e
     close = 100.0 * np.exp(np.cumsum(ret))
     open_ = np.empty(bars)
     open_[0] = close[0]
@@ -60,7 +59,7 @@ def make_pairs(bars, seed, rho, signal=0.5, annual_vol=0.4, regime_bars=40, line
     return market, filtered(g, w, ret, sigma, rho, signal, base)
 
 
-def filtered(g, w, ret, sigma, rho, signal, base, use_returns=True):
+def filtered(g, w, ret, sigma, rho, signal, base):
     from scipy.stats import t as student
 
     levels = np.array([-1.0, 0.0, 1.0])
@@ -72,7 +71,7 @@ def filtered(g, w, ret, sigma, rho, signal, base, use_returns=True):
     out = np.zeros(len(g))
     scale = np.sqrt(3 / 5)
     for t in range(len(g)):
-        if t and use_returns:
+        if t:
             lik = student.pdf((ret[t] - signal * base * levels) / (sigma[t] * scale), 5)
             post = post * lik
             post /= post.sum()
